@@ -1,0 +1,30 @@
+"""POST /v1/images/generations: thin handler over :func:`darkroom.generation.generate_images`."""
+
+from typing import Annotated
+
+from aws_lambda_powertools.event_handler import Depends
+from aws_lambda_powertools.event_handler.openapi.params import Body
+from darkroom.api.images import ImageGenerateRequest, ImagesResponse
+from darkroom.api.resolver import authenticated_tenant, build_resolver, entrypoint, json_response, request_id
+from darkroom.generation import generate_images
+from darkroom.services import services
+from darkroom.tenancy import Tenant
+
+app = build_resolver()
+
+
+@app.post(
+    "/v1/images/generations",
+    summary="Create images from a prompt",
+    tags=["images"],
+    responses={200: {"description": "The images", "content": {"application/json": {"model": ImagesResponse}}}},
+)
+def create_image(
+    body: Annotated[ImageGenerateRequest, Body()],
+    tenant: Annotated[Tenant, Depends(authenticated_tenant)],
+):  # the 200 schema is declared in responses=; the body is already JSON
+    result = generate_images(tenant, body, request_id(app), services())
+    return json_response(200, result.response.model_dump_json(exclude_none=True), result.headers)
+
+
+lambda_handler = entrypoint(app)

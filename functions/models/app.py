@@ -1,0 +1,28 @@
+"""GET /v1/models and GET /v1/models/{model}: the catalog, for clients that list models first."""
+
+from typing import Annotated
+
+from aws_lambda_powertools.event_handler import Depends
+from darkroom.api.errors import ModelNotFound
+from darkroom.api.models import ModelList, ModelObject, model_list, model_object
+from darkroom.api.resolver import authenticated_tenant, build_resolver, entrypoint
+from darkroom.services import services
+from darkroom.tenancy import Tenant
+
+app = build_resolver()
+
+
+@app.get("/v1/models", summary="List models", tags=["models"])
+def list_models(tenant: Annotated[Tenant, Depends(authenticated_tenant)]) -> ModelList:
+    return model_list(services().catalog)
+
+
+@app.get("/v1/models/<model>", summary="Retrieve a model", tags=["models"])
+def retrieve_model(model: str, tenant: Annotated[Tenant, Depends(authenticated_tenant)]) -> ModelObject:
+    entry = services().catalog.models.get(model)
+    if entry is None:
+        raise ModelNotFound(model)
+    return model_object(entry)
+
+
+lambda_handler = entrypoint(app)

@@ -1,0 +1,1 @@
+"""The OpenAI wire surface: request/response models, the error envelope, the shared resolver."""

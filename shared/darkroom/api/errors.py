@@ -1,0 +1,105 @@
+"""Domain errors and the OpenAI error envelope.
+
+Use cases raise these; one place (:mod:`darkroom.api.resolver`) turns them into responses. Messages
+name parameters, never their values: an echoed prompt or base64 string in an error is a leak.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+
+class ApiError(Exception):
+    """An error the client should see, with its HTTP status and OpenAI ``type``/``code``/``param``."""
+
+    status = 400
+    type = "invalid_request_error"
+    default_code: str | None = None
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.code = code or self.default_code
+        self.headers = dict(headers or {})
+
+    def envelope(self) -> dict:
+        return error_envelope(self.message, type_=self.type, param=self.param, code=self.code)
+
+
+def error_envelope(message: str, *, type_: str, param: str | None = None, code: str | None = None) -> dict:
+    """``{"error": {"message", "type", "param", "code"}}`` as OpenAI sends it."""
+    return {"error": {"message": message, "type": type_, "param": param, "code": code}}
+
+
+class InvalidRequest(ApiError):
+    default_code = "invalid_value"
+
+
+class UnknownParameter(InvalidRequest):
+    default_code = "unknown_parameter"
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"Unknown parameter: '{name}'.", param=name)
+
+
+class InvalidApiKey(ApiError):
+    status = 401
+    default_code = "invalid_api_key"
+
+    def __init__(self, message: str = "Incorrect or missing API key. Send 'Authorization: Bearer <key>'.") -> None:
+        super().__init__(message)
+
+
+class TenantSuspended(ApiError):
+    status = 403
+    type = "permission_error"
+    default_code = "tenant_suspended"
+
+    def __init__(self) -> None:
+        super().__init__("This account is suspended. Contact the operator of this service.")
+
+
+class ModelNotFound(ApiError):
+    status = 404
+    default_code = "model_not_found"
+
+    def __init__(self, model: str) -> None:
+        # Model ids are short identifiers the client chose; cap what we repeat anyway.
+        super().__init__(f"The model '{model[:64]}' does not exist.", param="model")
+
+
+class NotFound(ApiError):
+    status = 404
+    default_code = "not_found"
+
+
+class RateLimited(ApiError):
+    status = 429
+    type = "requests"
+    default_code = "rate_limit_exceeded"
+
+
+class UpstreamError(ApiError):
+    status = 502
+    type = "server_error"
+    default_code = "upstream_error"
+
+
+class UpstreamTimeout(ApiError):
+    status = 504
+    type = "server_error"
+    default_code = "upstream_timeout"
+
+
+class ServiceUnavailable(ApiError):
+    status = 503
+    type = "server_error"
+    default_code = "service_unavailable"

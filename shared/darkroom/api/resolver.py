@@ -1,0 +1,110 @@
+"""The resolver every function shares: OpenAI error envelopes, auth dependency, the entry point.
+
+Domain errors are mapped to HTTP here and only here. Validation errors keep the parameter name and
+a message, never the input (pydantic's ``errors()`` would echo it, base64 included).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from http import HTTPStatus
+from typing import Any
+
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Request, Response, content_types
+from aws_lambda_powertools.event_handler.exceptions import NotFoundError
+from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from darkroom.api.errors import ApiError, error_envelope
+from darkroom.observability import logger, metrics, tracer
+from darkroom.services import services
+from darkroom.tenancy import Tenant
+
+
+def json_response(status: int, body: dict | str, headers: dict[str, str] | None = None) -> Response:
+    return Response(
+        status_code=status,
+        content_type=content_types.APPLICATION_JSON,
+        body=body if isinstance(body, str) else json.dumps(body, separators=(",", ":")),
+        headers=headers or {},
+    )
+
+
+def _validation_message(error: dict) -> tuple[str | None, str, str]:
+    """(param, message, code) for one pydantic error, without its input."""
+    loc = [str(part) for part in error.get("loc", ()) if part != "body"]
+    param = ".".join(loc) or None
+    kind = error.get("type", "")
+    if kind == "missing":
+        return param, f"Missing required parameter: '{param}'.", "missing_required_parameter"
+    if kind in ("json_invalid", "model_attributes_type", "dict_type"):
+        return None, "The request body must be a JSON object.", "invalid_json"
+    # pydantic's msg describes the constraint ("Input should be 'png', 'jpeg' or 'webp'"), not the value.
+    return param, f"Invalid value for '{param}': {error.get('msg', 'invalid')}.", "invalid_value"
+
+
+def build_resolver() -> APIGatewayRestResolver:
+    """A REST resolver with validation on and every error in the OpenAI envelope."""
+    app = APIGatewayRestResolver(enable_validation=True)
+
+    @app.exception_handler(ApiError)
+    def _api_error(exc: ApiError) -> Response:
+        if exc.status >= 500:
+            logger.warning("request failed", extra={"status": exc.status, "code": exc.code})
+        return json_response(exc.status, exc.envelope(), exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    def _invalid(exc: RequestValidationError) -> Response:
+        errors = exc.errors()
+        param, message, code = _validation_message(errors[0] if errors else {})
+        return json_response(
+            400, error_envelope(message, type_="invalid_request_error", param=param, code=code)
+        )
+
+    @app.not_found
+    def _not_found(exc: NotFoundError) -> Response:
+        return json_response(
+            404, error_envelope("Unknown route.", type_="invalid_request_error", code="not_found")
+        )
+
+    @app.exception_handler(Exception)
+    def _unexpected(exc: Exception) -> Response:
+        # The stack trace goes to the log (it holds no request data); the client gets a plain 500.
+        logger.exception("unhandled error")
+        return json_response(
+            HTTPStatus.INTERNAL_SERVER_ERROR,
+            error_envelope("The server had an error processing your request.", type_="server_error",
+                           code="internal_error"),
+        )
+
+    return app
+
+
+def authenticated_tenant(request: Request) -> Tenant:
+    """``Depends`` target: the tenant behind the request's bearer key (401/403 otherwise)."""
+    header = request.resolved_event.get_header_value("authorization", case_sensitive=False)
+    tenant = services().authenticator.authenticate(header)
+    logger.append_keys(tenant_id=tenant.tenant_id)
+    return tenant
+
+
+def request_id(app: APIGatewayRestResolver) -> str:
+    return app.current_event.request_context.request_id
+
+
+def entrypoint(app: APIGatewayRestResolver) -> Callable[[dict, LambdaContext], dict]:
+    """The Lambda handler for ``app``: logger context, metrics, tracing, and ``x-request-id`` on every answer."""
+
+    @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST, clear_state=True)
+    @metrics.log_metrics
+    @tracer.capture_lambda_handler(capture_response=False)
+    def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+        result = app.resolve(event, context)
+        request = (event.get("requestContext") or {}).get("requestId")
+        if request:
+            result.setdefault("multiValueHeaders", {})["x-request-id"] = [request]
+        return result
+
+    return lambda_handler

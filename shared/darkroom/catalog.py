@@ -1,0 +1,155 @@
+"""The model catalog: public model id -> backend, capabilities, limits and prices.
+
+Routing is by capability from this catalog, never by a substring of a model name. The catalog ships
+in the layer (``catalog.json`` beside this file) and can be replaced per deployment by the
+``DARKROOM_CATALOG`` environment variable (JSON text or a file path) or an SSM parameter named by
+``DARKROOM_CATALOG_PARAMETER``.
+"""
+
+from __future__ import annotations
+
+import json
+from enum import StrEnum
+from functools import cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from darkroom import config
+from darkroom.api.errors import InvalidRequest, ModelNotFound
+
+BUNDLED_CATALOG = Path(__file__).with_name("catalog.json")
+
+
+class Capability(StrEnum):
+    GENERATE = "generate"
+    EDIT = "edit"
+    ANALYZE = "analyze"
+    TEXT = "text"
+
+
+class Price(BaseModel):
+    """US dollars per million tokens, used to price usage records."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    input_text_per_million: float = 0.0
+    input_image_per_million: float = 0.0
+    output_image_per_million: float = 0.0
+    output_text_per_million: float = 0.0
+
+
+class ModelEntry(BaseModel):
+    """One public model id and everything darkroom needs to serve it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str
+    # Backends with an adapter today; the HTTP, SageMaker and Bedrock adapters extend this list.
+    backend: Literal["local"]
+    description: str = ""
+    capabilities: frozenset[Capability]
+    sizes: tuple[str, ...] = ()
+    default_size: str | None = None
+    max_n: int = Field(default=1, ge=1, le=10)
+    max_prompt_chars: int = Field(default=32000, ge=1)
+    qualities: tuple[str, ...] = ("medium",)
+    default_quality: str = "medium"
+    transparent_background: bool = False
+    default_response_format: Literal["url", "b64_json"] = "b64_json"
+    passthrough: frozenset[str] = frozenset()
+    output_tokens_per_image: dict[str, int] = Field(default_factory=dict)
+    price: Price = Field(default_factory=Price)
+
+    @model_validator(mode="after")
+    def _image_models_are_complete(self) -> ModelEntry:
+        if Capability.GENERATE in self.capabilities or Capability.EDIT in self.capabilities:
+            if not self.sizes or self.default_size not in self.sizes:
+                raise ValueError(f"{self.id}: image models need sizes and a default_size among them")
+            if self.default_quality not in self.qualities:
+                raise ValueError(f"{self.id}: default_quality must be one of qualities")
+            for size in self.sizes:
+                parse_size(size)
+        return self
+
+    def can(self, capability: Capability) -> bool:
+        return capability in self.capabilities
+
+
+def parse_size(size: str) -> tuple[int, int]:
+    """``"1024x768"`` -> ``(1024, 768)``; raises ValueError for anything else."""
+    width, sep, height = size.partition("x")
+    if not sep or not width.isdigit() or not height.isdigit():
+        raise ValueError(f"not a WIDTHxHEIGHT size: {size!r}")
+    return int(width), int(height)
+
+
+class Catalog(BaseModel):
+    """All models this deployment serves, and the default model per capability."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    models: dict[str, ModelEntry]
+    defaults: dict[Capability, str] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _ids_from_keys(cls, data):
+        if isinstance(data, dict) and isinstance(data.get("models"), dict):
+            data = dict(data)
+            data["models"] = {
+                model_id: {**entry, "id": model_id} if isinstance(entry, dict) else entry
+                for model_id, entry in data["models"].items()
+            }
+        return data
+
+    @model_validator(mode="after")
+    def _defaults_exist(self) -> Catalog:
+        for capability, model_id in self.defaults.items():
+            entry = self.models.get(model_id)
+            if entry is None or not entry.can(capability):
+                raise ValueError(f"default {capability} model {model_id!r} is missing or cannot {capability}")
+        return self
+
+    def resolve(self, model_id: str | None, capability: Capability) -> ModelEntry:
+        """The model to use for ``capability``: 404 when unknown, 400 when it cannot do it."""
+        if model_id is None:
+            default = self.defaults.get(capability)
+            if default is None:
+                raise InvalidRequest("You must provide a model parameter.", param="model",
+                                     code="missing_required_parameter")
+            model_id = default
+        entry = self.models.get(model_id)
+        if entry is None:
+            raise ModelNotFound(model_id)
+        if not entry.can(capability):
+            raise InvalidRequest(
+                f"The model '{entry.id}' does not support {capability.value}. "
+                f"Models that do: {', '.join(self.ids_for(capability)) or 'none'}.",
+                param="model",
+                code="model_not_supported",
+            )
+        return entry
+
+    def ids_for(self, capability: Capability) -> list[str]:
+        return sorted(m.id for m in self.models.values() if m.can(capability))
+
+
+def parse_catalog(text: str) -> Catalog:
+    return Catalog.model_validate(json.loads(text))
+
+
+@cache
+def get_catalog() -> Catalog:
+    """This container's catalog: env JSON/path, else the SSM parameter, else the bundled file."""
+    settings = config.get_settings()
+    if settings.catalog:
+        source = settings.catalog.strip()
+        text = source if source.startswith("{") else Path(source).read_text(encoding="utf-8")
+    elif settings.catalog_parameter:
+        response = config.client("ssm").get_parameter(Name=settings.catalog_parameter)
+        text = response["Parameter"]["Value"]
+    else:
+        text = BUNDLED_CATALOG.read_text(encoding="utf-8")
+    return parse_catalog(text)

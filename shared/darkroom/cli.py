@@ -1,0 +1,147 @@
+"""The ``darkroom`` command: run the local stack and administer tenants, keys and usage.
+
+Admin commands use the ``DARKROOM_*`` table names from the environment (``darkroom serve`` prints the
+lines to export), or read them from a deployed stack's outputs with ``--stack NAME``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from datetime import date
+
+from darkroom import config, services
+
+_STACK_OUTPUTS = {
+    "TenantsTableName": "DARKROOM_TENANTS_TABLE",
+    "RateLimitsTableName": "DARKROOM_RATE_LIMITS_TABLE",
+    "UsageTableName": "DARKROOM_USAGE_TABLE",
+    "ImagesBucketName": "DARKROOM_IMAGES_BUCKET",
+}
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="darkroom", description=__doc__.splitlines()[0])
+    parser.add_argument("--stack", default=os.environ.get("DARKROOM_STACK"),
+                        help="a deployed CloudFormation stack to administer (its outputs name the tables)")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of text")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="serve the API locally from template.yaml")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=int(os.environ.get("PORT", "3000")))
+
+    tenants = commands.add_parser("tenants", help="create, list and suspend tenants").add_subparsers(
+        dest="action", required=True)
+    create = tenants.add_parser("create")
+    create.add_argument("name")
+    create.add_argument("--images-per-minute", type=int)
+    create.add_argument("--images-per-day", type=int)
+    create.add_argument("--requests-per-minute", type=int)
+    tenants.add_parser("list")
+    tenants.add_parser("suspend").add_argument("tenant_id")
+    tenants.add_parser("activate").add_argument("tenant_id")
+
+    keys = commands.add_parser("keys", help="issue, list and revoke API keys").add_subparsers(
+        dest="action", required=True)
+    keys.add_parser("issue").add_argument("tenant_id")
+    keys.add_parser("list").add_argument("tenant_id")
+    keys.add_parser("revoke").add_argument("key_id")
+
+    usage = commands.add_parser("usage", help="a tenant's daily usage")
+    usage.add_argument("tenant_id")
+    usage.add_argument("--since", type=date.fromisoformat, help="first day, YYYY-MM-DD")
+    return parser
+
+
+def _use_stack(name: str) -> None:
+    outputs = config.client("cloudformation").describe_stacks(StackName=name)["Stacks"][0].get("Outputs", [])
+    for output in outputs:
+        if output["OutputKey"] in _STACK_OUTPUTS:
+            os.environ[_STACK_OUTPUTS[output["OutputKey"]]] = output["OutputValue"]
+    services.reset()
+
+
+def _print(args, rows: list[dict] | dict, text: str) -> None:
+    print(json.dumps(rows, indent=2) if args.json else text)
+
+
+def _serve(args) -> None:
+    from darkroom.local import stack
+
+    local = stack.start(args.host, args.port, demo_key=os.environ.get("DARKROOM_DEMO_KEY"))
+    lines = [f"darkroom local stack: {local.base_url}  (AWS at {os.environ['AWS_ENDPOINT_URL']})",
+             f"demo tenant {local.demo_tenant_id}, key: {local.demo_key}",
+             "In another shell, to use the openai SDK and the darkroom CLI against it:"]
+    lines += [f"export {name}={value}" for name, value in sorted(local.environment.items())]
+    print("\n".join(lines), flush=True)
+    try:
+        local.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        local.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "serve":
+        _serve(args)
+        return 0
+    if args.stack:
+        _use_stack(args.stack)
+    from darkroom.api.errors import ApiError
+    from darkroom.tenancy import Limits
+
+    svc = services.services()
+    directory = svc.directory
+    try:
+        if args.command == "tenants" and args.action == "create":
+            defaults = Limits()
+            tenant = directory.create_tenant(args.name, Limits(
+                images_per_minute=args.images_per_minute or defaults.images_per_minute,
+                images_per_day=args.images_per_day or defaults.images_per_day,
+                requests_per_minute=args.requests_per_minute or defaults.requests_per_minute,
+            ))
+            _print(args, _tenant_row(tenant), f"{tenant.tenant_id}\t{tenant.name}")
+        elif args.command == "tenants" and args.action == "list":
+            rows = [_tenant_row(t) for t in directory.list_tenants()]
+            _print(args, rows, "\n".join(
+                f"{r['tenant_id']}\t{r['name']}\t{r['status']}\tipm={r['images_per_minute']} "
+                f"ipd={r['images_per_day']} rpm={r['requests_per_minute']}" for r in rows))
+        elif args.command == "tenants":
+            tenant = directory.set_status(args.tenant_id, "suspended" if args.action == "suspend" else "active")
+            _print(args, _tenant_row(tenant), f"{tenant.tenant_id}\t{tenant.status}")
+        elif args.command == "keys" and args.action == "issue":
+            key, secret = directory.issue_key(args.tenant_id)
+            row = {"key_id": key.key_id, "tenant_id": key.tenant_id, "key": secret}
+            _print(args, row, f"{key.key_id}\t{secret}\n(shown once: store it now; darkroom keeps only its hash)")
+        elif args.command == "keys" and args.action == "list":
+            rows = [vars(k) for k in directory.list_keys(args.tenant_id)]
+            _print(args, rows, "\n".join(
+                f"{r['key_id']}\t{r['prefix']}...\t{r['status']}\t{r['created_at']}" for r in rows))
+        elif args.command == "keys" and args.action == "revoke":
+            key = directory.revoke_key(args.key_id)
+            _print(args, vars(key), f"{key.key_id}\t{key.status} (takes effect within "
+                                    f"{svc.settings.key_cache_seconds:g}s)")
+        elif args.command == "usage":
+            rows = [vars(d) for d in svc.meter.daily(args.tenant_id, args.since)]
+            _print(args, rows, "\n".join(
+                f"{r['day']}\trequests={r['requests']}\timages={r['images']}\tinput_tokens={r['input_tokens']}"
+                f"\toutput_tokens={r['output_tokens']}\tcost_usd={r['cost_usd']:.6f}" for r in rows)
+                or "no usage")
+    except ApiError as exc:
+        print(f"darkroom: {exc.message}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _tenant_row(tenant) -> dict:
+    return {"tenant_id": tenant.tenant_id, "name": tenant.name, "status": tenant.status,
+            "created_at": tenant.created_at, **vars(tenant.limits)}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

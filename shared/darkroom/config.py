@@ -1,0 +1,68 @@
+"""Settings read once per container from the environment, and AWS clients built once.
+
+Handlers and use cases never read ``os.environ`` directly; they call :func:`get_settings`.
+Tests that change the environment call :func:`reset` afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import cache
+
+import boto3
+from botocore.config import Config
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Settings(BaseModel):
+    """Every knob darkroom reads from its environment (names are ``DARKROOM_`` + upper case)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    tenants_table: str = "darkroom-tenants"
+    rate_limits_table: str = "darkroom-rate-limits"
+    usage_table: str = "darkroom-usage"
+    images_bucket: str = "darkroom-images"
+    # Presigned GET lifetime. Short on purpose: a URL outlives neither this nor its signing credentials.
+    presign_seconds: int = Field(default=3600, ge=60, le=7 * 24 * 3600)
+    # How long a key lookup (and the tenant's status) is cached per container: the revocation delay.
+    key_cache_seconds: float = Field(default=30, ge=0, le=60)
+    # Model catalog overrides: an SSM parameter name, or JSON text / a file path.
+    catalog_parameter: str | None = None
+    catalog: str | None = None
+    # Lambda's synchronous response limit is 6 MB (6,291,456 bytes) for the whole proxy response;
+    # the body budget leaves room for the status line and headers.
+    max_response_bytes: int = Field(default=6_000_000, ge=10_000)
+    # Inference deadline: inside API Gateway's 29 s integration timeout, with room to store and answer.
+    inference_timeout_seconds: float = Field(default=20, gt=0)
+
+
+def _from_environment() -> Settings:
+    prefix = "DARKROOM_"
+    values = {
+        name: os.environ[prefix + name.upper()]
+        for name in Settings.model_fields
+        if os.environ.get(prefix + name.upper())
+    }
+    return Settings.model_validate(values)
+
+
+@cache
+def get_settings() -> Settings:
+    """The settings of this container, validated on first use."""
+    return _from_environment()
+
+
+_BOTO_CONFIG = Config(retries={"mode": "standard", "max_attempts": 3}, connect_timeout=2, read_timeout=10)
+
+
+@cache
+def client(service: str, extra: Config | None = None):
+    """One boto3 client per service per container (honours ``AWS_ENDPOINT_URL`` for local stacks)."""
+    return boto3.session.Session().client(service, config=_BOTO_CONFIG.merge(extra) if extra else _BOTO_CONFIG)
+
+
+def reset() -> None:
+    """Forget cached settings and clients (tests and the local stack change the environment)."""
+    get_settings.cache_clear()
+    client.cache_clear()

@@ -1,0 +1,179 @@
+"""The generate use case: validate against the catalog, admit, draw, encode, store, meter, answer."""
+
+from __future__ import annotations
+
+import base64
+import math
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from darkroom.api.errors import InvalidRequest, ServiceUnavailable, UnknownParameter
+from darkroom.api.images import ImageData, ImageGenerateRequest, ImagesResponse, ImagesUsage, InputTokensDetails
+from darkroom.catalog import Capability, ModelEntry, parse_size
+from darkroom.encoding import encode
+from darkroom.inference import Backend, GenerateJob, backend_for
+from darkroom.metering import UsageEvent
+from darkroom.observability import logger, metrics
+from darkroom.services import Services
+from darkroom.storage import image_key
+from darkroom.tenancy import Tenant
+
+# Bytes of JSON around the images in a response body, beyond the base64 itself (generous).
+_ENVELOPE_BYTES = 4096
+_PER_IMAGE_BYTES = 2048  # url (presigned, ~1.5 KB) + keys
+
+
+@dataclass(frozen=True)
+class GenerateResult:
+    response: ImagesResponse
+    headers: dict[str, str]
+
+
+@dataclass(frozen=True)
+class _Resolved:
+    model: ModelEntry
+    n: int
+    size: str
+    width: int
+    height: int
+    quality: str
+    output_format: str
+    background: str  # "transparent" | "opaque"
+    response_format: str
+    options: dict
+
+
+def resolve_request(request: ImageGenerateRequest, services: Services) -> _Resolved:
+    """Apply the model's catalog entry: defaults for nulls, 400 for what this model cannot do."""
+    model = services.catalog.resolve(request.model, Capability.GENERATE)
+    options = {}
+    for name, value in (request.model_extra or {}).items():
+        if name not in model.passthrough:
+            raise UnknownParameter(name)
+        options[name] = value
+    if len(request.prompt) > model.max_prompt_chars:
+        raise InvalidRequest(
+            f"'prompt' is too long: at most {model.max_prompt_chars} characters for {model.id}.",
+            param="prompt", code="string_above_max_length",
+        )
+    if request.stream:
+        raise InvalidRequest("Streaming image generation is not supported yet; omit 'stream' or send false.",
+                             param="stream", code="unsupported_value")
+    n = request.n or 1
+    if n > model.max_n:
+        raise InvalidRequest(f"'n' must be at most {model.max_n} for {model.id}.", param="n")
+    size = request.size or "auto"
+    if size == "auto":
+        size = model.default_size
+    elif size not in model.sizes:
+        raise InvalidRequest(
+            f"Invalid value for 'size'. Supported values for {model.id} are: "
+            + ", ".join(f"'{s}'" for s in (*model.sizes, "auto")) + ".",
+            param="size",
+        )
+    quality = request.quality or "auto"
+    if quality == "auto":
+        quality = model.default_quality
+    elif quality not in model.qualities:
+        raise InvalidRequest(
+            f"Invalid value for 'quality'. Supported values for {model.id} are: "
+            + ", ".join(f"'{q}'" for q in (*model.qualities, "auto")) + ".",
+            param="quality",
+        )
+    output_format = request.output_format or "png"
+    background = request.background or "auto"
+    if background == "transparent":
+        if not model.transparent_background:
+            raise InvalidRequest(f"{model.id} cannot produce transparent backgrounds.", param="background")
+        if output_format == "jpeg":
+            raise InvalidRequest("A transparent background needs output_format 'png' or 'webp'.",
+                                 param="background", code="invalid_value")
+    width, height = parse_size(size)
+    return _Resolved(
+        model=model, n=n, size=size, width=width, height=height, quality=quality,
+        output_format=output_format, background="transparent" if background == "transparent" else "opaque",
+        response_format=request.response_format or model.default_response_format, options=options,
+    )
+
+
+def _usage(prompt: str, job: _Resolved) -> tuple[int, int]:
+    """(input text tokens, output image tokens): ~4 characters a token; image tokens scale with area."""
+    text_tokens = max(1, math.ceil(len(prompt) / 4))
+    per_square = job.model.output_tokens_per_image.get(job.quality, 0)
+    per_image = math.ceil(per_square * job.width * job.height / (1024 * 1024))
+    return text_tokens, per_image * job.n
+
+
+def generate_images(
+    tenant: Tenant,
+    request: ImageGenerateRequest,
+    request_id: str,
+    services: Services,
+    backend: Backend | None = None,
+) -> GenerateResult:
+    """Generate, store and meter ``n`` images for ``tenant``; the OpenAI ``ImagesResponse`` and headers."""
+    job = resolve_request(request, services)
+    admission = services.limiter.admit(tenant, job.n)
+    started = time.monotonic()
+    images = (backend or backend_for(job.model)).generate(job.model, GenerateJob(
+        prompt=request.prompt, width=job.width, height=job.height, n=job.n, quality=job.quality,
+        transparent=job.background == "transparent",
+        deadline_seconds=services.settings.inference_timeout_seconds, options=job.options,
+    ))
+    metrics.add_metric(name="InferenceMilliseconds", unit="Milliseconds", value=(time.monotonic() - started) * 1000)
+
+    def store(index: int) -> tuple[bytes, str]:
+        data = encode(images[index].image, job.output_format, request.output_compression,
+                      job.background == "transparent")
+        key = image_key(tenant.tenant_id, request_id, index, job.output_format)
+        services.store.put(key, data, job.output_format)
+        return data, services.store.presign(key, job.output_format)
+
+    with ThreadPoolExecutor(max_workers=min(4, job.n)) as pool:
+        stored = list(pool.map(store, range(job.n)))
+
+    text_tokens, output_tokens = _usage(request.prompt, job)
+    price = job.model.price
+    cost = (text_tokens * price.input_text_per_million + output_tokens * price.output_image_per_million) / 1e6
+    try:
+        services.meter.record(UsageEvent(
+            request_id=request_id, tenant_id=tenant.tenant_id, operation="generate", model=job.model.id,
+            size=job.size, quality=job.quality, images=job.n, input_text_tokens=text_tokens,
+            input_image_tokens=0, output_tokens=output_tokens, cost_usd=cost,
+        ))
+    except (ClientError, BotoCoreError) as exc:
+        # No usage record, no delivery: the client retries and nothing goes unbilled.
+        logger.error("usage record failed", extra={"error": type(exc).__name__})
+        raise ServiceUnavailable("Usage could not be recorded; the request was not completed. Retry.") from exc
+
+    headers = admission.headers()
+    data = [ImageData(url=url, revised_prompt=images[i].revised_prompt) for i, (_, url) in enumerate(stored)]
+    if job.response_format == "b64_json":
+        encoded = [base64.b64encode(raw).decode("ascii") for raw, _ in stored]
+        budget = services.settings.max_response_bytes - _ENVELOPE_BYTES - _PER_IMAGE_BYTES * job.n
+        if sum(map(len, encoded)) <= budget:
+            for item, b64 in zip(data, encoded, strict=True):
+                item.b64_json = b64
+        else:
+            # Lambda cannot return more than 6 MB: every image still has its URL; say why b64_json is absent.
+            headers["x-darkroom-b64-omitted"] = "response-size-limit"
+            metrics.add_metric(name="B64Omitted", unit="Count", value=1)
+    metrics.add_metric(name="ImagesGenerated", unit="Count", value=job.n)
+    logger.info("images generated", extra={
+        "model": job.model.id, "n": job.n, "size": job.size, "format": job.output_format,
+        "bytes": sum(len(raw) for raw, _ in stored),
+    })
+    return GenerateResult(
+        response=ImagesResponse(
+            created=int(time.time()), data=data, size=job.size, quality=job.quality,
+            output_format=job.output_format, background=job.background,
+            usage=ImagesUsage(
+                input_tokens=text_tokens, output_tokens=output_tokens, total_tokens=text_tokens + output_tokens,
+                input_tokens_details=InputTokensDetails(text_tokens=text_tokens, image_tokens=0),
+            ),
+        ),
+        headers=headers,
+    )

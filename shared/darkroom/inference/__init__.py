@@ -1,0 +1,44 @@
+"""The ``Backend`` port and the registry that maps a catalog entry's ``backend`` to an adapter."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from PIL import Image
+
+from darkroom.catalog import ModelEntry
+
+
+@dataclass(frozen=True)
+class GenerateJob:
+    """What a backend is asked to draw, with every default already resolved."""
+
+    prompt: str
+    width: int
+    height: int
+    n: int
+    quality: str
+    transparent: bool
+    deadline_seconds: float
+    options: dict = field(default_factory=dict)  # catalog-approved pass-through parameters
+
+
+@dataclass(frozen=True)
+class GeneratedImage:
+    image: Image.Image  # exactly width x height; RGBA when the job asked for transparency
+    revised_prompt: str | None = None
+
+
+class Backend(Protocol):
+    def generate(self, model: ModelEntry, job: GenerateJob) -> list[GeneratedImage]:
+        """Return ``job.n`` images or raise an ``ApiError`` (upstream error, timeout)."""
+        ...
+
+
+def backend_for(model: ModelEntry) -> Backend:
+    """The adapter for the model's catalog ``backend`` (the catalog only admits known names)."""
+    from darkroom.inference.local import LocalBackend
+
+    adapters: dict[str, type] = {"local": LocalBackend}
+    return adapters[model.backend]()

@@ -1,0 +1,71 @@
+"""The ``local`` backend: a deterministic CPU stand-in for development and tests. Not a model.
+
+It draws abstract compositions whose colours and shapes are derived from a hash of the prompt (plus
+the ``seed`` pass-through and the image index), so different prompts give visibly different images
+and the same request gives the same pixels. Every image carries a caption saying it is a stand-in.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+
+from PIL import Image, ImageDraw, ImageFont
+
+from darkroom.catalog import ModelEntry
+from darkroom.inference import GeneratedImage, GenerateJob
+
+CAPTION = "darkroom local stand-in - not a model"
+_SHAPES_BY_QUALITY = {"low": 4, "medium": 9, "high": 18}
+
+
+class LocalBackend:
+    def generate(self, model: ModelEntry, job: GenerateJob) -> list[GeneratedImage]:
+        return [GeneratedImage(render(job, index)) for index in range(job.n)]
+
+
+def _rng(job: GenerateJob, index: int) -> random.Random:
+    seed = f"{job.prompt}\x00{job.options.get('seed', '')}\x00{index}".encode()
+    return random.Random(hashlib.sha256(seed).digest())  # noqa: S311 - art, not security
+
+
+def _colour(rng: random.Random, alpha: int = 255) -> tuple[int, int, int, int]:
+    return (rng.randrange(256), rng.randrange(256), rng.randrange(256), alpha)
+
+
+def render(job: GenerateJob, index: int) -> Image.Image:
+    """One ``job.width`` x ``job.height`` RGBA image for ``job`` (transparent background if asked)."""
+    rng = _rng(job, index)
+    size = (job.width, job.height)
+    if job.transparent:
+        canvas = Image.new("RGBA", size, (0, 0, 0, 0))
+    else:
+        start, end = Image.new("RGBA", size, _colour(rng)), Image.new("RGBA", size, _colour(rng))
+        mask = Image.linear_gradient("L").rotate(rng.choice((0, 90, 180, 270))).resize(size)
+        canvas = Image.composite(end, start, mask)
+    draw = ImageDraw.Draw(canvas)
+    short = min(size)
+    for _ in range(_SHAPES_BY_QUALITY.get(job.quality, 9)):
+        x, y = rng.randrange(job.width), rng.randrange(job.height)
+        radius = rng.randrange(short // 12 + 1, short // 3 + 2)
+        box = (x - radius, y - radius, x + radius, y + radius)
+        fill = _colour(rng)
+        kind = rng.randrange(3)
+        if kind == 0:
+            draw.ellipse(box, fill=fill)
+        elif kind == 1:
+            draw.rectangle(box, fill=fill)
+        else:
+            draw.polygon([(x, y - radius), (x - radius, y + radius), (x + radius, y + radius)], fill=fill)
+    _caption(draw, job, short)
+    return canvas
+
+
+def _caption(draw: ImageDraw.ImageDraw, job: GenerateJob, short: int) -> None:
+    font_size = max(10, short // 40)
+    font = ImageFont.load_default(size=font_size)
+    band = font_size * 2 + 8
+    draw.rectangle((0, job.height - band, job.width, job.height), fill=(0, 0, 0, 200))
+    prompt = job.prompt if len(job.prompt) <= 60 else job.prompt[:57] + "..."
+    draw.text((6, job.height - band + 2), CAPTION, fill=(255, 255, 255, 255), font=font)
+    draw.text((6, job.height - band + font_size + 4), prompt, fill=(200, 200, 200, 255), font=font)

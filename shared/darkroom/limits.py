@@ -1,0 +1,154 @@
+"""Per-tenant admission: requests per minute, images per minute, images per day.
+
+Each window is one DynamoDB item updated with one conditional ``UpdateItem`` (``ADD`` guarded by
+``count <= limit - cost``), so DynamoDB itself serializes concurrent admissions and no window ever
+passes its limit. Windows are taken in order; when a later one refuses, the earlier increments are
+given back, so a request for ``n`` images is admitted whole or refused whole. There is no
+read-before-write anywhere. Expired window items are removed by the table's TTL; the logic never
+relies on that, because the window start is part of the key.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from botocore.exceptions import ClientError
+
+from darkroom.api.errors import InvalidRequest, RateLimited
+from darkroom.tenancy import Tenant
+
+# Window items outlive their window by this much before TTL may delete them.
+_TTL_GRACE_SECONDS = 300
+
+
+@dataclass(frozen=True)
+class Window:
+    name: str  # "requests" or "images": the suffix of the x-ratelimit-* headers
+    seconds: int
+    label: str  # for messages: "requests per minute"
+
+
+REQUESTS_PER_MINUTE = Window("requests", 60, "requests per minute")
+IMAGES_PER_MINUTE = Window("images", 60, "images per minute")
+IMAGES_PER_DAY = Window("images", 86_400, "images per day")
+
+
+@dataclass(frozen=True)
+class WindowState:
+    window: Window
+    limit: int
+    used: int
+    reset_at: float  # epoch seconds
+
+    @property
+    def remaining(self) -> int:
+        return max(0, self.limit - self.used)
+
+
+@dataclass(frozen=True)
+class Admission:
+    """The state of the tenant's windows after a decision, for the ``x-ratelimit-*`` headers."""
+
+    states: tuple[WindowState, ...]
+    now: float
+
+    def headers(self) -> dict[str, str]:
+        headers: dict[str, str] = {}
+        for name in ("requests", "images"):
+            states = [s for s in self.states if s.window.name == name]
+            if not states:
+                continue
+            # Report the tightest window of each kind.
+            tightest = min(states, key=lambda s: (s.remaining, s.reset_at))
+            headers[f"x-ratelimit-limit-{name}"] = str(tightest.limit)
+            headers[f"x-ratelimit-remaining-{name}"] = str(tightest.remaining)
+            headers[f"x-ratelimit-reset-{name}"] = f"{max(0, math.ceil(tightest.reset_at - self.now))}s"
+        return headers
+
+
+def _limits_for(tenant: Tenant) -> list[tuple[Window, int]]:
+    return [
+        (REQUESTS_PER_MINUTE, tenant.limits.requests_per_minute),
+        (IMAGES_PER_MINUTE, tenant.limits.images_per_minute),
+        (IMAGES_PER_DAY, tenant.limits.images_per_day),
+    ]
+
+
+class RateLimiter:
+    """Admits or refuses one request of ``images`` images for a tenant, atomically per window."""
+
+    def __init__(self, dynamodb, table: str, clock: Callable[[], float] = time.time) -> None:
+        self._db = dynamodb
+        self._table = table
+        self._clock = clock
+
+    def admit(self, tenant: Tenant, images: int) -> Admission:
+        """Count the request in every window, or raise :class:`RateLimited` having counted nothing."""
+        now = self._clock()
+        windows = _limits_for(tenant)
+        for window, limit in windows:
+            cost = 1 if window is REQUESTS_PER_MINUTE else images
+            if cost > limit:
+                raise InvalidRequest(
+                    f"This request needs {cost} {window.label.split()[0]} but the limit is {limit} "
+                    f"{window.label}; it can never be admitted.",
+                    param="n" if window.name == "images" else None,
+                    code="exceeds_limit",
+                )
+        taken: list[tuple[str, int]] = []
+        states: list[WindowState] = []
+        refused: WindowState | None = None
+        for window, limit in windows:
+            cost = 1 if window is REQUESTS_PER_MINUTE else images
+            start = int(now // window.seconds) * window.seconds
+            key = f"{tenant.tenant_id}#{window.name}#{window.seconds}#{start}"
+            reset_at = start + window.seconds
+            try:
+                attrs = self._db.update_item(
+                    TableName=self._table,
+                    Key={"pk": {"S": key}},
+                    UpdateExpression="ADD #c :cost SET #e = if_not_exists(#e, :exp)",
+                    ConditionExpression="attribute_not_exists(#c) OR #c <= :room",
+                    ExpressionAttributeNames={"#c": "count", "#e": "expires_at"},
+                    ExpressionAttributeValues={
+                        ":cost": {"N": str(cost)},
+                        ":room": {"N": str(limit - cost)},
+                        ":exp": {"N": str(reset_at + _TTL_GRACE_SECONDS)},
+                    },
+                    ReturnValues="UPDATED_NEW",
+                    ReturnValuesOnConditionCheckFailure="ALL_OLD",
+                )["Attributes"]
+            except ClientError as exc:
+                if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
+                    self._give_back(taken)
+                    raise
+                used = int(exc.response.get("Item", {}).get("count", {}).get("N", limit))
+                refused = WindowState(window, limit, used, reset_at)
+                states.append(refused)
+                break
+            taken.append((key, cost))
+            states.append(WindowState(window, limit, int(attrs["count"]["N"]), reset_at))
+        admission = Admission(tuple(states), now)
+        if refused is None:
+            return admission
+        self._give_back(taken)
+        retry_after = max(1, math.ceil(refused.reset_at - now))
+        headers = admission.headers() | {"retry-after": str(retry_after)}
+        raise RateLimited(
+            f"Rate limit reached: {refused.limit} {refused.window.label} for this account "
+            f"({refused.used} used). Retry after {retry_after}s.",
+            headers=headers,
+        )
+
+    def _give_back(self, taken: list[tuple[str, int]]) -> None:
+        for key, cost in taken:
+            self._db.update_item(
+                TableName=self._table,
+                Key={"pk": {"S": key}},
+                UpdateExpression="ADD #c :neg",
+                ExpressionAttributeNames={"#c": "count"},
+                ExpressionAttributeValues={":neg": {"N": str(-cost)}},
+            )

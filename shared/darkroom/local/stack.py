@@ -1,0 +1,87 @@
+"""Bringing up the whole local stack: AWS (embedded or external), resources, demo tenant, HTTP bridge."""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+
+from darkroom import config, services
+from darkroom.local.aws import EmbeddedAws, create_resources, start_moto, use_endpoint
+from darkroom.local.bridge import LocalApi, make_server
+from darkroom.local.template import Stack
+from darkroom.tenancy import KEY_PATTERN, Limits, hash_key
+
+DEMO_TENANT_NAME = "demo"
+
+
+@dataclass
+class LocalStack:
+    stack: Stack
+    environment: dict[str, str]  # what another shell needs (exported by `darkroom serve`)
+    base_url: str
+    demo_key: str
+    demo_tenant_id: str
+    server: object
+    aws: EmbeddedAws | None
+
+    def serve_forever(self) -> None:
+        self.server.serve_forever()
+
+    def start_in_thread(self) -> threading.Thread:
+        thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        thread.start()
+        return thread
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        if self.aws:
+            self.aws.stop()
+
+
+def function_environment(stack: Stack) -> dict[str, str]:
+    """The union of the functions' environments (they share one process locally)."""
+    merged: dict[str, str] = {}
+    for function in stack.functions():
+        merged.update(stack.environment(function.logical_id))
+    return merged
+
+
+def start(host: str = "127.0.0.1", port: int = 3000, demo_key: str | None = None, quiet: bool = False) -> LocalStack:
+    """Create (or reuse) AWS resources from template.yaml, seed the demo tenant, bind the HTTP server."""
+    aws = None
+    if not os.environ.get("AWS_ENDPOINT_URL"):
+        aws = start_moto(host)
+        use_endpoint(aws.endpoint)
+    stack = Stack()
+    environment = function_environment(stack)
+    # Local-only switches: no X-Ray daemon here, and metrics stay out of the terminal.
+    environment |= {"POWERTOOLS_TRACE_DISABLED": "true", "POWERTOOLS_METRICS_DISABLED": "true"}
+    os.environ.update(environment)
+    services.reset()
+    create_resources(stack, config.client("dynamodb"), config.client("s3"))
+    demo_key, tenant_id = seed_demo_tenant(demo_key)
+    server = make_server(LocalApi(stack), host, port, quiet=quiet)
+    bound_port = server.server_address[1]
+    exported = {k: v for k, v in environment.items() if k.startswith("DARKROOM_")}
+    exported |= {name: os.environ[name] for name in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID",
+                                                    "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")
+                 if os.environ.get(name)}
+    base_url = f"http://{host}:{bound_port}/v1"
+    exported |= {"OPENAI_BASE_URL": base_url, "OPENAI_API_KEY": demo_key}
+    return LocalStack(stack, exported, base_url, demo_key, tenant_id, server, aws)
+
+
+def seed_demo_tenant(demo_key: str | None) -> tuple[str, str]:
+    """The demo tenant and its key; with a fixed key that already exists, reuse it."""
+    directory = services.services().directory
+    if demo_key:
+        if not KEY_PATTERN.match(demo_key):
+            raise SystemExit("DARKROOM_DEMO_KEY must look like dk- followed by 43 URL-safe characters")
+        found = directory.lookup(hash_key(demo_key))
+        if found is not None:
+            return demo_key, found[0].tenant_id
+    tenant = directory.create_tenant(DEMO_TENANT_NAME, Limits())
+    _, secret = directory.issue_key(tenant.tenant_id, secret=demo_key)
+    return secret, tenant.tenant_id

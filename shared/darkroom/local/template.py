@@ -1,0 +1,119 @@
+"""Reading ``template.yaml``: resources, functions, routes and their environment, for the local stack.
+
+The local stack and the tests build everything from these definitions, so they cannot drift from the
+deployed stack. Intrinsic-function tags are parsed by cfn-lint's CloudFormation YAML loader.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from cfnlint.decode import cfn_yaml
+
+PROJECT_ROOT = Path(__file__).resolve().parents[3]
+DEFAULT_TEMPLATE = PROJECT_ROOT / "template.yaml"
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str
+    path: str  # API Gateway resource path, e.g. /v1/models/{model}
+    function: str  # logical id
+
+
+@dataclass(frozen=True)
+class Function:
+    logical_id: str
+    code_dir: Path
+    module: str
+    attribute: str
+    memory_mb: int
+    timeout_seconds: int
+
+
+class Stack:
+    """A parsed template plus the physical names its resources get in one local deployment."""
+
+    def __init__(self, path: Path = DEFAULT_TEMPLATE, prefix: str = "darkroom-local",
+                 parameters: dict[str, str] | None = None, region: str = "us-east-1") -> None:
+        self.path = path
+        self.template = cfn_yaml.load(str(path))
+        self.prefix = prefix
+        self.region = region
+        self._parameters = parameters or {}
+
+    @property
+    def resources(self) -> dict:
+        return self.template["Resources"]
+
+    def of_type(self, kind: str) -> dict[str, dict]:
+        return {name: r.get("Properties", {}) for name, r in self.resources.items() if r["Type"] == kind}
+
+    def physical_name(self, logical_id: str) -> str:
+        return f"{self.prefix}-{logical_id}".lower()
+
+    def parameter(self, name: str) -> str:
+        if name in self._parameters:
+            return self._parameters[name]
+        return str(self.template["Parameters"][name].get("Default", ""))
+
+    def resolve(self, value):
+        """Resolve ``Ref`` to parameters and resource names; other intrinsics are not needed locally."""
+        if isinstance(value, dict) and set(value) == {"Ref"}:
+            name = value["Ref"]
+            if name == "AWS::Region":
+                return self.region
+            if name in self.template.get("Parameters", {}):
+                return self.parameter(name)
+            if name in self.resources:
+                return self.physical_name(name)
+            raise KeyError(f"unresolvable Ref {name!r} in {self.path.name}")
+        if isinstance(value, dict):
+            raise ValueError(f"the local stack cannot resolve {dict(value)!r}")
+        return str(value)
+
+    def _function_property(self, props: dict, name: str, default=None):
+        globals_ = self.template.get("Globals", {}).get("Function", {})
+        return props.get(name, globals_.get(name, default))
+
+    def functions(self) -> list[Function]:
+        functions = []
+        for logical_id, props in self.of_type("AWS::Serverless::Function").items():
+            module, _, attribute = props["Handler"].rpartition(".")
+            functions.append(Function(
+                logical_id=logical_id,
+                code_dir=(self.path.parent / props["CodeUri"]).resolve(),
+                module=module, attribute=attribute,
+                memory_mb=int(self._function_property(props, "MemorySize", 128)),
+                timeout_seconds=int(self._function_property(props, "Timeout", 3)),
+            ))
+        return functions
+
+    def routes(self) -> list[Route]:
+        routes = []
+        for logical_id, props in self.of_type("AWS::Serverless::Function").items():
+            for event in props.get("Events", {}).values():
+                if event["Type"] == "Api":
+                    routes.append(Route(event["Properties"]["Method"].upper(), event["Properties"]["Path"], logical_id))
+        return routes
+
+    def environment(self, logical_id: str) -> dict[str, str]:
+        """The function's environment variables (Globals merged with its own), resolved."""
+        globals_ = self.template.get("Globals", {}).get("Function", {}).get("Environment", {}).get("Variables", {})
+        own = self.resources[logical_id].get("Properties", {}).get("Environment", {}).get("Variables", {})
+        return {name: self.resolve(value) for name, value in {**globals_, **own}.items()}
+
+    def gateway_response(self, kind: str) -> tuple[int, str]:
+        """(status, JSON body) of the API's configured gateway response ``kind`` (e.g. REQUEST_TOO_LARGE)."""
+        api = next(iter(self.of_type("AWS::Serverless::Api").values()))
+        responses = api.get("GatewayResponses", {})
+        configured = responses.get(kind) or responses.get("DEFAULT_5XX" if kind.startswith("INTEGRATION") else
+                                                         "DEFAULT_4XX")
+        status = int(configured.get("StatusCode", 500 if kind.startswith("INTEGRATION") else 400))
+        body = configured["ResponseTemplates"]["application/json"]
+        return status, body.replace("$context.error.messageString", '"Gateway error."')
+
+    def binary_media_types(self) -> list[str]:
+        api = next(iter(self.of_type("AWS::Serverless::Api").values()))
+        return [str(t) for t in api.get("BinaryMediaTypes", [])]

@@ -1,0 +1,143 @@
+"""Usage: exactly one record per request id, written on success only, plus daily aggregates.
+
+The record and the day's aggregate are written in one DynamoDB transaction. The record is guarded by
+``attribute_not_exists``, so a second write for the same request id (a retried invocation) cancels
+the whole transaction and the aggregate is not counted twice; the transaction's
+``ClientRequestToken`` makes SDK-level retries of the same call idempotent too.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+
+from botocore.exceptions import ClientError
+
+from darkroom.tenancy import from_item, to_item
+
+_TOKEN_NAMESPACE = uuid.UUID("6f1d7c1e-3f0b-4c55-9d7e-6f7a0c2d9e11")
+
+
+@dataclass(frozen=True)
+class UsageEvent:
+    """One successful request, as billed."""
+
+    request_id: str
+    tenant_id: str
+    operation: str  # "generate"
+    model: str
+    size: str
+    quality: str
+    images: int
+    input_text_tokens: int
+    input_image_tokens: int
+    output_tokens: int
+    cost_usd: float
+    at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    @property
+    def input_tokens(self) -> int:
+        return self.input_text_tokens + self.input_image_tokens
+
+
+@dataclass(frozen=True)
+class DailyUsage:
+    day: str
+    requests: int
+    images: int
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float
+    breakdown: dict[str, int]  # "model#local-image" -> images, "size#1024x1024" -> images, ...
+
+
+class UsageMeter:
+    def __init__(self, dynamodb, table: str) -> None:
+        self._db = dynamodb
+        self._table = table
+
+    def record(self, event: UsageEvent) -> bool:
+        """Write the record and add it to the day's aggregate; False when it was already recorded."""
+        day = event.at.strftime("%Y-%m-%d")
+        breakdown = {
+            f"model#{event.model}": event.images,
+            f"size#{event.size}": event.images,
+            f"quality#{event.quality}": event.images,
+            f"operation#{event.operation}": 1,
+        }
+        names = {f"#b{i}": name for i, name in enumerate(breakdown)}
+        values = {f":b{i}": {"N": str(count)} for i, count in enumerate(breakdown.values())}
+        cost_micro = round(event.cost_usd * 1_000_000)
+        add = ", ".join(
+            ["requests :one", "images :images", "input_tokens :in", "output_tokens :out", "cost_micro_usd :cost"]
+            + [f"{n} :b{i}" for i, n in enumerate(names)]
+        )
+        try:
+            self._db.transact_write_items(
+                ClientRequestToken=str(uuid.uuid5(_TOKEN_NAMESPACE, f"{event.tenant_id}/{event.request_id}")),
+                TransactItems=[
+                    {"Put": {
+                        "TableName": self._table,
+                        "Item": to_item({
+                            "pk": f"TENANT#{event.tenant_id}", "sk": f"REQ#{event.request_id}",
+                            "request_id": event.request_id, "operation": event.operation, "model": event.model,
+                            "size": event.size, "quality": event.quality, "images": event.images,
+                            "input_text_tokens": event.input_text_tokens,
+                            "input_image_tokens": event.input_image_tokens,
+                            "output_tokens": event.output_tokens, "cost_micro_usd": cost_micro,
+                            "at": event.at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                        }),
+                        "ConditionExpression": "attribute_not_exists(pk)",
+                    }},
+                    {"Update": {
+                        "TableName": self._table,
+                        "Key": to_item({"pk": f"TENANT#{event.tenant_id}", "sk": f"DAY#{day}"}),
+                        "UpdateExpression": f"ADD {add}",
+                        "ExpressionAttributeNames": names,
+                        "ExpressionAttributeValues": {
+                            ":one": {"N": "1"}, ":images": {"N": str(event.images)},
+                            ":in": {"N": str(event.input_tokens)}, ":out": {"N": str(event.output_tokens)},
+                            ":cost": {"N": str(cost_micro)}, **values,
+                        },
+                    }},
+                ],
+            )
+        except ClientError as exc:
+            reasons = exc.response.get("CancellationReasons") or []
+            if reasons and reasons[0].get("Code") == "ConditionalCheckFailed":
+                return False
+            raise
+        return True
+
+    def daily(self, tenant_id: str, since: date | None = None) -> list[DailyUsage]:
+        """The tenant's daily aggregates from ``since`` (inclusive) on, oldest first."""
+        start = f"DAY#{since.isoformat()}" if since else "DAY#"
+        days = []
+        for page in self._db.get_paginator("query").paginate(
+            TableName=self._table,
+            KeyConditionExpression="pk = :pk AND sk BETWEEN :from AND :to",
+            ExpressionAttributeValues={":pk": {"S": f"TENANT#{tenant_id}"}, ":from": {"S": start},
+                                       ":to": {"S": "DAY#~"}},
+        ):
+            for item in page["Items"]:
+                values = from_item(item)
+                days.append(DailyUsage(
+                    day=values["sk"].removeprefix("DAY#"),
+                    requests=int(values.get("requests", 0)), images=int(values.get("images", 0)),
+                    input_tokens=int(values.get("input_tokens", 0)),
+                    output_tokens=int(values.get("output_tokens", 0)),
+                    cost_usd=int(values.get("cost_micro_usd", 0)) / 1_000_000,
+                    breakdown={k: int(v) for k, v in values.items() if "#" in k and k not in ("pk", "sk")},
+                ))
+        return days
+
+    def records(self, tenant_id: str) -> list[dict]:
+        """Every per-request record of the tenant (for audits and tests)."""
+        items = []
+        for page in self._db.get_paginator("query").paginate(
+            TableName=self._table, KeyConditionExpression="pk = :pk AND begins_with(sk, :r)",
+            ExpressionAttributeValues={":pk": {"S": f"TENANT#{tenant_id}"}, ":r": {"S": "REQ#"}},
+        ):
+            items.extend(from_item(item) for item in page["Items"])
+        return items

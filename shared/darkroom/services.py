@@ -1,0 +1,51 @@
+"""The objects a container needs, built once on first use (never at import time, never per request)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+
+from botocore.config import Config
+
+from darkroom import config
+from darkroom.catalog import Catalog, get_catalog
+from darkroom.limits import RateLimiter
+from darkroom.metering import UsageMeter
+from darkroom.storage import ImageStore
+from darkroom.tenancy import Authenticator, TenantDirectory
+
+
+@dataclass
+class Services:
+    settings: config.Settings
+    catalog: Catalog
+    directory: TenantDirectory
+    authenticator: Authenticator
+    limiter: RateLimiter
+    meter: UsageMeter
+    store: ImageStore
+
+
+@cache
+def services() -> Services:
+    settings = config.get_settings()
+    dynamodb = config.client("dynamodb")
+    directory = TenantDirectory(dynamodb, settings.tenants_table)
+    return Services(
+        settings=settings,
+        catalog=get_catalog(),
+        directory=directory,
+        authenticator=Authenticator(directory, settings.key_cache_seconds),
+        limiter=RateLimiter(dynamodb, settings.rate_limits_table),
+        meter=UsageMeter(dynamodb, settings.usage_table),
+        store=ImageStore(
+            config.client("s3", Config(signature_version="s3v4")), settings.images_bucket, settings.presign_seconds
+        ),
+    )
+
+
+def reset() -> None:
+    """Forget everything built from the environment (tests and the local stack change it)."""
+    services.cache_clear()
+    get_catalog.cache_clear()
+    config.reset()

@@ -1,0 +1,263 @@
+"""Tenants and their API keys.
+
+A key is 256 random bits shown once at issue; darkroom stores only its sha256 (the lookup key) and a
+short display prefix. Lookups are cached per container for ``key_cache_seconds``, which bounds how
+long a revoked key or a suspended tenant keeps working.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+from botocore.exceptions import ClientError
+
+from darkroom.api.errors import InvalidApiKey, NotFound, TenantSuspended
+
+KEY_PREFIX = "dk-"
+# dk- + token_urlsafe(32): 43 characters of the URL-safe alphabet.
+KEY_PATTERN = re.compile(r"^dk-[A-Za-z0-9_-]{43}$")
+DISPLAY_PREFIX_CHARS = 8
+
+ACTIVE = "active"
+SUSPENDED = "suspended"
+REVOKED = "revoked"
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Per-tenant admission limits (all per tenant, across its keys)."""
+
+    images_per_minute: int = 20
+    images_per_day: int = 500
+    requests_per_minute: int = 60
+
+
+@dataclass(frozen=True)
+class Tenant:
+    tenant_id: str
+    name: str
+    status: str = ACTIVE
+    limits: Limits = field(default_factory=Limits)
+    created_at: str = ""
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    """What is stored about a key: never the key itself."""
+
+    key_id: str
+    tenant_id: str
+    prefix: str
+    status: str
+    created_at: str
+
+
+def hash_key(key: str) -> str:
+    """sha256 of the key, hex: enough for 256-bit random keys (no password stretching needed)."""
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+def new_key() -> str:
+    return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+def _now_iso() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+_serializer = TypeSerializer()
+_deserializer = TypeDeserializer()
+
+
+def to_item(values: dict) -> dict:
+    return {k: _serializer.serialize(v) for k, v in values.items() if v is not None}
+
+
+def from_item(item: dict) -> dict:
+    return {k: _deserializer.deserialize(v) for k, v in item.items()}
+
+
+def _tenant_from(values: dict) -> Tenant:
+    return Tenant(
+        tenant_id=values["tenant_id"],
+        name=values["name"],
+        status=values["status"],
+        limits=Limits(
+            images_per_minute=int(values["images_per_minute"]),
+            images_per_day=int(values["images_per_day"]),
+            requests_per_minute=int(values["requests_per_minute"]),
+        ),
+        created_at=values.get("created_at", ""),
+    )
+
+
+def _key_from(values: dict) -> ApiKey:
+    return ApiKey(
+        key_id=values["key_id"],
+        tenant_id=values["tenant_id"],
+        prefix=values["prefix"],
+        status=values["status"],
+        created_at=values.get("created_at", ""),
+    )
+
+
+class TenantDirectory:
+    """Tenants and key hashes in the tenants table (``pk``/``sk`` plus the ``ByTenant``/``ByKeyId`` indexes)."""
+
+    def __init__(self, dynamodb, table: str) -> None:
+        self._db = dynamodb
+        self._table = table
+
+    # tenants
+
+    def create_tenant(self, name: str, limits: Limits | None = None) -> Tenant:
+        limits = limits or Limits()
+        tenant = Tenant(tenant_id="tnt_" + secrets.token_hex(8), name=name, limits=limits, created_at=_now_iso())
+        self._db.put_item(
+            TableName=self._table,
+            Item=to_item({
+                "pk": f"TENANT#{tenant.tenant_id}", "sk": "TENANT", "tenant_id": tenant.tenant_id,
+                "name": name, "status": ACTIVE, "created_at": tenant.created_at,
+                "images_per_minute": limits.images_per_minute, "images_per_day": limits.images_per_day,
+                "requests_per_minute": limits.requests_per_minute,
+            }),
+            ConditionExpression="attribute_not_exists(pk)",
+        )
+        return tenant
+
+    def get_tenant(self, tenant_id: str) -> Tenant | None:
+        item = self._db.get_item(
+            TableName=self._table, Key=to_item({"pk": f"TENANT#{tenant_id}", "sk": "TENANT"}), ConsistentRead=True
+        ).get("Item")
+        return _tenant_from(from_item(item)) if item else None
+
+    def list_tenants(self) -> list[Tenant]:
+        tenants = []
+        for page in self._db.get_paginator("scan").paginate(
+            TableName=self._table, FilterExpression="sk = :t", ExpressionAttributeValues={":t": {"S": "TENANT"}}
+        ):
+            tenants.extend(_tenant_from(from_item(item)) for item in page["Items"])
+        return sorted(tenants, key=lambda t: (t.created_at, t.tenant_id))
+
+    def set_status(self, tenant_id: str, status: str) -> Tenant:
+        try:
+            item = self._db.update_item(
+                TableName=self._table,
+                Key=to_item({"pk": f"TENANT#{tenant_id}", "sk": "TENANT"}),
+                UpdateExpression="SET #s = :s",
+                ConditionExpression="attribute_exists(pk)",
+                ExpressionAttributeNames={"#s": "status"},
+                ExpressionAttributeValues={":s": {"S": status}},
+                ReturnValues="ALL_NEW",
+            )["Attributes"]
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                raise NotFound(f"No tenant {tenant_id}.", param="tenant_id") from None
+            raise
+        return _tenant_from(from_item(item))
+
+    # keys
+
+    def issue_key(self, tenant_id: str, *, secret: str | None = None) -> tuple[ApiKey, str]:
+        """Create a key for the tenant; returns the record and the secret (shown once, never stored)."""
+        if self.get_tenant(tenant_id) is None:
+            raise NotFound(f"No tenant {tenant_id}.", param="tenant_id")
+        secret = secret or new_key()
+        if not KEY_PATTERN.match(secret):
+            raise ValueError("keys look like dk- followed by 43 URL-safe characters")
+        key = ApiKey(
+            key_id="key_" + secrets.token_hex(8), tenant_id=tenant_id,
+            prefix=secret[:DISPLAY_PREFIX_CHARS], status=ACTIVE, created_at=_now_iso(),
+        )
+        self._db.put_item(
+            TableName=self._table,
+            Item=to_item({
+                "pk": f"KEY#{hash_key(secret)}", "sk": "KEY", "key_id": key.key_id, "tenant_id": tenant_id,
+                "prefix": key.prefix, "status": ACTIVE, "created_at": key.created_at,
+            }),
+            ConditionExpression="attribute_not_exists(pk)",
+        )
+        return key, secret
+
+    def list_keys(self, tenant_id: str) -> list[ApiKey]:
+        keys = []
+        for page in self._db.get_paginator("query").paginate(
+            TableName=self._table, IndexName="ByTenant", KeyConditionExpression="tenant_id = :t",
+            ExpressionAttributeValues={":t": {"S": tenant_id}},
+        ):
+            keys.extend(_key_from(from_item(item)) for item in page["Items"])
+        return keys
+
+    def revoke_key(self, key_id: str) -> ApiKey:
+        found = self._db.query(
+            TableName=self._table, IndexName="ByKeyId", KeyConditionExpression="key_id = :k",
+            ExpressionAttributeValues={":k": {"S": key_id}},
+        )["Items"]
+        if not found:
+            raise NotFound(f"No key {key_id}.", param="key_id")
+        item = self._db.update_item(
+            TableName=self._table,
+            Key={"pk": found[0]["pk"], "sk": found[0]["sk"]},
+            UpdateExpression="SET #s = :s",
+            ExpressionAttributeNames={"#s": "status"},
+            ExpressionAttributeValues={":s": {"S": REVOKED}},
+            ReturnValues="ALL_NEW",
+        )["Attributes"]
+        return _key_from(from_item(item))
+
+    def lookup(self, key_hash: str) -> tuple[ApiKey, Tenant | None] | None:
+        item = self._db.get_item(TableName=self._table, Key=to_item({"pk": f"KEY#{key_hash}", "sk": "KEY"})).get("Item")
+        if not item:
+            return None
+        key = _key_from(from_item(item))
+        return key, self.get_tenant(key.tenant_id)
+
+
+class Authenticator:
+    """``Authorization: Bearer <key>`` -> the active tenant, with a short per-container cache."""
+
+    def __init__(
+        self, directory: TenantDirectory, ttl_seconds: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._directory = directory
+        self._ttl = ttl_seconds
+        self._clock = clock
+        self._cache: dict[str, tuple[float, tuple[ApiKey, Tenant | None] | None]] = {}
+        self._lock = threading.Lock()
+
+    def authenticate(self, authorization: str | None) -> Tenant:
+        scheme, _, secret = (authorization or "").partition(" ")
+        secret = secret.strip()
+        # Malformed keys are refused without a table read.
+        if scheme.lower() != "bearer" or not KEY_PATTERN.match(secret):
+            raise InvalidApiKey()
+        found = self._lookup(hash_key(secret))
+        if found is None:
+            raise InvalidApiKey()
+        key, tenant = found
+        if key.status != ACTIVE or tenant is None:
+            raise InvalidApiKey()
+        if tenant.status != ACTIVE:
+            raise TenantSuspended()
+        return tenant
+
+    def _lookup(self, key_hash: str) -> tuple[ApiKey, Tenant | None] | None:
+        now = self._clock()
+        with self._lock:
+            cached = self._cache.get(key_hash)
+        if cached and cached[0] > now:
+            return cached[1]
+        found = self._directory.lookup(key_hash)
+        with self._lock:
+            if len(self._cache) > 10_000:  # unknown keys are cached too; bound the memory
+                self._cache.clear()
+            self._cache[key_hash] = (now + self._ttl, found)
+        return found
