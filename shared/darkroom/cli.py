@@ -23,34 +23,39 @@ _STACK_OUTPUTS = {
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="darkroom", description=__doc__.splitlines()[0])
-    parser.add_argument("--stack", default=os.environ.get("DARKROOM_STACK"),
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--stack", default=os.environ.get("DARKROOM_STACK"),
                         help="a deployed CloudFormation stack to administer (its outputs name the tables)")
-    parser.add_argument("--json", action="store_true", help="print JSON instead of text")
+    common.add_argument("--json", action="store_true", help="print JSON instead of text")
+    parser = argparse.ArgumentParser(prog="darkroom", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
+    add = commands.add_parser
 
-    serve = commands.add_parser("serve", help="serve the API locally from template.yaml")
+    def command(group, name: str, **kwargs) -> argparse.ArgumentParser:
+        return group.add_parser(name, parents=[common], **kwargs)
+
+    serve = add("serve", help="serve the API locally from template.yaml")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=int(os.environ.get("PORT", "3000")))
 
-    tenants = commands.add_parser("tenants", help="create, list and suspend tenants").add_subparsers(
+    tenants = add("tenants", help="create, list and suspend tenants").add_subparsers(
         dest="action", required=True)
-    create = tenants.add_parser("create")
+    create = command(tenants, "create")
     create.add_argument("name")
     create.add_argument("--images-per-minute", type=int)
     create.add_argument("--images-per-day", type=int)
     create.add_argument("--requests-per-minute", type=int)
-    tenants.add_parser("list")
-    tenants.add_parser("suspend").add_argument("tenant_id")
-    tenants.add_parser("activate").add_argument("tenant_id")
+    command(tenants, "list")
+    command(tenants, "suspend").add_argument("tenant_id")
+    command(tenants, "activate").add_argument("tenant_id")
 
-    keys = commands.add_parser("keys", help="issue, list and revoke API keys").add_subparsers(
+    keys = add("keys", help="issue, list and revoke API keys").add_subparsers(
         dest="action", required=True)
-    keys.add_parser("issue").add_argument("tenant_id")
-    keys.add_parser("list").add_argument("tenant_id")
-    keys.add_parser("revoke").add_argument("key_id")
+    command(keys, "issue").add_argument("tenant_id")
+    command(keys, "list").add_argument("tenant_id")
+    command(keys, "revoke").add_argument("key_id")
 
-    usage = commands.add_parser("usage", help="a tenant's daily usage")
+    usage = command(commands, "usage", help="a tenant's daily usage")
     usage.add_argument("tenant_id")
     usage.add_argument("--since", type=date.fromisoformat, help="first day, YYYY-MM-DD")
     return parser
@@ -90,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "serve":
         _serve(args)
         return 0
-    if args.stack:
+    if getattr(args, "stack", None):
         _use_stack(args.stack)
     from darkroom.api.errors import ApiError
     from darkroom.tenancy import Limits

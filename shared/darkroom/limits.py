@@ -141,6 +141,7 @@ class RateLimiter:
             f"Rate limit reached: {refused.limit} {refused.window.label} for this account "
             f"({refused.used} used). Retry after {retry_after}s.",
             headers=headers,
+            type_=refused.window.name,
         )
 
     def _give_back(self, taken: list[tuple[str, int]]) -> None:

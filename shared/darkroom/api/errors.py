@@ -23,9 +23,11 @@ class ApiError(Exception):
         param: str | None = None,
         code: str | None = None,
         headers: Mapping[str, str] | None = None,
+        type_: str | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
+        self.type = type_ or self.type
         self.param = param
         self.code = code or self.default_code
         self.headers = dict(headers or {})

@@ -22,6 +22,10 @@ from darkroom.observability import logger, metrics, tracer
 from darkroom.services import services
 from darkroom.tenancy import Tenant
 
+_INTERNAL_ERROR = error_envelope(
+    "The server had an error processing your request.", type_="server_error", code="internal_error"
+)
+
 
 def json_response(status: int, body: dict | str, headers: dict[str, str] | None = None) -> Response:
     return Response(
@@ -73,35 +77,59 @@ def build_resolver() -> APIGatewayRestResolver:
     def _unexpected(exc: Exception) -> Response:
         # The stack trace goes to the log (it holds no request data); the client gets a plain 500.
         logger.exception("unhandled error")
-        return json_response(
-            HTTPStatus.INTERNAL_SERVER_ERROR,
-            error_envelope("The server had an error processing your request.", type_="server_error",
-                           code="internal_error"),
-        )
+        return json_response(HTTPStatus.INTERNAL_SERVER_ERROR, _INTERNAL_ERROR)
 
     return app
 
 
 def authenticated_tenant(request: Request) -> Tenant:
-    """``Depends`` target: the tenant behind the request's bearer key (401/403 otherwise)."""
-    header = request.resolved_event.get_header_value("authorization", case_sensitive=False)
-    tenant = services().authenticator.authenticate(header)
-    logger.append_keys(tenant_id=tenant.tenant_id)
-    return tenant
+    """``Depends`` target: the tenant the entry point authenticated before routing."""
+    return request.context["tenant"]
 
 
 def request_id(app: APIGatewayRestResolver) -> str:
     return app.current_event.request_context.request_id
 
 
+def _proxy_result(status: int, body: dict, headers: dict[str, str]) -> dict:
+    return {
+        "statusCode": status,
+        "multiValueHeaders": {"Content-Type": [content_types.APPLICATION_JSON]}
+        | {name: [value] for name, value in headers.items()},
+        "body": json.dumps(body, separators=(",", ":")),
+        "isBase64Encoded": False,
+    }
+
+
+def _authenticate(event: dict) -> Tenant:
+    headers = event.get("headers") or {}
+    authorization = next((v for k, v in headers.items() if k.lower() == "authorization"), None)
+    tenant = services().authenticator.authenticate(authorization)
+    logger.append_keys(tenant_id=tenant.tenant_id)
+    return tenant
+
+
 def entrypoint(app: APIGatewayRestResolver) -> Callable[[dict, LambdaContext], dict]:
-    """The Lambda handler for ``app``: logger context, metrics, tracing, and ``x-request-id`` on every answer."""
+    """The Lambda handler for ``app``: logger context, metrics, tracing, and ``x-request-id`` on every answer.
+
+    Every darkroom route needs a tenant, so the key is checked before routing and body validation:
+    an unauthenticated caller learns nothing about the API beyond 401.
+    """
 
     @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST, clear_state=True)
     @metrics.log_metrics
     @tracer.capture_lambda_handler(capture_response=False)
     def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-        result = app.resolve(event, context)
+        try:
+            tenant = _authenticate(event)
+        except ApiError as exc:
+            result = _proxy_result(exc.status, exc.envelope(), exc.headers)
+        except Exception:  # noqa: BLE001 - logged; the client gets the 500 envelope, not a stack trace
+            logger.exception("authentication failed")
+            result = _proxy_result(500, _INTERNAL_ERROR, {})
+        else:
+            app.append_context(tenant=tenant)
+            result = app.resolve(event, context)
         request = (event.get("requestContext") or {}).get("requestId")
         if request:
             result.setdefault("multiValueHeaders", {})["x-request-id"] = [request]

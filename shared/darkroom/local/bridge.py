@@ -1,7 +1,7 @@
 """HTTP on loopback -> API Gateway REST proxy events -> the template's Lambda handlers, in-process.
 
-Each function gets a pool of "containers" (separately imported copies of its handler module), one
-request at a time each, as Lambda runs them; concurrent requests get concurrent containers. The
+Each function gets a pool of "containers" (worker processes that imported its handler), one request
+at a time each, as Lambda runs them; concurrent requests get concurrent containers. The
 gateway's own limits are applied the way API Gateway and Lambda apply them: 10 MB request bodies,
 6 MB Lambda payloads each way, answered with the template's gateway responses.
 """
@@ -12,13 +12,14 @@ import base64
 import importlib.util
 import json
 import logging
-import queue
+import multiprocessing
+import os
 import re
 import sys
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import SimpleNamespace
@@ -29,6 +30,8 @@ from darkroom.local.template import Function, Stack
 API_GATEWAY_MAX_BODY = 10 * 1024 * 1024
 LAMBDA_MAX_PAYLOAD = 6 * 1024 * 1024
 logger = logging.getLogger("darkroom.local")
+# Containers start clean (spawn, not fork): no inherited threads, locks or moto state.
+_SPAWN = multiprocessing.get_context("spawn")
 
 
 @dataclass
@@ -38,21 +41,109 @@ class HttpResponse:
     body: bytes
 
 
-@dataclass
-class _Pool:
-    function: Function
-    idle: queue.SimpleQueue = field(default_factory=queue.SimpleQueue)
-    created: int = 0
-    lock: threading.Lock = field(default_factory=threading.Lock)
+class _Container:
+    """One Lambda execution environment: a process that imported the handler and runs one event at a time.
+
+    Processes, not threads: Powertools keeps the current event in class state, and Lambda itself
+    never runs two events in one environment.
+    """
+
+    def __init__(self, function: Function, environment: dict[str, str]) -> None:
+        parent, child = _SPAWN.Pipe()
+        self._conn = parent
+        self.process = _SPAWN.Process(
+            target=_container_main, args=(function, environment, child), daemon=True,
+            name=f"darkroom-{function.logical_id}",
+        )
+        self.process.start()
+        child.close()
+
+    def invoke(self, event: dict, timeout: float) -> dict | None:
+        self._conn.send(event)
+        if not self._conn.poll(timeout):
+            self.stop()  # a timed-out environment is discarded, as Lambda does
+            return None
+        return self._conn.recv()
+
+    @property
+    def alive(self) -> bool:
+        return self.process.is_alive()
+
+    def stop(self) -> None:
+        if self.process.is_alive():
+            self.process.kill()
+        self.process.join(timeout=5)
 
 
-def _load_handler(function: Function, serial: int):
-    name = f"darkroom_local_{function.logical_id}_{serial}"
-    spec = importlib.util.spec_from_file_location(name, function.code_dir / f"{function.module}.py")
+def _container_main(function: Function, environment: dict[str, str], conn) -> None:
+    os.environ.update(environment)
+    sys.path.insert(0, str(function.code_dir))
+    spec = importlib.util.spec_from_file_location(function.module, function.code_dir / f"{function.module}.py")
     module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
     spec.loader.exec_module(module)
-    return getattr(module, function.attribute)
+    handler = getattr(module, function.attribute)
+    while True:
+        try:
+            event = conn.recv()
+        except EOFError:
+            return
+        context = SimpleNamespace(
+            function_name=function.logical_id, memory_limit_in_mb=function.memory_mb,
+            invoked_function_arn=f"arn:aws:lambda:local:000000000000:function:{function.logical_id}",
+            aws_request_id=str(uuid.uuid4()), function_version="$LATEST",
+            log_group_name=f"/aws/lambda/{function.logical_id}", log_stream_name="local",
+            get_remaining_time_in_millis=lambda: function.timeout_seconds * 1000,
+        )
+        try:
+            result = handler(event, context)
+        except Exception:  # noqa: BLE001 - a crashed invocation is a 502 from the gateway, as on AWS
+            logger.exception("function invocation failed", extra={"function": function.logical_id})
+            result = None
+        conn.send(result)
+
+
+class _Pool:
+    """Idle containers of one function; a busy function gets new ones, up to ``limit``."""
+
+    def __init__(self, function: Function, environment: dict[str, str], limit: int) -> None:
+        self.function = function
+        self._environment = environment
+        self._idle: list[_Container] = []
+        self._all: list[_Container] = []
+        self._limit = limit
+        self._cond = threading.Condition()
+
+    def acquire(self) -> _Container:
+        with self._cond:
+            while True:
+                while self._idle:
+                    container = self._idle.pop()
+                    if container.alive:
+                        return container
+                    self._all.remove(container)
+                if len(self._all) < self._limit:
+                    container = _Container(self.function, self._environment)
+                    self._all.append(container)
+                    return container
+                self._cond.wait()
+
+    def release(self, container: _Container) -> None:
+        with self._cond:
+            if container.alive:
+                self._idle.append(container)
+            else:
+                self._all.remove(container)
+            self._cond.notify()
+
+    def warm(self) -> None:
+        self.release(self.acquire())
+
+    def stop(self) -> None:
+        with self._cond:
+            for container in self._all:
+                container.stop()
+            self._all.clear()
+            self._idle.clear()
 
 
 def _route_pattern(path: str) -> re.Pattern:
@@ -68,12 +159,12 @@ def _route_pattern(path: str) -> re.Pattern:
 class LocalApi:
     """Dispatches HTTP requests to the stack's functions as API Gateway would."""
 
-    def __init__(self, stack: Stack, stage: str = "local") -> None:
+    def __init__(self, stack: Stack, environment: dict[str, str], stage: str = "local",
+                 containers_per_function: int = 4) -> None:
         self.stack = stack
         self.stage = stage
-        self._functions = {f.logical_id: f for f in stack.functions()}
         self._routes = [(r, _route_pattern(r.path)) for r in stack.routes()]
-        self._pools = {name: _Pool(f) for name, f in self._functions.items()}
+        self._pools = {f.logical_id: _Pool(f, environment, containers_per_function) for f in stack.functions()}
         self._binary_types = stack.binary_media_types()
 
     def _gateway(self, kind: str) -> HttpResponse:
@@ -136,27 +227,23 @@ class LocalApi:
 
     def _invoke(self, logical_id: str, event: dict) -> dict | None:
         pool = self._pools[logical_id]
+        container = pool.acquire()
         try:
-            handler = pool.idle.get_nowait()
-        except queue.Empty:
-            with pool.lock:
-                pool.created += 1
-                serial = pool.created
-            handler = _load_handler(pool.function, serial)
-        context = SimpleNamespace(
-            function_name=logical_id, memory_limit_in_mb=pool.function.memory_mb,
-            invoked_function_arn=f"arn:aws:lambda:{self.stack.region}:000000000000:function:{logical_id}",
-            aws_request_id=str(uuid.uuid4()), function_version="$LATEST",
-            log_group_name=f"/aws/lambda/{logical_id}", log_stream_name="local",
-            get_remaining_time_in_millis=lambda: pool.function.timeout_seconds * 1000,
-        )
-        try:
-            return handler(event, context)
-        except Exception:  # noqa: BLE001 - a crashed invocation is a 502 from the gateway, as on AWS
-            logger.exception("function invocation failed", extra={"function": logical_id})
-            return None
+            return container.invoke(event, timeout=pool.function.timeout_seconds)
         finally:
-            pool.idle.put(handler)
+            pool.release(container)
+
+    def warm(self) -> None:
+        """Start one container per function now, so the first request does not pay the imports."""
+        threads = [threading.Thread(target=pool.warm) for pool in self._pools.values()]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+
+    def stop(self) -> None:
+        for pool in self._pools.values():
+            pool.stop()
 
     @staticmethod
     def _response(result: dict) -> HttpResponse:

@@ -23,6 +23,7 @@ class LocalStack:
     demo_key: str
     demo_tenant_id: str
     server: object
+    api: LocalApi
     aws: EmbeddedAws | None
 
     def serve_forever(self) -> None:
@@ -36,6 +37,7 @@ class LocalStack:
     def stop(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+        self.api.stop()
         if self.aws:
             self.aws.stop()
 
@@ -55,14 +57,18 @@ def start(host: str = "127.0.0.1", port: int = 3000, demo_key: str | None = None
         aws = start_moto(host)
         use_endpoint(aws.endpoint)
     stack = Stack()
-    environment = function_environment(stack)
+    # The template's values, except DARKROOM_* settings the caller already set (e.g. a short key cache).
+    environment = {name: os.environ.get(name) or value if name.startswith("DARKROOM_") else value
+                   for name, value in function_environment(stack).items()}
     # Local-only switches: no X-Ray daemon here, and metrics stay out of the terminal.
     environment |= {"POWERTOOLS_TRACE_DISABLED": "true", "POWERTOOLS_METRICS_DISABLED": "true"}
     os.environ.update(environment)
     services.reset()
     create_resources(stack, config.client("dynamodb"), config.client("s3"))
     demo_key, tenant_id = seed_demo_tenant(demo_key)
-    server = make_server(LocalApi(stack), host, port, quiet=quiet)
+    api = LocalApi(stack, dict(os.environ))
+    api.warm()
+    server = make_server(api, host, port, quiet=quiet)
     bound_port = server.server_address[1]
     exported = {k: v for k, v in environment.items() if k.startswith("DARKROOM_")}
     exported |= {name: os.environ[name] for name in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID",
@@ -70,7 +76,7 @@ def start(host: str = "127.0.0.1", port: int = 3000, demo_key: str | None = None
                  if os.environ.get(name)}
     base_url = f"http://{host}:{bound_port}/v1"
     exported |= {"OPENAI_BASE_URL": base_url, "OPENAI_API_KEY": demo_key}
-    return LocalStack(stack, exported, base_url, demo_key, tenant_id, server, aws)
+    return LocalStack(stack, exported, base_url, demo_key, tenant_id, server, api, aws)
 
 
 def seed_demo_tenant(demo_key: str | None) -> tuple[str, str]:

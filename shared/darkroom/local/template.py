@@ -67,7 +67,7 @@ class Stack:
             if name in self.template.get("Parameters", {}):
                 return self.parameter(name)
             if name in self.resources:
-                return self.physical_name(name)
+                return self.physical_name(str(name))
             raise KeyError(f"unresolvable Ref {name!r} in {self.path.name}")
         if isinstance(value, dict):
             raise ValueError(f"the local stack cannot resolve {dict(value)!r}")
@@ -82,9 +82,9 @@ class Stack:
         for logical_id, props in self.of_type("AWS::Serverless::Function").items():
             module, _, attribute = props["Handler"].rpartition(".")
             functions.append(Function(
-                logical_id=logical_id,
-                code_dir=(self.path.parent / props["CodeUri"]).resolve(),
-                module=module, attribute=attribute,
+                logical_id=str(logical_id),
+                code_dir=(self.path.parent / str(props["CodeUri"])).resolve(),
+                module=str(module), attribute=str(attribute),
                 memory_mb=int(self._function_property(props, "MemorySize", 128)),
                 timeout_seconds=int(self._function_property(props, "Timeout", 3)),
             ))
@@ -95,14 +95,15 @@ class Stack:
         for logical_id, props in self.of_type("AWS::Serverless::Function").items():
             for event in props.get("Events", {}).values():
                 if event["Type"] == "Api":
-                    routes.append(Route(event["Properties"]["Method"].upper(), event["Properties"]["Path"], logical_id))
+                    properties = event["Properties"]
+                    routes.append(Route(str(properties["Method"]).upper(), str(properties["Path"]), str(logical_id)))
         return routes
 
     def environment(self, logical_id: str) -> dict[str, str]:
         """The function's environment variables (Globals merged with its own), resolved."""
         globals_ = self.template.get("Globals", {}).get("Function", {}).get("Environment", {}).get("Variables", {})
         own = self.resources[logical_id].get("Properties", {}).get("Environment", {}).get("Variables", {})
-        return {name: self.resolve(value) for name, value in {**globals_, **own}.items()}
+        return {str(name): self.resolve(value) for name, value in {**globals_, **own}.items()}
 
     def gateway_response(self, kind: str) -> tuple[int, str]:
         """(status, JSON body) of the API's configured gateway response ``kind`` (e.g. REQUEST_TOO_LARGE)."""
