@@ -4,6 +4,7 @@ from typing import Annotated
 
 from aws_lambda_powertools.event_handler import Depends
 from aws_lambda_powertools.event_handler.openapi.params import Body
+from darkroom.api.errors import error_responses
 from darkroom.api.images import ImageGenerateRequest, ImagesResponse
 from darkroom.api.resolver import authenticated_tenant, build_resolver, entrypoint, json_response, request_id
 from darkroom.generation import generate_images
@@ -17,7 +18,8 @@ app = build_resolver()
     "/v1/images/generations",
     summary="Create images from a prompt",
     tags=["images"],
-    responses={200: {"description": "The images", "content": {"application/json": {"model": ImagesResponse}}}},
+    responses={200: {"description": "The images", "content": {"application/json": {"model": ImagesResponse}}},
+               **error_responses(400, 401, 403, 404, 429, 500, 503)},
 )
 def create_image(
     body: Annotated[ImageGenerateRequest, Body()],

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from pydantic import BaseModel
+
 
 class ApiError(Exception):
     """An error the client should see, with its HTTP status and OpenAI ``type``/``code``/``param``."""
@@ -39,6 +41,29 @@ class ApiError(Exception):
 def error_envelope(message: str, *, type_: str, param: str | None = None, code: str | None = None) -> dict:
     """``{"error": {"message", "type", "param", "code"}}`` as OpenAI sends it."""
     return {"error": {"message": message, "type": type_, "param": param, "code": code}}
+
+
+class ErrorBody(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    """The OpenAI error envelope, for the OpenAPI spec."""
+
+    error: ErrorBody
+
+
+def error_responses(*statuses: int) -> dict[int, dict]:
+    """OpenAPI ``responses`` entries for the given error statuses."""
+    descriptions = {400: "Invalid request", 401: "Missing, malformed, unknown or revoked API key",
+                    403: "Tenant suspended", 404: "Unknown model or route", 429: "Rate limit reached",
+                    500: "Internal error", 502: "Inference backend error", 503: "Temporarily unavailable",
+                    504: "Inference timed out"}
+    return {status: {"description": descriptions[status],
+                     "content": {"application/json": {"model": ErrorResponse}}} for status in statuses}
 
 
 class InvalidRequest(ApiError):

@@ -1,0 +1,84 @@
+import json
+
+import pytest
+
+from darkroom.api.errors import InvalidRequest, ModelNotFound
+from darkroom.catalog import BUNDLED_CATALOG, Capability, get_catalog, parse_catalog
+
+
+def test_bundled_catalog_has_the_local_models_with_their_capabilities():
+    catalog = parse_catalog(BUNDLED_CATALOG.read_text())
+    assert catalog.models["local-image"].capabilities == {Capability.GENERATE, Capability.EDIT}
+    assert Capability.ANALYZE in catalog.models["local-vision"].capabilities
+    assert catalog.models["local-text"].capabilities == {Capability.TEXT}
+    assert catalog.ids_for(Capability.GENERATE) == ["local-image"]
+
+
+def test_unknown_model_is_404_and_incapable_model_is_400_on_param_model():
+    catalog = parse_catalog(BUNDLED_CATALOG.read_text())
+    with pytest.raises(ModelNotFound) as missing:
+        catalog.resolve("gpt-nothing", Capability.GENERATE)
+    assert (missing.value.status, missing.value.param) == (404, "model")
+    with pytest.raises(InvalidRequest) as incapable:
+        catalog.resolve("local-vision", Capability.GENERATE)
+    assert (incapable.value.status, incapable.value.param) == (400, "model")
+
+
+def test_default_model_is_used_when_model_is_null():
+    catalog = parse_catalog(BUNDLED_CATALOG.read_text())
+    assert catalog.resolve(None, Capability.GENERATE).id == "local-image"
+
+
+def _catalog_with(models: dict, defaults: dict | None = None) -> str:
+    return json.dumps({"models": models, "defaults": defaults or {}})
+
+
+def test_routing_is_by_capability_not_by_name():
+    # A name that "looks like" an image model but is declared text-only cannot generate,
+    # and an oddly named model declared as an image model can.
+    text = _catalog_with({
+        "image-gen-xl": {"backend": "local", "capabilities": ["text"]},
+        "zeta": {"backend": "local", "capabilities": ["generate"], "sizes": ["64x64"], "default_size": "64x64"},
+    })
+    catalog = parse_catalog(text)
+    with pytest.raises(InvalidRequest):
+        catalog.resolve("image-gen-xl", Capability.GENERATE)
+    assert catalog.resolve("zeta", Capability.GENERATE).backend == "local"
+
+
+@pytest.mark.parametrize("bad", [
+    {"m": {"backend": "mystery", "capabilities": ["text"]}},  # no adapter for that backend
+    {"m": {"backend": "local", "capabilities": ["generate"]}},  # an image model without sizes
+    {"m": {"backend": "local", "capabilities": ["text"], "surprise": 1}},  # unknown key
+])
+def test_invalid_catalogs_are_refused(bad):
+    with pytest.raises(ValueError):
+        parse_catalog(_catalog_with(bad))
+
+
+def test_default_must_be_capable():
+    with pytest.raises(ValueError):
+        parse_catalog(_catalog_with({"t": {"backend": "local", "capabilities": ["text"]}}, {"generate": "t"}))
+
+
+def test_catalog_override_from_environment_json(monkeypatch):
+    from darkroom import services
+
+    monkeypatch.setenv("DARKROOM_CATALOG", _catalog_with(
+        {"only": {"backend": "local", "capabilities": ["generate"], "sizes": ["32x32"], "default_size": "32x32"}}))
+    services.reset()
+    try:
+        assert list(get_catalog().models) == ["only"]
+    finally:
+        monkeypatch.delenv("DARKROOM_CATALOG")
+        services.reset()
+
+
+def test_catalog_override_from_ssm_parameter(aws, monkeypatch):
+    from darkroom import config, services
+
+    config.client("ssm").put_parameter(Name="/darkroom/catalog", Type="String", Value=_catalog_with(
+        {"ssm-model": {"backend": "local", "capabilities": ["text"]}}))
+    monkeypatch.setenv("DARKROOM_CATALOG_PARAMETER", "/darkroom/catalog")
+    services.reset()
+    assert list(get_catalog().models) == ["ssm-model"]
