@@ -5,8 +5,8 @@ The key inside is a fixed example key (tests seed a tenant with it); it grants n
 """
 
 import json
-import zlib
 import sys
+import zlib
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -14,14 +14,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "shared"))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from conftest import EVENT_KEY  # noqa: E402
-
 from darkroom.local.bridge import LocalApi, _route_pattern  # noqa: E402
 from darkroom.local.template import Stack  # noqa: E402
+from lambda_harness import EVENT_KEY  # noqa: E402
 
 EVENTS = {
-    "generate": ("POST", "/v1/images/generations", {"model": "local-image", "prompt": "a lighthouse at dusk, oil on canvas",
-                                                    "size": "512x512", "n": 1}),
+    "generate": ("POST", "/v1/images/generations",
+                 {"model": "local-image", "prompt": "a lighthouse at dusk, oil on canvas", "size": "512x512", "n": 1}),
     "models-list": ("GET", "/v1/models", None),
     "models-retrieve": ("GET", "/v1/models/local-image", None),
 }

@@ -2,18 +2,10 @@
 
 from __future__ import annotations
 
-import importlib.util
-import json
 import os
-import sys
-from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
-EVENTS = ROOT / "events"
-# The key the committed events carry (events/*.json); tests seed a tenant with it.
-EVENT_KEY = "dk-eventKEYeventKEYeventKEYeventKEYeventKEY012"
+from lambda_harness import EVENT_KEY
 
 os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
 os.environ.setdefault("POWERTOOLS_METRICS_NAMESPACE", "darkroom")
@@ -27,12 +19,11 @@ os.environ.update({"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "tes
 @pytest.fixture
 def aws(monkeypatch):
     """moto with the template's resources created; DARKROOM_* env pointing at them."""
-    from moto import mock_aws
-
     from darkroom import config, services
     from darkroom.local.aws import _make_moto_linearizable, create_resources
     from darkroom.local.stack import function_environment
     from darkroom.local.template import Stack
+    from moto import mock_aws
 
     _make_moto_linearizable()
     with mock_aws():
@@ -63,42 +54,3 @@ def tenant(svc):
                                                          requests_per_minute=30))
     svc.directory.issue_key(created.tenant_id, secret=EVENT_KEY)
     return created
-
-
-def load_handler(function: str):
-    """Import functions/<function>/app.py under a unique name and return its lambda_handler."""
-    name = f"darkroom_test_fn_{function}"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, ROOT / "functions" / function / "app.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name].lambda_handler
-
-
-def load_event(name: str, **changes) -> dict:
-    event = json.loads((EVENTS / f"{name}.json").read_text())
-    for key, value in changes.items():
-        event[key] = value
-    return event
-
-
-class Context:
-    function_name = "test"
-    memory_limit_in_mb = 1024
-    invoked_function_arn = "arn:aws:lambda:us-east-1:000000000000:function:test"
-    aws_request_id = "test-request"
-    function_version = "$LATEST"
-
-    @staticmethod
-    def get_remaining_time_in_millis() -> int:
-        return 29_000
-
-
-def invoke(function: str, event: dict) -> tuple[int, dict, dict]:
-    """(status, headers lower-cased, JSON body) of one handler invocation."""
-    result = load_handler(function)(event, Context())
-    headers = {k.lower(): v for k, v in (result.get("headers") or {}).items()}
-    for name, values in (result.get("multiValueHeaders") or {}).items():
-        headers[name.lower()] = values[-1]
-    return result["statusCode"], headers, json.loads(result["body"]) if result.get("body") else {}

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 from datetime import date
 
@@ -73,6 +74,11 @@ def _print(args, rows: list[dict] | dict, text: str) -> None:
     print(json.dumps(rows, indent=2) if args.json else text)
 
 
+def _interrupt(signum, frame) -> None:
+    signal.signal(signum, signal.SIG_IGN)  # once: a second TERM must not interrupt the clean-up
+    raise KeyboardInterrupt
+
+
 def _serve(args) -> None:
     from darkroom.local import stack
 
@@ -82,6 +88,8 @@ def _serve(args) -> None:
              "In another shell, to use the openai SDK and the darkroom CLI against it:"]
     lines += [f"export {name}={value}" for name, value in sorted(local.environment.items())]
     print("\n".join(lines), flush=True)
+    # SIGTERM (CI, process managers) shuts down like Ctrl-C: workers and moto stop with the server.
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         local.serve_forever()
     except KeyboardInterrupt:

@@ -4,7 +4,7 @@ import base64
 import io
 import json
 
-from conftest import EVENT_KEY, invoke, load_event
+from lambda_harness import EVENT_KEY, invoke, load_event
 from PIL import Image
 
 ENVELOPE_KEYS = {"message", "type", "param", "code"}

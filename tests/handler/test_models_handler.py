@@ -1,4 +1,4 @@
-from conftest import invoke, load_event
+from lambda_harness import invoke, load_event
 
 
 def test_list_models_in_openai_list_format(tenant):

@@ -1,7 +1,6 @@
 import json
 
 import pytest
-
 from darkroom.api.errors import InvalidRequest, ModelNotFound
 from darkroom.catalog import BUNDLED_CATALOG, Capability, get_catalog, parse_catalog
 

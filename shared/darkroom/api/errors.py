@@ -74,6 +74,7 @@ class UnknownParameter(InvalidRequest):
     default_code = "unknown_parameter"
 
     def __init__(self, name: str) -> None:
+        name = name if len(name) <= 64 else name[:61] + "..."  # a parameter name, but the client's text
         super().__init__(f"Unknown parameter: '{name}'.", param=name)
 
 

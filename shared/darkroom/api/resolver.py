@@ -13,7 +13,10 @@ from typing import Any
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Request, Response, content_types
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError
-from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+from aws_lambda_powertools.event_handler.openapi.exceptions import (
+    RequestUnsupportedContentType,
+    RequestValidationError,
+)
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
@@ -41,10 +44,10 @@ def _validation_message(error: dict) -> tuple[str | None, str, str]:
     loc = [str(part) for part in error.get("loc", ()) if part != "body"]
     param = ".".join(loc) or None
     kind = error.get("type", "")
+    if param is None or kind == "json_invalid":  # the body as a whole: empty, null, a list, not JSON
+        return None, "The request body must be a JSON object.", "invalid_json"
     if kind == "missing":
         return param, f"Missing required parameter: '{param}'.", "missing_required_parameter"
-    if kind in ("json_invalid", "model_attributes_type", "dict_type"):
-        return None, "The request body must be a JSON object.", "invalid_json"
     # pydantic's msg describes the constraint ("Input should be 'png', 'jpeg' or 'webp'"), not the value.
     return param, f"Invalid value for '{param}': {error.get('msg', 'invalid')}.", "invalid_value"
 
@@ -66,6 +69,12 @@ def build_resolver() -> APIGatewayRestResolver:
         return json_response(
             400, error_envelope(message, type_="invalid_request_error", param=param, code=code)
         )
+
+    @app.exception_handler(RequestUnsupportedContentType)
+    def _unsupported_type(exc: RequestUnsupportedContentType) -> Response:
+        return json_response(400, error_envelope(
+            "Send the request body as JSON with 'Content-Type: application/json'.",
+            type_="invalid_request_error", code="unsupported_content_type"))
 
     @app.not_found
     def _not_found(exc: NotFoundError) -> Response:

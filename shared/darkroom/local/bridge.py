@@ -59,11 +59,16 @@ class _Container:
         child.close()
 
     def invoke(self, event: dict, timeout: float) -> dict | None:
+        """The handler's result; None when it crashed; raises TimeoutError past ``timeout``."""
         self._conn.send(event)
         if not self._conn.poll(timeout):
             self.stop()  # a timed-out environment is discarded, as Lambda does
+            raise TimeoutError
+        try:
+            return self._conn.recv()
+        except (EOFError, OSError):  # the process died mid-invocation
+            self.stop()
             return None
-        return self._conn.recv()
 
     @property
     def alive(self) -> bool:
@@ -188,7 +193,10 @@ class LocalApi:
         event = self._event(method, url, route, path_parameters, headers, body, source_ip)
         if len(json.dumps(event)) > LAMBDA_MAX_PAYLOAD:
             return self._gateway("REQUEST_TOO_LARGE")
-        result = self._invoke(route.function, event)
+        try:
+            result = self._invoke(route.function, event)
+        except TimeoutError:
+            return self._gateway("INTEGRATION_TIMEOUT")
         if result is None or len(json.dumps(result)) > LAMBDA_MAX_PAYLOAD:
             return self._gateway("INTEGRATION_FAILURE")
         return self._response(result)
