@@ -17,7 +17,7 @@ $(BIN)/darkroom: pyproject.toml layers/runtime/requirements.txt
 # aws-sam-translator pins its own pydantic, so the SAM transform check gets a venv of its own.
 $(SAM_VENV)/bin/python:
 	$(PYTHON) -m venv $(SAM_VENV)
-	$(SAM_VENV)/bin/pip install -q aws-sam-translator
+	$(SAM_VENV)/bin/pip install -q aws-sam-translator pyyaml
 	touch $@
 
 run: $(BIN)/darkroom

@@ -18,6 +18,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
+from moto import mock_aws  # noqa: E402
+
 import conftest  # noqa: E402, F401  (sets test credentials and Powertools switches before imports)
 import lambda_harness  # noqa: E402
 from darkroom import config, services  # noqa: E402
@@ -28,7 +30,6 @@ from darkroom.local.aws import create_resources  # noqa: E402
 from darkroom.local.stack import function_environment  # noqa: E402
 from darkroom.local.template import Stack  # noqa: E402
 from darkroom.tenancy import Limits  # noqa: E402
-from moto import mock_aws  # noqa: E402
 
 CASES = [("256x256", "png"), ("1024x1024", "png"), ("1024x1024", "jpeg"), ("1024x1024", "webp"), ("1536x1024", "png")]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 import pytest
+
 from lambda_harness import EVENT_KEY
 
 os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
@@ -19,11 +20,12 @@ os.environ.update({"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "tes
 @pytest.fixture
 def aws(monkeypatch):
     """moto with the template's resources created; DARKROOM_* env pointing at them."""
+    from moto import mock_aws
+
     from darkroom import config, services
     from darkroom.local.aws import _make_moto_linearizable, create_resources
     from darkroom.local.stack import function_environment
     from darkroom.local.template import Stack
-    from moto import mock_aws
 
     _make_moto_linearizable()
     with mock_aws():

@@ -4,6 +4,7 @@ from typing import Annotated
 
 from aws_lambda_powertools.event_handler import Depends
 from aws_lambda_powertools.event_handler.openapi.params import Body
+
 from darkroom.api.errors import error_responses
 from darkroom.api.images import ImageGenerateRequest, ImagesResponse
 from darkroom.api.resolver import authenticated_tenant, build_resolver, entrypoint, json_response, request_id

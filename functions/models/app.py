@@ -3,6 +3,7 @@
 from typing import Annotated
 
 from aws_lambda_powertools.event_handler import Depends
+
 from darkroom.api.errors import ModelNotFound, error_responses
 from darkroom.api.models import ModelList, ModelObject, model_list, model_object
 from darkroom.api.resolver import authenticated_tenant, build_resolver, entrypoint

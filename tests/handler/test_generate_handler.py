@@ -4,8 +4,9 @@ import base64
 import io
 import json
 
-from lambda_harness import EVENT_KEY, invoke, load_event
 from PIL import Image
+
+from lambda_harness import EVENT_KEY, invoke, load_event
 
 ENVELOPE_KEYS = {"message", "type", "param", "code"}
 

@@ -1,6 +1,7 @@
 import json
 
 import pytest
+
 from darkroom.api.errors import InvalidRequest, ModelNotFound
 from darkroom.catalog import BUNDLED_CATALOG, Capability, get_catalog, parse_catalog
 

@@ -4,10 +4,11 @@ import io
 
 import pytest
 from botocore.exceptions import ClientError
+from PIL import Image
+
 from darkroom.api.errors import InvalidRequest, ServiceUnavailable, UnknownParameter
 from darkroom.api.images import ImageGenerateRequest
 from darkroom.generation import generate_images, resolve_request
-from PIL import Image
 
 
 def _request(**fields) -> ImageGenerateRequest:

@@ -1,6 +1,7 @@
 import threading
 
 import pytest
+
 from darkroom.api.errors import InvalidRequest, RateLimited
 from darkroom.limits import RateLimiter
 from darkroom.tenancy import Limits, Tenant

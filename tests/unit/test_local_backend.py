@@ -1,10 +1,11 @@
 import io
 
 import pytest
+from PIL import Image
+
 from darkroom.encoding import encode
 from darkroom.inference import GenerateJob
 from darkroom.inference.local import LocalBackend, render
-from PIL import Image
 
 
 def _job(prompt="a red fox", width=320, height=200, transparent=False, **options) -> GenerateJob:

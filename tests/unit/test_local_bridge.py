@@ -4,6 +4,7 @@ import json
 import textwrap
 
 import pytest
+
 from darkroom.local.bridge import LocalApi
 from darkroom.local.template import Stack
 

@@ -1,4 +1,5 @@
 import pytest
+
 from darkroom.api.errors import InvalidApiKey, NotFound, TenantSuspended
 from darkroom.tenancy import KEY_PATTERN, Authenticator, Limits, hash_key
 

@@ -106,12 +106,12 @@ class Stack:
         return {str(name): self.resolve(value) for name, value in {**globals_, **own}.items()}
 
     def gateway_response(self, kind: str) -> tuple[int, str]:
-        """(status, JSON body) of the API's configured gateway response ``kind`` (e.g. REQUEST_TOO_LARGE)."""
+        """(status, JSON body) of the API's gateway response ``kind``, falling back to DEFAULT_4XX/5XX."""
         api = next(iter(self.of_type("AWS::Serverless::Api").values()))
         responses = api.get("GatewayResponses", {})
-        configured = responses.get(kind) or responses.get("DEFAULT_5XX" if kind.startswith("INTEGRATION") else
-                                                         "DEFAULT_4XX")
-        status = int(configured.get("StatusCode", 500 if kind.startswith("INTEGRATION") else 400))
+        server_side = kind == "DEFAULT_5XX" or kind.startswith("INTEGRATION")
+        configured = responses.get(kind) or responses["DEFAULT_5XX" if server_side else "DEFAULT_4XX"]
+        status = int(configured.get("StatusCode", 500 if server_side else 400))
         body = configured["ResponseTemplates"]["application/json"]
         return status, body.replace("$context.error.messageString", '"Gateway error."')
 
