@@ -32,6 +32,9 @@ LAMBDA_MAX_PAYLOAD = 6 * 1024 * 1024
 logger = logging.getLogger("darkroom.local")
 # Containers start clean (spawn, not fork): no inherited threads, locks or moto state.
 _SPAWN = multiprocessing.get_context("spawn")
+_READY = "ready"
+# Lambda gives the init phase 10 s; a loaded development machine (or coverage) may need more.
+INIT_TIMEOUT_SECONDS = 30
 
 
 @dataclass
@@ -57,9 +60,23 @@ class _Container:
         )
         self.process.start()
         child.close()
+        self._ready = False
 
     def invoke(self, event: dict, timeout: float) -> dict | None:
-        """The handler's result; None when it crashed; raises TimeoutError past ``timeout``."""
+        """The handler's result; None when it crashed; raises TimeoutError past ``timeout``.
+
+        As on Lambda, the function timeout counts from the invocation, not from the cold start's
+        imports (the init phase, which gets ``INIT_TIMEOUT_SECONDS`` of its own).
+        """
+        if not self._ready:
+            try:
+                if not self._conn.poll(INIT_TIMEOUT_SECONDS) or self._conn.recv() != _READY:
+                    self.stop()
+                    return None
+            except (EOFError, OSError):  # the handler module failed to import
+                self.stop()
+                return None
+            self._ready = True
         self._conn.send(event)
         if not self._conn.poll(timeout):
             self.stop()  # a timed-out environment is discarded, as Lambda does
@@ -87,6 +104,7 @@ def _container_main(function: Function, environment: dict[str, str], conn) -> No
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     handler = getattr(module, function.attribute)
+    conn.send(_READY)
     while True:
         try:
             event = conn.recv()
