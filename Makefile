@@ -5,7 +5,7 @@ SAM_VENV ?= .venv-sam
 BIN := $(VENV)/bin
 PORT ?= 3000
 
-.PHONY: run test lint template openapi events build clean
+.PHONY: run test lint template openapi events bench build clean
 
 # The dev environment: runtime pins first (what Lambda gets), then the package and its dev tools.
 $(BIN)/darkroom: pyproject.toml layers/runtime/requirements.txt
@@ -38,6 +38,10 @@ openapi: $(BIN)/darkroom
 
 events: $(BIN)/darkroom
 	$(BIN)/python scripts/make_events.py
+
+# Where a generate request's time goes (benchmark, not a test): docs/architecture.md has figures.
+bench: $(BIN)/darkroom
+	$(BIN)/python benchmarks/bench_generate.py
 
 # Needs AWS SAM CLI (its own install); `sam deploy --guided` afterwards.
 build:
