@@ -1,0 +1,86 @@
+"""``multipart/form-data`` request bodies, parsed with python-multipart (the maintained streaming parser
+behind Starlette and FastAPI), plus the API Gateway detail of getting the body's bytes.
+
+Field names follow what the ``openai`` SDK sends: ``image`` for one file, ``image[]`` for a list,
+scalars as strings. Part sizes and counts are bounded while parsing.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass, field
+
+from python_multipart.exceptions import FormParserError
+from python_multipart.multipart import FormParser, MultipartState, parse_options_header
+
+from darkroom.api.errors import InvalidRequest
+
+MAX_PARTS = 64
+MAX_FIELD_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True)
+class FilePart:
+    name: str
+    filename: str | None
+    content_type: str | None  # as declared by the client: informational only, never trusted
+    data: bytes
+
+
+@dataclass
+class Form:
+    fields: dict[str, list[str]] = field(default_factory=dict)
+    files: dict[str, list[FilePart]] = field(default_factory=dict)
+
+
+def body_bytes(event: dict) -> bytes:
+    """The raw request body of an API Gateway proxy event (binary media types arrive base64-encoded)."""
+    body = event.get("body") or ""
+    if event.get("isBase64Encoded"):
+        return base64.b64decode(body)
+    return body.encode("utf-8")
+
+
+def media_type(content_type: str | None) -> str:
+    return (content_type or "").split(";", 1)[0].strip().lower()
+
+
+def parse_form(content_type: str, body: bytes) -> Form:
+    """Parse a ``multipart/form-data`` body; a malformed body is a 400 ``invalid_multipart``."""
+    kind, params = parse_options_header(content_type)
+    boundary = params.get(b"boundary")
+    if kind != b"multipart/form-data" or not boundary:
+        raise InvalidRequest("Expected a multipart/form-data body with a boundary.", code="invalid_multipart")
+    form = Form()
+    count = 0
+
+    def on_field(part) -> None:
+        nonlocal count
+        count += 1
+        value = part.value or b""
+        if count > MAX_PARTS or len(value) > MAX_FIELD_BYTES:
+            raise InvalidRequest("Too many or too large form fields.", code="invalid_multipart")
+        form.fields.setdefault(part.field_name.decode("utf-8", "replace"), []).append(value.decode("utf-8", "replace"))
+
+    def on_file(part) -> None:
+        nonlocal count
+        count += 1
+        if count > MAX_PARTS:
+            raise InvalidRequest("Too many form parts.", code="invalid_multipart")
+        part.file_object.seek(0)
+        name = part.field_name.decode("utf-8", "replace")
+        filename = part.file_name.decode("utf-8", "replace") if part.file_name else None
+        form.files.setdefault(name, []).append(
+            FilePart(name=name, filename=filename, content_type=part.content_type, data=part.file_object.read()))
+
+    # Keep parts in memory: a Lambda body is at most 6 MB, and /tmp must not collect client files.
+    parser = FormParser("multipart/form-data", on_field, on_file, boundary=boundary,
+                        config={"MAX_MEMORY_FILE_SIZE": float("inf"), "MAX_BODY_SIZE": len(body) + 1})
+    try:
+        parser.write(body)
+        parser.finalize()
+    except (FormParserError, ValueError) as exc:
+        raise InvalidRequest("The multipart/form-data body is malformed.", code="invalid_multipart") from exc
+    if parser.parser.state != MultipartState.END:  # truncated: no closing boundary
+        raise InvalidRequest("The multipart/form-data body is incomplete.", code="invalid_multipart")
+    return form

@@ -1,0 +1,200 @@
+"""Untrusted image input. Every image that enters darkroom (multipart parts, data URLs, bare base64,
+stored files) passes through here before any other code sees its pixels.
+
+The order of checks is the point: sizes are bounded before decoding base64, the format is decided
+by the bytes (never by a declared type or file name), Pillow is only allowed the decoder for that
+format, the pixel count and sides are checked from the header before the pixels are decoded, and
+animated images are refused. Every failure is an :class:`ImageRejected` (400) with a stable code and
+the parameter it concerns; no message repeats the input.
+"""
+
+from __future__ import annotations
+
+import binascii
+import io
+import math
+import re
+import warnings
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Protocol
+
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from darkroom.api.errors import InvalidRequest
+
+# Pillow's own bomb guard, as a hard error at this many pixels (open() checks the declared size).
+# Per-request limits below are lower; this is the ceiling no configuration can lift.
+HARD_MAX_PIXELS = 64_000_000
+Image.MAX_IMAGE_PIXELS = HARD_MAX_PIXELS
+
+PILLOW_FORMATS = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP", "gif": "GIF"}
+MEDIA_TYPES = {"png": {"image/png"}, "jpeg": {"image/jpeg", "image/jpg", "image/pjpeg"},
+               "webp": {"image/webp"}, "gif": {"image/gif"}}
+EDIT_FORMATS = frozenset({"png", "jpeg", "webp"})
+
+_DATA_URL = re.compile(r"data:(?P<type>[A-Za-z0-9.+-]+/[A-Za-z0-9.+-]+)?(?P<params>(?:;[A-Za-z0-9=._+-]*)*?);base64,")
+
+
+class ImageRejected(InvalidRequest):
+    """An image input darkroom will not process (always a 400 naming the parameter)."""
+
+
+@dataclass(frozen=True)
+class IntakeLimits:
+    """Bounds for one request's images (the edit function's defaults; configurable per deployment)."""
+
+    max_images: int = 16
+    max_image_bytes: int = 20 * 1024 * 1024
+    max_total_bytes: int = 50 * 1024 * 1024
+    max_pixels: int = 40_000_000
+    max_side: int = 12_000
+    formats: frozenset[str] = EDIT_FORMATS
+
+
+@dataclass(frozen=True)
+class IntakeImage:
+    """A decoded, validated image: orientation applied, RGB or RGBA, no metadata kept."""
+
+    image: Image.Image
+    format: str  # decided by the bytes: png, jpeg, webp or gif
+    byte_size: int
+    has_alpha: bool
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.image.size
+
+
+def sniff(data: bytes) -> str | None:
+    """The image format from magic numbers (WHATWG image type patterns), or None."""
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "png"
+    if data.startswith(b"\xff\xd8\xff"):
+        return "jpeg"
+    if data[:6] in (b"GIF87a", b"GIF89a"):
+        return "gif"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":  # RIFF alone is also WAV and AVI
+        return "webp"
+    return None
+
+
+def decode_base64(text: str, *, param: str, max_bytes: int) -> bytes:
+    """Strict base64 -> bytes. The length is checked before decoding; junk, whitespace and data after
+    padding are errors, never silently dropped."""
+    if len(text) > 4 * math.ceil(max_bytes / 3):
+        raise ImageRejected(f"The image in '{param}' is larger than {max_bytes} bytes.", param=param,
+                            code="image_too_large")
+    try:
+        data = binascii.a2b_base64(text, strict_mode=True)
+    except (binascii.Error, ValueError):
+        raise ImageRejected(f"'{param}' is not valid base64.", param=param, code="invalid_base64") from None
+    if not data:
+        raise ImageRejected(f"'{param}' is empty.", param=param, code="invalid_base64")
+    return data
+
+
+def parse_data_url(url: str, *, param: str, max_bytes: int) -> tuple[str | None, bytes]:
+    """``data:<type>;base64,<data>`` -> (declared media type, bytes); only base64 data URLs are accepted."""
+    match = _DATA_URL.match(url, 0, 256)
+    if match is None:
+        raise ImageRejected(f"'{param}' must be a base64 data URL (data:image/png;base64,...).", param=param,
+                            code="invalid_image_url")
+    declared = match.group("type").lower() if match.group("type") else None
+    return declared, decode_base64(url[match.end():], param=param, max_bytes=max_bytes)
+
+
+def open_image(data: bytes, *, param: str, limits: IntakeLimits, declared_type: str | None = None) -> IntakeImage:
+    """Validate and decode one image; raises :class:`ImageRejected` for anything unsafe or unsupported."""
+    if len(data) > limits.max_image_bytes:
+        raise ImageRejected(f"The image in '{param}' is larger than {limits.max_image_bytes} bytes.",
+                            param=param, code="image_too_large")
+    found = sniff(data[:16])
+    if found is None or found not in limits.formats:
+        allowed = ", ".join(sorted(limits.formats))
+        raise ImageRejected(f"The image in '{param}' is not a supported format ({allowed}).", param=param,
+                            code="unsupported_image_format")
+    if declared_type and declared_type not in MEDIA_TYPES[found] and declared_type != "application/octet-stream":
+        raise ImageRejected(f"The image in '{param}' is declared as {declared_type[:40]} but is {found}.",
+                            param=param, code="invalid_image")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            image = Image.open(io.BytesIO(data), formats=[PILLOW_FORMATS[found]])
+            width, height = image.size
+            if width * height > limits.max_pixels or max(width, height) > limits.max_side:
+                raise ImageRejected(
+                    f"The image in '{param}' is {width}x{height}; the limit is {limits.max_pixels} pixels "
+                    f"and {limits.max_side} pixels a side.", param=param, code="image_too_large")
+            if getattr(image, "is_animated", False):
+                raise ImageRejected(f"The image in '{param}' is animated; send a still image.", param=param,
+                                    code="invalid_image")
+            image.load()
+            image = ImageOps.exif_transpose(image)
+        except ImageRejected:
+            raise
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+            raise ImageRejected(f"The image in '{param}' declares too many pixels.", param=param,
+                                code="image_too_large") from None
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError):
+            # Truncated, corrupt, or bytes that only look like the format: one answer for all.
+            raise ImageRejected(f"The image in '{param}' could not be decoded.", param=param,
+                                code="invalid_image") from None
+    has_alpha = image.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in image.info
+    return IntakeImage(image=image.convert("RGBA" if has_alpha else "RGB"), format=found, byte_size=len(data),
+                       has_alpha=has_alpha)
+
+
+class FileReader(Protocol):
+    def read(self, tenant_id: str, file_id: str, *, param: str) -> bytes:
+        """The stored file's bytes; raises NotFound (404) naming ``param`` when the tenant has no such file."""
+        ...
+
+
+def read_reference(ref: object, *, param: str, tenant_id: str, files: FileReader | None,
+                   limits: IntakeLimits) -> IntakeImage:
+    """An image reference from a JSON body: ``{"image_url": "data:..."}`` or ``{"file_id": "file-..."}``."""
+    if not isinstance(ref, dict) or len(ref) != 1 or not ({"image_url", "file_id"} & ref.keys()):
+        raise ImageRejected(f"'{param}' must be an object with exactly one of 'image_url' or 'file_id'.",
+                            param=param, code="invalid_value")
+    if "file_id" in ref:
+        file_id = ref["file_id"]
+        if not isinstance(file_id, str) or files is None:
+            raise ImageRejected(f"'{param}.file_id' must be a file id.", param=f"{param}.file_id",
+                                code="invalid_value")
+        return open_image(files.read(tenant_id, file_id, param=f"{param}.file_id"), param=f"{param}.file_id",
+                          limits=limits)
+    url = ref["image_url"]
+    if not isinstance(url, str):
+        raise ImageRejected(f"'{param}.image_url' must be a string.", param=f"{param}.image_url",
+                            code="invalid_value")
+    if url[:8].lower().startswith(("http://", "https://")):
+        raise ImageRejected("Image URLs are not fetched yet; send a data URL or a file_id.",
+                            param=f"{param}.image_url", code="unsupported_image_url")
+    declared, data = parse_data_url(url, param=f"{param}.image_url", max_bytes=limits.max_image_bytes)
+    return open_image(data, param=f"{param}.image_url", limits=limits, declared_type=declared)
+
+
+def check_totals(images: Iterable[IntakeImage], *, param: str, limits: IntakeLimits) -> None:
+    """The per-request bounds across all images (count and total bytes)."""
+    images = list(images)
+    if len(images) > limits.max_images:
+        raise ImageRejected(f"At most {limits.max_images} images can be sent.", param=param,
+                            code="too_many_images")
+    if sum(i.byte_size for i in images) > limits.max_total_bytes:
+        raise ImageRejected(f"The images together exceed {limits.max_total_bytes} bytes.", param=param,
+                            code="image_too_large")
+
+
+def edit_mask(mask: IntakeImage, first: IntakeImage) -> Image.Image:
+    """The mask's alpha channel ("L"): 0 marks the pixels to edit. A PNG with alpha, the first image's size."""
+    if mask.format != "png":
+        raise ImageRejected("The mask must be a PNG.", param="mask", code="invalid_mask")
+    if mask.size != first.size:
+        raise ImageRejected(
+            f"The mask is {mask.size[0]}x{mask.size[1]} but the first image is {first.size[0]}x{first.size[1]}; "
+            "they must be the same size.", param="mask", code="invalid_mask")
+    if not mask.has_alpha:
+        raise ImageRejected("The mask must have an alpha channel (transparent pixels mark the area to edit).",
+                            param="mask", code="invalid_mask")
+    return mask.image.getchannel("A")
