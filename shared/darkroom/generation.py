@@ -1,4 +1,5 @@
-"""The generate use case: validate against the catalog, admit, draw, encode, store, meter, answer."""
+"""The generate use case, and the steps every image-producing use case shares: resolving the request
+against the model's catalog entry, and delivering images (encode, store, meter, answer)."""
 
 from __future__ import annotations
 
@@ -10,11 +11,19 @@ from dataclasses import dataclass
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from darkroom.api.errors import InvalidRequest, ServiceUnavailable, UnknownParameter
-from darkroom.api.images import ImageData, ImageGenerateRequest, ImagesResponse, ImagesUsage, InputTokensDetails
+from darkroom.api.errors import InvalidRequest, ServiceUnavailable, UnknownParameter, UpstreamError
+from darkroom.api.images import (
+    ImageData,
+    ImageGenerateRequest,
+    ImageOptions,
+    ImagesResponse,
+    ImagesUsage,
+    InputTokensDetails,
+)
 from darkroom.catalog import Capability, ModelEntry, parse_size
 from darkroom.encoding import encode
-from darkroom.inference import Backend, GenerateJob, backend_for
+from darkroom.inference import Backend, GeneratedImage, GenerateJob, backend_for
+from darkroom.limits import Admission
 from darkroom.metering import UsageEvent
 from darkroom.observability import logger, metrics
 from darkroom.services import Services
@@ -33,7 +42,9 @@ class GenerateResult:
 
 
 @dataclass(frozen=True)
-class _Resolved:
+class ImageJob:
+    """A request's options with every default resolved against the model's catalog entry."""
+
     model: ModelEntry
     n: int
     size: str
@@ -46,9 +57,13 @@ class _Resolved:
     options: dict
 
 
-def resolve_request(request: ImageGenerateRequest, services: Services) -> _Resolved:
-    """Apply the model's catalog entry: defaults for nulls, 400 for what this model cannot do."""
-    model = services.catalog.resolve(request.model, Capability.GENERATE)
+def resolve_request(request: ImageOptions, services: Services, capability: Capability = Capability.GENERATE,
+                    input_size: tuple[int, int] | None = None) -> ImageJob:
+    """Apply the model's catalog entry: defaults for nulls, 400 for what this model cannot do.
+
+    ``input_size`` (edits): ``size: auto`` means the first input image's size.
+    """
+    model = services.catalog.resolve(request.model, capability)
     options = {}
     for name, value in (request.model_extra or {}).items():
         if name not in model.passthrough:
@@ -67,7 +82,7 @@ def resolve_request(request: ImageGenerateRequest, services: Services) -> _Resol
         raise InvalidRequest(f"'n' must be at most {model.max_n} for {model.id}.", param="n")
     size = request.size or "auto"
     if size == "auto":
-        size = model.default_size
+        size = f"{input_size[0]}x{input_size[1]}" if input_size else model.default_size
     elif size not in model.sizes:
         raise InvalidRequest(
             f"Invalid value for 'size'. Supported values for {model.id} are: "
@@ -92,19 +107,24 @@ def resolve_request(request: ImageGenerateRequest, services: Services) -> _Resol
             raise InvalidRequest("A transparent background needs output_format 'png' or 'webp'.",
                                  param="background", code="invalid_value")
     width, height = parse_size(size)
-    return _Resolved(
+    return ImageJob(
         model=model, n=n, size=size, width=width, height=height, quality=quality,
         output_format=output_format, background="transparent" if background == "transparent" else "opaque",
         response_format=request.response_format or model.default_response_format, options=options,
     )
 
 
-def _usage(prompt: str, job: _Resolved) -> tuple[int, int]:
+def _usage(prompt: str, job: ImageJob) -> tuple[int, int]:
     """(input text tokens, output image tokens): ~4 characters a token; image tokens scale with area."""
     text_tokens = max(1, math.ceil(len(prompt) / 4))
     per_square = job.model.output_tokens_per_image.get(job.quality, 0)
     per_image = math.ceil(per_square * job.width * job.height / (1024 * 1024))
     return text_tokens, per_image * job.n
+
+
+def input_image_tokens(sizes: list[tuple[int, int]]) -> int:
+    """Tokens for input images, as vision models count them: 85 plus 170 per 512-pixel tile."""
+    return sum(85 + 170 * math.ceil(w / 512) * math.ceil(h / 512) for w, h in sizes)
 
 
 def generate_images(
@@ -124,6 +144,15 @@ def generate_images(
         deadline_seconds=services.settings.inference_timeout_seconds, options=job.options,
     ))
     metrics.add_metric(name="InferenceMilliseconds", unit="Milliseconds", value=(time.monotonic() - started) * 1000)
+    return deliver(tenant, job, images, request, request_id, services, admission, operation="generate")
+
+
+def deliver(tenant: Tenant, job: ImageJob, images: list[GeneratedImage], request: ImageOptions, request_id: str,
+            services: Services, admission: Admission, operation: str, input_sizes: list[tuple[int, int]] = ()
+            ) -> GenerateResult:
+    """Encode, store, presign and meter the produced images, and build the ``ImagesResponse``."""
+    if len(images) != job.n:  # a backend that returns the wrong count is an upstream fault, not a 200
+        raise UpstreamError(f"The model returned {len(images)} images instead of {job.n}.")
 
     def store(index: int) -> tuple[bytes, str]:
         data = encode(images[index].image, job.output_format, request.output_compression,
@@ -136,13 +165,15 @@ def generate_images(
         stored = list(pool.map(store, range(job.n)))
 
     text_tokens, output_tokens = _usage(request.prompt, job)
+    image_tokens = input_image_tokens(list(input_sizes))
     price = job.model.price
-    cost = (text_tokens * price.input_text_per_million + output_tokens * price.output_image_per_million) / 1e6
+    cost = (text_tokens * price.input_text_per_million + image_tokens * price.input_image_per_million
+            + output_tokens * price.output_image_per_million) / 1e6
     try:
         services.meter.record(UsageEvent(
-            request_id=request_id, tenant_id=tenant.tenant_id, operation="generate", model=job.model.id,
+            request_id=request_id, tenant_id=tenant.tenant_id, operation=operation, model=job.model.id,
             size=job.size, quality=job.quality, images=job.n, input_text_tokens=text_tokens,
-            input_image_tokens=0, output_tokens=output_tokens, cost_usd=cost,
+            input_image_tokens=image_tokens, output_tokens=output_tokens, cost_usd=cost,
         ))
     except (ClientError, BotoCoreError) as exc:
         # No usage record, no delivery: the client retries and nothing goes unbilled.
@@ -161,9 +192,10 @@ def generate_images(
             # Lambda cannot return more than 6 MB: every image still has its URL; say why b64_json is absent.
             headers["x-darkroom-b64-omitted"] = "response-size-limit"
             metrics.add_metric(name="B64Omitted", unit="Count", value=1)
-    metrics.add_metric(name="ImagesGenerated", unit="Count", value=job.n)
-    logger.info("images generated", extra={
-        "model": job.model.id, "n": job.n, "size": job.size, "format": job.output_format,
+    metrics.add_metric(name="ImagesProduced", unit="Count", value=job.n)
+    logger.info("images produced", extra={
+        "operation": operation, "model": job.model.id, "n": job.n, "size": job.size, "format": job.output_format,
+        "input_images": len(input_sizes),
         "bytes": sum(len(raw) for raw, _ in stored),
     })
     return GenerateResult(
@@ -171,8 +203,9 @@ def generate_images(
             created=int(time.time()), data=data, size=job.size, quality=job.quality,
             output_format=job.output_format, background=job.background,
             usage=ImagesUsage(
-                input_tokens=text_tokens, output_tokens=output_tokens, total_tokens=text_tokens + output_tokens,
-                input_tokens_details=InputTokensDetails(text_tokens=text_tokens, image_tokens=0),
+                input_tokens=text_tokens + image_tokens, output_tokens=output_tokens,
+                total_tokens=text_tokens + image_tokens + output_tokens,
+                input_tokens_details=InputTokensDetails(text_tokens=text_tokens, image_tokens=image_tokens),
             ),
         ),
         headers=headers,

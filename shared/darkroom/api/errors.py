@@ -70,6 +70,21 @@ class InvalidRequest(ApiError):
     default_code = "invalid_value"
 
 
+def invalid_from_validation(errors: list[dict]) -> InvalidRequest:
+    """One pydantic error as an :class:`InvalidRequest`: the parameter and the constraint, never the input."""
+    error = errors[0] if errors else {}
+    loc = [str(part) for part in error.get("loc", ()) if part != "body"]
+    param = ".".join(loc) or None
+    kind = error.get("type", "")
+    if param is None or kind == "json_invalid":  # the body as a whole: empty, null, a list, not JSON
+        return InvalidRequest("The request body must be a JSON object.", code="invalid_json")
+    if kind == "missing":
+        return InvalidRequest(f"Missing required parameter: '{param}'.", param=param,
+                              code="missing_required_parameter")
+    # pydantic's msg describes the constraint ("Input should be 'png', 'jpeg' or 'webp'"), not the value.
+    return InvalidRequest(f"Invalid value for '{param}': {error.get('msg', 'invalid')}.", param=param)
+
+
 class UnknownParameter(InvalidRequest):
     default_code = "unknown_parameter"
 

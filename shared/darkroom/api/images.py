@@ -15,8 +15,8 @@ Background = Literal["transparent", "opaque", "auto"]
 ResponseFormat = Literal["url", "b64_json"]
 
 
-class ImageGenerateRequest(BaseModel):
-    """The body of ``POST /v1/images/generations``.
+class ImageOptions(BaseModel):
+    """What generate and edit requests share.
 
     Extra keys are kept (``model_extra``) so the use case can answer ``unknown_parameter`` by name
     or pass them through when the model's catalog entry allows it.
@@ -24,7 +24,7 @@ class ImageGenerateRequest(BaseModel):
 
     model_config = ConfigDict(extra="allow", hide_input_in_errors=True)
 
-    prompt: str = Field(min_length=1, max_length=32000, description="What to draw.")
+    prompt: str = Field(min_length=1, max_length=32000, description="What to draw, or how to change the images.")
     model: str | None = Field(default=None, max_length=256)
     n: int | None = Field(default=None, ge=1, le=10)
     size: str | None = Field(default=None, max_length=32, description="WIDTHxHEIGHT or auto.")
@@ -33,11 +33,25 @@ class ImageGenerateRequest(BaseModel):
     output_compression: int | None = Field(default=None, ge=0, le=100)
     background: Background | None = None
     moderation: Literal["low", "auto"] | None = None
-    style: Literal["vivid", "natural"] | None = None
     user: str | None = Field(default=None, max_length=256)
     response_format: ResponseFormat | None = None
     stream: bool | None = None
     partial_images: int | None = Field(default=None, ge=0, le=3)
+
+
+class ImageGenerateRequest(ImageOptions):
+    """The body of ``POST /v1/images/generations``."""
+
+    style: Literal["vivid", "natural"] | None = None
+
+
+class ImageEditRequest(ImageOptions):
+    """``POST /v1/images/edits``: the JSON form carries ``images``/``mask`` references; the multipart form
+    carries them as file parts and its scalar fields arrive as strings (coerced here)."""
+
+    input_fidelity: Literal["high", "low"] | None = None
+    images: list[dict] | None = Field(default=None, description="[{image_url | file_id}], JSON form only.")
+    mask: dict | None = Field(default=None, description="{image_url | file_id}, JSON form only.")
 
 
 class ImageData(BaseModel):

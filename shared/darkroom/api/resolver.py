@@ -20,7 +20,7 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import (
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from darkroom.api.errors import ApiError, error_envelope
+from darkroom.api.errors import ApiError, error_envelope, invalid_from_validation
 from darkroom.observability import logger, metrics, tracer
 from darkroom.services import services
 from darkroom.tenancy import Tenant
@@ -39,19 +39,6 @@ def json_response(status: int, body: dict | str, headers: dict[str, str] | None 
     )
 
 
-def _validation_message(error: dict) -> tuple[str | None, str, str]:
-    """(param, message, code) for one pydantic error, without its input."""
-    loc = [str(part) for part in error.get("loc", ()) if part != "body"]
-    param = ".".join(loc) or None
-    kind = error.get("type", "")
-    if param is None or kind == "json_invalid":  # the body as a whole: empty, null, a list, not JSON
-        return None, "The request body must be a JSON object.", "invalid_json"
-    if kind == "missing":
-        return param, f"Missing required parameter: '{param}'.", "missing_required_parameter"
-    # pydantic's msg describes the constraint ("Input should be 'png', 'jpeg' or 'webp'"), not the value.
-    return param, f"Invalid value for '{param}': {error.get('msg', 'invalid')}.", "invalid_value"
-
-
 def build_resolver() -> APIGatewayRestResolver:
     """A REST resolver with validation on and every error in the OpenAI envelope."""
     app = APIGatewayRestResolver(enable_validation=True)
@@ -64,11 +51,8 @@ def build_resolver() -> APIGatewayRestResolver:
 
     @app.exception_handler(RequestValidationError)
     def _invalid(exc: RequestValidationError) -> Response:
-        errors = exc.errors()
-        param, message, code = _validation_message(errors[0] if errors else {})
-        return json_response(
-            400, error_envelope(message, type_="invalid_request_error", param=param, code=code)
-        )
+        error = invalid_from_validation(exc.errors())
+        return json_response(error.status, error.envelope())
 
     @app.exception_handler(RequestUnsupportedContentType)
     def _unsupported_type(exc: RequestUnsupportedContentType) -> Response:

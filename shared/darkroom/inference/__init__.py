@@ -25,6 +25,23 @@ class GenerateJob:
 
 
 @dataclass(frozen=True)
+class EditJob:
+    """An edit: the first image is the one edited; a mask (mode "L", 0 = edit here) applies to it."""
+
+    prompt: str
+    images: list[Image.Image]  # validated by darkroom.intake, already at width x height (first image)
+    mask: Image.Image | None
+    width: int
+    height: int
+    n: int
+    quality: str
+    transparent: bool
+    input_fidelity: str
+    deadline_seconds: float
+    options: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class GeneratedImage:
     image: Image.Image  # exactly width x height; RGBA when the job asked for transparency
     revised_prompt: str | None = None
@@ -33,6 +50,10 @@ class GeneratedImage:
 class Backend(Protocol):
     def generate(self, model: ModelEntry, job: GenerateJob) -> list[GeneratedImage]:
         """Return ``job.n`` images or raise an ``ApiError`` (upstream error, timeout)."""
+        ...
+
+    def edit(self, model: ModelEntry, job: EditJob) -> list[GeneratedImage]:
+        """Return ``job.n`` edited images of ``job.width`` x ``job.height``, or raise an ``ApiError``."""
         ...
 
 

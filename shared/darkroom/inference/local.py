@@ -3,6 +3,10 @@
 It draws abstract compositions whose colours and shapes are derived from a hash of the prompt (plus
 the ``seed`` pass-through and the image index), so different prompts give visibly different images
 and the same request gives the same pixels. Every image carries a caption saying it is a stand-in.
+
+Edits paint such a composition into the first image: only where the mask is transparent when a mask
+is given (every other pixel is left exactly as it was), over the whole image otherwise. Further input
+images only seed the composition; a real model would use them as references.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import random
 from PIL import Image, ImageDraw, ImageFont
 
 from darkroom.catalog import ModelEntry
-from darkroom.inference import GeneratedImage, GenerateJob
+from darkroom.inference import EditJob, GeneratedImage, GenerateJob
 
 CAPTION = "darkroom local stand-in - not a model"
 _SHAPES_BY_QUALITY = {"low": 4, "medium": 9, "high": 18}
@@ -22,6 +26,27 @@ _SHAPES_BY_QUALITY = {"low": 4, "medium": 9, "high": 18}
 class LocalBackend:
     def generate(self, model: ModelEntry, job: GenerateJob) -> list[GeneratedImage]:
         return [GeneratedImage(render(job, index)) for index in range(job.n)]
+
+    def edit(self, model: ModelEntry, job: EditJob) -> list[GeneratedImage]:
+        return [GeneratedImage(render_edit(job, index)) for index in range(job.n)]
+
+
+def render_edit(job: EditJob, index: int) -> Image.Image:
+    """The first image with a composition painted where the mask is transparent (blended over it all
+    without a mask); RGBA, so a transparent input stays transparent outside the edit."""
+    base = job.images[0].convert("RGBA")
+    # Extra images change the composition, so a request with references differs from one without.
+    seed = "".join(f"{i.size}{i.resize((4, 4)).tobytes().hex()}" for i in job.images[1:])
+    layer = render(GenerateJob(prompt=job.prompt, width=job.width, height=job.height, n=job.n, quality=job.quality,
+                               transparent=False, deadline_seconds=job.deadline_seconds,
+                               options={**job.options, "references": seed}), index)
+    if job.mask is None:
+        return Image.blend(base, layer, 0.5)
+    # Mask alpha 0 = edit: the composition replaces those pixels; every other pixel stays as it was.
+    region = job.mask.point(lambda alpha: 255 if alpha == 0 else 0)
+    edited = base.copy()
+    edited.paste(layer, mask=region)
+    return edited
 
 
 def _rng(job: GenerateJob, index: int) -> random.Random:

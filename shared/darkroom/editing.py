@@ -1,0 +1,169 @@
+"""The edit use case: read the images (multipart or JSON), resolve, admit, decode, edit, deliver.
+
+Two wire forms, one request model. ``multipart/form-data`` is what the openai SDK sends (``image`` for
+one file, ``image[]`` for several, ``mask``, scalars as strings); the JSON form carries references
+(``images: [{image_url | file_id}]``, ``mask: {...}``). Images are only decoded, by
+:mod:`darkroom.intake`, after the request is valid and admitted, so a refused or malformed request
+costs no decoding.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from PIL import Image
+from pydantic import ValidationError
+
+from darkroom import intake
+from darkroom.api.errors import InvalidRequest, UnknownParameter, invalid_from_validation
+from darkroom.api.images import ImageEditRequest
+from darkroom.api.multipart import FilePart, body_bytes, media_type, parse_form
+from darkroom.catalog import Capability
+from darkroom.generation import GenerateResult, deliver, resolve_request
+from darkroom.inference import Backend, EditJob, backend_for
+from darkroom.observability import metrics
+from darkroom.services import Services
+from darkroom.tenancy import Tenant
+
+_IMAGE_FIELD = re.compile(r"^image(\[(\d*)\])?$")
+
+
+@dataclass(frozen=True)
+class EditRequest:
+    """A validated edit request whose images are not decoded yet."""
+
+    options: ImageEditRequest
+    images: list[Callable[[], intake.IntakeImage]]  # one decoder per input image, in order
+    mask: Callable[[], intake.IntakeImage] | None
+    encoded_bytes: int  # what the request carried, for the total-size bound
+
+
+def read_edit_request(event: dict, tenant_id: str, services: Services) -> EditRequest:
+    """Parse either wire form into an :class:`EditRequest` (400s for anything malformed)."""
+    headers = event.get("headers") or {}
+    content_type = next((v for k, v in headers.items() if k.lower() == "content-type"), "")
+    limits = intake_limits(services)
+    if media_type(content_type) == "multipart/form-data":
+        request = _from_multipart(content_type, body_bytes(event), limits)
+    elif media_type(content_type) in ("application/json", ""):
+        request = _from_json(body_bytes(event), tenant_id, services, limits)
+    else:
+        raise InvalidRequest("Send multipart/form-data (as the openai SDK does) or application/json.",
+                             code="unsupported_content_type")
+    if len(request.images) > limits.max_images:
+        raise intake.ImageRejected(f"At most {limits.max_images} images can be edited at once.",
+                                   param="image", code="too_many_images")
+    if request.encoded_bytes > limits.max_total_bytes:
+        raise intake.ImageRejected(f"The images together exceed {limits.max_total_bytes} bytes.", param="image",
+                                   code="image_too_large")
+    return request
+
+
+def intake_limits(services: Services) -> intake.IntakeLimits:
+    settings = services.settings
+    return intake.IntakeLimits(max_images=settings.max_input_images, max_image_bytes=settings.max_image_bytes,
+                               max_pixels=settings.max_input_pixels)
+
+
+def _validate(fields: dict) -> ImageEditRequest:
+    try:
+        return ImageEditRequest.model_validate(fields)
+    except ValidationError as exc:
+        raise invalid_from_validation(exc.errors(include_input=False, include_url=False)) from None
+
+
+def _from_multipart(content_type: str, body: bytes, limits: intake.IntakeLimits) -> EditRequest:
+    form = parse_form(content_type, body)
+    fields: dict[str, str] = {}
+    for name, values in form.fields.items():
+        if _IMAGE_FIELD.match(name) or name == "mask":
+            raise InvalidRequest(f"Invalid type for '{name}': expected a file, but got a string instead.",
+                                 param=name, code="invalid_type")
+        if name in ("images",):
+            raise UnknownParameter(name)
+        if len(values) > 1:
+            raise InvalidRequest(f"'{name}' was sent more than once.", param=name, code="duplicate_parameter")
+        fields[name] = values[0]
+    indexed: list[tuple[int, int, FilePart]] = []
+    mask_part = None
+    for name, parts in form.files.items():
+        match = _IMAGE_FIELD.match(name)
+        if name == "mask":
+            if len(parts) > 1:
+                raise InvalidRequest("Send at most one mask.", param="mask", code="duplicate_parameter")
+            mask_part = parts[0]
+        elif match:
+            position = int(match.group(2)) if match.group(2) else 0
+            indexed.extend((position, order, part) for order, part in enumerate(parts))
+        else:
+            raise UnknownParameter(name)
+    if not indexed:
+        raise InvalidRequest("Missing required parameter: 'image'.", param="image", code="missing_required_parameter")
+    options = _validate(fields)
+    parts = [part for _, _, part in sorted(indexed, key=lambda item: (item[0], item[1]))]
+
+    def decoder(part: FilePart, param: str) -> Callable[[], intake.IntakeImage]:
+        # The part's declared Content-Type is not trusted (the SDK sends octet-stream for raw bytes).
+        return lambda: intake.open_image(part.data, param=param, limits=limits)
+
+    return EditRequest(
+        options=options,
+        images=[decoder(part, "image" if len(parts) == 1 else f"image[{i}]") for i, part in enumerate(parts)],
+        mask=decoder(mask_part, "mask") if mask_part else None,
+        encoded_bytes=sum(len(p.data) for p in parts) + (len(mask_part.data) if mask_part else 0),
+    )
+
+
+def _from_json(body: bytes, tenant_id: str, services: Services, limits: intake.IntakeLimits) -> EditRequest:
+    try:
+        fields = json.loads(body)
+    except ValueError:
+        raise InvalidRequest("The request body must be a JSON object.", code="invalid_json") from None
+    if not isinstance(fields, dict):
+        raise InvalidRequest("The request body must be a JSON object.", code="invalid_json")
+    options = _validate(fields)
+    if not options.images:
+        raise InvalidRequest("Missing required parameter: 'images'.", param="images",
+                             code="missing_required_parameter")
+    files = getattr(services, "files", None)
+
+    def decoder(ref: object, param: str) -> Callable[[], intake.IntakeImage]:
+        return lambda: intake.read_reference(ref, param=param, tenant_id=tenant_id, files=files, limits=limits)
+
+    return EditRequest(
+        options=options,
+        images=[decoder(ref, f"images[{i}]") for i, ref in enumerate(options.images)],
+        mask=decoder(options.mask, "mask") if options.mask is not None else None,
+        encoded_bytes=len(body),
+    )
+
+
+def edit_images(tenant: Tenant, request: EditRequest, request_id: str, services: Services,
+                backend: Backend | None = None) -> GenerateResult:
+    """Edit the first image (inside the mask, if any) ``n`` times; store, meter and answer as generate does."""
+    options = request.options
+    job = resolve_request(options, services, Capability.EDIT)  # every option checked before admission
+    admission = services.limiter.admit(tenant, job.n)
+    images = [decode() for decode in request.images]
+    intake.check_totals(images, param="image", limits=intake_limits(services))
+    first = images[0]
+    mask = intake.edit_mask(request.mask(), first) if request.mask else None
+    job = resolve_request(options, services, Capability.EDIT, input_size=first.size)
+    base = first.image
+    if base.size != (job.width, job.height):  # an explicit size: edit at that size
+        base = base.resize((job.width, job.height), Image.Resampling.LANCZOS)
+        mask = mask.resize((job.width, job.height), Image.Resampling.NEAREST) if mask else None
+    started = time.monotonic()
+    edited = (backend or backend_for(job.model)).edit(job.model, EditJob(
+        prompt=options.prompt, images=[base, *(i.image for i in images[1:])], mask=mask,
+        width=job.width, height=job.height, n=job.n, quality=job.quality,
+        transparent=job.background == "transparent", input_fidelity=options.input_fidelity or "low",
+        deadline_seconds=services.settings.inference_timeout_seconds, options=job.options,
+    ))
+    metrics.add_metric(name="InferenceMilliseconds", unit="Milliseconds", value=(time.monotonic() - started) * 1000)
+    return deliver(tenant, job, edited, options, request_id, services, admission, operation="edit",
+                   input_sizes=[i.size for i in images])
