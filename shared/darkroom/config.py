@@ -35,6 +35,10 @@ class Settings(BaseModel):
     max_response_bytes: int = Field(default=6_000_000, ge=10_000)
     # Inference deadline: inside API Gateway's 29 s integration timeout, with room to store and answer.
     inference_timeout_seconds: float = Field(default=20, gt=0)
+    # Image intake bounds per request (OpenAI allows 16 edit inputs; a deployment may allow fewer).
+    max_input_images: int = Field(default=16, ge=1, le=16)
+    max_image_bytes: int = Field(default=20 * 1024 * 1024, ge=1024)
+    max_input_pixels: int = Field(default=40_000_000, ge=1024, le=64_000_000)
 
 
 def _from_environment() -> Settings:
