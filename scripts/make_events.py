@@ -4,11 +4,15 @@
 The key inside is a fixed example key (tests seed a tenant with it); it grants nothing anywhere else.
 """
 
+import io
 import json
 import sys
 import zlib
 from pathlib import Path
 from urllib.parse import urlsplit
+
+import httpx
+from PIL import Image, ImageDraw
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "shared"))
@@ -16,14 +20,49 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from darkroom.local.bridge import LocalApi, _route_pattern  # noqa: E402
 from darkroom.local.template import Stack  # noqa: E402
-from lambda_harness import EVENT_KEY  # noqa: E402
+from lambda_harness import EVENT_FILE_ID, EVENT_KEY, EVENT_UPLOAD_ID  # noqa: E402
 
 EVENTS = {
     "generate": ("POST", "/v1/images/generations",
                  {"model": "local-image", "prompt": "a lighthouse at dusk, oil on canvas", "size": "512x512", "n": 1}),
+    "edit": ("POST", "/v1/images/edits", "edit-multipart"),
     "models-list": ("GET", "/v1/models", None),
     "models-retrieve": ("GET", "/v1/models/local-image", None),
+    "files-create": ("POST", "/v1/files", "files-multipart"),
+    "files-list": ("GET", "/v1/files", None),
+    "files-retrieve": ("GET", f"/v1/files/{EVENT_FILE_ID}", None),
+    "files-delete": ("DELETE", f"/v1/files/{EVENT_FILE_ID}", None),
+    "uploads-create": ("POST", "/v1/uploads",
+                       {"filename": "lighthouse.png", "purpose": "vision", "bytes": 2048, "mime_type": "image/png"}),
+    "uploads-complete": ("POST", f"/v1/uploads/{EVENT_UPLOAD_ID}/complete", {"part_ids": []}),
 }
+
+
+def _files_multipart() -> tuple[str, bytes]:
+    """``client.files.create(file=..., purpose="vision")`` as the openai SDK sends it: a 32x32 PNG."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (32, 32), (200, 60, 40)).save(buffer, format="PNG")
+    content_type = "multipart/form-data; boundary=darkroom-event-boundary"
+    request = httpx.Request("POST", "http://example/v1/files", headers={"content-type": content_type},
+                            files=[("file", ("swatch.png", buffer.getvalue(), "image/png"))], data={"purpose": "vision"})
+    return content_type, request.read()
+
+
+def _edit_multipart() -> tuple[str, bytes]:
+    """An edit as the openai SDK sends it: a 64x64 PNG, a mask with a transparent centre, a prompt."""
+    image = Image.new("RGB", (64, 64), (30, 90, 160))
+    ImageDraw.Draw(image).ellipse((8, 8, 56, 56), fill=(240, 200, 40))
+    mask = Image.new("RGBA", (64, 64), (0, 0, 0, 255))
+    mask.paste((0, 0, 0, 0), (16, 16, 48, 48))
+    files = []
+    for name, picture in (("image", image), ("mask", mask)):
+        buffer = io.BytesIO()
+        picture.save(buffer, format="PNG")
+        files.append((name, (f"{name}.png", buffer.getvalue(), "image/png")))
+    content_type = "multipart/form-data; boundary=darkroom-event-boundary"
+    request = httpx.Request("POST", "http://example/v1/images/edits", files=files, headers={"content-type": content_type},
+                            data={"prompt": "put a red hat on it", "model": "local-image", "size": "auto"})
+    return content_type, request.read()
 
 
 def main() -> None:
@@ -35,7 +74,13 @@ def main() -> None:
         headers = [("accept", "application/json"), ("authorization", f"Bearer {EVENT_KEY}"),
                    ("host", "example.execute-api.us-east-1.amazonaws.com"), ("user-agent", "OpenAI/Python 3.54.0")]
         raw = b""
-        if body is not None:
+        if body == "edit-multipart":
+            content_type, raw = _edit_multipart()
+            headers.append(("content-type", content_type))
+        elif body == "files-multipart":
+            content_type, raw = _files_multipart()
+            headers.append(("content-type", content_type))
+        elif body is not None:
             raw = json.dumps(body).encode()
             headers.append(("content-type", "application/json"))
         event = api._event(method, urlsplit(path), route, params, headers, raw, "198.51.100.7")
