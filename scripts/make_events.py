@@ -60,8 +60,8 @@ def _edit_multipart() -> tuple[str, bytes]:
         picture.save(buffer, format="PNG")
         files.append((name, (f"{name}.png", buffer.getvalue(), "image/png")))
     content_type = "multipart/form-data; boundary=darkroom-event-boundary"
-    request = httpx.Request("POST", "http://example/v1/images/edits", files=files, headers={"content-type": content_type},
-                            data={"prompt": "put a red hat on it", "model": "local-image", "size": "auto"})
+    request = httpx.Request("POST", "http://example/v1/images/edits", files=files,
+                            headers={"content-type": content_type}, data={"prompt": "put a red hat on it", "model": "local-image", "size": "auto"})
     return content_type, request.read()
 
 
