@@ -42,6 +42,7 @@ events: $(BIN)/darkroom
 # Where a generate request's time goes (benchmark, not a test): docs/architecture.md has figures.
 bench: $(BIN)/darkroom
 	$(BIN)/python benchmarks/bench_generate.py
+	$(BIN)/python benchmarks/bench_edit_memory.py
 
 # Needs AWS SAM CLI (its own install); `sam deploy --guided` afterwards.
 build:

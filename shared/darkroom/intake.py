@@ -130,7 +130,7 @@ def open_image(data: bytes, *, param: str, limits: IntakeLimits, declared_type: 
                 raise ImageRejected(f"The image in '{param}' is animated; send a still image.", param=param,
                                     code="invalid_image")
             image.load()
-            image = ImageOps.exif_transpose(image)
+            ImageOps.exif_transpose(image, in_place=True)  # no copy when nothing needs turning
         except ImageRejected:
             raise
         except (Image.DecompressionBombError, Image.DecompressionBombWarning):
@@ -141,8 +141,10 @@ def open_image(data: bytes, *, param: str, limits: IntakeLimits, declared_type: 
             raise ImageRejected(f"The image in '{param}' could not be decoded.", param=param,
                                 code="invalid_image") from None
     has_alpha = image.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in image.info
-    return IntakeImage(image=image.convert("RGBA" if has_alpha else "RGB"), format=found, byte_size=len(data),
-                       has_alpha=has_alpha)
+    mode = "RGBA" if has_alpha else "RGB"
+    # convert() always copies; most inputs are already RGB/RGBA, so keep the one decoded raster.
+    return IntakeImage(image=image if image.mode == mode else image.convert(mode), format=found,
+                       byte_size=len(data), has_alpha=has_alpha)
 
 
 class FileReader(Protocol):
