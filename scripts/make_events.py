@@ -44,7 +44,8 @@ def _files_multipart() -> tuple[str, bytes]:
     Image.new("RGB", (32, 32), (200, 60, 40)).save(buffer, format="PNG")
     content_type = "multipart/form-data; boundary=darkroom-event-boundary"
     request = httpx.Request("POST", "http://example/v1/files", headers={"content-type": content_type},
-                            files=[("file", ("swatch.png", buffer.getvalue(), "image/png"))], data={"purpose": "vision"})
+                            files=[("file", ("swatch.png", buffer.getvalue(), "image/png"))],
+                            data={"purpose": "vision"})
     return content_type, request.read()
 
 
@@ -61,7 +62,8 @@ def _edit_multipart() -> tuple[str, bytes]:
         files.append((name, (f"{name}.png", buffer.getvalue(), "image/png")))
     content_type = "multipart/form-data; boundary=darkroom-event-boundary"
     request = httpx.Request("POST", "http://example/v1/images/edits", files=files,
-                            headers={"content-type": content_type}, data={"prompt": "put a red hat on it", "model": "local-image", "size": "auto"})
+                            headers={"content-type": content_type},
+                            data={"prompt": "put a red hat on it", "model": "local-image", "size": "auto"})
     return content_type, request.read()
 
 

@@ -11,6 +11,9 @@ ROOT = Path(__file__).resolve().parents[1]
 EVENTS = ROOT / "events"
 # The key the committed events carry (events/*.json); tests seed a tenant with it. It grants nothing elsewhere.
 EVENT_KEY = "dk-eventKEYeventKEYeventKEYeventKEYeventKEY012"
+# The file and upload the files-*/uploads-* events name; handler tests create them under these ids.
+EVENT_FILE_ID = "file-0e0e0e0e0e0e0e0e0e0e0e0e"
+EVENT_UPLOAD_ID = "upload_0e0e0e0e0e0e0e0e0e0e0e0e"
 
 
 def load_handler(function: str):

@@ -129,7 +129,7 @@ def _from_json(body: bytes, tenant_id: str, services: Services, limits: intake.I
     if not options.images:
         raise InvalidRequest("Missing required parameter: 'images'.", param="images",
                              code="missing_required_parameter")
-    files = getattr(services, "files", None)
+    files = services.files
 
     def decoder(ref: object, param: str) -> Callable[[], intake.IntakeImage]:
         return lambda: intake.read_reference(ref, param=param, tenant_id=tenant_id, files=files, limits=limits)

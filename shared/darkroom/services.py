@@ -9,6 +9,7 @@ from botocore.config import Config
 
 from darkroom import config
 from darkroom.catalog import Catalog, get_catalog
+from darkroom.files import FileStore
 from darkroom.limits import RateLimiter
 from darkroom.metering import UsageMeter
 from darkroom.storage import ImageStore
@@ -24,12 +25,14 @@ class Services:
     limiter: RateLimiter
     meter: UsageMeter
     store: ImageStore
+    files: FileStore
 
 
 @cache
 def services() -> Services:
     settings = config.get_settings()
     dynamodb = config.client("dynamodb")
+    s3 = config.client("s3", Config(signature_version="s3v4"))  # SigV4: presigned GET and POST
     directory = TenantDirectory(dynamodb, settings.tenants_table)
     return Services(
         settings=settings,
@@ -38,9 +41,9 @@ def services() -> Services:
         authenticator=Authenticator(directory, settings.key_cache_seconds),
         limiter=RateLimiter(dynamodb, settings.rate_limits_table),
         meter=UsageMeter(dynamodb, settings.usage_table),
-        store=ImageStore(
-            config.client("s3", Config(signature_version="s3v4")), settings.images_bucket, settings.presign_seconds
-        ),
+        store=ImageStore(s3, settings.images_bucket, settings.presign_seconds),
+        files=FileStore(s3, settings.images_bucket, settings.presign_seconds, settings.max_upload_bytes,
+                        settings.max_input_pixels),
     )
 
 

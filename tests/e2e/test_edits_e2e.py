@@ -81,3 +81,18 @@ def test_a_mask_of_the_wrong_size_is_named(client):
         client.images.edit(model="local-image", image=("a.png", _png(PHOTO), "image/png"),
                            mask=("m.png", _png(MASK.resize((10, 10))), "image/png"), prompt="x")
     assert error.value.body["param"] == "mask" and "same size" in error.value.body["message"]
+
+
+def test_json_form_with_a_file_id_from_the_files_api(client, tenant, base_url, make_tenant):
+    uploaded = client.files.create(file=("photo.png", _png(PHOTO), "image/png"), purpose="vision")
+    response = httpx.post(f"{base_url}/images/edits", headers=tenant.headers(), timeout=60,
+                          json={"prompt": "x", "images": [{"file_id": uploaded.id}], "mask": {
+                              "image_url": "data:image/png;base64," + base64.b64encode(_png(MASK)).decode()}})
+    assert response.status_code == 200, response.text
+    edited = Image.open(io.BytesIO(base64.b64decode(response.json()["data"][0]["b64_json"]))).convert("RGB")
+    assert ImageChops.difference(edited, PHOTO).crop((0, 0, 48, 128)).getbbox() is None  # outside the mask
+    # Another tenant cannot use the file id.
+    other = make_tenant()
+    response = httpx.post(f"{base_url}/images/edits", headers=other.headers(), timeout=60,
+                          json={"prompt": "x", "images": [{"file_id": uploaded.id}]})
+    assert response.status_code == 404 and response.json()["error"]["param"] == "images[0].file_id"

@@ -73,7 +73,10 @@ class InvalidRequest(ApiError):
 def invalid_from_validation(errors: list[dict]) -> InvalidRequest:
     """One pydantic error as an :class:`InvalidRequest`: the parameter and the constraint, never the input."""
     error = errors[0] if errors else {}
-    loc = [str(part) for part in error.get("loc", ()) if part != "body"]
+    loc = [str(part) for part in error.get("loc", ())]
+    if loc[:1] in (["query"], ["path"], ["header"], ["cookie"]):  # Powertools' location, not the parameter's name
+        loc = loc[1:]
+    loc = [part for part in loc if part != "body"]
     param = ".".join(loc) or None
     kind = error.get("type", "")
     if param is None or kind == "json_invalid":  # the body as a whole: empty, null, a list, not JSON
