@@ -164,3 +164,16 @@ def test_usage_records_the_edit(tenant, svc):
     assert day.breakdown["operation#edit"] == 1
     assert json.dumps(record, default=str)  # plain data, no image bytes
     assert all(len(str(v)) < 200 for v in record.values())
+
+
+def test_edit_logs_carry_no_prompt_filename_or_image(tenant, capsys, caplog):
+    caplog.set_level("INFO")
+    photo = _photo((64, 64))
+    status, _, body = invoke("edit", _event(files=[("image", ("SECRET-NAME.png", _png(photo), "image/png"))],
+                                            data={"prompt": "SECRET-PROMPT"}))
+    assert status == 200
+    streams = capsys.readouterr()
+    text = streams.out + streams.err + "\n".join(json.dumps(r.__dict__, default=str) for r in caplog.records)
+    assert "images produced" in text
+    for leak in ("SECRET-NAME", "SECRET-PROMPT", body["data"][0]["b64_json"][:40], "X-Amz-Signature"):
+        assert leak not in text
