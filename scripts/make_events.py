@@ -35,6 +35,8 @@ EVENTS = {
     "uploads-create": ("POST", "/v1/uploads",
                        {"filename": "lighthouse.png", "purpose": "vision", "bytes": 2048, "mime_type": "image/png"}),
     "uploads-complete": ("POST", f"/v1/uploads/{EVENT_UPLOAD_ID}/complete", {"part_ids": []}),
+    "responses-create": ("POST", "/v1/responses", {"model": "local-text", "input": "Say something about lighthouses."}),
+    "responses-retrieve": ("GET", "/v1/responses/resp_00000000000000000000000000000000", None),
 }
 
 

@@ -46,10 +46,12 @@ class Context:
         return 29_000
 
 
-def invoke(function: str, event: dict) -> tuple[int, dict, dict]:
-    """(status, headers lower-cased, JSON body) of one handler invocation."""
+def invoke(function: str, event: dict, raw: bool = False) -> tuple[int, dict, dict | str]:
+    """(status, headers lower-cased, JSON body, or the body text with ``raw``) of one handler invocation."""
     result = load_handler(function)(event, Context())
     headers = {k.lower(): v for k, v in (result.get("headers") or {}).items()}
     for name, values in (result.get("multiValueHeaders") or {}).items():
         headers[name.lower()] = values[-1]
+    if raw:
+        return result["statusCode"], headers, result.get("body") or ""
     return result["statusCode"], headers, json.loads(result["body"]) if result.get("body") else {}

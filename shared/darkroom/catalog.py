@@ -59,6 +59,8 @@ class ModelEntry(BaseModel):
     transparent_background: bool = False
     default_response_format: Literal["url", "b64_json"] = "b64_json"
     passthrough: frozenset[str] = frozenset()
+    # Text-only models: a vision model that describes input images for them (None: images are a 400).
+    vision_fallback: str | None = None
     output_tokens_per_image: dict[str, int] = Field(default_factory=dict)
     price: Price = Field(default_factory=Price)
 
@@ -103,6 +105,14 @@ class Catalog(BaseModel):
                 for model_id, entry in data["models"].items()
             }
         return data
+
+    @model_validator(mode="after")
+    def _fallbacks_can_analyze(self) -> Catalog:
+        for entry in self.models.values():
+            fallback = self.models.get(entry.vision_fallback) if entry.vision_fallback else None
+            if entry.vision_fallback and (fallback is None or not fallback.can(Capability.ANALYZE)):
+                raise ValueError(f"{entry.id}: vision_fallback {entry.vision_fallback!r} must be a model that analyzes")
+        return self
 
     @model_validator(mode="after")
     def _defaults_exist(self) -> Catalog:

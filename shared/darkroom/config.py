@@ -22,6 +22,7 @@ class Settings(BaseModel):
     tenants_table: str = "darkroom-tenants"
     rate_limits_table: str = "darkroom-rate-limits"
     usage_table: str = "darkroom-usage"
+    responses_table: str = "darkroom-responses"
     images_bucket: str = "darkroom-images"
     # Presigned GET lifetime. Short on purpose: a URL outlives neither this nor its signing credentials.
     presign_seconds: int = Field(default=3600, ge=60, le=7 * 24 * 3600)
@@ -41,6 +42,10 @@ class Settings(BaseModel):
     max_input_images: int = Field(default=16, ge=1, le=16)
     max_image_bytes: int = Field(default=20 * 1024 * 1024, ge=1024)
     max_input_pixels: int = Field(default=40_000_000, ge=1024, le=64_000_000)
+    # FOR TESTS ONLY, MUST STAY EMPTY IN EVERY DEPLOYMENT: comma-separated "host:port" origins that the
+    # image URL fetcher (darkroom.fetch) exempts from its port and SSRF address checks, so tests can
+    # serve images from loopback. Anything listed here is reachable by every tenant.
+    fetch_test_allowlist: str = ""
 
 
 def _from_environment() -> Settings:

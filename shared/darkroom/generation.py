@@ -39,6 +39,7 @@ _PER_IMAGE_BYTES = 2048  # url (presigned, ~1.5 KB) + keys
 class GenerateResult:
     response: ImagesResponse
     headers: dict[str, str]
+    keys: tuple[str, ...] = ()  # where each image is stored, in data[] order
 
 
 @dataclass(frozen=True)
@@ -154,12 +155,13 @@ def deliver(tenant: Tenant, job: ImageJob, images: list[GeneratedImage], request
     if len(images) != job.n:  # a backend that returns the wrong count is an upstream fault, not a 200
         raise UpstreamError(f"The model returned {len(images)} images instead of {job.n}.")
 
+    keys = tuple(image_key(tenant.tenant_id, request_id, i, job.output_format) for i in range(job.n))
+
     def store(index: int) -> tuple[bytes, str]:
         data = encode(images[index].image, job.output_format, request.output_compression,
                       job.background == "transparent")
-        key = image_key(tenant.tenant_id, request_id, index, job.output_format)
-        services.store.put(key, data, job.output_format)
-        return data, services.store.presign(key, job.output_format)
+        services.store.put(keys[index], data, job.output_format)
+        return data, services.store.presign(keys[index], job.output_format)
 
     with ThreadPoolExecutor(max_workers=min(4, job.n)) as pool:
         stored = list(pool.map(store, range(job.n)))
@@ -199,6 +201,7 @@ def deliver(tenant: Tenant, job: ImageJob, images: list[GeneratedImage], request
         "bytes": sum(len(raw) for raw, _ in stored),
     })
     return GenerateResult(
+        keys=keys,
         response=ImagesResponse(
             created=int(time.time()), data=data, size=job.size, quality=job.quality,
             output_format=job.output_format, background=job.background,

@@ -15,7 +15,7 @@ import io
 import math
 import re
 import warnings
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -154,8 +154,12 @@ class FileReader(Protocol):
 
 
 def read_reference(ref: object, *, param: str, tenant_id: str, files: FileReader | None,
-                   limits: IntakeLimits) -> IntakeImage:
-    """An image reference from a JSON body: ``{"image_url": "data:..."}`` or ``{"file_id": "file-..."}``."""
+                   limits: IntakeLimits, fetcher: Callable[[str, str], bytes] | None = None) -> IntakeImage:
+    """An image reference from a JSON body: ``{"image_url": "data:..."}`` or ``{"file_id": "file-..."}``.
+
+    An http(s) ``image_url`` is fetched only when a ``fetcher`` ``(url, param) -> bytes`` is given
+    (:func:`darkroom.fetch.fetcher_from_settings`, bounded by ``limits.max_image_bytes``); otherwise it
+    is refused as ``unsupported_image_url``. The fetched bytes decide the format, never the server."""
     if not isinstance(ref, dict) or len(ref) != 1 or not ({"image_url", "file_id"} & ref.keys()):
         raise ImageRejected(f"'{param}' must be an object with exactly one of 'image_url' or 'file_id'.",
                             param=param, code="invalid_value")
@@ -171,6 +175,9 @@ def read_reference(ref: object, *, param: str, tenant_id: str, files: FileReader
         raise ImageRejected(f"'{param}.image_url' must be a string.", param=f"{param}.image_url",
                             code="invalid_value")
     if url[:8].lower().startswith(("http://", "https://")):
+        if fetcher is not None:
+            return open_image(fetcher(url, f"{param}.image_url"), param=f"{param}.image_url", limits=limits,
+                              declared_type=None)
         raise ImageRejected("Image URLs are not fetched yet; send a data URL or a file_id.",
                             param=f"{param}.image_url", code="unsupported_image_url")
     declared, data = parse_data_url(url, param=f"{param}.image_url", max_bytes=limits.max_image_bytes)

@@ -103,6 +103,8 @@ class RateLimiter:
         refused: WindowState | None = None
         for window, limit in windows:
             cost = 1 if window is REQUESTS_PER_MINUTE else images
+            if cost == 0:  # a request without images (text, analysis) only counts as a request
+                continue
             start = int(now // window.seconds) * window.seconds
             key = f"{tenant.tenant_id}#{window.name}#{window.seconds}#{start}"
             reset_at = start + window.seconds

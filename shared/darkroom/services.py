@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 
@@ -9,9 +10,11 @@ from botocore.config import Config
 
 from darkroom import config
 from darkroom.catalog import Catalog, get_catalog
+from darkroom.fetch import fetcher_from_settings
 from darkroom.files import FileStore
 from darkroom.limits import RateLimiter
 from darkroom.metering import UsageMeter
+from darkroom.response_store import ResponseStore
 from darkroom.storage import ImageStore
 from darkroom.tenancy import Authenticator, TenantDirectory
 
@@ -26,6 +29,8 @@ class Services:
     meter: UsageMeter
     store: ImageStore
     files: FileStore
+    responses: ResponseStore
+    fetcher: Callable[[str, str], bytes]  # SSRF-safe image URL fetcher for the intake
 
 
 @cache
@@ -44,6 +49,8 @@ def services() -> Services:
         store=ImageStore(s3, settings.images_bucket, settings.presign_seconds),
         files=FileStore(s3, settings.images_bucket, settings.presign_seconds, settings.max_upload_bytes,
                         settings.max_input_pixels),
+        responses=ResponseStore(dynamodb, settings.responses_table),
+        fetcher=fetcher_from_settings(settings, settings.max_image_bytes),
     )
 
 

@@ -26,6 +26,9 @@ class ImageStore:
             ServerSideEncryption="AES256",
         )
 
+    def get(self, key: str) -> bytes:
+        return self._s3.get_object(Bucket=self._bucket, Key=key)["Body"].read()
+
     def presign(self, key: str, output_format: str) -> str:
         """A SigV4 GET URL that serves the object with a fixed type, inline, for ``presign_seconds``."""
         filename = key.rsplit("/", 1)[-1]

@@ -42,6 +42,23 @@ class EditJob:
 
 
 @dataclass(frozen=True)
+class InputImage:
+    image: Image.Image  # validated by darkroom.intake
+    format: str
+    detail: str = "auto"
+
+
+@dataclass(frozen=True)
+class TextJob:
+    """A conversation turn for a text or vision model: earlier turns first, images in order."""
+
+    instructions: str | None
+    messages: list[tuple[str, str]]  # (role, text)
+    images: list[InputImage]
+    deadline_seconds: float
+
+
+@dataclass(frozen=True)
 class GeneratedImage:
     image: Image.Image  # exactly width x height; RGBA when the job asked for transparency
     revised_prompt: str | None = None
@@ -54,6 +71,10 @@ class Backend(Protocol):
 
     def edit(self, model: ModelEntry, job: EditJob) -> list[GeneratedImage]:
         """Return ``job.n`` edited images of ``job.width`` x ``job.height``, or raise an ``ApiError``."""
+        ...
+
+    def respond(self, model: ModelEntry, job: TextJob) -> str:
+        """The assistant's text for a conversation (with images for models that analyze them)."""
         ...
 
 

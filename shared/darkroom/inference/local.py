@@ -17,7 +17,7 @@ import random
 from PIL import Image, ImageDraw, ImageFont
 
 from darkroom.catalog import ModelEntry
-from darkroom.inference import EditJob, GeneratedImage, GenerateJob
+from darkroom.inference import EditJob, GeneratedImage, GenerateJob, InputImage, TextJob
 
 CAPTION = "darkroom local stand-in - not a model"
 _SHAPES_BY_QUALITY = {"low": 4, "medium": 9, "high": 18}
@@ -29,6 +29,32 @@ class LocalBackend:
 
     def edit(self, model: ModelEntry, job: EditJob) -> list[GeneratedImage]:
         return [GeneratedImage(render_edit(job, index)) for index in range(job.n)]
+
+    def respond(self, model: ModelEntry, job: TextJob) -> str:
+        """Measured facts, not understanding: each image's format, size and dominant colours."""
+        words = sum(len(text.split()) for _, text in job.messages)
+        lines = [f"{model.id} is a darkroom local stand-in, not a model: it reports what it can measure."]
+        lines.append(f"The conversation has {len(job.messages)} message(s) and {words} word(s).")
+        for number, picture in enumerate(job.images, start=1):
+            lines.append(f"Image {number}: {describe(picture)}")
+        return "\n".join(lines)
+
+
+def describe(picture: InputImage) -> str:
+    """``PNG, 512x512, opaque; dominant colours #1e5aa0 (46%), ...`` from a small quantized thumbnail."""
+    image = picture.image
+    thumbnail = image.convert("RGB")
+    thumbnail.thumbnail((64, 64))
+    quantized = thumbnail.quantize(colors=4)
+    palette = quantized.getpalette() or []
+    counts = sorted(quantized.getcolors() or [], reverse=True)
+    total = sum(count for count, _ in counts) or 1
+    colours = ", ".join(
+        "#{:02x}{:02x}{:02x} ({}%)".format(*palette[index * 3:index * 3 + 3], round(100 * count / total))
+        for count, index in counts[:3]
+    )
+    alpha = "with transparency" if "A" in image.getbands() and image.getchannel("A").getextrema()[0] < 255 else "opaque"
+    return f"{picture.format.upper()}, {image.width}x{image.height}, {alpha}; dominant colours {colours}."
 
 
 def render_edit(job: EditJob, index: int) -> Image.Image:

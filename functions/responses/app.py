@@ -1,0 +1,48 @@
+"""POST /v1/responses, GET and DELETE /v1/responses/{response_id}: thin handlers over darkroom.responses."""
+
+from typing import Annotated
+
+from aws_lambda_powertools.event_handler import Depends, Response
+from aws_lambda_powertools.event_handler.openapi.params import Body
+
+from darkroom.api.errors import error_responses
+from darkroom.api.resolver import authenticated_tenant, build_resolver, entrypoint, json_response, request_id
+from darkroom.api.responses import ResponseCreateRequest, ResponseDeleted, ResponseObject
+from darkroom.responses import create_response, delete_response, retrieve_response
+from darkroom.services import services
+from darkroom.streaming import response_events, sse
+from darkroom.tenancy import Tenant
+
+app = build_resolver()
+
+
+@app.post(
+    "/v1/responses",
+    summary="Create a response (text, image analysis, image generation and editing)",
+    tags=["responses"],
+    responses={200: {"description": "The response, or its event stream when stream is true",
+                     "content": {"application/json": {"model": ResponseObject}}},
+               **error_responses(400, 401, 403, 404, 429, 500, 503)},
+)
+def create(body: Annotated[ResponseCreateRequest, Body()], tenant: Annotated[Tenant, Depends(authenticated_tenant)]):
+    response = create_response(tenant, body, request_id(app), services())
+    if body.stream:
+        # Lambda behind API Gateway cannot stream: the whole, valid event sequence goes in one body.
+        return Response(status_code=200, content_type="text/event-stream; charset=utf-8",
+                        body=sse(response_events(response)))
+    return json_response(200, response.model_dump_json(exclude_none=True))
+
+
+@app.get("/v1/responses/<response_id>", summary="Retrieve a stored response", tags=["responses"],
+         responses=error_responses(401, 403, 404))
+def retrieve(response_id: str, tenant: Annotated[Tenant, Depends(authenticated_tenant)]):
+    return json_response(200, retrieve_response(tenant, response_id, services()).model_dump_json(exclude_none=True))
+
+
+@app.delete("/v1/responses/<response_id>", summary="Delete a stored response", tags=["responses"],
+            responses=error_responses(401, 403, 404))
+def delete(response_id: str, tenant: Annotated[Tenant, Depends(authenticated_tenant)]) -> ResponseDeleted:
+    return delete_response(tenant, response_id, services())
+
+
+lambda_handler = entrypoint(app)
