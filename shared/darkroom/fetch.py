@@ -206,10 +206,11 @@ def _check(url: httpx.URL, policy: FetchPolicy, *, first: bool) -> tuple[str, st
         raise refuse("host", "'{param}' does not have a valid host name.") from None
     if not _valid_host(host):
         raise refuse("host", "'{param}' does not have a valid host name.")
-    port = url.port or (443 if url.scheme == "https" else 80)
+    port = url.port if url.port is not None else (443 if url.scheme == "https" else 80)
     written = f"[{host}]" if ":" in host else host
     if port not in policy.ports and f"{written}:{port}" not in policy.allow:
-        raise refuse("port", "'{param}' must use the standard port for its scheme (80 or 443).")
+        ports = " or ".join(str(p) for p in sorted(policy.ports))
+        raise refuse("port", f"'{{param}}' must use port {ports}.")
     return written, host, port
 
 

@@ -148,11 +148,80 @@ def _clean_environment() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k != "AWS_ENDPOINT_URL" and not k.startswith("DARKROOM_")}
 
 
+class ImageOrigin:
+    """A loopback HTTP server for image URL tests: serves PNGs, redirects, and counts every request."""
+
+    def __init__(self, files: dict[str, bytes], redirect_to: str | None = None) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        origin = self
+        self.requests: list[str] = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - stdlib name
+                origin.requests.append(self.path)
+                if self.path == "/redirect" and origin.redirect_to:
+                    self.send_response(302)
+                    self.send_header("Location", origin.redirect_to)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                body = files.get(self.path)
+                self.send_response(200 if body else 404)
+                self.send_header("Content-Type", "image/png")
+                self.send_header("Content-Length", str(len(body or b"")))
+                self.end_headers()
+                self.wfile.write(body or b"")
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.redirect_to = redirect_to
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.origin = f"127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def url(self, path: str) -> str:
+        return f"http://{self.origin}{path}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _red_png() -> bytes:
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (40, 30), (220, 20, 20)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
 @pytest.fixture(scope="session")
-def stack():
+def canary():
+    """Must never be reached: it is not on the fetch allowlist."""
+    origin = ImageOrigin({"/x.png": _red_png()})
+    yield origin
+    origin.close()
+
+
+@pytest.fixture(scope="session")
+def image_origin(canary):
+    """Allowlisted for the stack's fetcher (DARKROOM_FETCH_TEST_ALLOWLIST); /redirect points at the canary."""
+    origin = ImageOrigin({"/red.png": _red_png()}, redirect_to=canary.url("/x.png"))
+    yield origin
+    origin.close()
+
+
+@pytest.fixture(scope="session")
+def stack(image_origin):
     """Start ONE local stack; yield its exported environment (OPENAI_*, AWS_*, DARKROOM_*)."""
-    # Its own embedded moto server; a 1 s key cache so revocation tests are quick.
-    env = _clean_environment() | {"DARKROOM_KEY_CACHE_SECONDS": str(KEY_CACHE_SECONDS), "PYTHONUNBUFFERED": "1"}
+    # Its own embedded moto server; a 1 s key cache so revocation tests are quick; one loopback image
+    # origin allowed for the URL fetcher (a test-only switch).
+    env = _clean_environment() | {"DARKROOM_KEY_CACHE_SECONDS": str(KEY_CACHE_SECONDS), "PYTHONUNBUFFERED": "1",
+                                  "DARKROOM_FETCH_TEST_ALLOWLIST": image_origin.origin}
     process = subprocess.Popen(
         [sys.executable, "-m", "darkroom.cli", "serve", "--port", "0"],
         env=env, cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,

@@ -35,6 +35,9 @@ class LocalBackend:
         words = sum(len(text.split()) for _, text in job.messages)
         lines = [f"{model.id} is a darkroom local stand-in, not a model: it reports what it can measure."]
         lines.append(f"The conversation has {len(job.messages)} message(s) and {words} word(s).")
+        if job.messages:  # an echo, so a client can see what reached the model (e.g. described images)
+            role, text = job.messages[-1]
+            lines.append(f"The last {role} message was: {text[:2000]}")
         for number, picture in enumerate(job.images, start=1):
             lines.append(f"Image {number}: {describe(picture)}")
         return "\n".join(lines)
