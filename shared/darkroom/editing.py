@@ -129,10 +129,9 @@ def _from_json(body: bytes, tenant_id: str, services: Services, limits: intake.I
     if not options.images:
         raise InvalidRequest("Missing required parameter: 'images'.", param="images",
                              code="missing_required_parameter")
-    files = services.files
-
     def decoder(ref: object, param: str) -> Callable[[], intake.IntakeImage]:
-        return lambda: intake.read_reference(ref, param=param, tenant_id=tenant_id, files=files, limits=limits)
+        return lambda: intake.read_reference(ref, param=param, tenant_id=tenant_id, files=services.files,
+                                             limits=limits, fetcher=services.fetcher)
 
     return EditRequest(
         options=options,

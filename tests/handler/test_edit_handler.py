@@ -125,8 +125,8 @@ def test_bad_edits_are_400_naming_the_parameter(tenant, files, data, param, code
 def test_json_form_errors(tenant):
     cases = [
         ({"prompt": "x"}, "images", "missing_required_parameter"),
-        ({"prompt": "x", "images": [{"image_url": "https://example.com/a.png"}]}, "images[0].image_url",
-         "unsupported_image_url"),
+        ({"prompt": "x", "images": [{"image_url": "http://127.0.0.1/a.png"}]}, "images[0].image_url",
+         "image_url_unreachable"),  # fetched only from public addresses
         ({"prompt": "x", "images": [{"image_url": "data:image/png;base64,!!!!"}]}, "images[0].image_url",
          "invalid_base64"),
     ]
