@@ -154,3 +154,39 @@ def test_sampling_parameters_clients_always_send_are_accepted(tenant):
     status, _, body = _create({"model": "local-text", "input": "x", "temperature": 0.2, "top_p": 1,
                                "max_output_tokens": 100})
     assert status == 200, body
+
+
+def test_an_image_the_fallback_cannot_describe_becomes_a_note(tenant, monkeypatch):
+    from darkroom.inference.local import LocalBackend
+
+    original = LocalBackend.respond
+
+    def flaky(self, model, job):
+        if model.id == "local-vision":
+            raise RuntimeError("vision backend down")
+        return original(self, model, job)
+
+    monkeypatch.setattr(LocalBackend, "respond", flaky)
+    status, _, body = _create({"model": "local-text", "input": _image_input("describe", RED)})
+    assert status == 200, body
+    assert "[Image 1 could not be described.]" in body["output"][0]["content"][0]["text"]
+
+
+def test_without_a_fallback_a_text_model_refuses_images(tenant, monkeypatch, svc):
+    models = dict(svc.catalog.models)
+    models["local-text"] = models["local-text"].model_copy(update={"vision_fallback": None})
+    monkeypatch.setattr(svc, "catalog", svc.catalog.model_copy(update={"models": models}))
+    status, _, body = _create({"model": "local-text", "input": _image_input("describe", RED)})
+    assert status == 400 and (body["error"]["param"], body["error"]["code"]) == ("model", "model_not_supported")
+
+
+def test_the_tool_mask_limits_the_edit(tenant):
+    photo = Image.effect_noise((64, 64), 50).convert("RGB")
+    mask = Image.new("RGBA", (64, 64), (0, 0, 0, 255))
+    mask.paste((0, 0, 0, 0), (0, 0, 32, 64))  # edit the left half only
+    status, _, body = _create({"model": "local-text", "input": _image_input("paint it", photo), "tools": [
+        {"type": "image_generation", "action": "edit", "input_image_mask": {"image_url": _data_url(mask)}}]})
+    assert status == 200, body
+    edited = Image.open(io.BytesIO(base64.b64decode(body["output"][0]["result"]))).convert("RGB")
+    difference = ImageChops.difference(edited, photo)
+    assert difference.crop((32, 0, 64, 64)).getbbox() is None and difference.crop((0, 0, 32, 64)).getbbox()
