@@ -70,7 +70,10 @@ def render_edit(job: EditJob, index: int) -> Image.Image:
                                transparent=False, deadline_seconds=job.deadline_seconds,
                                options={**job.options, "references": seed}), index)
     if job.mask is None:
-        return Image.blend(base, layer, 0.5)
+        blended = Image.blend(base, layer, 0.5)
+        band = _band_height(min(job.width, job.height))  # one legible caption, not two overlaid
+        blended.paste(layer.crop((0, job.height - band, job.width, job.height)), (0, job.height - band))
+        return blended
     # Mask alpha 0 = edit: the composition replaces those pixels; every other pixel stays as it was.
     region = job.mask.point(lambda alpha: 255 if alpha == 0 else 0)
     edited = base.copy()
@@ -115,10 +118,14 @@ def render(job: GenerateJob, index: int) -> Image.Image:
     return canvas
 
 
+def _band_height(short: int) -> int:
+    return max(10, short // 40) * 2 + 8
+
+
 def _caption(draw: ImageDraw.ImageDraw, job: GenerateJob, short: int) -> None:
     font_size = max(10, short // 40)
     font = ImageFont.load_default(size=font_size)
-    band = font_size * 2 + 8
+    band = _band_height(short)
     draw.rectangle((0, job.height - band, job.width, job.height), fill=(0, 0, 0, 200))
     prompt = job.prompt if len(job.prompt) <= 60 else job.prompt[:57] + "..."
     draw.text((6, job.height - band + 2), CAPTION, fill=(255, 255, 255, 255), font=font)
