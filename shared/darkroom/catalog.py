@@ -40,6 +40,25 @@ class Price(BaseModel):
     output_text_per_million: float = 0.0
 
 
+class Endpoint(BaseModel):
+    """Where a non-local backend is reached. Secrets are named here, never stored here."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # openai: any OpenAI-compatible server (vLLM, SGLang, OpenAI, hosted providers)
+    base_url: str | None = None
+    upstream_model: str | None = None  # the model name the upstream knows (default: the public id)
+    api_key_secret: str | None = None  # Secrets Manager secret id holding the upstream API key
+    api_key_parameter: str | None = None  # or an SSM SecureString parameter name
+    timeout_seconds: float = Field(default=25, gt=0, le=900)
+
+    @model_validator(mode="after")
+    def _one_key_source(self) -> Endpoint:
+        if self.api_key_secret and self.api_key_parameter:
+            raise ValueError("name the API key by api_key_secret or api_key_parameter, not both")
+        return self
+
+
 class ModelEntry(BaseModel):
     """One public model id and everything darkroom needs to serve it."""
 
@@ -47,7 +66,8 @@ class ModelEntry(BaseModel):
 
     id: str
     # Backends with an adapter today; the HTTP, SageMaker and Bedrock adapters extend this list.
-    backend: Literal["local"]
+    backend: Literal["local", "openai"]
+    endpoint: Endpoint | None = None
     description: str = ""
     capabilities: frozenset[Capability]
     sizes: tuple[str, ...] = ()
@@ -63,6 +83,12 @@ class ModelEntry(BaseModel):
     vision_fallback: str | None = None
     output_tokens_per_image: dict[str, int] = Field(default_factory=dict)
     price: Price = Field(default_factory=Price)
+
+    @model_validator(mode="after")
+    def _remote_backends_have_an_endpoint(self) -> ModelEntry:
+        if self.backend == "openai" and (self.endpoint is None or not self.endpoint.base_url):
+            raise ValueError(f"{self.id}: the openai backend needs endpoint.base_url")
+        return self
 
     @model_validator(mode="after")
     def _image_models_are_complete(self) -> ModelEntry:

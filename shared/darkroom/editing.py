@@ -156,13 +156,15 @@ def edit_images(tenant: Tenant, request: EditRequest, request_id: str, services:
     if base.size != (job.width, job.height):  # an explicit size: edit at that size
         base = base.resize((job.width, job.height), Image.Resampling.LANCZOS)
         mask = mask.resize((job.width, job.height), Image.Resampling.NEAREST) if mask else None
-    started = time.monotonic()
-    edited = (backend or backend_for(job.model)).edit(job.model, EditJob(
-        prompt=options.prompt, images=[base, *(i.image for i in images[1:])], mask=mask,
-        width=job.width, height=job.height, n=job.n, quality=job.quality,
-        transparent=job.background == "transparent", input_fidelity=options.input_fidelity or "low",
-        deadline_seconds=services.settings.inference_timeout_seconds, options=job.options,
-    ))
-    metrics.add_metric(name="InferenceMilliseconds", unit="Milliseconds", value=(time.monotonic() - started) * 1000)
-    return deliver(tenant, job, edited, options, request_id, services, admission, operation="edit",
-                   input_sizes=[i.size for i in images])
+    with services.limiter.refunded_on_failure(admission):  # decoding errors above are the client's
+        started = time.monotonic()
+        edited = (backend or backend_for(job.model)).edit(job.model, EditJob(
+            prompt=options.prompt, images=[base, *(i.image for i in images[1:])], mask=mask,
+            width=job.width, height=job.height, n=job.n, quality=job.quality,
+            transparent=job.background == "transparent", input_fidelity=options.input_fidelity or "low",
+            deadline_seconds=services.settings.inference_timeout_seconds, options=job.options,
+        ))
+        metrics.add_metric(name="InferenceMilliseconds", unit="Milliseconds",
+                           value=(time.monotonic() - started) * 1000)
+        return deliver(tenant, job, edited, options, request_id, services, admission, operation="edit",
+                       input_sizes=[i.size for i in images])

@@ -138,14 +138,16 @@ def generate_images(
     """Generate, store and meter ``n`` images for ``tenant``; the OpenAI ``ImagesResponse`` and headers."""
     job = resolve_request(request, services)
     admission = services.limiter.admit(tenant, job.n)
-    started = time.monotonic()
-    images = (backend or backend_for(job.model)).generate(job.model, GenerateJob(
-        prompt=request.prompt, width=job.width, height=job.height, n=job.n, quality=job.quality,
-        transparent=job.background == "transparent",
-        deadline_seconds=services.settings.inference_timeout_seconds, options=job.options,
-    ))
-    metrics.add_metric(name="InferenceMilliseconds", unit="Milliseconds", value=(time.monotonic() - started) * 1000)
-    return deliver(tenant, job, images, request, request_id, services, admission, operation="generate")
+    with services.limiter.refunded_on_failure(admission):
+        started = time.monotonic()
+        images = (backend or backend_for(job.model)).generate(job.model, GenerateJob(
+            prompt=request.prompt, width=job.width, height=job.height, n=job.n, quality=job.quality,
+            transparent=job.background == "transparent",
+            deadline_seconds=services.settings.inference_timeout_seconds, options=job.options,
+        ))
+        metrics.add_metric(name="InferenceMilliseconds", unit="Milliseconds",
+                           value=(time.monotonic() - started) * 1000)
+        return deliver(tenant, job, images, request, request_id, services, admission, operation="generate")
 
 
 def deliver(tenant: Tenant, job: ImageJob, images: list[GeneratedImage], request: ImageOptions, request_id: str,

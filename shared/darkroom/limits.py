@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from botocore.exceptions import ClientError
 
-from darkroom.api.errors import InvalidRequest, RateLimited
+from darkroom.api.errors import ApiError, InvalidRequest, RateLimited
 from darkroom.tenancy import Tenant
 
 # Window items outlive their window by this much before TTL may delete them.
@@ -54,6 +55,7 @@ class Admission:
 
     states: tuple[WindowState, ...]
     now: float
+    taken: tuple[tuple[str, int], ...] = ()  # (window item, amount counted), for a refund
 
     def headers(self) -> dict[str, str]:
         headers: dict[str, str] = {}
@@ -133,7 +135,7 @@ class RateLimiter:
                 break
             taken.append((key, cost))
             states.append(WindowState(window, limit, int(attrs["count"]["N"]), reset_at))
-        admission = Admission(tuple(states), now)
+        admission = Admission(tuple(states), now, tuple(taken))
         if refused is None:
             return admission
         self._give_back(taken)
@@ -145,6 +147,24 @@ class RateLimiter:
             headers=headers,
             type_=refused.window.name,
         )
+
+    def refund(self, admission: Admission) -> None:
+        """Give back what an admitted request counted (the request failed on darkroom's side)."""
+        self._give_back(list(admission.taken))
+
+    @contextmanager
+    def refunded_on_failure(self, admission: Admission) -> Iterator[None]:
+        """Refund the admission when the block fails on our side (5xx, or any unexpected error);
+        a client's own error (4xx) keeps counting, as at OpenAI."""
+        try:
+            yield
+        except ApiError as exc:
+            if exc.status >= 500:
+                self.refund(admission)
+            raise
+        except Exception:
+            self.refund(admission)
+            raise
 
     def _give_back(self, taken: list[tuple[str, int]]) -> None:
         for key, cost in taken:

@@ -230,38 +230,36 @@ def _text_answer(tenant, request, model: ModelEntry, turn: _Turn, images, histor
     carried = [(_stored_image(key, services), "auto") for key in history["images"][-MAX_CARRIED_IMAGES:]]
     pictures = [InputImage(i.image, i.format, detail) for i, detail in (*carried, *images)]
     messages = [*map(tuple, history["messages"]), *turn.messages]
-    services.limiter.admit(tenant, 0)  # counts as a request; no images
     deadline = services.settings.inference_timeout_seconds
     image_tokens = 0
+    described = bool(pictures) and not model.can(Capability.ANALYZE)
     if pictures and model.can(Capability.ANALYZE):
-        answer_model, job_images = model, pictures
         image_tokens = sum(85 if p.detail == "low" else input_image_tokens([p.image.size]) for p in pictures)
-    elif pictures:
-        if model.vision_fallback is None:
-            raise InvalidRequest(f"The model '{model.id}' cannot read images.", param="model",
-                                 code="model_not_supported")
-        messages.append(("user", _describe(model, pictures, deadline, services)))
-        answer_model, job_images = model, []
-    elif model.can(Capability.TEXT) or model.can(Capability.ANALYZE):
-        answer_model, job_images = model, []
-    else:
+    elif described and model.vision_fallback is None:
+        raise InvalidRequest(f"The model '{model.id}' cannot read images.", param="model", code="model_not_supported")
+    elif not (model.can(Capability.TEXT) or model.can(Capability.ANALYZE)):
         raise InvalidRequest(f"The model '{model.id}' cannot answer in text.", param="model",
                              code="model_not_supported")
-    text = backend_for(answer_model).respond(answer_model, TextJob(request.instructions, messages, job_images,
-                                                                   deadline))
-    text_tokens = _text_tokens(request.instructions or "", *(t for _, t in messages))
-    output_tokens = _text_tokens(text)
-    price = model.price
-    cost = (text_tokens * price.input_text_per_million + image_tokens * price.input_image_per_million
-            + output_tokens * price.output_text_per_million) / 1e6
-    try:
-        services.meter.record(UsageEvent(
-            request_id=request_id, tenant_id=tenant.tenant_id, operation="analyze" if image_tokens else "text",
-            model=model.id, size="-", quality="-", images=0, input_text_tokens=text_tokens,
-            input_image_tokens=image_tokens, output_tokens=output_tokens, cost_usd=cost))
-    except (ClientError, BotoCoreError) as exc:
-        logger.error("usage record failed", extra={"error": type(exc).__name__})
-        raise ServiceUnavailable("Usage could not be recorded; the request was not completed. Retry.") from exc
+    answer_model, job_images = model, ([] if described else pictures)
+    admission = services.limiter.admit(tenant, 0)  # counts as a request; no images
+    with services.limiter.refunded_on_failure(admission):
+        if described:
+            messages.append(("user", _describe(model, pictures, deadline, services)))
+        text = backend_for(answer_model).respond(answer_model, TextJob(request.instructions, messages, job_images,
+                                                                       deadline))
+        text_tokens = _text_tokens(request.instructions or "", *(t for _, t in messages))
+        output_tokens = _text_tokens(text)
+        price = model.price
+        cost = (text_tokens * price.input_text_per_million + image_tokens * price.input_image_per_million
+                + output_tokens * price.output_text_per_million) / 1e6
+        try:
+            services.meter.record(UsageEvent(
+                request_id=request_id, tenant_id=tenant.tenant_id, operation="analyze" if image_tokens else "text",
+                model=model.id, size="-", quality="-", images=0, input_text_tokens=text_tokens,
+                input_image_tokens=image_tokens, output_tokens=output_tokens, cost_usd=cost))
+        except (ClientError, BotoCoreError) as exc:
+            logger.error("usage record failed", extra={"error": type(exc).__name__})
+            raise ServiceUnavailable("Usage could not be recorded; the request was not completed. Retry.") from exc
     message = OutputMessage(id="msg_" + secrets.token_hex(16), content=[OutputText(text=text)])
     return [message], ResponseUsage(input_tokens=text_tokens + image_tokens, output_tokens=output_tokens,
                                     total_tokens=text_tokens + image_tokens + output_tokens)

@@ -6,7 +6,7 @@ import pytest
 from botocore.exceptions import ClientError
 from PIL import Image
 
-from darkroom.api.errors import InvalidRequest, ServiceUnavailable, UnknownParameter
+from darkroom.api.errors import InvalidRequest, ServiceUnavailable, UnknownParameter, UpstreamError
 from darkroom.api.images import ImageGenerateRequest
 from darkroom.generation import generate_images, resolve_request
 
@@ -105,3 +105,31 @@ def test_rate_limit_is_checked_before_any_inference(svc, tenant):
     with pytest.raises(RateLimited):
         generate_images(limited, _request(size="256x256"), "r2", svc, backend=CountingBackend())
     assert calls == []
+
+
+class _FailingBackend:
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    def generate(self, model, job):
+        raise self.error
+
+
+def _remaining_images(svc, tenant) -> int:
+    probe = dataclasses.replace(tenant, limits=dataclasses.replace(tenant.limits, images_per_minute=100))
+    headers = svc.limiter.admit(probe, 1).headers()
+    return int(headers["x-ratelimit-remaining-images"]) + 1  # before this probe's own image
+
+
+@pytest.mark.parametrize("error,refunded", [
+    (UpstreamError("the model failed"), True),  # our side: the admission is given back
+    (RuntimeError("bug"), True),
+    (InvalidRequest("refused by the model's content policy", code="content_policy_violation"), False),
+])
+def test_failures_on_our_side_refund_the_admission_and_bill_nothing(svc, tenant, error, refunded):
+    before = _remaining_images(svc, tenant)
+    with pytest.raises(type(error)):
+        generate_images(tenant, _request(size="256x256", n=3), "r-fail", svc, backend=_FailingBackend(error))
+    after = _remaining_images(svc, tenant)
+    assert after == (before - 1 if refunded else before - 1 - 3)  # the probe itself used one image
+    assert svc.meter.records(tenant.tenant_id) == []  # no usage for failed work
