@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from PIL import Image
 from pydantic import ValidationError
 
-from darkroom import intake
+from darkroom import deadline, intake
 from darkroom.api.errors import InvalidRequest, UnknownParameter, invalid_from_validation
 from darkroom.api.images import ImageEditRequest
 from darkroom.api.multipart import FilePart, body_bytes, media_type, parse_form
@@ -162,7 +162,8 @@ def edit_images(tenant: Tenant, request: EditRequest, request_id: str, services:
             prompt=options.prompt, images=[base, *(i.image for i in images[1:])], mask=mask,
             width=job.width, height=job.height, n=job.n, quality=job.quality,
             transparent=job.background == "transparent", input_fidelity=options.input_fidelity or "low",
-            deadline_seconds=services.settings.inference_timeout_seconds, options=job.options,
+            deadline_seconds=deadline.inference_seconds(services.settings.inference_timeout_seconds),
+            options=job.options,
         ))
         metrics.add_metric(name="InferenceMilliseconds", unit="Milliseconds",
                            value=(time.monotonic() - started) * 1000)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from darkroom import deadline
 from darkroom.api.errors import InvalidRequest, ServiceUnavailable, UnknownParameter, UpstreamError
 from darkroom.api.images import (
     ImageData,
@@ -143,7 +144,8 @@ def generate_images(
         images = (backend or backend_for(job.model)).generate(job.model, GenerateJob(
             prompt=request.prompt, width=job.width, height=job.height, n=job.n, quality=job.quality,
             transparent=job.background == "transparent",
-            deadline_seconds=services.settings.inference_timeout_seconds, options=job.options,
+            deadline_seconds=deadline.inference_seconds(services.settings.inference_timeout_seconds),
+            options=job.options,
         ))
         metrics.add_metric(name="InferenceMilliseconds", unit="Milliseconds",
                            value=(time.monotonic() - started) * 1000)

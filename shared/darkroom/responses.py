@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import ValidationError
 
-from darkroom import intake
+from darkroom import deadline, intake
 from darkroom.api.errors import InvalidRequest, ModelNotFound, NotFound, ServiceUnavailable, UnknownParameter
 from darkroom.api.errors import invalid_from_validation as _invalid
 from darkroom.api.images import ImageEditRequest, ImageGenerateRequest
@@ -230,7 +230,7 @@ def _text_answer(tenant, request, model: ModelEntry, turn: _Turn, images, histor
     carried = [(_stored_image(key, services), "auto") for key in history["images"][-MAX_CARRIED_IMAGES:]]
     pictures = [InputImage(i.image, i.format, detail) for i, detail in (*carried, *images)]
     messages = [*map(tuple, history["messages"]), *turn.messages]
-    deadline = services.settings.inference_timeout_seconds
+    seconds = deadline.inference_seconds(services.settings.inference_timeout_seconds)
     image_tokens = 0
     described = bool(pictures) and not model.can(Capability.ANALYZE)
     if pictures and model.can(Capability.ANALYZE):
@@ -244,9 +244,9 @@ def _text_answer(tenant, request, model: ModelEntry, turn: _Turn, images, histor
     admission = services.limiter.admit(tenant, 0)  # counts as a request; no images
     with services.limiter.refunded_on_failure(admission):
         if described:
-            messages.append(("user", _describe(model, pictures, deadline, services)))
+            messages.append(("user", _describe(model, pictures, seconds, services)))
         text = backend_for(answer_model).respond(answer_model, TextJob(request.instructions, messages, job_images,
-                                                                       deadline))
+                                                                       seconds))
         text_tokens = _text_tokens(request.instructions or "", *(t for _, t in messages))
         output_tokens = _text_tokens(text)
         price = model.price
@@ -265,13 +265,13 @@ def _text_answer(tenant, request, model: ModelEntry, turn: _Turn, images, histor
                                     total_tokens=text_tokens + image_tokens + output_tokens)
 
 
-def _describe(model: ModelEntry, pictures: list[InputImage], deadline: float, services: Services) -> str:
+def _describe(model: ModelEntry, pictures: list[InputImage], seconds: float, services: Services) -> str:
     """Auxiliary vision: each image described by the fallback model; a failure is a note, not a 500."""
     describer = services.catalog.models[model.vision_fallback]
     notes = []
     for number, picture in enumerate(pictures, start=1):
         try:
-            text = backend_for(describer).respond(describer, TextJob(None, [], [picture], deadline))
+            text = backend_for(describer).respond(describer, TextJob(None, [], [picture], seconds))
             notes.append(f"[Image {number}, described by {describer.id}: {text}]")
         except Exception:  # noqa: BLE001 - one undescribable image must not fail the answer
             logger.warning("image description failed", extra={"image": number})

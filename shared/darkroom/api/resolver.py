@@ -20,6 +20,7 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import (
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from darkroom import deadline
 from darkroom.api.errors import ApiError, error_envelope, invalid_from_validation
 from darkroom.observability import logger, metrics, tracer
 from darkroom.services import services
@@ -113,6 +114,8 @@ def entrypoint(app: APIGatewayRestResolver) -> Callable[[dict, LambdaContext], d
     @metrics.log_metrics
     @tracer.capture_lambda_handler(capture_response=False)
     def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+        request_context = event.get("requestContext") or {}
+        deadline.start(context.get_remaining_time_in_millis(), request_context.get("requestTimeEpoch"))
         try:
             tenant = _authenticate(event)
         except ApiError as exc:
