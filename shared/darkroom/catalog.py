@@ -50,6 +50,16 @@ class Endpoint(BaseModel):
     upstream_model: str | None = None  # the model name the upstream knows (default: the public id)
     api_key_secret: str | None = None  # Secrets Manager secret id holding the upstream API key
     api_key_parameter: str | None = None  # or an SSM SecureString parameter name
+    # vLLM-style servers need response_format b64_json to return bytes; OpenAI's GPT image models
+    # refuse the parameter (they always return b64_json): set false for those.
+    send_response_format: bool = True
+    # sagemaker: a real-time endpoint speaking darkroom's documented JSON contract
+    endpoint_name: str | None = None
+    content_type: str = "application/json"
+    accept: str = "application/json"
+    # bedrock: a model id (Nova Canvas / Titan Image Generator for images; any Converse model for text)
+    model_id: str | None = None
+    region: str | None = None  # default: the function's region
     timeout_seconds: float = Field(default=25, gt=0, le=900)
 
     @model_validator(mode="after")
@@ -66,7 +76,7 @@ class ModelEntry(BaseModel):
 
     id: str
     # Backends with an adapter today; the HTTP, SageMaker and Bedrock adapters extend this list.
-    backend: Literal["local", "openai"]
+    backend: Literal["local", "openai", "sagemaker", "bedrock"]
     endpoint: Endpoint | None = None
     description: str = ""
     capabilities: frozenset[Capability]
@@ -86,8 +96,9 @@ class ModelEntry(BaseModel):
 
     @model_validator(mode="after")
     def _remote_backends_have_an_endpoint(self) -> ModelEntry:
-        if self.backend == "openai" and (self.endpoint is None or not self.endpoint.base_url):
-            raise ValueError(f"{self.id}: the openai backend needs endpoint.base_url")
+        needs = {"openai": "base_url", "sagemaker": "endpoint_name", "bedrock": "model_id"}.get(self.backend)
+        if needs and (self.endpoint is None or not getattr(self.endpoint, needs)):
+            raise ValueError(f"{self.id}: the {self.backend} backend needs endpoint.{needs}")
         return self
 
     @model_validator(mode="after")

@@ -79,8 +79,14 @@ class Backend(Protocol):
 
 
 def backend_for(model: ModelEntry) -> Backend:
-    """The adapter for the model's catalog ``backend`` (the catalog only admits known names)."""
-    from darkroom.inference.local import LocalBackend
+    """The adapter for the model's catalog ``backend`` (the catalog only admits known names).
 
-    adapters: dict[str, type] = {"local": LocalBackend}
-    return adapters[model.backend]()
+    Remote adapters are built once per container and model id (one HTTP client and circuit breaker
+    per endpoint base_url); the local stand-in has no state to keep."""
+    if model.backend == "local":
+        from darkroom.inference.local import LocalBackend
+
+        return LocalBackend()
+    from darkroom.inference.openai_http import adapter_for
+
+    return adapter_for(model)

@@ -1,0 +1,307 @@
+"""The ``openai`` backend: any OpenAI-compatible server (vLLM, SGLang, OpenAI, hosted providers) over HTTP.
+
+* generate -> ``POST {base_url}/images/generations`` (JSON, ``response_format: b64_json``);
+* edit -> ``POST {base_url}/images/edits`` (multipart ``image[]`` PNGs, optional RGBA ``mask`` PNG);
+* respond -> ``POST {base_url}/chat/completions`` (images as PNG data URLs in ``image_url`` parts).
+
+The upstream is untrusted like any client: bodies are read with a byte cap inside the call's deadline,
+images are decoded strictly and validated by :mod:`darkroom.intake`, and an image offered only as a
+URL is refused (darkroom does not fetch what an upstream points at). The API key comes from Secrets
+Manager or an SSM SecureString (Powertools parameters, cached), never from the catalog, never logged.
+Errors the client sees are neutral: never the upstream's body, URL, headers or base_url.
+Faults (deadline, retries, circuit breaker) are :mod:`darkroom.inference.resilience`'s.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import threading
+from collections.abc import Callable
+
+import httpx
+from aws_lambda_powertools.utilities import parameters
+from botocore.exceptions import BotoCoreError, ClientError
+from PIL import Image, ImageOps
+
+from darkroom.api.errors import ApiError, InvalidRequest, UpstreamError
+from darkroom.catalog import Endpoint, ModelEntry
+from darkroom.inference import EditJob, GeneratedImage, GenerateJob, TextJob
+from darkroom.inference.resilience import CircuitBreaker, Deadline, Reply, Resilience
+from darkroom.intake import EDIT_FORMATS, IntakeLimits, decode_base64, open_image
+from darkroom.observability import logger
+
+KEY_MAX_AGE_SECONDS = 300
+MAX_RESPONSE_BYTES = 128 * 1024 * 1024
+# Upstream outputs: the edit formats, at most 32 MB and 40 Mpx an image.
+OUTPUT_LIMITS = IntakeLimits(max_images=10, max_image_bytes=32 * 1024 * 1024, max_total_bytes=MAX_RESPONSE_BYTES,
+                             max_pixels=40_000_000, max_side=12_000, formats=EDIT_FORMATS)
+CONTENT_POLICY_CODES = frozenset({"moderation_blocked", "content_policy_violation", "content_filter"})
+CONTENT_POLICY_TYPES = frozenset({"image_generation_user_error"})
+CLIENT_TIMEOUT = httpx.Timeout(30.0, connect=5.0)
+CLIENT_LIMITS = httpx.Limits(max_connections=20, max_keepalive_connections=10, keepalive_expiry=30.0)
+
+INVALID_RESPONSE = "The model's backend returned an invalid response."
+
+
+def _invalid() -> UpstreamError:
+    return UpstreamError(INVALID_RESPONSE, code="upstream_invalid_response")
+
+
+class _DeadlineReached(httpx.ReadTimeout):
+    """The body was still arriving when the call's deadline passed (a slow drip)."""
+
+
+def api_key(endpoint: Endpoint, model_id: str) -> str | None:
+    """The upstream key from Secrets Manager or SSM (cached ``KEY_MAX_AGE_SECONDS``); None when none is named.
+
+    A secret may hold the bare key or JSON with an ``api_key`` field."""
+    try:
+        if endpoint.api_key_secret:
+            value = parameters.get_secret(endpoint.api_key_secret, max_age=KEY_MAX_AGE_SECONDS)
+        elif endpoint.api_key_parameter:
+            value = parameters.get_parameter(endpoint.api_key_parameter, decrypt=True, max_age=KEY_MAX_AGE_SECONDS)
+        else:
+            return None
+    except (parameters.GetParameterError, parameters.TransformParameterError, ClientError, BotoCoreError):
+        logger.error("upstream API key unavailable", extra={"model": model_id})
+        raise UpstreamError("The model's backend is not configured correctly.", code="upstream_auth") from None
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    if isinstance(value, str) and value.lstrip().startswith("{"):
+        try:
+            value = json.loads(value).get("api_key")
+        except (ValueError, AttributeError):
+            value = None
+    if not isinstance(value, str) or not value.strip():
+        logger.error("upstream API key unavailable", extra={"model": model_id})
+        raise UpstreamError("The model's backend is not configured correctly.", code="upstream_auth")
+    return value.strip()
+
+
+class Upstream:
+    """One base_url: its HTTP client (built once per container) and its circuit breaker."""
+
+    def __init__(self, base_url: str, *, client: httpx.Client | None = None,
+                 breaker: CircuitBreaker | None = None) -> None:
+        self.base_url = base_url.rstrip("/")
+        # No proxies or .netrc from the environment, no redirects: the catalog names exactly where to go.
+        self.client = client or httpx.Client(timeout=CLIENT_TIMEOUT, limits=CLIENT_LIMITS, trust_env=False,
+                                             follow_redirects=False)
+        self.breaker = breaker or CircuitBreaker()
+
+
+_upstreams: dict[str, Upstream] = {}
+_adapters: dict[str, tuple[ModelEntry, OpenAIBackend]] = {}
+_registry_lock = threading.Lock()
+
+
+def upstream_for(base_url: str) -> Upstream:
+    key = base_url.rstrip("/")
+    with _registry_lock:
+        upstream = _upstreams.get(key)
+        if upstream is None:
+            upstream = _upstreams[key] = Upstream(key)
+        return upstream
+
+
+def adapter_for(model: ModelEntry) -> OpenAIBackend:
+    """The container's adapter for ``model`` (rebuilt only if its catalog entry changed)."""
+    with _registry_lock:
+        cached = _adapters.get(model.id)
+        if cached is not None and cached[0] == model:
+            return cached[1]
+    adapter = OpenAIBackend(upstream_for(model.endpoint.base_url))
+    with _registry_lock:
+        _adapters[model.id] = (model, adapter)
+    return adapter
+
+
+def _png(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _mask_png(first: Image.Image, mask: Image.Image) -> bytes:
+    """OpenAI's mask: the first image as RGBA whose alpha is the job's mask (0 = edit here)."""
+    rgba = first.convert("RGBA")
+    rgba.putalpha(mask.convert("L").resize(rgba.size) if mask.size != rgba.size else mask.convert("L"))
+    return _png(rgba)
+
+
+def _error_fields(body: bytes) -> tuple[str, str]:
+    """(code, type) of an OpenAI error envelope, lower-cased; empty strings when absent or unreadable."""
+    try:
+        error = json.loads(body).get("error")
+    except (ValueError, AttributeError):
+        return "", ""
+    if not isinstance(error, dict):
+        return "", ""
+    code, type_ = error.get("code"), error.get("type")
+    return (code.lower() if isinstance(code, str) else ""), (type_.lower() if isinstance(type_, str) else "")
+
+
+class OpenAIBackend:
+    """The ``Backend`` port over an OpenAI-compatible HTTP API."""
+
+    def __init__(self, upstream: Upstream, *, resilience: Resilience | None = None,
+                 key: Callable[[Endpoint, str], str | None] = api_key) -> None:
+        self.upstream = upstream
+        self.resilience = resilience or Resilience()
+        self._key = key
+
+    # -- the port -------------------------------------------------------------------------------
+
+    def generate(self, model: ModelEntry, job: GenerateJob) -> list[GeneratedImage]:
+        body = {**job.options, "model": self._upstream_model(model), "prompt": job.prompt, "n": job.n,
+                "size": f"{job.width}x{job.height}", "quality": job.quality}
+        if model.endpoint.send_response_format:
+            body["response_format"] = "b64_json"
+        if job.transparent:
+            body["background"] = "transparent"
+        return self._call(model, job.deadline_seconds, "/images/generations", {"json": body},
+                          lambda reply: self._images(reply, job.n, job.width, job.height, job.transparent))
+
+    def edit(self, model: ModelEntry, job: EditJob) -> list[GeneratedImage]:
+        fields = {**{k: str(v) for k, v in job.options.items()}, "model": self._upstream_model(model),
+                  "prompt": job.prompt, "n": str(job.n), "size": f"{job.width}x{job.height}",
+                  "quality": job.quality}
+        if model.endpoint.send_response_format:
+            fields["response_format"] = "b64_json"
+        if job.input_fidelity:
+            fields["input_fidelity"] = job.input_fidelity
+        if job.transparent:
+            fields["background"] = "transparent"
+        files = [("image[]", (f"image_{i}.png", _png(image), "image/png")) for i, image in enumerate(job.images)]
+        if job.mask is not None:
+            files.append(("mask", ("mask.png", _mask_png(job.images[0], job.mask), "image/png")))
+        return self._call(model, job.deadline_seconds, "/images/edits", {"data": fields, "files": files},
+                          lambda reply: self._images(reply, job.n, job.width, job.height, job.transparent))
+
+    def respond(self, model: ModelEntry, job: TextJob) -> str:
+        messages: list[dict] = []
+        if job.instructions:
+            messages.append({"role": "system", "content": job.instructions})
+        for role, text in job.messages:
+            messages.append({"role": "system" if role == "developer" else role, "content": text})
+        if job.images:
+            parts = [{"type": "image_url", "image_url": {
+                "url": "data:image/png;base64," + base64.b64encode(_png(picture.image)).decode("ascii"),
+                "detail": picture.detail}} for picture in job.images]
+            if messages and messages[-1]["role"] == "user":
+                last = messages.pop()
+                parts = [{"type": "text", "text": last["content"]}, *parts]
+            messages.append({"role": "user", "content": parts})
+        body = {"model": self._upstream_model(model), "messages": messages}
+        return self._call(model, job.deadline_seconds, "/chat/completions", {"json": body}, self._text)
+
+    # -- one call -------------------------------------------------------------------------------
+
+    @staticmethod
+    def _upstream_model(model: ModelEntry) -> str:
+        return (model.endpoint.upstream_model if model.endpoint else None) or model.id
+
+    def _call(self, model: ModelEntry, deadline_seconds: float, path: str, content: dict,
+              parse: Callable[[Reply], object]):
+        endpoint = model.endpoint
+        deadline = self.resilience.deadline(min(deadline_seconds, endpoint.timeout_seconds))
+        headers = {"accept": "application/json", "accept-encoding": "identity", "user-agent": "darkroom"}
+        key = self._key(endpoint, model.id)
+        if key:
+            headers["authorization"] = f"Bearer {key}"
+        request = self.upstream.client.build_request("POST", self.upstream.base_url + path, headers=headers,
+                                                     **content)
+
+        def send(remaining: float) -> Reply:
+            return self._send(request, remaining, deadline)
+
+        return self.resilience.run(label=model.id, breaker=self.upstream.breaker, deadline=deadline, send=send,
+                                   handle=lambda reply: self._answer(model, reply, parse))
+
+    def _send(self, request: httpx.Request, remaining: float, deadline: Deadline) -> Reply:
+        timeout = httpx.Timeout(remaining, connect=min(remaining, 5.0), pool=min(remaining, 1.0))
+        request.extensions["timeout"] = timeout.as_dict()
+        response = self.upstream.client.send(request, stream=True)
+        try:
+            declared = response.headers.get("content-length", "")
+            if declared.isdigit() and int(declared) > MAX_RESPONSE_BYTES:
+                raise _invalid()
+            chunks, size = [], 0
+            for chunk in response.iter_bytes():  # decoded (we ask for identity); counted as it arrives
+                size += len(chunk)
+                if size > MAX_RESPONSE_BYTES:
+                    raise _invalid()
+                if deadline.remaining() <= 0:
+                    raise _DeadlineReached("deadline")
+                chunks.append(chunk)
+            body = b"".join(chunks)
+            return Reply(status=response.status_code, headers=response.headers, body=body)
+        finally:
+            response.close()
+
+    def _answer(self, model: ModelEntry, reply: Reply, parse: Callable[[Reply], object]):
+        status = reply.status
+        if 200 <= status < 300:
+            return parse(reply)
+        if status in (401, 403):
+            logger.error("upstream refused darkroom's credentials", extra={"model": model.id, "status": status})
+            raise UpstreamError("The model's backend is not configured correctly.", code="upstream_auth")
+        if status == 400:
+            code, type_ = _error_fields(reply.body)
+            if code in CONTENT_POLICY_CODES or type_ in CONTENT_POLICY_TYPES:
+                raise InvalidRequest("The request was rejected by the model's content policy.",
+                                     code="content_policy_violation")
+        raise UpstreamError("The model's backend refused the request.", code="upstream_error")
+
+    # -- answers --------------------------------------------------------------------------------
+
+    @staticmethod
+    def _json(reply: Reply) -> dict:
+        try:
+            document = json.loads(reply.body)
+        except (ValueError, UnicodeDecodeError):
+            raise _invalid() from None
+        if not isinstance(document, dict):
+            raise _invalid()
+        return document
+
+    def _images(self, reply: Reply, n: int, width: int, height: int, transparent: bool) -> list[GeneratedImage]:
+        data = self._json(reply).get("data")
+        if not isinstance(data, list) or len(data) != n:
+            raise _invalid()
+        images = []
+        for index, item in enumerate(data):
+            if not isinstance(item, dict):
+                raise _invalid()
+            encoded = item.get("b64_json")
+            if not isinstance(encoded, str):  # a url-only item included: darkroom does not fetch upstream URLs
+                raise _invalid()
+            param = f"data[{index}].b64_json"
+            try:
+                raw = decode_base64(encoded, param=param, max_bytes=OUTPUT_LIMITS.max_image_bytes)
+                image = open_image(raw, param=param, limits=OUTPUT_LIMITS).image
+            except ApiError:
+                raise _invalid() from None
+            if image.size != (width, height):  # the contract is exactly width x height: cover, then crop
+                image = ImageOps.fit(image, (width, height), method=Image.Resampling.LANCZOS)
+            if transparent and image.mode != "RGBA":
+                image = image.convert("RGBA")
+            revised = item.get("revised_prompt")
+            images.append(GeneratedImage(image=image, revised_prompt=revised if isinstance(revised, str) else None))
+        return images
+
+    def _text(self, reply: Reply) -> str:
+        choices = self._json(reply).get("choices")
+        if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+            raise _invalid()
+        message = choices[0].get("message")
+        content = message.get("content") if isinstance(message, dict) else None
+        if isinstance(content, list):  # some servers answer with content parts
+            texts = [part.get("text") for part in content if isinstance(part, dict)]
+            content = "".join(t for t in texts if isinstance(t, str)) if texts else None
+        if not isinstance(content, str):
+            raise _invalid()
+        return content
+
