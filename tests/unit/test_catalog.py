@@ -82,3 +82,17 @@ def test_catalog_override_from_ssm_parameter(aws, monkeypatch):
     monkeypatch.setenv("DARKROOM_CATALOG_PARAMETER", "/darkroom/catalog")
     services.reset()
     assert list(get_catalog().models) == ["ssm-model"]
+
+
+@pytest.mark.parametrize("backend,endpoint,adapter", [
+    ("openai", {"base_url": "http://127.0.0.1:9/v1"}, "OpenAIBackend"),
+    ("sagemaker", {"endpoint_name": "flux-endpoint"}, "SageMakerBackend"),
+    ("bedrock", {"model_id": "amazon.nova-canvas-v1:0"}, "BedrockBackend"),
+])
+def test_each_backend_name_routes_to_its_adapter(backend, endpoint, adapter):
+    from darkroom.inference import backend_for
+
+    catalog = parse_catalog(_catalog_with({"m": {"backend": backend, "capabilities": ["text"], "endpoint": endpoint}}))
+    assert type(backend_for(catalog.models["m"])).__name__ == adapter
+    with pytest.raises(ValueError):  # and each needs its endpoint field
+        parse_catalog(_catalog_with({"m": {"backend": backend, "capabilities": ["text"]}}))

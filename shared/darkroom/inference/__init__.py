@@ -87,6 +87,14 @@ def backend_for(model: ModelEntry) -> Backend:
         from darkroom.inference.local import LocalBackend
 
         return LocalBackend()
+    if model.backend == "sagemaker":
+        from darkroom.inference import sagemaker
+
+        return sagemaker.adapter_for(model)
+    if model.backend == "bedrock":
+        from darkroom.inference import bedrock
+
+        return bedrock.adapter_for(model)
     from darkroom.inference.openai_http import adapter_for
 
     return adapter_for(model)
