@@ -42,7 +42,12 @@ events: $(BIN)/darkroom
 # Where a generate request's time goes (benchmark, not a test): docs/architecture.md has figures.
 bench: $(BIN)/darkroom
 	$(BIN)/python benchmarks/bench_generate.py
-	$(BIN)/python benchmarks/bench_edit_memory.py
+	$(BIN)/python benchmarks/bench_cold_start.py
+	$(BIN)/python benchmarks/bench_overhead.py --json benchmarks/results/overhead.json
+	$(BIN)/python benchmarks/cost_model.py --input benchmarks/results/overhead.json
+	$(BIN)/python benchmarks/bench_intake.py
+	$(BIN)/python benchmarks/bench_edit_memory.py --json benchmarks/results/edit-memory.json
+	$(BIN)/python benchmarks/plot_memory.py --input benchmarks/results/edit-memory.json --output docs/benchmarks-memory.png
 
 # Needs AWS SAM CLI (its own install); `sam deploy --guided` afterwards.
 build:

@@ -8,9 +8,12 @@ tracemalloc, is the honest measure: a thread samples /proc/self/statm every 0.5 
 the peak above the resident size just before (after malloc_trim). Baseline: the same measure while
 only decoding the image with Pillow (Image.open + load), the memory no implementation can avoid.
 
-    .venv/bin/python benchmarks/bench_edit_memory.py
+    .venv/bin/python benchmarks/bench_edit_memory.py [--json PATH]
+
+``--json PATH`` also writes the figures; ``benchmarks/plot_memory.py`` draws docs/benchmarks-memory.png from them.
 """
 
+import argparse
 import json
 import subprocess
 import sys
@@ -127,15 +130,25 @@ def run(target: int, mode: str) -> dict:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--json", type=Path, help="also write the figures here (for plot_memory.py)")
+    args = parser.parse_args()
     mib = 1024 * 1024
-    print(f"{'image':>7} {'pixels':>10} {'Pillow decode':>14} {'intake':>7} {'whole edit':>11} "
-          f"{'intake/decode':>14} {'edit/image bytes':>17}")
-    for target in (4 * mib, 20 * mib):
+    print("| image file | pixels | Pillow decode | darkroom intake | whole edit | intake / decode "
+          "| whole edit / file size |")
+    print("|---:|---:|---:|---:|---:|---:|---:|")
+    cases = []
+    for target in (1 * mib, 4 * mib, 20 * mib):
         decode, checked, edit = (run(target, mode) for mode in ("decode", "intake", "edit"))
-        print(f"{edit['bytes'] / mib:6.1f}M {edit['pixels']:>10,} {decode['peak_growth'] / mib:13.0f}M "
-              f"{checked['peak_growth'] / mib:6.0f}M {edit['peak_growth'] / mib:10.0f}M "
-              f"{checked['peak_growth'] / decode['peak_growth']:14.2f} {edit['peak_growth'] / edit['bytes']:17.1f}")
-
+        cases.append({"target_bytes": target, "bytes": edit["bytes"], "pixels": edit["pixels"],
+                      "decode": decode["peak_growth"], "intake": checked["peak_growth"], "edit": edit["peak_growth"]})
+        print(f"| {edit['bytes'] / mib:.1f} MB | {edit['pixels'] / 1e6:.2f} M | {decode['peak_growth'] / mib:.1f} MB "
+              f"| {checked['peak_growth'] / mib:.1f} MB | {edit['peak_growth'] / mib:.0f} MB "
+              f"| {checked['peak_growth'] / decode['peak_growth']:.2f} | {edit['peak_growth'] / edit['bytes']:.1f} |",
+              flush=True)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"unit": "bytes", "cases": cases}, indent=2) + "\n")
 
 if __name__ == "__main__":
     main()
