@@ -5,7 +5,7 @@ SAM_VENV ?= .venv-sam
 BIN := $(VENV)/bin
 PORT ?= 3000
 
-.PHONY: run test lint template openapi events bench build clean
+.PHONY: run test test-reliability lint template openapi events bench build clean
 
 # The dev environment: runtime pins first (what Lambda gets), then the package and its dev tools.
 $(BIN)/darkroom: pyproject.toml layers/runtime/requirements.txt
@@ -32,6 +32,10 @@ template: $(BIN)/darkroom $(SAM_VENV)/bin/python
 
 test: lint template
 	$(BIN)/pytest --cov --cov-report=term
+
+# Property tests, schema fuzzing on loopback, fault injection, log hygiene (also part of `make test`).
+test-reliability: $(BIN)/darkroom
+	$(BIN)/pytest tests/reliability
 
 openapi: $(BIN)/darkroom
 	$(BIN)/python scripts/openapi.py

@@ -147,16 +147,18 @@ def edit_images(tenant: Tenant, request: EditRequest, request_id: str, services:
     options = request.options
     job = resolve_request(options, services, Capability.EDIT)  # every option checked before admission
     admission = services.limiter.admit(tenant, job.n)
-    images = [decode() for decode in request.images]
-    intake.check_totals(images, param="image", limits=intake_limits(services))
-    first = images[0]
-    mask = intake.edit_mask(request.mask(), first) if request.mask else None
-    job = resolve_request(options, services, Capability.EDIT, input_size=first.size)
-    base = first.image
-    if base.size != (job.width, job.height):  # an explicit size: edit at that size
-        base = base.resize((job.width, job.height), Image.Resampling.LANCZOS)
-        mask = mask.resize((job.width, job.height), Image.Resampling.NEAREST) if mask else None
-    with services.limiter.refunded_on_failure(admission):  # decoding errors above are the client's
+    # An image the client sent that does not decode keeps counting (a 4xx); failing to read a stored
+    # file, or anything after, is ours and gives the admission back.
+    with services.limiter.refunded_on_failure(admission):
+        images = [decode() for decode in request.images]
+        intake.check_totals(images, param="image", limits=intake_limits(services))
+        first = images[0]
+        mask = intake.edit_mask(request.mask(), first) if request.mask else None
+        job = resolve_request(options, services, Capability.EDIT, input_size=first.size)
+        base = first.image
+        if base.size != (job.width, job.height):  # an explicit size: edit at that size
+            base = base.resize((job.width, job.height), Image.Resampling.LANCZOS)
+            mask = mask.resize((job.width, job.height), Image.Resampling.NEAREST) if mask else None
         started = time.monotonic()
         edited = (backend or backend_for(job.model)).edit(job.model, EditJob(
             prompt=options.prompt, images=[base, *(i.image for i in images[1:])], mask=mask,
