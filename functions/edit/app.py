@@ -19,7 +19,7 @@ app = build_resolver()
     summary="Edit images (multipart/form-data as the openai SDK sends it, or JSON with image references)",
     tags=["images"],
     responses={200: {"description": "The edited images", "content": {"application/json": {"model": ImagesResponse}}},
-               **error_responses(400, 401, 403, 404, 429, 500, 503)},
+               **error_responses(400, 401, 403, 404, 429, 500, 502, 503, 504)},
 )
 def edit_image(tenant: Annotated[Tenant, Depends(authenticated_tenant)]):  # the body is parsed by darkroom.editing
     request = read_edit_request(app.current_event.raw_event, tenant.tenant_id, services())

@@ -20,7 +20,7 @@ app = build_resolver()
     summary="Create images from a prompt",
     tags=["images"],
     responses={200: {"description": "The images", "content": {"application/json": {"model": ImagesResponse}}},
-               **error_responses(400, 401, 403, 404, 429, 500, 503)},
+               **error_responses(400, 401, 403, 404, 429, 500, 502, 503, 504)},
 )
 def create_image(
     body: Annotated[ImageGenerateRequest, Body()],

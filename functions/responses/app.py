@@ -22,7 +22,7 @@ app = build_resolver()
     tags=["responses"],
     responses={200: {"description": "The response, or its event stream when stream is true",
                      "content": {"application/json": {"model": ResponseObject}}},
-               **error_responses(400, 401, 403, 404, 429, 500, 503)},
+               **error_responses(400, 401, 403, 404, 429, 500, 502, 503, 504)},
 )
 def create(body: Annotated[ResponseCreateRequest, Body()], tenant: Annotated[Tenant, Depends(authenticated_tenant)]):
     response = create_response(tenant, body, request_id(app), services())
@@ -34,13 +34,16 @@ def create(body: Annotated[ResponseCreateRequest, Body()], tenant: Annotated[Ten
 
 
 @app.get("/v1/responses/<response_id>", summary="Retrieve a stored response", tags=["responses"],
-         responses=error_responses(401, 403, 404))
+         responses={200: {"description": "The stored response",
+                          "content": {"application/json": {"model": ResponseObject}}},
+                    **error_responses(401, 403, 404)})
 def retrieve(response_id: str, tenant: Annotated[Tenant, Depends(authenticated_tenant)]):
     return json_response(200, retrieve_response(tenant, response_id, services()).model_dump_json(exclude_none=True))
 
 
 @app.delete("/v1/responses/<response_id>", summary="Delete a stored response", tags=["responses"],
-            responses=error_responses(401, 403, 404))
+            responses={200: {"description": "Deleted", "content": {"application/json": {"model": ResponseDeleted}}},
+                       **error_responses(401, 403, 404)})
 def delete(response_id: str, tenant: Annotated[Tenant, Depends(authenticated_tenant)]) -> ResponseDeleted:
     return delete_response(tenant, response_id, services())
 
