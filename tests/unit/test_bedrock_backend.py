@@ -16,9 +16,8 @@ from PIL import Image
 from darkroom import config
 from darkroom.api.errors import ApiError, InvalidRequest, ServiceUnavailable, UpstreamError, UpstreamTimeout
 from darkroom.catalog import ModelEntry
-from darkroom.inference import EditJob, GenerateJob, InputImage, TextJob
+from darkroom.inference import EditJob, GenerateJob, InputImage, TextJob, aws_runtime
 from darkroom.inference import bedrock as br
-from darkroom.inference import sagemaker as sm
 from darkroom.inference.bedrock import BedrockBackend
 from darkroom.inference.resilience import CircuitBreaker
 
@@ -383,7 +382,7 @@ def test_the_client_is_built_lazily_with_the_endpoint_region_and_timeout(monkeyp
         return object()
 
     monkeypatch.setattr(config, "client", fake_client)
-    sm.reset_clients()
+    aws_runtime.reset_clients()
     try:
         backend = BedrockBackend(entry(region="us-west-2"))
         assert built == []
@@ -393,7 +392,7 @@ def test_the_client_is_built_lazily_with_the_endpoint_region_and_timeout(monkeyp
         assert extra.read_timeout == 30 and extra.region_name == "us-west-2"
         assert extra.retries == {"mode": "standard", "max_attempts": 3}
     finally:
-        sm.reset_clients()
+        aws_runtime.reset_clients()
 
 
 def test_adapter_for_reuses_the_adapter_until_the_entry_changes():

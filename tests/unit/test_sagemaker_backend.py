@@ -16,7 +16,7 @@ from PIL import Image
 from darkroom import config
 from darkroom.api.errors import ApiError, ServiceUnavailable, UpstreamError, UpstreamTimeout
 from darkroom.catalog import ModelEntry
-from darkroom.inference import EditJob, GenerateJob, InputImage, TextJob
+from darkroom.inference import EditJob, GenerateJob, InputImage, TextJob, aws_runtime
 from darkroom.inference import sagemaker as sm
 from darkroom.inference.resilience import CircuitBreaker
 from darkroom.inference.sagemaker import SageMakerBackend
@@ -263,7 +263,7 @@ def test_malformed_text_answers_are_502(stubber, backend, model, reply):
 
 
 def test_an_oversized_body_is_refused_without_reading_it_all(stubber, backend, model, monkeypatch):
-    monkeypatch.setattr(sm, "MAX_RESPONSE_BYTES", 100)
+    monkeypatch.setattr(aws_runtime, "MAX_RESPONSE_BYTES", 100)
     stubber.add_response("invoke_endpoint", body({"text": "x" * 200}), expected(JsonBody()))
     with pytest.raises(UpstreamError) as caught:
         backend.respond(model, text_job())
@@ -302,7 +302,7 @@ def test_the_client_is_built_lazily_once_with_the_endpoint_timeout(monkeypatch, 
         return object()
 
     monkeypatch.setattr(config, "client", fake_client)
-    sm.reset_clients()
+    aws_runtime.reset_clients()
     try:
         backend = SageMakerBackend(entry(region="eu-west-1"))
         assert built == []
@@ -313,7 +313,7 @@ def test_the_client_is_built_lazily_once_with_the_endpoint_timeout(monkeypatch, 
         assert extra.read_timeout == 20 and extra.region_name == "eu-west-1"
         assert extra.retries == {"mode": "standard", "max_attempts": 3}
     finally:
-        sm.reset_clients()
+        aws_runtime.reset_clients()
 
 
 def test_adapter_for_reuses_the_adapter_until_the_entry_changes():

@@ -59,13 +59,12 @@ from PIL import Image
 from darkroom.api.errors import InvalidRequest, UpstreamError, UpstreamTimeout
 from darkroom.catalog import ModelEntry
 from darkroom.inference import EditJob, GeneratedImage, GenerateJob, TextJob
-from darkroom.inference.resilience import CircuitBreaker
-from darkroom.inference.sagemaker import (
+from darkroom.inference.aws_runtime import (
     CONFIG_MESSAGE,
     FAILED_MESSAGE,
     TIMEOUT_MESSAGE,
+    AwsBackend,
     Outcome,
-    aws_client,
     b64png,
     decode_images,
     error_code,
@@ -179,21 +178,10 @@ def check_common(rules: ImageRules, prompt: str, n: int, options: Mapping[str, A
         raise _refuse("'cfg_scale' must be a number between 1.1 and 10.", "cfg_scale")
 
 
-class BedrockBackend:
+class BedrockBackend(AwsBackend):
     """The ``Backend`` port over Amazon Bedrock (image models via InvokeModel, text via Converse)."""
 
-    def __init__(self, model: ModelEntry, client=None, *, breaker: CircuitBreaker | None = None) -> None:
-        self.model = model
-        self._client = client
-        self.breaker = breaker or CircuitBreaker()
-
-    @property
-    def client(self):
-        if self._client is None:
-            endpoint = self.model.endpoint
-            self._client = aws_client("bedrock-runtime", read_timeout=endpoint.timeout_seconds,
-                                      region=endpoint.region)
-        return self._client
+    SERVICE = "bedrock-runtime"
 
     # -- the port -------------------------------------------------------------------------------
 
