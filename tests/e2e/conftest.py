@@ -7,10 +7,7 @@ Nothing here uses the in-process ``aws`` fixture of ``tests/conftest.py``.
 
 from __future__ import annotations
 
-import collections
 import json
-import os
-import signal
 import subprocess
 import sys
 import threading
@@ -21,131 +18,11 @@ from pathlib import Path
 
 import pytest
 
-STARTUP_DEADLINE_SECONDS = 60
+from local_stack_process import clean_environment, serve
+
 CLI_TIMEOUT_SECONDS = 60
 KEY_CACHE_SECONDS = 1
 REPO = Path(__file__).resolve().parents[2]
-
-
-def _children(pid: int) -> set[int]:
-    """All live descendants of ``pid`` (from /proc; Linux)."""
-    parents: dict[int, list[int]] = collections.defaultdict(list)
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        parents[ppid].append(int(entry))
-    found: set[int] = set()
-    todo = [pid]
-    while todo:
-        for child in parents.get(todo.pop(), []):
-            if child not in found:
-                found.add(child)
-                todo.append(child)
-    return found
-
-
-def _alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
-class _Output:
-    """Drains the server's merged stdout/stderr (so the pipe never fills) and keeps head and tail."""
-
-    def __init__(self, stream) -> None:
-        self.head: list[str] = []
-        self.tail: collections.deque[str] = collections.deque(maxlen=100)
-        self.count = 0
-        self.closed = False
-        self._cond = threading.Condition()
-        threading.Thread(target=self._drain, args=(stream,), daemon=True).start()
-
-    def _drain(self, stream) -> None:
-        for raw in iter(stream.readline, ""):
-            with self._cond:
-                line = raw.rstrip("\n")
-                self.count += 1
-                if len(self.head) < 100:
-                    self.head.append(line)
-                else:
-                    self.tail.append(line)
-                self._cond.notify_all()
-        with self._cond:
-            self.closed = True
-            self._cond.notify_all()
-
-    def wait_for(self, prefix: str, deadline: float) -> bool:
-        with self._cond:
-            while True:
-                if any(line.startswith(prefix) for line in self.head):
-                    return True
-                remaining = deadline - time.monotonic()
-                if self.closed or remaining <= 0:
-                    return False
-                self._cond.wait(min(remaining, 0.5))
-
-    def text(self) -> str:
-        with self._cond:
-            skipped = self.count - len(self.head) - len(self.tail)
-            return "\n".join([*self.head, *([f"... ({skipped} lines)"] if skipped > 0 else []), *self.tail])
-
-
-def _parse_exports(lines: list[str]) -> dict[str, str]:
-    exported: dict[str, str] = {}
-    for line in lines:
-        if line.startswith("export ") and "=" in line:
-            name, _, value = line[len("export "):].partition("=")
-            exported[name.strip()] = value.strip()
-    return exported
-
-
-def _ignores_sigint(pid: int) -> bool:
-    """True when SIGINT is ignored (inherited SIG_IGN, e.g. under a non-interactive shell's `&`)."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("SigIgn:"):
-                return bool(int(line.split()[1], 16) & (1 << (signal.SIGINT - 1)))
-    except OSError:
-        pass
-    return False
-
-
-def _stop(process: subprocess.Popen) -> None:
-    """SIGINT (the server's own clean shutdown), then SIGTERM, then SIGKILL to its process group."""
-    if process.poll() is None and not _ignores_sigint(process.pid):
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            pass
-    for sig, wait in ((signal.SIGTERM, 5), (signal.SIGKILL, 5)):
-        if process.poll() is not None:
-            break
-        try:
-            os.killpg(process.pid, sig)  # our own session/process group, by id
-        except ProcessLookupError:
-            break
-        try:
-            process.wait(timeout=wait)
-        except subprocess.TimeoutExpired:
-            pass
-
-
-def _clean_environment() -> dict[str, str]:
-    """This process's environment minus what points at some other stack.
-
-    A shell that sourced an earlier `darkroom serve`'s exports (or has DARKROOM_STACK set) would
-    otherwise send the new stack and the CLI to that endpoint and those tables.
-    """
-    return {k: v for k, v in os.environ.items() if k != "AWS_ENDPOINT_URL" and not k.startswith("DARKROOM_")}
 
 
 class ImageOrigin:
@@ -220,45 +97,11 @@ def stack(image_origin):
     """Start ONE local stack; yield its exported environment (OPENAI_*, AWS_*, DARKROOM_*)."""
     # Its own embedded moto server; a 1 s key cache so revocation tests are quick; one loopback image
     # origin allowed for the URL fetcher (a test-only switch).
-    env = _clean_environment() | {"DARKROOM_KEY_CACHE_SECONDS": str(KEY_CACHE_SECONDS), "PYTHONUNBUFFERED": "1",
-                                  "DARKROOM_FETCH_TEST_ALLOWLIST": image_origin.origin}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "darkroom.cli", "serve", "--port", "0"],
-        env=env, cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        text=True, errors="replace", bufsize=1, start_new_session=True,
-    )
-    output = _Output(process.stdout)
-    descendants: set[int] = set()
-    try:
-        if not output.wait_for("export OPENAI_BASE_URL=", time.monotonic() + STARTUP_DEADLINE_SECONDS):
-            state = f"exited with {process.poll()}" if process.poll() is not None else "still running"
-            pytest.fail(
-                f"`darkroom serve --port 0` printed no OPENAI_BASE_URL export within "
-                f"{STARTUP_DEADLINE_SECONDS}s ({state}). Its output:\n{output.text()}",
-                pytrace=False,
-            )
-        exported = _parse_exports(output.head)
-        for name in ("OPENAI_BASE_URL", "OPENAI_API_KEY", "AWS_ENDPOINT_URL", "DARKROOM_TENANTS_TABLE"):
-            assert exported.get(name), f"serve did not export {name}; output:\n{output.text()}"
+    with serve({"DARKROOM_KEY_CACHE_SECONDS": str(KEY_CACHE_SECONDS),
+                "DARKROOM_FETCH_TEST_ALLOWLIST": image_origin.origin}) as exported:
         assert exported["DARKROOM_KEY_CACHE_SECONDS"] == str(KEY_CACHE_SECONDS), (
             "the caller's DARKROOM_KEY_CACHE_SECONDS must win over the template's")
         yield exported
-        descendants = _children(process.pid)
-    finally:
-        descendants |= _children(process.pid)
-        _stop(process)
-    # The function containers are daemons of the server: they must be gone with it.
-    deadline = time.monotonic() + 10
-    while (stray := {p for p in descendants if _alive(p)}) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    if stray:
-        for pid in stray:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        pytest.fail(f"processes of the local stack outlived it: {sorted(stray)}\n{output.text()}", pytrace=False)
-    assert process.returncode is not None
 
 
 @pytest.fixture(scope="session")
@@ -273,7 +116,7 @@ def cli(stack):
     Returns the parsed JSON when ``--json`` is among the arguments, else the CompletedProcess.
     ``check=False`` returns the CompletedProcess whatever the exit status.
     """
-    env = _clean_environment() | stack
+    env = clean_environment() | stack
 
     def run(*args: str, check: bool = True):
         done = subprocess.run(  # noqa: S603 - this interpreter, the darkroom CLI
@@ -364,7 +207,7 @@ class _Admin:
 
 @pytest.fixture(scope="session")
 def admin(stack):
-    runner = _Admin(_clean_environment() | stack)
+    runner = _Admin(clean_environment() | stack)
     yield runner
     runner.close()
 

@@ -1,124 +1,38 @@
 """Reliability suite fixtures.
 
 The in-process fixtures (``aws``, ``svc``, ``tenant``) come from ``tests/conftest.py``. This file adds
-one ``darkroom serve`` subprocess on loopback for the schema fuzzing (a trimmed copy of what
-``tests/e2e/conftest.py`` does; the e2e folder is a sibling, not a package, so it is not imported),
+one ``darkroom serve`` subprocess on loopback for the schema fuzzing (``tests/local_stack_process.py``,
+shared with the end-to-end suite),
 a fuzzing tenant created through the real CLI, and the tenant's rate-limit counts read from the table.
 """
 
 from __future__ import annotations
 
-import collections
 import json
-import os
-import signal
 import subprocess
 import sys
-import threading
-import time
 import uuid
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-STARTUP_DEADLINE_SECONDS = 60
+from local_stack_process import REPO, clean_environment, serve
+
 CLI_TIMEOUT_SECONDS = 60
 
 
 # -- the local stack (subprocess, loopback only) -------------------------------------------------------
 
 
-def _clean_environment() -> dict[str, str]:
-    """This process's environment minus anything pointing at another stack (see tests/e2e/conftest.py)."""
-    return {k: v for k, v in os.environ.items() if k != "AWS_ENDPOINT_URL" and not k.startswith("DARKROOM_")}
-
-
-class _Output:
-    """Drains the server's merged output so the pipe never fills; keeps the last lines for failures."""
-
-    def __init__(self, stream) -> None:
-        self.lines: collections.deque[str] = collections.deque(maxlen=200)
-        self.head: list[str] = []
-        self._cond = threading.Condition()
-        self.closed = False
-        threading.Thread(target=self._drain, args=(stream,), daemon=True).start()
-
-    def _drain(self, stream) -> None:
-        for raw in iter(stream.readline, ""):
-            with self._cond:
-                line = raw.rstrip("\n")
-                if len(self.head) < 100:
-                    self.head.append(line)
-                self.lines.append(line)
-                self._cond.notify_all()
-        with self._cond:
-            self.closed = True
-            self._cond.notify_all()
-
-    def wait_for(self, prefix: str, deadline: float) -> bool:
-        with self._cond:
-            while True:
-                if any(line.startswith(prefix) for line in self.head):
-                    return True
-                if self.closed or time.monotonic() >= deadline:
-                    return False
-                self._cond.wait(0.5)
-
-    def text(self) -> str:
-        with self._cond:
-            return "\n".join(self.lines)
-
-
-def _stop(process: subprocess.Popen) -> None:
-    """SIGINT (the server's clean shutdown), then SIGTERM/SIGKILL to its own process group, by id."""
-    if process.poll() is None:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            pass
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        if process.poll() is not None:
-            break
-        try:
-            os.killpg(process.pid, sig)
-        except ProcessLookupError:
-            break
-        try:
-            process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            pass
-
-
 @pytest.fixture(scope="session")
 def local_stack():
     """``darkroom serve --port 0`` on 127.0.0.1; yields its exported environment (OPENAI_*, AWS_*, DARKROOM_*)."""
-    env = _clean_environment() | {"PYTHONUNBUFFERED": "1"}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "darkroom.cli", "serve", "--host", "127.0.0.1", "--port", "0"],
-        env=env, cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        text=True, errors="replace", bufsize=1, start_new_session=True,
-    )
-    output = _Output(process.stdout)
-    try:
-        if not output.wait_for("export OPENAI_BASE_URL=", time.monotonic() + STARTUP_DEADLINE_SECONDS):
-            pytest.fail(f"`darkroom serve --port 0` did not start:\n{output.text()}", pytrace=False)
-        exported = {}
-        for line in output.head:
-            if line.startswith("export ") and "=" in line:
-                name, _, value = line[len("export "):].partition("=")
-                exported[name.strip()] = value.strip()
-        assert exported["OPENAI_BASE_URL"].startswith("http://127.0.0.1:"), exported["OPENAI_BASE_URL"]
-        exported["_output"] = output  # for failure messages
+    with serve({}) as exported:
         yield exported
-    finally:
-        _stop(process)
 
 
 def run_cli(stack: dict, *args: str):
     """``python -m darkroom.cli ARGS --json`` against the stack -> parsed JSON."""
-    env = _clean_environment() | {k: v for k, v in stack.items() if not k.startswith("_")}
+    env = clean_environment() | {k: v for k, v in stack.items() if not k.startswith("_")}
     done = subprocess.run(  # this interpreter, the darkroom CLI
         [sys.executable, "-m", "darkroom.cli", *args, "--json"], env=env, cwd=REPO, capture_output=True,
         text=True, timeout=CLI_TIMEOUT_SECONDS, stdin=subprocess.DEVNULL,

@@ -16,8 +16,7 @@ from PIL import Image
 from darkroom import config
 from darkroom.api.errors import ApiError, InvalidRequest, ServiceUnavailable, UpstreamError, UpstreamTimeout
 from darkroom.catalog import ModelEntry
-from darkroom.inference import EditJob, GenerateJob, InputImage, TextJob, aws_runtime
-from darkroom.inference import bedrock as br
+from darkroom.inference import EditJob, GenerateJob, InputImage, TextJob, aws_runtime, backend_for
 from darkroom.inference.bedrock import BedrockBackend
 from darkroom.inference.resilience import CircuitBreaker
 
@@ -396,6 +395,6 @@ def test_the_client_is_built_lazily_with_the_endpoint_region_and_timeout(monkeyp
 
 
 def test_adapter_for_reuses_the_adapter_until_the_entry_changes():
-    first = br.adapter_for(entry())
-    assert br.adapter_for(entry()) is first
-    assert br.adapter_for(entry(region="eu-west-1")) is not first
+    first = backend_for(entry())
+    assert backend_for(entry()) is first
+    assert backend_for(entry(region="eu-west-1")) is not first

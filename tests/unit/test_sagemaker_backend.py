@@ -16,8 +16,7 @@ from PIL import Image
 from darkroom import config
 from darkroom.api.errors import ApiError, ServiceUnavailable, UpstreamError, UpstreamTimeout
 from darkroom.catalog import ModelEntry
-from darkroom.inference import EditJob, GenerateJob, InputImage, TextJob, aws_runtime
-from darkroom.inference import sagemaker as sm
+from darkroom.inference import EditJob, GenerateJob, InputImage, TextJob, aws_runtime, backend_for
 from darkroom.inference.resilience import CircuitBreaker
 from darkroom.inference.sagemaker import SageMakerBackend
 
@@ -317,6 +316,6 @@ def test_the_client_is_built_lazily_once_with_the_endpoint_timeout(monkeypatch, 
 
 
 def test_adapter_for_reuses_the_adapter_until_the_entry_changes():
-    first = sm.adapter_for(entry())
-    assert sm.adapter_for(entry()) is first
-    assert sm.adapter_for(entry(timeout_seconds=5)) is not first
+    first = backend_for(entry())
+    assert backend_for(entry()) is first
+    assert backend_for(entry(timeout_seconds=5)) is not first

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -81,20 +82,32 @@ class Backend(Protocol):
 def backend_for(model: ModelEntry) -> Backend:
     """The adapter for the model's catalog ``backend`` (the catalog only admits known names).
 
-    Remote adapters are built once per container and model id (one HTTP client and circuit breaker
-    per endpoint base_url); the local stand-in has no state to keep."""
+    Remote adapters are built once per container and model id (one client and circuit breaker each),
+    and rebuilt only when the model's catalog entry changes; the local stand-in has no state to keep."""
     if model.backend == "local":
         from darkroom.inference.local import LocalBackend
 
         return LocalBackend()
+    with _adapters_lock:
+        cached = _adapters.get(model.id)
+        if cached is None or cached[0] != model:
+            cached = _adapters[model.id] = (model, _build_adapter(model))
+        return cached[1]
+
+
+_adapters: dict[str, tuple[ModelEntry, Backend]] = {}
+_adapters_lock = threading.Lock()
+
+
+def _build_adapter(model: ModelEntry) -> Backend:
     if model.backend == "sagemaker":
-        from darkroom.inference import sagemaker
+        from darkroom.inference.sagemaker import SageMakerBackend
 
-        return sagemaker.adapter_for(model)
+        return SageMakerBackend(model)
     if model.backend == "bedrock":
-        from darkroom.inference import bedrock
+        from darkroom.inference.bedrock import BedrockBackend
 
-        return bedrock.adapter_for(model)
-    from darkroom.inference.openai_http import adapter_for
+        return BedrockBackend(model)
+    from darkroom.inference.openai_http import OpenAIBackend, upstream_for
 
-    return adapter_for(model)
+    return OpenAIBackend(upstream_for(model.endpoint.base_url))

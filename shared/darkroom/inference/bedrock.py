@@ -48,7 +48,6 @@ from __future__ import annotations
 import base64
 import json
 import re
-import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -331,16 +330,3 @@ class BedrockBackend(AwsBackend):
             return Outcome(UpstreamError(CONFIG_MESSAGE, code="upstream_error"), unhealthy=False)
         logger.error("bedrock call failed", extra={"model": model.id, "code": code[:64]})
         return Outcome(UpstreamError(FAILED_MESSAGE, code="upstream_error"), unhealthy=code == "ModelErrorException")
-
-
-_adapters: dict[str, tuple[ModelEntry, BedrockBackend]] = {}
-_adapters_lock = threading.Lock()
-
-
-def adapter_for(model: ModelEntry) -> BedrockBackend:
-    """The container's adapter for ``model`` (one client and breaker; rebuilt if its entry changed)."""
-    with _adapters_lock:
-        cached = _adapters.get(model.id)
-        if cached is None or cached[0] != model:
-            cached = _adapters[model.id] = (model, BedrockBackend(model))
-        return cached[1]

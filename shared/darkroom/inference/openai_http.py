@@ -93,7 +93,6 @@ class Upstream:
 
 
 _upstreams: dict[str, Upstream] = {}
-_adapters: dict[str, tuple[ModelEntry, OpenAIBackend]] = {}
 _registry_lock = threading.Lock()
 
 
@@ -104,18 +103,6 @@ def upstream_for(base_url: str) -> Upstream:
         if upstream is None:
             upstream = _upstreams[key] = Upstream(key)
         return upstream
-
-
-def adapter_for(model: ModelEntry) -> OpenAIBackend:
-    """The container's adapter for ``model`` (rebuilt only if its catalog entry changed)."""
-    with _registry_lock:
-        cached = _adapters.get(model.id)
-        if cached is not None and cached[0] == model:
-            return cached[1]
-    adapter = OpenAIBackend(upstream_for(model.endpoint.base_url))
-    with _registry_lock:
-        _adapters[model.id] = (model, adapter)
-    return adapter
 
 
 def _png(image: Image.Image) -> bytes:

@@ -48,7 +48,6 @@ from __future__ import annotations
 
 import base64
 import json
-import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -178,16 +177,3 @@ class SageMakerBackend(AwsBackend):
             return Outcome(UpstreamError(CONFIG_MESSAGE, code="upstream_error"), unhealthy=False)
         logger.error("sagemaker call failed", extra={"model": model.id, "code": code[:64]})
         return Outcome(UpstreamError(FAILED_MESSAGE, code="upstream_error"), unhealthy=False)
-
-
-_adapters: dict[str, tuple[ModelEntry, SageMakerBackend]] = {}
-_adapters_lock = threading.Lock()
-
-
-def adapter_for(model: ModelEntry) -> SageMakerBackend:
-    """The container's adapter for ``model`` (one client and breaker; rebuilt if its entry changed)."""
-    with _adapters_lock:
-        cached = _adapters.get(model.id)
-        if cached is None or cached[0] != model:
-            cached = _adapters[model.id] = (model, SageMakerBackend(model))
-        return cached[1]
