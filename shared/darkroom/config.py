@@ -23,6 +23,7 @@ class Settings(BaseModel):
     rate_limits_table: str = "darkroom-rate-limits"
     usage_table: str = "darkroom-usage"
     responses_table: str = "darkroom-responses"
+    idempotency_table: str = "darkroom-idempotency"
     images_bucket: str = "darkroom-images"
     # Presigned GET lifetime. Short on purpose: a URL outlives neither this nor its signing credentials.
     presign_seconds: int = Field(default=3600, ge=60, le=7 * 24 * 3600)
