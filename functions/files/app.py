@@ -1,4 +1,5 @@
-"""/v1/files and /v1/uploads: thin handlers over :class:`darkroom.files.FileStore`."""
+"""/v1/files and /v1/uploads: thin handlers over :class:`darkroom.files.FileStore`; the POSTs run once per
+``Idempotency-Key`` (:mod:`darkroom.idempotency`)."""
 
 from typing import Annotated
 
@@ -10,6 +11,7 @@ from darkroom.api.files import FileDeleted, FileList, FileObject, Upload, Upload
 from darkroom.api.multipart import body_bytes
 from darkroom.api.resolver import authenticated_tenant, build_resolver, entrypoint, json_response
 from darkroom.files import parse_file_form
+from darkroom.idempotency import replay_stored, respond_once, stored_outcome, upload_outcome, upload_replay
 from darkroom.services import services
 from darkroom.tenancy import Tenant
 
@@ -25,14 +27,14 @@ def _ok(description: str, model: type) -> dict:
     summary="Upload an image file (multipart/form-data: file, purpose=vision|user_data; at most ~6 MB)",
     description="Only still png, jpeg, webp and gif images are stored. Larger files: POST /v1/uploads.",
     tags=["files"],
-    responses={**_ok("The stored file", FileObject), **error_responses(400, 401, 403, 500)},
+    responses={**_ok("The stored file", FileObject), **error_responses(400, 401, 403, 409, 500, 503)},
 )
 def create_file(tenant: Annotated[Tenant, Depends(authenticated_tenant)]):
     # The body is multipart (base64 from API Gateway's binary media types), so Powertools does not parse it.
     content_type = app.current_event.headers.get("content-type") or ""
     filename, purpose, data = parse_file_form(content_type, body_bytes(app.current_event.raw_event))
-    stored = services().files.create(tenant.tenant_id, filename, purpose, data)
-    return json_response(200, stored.model_dump_json(exclude_none=True))
+    return respond_once(app, tenant, "POST /v1/files", render=replay_stored, produce=lambda: stored_outcome(
+        services().files.create(tenant.tenant_id, filename, purpose, data)))
 
 
 @app.get("/v1/files", summary="List files (ordered by id)", tags=["files"],
@@ -62,7 +64,7 @@ def delete_file(file_id: str, tenant: Annotated[Tenant, Depends(authenticated_te
     "/v1/uploads",
     summary="Create an upload: a presigned S3 POST (upload_url) for a file too large for POST /v1/files",
     tags=["uploads"],
-    responses={**_ok("The pending upload", Upload), **error_responses(400, 401, 403, 500)},
+    responses={**_ok("The pending upload", Upload), **error_responses(400, 401, 403, 409, 500, 503)},
 )
 def create_upload(
     body: Annotated[UploadCreateRequest, Body()],
@@ -70,16 +72,18 @@ def create_upload(
 ):
     if body.model_extra:
         raise UnknownParameter(next(iter(body.model_extra)))
-    upload = services().files.create_upload(tenant.tenant_id, filename=body.filename, purpose=body.purpose,
-                                            size=body.bytes, mime_type=body.mime_type)
-    return json_response(200, upload.model_dump_json(exclude_none=True))
+    return respond_once(app, tenant, "POST /v1/uploads", render=upload_replay(tenant.tenant_id, body.mime_type),
+                        produce=lambda: upload_outcome(services().files.create_upload(
+                            tenant.tenant_id, filename=body.filename, purpose=body.purpose, size=body.bytes,
+                            mime_type=body.mime_type)))
 
 
 @app.post(
     "/v1/uploads/<upload_id>/complete",
     summary="Complete an upload: the staged bytes become a file",
     tags=["uploads"],
-    responses={**_ok("The completed upload and its file", Upload), **error_responses(400, 401, 403, 404, 500)},
+    responses={**_ok("The completed upload and its file", Upload),
+               **error_responses(400, 401, 403, 404, 409, 500, 503)},
 )
 def complete_upload(
     upload_id: str,
@@ -88,8 +92,9 @@ def complete_upload(
 ):
     if body is not None and body.model_extra:
         raise UnknownParameter(next(iter(body.model_extra)))
-    upload = services().files.complete_upload(tenant.tenant_id, upload_id, md5=body.md5 if body else None)
-    return json_response(200, upload.model_dump_json(exclude_none=True))
+    return respond_once(app, tenant, "POST /v1/uploads/{upload_id}/complete", render=replay_stored,
+                        produce=lambda: stored_outcome(services().files.complete_upload(
+                            tenant.tenant_id, upload_id, md5=body.md5 if body else None)))
 
 
 lambda_handler = entrypoint(app)

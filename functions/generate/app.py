@@ -1,4 +1,5 @@
-"""POST /v1/images/generations: thin handler over :func:`darkroom.generation.generate_images`."""
+"""POST /v1/images/generations: thin handler over :func:`darkroom.generation.generate_images`, once per
+``Idempotency-Key`` (:mod:`darkroom.idempotency`)."""
 
 from typing import Annotated
 
@@ -7,8 +8,9 @@ from aws_lambda_powertools.event_handler.openapi.params import Body
 
 from darkroom.api.errors import error_responses
 from darkroom.api.images import ImageGenerateRequest, ImagesResponse
-from darkroom.api.resolver import authenticated_tenant, build_resolver, entrypoint, json_response, request_id
+from darkroom.api.resolver import authenticated_tenant, build_resolver, entrypoint, request_id
 from darkroom.generation import generate_images
+from darkroom.idempotency import images_outcome, replay_images, respond_once
 from darkroom.services import services
 from darkroom.tenancy import Tenant
 
@@ -20,14 +22,14 @@ app = build_resolver()
     summary="Create images from a prompt",
     tags=["images"],
     responses={200: {"description": "The images", "content": {"application/json": {"model": ImagesResponse}}},
-               **error_responses(400, 401, 403, 404, 429, 500, 502, 503, 504)},
+               **error_responses(400, 401, 403, 404, 409, 429, 500, 502, 503, 504)},
 )
 def create_image(
     body: Annotated[ImageGenerateRequest, Body()],
     tenant: Annotated[Tenant, Depends(authenticated_tenant)],
 ):  # the 200 schema is declared in responses=; the body is already JSON
-    result = generate_images(tenant, body, request_id(app), services())
-    return json_response(200, result.response.model_dump_json(exclude_none=True), result.headers)
+    return respond_once(app, tenant, "POST /v1/images/generations", render=replay_images,
+                        produce=lambda: images_outcome(generate_images(tenant, body, request_id(app), services())))
 
 
 lambda_handler = entrypoint(app)

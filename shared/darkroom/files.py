@@ -214,25 +214,32 @@ class FileStore:
                                  code="file_too_large")
         upload_id = "upload_" + secrets.token_hex(12)
         created_at = int(time.time())
-        expires_at = created_at + self._presign_seconds
-        name = clean_filename(filename) or upload_id
+        upload = Upload(id=upload_id, bytes=size, created_at=created_at, expires_at=created_at + self._presign_seconds,
+                        filename=clean_filename(filename) or upload_id, purpose=purpose, status="pending")
+        logger.info("upload created", extra={"upload_id": upload_id, "bytes": size})
+        return self.sign_upload(tenant_id, upload, mime_type)
+
+    def sign_upload(self, tenant_id: str, upload: Upload, mime_type: str) -> Upload:
+        """``upload`` with a presigned ``POST`` to its staging key, valid until its ``expires_at``.
+
+        Signing the same pending upload again (an ``Idempotency-Key`` replay) gives a fresh signature
+        for the same key and the same pinned values, so nothing signed has to be stored.
+        """
         fields = {
-            "x-amz-meta-filename": encode_filename(name),
-            "x-amz-meta-purpose": purpose,
-            "x-amz-meta-bytes": str(size),
+            "x-amz-meta-filename": encode_filename(upload.filename),
+            "x-amz-meta-purpose": upload.purpose,
+            "x-amz-meta-bytes": str(upload.bytes),
             "x-amz-meta-mime-type": mime_type,
-            "x-amz-meta-created-at": str(created_at),
-            "x-amz-meta-expires-at": str(expires_at),
+            "x-amz-meta-created-at": str(upload.created_at),
+            "x-amz-meta-expires-at": str(upload.expires_at),
             "x-amz-server-side-encryption": "AES256",
         }
         post = self._s3.generate_presigned_post(
-            Bucket=self._bucket, Key=upload_key(tenant_id, upload_id), Fields=fields,
-            Conditions=[{name: value} for name, value in fields.items()] + [["content-length-range", 1, size]],
-            ExpiresIn=self._presign_seconds,
+            Bucket=self._bucket, Key=upload_key(tenant_id, upload.id), Fields=fields,
+            Conditions=[{name: value} for name, value in fields.items()] + [["content-length-range", 1, upload.bytes]],
+            ExpiresIn=max(1, upload.expires_at - int(time.time())),
         )
-        logger.info("upload created", extra={"upload_id": upload_id, "bytes": size})
-        return Upload(id=upload_id, bytes=size, created_at=created_at, expires_at=expires_at, filename=name,
-                      purpose=purpose, status="pending", upload_url=UploadUrl(url=post["url"], fields=post["fields"]))
+        return upload.model_copy(update={"upload_url": UploadUrl(url=post["url"], fields=post["fields"])})
 
     def complete_upload(self, tenant_id: str, upload_id: str, *, md5: str | None = None) -> Upload:
         """Turn the staged bytes into a file (same intake as :meth:`create`) and drop the staged object.

@@ -59,7 +59,8 @@ class ErrorResponse(BaseModel):
 def error_responses(*statuses: int) -> dict[int, dict]:
     """OpenAPI ``responses`` entries for the given error statuses."""
     descriptions = {400: "Invalid request", 401: "Missing, malformed, unknown or revoked API key",
-                    403: "Tenant suspended", 404: "Unknown model or route", 429: "Rate limit reached",
+                    403: "Tenant suspended", 404: "Unknown model or route",
+                    409: "A request with this Idempotency-Key is still in progress", 429: "Rate limit reached",
                     500: "Internal error", 502: "Inference backend error", 503: "Temporarily unavailable",
                     504: "Inference timed out"}
     return {status: {"description": descriptions[status],
@@ -125,6 +126,17 @@ class ModelNotFound(ApiError):
 class NotFound(ApiError):
     status = 404
     default_code = "not_found"
+
+
+class RequestInProgress(ApiError):
+    """409: the first request with this ``Idempotency-Key`` has not finished; retrying later gets its answer."""
+
+    status = 409
+    default_code = "idempotency_request_in_progress"
+
+    def __init__(self, retry_after_seconds: int) -> None:
+        super().__init__("A request with this Idempotency-Key is still in progress. Retry after a few seconds.",
+                         headers={"retry-after": str(retry_after_seconds)})
 
 
 class RateLimited(ApiError):

@@ -85,6 +85,11 @@ def request_id(app: APIGatewayRestResolver) -> str:
     return app.current_event.request_context.request_id
 
 
+def idempotency_key(app: APIGatewayRestResolver) -> str | None:
+    """The ``Idempotency-Key`` header as sent (any case), or None without one; :mod:`darkroom.idempotency` checks it."""
+    return app.current_event.headers.get("idempotency-key")
+
+
 def _proxy_result(status: int, body: dict, headers: dict[str, str]) -> dict:
     return {
         "statusCode": status,

@@ -1,0 +1,257 @@
+"""``Idempotency-Key`` on POST routes: a retried request gets the first request's answer instead of a second run.
+
+Built on Powertools idempotency (:func:`idempotent_function` over a :class:`DynamoDBPersistenceLayer` on
+``settings.idempotency_table``). What is remembered is a *reference*, never the answer itself: the
+S3 keys of the images and the ``ImagesResponse`` without ``b64_json``/``url``/``revised_prompt``, a
+file object, an upload without its presigned POST, a stored response's id. A replay *renders* the
+reference into the same answer (same status and body, fresh presigned URLs, ``b64_json`` read back
+from S3) plus the header ``idempotent-replayed: true``. No image bytes, base64, presigned URLs,
+prompts or keys are stored (the record id is a sha256 of tenant, route and key).
+
+Rules, per tenant + route + key:
+
+- no header: the route runs as before, with no DynamoDB call at all;
+- the key must be 1 to 255 printable ASCII characters, else 400 ``invalid_idempotency_key``;
+- same key, different request (see :func:`request_fingerprint`): 400 ``idempotency_key_reused``;
+- same key while the first request still runs: 409 ``idempotency_request_in_progress`` with
+  ``retry-after`` (the openai SDK retries a 409 by itself, honouring ``retry-after``). A Lambda that
+  dies mid-request frees the key when its remaining time is up (``register_lambda_context``);
+- only successes are remembered: a raised error deletes the in-progress record, so a retry runs again;
+- records expire after 24 hours.
+
+Using it in a handler (``produce`` does the work and returns an :class:`Outcome`: the answer to send
+now plus its reference; ``render`` turns a stored reference back into that answer)::
+
+    return respond_once(app, tenant, "POST /v1/images/generations",
+                        produce=lambda: images_outcome(generate_images(tenant, body, request_id(app), services())),
+                        render=replay_images)
+
+For ``POST /v1/responses``, whose result is a stored response, the reference is its id and a replay
+reads it back, as ``GET /v1/responses/{id}`` does (a background job's replay then shows the job's
+current state, which is what a client retrying a create wants)::
+
+    def produce() -> Outcome:
+        response = create_response(tenant, body, request_id(app), services())
+        return Outcome(answer(response), {"response_id": response.id})
+
+    def render(reference: dict) -> Response:
+        return answer(retrieve_response(tenant, reference["response_id"], services()))
+
+    return respond_once(app, tenant, "POST /v1/responses", produce, render)
+
+where ``answer`` builds the JSON (or, with ``body.stream``, the event-stream) ``Response``; the body
+is the same on a replay, since a different body is a 400. A response that is not stored
+(``store: false``) cannot be read back: give it a reference that carries what its answer needs
+(never its text or images), or leave that case without ``Idempotency-Key`` support.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import re
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any
+
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
+from aws_lambda_powertools.utilities.idempotency import (
+    DynamoDBPersistenceLayer,
+    IdempotencyConfig,
+    idempotent_function,
+)
+from aws_lambda_powertools.utilities.idempotency.exceptions import (
+    IdempotencyAlreadyInProgressError,
+    IdempotencyInconsistentStateError,
+    IdempotencyPersistenceLayerError,
+    IdempotencyValidationError,
+)
+from pydantic import BaseModel
+
+from darkroom import config
+from darkroom.api.errors import InvalidRequest, RequestInProgress, ServiceUnavailable
+from darkroom.api.files import Upload
+from darkroom.api.images import ImagesResponse
+from darkroom.api.multipart import body_bytes, media_type, parse_form
+from darkroom.api.resolver import idempotency_key, json_response
+from darkroom.observability import logger, metrics
+from darkroom.services import services
+from darkroom.tenancy import Tenant
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.typing import LambdaContext
+
+    from darkroom.generation import GenerateResult
+
+REPLAYED_HEADER = "idempotent-replayed"
+EXPIRES_AFTER_SECONDS = 24 * 3600
+RETRY_AFTER_SECONDS = 5
+_KEY = re.compile(r"[\x20-\x7e]{1,255}")
+_RECORD_PREFIX = "darkroom"  # record ids are "darkroom#<sha256 of tenant, route and key>"
+# Headers of an images answer that describe the answer itself (rate-limit headers describe the moment).
+_REPLAYED_IMAGE_HEADERS = ("x-darkroom-b64-omitted",)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a first run produced: the answer to send now, and the small JSON a replay renders it from."""
+
+    response: Response
+    reference: dict[str, Any]
+
+
+def respond_once(app: APIGatewayRestResolver, tenant: Tenant, route: str, produce: Callable[[], Outcome],
+                 render: Callable[[dict], Response]) -> Response:
+    """The route's answer, produced at most once per ``Idempotency-Key`` (see the module docstring)."""
+    return run_once(idempotency_key(app), tenant_id=tenant.tenant_id, route=route,
+                    fingerprint=lambda: request_fingerprint(app.current_event.raw_event),
+                    produce=produce, render=render, lambda_context=app.lambda_context)
+
+
+def run_once(key: str | None, *, tenant_id: str, route: str, fingerprint: Callable[[], str],
+             produce: Callable[[], Outcome], render: Callable[[dict], Response],
+             lambda_context: LambdaContext | None = None) -> Response:
+    """``produce()``'s answer the first time; ``render(reference)`` for a retry with the same key and request.
+
+    ``fingerprint`` is only called when there is a key (parsing a multipart body twice costs memory).
+    """
+    if key is None:
+        return produce().response
+    if not _KEY.fullmatch(key):
+        raise InvalidRequest("The Idempotency-Key header must be 1 to 255 printable ASCII characters.",
+                             code="invalid_idempotency_key")
+    fresh: list[Response] = []
+
+    def first_run(request: dict) -> dict:  # ``request`` is only what Powertools hashes
+        outcome = produce()
+        fresh.append(outcome.response)
+        return outcome.reference
+
+    once = idempotent_function(first_run, data_keyword_argument="request", persistence_store=persistence_layer(),
+                               config=_config(lambda_context), key_prefix=_RECORD_PREFIX)
+    request = {"scope": {"tenant_id": tenant_id, "route": route, "key": key}, "fingerprint": fingerprint()}
+    try:
+        reference = once(request=request)
+    except IdempotencyValidationError:
+        raise InvalidRequest("This Idempotency-Key was already used with a different request. Use a new key "
+                             "for a new request.", code="idempotency_key_reused") from None
+    except IdempotencyAlreadyInProgressError:
+        raise RequestInProgress(RETRY_AFTER_SECONDS) from None
+    except (IdempotencyPersistenceLayerError, IdempotencyInconsistentStateError) as exc:
+        logger.error("idempotency record failed", extra={"route": route, "error": type(exc).__name__})
+        raise ServiceUnavailable("The Idempotency-Key could not be checked or recorded. Retry.") from exc
+    if fresh:
+        return fresh[0]
+    metrics.add_metric(name="IdempotentReplays", unit="Count", value=1)
+    logger.info("idempotent replay", extra={"route": route})
+    response = render(reference)
+    response.headers[REPLAYED_HEADER] = "true"
+    return response
+
+
+def _config(lambda_context: LambdaContext | None) -> IdempotencyConfig:
+    # One per request, for the context: the persistence layer applies only the first config's settings, which
+    # never change; the context bounds an in-progress record to this invocation's remaining time.
+    return IdempotencyConfig(event_key_jmespath="scope", payload_validation_jmespath="fingerprint",
+                             expires_after_seconds=EXPIRES_AFTER_SECONDS, hash_function="sha256",
+                             lambda_context=lambda_context)
+
+
+def persistence_layer() -> DynamoDBPersistenceLayer:
+    """The container's persistence layer, built on first use; a new client (``config.reset``) builds a new one."""
+    return _layer(config.client("dynamodb"), config.get_settings().idempotency_table)
+
+
+@lru_cache(maxsize=1)
+def _layer(client, table: str) -> DynamoDBPersistenceLayer:
+    return DynamoDBPersistenceLayer(table_name=table, boto3_client=client)
+
+
+def request_fingerprint(event: dict) -> str:
+    """A sha256 of the request as parsed: path parameters plus the body.
+
+    JSON bodies count as canonical JSON (key order and spacing do not matter). Multipart bodies count as
+    their fields plus each file's name and sha256, not the raw bytes: the boundary differs on every
+    retry (the openai SDK builds each attempt's body anew). Any other body counts as its bytes.
+    """
+    raw = body_bytes(event)
+    headers = {name.lower(): value for name, value in (event.get("headers") or {}).items()}
+    kind = media_type(headers.get("content-type"))
+    if kind == "multipart/form-data":
+        form = parse_form(headers["content-type"], raw)
+        body: Any = {"fields": form.fields, "files": {
+            name: [{"filename": part.filename, "sha256": hashlib.sha256(part.data).hexdigest()} for part in parts]
+            for name, parts in form.files.items()}}
+    else:
+        try:
+            body = json.loads(raw) if raw else None
+        except ValueError:
+            body = {"sha256": hashlib.sha256(raw).hexdigest()}
+    canonical = json.dumps({"path": event.get("pathParameters") or {}, "kind": kind, "body": body},
+                           sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+# References and their renderings
+
+
+def images_outcome(result: GenerateResult) -> Outcome:
+    """An Images API answer; its reference is the S3 keys and the response without images, URLs or prompts."""
+    response = result.response
+    reference = {
+        "keys": list(result.keys),
+        "b64_json": any(item.b64_json for item in response.data),
+        "response": response.model_dump(mode="json", exclude_none=True,
+                                        exclude={"data": {"__all__": {"b64_json", "url", "revised_prompt"}}}),
+        "headers": {name: value for name, value in result.headers.items() if name in _REPLAYED_IMAGE_HEADERS},
+    }
+    return Outcome(json_response(200, response.model_dump_json(exclude_none=True), result.headers), reference)
+
+
+def replay_images(reference: dict) -> Response:
+    """The images answer again: fresh presigned URLs, and ``b64_json`` read back from S3 if the first had it.
+
+    ``revised_prompt`` is not replayed: it is the prompt, which is never stored.
+    """
+    response = ImagesResponse.model_validate(reference["response"])
+    store, output_format = services().store, response.output_format
+
+    def render(index: int) -> None:
+        key = reference["keys"][index]
+        response.data[index].url = store.presign(key, output_format)
+        if reference["b64_json"]:
+            response.data[index].b64_json = base64.b64encode(store.get(key)).decode("ascii")
+
+    with ThreadPoolExecutor(max_workers=min(4, len(response.data))) as pool:
+        list(pool.map(render, range(len(response.data))))
+    return json_response(200, response.model_dump_json(exclude_none=True), dict(reference["headers"]))
+
+
+def stored_outcome(answer: BaseModel) -> Outcome:
+    """An answer that is its own reference because it holds nothing secret or large (a file, a completed upload)."""
+    body = answer.model_dump(mode="json", exclude_none=True)
+    return Outcome(json_response(200, body), body)
+
+
+def replay_stored(reference: dict) -> Response:
+    return json_response(200, reference)
+
+
+def upload_outcome(upload: Upload) -> Outcome:
+    """A pending upload; its reference leaves out the presigned POST, which a replay signs afresh."""
+    return Outcome(json_response(200, upload.model_dump_json(exclude_none=True)),
+                   upload.model_dump(mode="json", exclude_none=True, exclude={"upload_url"}))
+
+
+def upload_replay(tenant_id: str, mime_type: str) -> Callable[[dict], Response]:
+    """Render a pending upload's reference with a new signature for the same key and values (``mime_type``
+    comes from the retried request, which equals the first one)."""
+
+    def render(reference: dict) -> Response:
+        upload = services().files.sign_upload(tenant_id, Upload.model_validate(reference), mime_type)
+        return json_response(200, upload.model_dump_json(exclude_none=True))
+
+    return render
