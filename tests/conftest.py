@@ -35,7 +35,7 @@ def aws(monkeypatch):
                 monkeypatch.setenv(name, value)
         monkeypatch.delenv("DARKROOM_CATALOG_PARAMETER", raising=False)
         services.reset()
-        create_resources(stack, config.client("dynamodb"), config.client("s3"))
+        create_resources(stack, config.client("dynamodb"), config.client("s3"), config.client("sqs"))
         yield stack
         services.reset()
 

@@ -1,4 +1,5 @@
-"""POST /v1/responses, GET and DELETE /v1/responses/{response_id}: thin handlers over darkroom.responses."""
+"""POST /v1/responses, GET and DELETE /v1/responses/{response_id}, POST /v1/responses/{response_id}/cancel:
+thin handlers over darkroom.responses."""
 
 from typing import Annotated
 
@@ -8,7 +9,7 @@ from aws_lambda_powertools.event_handler.openapi.params import Body
 from darkroom.api.errors import error_responses
 from darkroom.api.resolver import authenticated_tenant, build_resolver, entrypoint, json_response, request_id
 from darkroom.api.responses import ResponseCreateRequest, ResponseDeleted, ResponseObject
-from darkroom.responses import create_response, delete_response, retrieve_response
+from darkroom.responses import cancel_response, create_response, delete_response, retrieve_response
 from darkroom.services import services
 from darkroom.streaming import response_events, sse
 from darkroom.tenancy import Tenant
@@ -20,7 +21,8 @@ app = build_resolver()
     "/v1/responses",
     summary="Create a response (text, image analysis, image generation and editing)",
     tags=["responses"],
-    responses={200: {"description": "The response, or its event stream when stream is true",
+    responses={200: {"description": "The response (status queued when background is true), or its event stream "
+                                    "when stream is true",
                      "content": {"application/json": {"model": ResponseObject}}},
                **error_responses(400, 401, 403, 404, 429, 500, 502, 503, 504)},
 )
@@ -39,6 +41,14 @@ def create(body: Annotated[ResponseCreateRequest, Body()], tenant: Annotated[Ten
                     **error_responses(401, 403, 404)})
 def retrieve(response_id: str, tenant: Annotated[Tenant, Depends(authenticated_tenant)]):
     return json_response(200, retrieve_response(tenant, response_id, services()).model_dump_json(exclude_none=True))
+
+
+@app.post("/v1/responses/<response_id>/cancel", summary="Cancel a background response", tags=["responses"],
+          responses={200: {"description": "The response, cancelled (or as it finished)",
+                           "content": {"application/json": {"model": ResponseObject}}},
+                     **error_responses(400, 401, 403, 404)})
+def cancel(response_id: str, tenant: Annotated[Tenant, Depends(authenticated_tenant)]):
+    return json_response(200, cancel_response(tenant, response_id, services()).model_dump_json(exclude_none=True))
 
 
 @app.delete("/v1/responses/<response_id>", summary="Delete a stored response", tags=["responses"],

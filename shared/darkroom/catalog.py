@@ -57,6 +57,10 @@ class Endpoint(BaseModel):
     endpoint_name: str | None = None
     content_type: str = "application/json"
     accept: str = "application/json"
+    # sagemaker: an *asynchronous* endpoint (input and answer through S3; minutes of GPU work are fine),
+    # and how long one invocation may run there (InvokeEndpointAsync's InvocationTimeoutSeconds).
+    async_inference: bool = False
+    async_timeout_seconds: int = Field(default=900, ge=1, le=3600)
     # bedrock: a model id (Nova Canvas / Titan Image Generator for images; any Converse model for text)
     model_id: str | None = None
     region: str | None = None  # default: the function's region
@@ -66,6 +70,12 @@ class Endpoint(BaseModel):
     def _one_key_source(self) -> Endpoint:
         if self.api_key_secret and self.api_key_parameter:
             raise ValueError("name the API key by api_key_secret or api_key_parameter, not both")
+        return self
+
+    @model_validator(mode="after")
+    def _async_only_for_sagemaker(self) -> Endpoint:
+        if self.async_inference and (not self.endpoint_name or self.base_url or self.model_id):
+            raise ValueError("async_inference is for a sagemaker endpoint: endpoint_name, no base_url or model_id")
         return self
 
 
@@ -92,6 +102,9 @@ class ModelEntry(BaseModel):
     # Text-only models: a vision model that describes input images for them (None: images are a 400).
     vision_fallback: str | None = None
     output_tokens_per_image: dict[str, int] = Field(default_factory=dict)
+    # Expected inference seconds for one 1024x1024 image, by quality (scaled by area and n). A request
+    # expected to outlast a synchronous request's budget is refused up front and sent to background mode.
+    seconds_per_image: dict[str, float] = Field(default_factory=dict)
     price: Price = Field(default_factory=Price)
 
     @model_validator(mode="after")
@@ -114,6 +127,10 @@ class ModelEntry(BaseModel):
 
     def can(self, capability: Capability) -> bool:
         return capability in self.capabilities
+
+    def expected_seconds(self, quality: str, width: int, height: int, n: int) -> float:
+        """The catalog's estimate of how long ``n`` images take (0 when the catalog gives none)."""
+        return self.seconds_per_image.get(quality, 0.0) * width * height / (1024 * 1024) * n
 
 
 def parse_size(size: str) -> tuple[int, int]:

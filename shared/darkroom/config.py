@@ -37,6 +37,10 @@ class Settings(BaseModel):
     max_response_bytes: int = Field(default=6_000_000, ge=10_000)
     # Inference deadline: inside API Gateway's 29 s integration timeout, with room to store and answer.
     inference_timeout_seconds: float = Field(default=20, gt=0)
+    # Background jobs (POST /v1/responses with background: true) run in the worker, up to its 15 minutes.
+    job_inference_timeout_seconds: float = Field(default=840, gt=0, le=900)
+    # The SQS queue background jobs go to (the worker function reads it); empty: background mode is off.
+    jobs_queue_url: str = ""
     # Largest file a tenant can stage through POST /v1/uploads (a presigned S3 POST, not Lambda's 6 MB).
     max_upload_bytes: int = Field(default=50 * 1024 * 1024, ge=1024, le=5 * 1024**3)
     # Image intake bounds per request (OpenAI allows 16 edit inputs; a deployment may allow fewer).

@@ -23,8 +23,9 @@ from darkroom.api.errors import InvalidRequest, UnknownParameter, invalid_from_v
 from darkroom.api.images import ImageEditRequest
 from darkroom.api.multipart import FilePart, body_bytes, media_type, parse_form
 from darkroom.catalog import Capability
-from darkroom.generation import GenerateResult, deliver, resolve_request
+from darkroom.generation import GenerateResult, check_time_budget, deliver, resolve_request
 from darkroom.inference import Backend, EditJob, backend_for
+from darkroom.limits import Admission
 from darkroom.observability import metrics
 from darkroom.services import Services
 from darkroom.tenancy import Tenant
@@ -142,32 +143,44 @@ def _from_json(body: bytes, tenant_id: str, services: Services, limits: intake.I
 
 
 def edit_images(tenant: Tenant, request: EditRequest, request_id: str, services: Services,
-                backend: Backend | None = None) -> GenerateResult:
-    """Edit the first image (inside the mask, if any) ``n`` times; store, meter and answer as generate does."""
+                backend: Backend | None = None, admitted: Admission | None = None) -> GenerateResult:
+    """Edit the first image (inside the mask, if any) ``n`` times; store, meter and answer as generate does.
+
+    ``admitted``: a background job's admission, owned (refunded, billed) by the job, as in ``generate_images``.
+    """
     options = request.options
     job = resolve_request(options, services, Capability.EDIT)  # every option checked before admission
+    check_time_budget(job, services)
+    if admitted is not None:
+        return _edit(tenant, request, request_id, services, backend, admitted, bill=False)
     admission = services.limiter.admit(tenant, job.n)
     # An image the client sent that does not decode keeps counting (a 4xx); failing to read a stored
     # file, or anything after, is ours and gives the admission back.
     with services.limiter.refunded_on_failure(admission):
-        images = [decode() for decode in request.images]
-        intake.check_totals(images, param="image", limits=intake_limits(services))
-        first = images[0]
-        mask = intake.edit_mask(request.mask(), first) if request.mask else None
-        job = resolve_request(options, services, Capability.EDIT, input_size=first.size)
-        base = first.image
-        if base.size != (job.width, job.height):  # an explicit size: edit at that size
-            base = base.resize((job.width, job.height), Image.Resampling.LANCZOS)
-            mask = mask.resize((job.width, job.height), Image.Resampling.NEAREST) if mask else None
-        started = time.monotonic()
-        edited = (backend or backend_for(job.model)).edit(job.model, EditJob(
-            prompt=options.prompt, images=[base, *(i.image for i in images[1:])], mask=mask,
-            width=job.width, height=job.height, n=job.n, quality=job.quality,
-            transparent=job.background == "transparent", input_fidelity=options.input_fidelity or "low",
-            deadline_seconds=deadline.inference_seconds(services.settings.inference_timeout_seconds),
-            options=job.options,
-        ))
-        metrics.add_metric(name="InferenceMilliseconds", unit="Milliseconds",
-                           value=(time.monotonic() - started) * 1000)
-        return deliver(tenant, job, edited, options, request_id, services, admission, operation="edit",
-                       input_sizes=[i.size for i in images])
+        return _edit(tenant, request, request_id, services, backend, admission, bill=True)
+
+
+def _edit(tenant: Tenant, request: EditRequest, request_id: str, services: Services, backend: Backend | None,
+          admission: Admission, bill: bool) -> GenerateResult:
+    options = request.options
+    images = [decode() for decode in request.images]
+    intake.check_totals(images, param="image", limits=intake_limits(services))
+    first = images[0]
+    mask = intake.edit_mask(request.mask(), first) if request.mask else None
+    job = resolve_request(options, services, Capability.EDIT, input_size=first.size)
+    base = first.image
+    if base.size != (job.width, job.height):  # an explicit size: edit at that size
+        base = base.resize((job.width, job.height), Image.Resampling.LANCZOS)
+        mask = mask.resize((job.width, job.height), Image.Resampling.NEAREST) if mask else None
+    started = time.monotonic()
+    edited = (backend or backend_for(job.model)).edit(job.model, EditJob(
+        prompt=options.prompt, images=[base, *(i.image for i in images[1:])], mask=mask,
+        width=job.width, height=job.height, n=job.n, quality=job.quality,
+        transparent=job.background == "transparent", input_fidelity=options.input_fidelity or "low",
+        deadline_seconds=deadline.inference_budget(services.settings),
+        options=job.options,
+    ))
+    metrics.add_metric(name="InferenceMilliseconds", unit="Milliseconds",
+                       value=(time.monotonic() - started) * 1000)
+    return deliver(tenant, job, edited, options, request_id, services, admission, operation="edit",
+                   input_sizes=[i.size for i in images], bill=bill)

@@ -41,6 +41,7 @@ class GenerateResult:
     response: ImagesResponse
     headers: dict[str, str]
     keys: tuple[str, ...] = ()  # where each image is stored, in data[] order
+    usage: UsageEvent | None = None  # what was (or, for a background job, will be) billed
 
 
 @dataclass(frozen=True)
@@ -116,6 +117,27 @@ def resolve_request(request: ImageOptions, services: Services, capability: Capab
     )
 
 
+def check_time_budget(job: ImageJob, services: Services, background: bool | None = None) -> None:
+    """Refuse up front what would time out: the catalog's estimate against the time this work may take
+    (``background``: judge it as a background job; default: as the work running now)."""
+    background = deadline.in_background() if background is None else background
+    settings = services.settings
+    budget = settings.job_inference_timeout_seconds if background else settings.inference_timeout_seconds
+    expected = job.model.expected_seconds(job.quality, job.width, job.height, job.n)
+    if expected <= budget:
+        return
+    param = "n" if job.n > 1 else "quality"
+    if background:
+        raise InvalidRequest(
+            f"This request is expected to take about {expected:.0f} s, longer than a background job may run "
+            f"({budget:.0f} s). Ask for fewer, smaller or lower-quality images.", param=param, code="request_too_long")
+    raise InvalidRequest(
+        f"This request is expected to take about {expected:.0f} s, longer than a synchronous request may take "
+        f"({budget:.0f} s). Send it in background mode (POST /v1/responses with \"background\": true and the "
+        "image_generation tool, then poll GET /v1/responses/{id}), or ask for fewer, smaller or lower-quality "
+        "images.", param=param, code="use_background_mode")
+
+
 def _usage(prompt: str, job: ImageJob) -> tuple[int, int]:
     """(input text tokens, output image tokens): ~4 characters a token; image tokens scale with area."""
     text_tokens = max(1, math.ceil(len(prompt) / 4))
@@ -135,27 +157,42 @@ def generate_images(
     request_id: str,
     services: Services,
     backend: Backend | None = None,
+    admitted: Admission | None = None,
 ) -> GenerateResult:
-    """Generate, store and meter ``n`` images for ``tenant``; the OpenAI ``ImagesResponse`` and headers."""
+    """Generate, store and meter ``n`` images for ``tenant``; the OpenAI ``ImagesResponse`` and headers.
+
+    ``admitted``: a background job admitted when it was accepted. Its caller owns the admission (refunds
+    it if the job fails) and the billing (``GenerateResult.usage``, recorded once the job completes).
+    """
     job = resolve_request(request, services)
+    check_time_budget(job, services)
+    if admitted is not None:
+        return _generate(tenant, job, request, request_id, services, backend, admitted, bill=False)
     admission = services.limiter.admit(tenant, job.n)
     with services.limiter.refunded_on_failure(admission):
-        started = time.monotonic()
-        images = (backend or backend_for(job.model)).generate(job.model, GenerateJob(
-            prompt=request.prompt, width=job.width, height=job.height, n=job.n, quality=job.quality,
-            transparent=job.background == "transparent",
-            deadline_seconds=deadline.inference_seconds(services.settings.inference_timeout_seconds),
-            options=job.options,
-        ))
-        metrics.add_metric(name="InferenceMilliseconds", unit="Milliseconds",
-                           value=(time.monotonic() - started) * 1000)
-        return deliver(tenant, job, images, request, request_id, services, admission, operation="generate")
+        return _generate(tenant, job, request, request_id, services, backend, admission, bill=True)
+
+
+def _generate(tenant: Tenant, job: ImageJob, request: ImageGenerateRequest, request_id: str, services: Services,
+              backend: Backend | None, admission: Admission, bill: bool) -> GenerateResult:
+    started = time.monotonic()
+    images = (backend or backend_for(job.model)).generate(job.model, GenerateJob(
+        prompt=request.prompt, width=job.width, height=job.height, n=job.n, quality=job.quality,
+        transparent=job.background == "transparent",
+        deadline_seconds=deadline.inference_budget(services.settings),
+        options=job.options,
+    ))
+    metrics.add_metric(name="InferenceMilliseconds", unit="Milliseconds",
+                       value=(time.monotonic() - started) * 1000)
+    return deliver(tenant, job, images, request, request_id, services, admission, operation="generate", bill=bill)
 
 
 def deliver(tenant: Tenant, job: ImageJob, images: list[GeneratedImage], request: ImageOptions, request_id: str,
-            services: Services, admission: Admission, operation: str, input_sizes: list[tuple[int, int]] = ()
-            ) -> GenerateResult:
-    """Encode, store, presign and meter the produced images, and build the ``ImagesResponse``."""
+            services: Services, admission: Admission, operation: str, input_sizes: list[tuple[int, int]] = (),
+            bill: bool = True) -> GenerateResult:
+    """Encode, store, presign and meter the produced images, and build the ``ImagesResponse``.
+
+    ``bill=False`` (background jobs): the usage is returned, not recorded; the job records it on completion."""
     if len(images) != job.n:  # a backend that returns the wrong count is an upstream fault, not a 200
         raise UpstreamError(f"The model returned {len(images)} images instead of {job.n}.")
 
@@ -175,16 +212,13 @@ def deliver(tenant: Tenant, job: ImageJob, images: list[GeneratedImage], request
     price = job.model.price
     cost = (text_tokens * price.input_text_per_million + image_tokens * price.input_image_per_million
             + output_tokens * price.output_image_per_million) / 1e6
-    try:
-        services.meter.record(UsageEvent(
-            request_id=request_id, tenant_id=tenant.tenant_id, operation=operation, model=job.model.id,
-            size=job.size, quality=job.quality, images=job.n, input_text_tokens=text_tokens,
-            input_image_tokens=image_tokens, output_tokens=output_tokens, cost_usd=cost,
-        ))
-    except (ClientError, BotoCoreError) as exc:
-        # No usage record, no delivery: the client retries and nothing goes unbilled.
-        logger.error("usage record failed", extra={"error": type(exc).__name__})
-        raise ServiceUnavailable("Usage could not be recorded; the request was not completed. Retry.") from exc
+    usage = UsageEvent(
+        request_id=request_id, tenant_id=tenant.tenant_id, operation=operation, model=job.model.id,
+        size=job.size, quality=job.quality, images=job.n, input_text_tokens=text_tokens,
+        input_image_tokens=image_tokens, output_tokens=output_tokens, cost_usd=cost,
+    )
+    if bill:
+        record_usage(usage, services)
 
     headers = admission.headers()
     data = [ImageData(url=url, revised_prompt=images[i].revised_prompt) for i, (_, url) in enumerate(stored)]
@@ -205,7 +239,7 @@ def deliver(tenant: Tenant, job: ImageJob, images: list[GeneratedImage], request
         "bytes": sum(len(raw) for raw, _ in stored),
     })
     return GenerateResult(
-        keys=keys,
+        keys=keys, usage=usage,
         response=ImagesResponse(
             created=int(time.time()), data=data, size=job.size, quality=job.quality,
             output_format=job.output_format, background=job.background,
@@ -217,3 +251,13 @@ def deliver(tenant: Tenant, job: ImageJob, images: list[GeneratedImage], request
         ),
         headers=headers,
     )
+
+
+def record_usage(usage: UsageEvent, services: Services) -> None:
+    """Bill ``usage`` once (the meter is idempotent per request id), or fail the request with a 503."""
+    try:
+        services.meter.record(usage)
+    except (ClientError, BotoCoreError) as exc:
+        # No usage record, no delivery: the client retries and nothing goes unbilled.
+        logger.error("usage record failed", extra={"error": type(exc).__name__})
+        raise ServiceUnavailable("Usage could not be recorded; the request was not completed. Retry.") from exc

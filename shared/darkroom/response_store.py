@@ -3,45 +3,176 @@
 An item holds what threading needs (the turn's messages, where its input and output images are in
 S3, and the response as answered minus image bytes) and expires with the table's TTL. Image bytes are
 never in the table; a 400 KB item holds the texts (prompts are capped at 32,000 characters).
+
+A background response's item is also its job: ``status`` moves ``queued`` -> ``in_progress`` ->
+``completed`` | ``failed`` | ``cancelled``, and every move is one conditional ``UpdateItem``. A worker
+claims the job with a fresh token and a lease; only the holder of the current token can finish it, and
+nothing moves a finished job. So a duplicate SQS delivery finds the job claimed and stops; a worker
+that finishes after a cancel (or after its lease passed and another worker took over) finds its token
+stale and its result is discarded; a crashed worker's job is claimable again once the lease runs out.
 """
 
 from __future__ import annotations
 
 import json
+import secrets
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from botocore.exceptions import ClientError
 
 RETENTION_SECONDS = 30 * 24 * 3600  # as OpenAI keeps stored responses
 
+QUEUED, IN_PROGRESS, COMPLETED, FAILED, CANCELLED = "queued", "in_progress", "completed", "failed", "cancelled"
+FINISHED = frozenset({COMPLETED, FAILED, CANCELLED})
+
+
+@dataclass(frozen=True)
+class StoredResponse:
+    """One item: the record (response, thread, outputs), its status, and for background responses the job."""
+
+    record: dict
+    status: str
+    job: dict | None = None  # the work a background response still has to do (references only)
+    error: dict | None = None  # {"code", "message"} of a failed response
+    usage: dict | None = None  # a completed job's usage, until it is billed
+    attempts: int = 0
+    token: str | None = None  # the current claim's token
+    lease_until: float = 0.0
+
+    @property
+    def background(self) -> bool:
+        return self.job is not None
+
+
+def _stored(item: dict) -> StoredResponse:
+    def loaded(name: str) -> dict | None:
+        return json.loads(item[name]["S"]) if name in item else None
+
+    return StoredResponse(
+        record=json.loads(item["record"]["S"]), status=item.get("status", {}).get("S", COMPLETED),
+        job=loaded("job"), error=loaded("error"), usage=loaded("usage"),
+        attempts=int(item.get("attempts", {}).get("N", 0)), token=item.get("token", {}).get("S"),
+        lease_until=float(item.get("lease_until", {}).get("N", 0)),
+    )
+
+
+def _json(value) -> dict:
+    return {"S": json.dumps(value, separators=(",", ":"))}
+
 
 class ResponseStore:
-    def __init__(self, dynamodb, table: str) -> None:
+    def __init__(self, dynamodb, table: str, clock: Callable[[], float] = time.time) -> None:
         self._db = dynamodb
         self._table = table
+        self._clock = clock
 
-    def put(self, tenant_id: str, response_id: str, record: dict) -> None:
-        self._db.put_item(
-            TableName=self._table,
-            Item={
-                "pk": {"S": f"TENANT#{tenant_id}"}, "sk": {"S": f"RESP#{response_id}"},
-                "record": {"S": json.dumps(record, separators=(",", ":"))},
-                "expires_at": {"N": str(int(time.time()) + RETENTION_SECONDS)},
-            },
-            ConditionExpression="attribute_not_exists(pk)",
-        )
+    @staticmethod
+    def _key(tenant_id: str, response_id: str) -> dict:
+        return {"pk": {"S": f"TENANT#{tenant_id}"}, "sk": {"S": f"RESP#{response_id}"}}
+
+    def put(self, tenant_id: str, response_id: str, record: dict, job: dict | None = None) -> None:
+        """Store a finished response, or (with ``job``) a background response, queued."""
+        item = {
+            **self._key(tenant_id, response_id), "record": _json(record),
+            "status": {"S": QUEUED if job is not None else COMPLETED},
+            "expires_at": {"N": str(int(self._clock()) + RETENTION_SECONDS)},
+        }
+        if job is not None:
+            item["job"] = _json(job)
+        self._db.put_item(TableName=self._table, Item=item, ConditionExpression="attribute_not_exists(pk)")
 
     def get(self, tenant_id: str, response_id: str) -> dict | None:
         """The record, or None when this tenant has no such (unexpired) response."""
-        item = self._db.get_item(
-            TableName=self._table, Key={"pk": {"S": f"TENANT#{tenant_id}"}, "sk": {"S": f"RESP#{response_id}"}},
-        ).get("Item")
-        if not item or int(item["expires_at"]["N"]) < time.time():  # TTL deletion is lazy
+        found = self.load(tenant_id, response_id)
+        return found.record if found else None
+
+    def load(self, tenant_id: str, response_id: str) -> StoredResponse | None:
+        """The item with its status, or None when this tenant has no such (unexpired) response."""
+        item = self._db.get_item(TableName=self._table, Key=self._key(tenant_id, response_id),
+                                 ConsistentRead=True).get("Item")
+        if not item or int(item["expires_at"]["N"]) < self._clock():  # TTL deletion is lazy
             return None
-        return json.loads(item["record"]["S"])
+        return _stored(item)
 
     def delete(self, tenant_id: str, response_id: str) -> bool:
         """True when something was deleted."""
         old = self._db.delete_item(
-            TableName=self._table, Key={"pk": {"S": f"TENANT#{tenant_id}"}, "sk": {"S": f"RESP#{response_id}"}},
-            ReturnValues="ALL_OLD",
+            TableName=self._table, Key=self._key(tenant_id, response_id), ReturnValues="ALL_OLD",
         ).get("Attributes")
         return bool(old)
+
+    # -- background jobs: every state change is one conditional write ---------------------------------
+
+    def claim(self, tenant_id: str, response_id: str, lease_seconds: float) -> StoredResponse | None:
+        """Take the job for one attempt: a queued job, or a running one whose worker's lease ran out."""
+        now = self._clock()
+        return self._update(
+            tenant_id, response_id,
+            "SET #s = :running, #token = :token, #lease = :lease ADD #attempts :one",
+            "attribute_exists(#job) AND (#s = :queued OR (#s = :running AND #lease < :now))",
+            {":running": {"S": IN_PROGRESS}, ":queued": {"S": QUEUED}, ":token": {"S": secrets.token_hex(16)},
+             ":lease": {"N": str(now + lease_seconds)}, ":now": {"N": str(now)}, ":one": {"N": "1"}},
+            returns="ALL_NEW",
+        )
+
+    def complete(self, tenant_id: str, response_id: str, token: str, record: dict, usage: dict) -> bool:
+        """The claim holder's result; False (nothing written) when the claim is no longer current."""
+        return self._update(
+            tenant_id, response_id, "SET #s = :done, #record = :record, #usage = :usage REMOVE #token, #lease",
+            "#s = :running AND #token = :token",
+            {":done": {"S": COMPLETED}, ":record": _json(record), ":usage": _json(usage),
+             ":running": {"S": IN_PROGRESS}, ":token": {"S": token}},
+        ) is not None
+
+    def billed(self, tenant_id: str, response_id: str) -> None:
+        """The completed job's usage is recorded: forget it."""
+        self._update(tenant_id, response_id, "REMOVE #usage", "#s = :done", {":done": {"S": COMPLETED}})
+
+    def requeue(self, tenant_id: str, response_id: str, token: str) -> bool:
+        """Give the claim back for a later attempt (a transient failure)."""
+        return self._update(
+            tenant_id, response_id, "SET #s = :queued REMOVE #token, #lease", "#s = :running AND #token = :token",
+            {":queued": {"S": QUEUED}, ":running": {"S": IN_PROGRESS}, ":token": {"S": token}},
+        ) is not None
+
+    def fail(self, tenant_id: str, response_id: str, error: dict, token: str | None = None) -> StoredResponse | None:
+        """Mark the job failed: by the claim holder (``token``), or, without one, a job no worker holds
+        (queued, or running past its lease). The old item when this call failed it, else None."""
+        values = {":failed": {"S": FAILED}, ":error": _json(error), ":running": {"S": IN_PROGRESS}}
+        if token is not None:
+            condition = "#s = :running AND #token = :token"
+            values[":token"] = {"S": token}
+        else:
+            condition = "attribute_exists(#job) AND (#s = :queued OR (#s = :running AND #lease < :now))"
+            values |= {":queued": {"S": QUEUED}, ":now": {"N": str(self._clock())}}
+        return self._update(tenant_id, response_id, "SET #s = :failed, #error = :error REMOVE #token, #lease",
+                            condition, values, returns="ALL_OLD")
+
+    def cancel(self, tenant_id: str, response_id: str) -> StoredResponse | None:
+        """Cancel a queued or running job; the old item when this call cancelled it, else None."""
+        return self._update(
+            tenant_id, response_id, "SET #s = :cancelled REMOVE #token, #lease",
+            "attribute_exists(#job) AND (#s = :queued OR #s = :running)",
+            {":cancelled": {"S": CANCELLED}, ":queued": {"S": QUEUED}, ":running": {"S": IN_PROGRESS}},
+            returns="ALL_OLD",
+        )
+
+    def _update(self, tenant_id: str, response_id: str, expression: str, condition: str, values: dict,
+                returns: str = "NONE") -> StoredResponse | None:
+        names = {"#s": "status", "#token": "token", "#lease": "lease_until", "#attempts": "attempts", "#job": "job",
+                 "#record": "record", "#usage": "usage", "#error": "error"}
+        used = {name: attribute for name, attribute in names.items() if name in expression or name in condition}
+        try:
+            result = self._db.update_item(
+                TableName=self._table, Key=self._key(tenant_id, response_id), UpdateExpression=expression,
+                ConditionExpression=f"attribute_exists(pk) AND ({condition})", ExpressionAttributeNames=used,
+                ExpressionAttributeValues=values, ReturnValues=returns,
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                return None
+            raise
+        attributes = result.get("Attributes")
+        return _stored(attributes) if attributes else StoredResponse(record={}, status="")

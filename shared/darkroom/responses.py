@@ -16,7 +16,8 @@ import math
 import re
 import secrets
 import time
-from dataclasses import dataclass
+from contextlib import nullcontext
+from dataclasses import dataclass, field
 
 from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import ValidationError
@@ -37,10 +38,12 @@ from darkroom.api.responses import (
 )
 from darkroom.catalog import Capability, ModelEntry
 from darkroom.editing import EditRequest, edit_images, intake_limits
-from darkroom.generation import generate_images, input_image_tokens
+from darkroom.generation import check_time_budget, generate_images, input_image_tokens, record_usage, resolve_request
 from darkroom.inference import InputImage, TextJob, backend_for
+from darkroom.limits import Admission
 from darkroom.metering import UsageEvent
 from darkroom.observability import logger
+from darkroom.response_store import COMPLETED, QUEUED, StoredResponse
 from darkroom.services import Services
 from darkroom.tenancy import Tenant
 
@@ -132,12 +135,61 @@ def _text_tokens(*texts: str) -> int:
     return max(1, math.ceil(sum(len(t) for t in texts) / 4))
 
 
+@dataclass
+class _Plan:
+    """A validated Responses request, ready to answer now or in a background job."""
+
+    request: ResponseCreateRequest
+    model: ModelEntry
+    turn: _Turn
+    history: dict
+    images: list[tuple[intake.IntakeImage, str]]  # the turn's input images, decoded, with their detail
+    image_call: _ImageCall | None  # None: the answer is text
+    response_id: str = field(default_factory=lambda: "resp_" + secrets.token_hex(16))
+    created_at: int = field(default_factory=lambda: int(time.time()))
+    input_keys: list[str] = field(default_factory=list)  # where the input images are stored, once they are
+
+
+@dataclass
+class _ImageCall:
+    """The image the response will produce: an Images API request, validated, and what it edits."""
+
+    edit: bool
+    options: ImageGenerateRequest | ImageEditRequest
+    base: intake.IntakeImage | None = None  # edits: the image edited
+    base_key: str | None = None  # ... when it is an earlier response's image in S3
+    mask: intake.IntakeImage | None = None
+
+
 def create_response(tenant: Tenant, request: ResponseCreateRequest, request_id: str,
                     services: Services) -> ResponseObject:
-    """Answer one Responses API request (and store it unless ``store`` is false)."""
+    """Answer one Responses API request (and store it unless ``store`` is false); with ``background``,
+    accept it as a job and answer at once with its id and status ``queued``."""
+    plan = _plan(tenant, request, services)
+    if request.background:
+        return _enqueue(tenant, plan, request_id, services)
+    response, produced, _ = _answer(tenant, plan, request_id, services)
+    if response.store:
+        _store_inputs(tenant, plan, services)
+        services.responses.put(tenant.tenant_id, response.id, _record(plan, response, produced))
+    return response
+
+
+def _plan(tenant: Tenant, request: ResponseCreateRequest, services: Services) -> _Plan:
+    """Every check a request gets before any work: parameters, model, input, tool options, time budget."""
     for name in request.model_extra or {}:
         if name not in IGNORED_PARAMETERS:
             raise UnknownParameter(name)
+    if request.background:
+        if request.store is False:
+            raise InvalidRequest("Background mode needs a stored response: omit 'store' or send true.",
+                                 param="store", code="unsupported_value")
+        if request.stream:
+            raise InvalidRequest("Streaming a background response is not supported; poll GET /v1/responses/{id}.",
+                                 param="stream", code="unsupported_value")
+        if not services.jobs.enabled:
+            raise InvalidRequest("Background mode is not enabled on this deployment.", param="background",
+                                 code="unsupported_value")
     model = services.catalog.models.get(request.model)
     if model is None:
         raise ModelNotFound(request.model)
@@ -145,33 +197,26 @@ def create_response(tenant: Tenant, request: ResponseCreateRequest, request_id: 
     tool = _image_tool(request)
     history: dict = {"messages": [], "images": []}
     if request.previous_response_id:
-        found = (services.responses.get(tenant.tenant_id, request.previous_response_id)
+        found = (services.responses.load(tenant.tenant_id, request.previous_response_id)
                  if RESPONSE_ID.match(request.previous_response_id) else None)
-        if found is None:
-            raise InvalidRequest(f"Previous response '{request.previous_response_id[:40]}' not found.",
+        if found is None or found.status != COMPLETED:
+            raise InvalidRequest(f"Previous response '{request.previous_response_id[:40]}' not found"
+                                 + ("." if found is None else f" among completed responses (it is {found.status})."),
                                  param="previous_response_id", code="previous_response_not_found")
-        history = found["thread"]
-    response_id = "resp_" + secrets.token_hex(16)
+        history = found.record["thread"]
     images = [(_decode(ref, param, tenant, services), detail) for ref, param, detail in turn.images]
+    plan = _Plan(request, model, turn, history, images, image_call=None)
     if tool is not None or model.can(Capability.GENERATE) or model.can(Capability.EDIT):
-        output, usage, produced = _image_call(tenant, request, model, tool or {}, turn, images, history, request_id,
-                                              services)
+        mask = tool.get("input_image_mask") if tool else None
+        mask_image = _decode(mask, "tools[0].input_image_mask", tenant, services) if mask else None
+        plan.image_call = _plan_image_call(plan, tool or {}, mask_image, services)
     else:
-        output, usage = _text_answer(tenant, request, model, turn, images, history, request_id, services)
-        produced = []
-    response = ResponseObject(
-        id=response_id, created_at=int(time.time()), model=request.model, output=output,
-        instructions=request.instructions, metadata=request.metadata or {},
-        previous_response_id=request.previous_response_id, store=request.store is not False,
-        tools=request.tools or [], tool_choice=request.tool_choice or "auto", usage=usage,
-    )
-    if response.store:
-        _store(tenant, response, turn, images, history, produced, services)
-    return response
+        _check_text_model(model, bool(images or history["images"]))
+    return plan
 
 
-def _image_call(tenant, request, model: ModelEntry, tool: dict, turn: _Turn, images, history, request_id,
-                services: Services):
+def _plan_image_call(plan: _Plan, tool: dict, mask: intake.IntakeImage | None, services: Services) -> _ImageCall:
+    request, model = plan.request, plan.model
     options = {k: v for k, v in tool.items() if k not in ("type", "action", "input_image_mask", "partial_images",
                                                          "model", "input_fidelity")}
     image_model = tool.get("model") or (request.model if (model.can(Capability.GENERATE)
@@ -179,45 +224,86 @@ def _image_call(tenant, request, model: ModelEntry, tool: dict, turn: _Turn, ima
     action = tool.get("action", "auto")
     if action not in ("auto", "generate", "edit"):
         raise InvalidRequest("Invalid value for 'tools[0].action': generate, edit or auto.", param="tools[0].action")
-    prompt = "\n".join(text for role, text in turn.messages if role == "user" and text).strip()
+    prompt = "\n".join(text for role, text in plan.turn.messages if role == "user" and text).strip()
     if not prompt:
         raise InvalidRequest("The input has no text to draw from.", param="input")
     edit_model = services.catalog.models.get(image_model or services.catalog.defaults.get(Capability.EDIT, ""))
     can_edit = edit_model is not None and edit_model.can(Capability.EDIT)
-    base = images[0][0] if images else None
-    if base is None and history["images"] and action != "generate":
-        base = _stored_image(history["images"][-1], services)  # "now make it blue": the latest image
-    edit = action == "edit" or (action == "auto" and base is not None and can_edit)
-    if action == "edit" and base is None:
+    call = _ImageCall(edit=False, options=None)  # type: ignore[arg-type] - set below
+    if plan.images:
+        call.base = plan.images[0][0]
+    elif plan.history["images"] and action != "generate":
+        call.base_key = plan.history["images"][-1]  # "now make it blue": the latest image
+        call.base = _stored_image(call.base_key, services)
+    call.edit = action == "edit" or (action == "auto" and call.base is not None and can_edit)
+    if action == "edit" and call.base is None:
         raise InvalidRequest("An edit needs an input image.", param="tools[0].action")
     try:
-        if edit:
-            mask = tool.get("input_image_mask")
-            edit_options = ImageEditRequest(prompt=prompt, model=image_model, response_format="b64_json",
+        if call.edit:
+            call.options = ImageEditRequest(prompt=prompt, model=image_model, response_format="b64_json",
                                             input_fidelity=tool.get("input_fidelity"), **options)
-            mask_image = _decode(mask, "tools[0].input_image_mask", tenant, services) if mask else None
-            result = edit_images(tenant, EditRequest(options=edit_options, images=[lambda: base],
-                                                     mask=(lambda: mask_image) if mask_image else None,
-                                                     encoded_bytes=0), request_id, services)
+            call.mask = mask
+            job = resolve_request(call.options, services, Capability.EDIT, input_size=call.base.size)
         else:
-            result = generate_images(tenant, ImageGenerateRequest(prompt=prompt, model=image_model,
-                                                                  response_format="b64_json", **options),
-                                     request_id, services)
+            call.options = ImageGenerateRequest(prompt=prompt, model=image_model, response_format="b64_json",
+                                                **options)
+            job = resolve_request(call.options, services)
+        check_time_budget(job, services, background=bool(request.background))
     except ValidationError as exc:
         raise _tool_error(_invalid(exc.errors(include_input=False, include_url=False))) from None
     except InvalidRequest as exc:
-        if exc.param in options or exc.param == "model" and tool.get("model"):
-            raise _tool_error(exc) from None
-        raise
+        raise _tool_error(exc) if exc.param in options or exc.param == "model" and tool.get("model") else exc from None
+    return call
+
+
+def _check_text_model(model: ModelEntry, has_images: bool) -> None:
+    if has_images and not model.can(Capability.ANALYZE) and model.vision_fallback is None:
+        raise InvalidRequest(f"The model '{model.id}' cannot read images.", param="model", code="model_not_supported")
+    if not (model.can(Capability.TEXT) or model.can(Capability.ANALYZE)):
+        raise InvalidRequest(f"The model '{model.id}' cannot answer in text.", param="model",
+                             code="model_not_supported")
+
+
+def _answer(tenant: Tenant, plan: _Plan, request_id: str, services: Services, admitted: Admission | None = None):
+    """Do the work: (the response, its produced images as (call id, S3 key), the usage).
+
+    ``admitted``: a background job's admission; the job refunds it on failure and bills the usage when it
+    completes. Without it the work is admitted, refunded and billed here, as any synchronous request."""
+    request = plan.request
+    if plan.image_call is not None:
+        output, usage, produced, billed = _image_answer(tenant, plan, request_id, services, admitted)
+    else:
+        output, usage, billed = _text_answer(tenant, plan, request_id, services, admitted)
+        produced = []
+    response = ResponseObject(
+        id=plan.response_id, created_at=plan.created_at, model=request.model, output=output,
+        instructions=request.instructions, metadata=request.metadata or {},
+        previous_response_id=request.previous_response_id, store=request.store is not False,
+        tools=request.tools or [], tool_choice=request.tool_choice or "auto", usage=usage,
+        background=bool(request.background),
+    )
+    return response, produced, billed
+
+
+def _image_answer(tenant, plan: _Plan, request_id, services: Services, admitted: Admission | None):
+    call = plan.image_call
+    if call.edit:
+        base, mask = call.base, call.mask
+        result = edit_images(tenant, EditRequest(options=call.options, images=[lambda: base],
+                                                 mask=(lambda: mask) if mask else None, encoded_bytes=0),
+                             request_id, services, admitted=admitted)
+    else:
+        result = generate_images(tenant, call.options, request_id, services, admitted=admitted)
     image = result.response.data[0]
-    call = ImageGenerationCall(
+    output = ImageGenerationCall(
         id="ig_" + secrets.token_hex(16), result=image.b64_json, url=image.url, revised_prompt=image.revised_prompt,
-        action="edit" if edit else "generate", size=result.response.size, quality=result.response.quality,
+        action="edit" if call.edit else "generate", size=result.response.size, quality=result.response.quality,
         output_format=result.response.output_format, background=result.response.background,
     )
     usage = result.response.usage
-    return [call], ResponseUsage(input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
-                                 total_tokens=usage.total_tokens, images=1), [(call.id, result.keys[0])]
+    return [output], ResponseUsage(input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
+                                   total_tokens=usage.total_tokens, images=1), [(output.id, result.keys[0])], \
+        result.usage
 
 
 def _tool_error(error: InvalidRequest) -> InvalidRequest:
@@ -226,43 +312,36 @@ def _tool_error(error: InvalidRequest) -> InvalidRequest:
     return InvalidRequest(error.message.replace(f"'{error.param}'", f"'{param}'"), param=param, code=error.code)
 
 
-def _text_answer(tenant, request, model: ModelEntry, turn: _Turn, images, history, request_id, services: Services):
-    carried = [(_stored_image(key, services), "auto") for key in history["images"][-MAX_CARRIED_IMAGES:]]
-    pictures = [InputImage(i.image, i.format, detail) for i, detail in (*carried, *images)]
-    messages = [*map(tuple, history["messages"]), *turn.messages]
-    seconds = deadline.inference_seconds(services.settings.inference_timeout_seconds)
-    image_tokens = 0
+def _text_answer(tenant, plan: _Plan, request_id, services: Services, admitted: Admission | None):
+    request, model = plan.request, plan.model
+    carried = [(_stored_image(key, services), "auto") for key in plan.history["images"][-MAX_CARRIED_IMAGES:]]
+    pictures = [InputImage(i.image, i.format, detail) for i, detail in (*carried, *plan.images)]
+    messages = [*map(tuple, plan.history["messages"]), *plan.turn.messages]
+    seconds = deadline.inference_budget(services.settings)
     described = bool(pictures) and not model.can(Capability.ANALYZE)
+    image_tokens = 0
     if pictures and model.can(Capability.ANALYZE):
         image_tokens = sum(85 if p.detail == "low" else input_image_tokens([p.image.size]) for p in pictures)
-    elif described and model.vision_fallback is None:
-        raise InvalidRequest(f"The model '{model.id}' cannot read images.", param="model", code="model_not_supported")
-    elif not (model.can(Capability.TEXT) or model.can(Capability.ANALYZE)):
-        raise InvalidRequest(f"The model '{model.id}' cannot answer in text.", param="model",
-                             code="model_not_supported")
-    answer_model, job_images = model, ([] if described else pictures)
-    admission = services.limiter.admit(tenant, 0)  # counts as a request; no images
-    with services.limiter.refunded_on_failure(admission):
+    admission = admitted or services.limiter.admit(tenant, 0)  # counts as a request; no images
+    with nullcontext() if admitted else services.limiter.refunded_on_failure(admission):
         if described:
             messages.append(("user", _describe(model, pictures, seconds, services)))
-        text = backend_for(answer_model).respond(answer_model, TextJob(request.instructions, messages, job_images,
-                                                                       seconds))
+        text = backend_for(model).respond(model, TextJob(request.instructions, messages,
+                                                         [] if described else pictures, seconds))
         text_tokens = _text_tokens(request.instructions or "", *(t for _, t in messages))
         output_tokens = _text_tokens(text)
         price = model.price
         cost = (text_tokens * price.input_text_per_million + image_tokens * price.input_image_per_million
                 + output_tokens * price.output_text_per_million) / 1e6
-        try:
-            services.meter.record(UsageEvent(
-                request_id=request_id, tenant_id=tenant.tenant_id, operation="analyze" if image_tokens else "text",
-                model=model.id, size="-", quality="-", images=0, input_text_tokens=text_tokens,
-                input_image_tokens=image_tokens, output_tokens=output_tokens, cost_usd=cost))
-        except (ClientError, BotoCoreError) as exc:
-            logger.error("usage record failed", extra={"error": type(exc).__name__})
-            raise ServiceUnavailable("Usage could not be recorded; the request was not completed. Retry.") from exc
+        usage = UsageEvent(
+            request_id=request_id, tenant_id=tenant.tenant_id, operation="analyze" if image_tokens else "text",
+            model=model.id, size="-", quality="-", images=0, input_text_tokens=text_tokens,
+            input_image_tokens=image_tokens, output_tokens=output_tokens, cost_usd=cost)
+        if admitted is None:
+            record_usage(usage, services)
     message = OutputMessage(id="msg_" + secrets.token_hex(16), content=[OutputText(text=text)])
     return [message], ResponseUsage(input_tokens=text_tokens + image_tokens, output_tokens=output_tokens,
-                                    total_tokens=text_tokens + image_tokens + output_tokens)
+                                    total_tokens=text_tokens + image_tokens + output_tokens), usage
 
 
 def _describe(model: ModelEntry, pictures: list[InputImage], seconds: float, services: Services) -> str:
@@ -279,40 +358,144 @@ def _describe(model: ModelEntry, pictures: list[InputImage], seconds: float, ser
     return "\n".join(notes)
 
 
-def _store(tenant, response: ResponseObject, turn: _Turn, images, history, produced, services: Services) -> None:
-    keys = []
-    for index, (image, _) in enumerate(images):
-        key = f"tenants/{tenant.tenant_id}/responses/{response.id}/input-{index}.png"
-        buffer = io.BytesIO()
-        image.image.save(buffer, format="PNG")  # re-encoded: no input metadata is kept
-        services.store.put(key, buffer.getvalue(), "png")
-        keys.append(key)
+def _store_inputs(tenant: Tenant, plan: _Plan, services: Services) -> None:
+    """Keep the turn's input images in S3 (re-encoded: no input metadata is kept), once."""
+    if plan.input_keys:
+        return
+    for index, (image, _) in enumerate(plan.images):
+        key = f"tenants/{tenant.tenant_id}/responses/{plan.response_id}/input-{index}.png"
+        services.store.put(key, _png(image.image), "png")
+        plan.input_keys.append(key)
+
+
+def _png(image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _record(plan: _Plan, response: ResponseObject, produced) -> dict:
+    """What a stored response keeps: the response minus image bytes, the thread, where its images are."""
     answer = "\n".join(part.text for item in response.output if isinstance(item, OutputMessage)
                        for part in item.content)
+    history = plan.history
     thread = {
-        "messages": [*history["messages"], *turn.messages, *([("assistant", answer)] if answer else [])],
-        "images": [*history["images"], *keys, *(key for _, key in produced)][-MAX_CARRIED_IMAGES:],
+        "messages": [*history["messages"], *plan.turn.messages, *([("assistant", answer)] if answer else [])],
+        "images": [*history["images"], *plan.input_keys, *(key for _, key in produced)][-MAX_CARRIED_IMAGES:],
     }
     body = response.model_dump(mode="json")
     for item in body["output"]:
         item.pop("result", None)
         item.pop("url", None)
-    services.responses.put(tenant.tenant_id, response.id, {"response": body, "thread": thread,
-                                                           "outputs": dict(produced)})
+    return {"response": body, "thread": thread, "outputs": dict(produced)}
+
+
+# -- background mode ---------------------------------------------------------------------------------------
+
+
+def _enqueue(tenant: Tenant, plan: _Plan, request_id: str, services: Services) -> ResponseObject:
+    """Admit the job now (limits hold at acceptance), store its inputs, queue it, answer ``queued``."""
+    admission = services.limiter.admit(tenant, 1 if plan.image_call is not None else 0)
+    with services.limiter.refunded_on_failure(admission):
+        _store_inputs(tenant, plan, services)
+        mask_key = None
+        call = plan.image_call
+        if call is not None and call.mask is not None:
+            mask_key = f"tenants/{tenant.tenant_id}/responses/{plan.response_id}/mask.png"
+            services.store.put(mask_key, _png(call.mask.image), "png")
+        request = plan.request.model_dump(mode="json", exclude={"input"}, exclude_none=True)
+        for tool in request.get("tools", []):
+            tool.pop("input_image_mask", None)  # stored as mask_key: a data URL could be megabytes
+        job = {
+            "request": request, "request_id": request_id, "messages": plan.turn.messages,
+            "inputs": [[key, detail] for key, (_, detail) in zip(plan.input_keys, plan.images, strict=True)],
+            "mask": mask_key, "base": call.base_key if call else None, "history": plan.history,
+            "created_at": plan.created_at, "admission": [list(taken) for taken in admission.taken],
+        }
+        queued = ResponseObject(
+            id=plan.response_id, created_at=plan.created_at, model=plan.request.model, output=[], status=QUEUED,
+            background=True, instructions=plan.request.instructions, metadata=plan.request.metadata or {},
+            previous_response_id=plan.request.previous_response_id, tools=plan.request.tools or [],
+            tool_choice=plan.request.tool_choice or "auto",
+        )
+        services.responses.put(tenant.tenant_id, plan.response_id, {"response": queued.model_dump(mode="json"),
+                                                                    "thread": None, "outputs": {}}, job=job)
+        try:
+            services.jobs.send(tenant.tenant_id, plan.response_id)
+        except (ClientError, BotoCoreError) as exc:
+            services.responses.delete(tenant.tenant_id, plan.response_id)
+            logger.error("job queue send failed", extra={"error": type(exc).__name__})
+            raise ServiceUnavailable("The job could not be queued; nothing was started. Retry.") from exc
+    logger.info("response queued", extra={"response_id": plan.response_id})
+    return queued
+
+
+def plan_from_job(tenant: Tenant, response_id: str, job: dict, services: Services) -> _Plan:
+    """The plan a queued job was accepted with, its images read back from S3 (validated again)."""
+    request = ResponseCreateRequest.model_validate({**job["request"], "input": ""})
+    model = services.catalog.models.get(request.model)
+    if model is None:
+        raise ModelNotFound(request.model)
+    turn = _Turn([tuple(message) for message in job["messages"]], [])
+    images = [(_stored_image(key, services), detail) for key, detail in job["inputs"]]
+    plan = _Plan(request, model, turn, job["history"], images, image_call=None, response_id=response_id,
+                 created_at=job["created_at"], input_keys=[key for key, _ in job["inputs"]])
+    if job.get("mask") or job.get("base") or _image_tool(request) is not None or model.can(Capability.GENERATE) \
+            or model.can(Capability.EDIT):
+        mask = _stored_image(job["mask"], services) if job.get("mask") else None
+        plan.image_call = _plan_image_call(plan, _image_tool(request) or {}, mask, services)
+    return plan
+
+
+def answer_job(tenant: Tenant, plan: _Plan, request_id: str, admission: Admission, services: Services):
+    """Run an accepted job: (the record to store, the usage to bill once it is stored, the S3 keys made)."""
+    response, produced, usage = _answer(tenant, plan, request_id, services, admitted=admission)
+    return _record(plan, response, produced), usage, [key for _, key in produced]
 
 
 def retrieve_response(tenant: Tenant, response_id: str, services: Services) -> ResponseObject:
-    """A stored response, with fresh URLs and the images read back from S3."""
-    record = services.responses.get(tenant.tenant_id, response_id) if RESPONSE_ID.match(response_id) else None
-    if record is None:
+    """A stored response, with fresh URLs and the images read back from S3; a background one in its
+    current state (output only once completed; ``error`` once failed)."""
+    found = services.responses.load(tenant.tenant_id, response_id) if RESPONSE_ID.match(response_id) else None
+    if found is None:
         raise NotFound(f"No response '{response_id[:40]}'.", param="response_id", code="not_found")
+    return _render(found, services)
+
+
+def _render(found: StoredResponse, services: Services) -> ResponseObject:
+    record = found.record
     response = ResponseObject.model_validate(record["response"])
+    response.status = found.status
+    if found.error:
+        response.error = found.error
     for item in response.output:
         key = record["outputs"].get(item.id) if isinstance(item, ImageGenerationCall) else None
         if key:
             item.result = base64.b64encode(services.store.get(key)).decode("ascii")
             item.url = services.store.presign(key, item.output_format or "png")
     return response
+
+
+def cancel_response(tenant: Tenant, response_id: str, services: Services) -> ResponseObject:
+    """Cancel a background response that is queued or running; its admission is given back. A finished
+    one is answered as it is; a response that was not created in background mode cannot be cancelled."""
+    found = services.responses.load(tenant.tenant_id, response_id) if RESPONSE_ID.match(response_id) else None
+    if found is None:
+        raise NotFound(f"No response '{response_id[:40]}'.", param="response_id", code="not_found")
+    if not found.background:
+        raise InvalidRequest("Only responses created with background: true can be cancelled.",
+                             param="response_id", code="not_cancellable")
+    cancelled = services.responses.cancel(tenant.tenant_id, response_id)
+    if cancelled is not None:
+        refund_job(cancelled.job, services)
+        logger.info("response cancelled", extra={"response_id": response_id, "was": cancelled.status})
+        found = services.responses.load(tenant.tenant_id, response_id)
+    return _render(found, services)
+
+
+def refund_job(job: dict, services: Services) -> None:
+    """Give back what a job's acceptance counted (it failed or was cancelled before completing)."""
+    services.limiter.refund(Admission(states=(), now=0.0, taken=tuple((key, cost) for key, cost in job["admission"])))
 
 
 def delete_response(tenant: Tenant, response_id: str, services: Services) -> ResponseDeleted:

@@ -12,6 +12,7 @@ from darkroom import config
 from darkroom.catalog import Catalog, get_catalog
 from darkroom.fetch import fetcher_from_settings
 from darkroom.files import FileStore
+from darkroom.job_queue import JobQueue
 from darkroom.limits import RateLimiter
 from darkroom.metering import UsageMeter
 from darkroom.response_store import ResponseStore
@@ -30,6 +31,7 @@ class Services:
     store: ImageStore
     files: FileStore
     responses: ResponseStore
+    jobs: JobQueue  # where background responses wait for the worker
     fetcher: Callable[[str, str], bytes]  # SSRF-safe image URL fetcher for the intake
 
 
@@ -50,6 +52,7 @@ def services() -> Services:
         files=FileStore(s3, settings.images_bucket, settings.presign_seconds, settings.max_upload_bytes,
                         settings.max_input_pixels),
         responses=ResponseStore(dynamodb, settings.responses_table),
+        jobs=JobQueue(config.client("sqs") if settings.jobs_queue_url else None, settings.jobs_queue_url),
         fetcher=fetcher_from_settings(settings, settings.max_image_bytes),
     )
 

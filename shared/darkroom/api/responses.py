@@ -31,6 +31,8 @@ class ResponseCreateRequest(BaseModel):
     tools: list[dict[str, Any]] | None = Field(default=None, max_length=8)
     tool_choice: str | dict[str, Any] | None = None
     stream: bool | None = None
+    background: bool | None = Field(default=None,
+                                    description="Answer at once (queued) and run the work in a background job.")
 
 
 class OutputText(BaseModel):
@@ -85,7 +87,8 @@ class ResponseObject(BaseModel):
     id: str
     object: Literal["response"] = "response"
     created_at: int
-    status: Literal["completed", "failed", "in_progress"] = "completed"
+    status: Literal["queued", "in_progress", "completed", "failed", "cancelled"] = "completed"
+    background: bool = False
     model: str
     output: list[OutputMessage | ImageGenerationCall]
     instructions: str | None = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
@@ -79,8 +80,8 @@ def use_endpoint(endpoint: str) -> None:
         os.environ.setdefault(name, value)
 
 
-def create_resources(stack: Stack, dynamodb, s3) -> None:
-    """Create the template's DynamoDB tables and S3 buckets (idempotent)."""
+def create_resources(stack: Stack, dynamodb, s3, sqs=None) -> None:
+    """Create the template's DynamoDB tables, S3 buckets and (given a client) SQS queues (idempotent)."""
     existing = set(dynamodb.list_tables()["TableNames"])
     for logical_id, props in stack.of_type("AWS::DynamoDB::Table").items():
         name = stack.physical_name(logical_id)
@@ -113,3 +114,29 @@ def create_resources(stack: Stack, dynamodb, s3) -> None:
         block = props.get("PublicAccessBlockConfiguration")
         if block:
             s3.put_public_access_block(Bucket=name, PublicAccessBlockConfiguration=dict(block))
+    if sqs is not None:
+        create_queues(stack, sqs)
+
+
+def create_queues(stack: Stack, sqs) -> None:
+    """The template's queues, dead-letter queues first, with their visibility timeouts and redrive policies."""
+    queues = stack.of_type("AWS::SQS::Queue")
+    arns: dict[str, str] = {}
+
+    def create(logical_id: str) -> None:
+        if logical_id in arns:
+            return
+        props = queues[logical_id]
+        attributes = {name: str(props[name]) for name in ("VisibilityTimeout", "MessageRetentionPeriod")
+                      if name in props}
+        redrive = props.get("RedrivePolicy")
+        if redrive:
+            target = redrive["deadLetterTargetArn"]["Fn::GetAtt"][0]
+            create(str(target))
+            attributes["RedrivePolicy"] = json.dumps({"deadLetterTargetArn": arns[str(target)],
+                                                      "maxReceiveCount": int(redrive["maxReceiveCount"])})
+        url = sqs.create_queue(QueueName=stack.physical_name(logical_id), Attributes=attributes)["QueueUrl"]
+        arns[logical_id] = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+
+    for logical_id in queues:
+        create(str(logical_id))

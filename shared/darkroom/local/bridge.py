@@ -25,7 +25,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import SimpleNamespace
 from urllib.parse import parse_qs, urlsplit
 
-from darkroom.local.template import Function, Stack
+from darkroom.local.template import Function, QueueSource, Stack
 
 API_GATEWAY_MAX_BODY = 10 * 1024 * 1024
 LAMBDA_MAX_PAYLOAD = 6 * 1024 * 1024
@@ -180,7 +180,8 @@ def _route_pattern(path: str) -> re.Pattern:
 
 
 class LocalApi:
-    """Dispatches HTTP requests to the stack's functions as API Gateway would."""
+    """Dispatches HTTP requests to the stack's functions as API Gateway would, and SQS messages to the
+    functions with queue event sources as Lambda's event source mappings would."""
 
     def __init__(self, stack: Stack, environment: dict[str, str], stage: str = "local",
                  containers_per_function: int = 4) -> None:
@@ -189,6 +190,60 @@ class LocalApi:
         self._routes = [(r, _route_pattern(r.path)) for r in stack.routes()]
         self._pools = {f.logical_id: _Pool(f, environment, containers_per_function) for f in stack.functions()}
         self._binary_types = stack.binary_media_types()
+        self._containers_per_function = containers_per_function
+        self._stopping = threading.Event()
+        self._pollers: list[threading.Thread] = []
+
+    def start_queue_pollers(self, sqs) -> None:
+        """One thread per SQS event source: receive, invoke the function, delete what it did not report failed."""
+        for source in self.stack.queue_sources():
+            url = self.stack.queue_url(source.queue)
+            arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+            thread = threading.Thread(target=self._poll, args=(sqs, source, url, arn), daemon=True,
+                                      name=f"darkroom-sqs-{source.queue}")
+            thread.start()
+            self._pollers.append(thread)
+
+    def _poll(self, sqs, source: QueueSource, url: str, arn: str) -> None:
+        slots = threading.Semaphore(self._containers_per_function)
+        while not self._stopping.is_set():
+            if not slots.acquire(timeout=0.5):
+                continue
+            try:
+                # No long polling: the embedded moto serializes every call, so a waiting receive would stall all.
+                messages = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=source.batch_size,
+                                               AttributeNames=["All"]).get("Messages", [])
+            except Exception:  # noqa: BLE001 - the stack is stopping, or moto hiccuped: try again
+                messages = []
+            if not messages:
+                slots.release()
+                self._stopping.wait(0.2)
+                continue
+
+            def deliver(batch: list[dict]) -> None:
+                try:
+                    self._deliver(sqs, source, url, arn, batch)
+                finally:
+                    slots.release()
+
+            threading.Thread(target=deliver, args=(messages,), daemon=True).start()
+
+    def _deliver(self, sqs, source: QueueSource, url: str, arn: str, messages: list[dict]) -> None:
+        event = {"Records": [{
+            "messageId": m["MessageId"], "receiptHandle": m["ReceiptHandle"], "body": m["Body"],
+            "attributes": m.get("Attributes", {}), "messageAttributes": {}, "md5OfBody": m.get("MD5OfBody", ""),
+            "eventSource": "aws:sqs", "eventSourceARN": arn, "awsRegion": self.stack.region,
+        } for m in messages]}
+        try:
+            result = self._invoke(source.function, event)
+        except TimeoutError:
+            result = None
+        if result is None:  # crashed or timed out: every message comes back after its visibility timeout
+            return
+        failed = {f.get("itemIdentifier") for f in (result or {}).get("batchItemFailures", [])}
+        for message in messages:
+            if message["MessageId"] not in failed:
+                sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
 
     def _gateway(self, kind: str) -> HttpResponse:
         status, body = self.stack.gateway_response(kind)
@@ -268,6 +323,9 @@ class LocalApi:
             thread.join()
 
     def stop(self) -> None:
+        self._stopping.set()
+        for thread in self._pollers:
+            thread.join(timeout=5)
         for pool in self._pools.values():
             pool.stop()
 

@@ -64,10 +64,11 @@ def start(host: str = "127.0.0.1", port: int = 3000, demo_key: str | None = None
     environment |= {"POWERTOOLS_TRACE_DISABLED": "true", "POWERTOOLS_METRICS_DISABLED": "true"}
     os.environ.update(environment)
     services.reset()
-    create_resources(stack, config.client("dynamodb"), config.client("s3"))
+    create_resources(stack, config.client("dynamodb"), config.client("s3"), config.client("sqs"))
     demo_key, tenant_id = seed_demo_tenant(demo_key)
     api = LocalApi(stack, dict(os.environ))
     api.warm()
+    api.start_queue_pollers(config.client("sqs"))
     server = make_server(api, host, port, quiet=quiet)
     bound_port = server.server_address[1]
     exported = {k: v for k, v in environment.items() if k.startswith("DARKROOM_")}

@@ -6,6 +6,7 @@ deployed stack. Intrinsic-function tags are parsed by cfn-lint's CloudFormation 
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from cfnlint.decode import cfn_yaml
 
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
 DEFAULT_TEMPLATE = PROJECT_ROOT / "template.yaml"
+LOCAL_ACCOUNT_ID = "123456789012"  # moto's default account
 
 
 @dataclass(frozen=True)
@@ -20,6 +22,15 @@ class Route:
     method: str
     path: str  # API Gateway resource path, e.g. /v1/models/{model}
     function: str  # logical id
+
+
+@dataclass(frozen=True)
+class QueueSource:
+    """An SQS event source: ``function`` receives batches of up to ``batch_size`` messages from ``queue``."""
+
+    function: str  # logical id
+    queue: str  # logical id of the AWS::SQS::Queue
+    batch_size: int
 
 
 @dataclass(frozen=True)
@@ -67,11 +78,30 @@ class Stack:
             if name in self.template.get("Parameters", {}):
                 return self.parameter(name)
             if name in self.resources:
+                if self.resources[name]["Type"] == "AWS::SQS::Queue":
+                    return self.queue_url(str(name))
                 return self.physical_name(str(name))
             raise KeyError(f"unresolvable Ref {name!r} in {self.path.name}")
         if isinstance(value, dict):
             raise ValueError(f"the local stack cannot resolve {dict(value)!r}")
         return str(value)
+
+    def queue_url(self, logical_id: str) -> str:
+        """The queue's URL as the SQS API of this process's endpoint (moto's account) names it."""
+        endpoint = os.environ.get("AWS_ENDPOINT_URL") or f"https://sqs.{self.region}.amazonaws.com"
+        return f"{endpoint.rstrip('/')}/{LOCAL_ACCOUNT_ID}/{self.physical_name(logical_id)}"
+
+    def queue_sources(self) -> list[QueueSource]:
+        sources = []
+        for logical_id, props in self.of_type("AWS::Serverless::Function").items():
+            for event in props.get("Events", {}).values():
+                if event["Type"] == "SQS":
+                    queue = event["Properties"]["Queue"]
+                    attribute = queue["Fn::GetAtt"] if isinstance(queue, dict) else str(queue)
+                    name = attribute[0] if isinstance(attribute, list) else str(attribute).split(".")[0]
+                    sources.append(QueueSource(str(logical_id), str(name),
+                                               int(event["Properties"].get("BatchSize", 10))))
+        return sources
 
     def _function_property(self, props: dict, name: str, default=None):
         globals_ = self.template.get("Globals", {}).get("Function", {})

@@ -1,0 +1,134 @@
+"""Background jobs: the worker that runs accepted responses, and the end of jobs that cannot finish.
+
+A job was validated and admitted when it was accepted (darkroom.responses), so the worker only runs
+it. One SQS message per job; the queue redelivers a message whose worker failed or died, and moves it
+to the dead-letter queue after ``MAX_ATTEMPTS`` receives. Around that:
+
+* claim: a conditional write takes the job (queued, or running past a dead worker's lease); anything
+  else (finished, cancelled, held by a live worker) means this delivery has nothing to do;
+* success: the result is written only if this claim is still current, then billed (the meter is
+  idempotent per request id, and the usage stays on the item until it is billed, so a crash between
+  the two is finished by the next delivery); a result that lost its claim (cancelled meanwhile) is
+  discarded and its images deleted;
+* a transient failure (5xx, a timeout, anything unexpected) gives the claim back and asks SQS for the
+  message again after a short delay; after the last attempt, or for a client-side error (4xx), the job
+  fails and its admission is refunded;
+* the dead-letter handler fails what the worker never could (crashes on every attempt), refunding it,
+  and bills a completed job whose billing never went through.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict
+from datetime import datetime
+
+from darkroom import deadline
+from darkroom.api.errors import ApiError
+from darkroom.limits import Admission
+from darkroom.metering import UsageEvent
+from darkroom.observability import logger, metrics
+from darkroom.response_store import COMPLETED, IN_PROGRESS, StoredResponse
+from darkroom.responses import answer_job, plan_from_job, refund_job
+from darkroom.services import Services
+
+MAX_ATTEMPTS = 3  # the jobs queue's maxReceiveCount (template.yaml)
+RETRY_DELAYS_SECONDS = (5, 30)  # before the second and third attempt
+LEASE_MARGIN_SECONDS = 30  # a claim outlives its worker's invocation by this much
+_TRANSIENT = frozenset({500, 503, 504})
+_GAVE_UP = {"code": "server_error", "message": "The job could not be completed; its admission was refunded."}
+
+
+class RetryLater(Exception):
+    """The job should run again after ``delay_seconds``: SQS redelivers its message."""
+
+    def __init__(self, delay_seconds: float) -> None:
+        super().__init__(f"retry in {delay_seconds:.0f}s")
+        self.delay_seconds = delay_seconds
+
+
+def run_job(tenant_id: str, response_id: str, remaining_ms: int, services: Services) -> None:
+    """One delivery of a job's message (raises :class:`RetryLater` to have it delivered again)."""
+    stored = services.responses.load(tenant_id, response_id)
+    if stored is None or stored.job is None:
+        logger.warning("job has no response", extra={"response_id": response_id})
+        return
+    if stored.status == COMPLETED:
+        _bill(tenant_id, response_id, stored, services)
+        return
+    claim = services.responses.claim(tenant_id, response_id, remaining_ms / 1000 + LEASE_MARGIN_SECONDS)
+    if claim is None:  # finished, cancelled, or a live worker holds it: this delivery is a duplicate
+        logger.info("job not claimable", extra={"response_id": response_id, "status": stored.status})
+        return
+    logger.append_keys(response_id=response_id, attempt=claim.attempts)
+    tenant = services.directory.get_tenant(tenant_id)
+    if tenant is None:
+        _end(tenant_id, response_id, claim, {"code": "tenant_not_found", "message": "The account no longer exists."},
+             services)
+        return
+    admission = Admission(states=(), now=0.0, taken=tuple((key, cost) for key, cost in claim.job["admission"]))
+    started = time.monotonic()
+    try:
+        with deadline.background_job(remaining_ms):
+            plan = plan_from_job(tenant, response_id, claim.job, services)
+            record, usage, keys = answer_job(tenant, plan, claim.job["request_id"], admission, services)
+    except ApiError as exc:
+        _failed_attempt(tenant_id, response_id, claim, exc.status in _TRANSIENT,
+                        {"code": exc.code or "server_error", "message": exc.message}, services)
+        return
+    except Exception:  # noqa: BLE001 - logged; the job is retried or failed, never left running
+        logger.exception("job attempt failed")
+        _failed_attempt(tenant_id, response_id, claim, True, dict(_GAVE_UP), services)
+        return
+    metrics.add_metric(name="JobSeconds", unit="Seconds", value=time.monotonic() - started)
+    usage_item = {**asdict(usage), "at": usage.at.isoformat()}
+    if not services.responses.complete(tenant_id, response_id, claim.token, record, usage_item):
+        logger.info("job result discarded: the job was cancelled or taken over")
+        for key in keys:
+            services.store.delete(key)
+        return
+    metrics.add_metric(name="JobsCompleted", unit="Count", value=1)
+    logger.info("job completed")
+    _bill(tenant_id, response_id, services.responses.load(tenant_id, response_id), services)
+
+
+def _failed_attempt(tenant_id: str, response_id: str, claim: StoredResponse, transient: bool, error: dict,
+                    services: Services) -> None:
+    if transient and claim.attempts < MAX_ATTEMPTS and services.responses.requeue(tenant_id, response_id,
+                                                                                  claim.token):
+        logger.warning("job attempt failed; retrying", extra={"code": error["code"]})
+        raise RetryLater(RETRY_DELAYS_SECONDS[min(claim.attempts, len(RETRY_DELAYS_SECONDS)) - 1])
+    _end(tenant_id, response_id, claim, error, services)
+
+
+def _end(tenant_id: str, response_id: str, claim: StoredResponse, error: dict, services: Services) -> None:
+    failed = services.responses.fail(tenant_id, response_id, error, token=claim.token)
+    if failed is not None:
+        refund_job(failed.job, services)
+        metrics.add_metric(name="JobsFailed", unit="Count", value=1)
+        logger.warning("job failed", extra={"code": error["code"]})
+
+
+def _bill(tenant_id: str, response_id: str, stored: StoredResponse | None, services: Services) -> None:
+    if stored is None or stored.usage is None:
+        return
+    usage = UsageEvent(**{**stored.usage, "at": datetime.fromisoformat(stored.usage["at"])})
+    services.meter.record(usage)  # raises when DynamoDB fails: the message comes back and billing is retried
+    services.responses.billed(tenant_id, response_id)
+
+
+def end_dead_job(tenant_id: str, response_id: str, services: Services) -> None:
+    """A job whose message ran out of attempts: fail it (and refund) unless a live worker still holds it."""
+    stored = services.responses.load(tenant_id, response_id)
+    if stored is None or stored.job is None:
+        return
+    if stored.status == COMPLETED:
+        _bill(tenant_id, response_id, stored, services)
+        return
+    failed = services.responses.fail(tenant_id, response_id, dict(_GAVE_UP))
+    if failed is not None:
+        refund_job(failed.job, services)
+        metrics.add_metric(name="JobsFailed", unit="Count", value=1)
+        logger.warning("dead job failed", extra={"response_id": response_id, "was": failed.status})
+    elif stored.status == IN_PROGRESS:  # a worker's lease is still running: look again when it is over
+        raise RetryLater(max(1.0, stored.lease_until - time.time()))
