@@ -121,6 +121,10 @@ def check_time_budget(job: ImageJob, services: Services, background: bool | None
     """Refuse up front what would time out: the catalog's estimate against the time this work may take
     (``background``: judge it as a background job; default: as the work running now)."""
     background = deadline.in_background() if background is None else background
+    if not background and job.model.endpoint is not None and job.model.endpoint.async_inference:
+        raise InvalidRequest(
+            f"{job.model.id} runs only in background mode (POST /v1/responses with \"background\": true and the "
+            "image_generation tool, then poll GET /v1/responses/{id}).", param="model", code="use_background_mode")
     settings = services.settings
     budget = settings.job_inference_timeout_seconds if background else settings.inference_timeout_seconds
     expected = job.model.expected_seconds(job.quality, job.width, job.height, job.n)

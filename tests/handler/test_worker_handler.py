@@ -1,0 +1,89 @@
+"""WorkerFunction and JobsDeadLetterFunction in-process with moto: SQS events in, batch item failures out."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from darkroom.api.errors import ServiceUnavailable
+from darkroom.inference.local import LocalBackend
+from lambda_harness import Context, invoke, load_event, load_handler
+
+
+def _queued(tenant) -> str:
+    event = load_event("responses-create")
+    event["body"] = json.dumps({"model": "local-image", "input": "a lighthouse", "background": True,
+                                "tools": [{"type": "image_generation", "size": "256x256"}]})
+    status, _, body = invoke("responses", event)
+    assert status == 200 and body["status"] == "queued", body
+    return body["id"]
+
+
+def _sqs_event(svc) -> tuple[dict, dict]:
+    sqs = svc.jobs._sqs
+    (message,) = sqs.receive_message(QueueUrl=svc.settings.jobs_queue_url, AttributeNames=["All"])["Messages"]
+    record = {"messageId": message["MessageId"], "receiptHandle": message["ReceiptHandle"], "body": message["Body"],
+              "attributes": message["Attributes"], "messageAttributes": {}, "md5OfBody": message["MD5OfBody"],
+              "eventSource": "aws:sqs", "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:jobs",
+              "awsRegion": "us-east-1"}
+    return {"Records": [record]}, message
+
+
+def _status(response_id: str) -> dict:
+    event = load_event("responses-retrieve", path=f"/v1/responses/{response_id}",
+                       pathParameters={"response_id": response_id})
+    status, _, body = invoke("responses", event)
+    assert status == 200, body
+    return body
+
+
+class _WorkerContext(Context):
+    @staticmethod
+    def get_remaining_time_in_millis() -> int:
+        return 900_000
+
+
+def test_the_worker_runs_the_queued_job_from_its_sqs_event(svc, tenant):
+    response_id = _queued(tenant)
+    event, _ = _sqs_event(svc)
+    result = load_handler("worker")(event, _WorkerContext())
+    assert result == {"batchItemFailures": []}
+    body = _status(response_id)
+    assert body["status"] == "completed" and body["output"][0]["result"]
+
+
+def test_a_transient_failure_is_a_batch_item_failure_that_comes_back_soon(svc, tenant, monkeypatch):
+    response_id = _queued(tenant)
+    event, message = _sqs_event(svc)
+
+    def busy(self, model, job):
+        raise ServiceUnavailable("busy")
+
+    monkeypatch.setattr(LocalBackend, "generate", busy)
+    load_handler("worker")  # imports the module
+    worker = sys.modules["darkroom_test_fn_worker"]
+    try:
+        worker.lambda_handler(event, _WorkerContext())
+        failures = None
+    except Exception as exc:  # noqa: BLE001 - Powertools raises when every record of the batch failed
+        failures = type(exc).__name__
+    assert failures == "BatchProcessingError"
+    assert _status(response_id)["status"] == "queued"
+
+
+def test_the_dead_letter_handler_fails_the_job(svc, tenant):
+    response_id = _queued(tenant)
+    event, _ = _sqs_event(svc)
+    load_handler("worker")
+    result = sys.modules["darkroom_test_fn_worker"].dead_letter_handler(event, Context())
+    assert result == {"batchItemFailures": []}
+    body = _status(response_id)
+    assert body["status"] == "failed" and body["error"]["code"] == "server_error"
+
+
+def test_cancel_route_answers_the_cancelled_response(svc, tenant):
+    response_id = _queued(tenant)
+    event = load_event("responses-retrieve", path=f"/v1/responses/{response_id}/cancel", httpMethod="POST",
+                       resource="/v1/responses/{response_id}/cancel", pathParameters={"response_id": response_id})
+    status, _, body = invoke("responses", event)
+    assert status == 200 and body["status"] == "cancelled" and body["background"] is True
