@@ -4,6 +4,7 @@
 The key inside is a fixed example key (tests seed a tenant with it); it grants nothing anywhere else.
 """
 
+import hashlib
 import io
 import json
 import sys
@@ -37,7 +38,13 @@ EVENTS = {
     "uploads-complete": ("POST", f"/v1/uploads/{EVENT_UPLOAD_ID}/complete", {"part_ids": []}),
     "responses-create": ("POST", "/v1/responses", {"model": "local-text", "input": "Say something about lighthouses."}),
     "responses-retrieve": ("GET", "/v1/responses/resp_00000000000000000000000000000000", None),
+    "responses-create-background": ("POST", "/v1/responses", {
+        "model": "local-image", "input": "a lighthouse at dusk", "background": True,
+        "tools": [{"type": "image_generation", "size": "1024x1024", "quality": "high"}]}),
+    "responses-cancel": ("POST", "/v1/responses/resp_00000000000000000000000000000000/cancel", None),
 }
+# The worker's SQS event (`sam local invoke WorkerFunction -e events/worker-job.json`): one job message.
+EVENT_RESPONSE_ID = "resp_00000000000000000000000000000000"
 
 
 def _files_multipart() -> tuple[str, bytes]:
@@ -92,6 +99,19 @@ def main() -> None:
         event["requestContext"]["requestTimeEpoch"] = 1795000000000
         event["requestContext"]["requestTime"] = "19/Nov/2026:09:46:40 +0000"
         (ROOT / "events" / f"{name}.json").write_text(json.dumps(event, indent=2) + "\n")
+    (ROOT / "events" / "worker-job.json").write_text(json.dumps(_job_event(), indent=2) + "\n")
+
+
+def _job_event() -> dict:
+    body = json.dumps({"tenant_id": "tnt_0000000000000000", "response_id": EVENT_RESPONSE_ID}, separators=(",", ":"))
+    return {"Records": [{
+        "messageId": "00000000-0000-4000-8000-000000000001", "receiptHandle": "AQEB-example-receipt-handle",
+        "body": body, "attributes": {"ApproximateReceiveCount": "1", "SentTimestamp": "1795000000000",
+                                     "SenderId": "AROAEXAMPLE", "ApproximateFirstReceiveTimestamp": "1795000000001"},
+        "messageAttributes": {}, "md5OfBody": hashlib.md5(body.encode(), usedforsecurity=False).hexdigest(),
+        "eventSource": "aws:sqs", "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:darkroom-JobsQueue",
+        "awsRegion": "us-east-1",
+    }]}
 
 
 if __name__ == "__main__":

@@ -87,3 +87,13 @@ def test_cancel_route_answers_the_cancelled_response(svc, tenant):
                        resource="/v1/responses/{response_id}/cancel", pathParameters={"response_id": response_id})
     status, _, body = invoke("responses", event)
     assert status == 200 and body["status"] == "cancelled" and body["background"] is True
+
+
+def test_committed_events_replay(svc, tenant):
+    status, _, body = invoke("responses", load_event("responses-create-background"))
+    assert status == 200 and body["status"] == "queued"
+    # The committed SQS event names a job that does not exist here: acknowledged, nothing to run.
+    assert load_handler("worker")(load_event("worker-job"), _WorkerContext()) == {"batchItemFailures": []}
+    event, _ = _sqs_event(svc)
+    assert load_handler("worker")(event, _WorkerContext()) == {"batchItemFailures": []}
+    assert _status(body["id"])["status"] == "completed"
