@@ -42,12 +42,17 @@ or the container's body. AWS errors map as follows:
 
 Each backend has a circuit breaker (:class:`darkroom.inference.resilience.CircuitBreaker`): throttling,
 timeouts, invalid answers and 5xx count against the endpoint; deliberate 4xx answers do not.
+
+An endpoint with ``async_inference`` is a SageMaker *asynchronous* endpoint: the same body and answer
+travel through S3 instead (:mod:`darkroom.inference.sagemaker_async`); ``submit_async`` and
+``collect_async`` split one call in two for a background job that outlives a Lambda invocation.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -57,6 +62,7 @@ from botocore.exceptions import (
 )
 from PIL import Image
 
+from darkroom import config
 from darkroom.api.errors import UpstreamError
 from darkroom.catalog import ModelEntry
 from darkroom.inference import EditJob, GeneratedImage, GenerateJob, TextJob
@@ -79,6 +85,8 @@ from darkroom.inference.aws_runtime import (
     transport_outcome,
     unavailable,
 )
+from darkroom.inference.resilience import CircuitBreaker
+from darkroom.inference.sagemaker_async import AsyncEndpoint
 from darkroom.observability import logger
 
 _UNAVAILABLE_CODES = frozenset({"ThrottlingException", "Throttling", "TooManyRequestsException", "ServiceUnavailable",
@@ -91,59 +99,116 @@ def edit_mask_png(mask: Image.Image) -> bytes:
     return png_bytes(mask.convert("L").point(lambda alpha: 255 if alpha == 0 else 0))
 
 
-class SageMakerBackend(AwsBackend):
-    """The ``Backend`` port over a SageMaker real-time endpoint (darkroom's JSON contract)."""
+# -- the contract: request bodies and what a valid answer to each looks like ---------------------------
 
-    SERVICE = "sagemaker-runtime"
 
-    # -- the port -------------------------------------------------------------------------------
+def generate_request(job: GenerateJob) -> dict[str, Any]:
+    return _image_request("generate", job.prompt, job.width, job.height, job.n, job.quality, job.transparent,
+                          job.options)
 
-    def generate(self, model: ModelEntry, job: GenerateJob) -> list[GeneratedImage]:
-        body = self._image_request("generate", job.prompt, job.width, job.height, job.n, job.quality,
-                                   job.transparent, job.options)
-        return self._call(model, "generate", body, lambda document: decode_images(
-            document.get("images"), job.n, job.width, job.height, job.transparent))
 
-    def edit(self, model: ModelEntry, job: EditJob) -> list[GeneratedImage]:
-        body = self._image_request("edit", job.prompt, job.width, job.height, job.n, job.quality,
-                                   job.transparent, job.options)
-        body["image"] = b64png(job.images[0])
-        if len(job.images) > 1:
-            body["reference_images"] = [b64png(image) for image in job.images[1:]]
-        if job.mask is not None:
-            body["mask"] = base64.b64encode(edit_mask_png(job.mask)).decode("ascii")
-        return self._call(model, "edit", body, lambda document: decode_images(
-            document.get("images"), job.n, job.width, job.height, job.transparent))
+def edit_request(job: EditJob) -> dict[str, Any]:
+    body = _image_request("edit", job.prompt, job.width, job.height, job.n, job.quality, job.transparent,
+                          job.options)
+    body["image"] = b64png(job.images[0])
+    if len(job.images) > 1:
+        body["reference_images"] = [b64png(image) for image in job.images[1:]]
+    if job.mask is not None:
+        body["mask"] = base64.b64encode(edit_mask_png(job.mask)).decode("ascii")
+    return body
 
-    def respond(self, model: ModelEntry, job: TextJob) -> str:
-        body: dict[str, Any] = {"task": "analyze",
-                                "messages": [{"role": role, "content": text} for role, text in job.messages],
-                                "images": [b64png(picture.image) for picture in job.images]}
-        if job.instructions:
-            body["instructions"] = job.instructions
-        return self._call(model, "analyze", body, self._text)
 
-    # -- one call -------------------------------------------------------------------------------
+def analyze_request(job: TextJob) -> dict[str, Any]:
+    body: dict[str, Any] = {"task": "analyze",
+                            "messages": [{"role": role, "content": text} for role, text in job.messages],
+                            "images": [b64png(picture.image) for picture in job.images]}
+    if job.instructions:
+        body["instructions"] = job.instructions
+    return body
 
-    @staticmethod
-    def _image_request(task: str, prompt: str, width: int, height: int, n: int, quality: str, transparent: bool,
-                       options: Mapping[str, Any]) -> dict[str, Any]:
-        # Pass-through first (negative_prompt, steps, seed, ...): the contract's own keys always win.
-        body: dict[str, Any] = {**options, "task": task, "prompt": prompt, "width": width, "height": height,
-                                "num_images": n, "quality": quality}
-        if transparent:
-            body["background"] = "transparent"
-        return body
 
-    @staticmethod
-    def _text(document: dict) -> str:
+def _image_request(task: str, prompt: str, width: int, height: int, n: int, quality: str, transparent: bool,
+                   options: Mapping[str, Any]) -> dict[str, Any]:
+    # Pass-through first (negative_prompt, steps, seed, ...): the contract's own keys always win.
+    body: dict[str, Any] = {**options, "task": task, "prompt": prompt, "width": width, "height": height,
+                            "num_images": n, "quality": quality}
+    if transparent:
+        body["background"] = "transparent"
+    return body
+
+
+def expectation(task: str, body: Mapping[str, Any]) -> dict[str, Any]:
+    """What a valid answer to ``body`` must hold, as plain JSON: an async handle carries it between
+    invocations, and both paths parse with it, so an async answer is checked exactly like a real-time one."""
+    if task == "analyze":
+        return {}
+    return {"n": body["num_images"], "width": body["width"], "height": body["height"],
+            "transparent": body.get("background") == "transparent"}
+
+
+def parse_answer(task: str, expect: Mapping[str, Any], document: dict) -> Any:
+    """The container's (untrusted) answer -> validated images or text; anything else is an ``Outcome``."""
+    if task == "analyze":
         text = document.get("text")
         if not isinstance(text, str):
             raise Outcome(invalid_response(), unhealthy=True)
         return text
+    return decode_images(document.get("images"), expect["n"], expect["width"], expect["height"],
+                         expect["transparent"])
 
-    def _call(self, model: ModelEntry, task: str, body: dict, parse: Callable[[dict], Any]):
+
+class SageMakerBackend(AwsBackend):
+    """The ``Backend`` port over a SageMaker endpoint, real-time or asynchronous (darkroom's JSON contract)."""
+
+    SERVICE = "sagemaker-runtime"
+
+    def __init__(self, model: ModelEntry, client=None, *, breaker: CircuitBreaker | None = None,
+                 sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.time) -> None:
+        super().__init__(model, client, breaker=breaker)
+        self._sleep = sleep  # injectable so tests poll an async endpoint without waiting
+        self._clock = clock
+        self._async: AsyncEndpoint | None = None
+
+    # -- the port -------------------------------------------------------------------------------
+
+    def generate(self, model: ModelEntry, job: GenerateJob) -> list[GeneratedImage]:
+        return self._call(model, "generate", generate_request(job), job.deadline_seconds)
+
+    def edit(self, model: ModelEntry, job: EditJob) -> list[GeneratedImage]:
+        return self._call(model, "edit", edit_request(job), job.deadline_seconds)
+
+    def respond(self, model: ModelEntry, job: TextJob) -> str:
+        return self._call(model, "analyze", analyze_request(job), job.deadline_seconds)
+
+    # -- an async endpoint, across invocations --------------------------------------------------
+
+    def submit_async(self, model: ModelEntry, task: str, body: dict, *,
+                     deadline_seconds: float | None = None) -> dict:
+        """Queue a contract body (``generate_request`` & co.) on the model's async endpoint; the handle
+        returned is plain JSON for :meth:`collect_async`, in this invocation or a later one."""
+        return self.async_endpoint.submit(model, task, body, expectation(task, body), deadline_seconds)
+
+    def collect_async(self, model: ModelEntry, handle: Mapping[str, Any]) -> Any | None:
+        """The images (or text) once the endpoint has answered, None while it is still working; raises
+        the same ``ApiError``s as a real-time call (504 once the handle's deadline has passed)."""
+        return self.async_endpoint.collect(model, handle)
+
+    @property
+    def async_endpoint(self) -> AsyncEndpoint:
+        """Built on first use: a real-time model never needs the S3 client or the bucket."""
+        if self._async is None:
+            self._async = AsyncEndpoint(self.client, config.client("s3"), config.get_settings().images_bucket,
+                                        self.breaker, parse=parse_answer, client_error=self._client_error,
+                                        sleep=self._sleep, clock=self._clock)
+        return self._async
+
+    # -- one call -------------------------------------------------------------------------------
+
+    def _call(self, model: ModelEntry, task: str, body: dict, deadline_seconds: float):
         endpoint = model.endpoint
+        expect = expectation(task, body)
+        if endpoint.async_inference:
+            return self.async_endpoint.run(model, task, body, expect, deadline_seconds)
         payload = json.dumps(body, separators=(",", ":")).encode("utf-8")
 
         def call():
@@ -154,7 +219,7 @@ class SageMakerBackend(AwsBackend):
                 raise self._client_error(model, exc) from None
             except BotoCoreError as exc:
                 raise transport_outcome(exc) from None
-            return parse(json_object(read_body(response.get("Body"))))
+            return parse_answer(task, expect, json_object(read_body(response.get("Body"))))
 
         return guarded(self.breaker, model.id, task, call)
 

@@ -1,0 +1,218 @@
+"""SageMaker *asynchronous* inference for the ``sagemaker`` backend (``endpoint.async_inference``).
+
+An async endpoint reads its request from S3 and writes its answer to S3, so one invocation may run for up
+to an hour: far longer than a synchronous call, or one Lambda invocation, can wait. darkroom sends the
+same JSON contract body as to a real-time endpoint (:mod:`darkroom.inference.sagemaker`):
+
+1. the body is put at ``s3://<images bucket>/async-inference/input/<inference id>.json``;
+2. ``InvokeEndpointAsync`` queues it and says where the answer (``OutputLocation``) or the failure
+   (``FailureLocation``) will appear. The endpoint's ``AsyncInferenceConfig`` must put both under
+   ``async-inference/`` in the same bucket: the only prefix darkroom's functions may read;
+3. the output object is polled. An answer is parsed exactly like a real-time one (byte cap, images
+   through the intake). A failure object is a 502 whose text is never read: the container's words stay
+   in S3 and in its logs. No answer by the deadline is the real-time path's 504.
+
+Submitting and collecting are separate steps joined by a small JSON handle, so a background job can
+submit in one Lambda invocation and collect in a later one. The input object is deleted once the job
+is over either way; deleting it after a timeout also makes a still-queued request fail fast at
+SageMaker instead of spending GPU time on an answer nobody waits for.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import uuid
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from darkroom.api.errors import UpstreamError, UpstreamTimeout
+from darkroom.catalog import ModelEntry
+from darkroom.inference.aws_runtime import (
+    CONFIG_MESSAGE,
+    FAILED_MESSAGE,
+    TIMEOUT_MESSAGE,
+    Outcome,
+    error_code,
+    guarded,
+    json_object,
+    read_body,
+    transport_outcome,
+)
+from darkroom.inference.resilience import CircuitBreaker
+from darkroom.observability import logger
+
+PREFIX = "async-inference/"
+INPUT_PREFIX = PREFIX + "input/"
+FIRST_POLL_SECONDS = 0.5
+MAX_POLL_SECONDS = 5.0
+# RequestTTLSeconds: how long a request may wait in the endpoint's queue (SageMaker allows 60..21600).
+MIN_QUEUE_SECONDS = 60
+MAX_QUEUE_SECONDS = 21_600
+_MISSING = frozenset({"NoSuchKey", "NotFound", "404"})
+
+# (task, expected answer, document) -> the backend's result; a contract violation raises an Outcome.
+Parse = Callable[[str, Mapping[str, Any], dict], Any]
+MapClientError = Callable[[ModelEntry, ClientError], Outcome]
+
+
+class AsyncEndpoint:
+    """Submits contract bodies to a SageMaker async endpoint and collects the answers from S3."""
+
+    def __init__(self, runtime, s3, bucket: str, breaker: CircuitBreaker, *, parse: Parse,
+                 client_error: MapClientError, sleep: Callable[[float], None], clock: Callable[[], float]) -> None:
+        self.runtime = runtime
+        self.s3 = s3
+        self.bucket = bucket
+        self.breaker = breaker
+        self.parse = parse
+        self.client_error = client_error
+        self.sleep = sleep
+        self.clock = clock  # wall-clock seconds: a handle's expiry must mean the same in a later invocation
+
+    # -- the three ways in ------------------------------------------------------------------------
+
+    def run(self, model: ModelEntry, task: str, body: dict, expect: Mapping[str, Any],
+            deadline_seconds: float) -> Any:
+        """Submit, then poll at a growing interval until the answer, a failure, or the deadline."""
+        handle = self.submit(model, task, body, expect, deadline_seconds)
+        delay = FIRST_POLL_SECONDS
+        while True:
+            self.sleep(max(0.0, min(delay, handle["expires_at"] - self.clock())))
+            result = self.collect(model, handle)
+            if result is not None:
+                return result
+            delay = min(delay * 2, MAX_POLL_SECONDS)
+
+    def submit(self, model: ModelEntry, task: str, body: dict, expect: Mapping[str, Any],
+               deadline_seconds: float | None = None) -> dict:
+        """Queue ``body``; returns the JSON handle :meth:`collect` needs. The breaker is asked first: a
+        submission is a new call on the endpoint. Without a deadline the handle lasts as long as
+        SageMaker may keep the request (queue time plus the invocation timeout)."""
+        return guarded(self.breaker, model.id, task,
+                       lambda: self._submit(model, task, body, dict(expect), deadline_seconds))
+
+    def collect(self, model: ModelEntry, handle: Mapping[str, Any]) -> Any | None:
+        """The result, or None while the endpoint is still working; raises the mapped ``ApiError``.
+
+        The breaker records the outcome but is not asked first: the job already runs, and an open
+        breaker must not strand its answer. A pending job records nothing."""
+        try:
+            result = self._finish_or_wait(model, handle)
+        except Outcome as outcome:
+            (self.breaker.failure if outcome.unhealthy else self.breaker.success)()
+            logger.warning("upstream call failed", extra={"model": model.id, "operation": handle["task"],
+                                                          "code": outcome.error.code, "status": outcome.error.status})
+            raise outcome.error from None
+        if result is not None:
+            self.breaker.success()
+        return result
+
+    # -- submitting -------------------------------------------------------------------------------
+
+    def _submit(self, model: ModelEntry, task: str, body: dict, expect: dict, deadline_seconds: float | None) -> dict:
+        started = self.clock()
+        endpoint = model.endpoint
+        inference_id = uuid.uuid4().hex
+        input_location = f"s3://{self.bucket}/{INPUT_PREFIX}{inference_id}.json"
+        payload = json.dumps(body, separators=(",", ":")).encode("utf-8")
+        self._s3(lambda: self.s3.put_object(Bucket=self.bucket, Key=self._key(input_location), Body=payload,
+                                            ContentType=endpoint.content_type))
+        queue_seconds = _queue_seconds(deadline_seconds)
+        lifetime = queue_seconds + endpoint.async_timeout_seconds if deadline_seconds is None else deadline_seconds
+        try:
+            response = self._invoke(model, input_location, inference_id, queue_seconds)
+            handle = {"task": task, "expect": expect, "inference_id": inference_id,
+                      "input_location": input_location, "output_location": response.get("OutputLocation"),
+                      "failure_location": response.get("FailureLocation"), "expires_at": started + lifetime}
+            for name in ("output_location", "failure_location"):
+                self._key(handle[name], model)  # refuse a misconfigured endpoint now, not at the first poll
+        except BaseException:
+            self._discard(input_location)
+            raise
+        return handle
+
+    def _invoke(self, model: ModelEntry, input_location: str, inference_id: str, queue_seconds: int) -> dict:
+        endpoint = model.endpoint
+        try:
+            return self.runtime.invoke_endpoint_async(
+                EndpointName=endpoint.endpoint_name, InputLocation=input_location, ContentType=endpoint.content_type,
+                Accept=endpoint.accept, InferenceId=inference_id,
+                InvocationTimeoutSeconds=endpoint.async_timeout_seconds, RequestTTLSeconds=queue_seconds)
+        except ClientError as exc:
+            raise self.client_error(model, exc) from None
+        except BotoCoreError as exc:
+            raise transport_outcome(exc) from None
+
+    # -- collecting -------------------------------------------------------------------------------
+
+    def _finish_or_wait(self, model: ModelEntry, handle: Mapping[str, Any]) -> Any | None:
+        """One look at S3; the input object goes as soon as the job is over, whatever the outcome."""
+        try:
+            result = self._look(model, handle)
+        except BaseException:
+            self._discard(handle["input_location"])
+            raise
+        if result is not None:
+            self._discard(handle["input_location"])
+        return result
+
+    def _look(self, model: ModelEntry, handle: Mapping[str, Any]) -> Any | None:
+        output_key = self._key(handle["output_location"], model)
+        answer = self._s3(lambda: read_body(self.s3.get_object(Bucket=self.bucket, Key=output_key).get("Body")),
+                          missing_ok=True)
+        if answer is not None:
+            return self.parse(handle["task"], handle["expect"], json_object(answer))
+        failure_key = self._key(handle["failure_location"], model)
+        if self._s3(lambda: self.s3.head_object(Bucket=self.bucket, Key=failure_key), missing_ok=True) is not None:
+            # Never read: the container's failure text is not for clients, nor for darkroom's logs.
+            logger.error("sagemaker async inference failed", extra={"model": model.id, "code": "async_failure"})
+            raise Outcome(UpstreamError(FAILED_MESSAGE, code="upstream_error"), unhealthy=True)
+        if self.clock() >= handle["expires_at"]:
+            raise Outcome(UpstreamTimeout(TIMEOUT_MESSAGE), unhealthy=True)
+        return None
+
+    # -- S3 -----------------------------------------------------------------------------------------
+
+    def _key(self, location: object, model: ModelEntry | None = None) -> str:
+        """The key of an ``s3://`` location, which must be under ``async-inference/`` in darkroom's bucket:
+        anything else is an endpoint configured against the docs (a 502 that is not the endpoint's health)."""
+        if isinstance(location, str):
+            bucket, _, key = location.removeprefix("s3://").partition("/")
+            if location.startswith("s3://") and bucket == self.bucket and key.startswith(PREFIX):
+                return key
+        logger.error("sagemaker async location outside darkroom's bucket prefix",
+                     extra={"model": model.id if model else None, "code": "async_location"})
+        raise Outcome(UpstreamError(CONFIG_MESSAGE, code="upstream_error"), unhealthy=False)
+
+    @staticmethod
+    def _s3(call: Callable[[], Any], *, missing_ok: bool = False) -> Any:
+        """One S3 call. Its failures are darkroom's own (IAM, the bucket), not the endpoint's health: a 502
+        that leaves the breaker alone. With ``missing_ok`` an absent object is None (not written yet)."""
+        try:
+            return call()
+        except ClientError as exc:
+            code = error_code(exc)
+            if missing_ok and code in _MISSING:
+                return None
+            logger.error("async inference storage call failed", extra={"code": code[:64]})
+        except BotoCoreError as exc:
+            logger.error("async inference storage call failed", extra={"code": type(exc).__name__})
+        raise Outcome(UpstreamError(FAILED_MESSAGE, code="upstream_error"), unhealthy=False)
+
+    def _discard(self, input_location: str) -> None:
+        """Best effort: the bucket's lifecycle rule expires whatever is left under ``async-inference/``."""
+        try:
+            self.s3.delete_object(Bucket=self.bucket, Key=self._key(input_location))
+        except (ClientError, BotoCoreError, Outcome) as exc:
+            logger.warning("could not delete an async inference input", extra={"code": type(exc).__name__})
+
+
+def _queue_seconds(deadline_seconds: float | None) -> int:
+    """RequestTTLSeconds: no longer than the caller waits (SageMaker's floor permitting), so a request still
+    queued when its caller gives up is dropped; SageMaker's maximum when the caller has no deadline."""
+    if deadline_seconds is None:
+        return MAX_QUEUE_SECONDS
+    return min(max(math.ceil(deadline_seconds), MIN_QUEUE_SECONDS), MAX_QUEUE_SECONDS)
