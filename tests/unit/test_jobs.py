@@ -204,6 +204,8 @@ def test_a_client_side_error_fails_the_job_at_once(svc, tenant, monkeypatch):
     assert failed.status == "failed" and failed.error == {"code": "content_policy_violation",
                                                           "message": "Refused by the model's content policy."}
     assert _images_counted(svc, tenant) == 0
+    assert cancel_response(tenant, queued.id, svc).status == "failed"  # cancelling a failed job changes nothing
+    assert _images_counted(svc, tenant) == 0
 
 
 def test_billing_that_fails_after_completion_is_finished_by_the_next_delivery(svc, tenant, monkeypatch):
