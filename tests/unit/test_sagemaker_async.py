@@ -10,7 +10,7 @@ import json
 
 import boto3
 import pytest
-from botocore.exceptions import ReadTimeoutError
+from botocore.exceptions import ClientError, ReadTimeoutError
 from botocore.stub import Stubber
 from PIL import Image
 from pydantic import ValidationError
@@ -322,6 +322,31 @@ def test_an_endpoint_writing_outside_async_inference_is_refused_at_submit(stubbe
         backend.generate(model, gen_job())
     assert caught.value.code == "upstream_error" and "not configured correctly" in caught.value.message
     assert clock.sleeps == [] and input_keys(s3, bucket) == []
+
+
+def test_only_the_exact_output_key_is_an_answer(stubber, backend, model, clock, s3, bucket):
+    Invocation(stubber, bucket)
+    s3.put_object(Bucket=bucket, Key=OUTPUT_KEY + ".partial", Body=answer({"images": [b64(png())]}))
+    with pytest.raises(UpstreamTimeout):
+        backend.generate(model, gen_job(deadline=3))
+
+
+def test_a_storage_failure_is_a_502_that_leaves_the_breaker_alone(stubber, model, client, clock, s3, bucket,
+                                                                  monkeypatch):
+    backend = SageMakerBackend(model, client=client, breaker=CircuitBreaker(threshold=1), sleep=clock.sleep,
+                               clock=clock.time)
+    Invocation(stubber, bucket)
+
+    def denied(**kwargs):
+        raise ClientError({"Error": {"Code": "AccessDenied", "Message": f"denied on {bucket}"}}, "ListObjectsV2")
+
+    with monkeypatch.context() as patch, pytest.raises(UpstreamError) as caught:
+        patch.setattr(s3, "list_objects_v2", denied)
+        backend.generate(model, gen_job())
+    assert caught.value.status == 502 and caught.value.code == "upstream_error"
+    assert_neutral(caught.value, bucket)
+    assert backend.breaker.state == "closed"  # darkroom's storage, not the endpoint's health
+    assert input_keys(s3, bucket) == []
 
 
 # -- submit and collect across invocations -----------------------------------------------------------

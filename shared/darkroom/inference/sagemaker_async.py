@@ -8,9 +8,11 @@ same JSON contract body as to a real-time endpoint (:mod:`darkroom.inference.sag
 2. ``InvokeEndpointAsync`` queues it and says where the answer (``OutputLocation``) or the failure
    (``FailureLocation``) will appear. The endpoint's ``AsyncInferenceConfig`` must put both under
    ``async-inference/`` in the same bucket: the only prefix darkroom's functions may read;
-3. the output object is polled. An answer is parsed exactly like a real-time one (byte cap, images
-   through the intake). A failure object is a 502 whose text is never read: the container's words stay
-   in S3 and in its logs. No answer by the deadline is the real-time path's 504.
+3. the output and failure objects are polled by listing their keys: a ``ListBucket`` limited to the
+   prefix answers "not yet" honestly, where a ``GetObject`` on a missing key is a 403 unless the role may
+   list the whole bucket. An answer is parsed exactly like a real-time one (byte cap, images through the
+   intake). A failure object is a 502 whose text is never read: the container's words stay in S3 and in
+   its logs. No answer by the deadline is the real-time path's 504.
 
 Submitting and collecting are separate steps joined by a small JSON handle, so a background job can
 submit in one Lambda invocation and collect in a later one. The input object is deleted once the job
@@ -51,7 +53,6 @@ MAX_POLL_SECONDS = 5.0
 # RequestTTLSeconds: how long a request may wait in the endpoint's queue (SageMaker allows 60..21600).
 MIN_QUEUE_SECONDS = 60
 MAX_QUEUE_SECONDS = 21_600
-_MISSING = frozenset({"NoSuchKey", "NotFound", "404"})
 
 # (task, expected answer, document) -> the backend's result; a contract violation raises an Outcome.
 Parse = Callable[[str, Mapping[str, Any], dict], Any]
@@ -161,12 +162,10 @@ class AsyncEndpoint:
 
     def _look(self, model: ModelEntry, handle: Mapping[str, Any]) -> Any | None:
         output_key = self._key(handle["output_location"], model)
-        answer = self._s3(lambda: read_body(self.s3.get_object(Bucket=self.bucket, Key=output_key).get("Body")),
-                          missing_ok=True)
-        if answer is not None:
+        if self._exists(output_key):
+            answer = self._s3(lambda: read_body(self.s3.get_object(Bucket=self.bucket, Key=output_key).get("Body")))
             return self.parse(handle["task"], handle["expect"], json_object(answer))
-        failure_key = self._key(handle["failure_location"], model)
-        if self._s3(lambda: self.s3.head_object(Bucket=self.bucket, Key=failure_key), missing_ok=True) is not None:
+        if self._exists(self._key(handle["failure_location"], model)):
             # Never read: the container's failure text is not for clients, nor for darkroom's logs.
             logger.error("sagemaker async inference failed", extra={"model": model.id, "code": "async_failure"})
             raise Outcome(UpstreamError(FAILED_MESSAGE, code="upstream_error"), unhealthy=True)
@@ -187,17 +186,19 @@ class AsyncEndpoint:
                      extra={"model": model.id if model else None, "code": "async_location"})
         raise Outcome(UpstreamError(CONFIG_MESSAGE, code="upstream_error"), unhealthy=False)
 
+    def _exists(self, key: str) -> bool:
+        """Whether SageMaker has written ``key``: the exact key sorts first among those it prefixes."""
+        listing = self._s3(lambda: self.s3.list_objects_v2(Bucket=self.bucket, Prefix=key, MaxKeys=1))
+        return any(item.get("Key") == key for item in listing.get("Contents", []))
+
     @staticmethod
-    def _s3(call: Callable[[], Any], *, missing_ok: bool = False) -> Any:
+    def _s3(call: Callable[[], Any]) -> Any:
         """One S3 call. Its failures are darkroom's own (IAM, the bucket), not the endpoint's health: a 502
-        that leaves the breaker alone. With ``missing_ok`` an absent object is None (not written yet)."""
+        that leaves the breaker alone."""
         try:
             return call()
         except ClientError as exc:
-            code = error_code(exc)
-            if missing_ok and code in _MISSING:
-                return None
-            logger.error("async inference storage call failed", extra={"code": code[:64]})
+            logger.error("async inference storage call failed", extra={"code": error_code(exc)[:64]})
         except BotoCoreError as exc:
             logger.error("async inference storage call failed", extra={"code": type(exc).__name__})
         raise Outcome(UpstreamError(FAILED_MESSAGE, code="upstream_error"), unhealthy=False)
