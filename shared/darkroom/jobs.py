@@ -13,6 +13,9 @@ to the dead-letter queue after ``MAX_ATTEMPTS`` receives. Around that:
 * a transient failure (5xx, a timeout, anything unexpected) gives the claim back and asks SQS for the
   message again after a short delay; after the last attempt, or for a client-side error (4xx), the job
   fails and its admission is refunded;
+* upstream work that outlives an invocation (a SageMaker asynchronous endpoint runs up to an hour)
+  pauses the job with the submission's handle and a fresh message; the next run collects that same
+  submission (darkroom.inference.checkpoint), and a pause is not counted as an attempt;
 * the dead-letter handler fails what the worker never could (crashes on every attempt), refunding it,
   and bills a completed job whose billing never went through.
 """
@@ -25,6 +28,7 @@ from datetime import datetime
 
 from darkroom import deadline
 from darkroom.api.errors import ApiError
+from darkroom.inference import checkpoint
 from darkroom.limits import Admission
 from darkroom.metering import UsageEvent
 from darkroom.observability import logger, metrics
@@ -35,6 +39,7 @@ from darkroom.services import Services
 MAX_ATTEMPTS = 3  # the jobs queue's maxReceiveCount (template.yaml)
 RETRY_DELAYS_SECONDS = (5, 30)  # before the second and third attempt
 LEASE_MARGIN_SECONDS = 30  # a claim outlives its worker's invocation by this much
+RESUME_DELAY_SECONDS = 30  # before looking again at upstream work that outlived an invocation
 _TRANSIENT = frozenset({500, 503, 504})
 _GAVE_UP = {"code": "server_error", "message": "The job could not be completed; its admission was refunded."}
 
@@ -69,9 +74,15 @@ def run_job(tenant_id: str, response_id: str, remaining_ms: int, services: Servi
     admission = Admission(states=(), now=0.0, taken=tuple((key, cost) for key, cost in claim.job["admission"]))
     started = time.monotonic()
     try:
-        with deadline.background_job(remaining_ms):
+        with deadline.background_job(remaining_ms), checkpoint.resumable(claim.checkpoint):
             plan = plan_from_job(tenant, response_id, claim.job, services)
             record, usage, keys = answer_job(tenant, plan, claim.job["request_id"], admission, services)
+    except checkpoint.StillRunning as running:
+        # The upstream outlives this invocation: keep its handle, run the job again to collect it.
+        if services.responses.pause(tenant_id, response_id, claim.token, running.handle):
+            services.jobs.send(tenant_id, response_id, delay_seconds=RESUME_DELAY_SECONDS)
+            logger.info("job paused while the upstream works")
+        return
     except ApiError as exc:
         _failed_attempt(tenant_id, response_id, claim, exc.status in _TRANSIENT,
                         {"code": exc.code or "server_error", "message": exc.message}, services)

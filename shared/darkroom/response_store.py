@@ -37,6 +37,7 @@ class StoredResponse:
     job: dict | None = None  # the work a background response still has to do (references only)
     error: dict | None = None  # {"code", "message"} of a failed response
     usage: dict | None = None  # a completed job's usage, until it is billed
+    checkpoint: dict | None = None  # upstream work still running from an earlier attempt (its handle)
     attempts: int = 0
     token: str | None = None  # the current claim's token
     lease_until: float = 0.0
@@ -52,7 +53,7 @@ def _stored(item: dict) -> StoredResponse:
 
     return StoredResponse(
         record=json.loads(item["record"]["S"]), status=item.get("status", {}).get("S", COMPLETED),
-        job=loaded("job"), error=loaded("error"), usage=loaded("usage"),
+        job=loaded("job"), error=loaded("error"), usage=loaded("usage"), checkpoint=loaded("checkpoint"),
         attempts=int(item.get("attempts", {}).get("N", 0)), token=item.get("token", {}).get("S"),
         lease_until=float(item.get("lease_until", {}).get("N", 0)),
     )
@@ -137,6 +138,15 @@ class ResponseStore:
             {":queued": {"S": QUEUED}, ":running": {"S": IN_PROGRESS}, ":token": {"S": token}},
         ) is not None
 
+    def pause(self, tenant_id: str, response_id: str, token: str, handle: dict) -> bool:
+        """Give the claim back while the upstream works on ``handle``; the pause is not a failed attempt."""
+        return self._update(
+            tenant_id, response_id, "SET #s = :queued, #checkpoint = :handle REMOVE #token, #lease ADD #attempts :less",
+            "#s = :running AND #token = :token",
+            {":queued": {"S": QUEUED}, ":handle": _json(handle), ":less": {"N": "-1"}, ":running": {"S": IN_PROGRESS},
+             ":token": {"S": token}},
+        ) is not None
+
     def fail(self, tenant_id: str, response_id: str, error: dict, token: str | None = None) -> StoredResponse | None:
         """Mark the job failed: by the claim holder (``token``), or, without one, a job no worker holds
         (queued, or running past its lease). The old item when this call failed it, else None."""
@@ -162,7 +172,7 @@ class ResponseStore:
     def _update(self, tenant_id: str, response_id: str, expression: str, condition: str, values: dict,
                 returns: str = "NONE") -> StoredResponse | None:
         names = {"#s": "status", "#token": "token", "#lease": "lease_until", "#attempts": "attempts", "#job": "job",
-                 "#record": "record", "#usage": "usage", "#error": "error"}
+                 "#record": "record", "#usage": "usage", "#error": "error", "#checkpoint": "checkpoint"}
         used = {name: attribute for name, attribute in names.items() if name in expression or name in condition}
         try:
             result = self._db.update_item(

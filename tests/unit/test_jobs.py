@@ -7,6 +7,7 @@ import threading
 
 import pytest
 
+from darkroom import jobs
 from darkroom.api.errors import InvalidRequest, ServiceUnavailable, UpstreamError
 from darkroom.api.responses import ResponseCreateRequest
 from darkroom.inference.local import LocalBackend
@@ -269,3 +270,36 @@ def test_slow_requests_are_refused_synchronously_but_accepted_in_background(svc,
         assert retrieve_response(tenant, queued.id, svc).status == "completed"
     finally:
         svc.settings = svc_settings
+
+
+def test_upstream_work_that_outlives_invocations_is_paused_and_collected_later(svc, tenant, monkeypatch):
+    from darkroom.inference import checkpoint
+
+    queued = _background(svc, tenant)
+    _messages(svc)  # the acceptance's message, taken
+    original = LocalBackend.generate
+    submissions, looks = [], []
+
+    def slow_endpoint(self, model, job):
+        handle = checkpoint.load()
+        if handle is None:  # the first invocation submits
+            submissions.append(job.prompt)
+            handle = {"inference_id": "abc"}
+            checkpoint.save(handle)
+        looks.append(handle)
+        if len(looks) <= MAX_ATTEMPTS:  # the invocation's deadline comes before the answer
+            raise checkpoint.StillRunning(handle)
+        return original(self, model, job)
+
+    monkeypatch.setattr(LocalBackend, "generate", slow_endpoint)
+    monkeypatch.setattr(jobs, "RESUME_DELAY_SECONDS", 0)  # SQS would hold the message back 30 s
+    for _ in range(MAX_ATTEMPTS):  # more pauses than attempts: a pause is not a failed attempt
+        _run(svc, tenant, queued.id)
+        assert retrieve_response(tenant, queued.id, svc).status == "queued"
+        (message,) = _messages(svc)  # a fresh message asks for the next look
+        assert json.loads(message["Body"])["response_id"] == queued.id
+    _run(svc, tenant, queued.id)
+    done = retrieve_response(tenant, queued.id, svc)
+    assert done.status == "completed"
+    assert submissions == ["a lighthouse at dusk"] and looks == [{"inference_id": "abc"}] * (MAX_ATTEMPTS + 1)
+    assert len(svc.meter.records(tenant.tenant_id)) == 1 and _images_counted(svc, tenant) == 1

@@ -414,3 +414,19 @@ def test_the_catalog_allows_async_inference_only_on_a_sagemaker_endpoint():
         with pytest.raises(ValidationError):
             Endpoint.model_validate(bad)
     assert Endpoint(endpoint_name="e", async_inference=True, async_timeout_seconds=3600).async_timeout_seconds == 3600
+
+
+def test_in_a_background_job_a_pending_answer_pauses_and_the_next_invocation_collects_it(stubber, backend, model,
+                                                                                        clock, s3, bucket):
+    from darkroom.inference import checkpoint
+
+    Invocation(stubber, bucket, ttl=21_600)  # made for the endpoint's own limit, not this invocation's deadline
+    with checkpoint.resumable(None), pytest.raises(checkpoint.StillRunning) as paused:
+        backend.generate(model, gen_job(deadline=20.0))
+    assert 20.0 <= sum(clock.sleeps) < 21 and len(input_keys(s3, bucket)) == 1  # still queued at SageMaker
+    handle = json.loads(json.dumps(paused.value.handle))  # as the job stores it
+
+    s3.put_object(Bucket=bucket, Key=OUTPUT_KEY, Body=answer({"images": [b64(png(colour=(7, 7, 7)))]}))
+    with checkpoint.resumable(handle):  # no second InvokeEndpointAsync is stubbed: it would fail the test
+        (image,) = backend.generate(model, gen_job(deadline=20.0))
+    assert image.image.getpixel((0, 0)) == (7, 7, 7) and input_keys(s3, bucket) == []

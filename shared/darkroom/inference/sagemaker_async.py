@@ -32,6 +32,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from darkroom.api.errors import UpstreamError, UpstreamTimeout
 from darkroom.catalog import ModelEntry
+from darkroom.inference import checkpoint
 from darkroom.inference.aws_runtime import (
     CONFIG_MESSAGE,
     FAILED_MESSAGE,
@@ -77,14 +78,25 @@ class AsyncEndpoint:
 
     def run(self, model: ModelEntry, task: str, body: dict, expect: Mapping[str, Any],
             deadline_seconds: float) -> Any:
-        """Submit, then poll at a growing interval until the answer, a failure, or the deadline."""
-        handle = self.submit(model, task, body, expect, deadline_seconds)
+        """Submit, then poll at a growing interval until the answer, a failure, or the deadline.
+
+        In a background job (:mod:`darkroom.inference.checkpoint`) the submission may outlive this
+        invocation: it is made for the endpoint's own limit, resumed when the job already made one, and
+        still pending at ``deadline_seconds`` it raises ``StillRunning`` for the job to collect later."""
+        resumable = checkpoint.active()
+        handle = checkpoint.load() if resumable else None
+        if handle is None:
+            handle = self.submit(model, task, body, expect, None if resumable else deadline_seconds)
+            checkpoint.save(handle)
+        stop_at = min(handle["expires_at"], self.clock() + deadline_seconds) if resumable else handle["expires_at"]
         delay = FIRST_POLL_SECONDS
         while True:
-            self.sleep(max(0.0, min(delay, handle["expires_at"] - self.clock())))
+            self.sleep(max(0.0, min(delay, stop_at - self.clock())))
             result = self.collect(model, handle)
             if result is not None:
                 return result
+            if resumable and self.clock() >= stop_at:
+                raise checkpoint.StillRunning(handle)
             delay = min(delay * 2, MAX_POLL_SECONDS)
 
     def submit(self, model: ModelEntry, task: str, body: dict, expect: Mapping[str, Any],
