@@ -6,9 +6,17 @@ from typing import Annotated
 from aws_lambda_powertools.event_handler import Depends, Response
 from aws_lambda_powertools.event_handler.openapi.params import Body
 
-from darkroom.api.errors import error_responses
-from darkroom.api.resolver import authenticated_tenant, build_resolver, entrypoint, json_response, request_id
+from darkroom.api.errors import InvalidRequest, error_responses
+from darkroom.api.resolver import (
+    authenticated_tenant,
+    build_resolver,
+    entrypoint,
+    idempotency_key,
+    json_response,
+    request_id,
+)
 from darkroom.api.responses import ResponseCreateRequest, ResponseDeleted, ResponseObject
+from darkroom.idempotency import Outcome, respond_once
 from darkroom.responses import cancel_response, create_response, delete_response, retrieve_response
 from darkroom.services import services
 from darkroom.streaming import response_events, sse
@@ -24,15 +32,27 @@ app = build_resolver()
     responses={200: {"description": "The response (status queued when background is true), or its event stream "
                                     "when stream is true",
                      "content": {"application/json": {"model": ResponseObject}}},
-               **error_responses(400, 401, 403, 404, 429, 500, 502, 503, 504)},
+               **error_responses(400, 401, 403, 404, 409, 429, 500, 502, 503, 504)},
 )
 def create(body: Annotated[ResponseCreateRequest, Body()], tenant: Annotated[Tenant, Depends(authenticated_tenant)]):
-    response = create_response(tenant, body, request_id(app), services())
-    if body.stream:
-        # Lambda behind API Gateway cannot stream: the whole, valid event sequence goes in one body.
-        return Response(status_code=200, content_type="text/event-stream; charset=utf-8",
-                        body=sse(response_events(response)))
-    return json_response(200, response.model_dump_json(exclude_none=True))
+    def answer(response: ResponseObject) -> Response:
+        if body.stream:
+            # Lambda behind API Gateway cannot stream: the whole, valid event sequence goes in one body.
+            return Response(status_code=200, content_type="text/event-stream; charset=utf-8",
+                            body=sse(response_events(response)))
+        return json_response(200, response.model_dump_json(exclude_none=True))
+
+    def produce() -> Outcome:
+        if body.store is False and idempotency_key(app) is not None:
+            raise InvalidRequest("Idempotency-Key needs a stored response: omit 'store' or send true.",
+                                 param="store", code="unsupported_value")
+        response = create_response(tenant, body, request_id(app), services())
+        return Outcome(answer(response), {"response_id": response.id})
+
+    # A retry gets the stored response as it is now (a background job: its current state).
+    return respond_once(app, tenant, "POST /v1/responses", produce,
+                        render=lambda reference: answer(retrieve_response(tenant, reference["response_id"],
+                                                                          services())))
 
 
 @app.get("/v1/responses/<response_id>", summary="Retrieve a stored response", tags=["responses"],

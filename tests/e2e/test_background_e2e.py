@@ -71,3 +71,15 @@ def test_a_synchronous_response_cannot_be_cancelled(make_tenant):
     with pytest.raises(openai.BadRequestError) as refused:
         client.responses.cancel(done.id)
     assert refused.value.body["code"] == "not_cancellable"
+
+
+def test_an_sdk_retry_with_the_same_idempotency_key_gets_the_same_job(make_tenant):
+    client = make_tenant().client()
+    headers = {"Idempotency-Key": "night-harbour-1"}
+    first = client.responses.create(model="local-image", input="a harbour at night", background=True,
+                                    extra_headers=headers)
+    again = client.responses.create(model="local-image", input="a harbour at night", background=True,
+                                    extra_headers=headers)
+    assert again.id == first.id
+    done, _ = _poll(client, again)
+    assert done.status == "completed"
