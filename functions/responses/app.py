@@ -66,9 +66,16 @@ def retrieve(response_id: str, tenant: Annotated[Tenant, Depends(authenticated_t
 @app.post("/v1/responses/<response_id>/cancel", summary="Cancel a background response", tags=["responses"],
           responses={200: {"description": "The response, cancelled (or as it finished)",
                            "content": {"application/json": {"model": ResponseObject}}},
-                     **error_responses(400, 401, 403, 404)})
+                     **error_responses(400, 401, 403, 404, 409, 503)})
 def cancel(response_id: str, tenant: Annotated[Tenant, Depends(authenticated_tenant)]):
-    return json_response(200, cancel_response(tenant, response_id, services()).model_dump_json(exclude_none=True))
+    def produce() -> Outcome:
+        response = cancel_response(tenant, response_id, services())
+        return Outcome(json_response(200, response.model_dump_json(exclude_none=True)), {"response_id": response.id})
+
+    # Cancelling is idempotent by nature; with a key, a retry is answered like any keyed POST.
+    return respond_once(app, tenant, "POST /v1/responses/{response_id}/cancel", produce,
+                        render=lambda reference: json_response(200, retrieve_response(
+                            tenant, reference["response_id"], services()).model_dump_json(exclude_none=True)))
 
 
 @app.delete("/v1/responses/<response_id>", summary="Delete a stored response", tags=["responses"],

@@ -73,3 +73,16 @@ def test_an_unstored_response_cannot_be_replayed_so_the_key_is_refused(svc, tena
     assert status == 400 and body["error"]["param"] == "store"
     status, _, body = _create({"model": "local-text", "input": "hi", "store": False}, None)
     assert status == 200  # without a key, store: false works as before
+
+
+def test_a_keyed_cancel_retry_is_replayed(svc, tenant):
+    _, _, job = _create(BACKGROUND, "job-3")
+    event = load_event("responses-cancel", path=f"/v1/responses/{job['id']}/cancel",
+                       pathParameters={"response_id": job["id"]})
+    for attempt in range(2):
+        event["requestContext"]["requestId"] = str(uuid.uuid4())
+        event["headers"]["Idempotency-Key"] = "cancel-1"
+        event["multiValueHeaders"]["Idempotency-Key"] = ["cancel-1"]
+        status, headers, body = invoke("responses", event)
+        assert status == 200 and body["status"] == "cancelled"
+        assert (headers.get("idempotent-replayed") == "true") == (attempt == 1)
