@@ -1,22 +1,33 @@
 """Usage: exactly one record per request id, written on success only, plus daily aggregates.
 
-The record and the day's aggregate are written in one DynamoDB transaction. The record is guarded by
-``attribute_not_exists``, so a second write for the same request id (a retried invocation) cancels
-the whole transaction and the aggregate is not counted twice; the transaction's
-``ClientRequestToken`` makes SDK-level retries of the same call idempotent too.
+The record, the day's aggregate and the day's aggregate for the request's model are written in one
+DynamoDB transaction. The record is guarded by ``attribute_not_exists``, so a second write for the same
+request id (a retried invocation) cancels the whole transaction and no aggregate is counted twice; the
+transaction's ``ClientRequestToken`` makes SDK-level retries of the same call idempotent too.
+
+Items of a tenant (partition ``TENANT#<id>``): ``REQ#<request id>`` (one per request),
+``DAY#<YYYY-MM-DD>`` (the day's totals and counts by model, size, quality, operation) and
+``DAYMODEL#<YYYY-MM-DD>#<model>`` (the day's totals for one model). Request ids are not ordered by
+time, so usage by day and model is read from the ``DAYMODEL#`` items: one Query bounded by the dates,
+one item per day and model used, however many requests there were.
 """
 
 from __future__ import annotations
 
+import re
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 
 from botocore.exceptions import ClientError
 
+from darkroom.api.errors import InvalidRequest
 from darkroom.tenancy import from_item, to_item
 
 _TOKEN_NAMESPACE = uuid.UUID("6f1d7c1e-3f0b-4c55-9d7e-6f7a0c2d9e11")
+DEFAULT_USAGE_DAYS = 30  # the window GET /v1/usage and `darkroom usage` show when no start date is given
+MAX_USAGE_DAYS = 366
+_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")  # ASCII digits only: \d matches any digit
 
 
 @dataclass(frozen=True)
@@ -50,6 +61,54 @@ class DailyUsage:
     output_tokens: int
     cost_usd: float
     breakdown: dict[str, int]  # "model#local-image" -> images, "size#1024x1024" -> images, ...
+
+
+@dataclass(frozen=True)
+class ModelDayUsage:
+    """One model's usage on one day (UTC)."""
+
+    day: str
+    model: str
+    requests: int
+    images: int
+    input_tokens: int
+    output_tokens: int
+    cost_micro_usd: int
+
+    @property
+    def cost_usd(self) -> float:
+        return self.cost_micro_usd / 1_000_000
+
+
+def _parse_day(value: str | None, param: str) -> date | None:
+    if value is None:
+        return None
+    try:
+        if not _DATE.fullmatch(value):
+            raise ValueError(value)
+        return date.fromisoformat(value)
+    except ValueError:
+        raise InvalidRequest(f"Invalid value for '{param}': expected a date as YYYY-MM-DD.", param=param,
+                             code="invalid_value") from None
+
+
+def usage_window(start_date: str | None, end_date: str | None, today: date | None = None) -> tuple[date, date]:
+    """The first and last day (inclusive) of a usage query, from optional ``YYYY-MM-DD`` strings.
+
+    Without ``end_date`` it ends today (UTC); without ``start_date`` it covers the 30 days up to its end.
+    Malformed dates, a start after the end and windows longer than 366 days are :class:`InvalidRequest`.
+    """
+    start, end = _parse_day(start_date, "start_date"), _parse_day(end_date, "end_date")
+    end = end or today or datetime.now(UTC).date()
+    if start is None:
+        start = date.fromordinal(max(end.toordinal() - (DEFAULT_USAGE_DAYS - 1), 1))
+    if start > end:
+        raise InvalidRequest("'start_date' must not be after 'end_date'.", param="start_date",
+                             code="invalid_date_range")
+    if (end - start).days + 1 > MAX_USAGE_DAYS:
+        raise InvalidRequest(f"The date range may cover at most {MAX_USAGE_DAYS} days.", param="start_date",
+                             code="invalid_date_range")
+    return start, end
 
 
 class UsageMeter:
@@ -101,6 +160,19 @@ class UsageMeter:
                             ":cost": {"N": str(cost_micro)}, **values,
                         },
                     }},
+                    {"Update": {  # the day's totals for this model: what usage by day and model reads
+                        "TableName": self._table,
+                        "Key": to_item({"pk": f"TENANT#{event.tenant_id}", "sk": f"DAYMODEL#{day}#{event.model}"}),
+                        "UpdateExpression": "SET #day = :day, #model = :model ADD requests :one, images :images, "
+                                            "input_tokens :in, output_tokens :out, cost_micro_usd :cost",
+                        "ExpressionAttributeNames": {"#day": "day", "#model": "model"},
+                        "ExpressionAttributeValues": {
+                            ":day": {"S": day}, ":model": {"S": event.model},
+                            ":one": {"N": "1"}, ":images": {"N": str(event.images)},
+                            ":in": {"N": str(event.input_tokens)}, ":out": {"N": str(event.output_tokens)},
+                            ":cost": {"N": str(cost_micro)},
+                        },
+                    }},
                 ],
             )
         except ClientError as exc:
@@ -131,6 +203,32 @@ class UsageMeter:
                     breakdown={k: int(v) for k, v in values.items() if "#" in k and k not in ("pk", "sk")},
                 ))
         return days
+
+    def by_day_and_model(self, tenant_id: str, start: date, end: date) -> list[ModelDayUsage]:
+        """The tenant's usage per day and model from ``start`` to ``end`` (inclusive), by date then model.
+
+        The one source of GET /v1/usage and ``darkroom usage``. One Query on the tenant's partition,
+        bounded by the dates: it reads one item per day and model used, never the per-request records.
+        """
+        rows = []
+        for page in self._db.get_paginator("query").paginate(
+            TableName=self._table,
+            KeyConditionExpression="pk = :pk AND sk BETWEEN :from AND :to",
+            # "$" follows "#": the upper bound takes every model of the last day and nothing after it.
+            ExpressionAttributeValues={":pk": {"S": f"TENANT#{tenant_id}"},
+                                       ":from": {"S": f"DAYMODEL#{start.isoformat()}#"},
+                                       ":to": {"S": f"DAYMODEL#{end.isoformat()}$"}},
+        ):
+            for item in page["Items"]:
+                values = from_item(item)
+                rows.append(ModelDayUsage(
+                    day=values["day"], model=values["model"],
+                    requests=int(values.get("requests", 0)), images=int(values.get("images", 0)),
+                    input_tokens=int(values.get("input_tokens", 0)),
+                    output_tokens=int(values.get("output_tokens", 0)),
+                    cost_micro_usd=int(values.get("cost_micro_usd", 0)),
+                ))
+        return sorted(rows, key=lambda row: (row.day, row.model))
 
     def records(self, tenant_id: str) -> list[dict]:
         """Every per-request record of the tenant (for audits and tests)."""
