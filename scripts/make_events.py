@@ -42,6 +42,7 @@ EVENTS = {
         "model": "local-image", "input": "a lighthouse at dusk", "background": True,
         "tools": [{"type": "image_generation", "size": "1024x1024", "quality": "high"}]}),
     "responses-cancel": ("POST", "/v1/responses/resp_00000000000000000000000000000000/cancel", None),
+    "usage": ("GET", "/v1/usage?start_date=2026-11-01&end_date=2026-11-30", None),
 }
 # The worker's SQS event (`sam local invoke WorkerFunction -e events/worker-job.json`): one job message.
 EVENT_RESPONSE_ID = "resp_00000000000000000000000000000000"
@@ -80,8 +81,9 @@ def main() -> None:
     stack = Stack(ROOT / "template.yaml")
     api = LocalApi(stack, {}, stage="prod")
     for name, (method, path, body) in EVENTS.items():
-        route = next(r for r in stack.routes() if r.method == method and _route_pattern(r.path).match(path))
-        params = _route_pattern(route.path).match(path).groupdict()
+        route_path = urlsplit(path).path  # without the query string
+        route = next(r for r in stack.routes() if r.method == method and _route_pattern(r.path).match(route_path))
+        params = _route_pattern(route.path).match(route_path).groupdict()
         headers = [("accept", "application/json"), ("authorization", f"Bearer {EVENT_KEY}"),
                    ("host", "example.execute-api.us-east-1.amazonaws.com"), ("user-agent", "OpenAI/Python 3.54.0")]
         raw = b""

@@ -7,11 +7,11 @@ lines to export), or read them from a deployed stack's outputs with ``--stack NA
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 import signal
 import sys
-from datetime import date
 
 from darkroom import config, services
 
@@ -56,9 +56,12 @@ def _parser() -> argparse.ArgumentParser:
     command(keys, "list").add_argument("tenant_id")
     command(keys, "revoke").add_argument("key_id")
 
-    usage = command(commands, "usage", help="a tenant's daily usage")
+    usage = command(commands, "usage", help="a tenant's usage by day (UTC) and model, as GET /v1/usage shows it")
     usage.add_argument("tenant_id")
-    usage.add_argument("--since", type=date.fromisoformat, help="first day, YYYY-MM-DD")
+    usage.add_argument("--start-date", "--since", dest="start_date",
+                       help="first day, YYYY-MM-DD (default: 29 days before the last; at most 366 days)")
+    usage.add_argument("--end-date", dest="end_date", help="last day, YYYY-MM-DD (default: today, UTC)")
+    usage.add_argument("--csv", action="store_true", help="print CSV: a header row, one row per day and model")
     return parser
 
 
@@ -99,7 +102,10 @@ def _serve(args) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "csv", False) and args.json:
+        parser.error("choose one of --csv and --json")
     if args.command == "serve":
         _serve(args)
         return 0
@@ -140,15 +146,48 @@ def main(argv: list[str] | None = None) -> int:
             _print(args, vars(key), f"{key.key_id}\t{key.status} (takes effect within "
                                     f"{svc.settings.key_cache_seconds:g}s)")
         elif args.command == "usage":
-            rows = [vars(d) for d in svc.meter.daily(args.tenant_id, args.since)]
-            _print(args, rows, "\n".join(
-                f"{r['day']}\trequests={r['requests']}\timages={r['images']}\tinput_tokens={r['input_tokens']}"
-                f"\toutput_tokens={r['output_tokens']}\tcost_usd={r['cost_usd']:.6f}" for r in rows)
-                or "no usage")
+            _usage(args, svc)
     except ApiError as exc:
         print(f"darkroom: {exc.message}", file=sys.stderr)
         return 1
     return 0
+
+
+_USAGE_COLUMNS = ("date", "model", "requests", "images", "input_tokens", "output_tokens", "cost_usd")
+_USAGE_HEADINGS = ("date", "model", "requests", "images", "input tokens", "output tokens", "cost (USD)")
+
+
+def _usage(args, svc) -> None:
+    """The rows GET /v1/usage answers (one function: ``UsageMeter.by_day_and_model``), as a table, CSV or JSON."""
+    from darkroom.api.usage import usage_list
+    from darkroom.metering import usage_window
+
+    start, end = usage_window(args.start_date, args.end_date)
+    usage = usage_list(svc.meter, args.tenant_id, start, end)
+    rows = [row.model_dump() for row in usage.data]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    elif args.csv:
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(_USAGE_COLUMNS)
+        writer.writerows([*(row[c] for c in _USAGE_COLUMNS[:-1]), f"{row['cost_usd']:.6f}"] for row in rows)
+    elif not rows:
+        print("no usage")
+    else:
+        totals = usage.totals.model_dump() | {"date": "total", "model": ""}
+        print(_table([_USAGE_HEADINGS, *(_usage_cells(r) for r in rows), _usage_cells(totals)]))
+
+
+def _usage_cells(row: dict) -> list[str]:
+    return [row["date"], row["model"], *(f"{row[c]:,}" for c in _USAGE_COLUMNS[2:-1]), f"{row['cost_usd']:.6f}"]
+
+
+def _table(lines: list) -> str:
+    """Aligned columns: the first two (date, model) to the left, the numbers to the right."""
+    widths = [max(len(str(line[i])) for line in lines) for i in range(len(lines[0]))]
+    return "\n".join("  ".join(str(cell).ljust(w) if i < 2 else str(cell).rjust(w)
+                               for i, (cell, w) in enumerate(zip(line, widths, strict=True))).rstrip()
+                      for line in lines)
 
 
 def _tenant_row(tenant) -> dict:

@@ -1,5 +1,7 @@
 import json
 
+import pytest
+
 from darkroom.cli import main
 
 
@@ -39,3 +41,82 @@ def test_issue_prints_the_key_once_and_list_never_does(aws, capsys):
     assert key[:8] in listing and key not in listing
     main(["usage", tenant_id])
     assert capsys.readouterr().out.strip() == "no usage"
+
+
+def _seed_usage(svc, tenant_id: str) -> None:
+    from datetime import UTC, datetime
+
+    from darkroom.metering import UsageEvent
+
+    for request_id, day, model, images, tokens, cost in [
+        ("r1", "2026-11-03", "local-image", 2, 1056, 0.021145), ("r2", "2026-11-22", "local-image", 5, 3168, 0.1273),
+        ("r3", "2026-11-22", "local-text", 0, 40, 0.00002), ("r4", "2026-11-22", "local-image", 1, 1200, 0.05),
+        ("r5", "2026-12-01", "local-image", 1, 1, 0.5),  # outside events/usage.json's November
+    ]:
+        svc.meter.record(UsageEvent(
+            request_id=request_id, tenant_id=tenant_id, operation="generate", model=model, size="512x512",
+            quality="medium", images=images, input_text_tokens=20, input_image_tokens=0, output_tokens=tokens,
+            cost_usd=cost, at=datetime.fromisoformat(day).replace(hour=12, tzinfo=UTC)))
+
+
+def _api_usage() -> dict:
+    from lambda_harness import invoke, load_event
+
+    status, _, body = invoke("usage", load_event("usage"))  # 2026-11-01..2026-11-30, the event's key
+    assert status == 200, body
+    return body
+
+
+NUMBERS = ("requests", "images", "input_tokens", "output_tokens")
+
+
+def test_usage_csv_has_the_apis_numbers(tenant, svc, capsys):
+    import csv
+    import io
+
+    _seed_usage(svc, tenant.tenant_id)
+    api = _api_usage()
+    assert len(api["data"]) == 3
+    assert main(["usage", tenant.tenant_id, "--csv", "--start-date", "2026-11-01", "--end-date", "2026-11-30"]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0] == "date,model,requests,images,input_tokens,output_tokens,cost_usd"
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert [(r["date"], r["model"]) for r in rows] == [(d["date"], d["model"]) for d in api["data"]]
+    for row, expected in zip(rows, api["data"], strict=True):
+        assert {k: int(row[k]) for k in NUMBERS} == {k: expected[k] for k in NUMBERS}
+        assert float(row["cost_usd"]) == expected["cost_usd"]
+    assert [r["cost_usd"] for r in rows] == ["0.021145", "0.177300", "0.000020"]  # never 2e-05
+    assert sum(float(r["cost_usd"]) for r in rows) == pytest.approx(api["totals"]["cost_usd"])
+    # --json: the API's rows
+    assert main(["usage", tenant.tenant_id, "--json", "--since", "2026-11-01", "--end-date", "2026-11-30"]) == 0
+    assert json.loads(capsys.readouterr().out) == api["data"]
+
+
+def test_usage_table_is_aligned_with_a_total(tenant, svc, capsys):
+    _seed_usage(svc, tenant.tenant_id)
+    api = _api_usage()
+    assert main(["usage", tenant.tenant_id, "--start-date", "2026-11-01", "--end-date", "2026-11-30"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["date", "model", "requests", "images", "input", "tokens", "output", "tokens",
+                                "cost", "(USD)"]
+    assert len(lines) == 1 + len(api["data"]) + 1
+    assert len({len(line) for line in lines}) == 1  # numbers right-aligned under their headings
+    for line, expected in zip(lines[1:-1], api["data"], strict=True):
+        date_, model, *numbers, cost = line.split()
+        assert (date_, model) == (expected["date"], expected["model"])
+        assert [int(n.replace(",", "")) for n in numbers] == [expected[k] for k in NUMBERS]
+        assert float(cost) == expected["cost_usd"]
+    label, *numbers, cost = lines[-1].split()
+    assert label == "total" and [int(n.replace(",", "")) for n in numbers] == [api["totals"][k] for k in NUMBERS]
+    assert float(cost) == api["totals"]["cost_usd"]
+    assert "2026-12-01" not in "\n".join(lines)
+
+
+def test_usage_dates_are_checked_like_the_apis(tenant, capsys):
+    assert main(["usage", tenant.tenant_id, "--start-date", "2026-11-31"]) == 1
+    assert capsys.readouterr().err.strip() == (
+        "darkroom: Invalid value for 'start_date': expected a date as YYYY-MM-DD.")
+    assert main(["usage", tenant.tenant_id, "--start-date", "2026-11-02", "--end-date", "2026-11-01"]) == 1
+    assert "'start_date' must not be after 'end_date'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["usage", tenant.tenant_id, "--csv", "--json"])
