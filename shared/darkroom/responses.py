@@ -156,8 +156,7 @@ class _ImageCall:
 
     edit: bool
     options: ImageGenerateRequest | ImageEditRequest
-    base: intake.IntakeImage | None = None  # edits: the image edited
-    base_key: str | None = None  # ... when it is an earlier response's image in S3
+    base: intake.IntakeImage | None = None  # edits: the image edited (an input, or the thread's latest)
     mask: intake.IntakeImage | None = None
 
 
@@ -217,8 +216,8 @@ def _plan(tenant: Tenant, request: ResponseCreateRequest, services: Services) ->
 
 def _plan_image_call(plan: _Plan, tool: dict, mask: intake.IntakeImage | None, services: Services) -> _ImageCall:
     request, model = plan.request, plan.model
-    options = {k: v for k, v in tool.items() if k not in ("type", "action", "input_image_mask", "partial_images",
-                                                         "model", "input_fidelity")}
+    tool_options = {k: v for k, v in tool.items() if k not in ("type", "action", "input_image_mask",
+                                                              "partial_images", "model", "input_fidelity")}
     image_model = tool.get("model") or (request.model if (model.can(Capability.GENERATE)
                                                          or model.can(Capability.EDIT)) else None)
     action = tool.get("action", "auto")
@@ -229,31 +228,28 @@ def _plan_image_call(plan: _Plan, tool: dict, mask: intake.IntakeImage | None, s
         raise InvalidRequest("The input has no text to draw from.", param="input")
     edit_model = services.catalog.models.get(image_model or services.catalog.defaults.get(Capability.EDIT, ""))
     can_edit = edit_model is not None and edit_model.can(Capability.EDIT)
-    call = _ImageCall(edit=False, options=None)  # type: ignore[arg-type] - set below
-    if plan.images:
-        call.base = plan.images[0][0]
-    elif plan.history["images"] and action != "generate":
-        call.base_key = plan.history["images"][-1]  # "now make it blue": the latest image
-        call.base = _stored_image(call.base_key, services)
-    call.edit = action == "edit" or (action == "auto" and call.base is not None and can_edit)
-    if action == "edit" and call.base is None:
+    base = plan.images[0][0] if plan.images else None
+    if base is None and plan.history["images"] and action != "generate":
+        base = _stored_image(plan.history["images"][-1], services)  # "now make it blue": the latest image
+    edit = action == "edit" or (action == "auto" and base is not None and can_edit)
+    if action == "edit" and base is None:
         raise InvalidRequest("An edit needs an input image.", param="tools[0].action")
     try:
-        if call.edit:
-            call.options = ImageEditRequest(prompt=prompt, model=image_model, response_format="b64_json",
-                                            input_fidelity=tool.get("input_fidelity"), **options)
-            call.mask = mask
-            job = resolve_request(call.options, services, Capability.EDIT, input_size=call.base.size)
+        if edit:
+            options = ImageEditRequest(prompt=prompt, model=image_model, response_format="b64_json",
+                                       input_fidelity=tool.get("input_fidelity"), **tool_options)
+            job = resolve_request(options, services, Capability.EDIT, input_size=base.size)
         else:
-            call.options = ImageGenerateRequest(prompt=prompt, model=image_model, response_format="b64_json",
-                                                **options)
-            job = resolve_request(call.options, services)
+            options = ImageGenerateRequest(prompt=prompt, model=image_model, response_format="b64_json",
+                                           **tool_options)
+            job = resolve_request(options, services)
         check_time_budget(job, services, background=bool(request.background))
     except ValidationError as exc:
         raise _tool_error(_invalid(exc.errors(include_input=False, include_url=False))) from None
     except InvalidRequest as exc:
-        raise _tool_error(exc) if exc.param in options or exc.param == "model" and tool.get("model") else exc from None
-    return call
+        named = exc.param in tool_options or exc.param == "model" and tool.get("model")
+        raise _tool_error(exc) if named else exc from None
+    return _ImageCall(edit, options, base if edit else None, mask if edit else None)
 
 
 def _check_text_model(model: ModelEntry, has_images: bool) -> None:
@@ -409,7 +405,7 @@ def _enqueue(tenant: Tenant, plan: _Plan, request_id: str, services: Services) -
         job = {
             "request": request, "request_id": request_id, "messages": plan.turn.messages,
             "inputs": [[key, detail] for key, (_, detail) in zip(plan.input_keys, plan.images, strict=True)],
-            "mask": mask_key, "base": call.base_key if call else None, "history": plan.history,
+            "image_call": call is not None, "mask": mask_key, "history": plan.history,
             "created_at": plan.created_at, "admission": [list(taken) for taken in admission.taken],
         }
         queued = ResponseObject(
@@ -440,9 +436,8 @@ def plan_from_job(tenant: Tenant, response_id: str, job: dict, services: Service
     images = [(_stored_image(key, services), detail) for key, detail in job["inputs"]]
     plan = _Plan(request, model, turn, job["history"], images, image_call=None, response_id=response_id,
                  created_at=job["created_at"], input_keys=[key for key, _ in job["inputs"]])
-    if job.get("mask") or job.get("base") or _image_tool(request) is not None or model.can(Capability.GENERATE) \
-            or model.can(Capability.EDIT):
-        mask = _stored_image(job["mask"], services) if job.get("mask") else None
+    if job["image_call"]:
+        mask = _stored_image(job["mask"], services) if job["mask"] else None
         plan.image_call = _plan_image_call(plan, _image_tool(request) or {}, mask, services)
     return plan
 
