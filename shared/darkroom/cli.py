@@ -21,6 +21,19 @@ _STACK_OUTPUTS = {
     "UsageTableName": "DARKROOM_USAGE_TABLE",
     "ImagesBucketName": "DARKROOM_IMAGES_BUCKET",
 }
+# Template parameters a deployed stack was given: the limits of tenants created without --images-per-minute & co.
+_STACK_PARAMETERS = {
+    "DefaultImagesPerMinute": "DARKROOM_DEFAULT_IMAGES_PER_MINUTE",
+    "DefaultImagesPerDay": "DARKROOM_DEFAULT_IMAGES_PER_DAY",
+    "DefaultRequestsPerMinute": "DARKROOM_DEFAULT_REQUESTS_PER_MINUTE",
+}
+
+
+def _limit(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("a limit is at least 1")
+    return value
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -39,16 +52,21 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=int(os.environ.get("PORT", "3000")))
 
-    tenants = add("tenants", help="create, list and suspend tenants").add_subparsers(
+    tenants = add("tenants", help="create, list and suspend tenants, change their limits").add_subparsers(
         dest="action", required=True)
     create = command(tenants, "create")
     create.add_argument("name")
-    create.add_argument("--images-per-minute", type=int)
-    create.add_argument("--images-per-day", type=int)
-    create.add_argument("--requests-per-minute", type=int)
+    create.add_argument("--images-per-minute", type=_limit)
+    create.add_argument("--images-per-day", type=_limit)
+    create.add_argument("--requests-per-minute", type=_limit)
     command(tenants, "list")
     command(tenants, "suspend").add_argument("tenant_id")
     command(tenants, "activate").add_argument("tenant_id")
+    set_limits = command(tenants, "set-limits", help="change a tenant's limits (the ones given; the others stay)")
+    set_limits.add_argument("tenant_id")
+    set_limits.add_argument("--images-per-minute", type=_limit)
+    set_limits.add_argument("--images-per-day", type=_limit)
+    set_limits.add_argument("--requests-per-minute", type=_limit)
 
     keys = add("keys", help="issue, list and revoke API keys").add_subparsers(
         dest="action", required=True)
@@ -66,10 +84,13 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _use_stack(name: str) -> None:
-    outputs = config.client("cloudformation").describe_stacks(StackName=name)["Stacks"][0].get("Outputs", [])
-    for output in outputs:
+    stack = config.client("cloudformation").describe_stacks(StackName=name)["Stacks"][0]
+    for output in stack.get("Outputs", []):
         if output["OutputKey"] in _STACK_OUTPUTS:
             os.environ[_STACK_OUTPUTS[output["OutputKey"]]] = output["OutputValue"]
+    for parameter in stack.get("Parameters", []):
+        if parameter["ParameterKey"] in _STACK_PARAMETERS and parameter.get("ParameterValue"):
+            os.environ[_STACK_PARAMETERS[parameter["ParameterKey"]]] = parameter["ParameterValue"]
     services.reset()
 
 
@@ -118,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     directory = svc.directory
     try:
         if args.command == "tenants" and args.action == "create":
-            defaults = Limits()
+            defaults = directory.default_limits  # the stack's Default* parameters (DARKROOM_DEFAULT_*)
             tenant = directory.create_tenant(args.name, Limits(
                 images_per_minute=args.images_per_minute or defaults.images_per_minute,
                 images_per_day=args.images_per_day or defaults.images_per_day,
@@ -130,6 +151,18 @@ def main(argv: list[str] | None = None) -> int:
             _print(args, rows, "\n".join(
                 f"{r['tenant_id']}\t{r['name']}\t{r['status']}\tipm={r['images_per_minute']} "
                 f"ipd={r['images_per_day']} rpm={r['requests_per_minute']}" for r in rows))
+        elif args.command == "tenants" and args.action == "set-limits":
+            changes = {name: getattr(args, name) for name in ("images_per_minute", "images_per_day",
+                                                              "requests_per_minute")}
+            if all(value is None for value in changes.values()):
+                print("darkroom: give at least one of --images-per-minute, --images-per-day, --requests-per-minute",
+                      file=sys.stderr)
+                return 2
+            tenant = directory.set_limits(args.tenant_id, **changes)
+            limits = tenant.limits
+            _print(args, _tenant_row(tenant), f"{tenant.tenant_id}\tipm={limits.images_per_minute} "
+                   f"ipd={limits.images_per_day} rpm={limits.requests_per_minute} (takes effect within "
+                   f"{svc.settings.key_cache_seconds:g}s)")
         elif args.command == "tenants":
             tenant = directory.set_status(args.tenant_id, "suspended" if args.action == "suspend" else "active")
             _print(args, _tenant_row(tenant), f"{tenant.tenant_id}\t{tenant.status}")

@@ -47,6 +47,10 @@ class Settings(BaseModel):
     max_input_images: int = Field(default=16, ge=1, le=16)
     max_image_bytes: int = Field(default=20 * 1024 * 1024, ge=1024)
     max_input_pixels: int = Field(default=40_000_000, ge=1024, le=64_000_000)
+    # Limits of a tenant created without explicit ones (template parameters Default*; darkroom.tenancy.Limits).
+    default_images_per_minute: int = Field(default=20, ge=1)
+    default_images_per_day: int = Field(default=500, ge=1)
+    default_requests_per_minute: int = Field(default=60, ge=1)
     # FOR TESTS ONLY, MUST STAY EMPTY IN EVERY DEPLOYMENT: comma-separated "host:port" origins that the
     # image URL fetcher (darkroom.fetch) exempts from its port and SSRF address checks, so tests can
     # serve images from loopback. Anything listed here is reachable by every tenant.

@@ -26,7 +26,7 @@ from darkroom.catalog import Capability
 from darkroom.generation import GenerateResult, check_time_budget, deliver, resolve_request
 from darkroom.inference import Backend, EditJob, backend_for
 from darkroom.limits import Admission
-from darkroom.observability import metrics
+from darkroom.observability import inference_latency
 from darkroom.services import Services
 from darkroom.tenancy import Tenant
 
@@ -180,7 +180,6 @@ def _edit(tenant: Tenant, request: EditRequest, request_id: str, services: Servi
         deadline_seconds=deadline.inference_budget(services.settings),
         options=job.options,
     ))
-    metrics.add_metric(name="InferenceMilliseconds", unit="Milliseconds",
-                       value=(time.monotonic() - started) * 1000)
+    inference_latency(job.model.backend, (time.monotonic() - started) * 1000)
     return deliver(tenant, job, edited, options, request_id, services, admission, operation="edit",
                    input_sizes=[i.size for i in images], bill=bill)

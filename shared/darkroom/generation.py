@@ -26,7 +26,7 @@ from darkroom.encoding import encode
 from darkroom.inference import Backend, GeneratedImage, GenerateJob, backend_for
 from darkroom.limits import Admission
 from darkroom.metering import UsageEvent
-from darkroom.observability import logger, metrics
+from darkroom.observability import B64_OMITTED, IMAGES_EDITED, IMAGES_GENERATED, count, inference_latency, logger
 from darkroom.services import Services
 from darkroom.storage import image_key
 from darkroom.tenancy import Tenant
@@ -186,8 +186,7 @@ def _generate(tenant: Tenant, job: ImageJob, request: ImageGenerateRequest, requ
         deadline_seconds=deadline.inference_budget(services.settings),
         options=job.options,
     ))
-    metrics.add_metric(name="InferenceMilliseconds", unit="Milliseconds",
-                       value=(time.monotonic() - started) * 1000)
+    inference_latency(job.model.backend, (time.monotonic() - started) * 1000)
     return deliver(tenant, job, images, request, request_id, services, admission, operation="generate", bill=bill)
 
 
@@ -235,8 +234,8 @@ def deliver(tenant: Tenant, job: ImageJob, images: list[GeneratedImage], request
         else:
             # Lambda cannot return more than 6 MB: every image still has its URL; say why b64_json is absent.
             headers["x-darkroom-b64-omitted"] = "response-size-limit"
-            metrics.add_metric(name="B64Omitted", unit="Count", value=1)
-    metrics.add_metric(name="ImagesProduced", unit="Count", value=job.n)
+            count(B64_OMITTED)
+    count(IMAGES_EDITED if operation == "edit" else IMAGES_GENERATED, job.n)
     logger.info("images produced", extra={
         "operation": operation, "model": job.model.id, "n": job.n, "size": job.size, "format": job.output_format,
         "input_images": len(input_sizes),

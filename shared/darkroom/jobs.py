@@ -31,7 +31,7 @@ from darkroom.api.errors import ApiError
 from darkroom.inference import checkpoint
 from darkroom.limits import Admission
 from darkroom.metering import UsageEvent
-from darkroom.observability import logger, metrics
+from darkroom.observability import JOB_SECONDS, JOBS_COMPLETED, JOBS_FAILED, count, logger, metrics
 from darkroom.response_store import COMPLETED, IN_PROGRESS, StoredResponse
 from darkroom.responses import answer_job, plan_from_job, refund_job
 from darkroom.services import Services
@@ -58,6 +58,7 @@ def run_job(tenant_id: str, response_id: str, remaining_ms: int, services: Servi
     if stored is None or stored.job is None:
         logger.warning("job has no response", extra={"response_id": response_id})
         return
+    _correlate(stored, response_id)
     if stored.status == COMPLETED:
         _bill(tenant_id, response_id, stored, services)
         return
@@ -91,16 +92,22 @@ def run_job(tenant_id: str, response_id: str, remaining_ms: int, services: Servi
         logger.exception("job attempt failed")
         _failed_attempt(tenant_id, response_id, claim, True, dict(_GAVE_UP), services)
         return
-    metrics.add_metric(name="JobSeconds", unit="Seconds", value=time.monotonic() - started)
+    metrics.add_metric(name=JOB_SECONDS, unit="Seconds", value=time.monotonic() - started)
     usage_item = {**asdict(usage), "at": usage.at.isoformat()}
     if not services.responses.complete(tenant_id, response_id, claim.token, record, usage_item):
         logger.info("job result discarded: the job was cancelled or taken over")
         for key in keys:
             services.store.delete(key)
         return
-    metrics.add_metric(name="JobsCompleted", unit="Count", value=1)
+    count(JOBS_COMPLETED)
     logger.info("job completed")
     _bill(tenant_id, response_id, services.responses.load(tenant_id, response_id), services)
+
+
+def _correlate(stored: StoredResponse, response_id: str) -> None:
+    """The worker's log lines carry the accepting request's id as their correlation id (and the response id)."""
+    logger.set_correlation_id((stored.job or {}).get("request_id") or response_id)
+    logger.append_keys(response_id=response_id)
 
 
 def _failed_attempt(tenant_id: str, response_id: str, claim: StoredResponse, transient: bool, error: dict,
@@ -116,7 +123,7 @@ def _end(tenant_id: str, response_id: str, claim: StoredResponse, error: dict, s
     failed = services.responses.fail(tenant_id, response_id, error, token=claim.token)
     if failed is not None:
         refund_job(failed.job, services)
-        metrics.add_metric(name="JobsFailed", unit="Count", value=1)
+        count(JOBS_FAILED)
         logger.warning("job failed", extra={"code": error["code"]})
 
 
@@ -133,13 +140,14 @@ def end_dead_job(tenant_id: str, response_id: str, services: Services) -> None:
     stored = services.responses.load(tenant_id, response_id)
     if stored is None or stored.job is None:
         return
+    _correlate(stored, response_id)
     if stored.status == COMPLETED:
         _bill(tenant_id, response_id, stored, services)
         return
     failed = services.responses.fail(tenant_id, response_id, dict(_GAVE_UP))
     if failed is not None:
         refund_job(failed.job, services)
-        metrics.add_metric(name="JobsFailed", unit="Count", value=1)
+        count(JOBS_FAILED)
         logger.warning("dead job failed", extra={"response_id": response_id, "was": failed.status})
     elif stored.status == IN_PROGRESS:  # a worker's lease is still running: look again when it is over
         raise RetryLater(max(1.0, stored.lease_until - time.time()))

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from botocore.exceptions import ClientError
 
 from darkroom.api.errors import ApiError, InvalidRequest, RateLimited
+from darkroom.observability import rate_limited
 from darkroom.tenancy import Tenant
 
 # Window items outlive their window by this much before TTL may delete them.
@@ -139,6 +140,7 @@ class RateLimiter:
         if refused is None:
             return admission
         self._give_back(taken)
+        rate_limited(refused.window.name)
         retry_after = max(1, math.ceil(refused.reset_at - now))
         headers = admission.headers() | {"retry-after": str(retry_after)}
         raise RateLimited(

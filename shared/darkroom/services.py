@@ -17,7 +17,7 @@ from darkroom.limits import RateLimiter
 from darkroom.metering import UsageMeter
 from darkroom.response_store import ResponseStore
 from darkroom.storage import ImageStore
-from darkroom.tenancy import Authenticator, TenantDirectory
+from darkroom.tenancy import Authenticator, Limits, TenantDirectory
 
 
 @dataclass
@@ -40,7 +40,9 @@ def services() -> Services:
     settings = config.get_settings()
     dynamodb = config.client("dynamodb")
     s3 = config.client("s3", Config(signature_version="s3v4"))  # SigV4: presigned GET and POST
-    directory = TenantDirectory(dynamodb, settings.tenants_table)
+    directory = TenantDirectory(dynamodb, settings.tenants_table, Limits(
+        images_per_minute=settings.default_images_per_minute, images_per_day=settings.default_images_per_day,
+        requests_per_minute=settings.default_requests_per_minute))
     return Services(
         settings=settings,
         catalog=get_catalog(),

@@ -112,14 +112,15 @@ def _key_from(values: dict) -> ApiKey:
 class TenantDirectory:
     """Tenants and key hashes in the tenants table (``pk``/``sk`` plus the ``ByTenant``/``ByKeyId`` indexes)."""
 
-    def __init__(self, dynamodb, table: str) -> None:
+    def __init__(self, dynamodb, table: str, default_limits: Limits | None = None) -> None:
         self._db = dynamodb
         self._table = table
+        self.default_limits = default_limits or Limits()  # for tenants created without limits of their own
 
     # tenants
 
     def create_tenant(self, name: str, limits: Limits | None = None) -> Tenant:
-        limits = limits or Limits()
+        limits = limits or self.default_limits
         tenant = Tenant(tenant_id="tnt_" + secrets.token_hex(8), name=name, limits=limits, created_at=_now_iso())
         self._db.put_item(
             TableName=self._table,
@@ -156,6 +157,32 @@ class TenantDirectory:
                 ConditionExpression="attribute_exists(pk)",
                 ExpressionAttributeNames={"#s": "status"},
                 ExpressionAttributeValues={":s": {"S": status}},
+                ReturnValues="ALL_NEW",
+            )["Attributes"]
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                raise NotFound(f"No tenant {tenant_id}.", param="tenant_id") from None
+            raise
+        return _tenant_from(from_item(item))
+
+    def set_limits(self, tenant_id: str, *, images_per_minute: int | None = None, images_per_day: int | None = None,
+                   requests_per_minute: int | None = None) -> Tenant:
+        """Change some of a tenant's limits (the others stay); functions see them within ``key_cache_seconds``."""
+        changes = {name: value for name, value in (("images_per_minute", images_per_minute),
+                                                   ("images_per_day", images_per_day),
+                                                   ("requests_per_minute", requests_per_minute)) if value is not None}
+        if not changes:
+            raise ValueError("no limit to change")
+        if any(not isinstance(value, int) or value < 1 for value in changes.values()):
+            raise ValueError("limits are whole numbers of at least 1")
+        try:
+            item = self._db.update_item(
+                TableName=self._table,
+                Key=to_item({"pk": f"TENANT#{tenant_id}", "sk": "TENANT"}),
+                UpdateExpression="SET " + ", ".join(f"#{name} = :{name}" for name in changes),
+                ConditionExpression="attribute_exists(pk)",
+                ExpressionAttributeNames={f"#{name}": name for name in changes},
+                ExpressionAttributeValues={f":{name}": {"N": str(value)} for name, value in changes.items()},
                 ReturnValues="ALL_NEW",
             )["Attributes"]
         except ClientError as exc:

@@ -152,3 +152,17 @@ def test_a_full_flow_logs_no_request_data(tenant, svc, captured, capsys, caplog)
     assert "images produced" in logged, "the capture saw none of darkroom's own log lines"
     leaks = {kind: [value[:40] for value in values if value in logged] for kind, values in secrets.items()}
     assert not any(leaks.values()), f"request data in the logs: {leaks}"
+
+    # Every line darkroom logged is correlated: the request id of the invocation that wrote it.
+    request_ids = {load_event(name)["requestContext"]["requestId"]
+                   for name in ("generate", "edit", "responses-create", "responses-retrieve", "files-create")}
+    lines = [json.loads(line) for line in captured.getvalue().splitlines() if line.startswith("{")]
+    assert lines and {line.get("correlation_id") for line in lines} <= request_ids
+    # Metrics (EMF on stdout) carry no tenant, key or request as a dimension.
+    documents = [json.loads(line) for line in out.splitlines() if line.startswith("{") and '"_aws"' in line]
+    assert documents, "no EMF metrics were written"
+    dimensions = {(name, document[name]) for document in documents
+                  for directive in document["_aws"]["CloudWatchMetrics"]
+                  for dimension_set in directive["Dimensions"] for name in dimension_set}
+    assert {name for name, _ in dimensions} <= {"service", "Backend", "Window", "Code"}, dimensions
+    assert not {value for _, value in dimensions} & {tenant.tenant_id, EVENT_KEY, *request_ids}

@@ -28,7 +28,7 @@ from darkroom.catalog import ModelEntry
 from darkroom.inference import GeneratedImage
 from darkroom.inference.resilience import CircuitBreaker
 from darkroom.intake import EDIT_FORMATS, IntakeLimits, decode_base64, open_image
-from darkroom.observability import logger
+from darkroom.observability import logger, upstream_call
 
 # The answer as a whole, and each image in it (formats, bytes, pixels): an upstream is untrusted input.
 
@@ -153,13 +153,20 @@ def transport_outcome(exc: BotoCoreError) -> Outcome:
     return Outcome(UpstreamError(FAILED_MESSAGE, code="upstream_unreachable"), unhealthy=True)
 
 
-def guarded(breaker: CircuitBreaker, model_id: str, operation: str, call: Callable[[], Any]) -> Any:
-    """Run ``call`` behind ``breaker``; ``Outcome``s become their ``ApiError`` (and breaker records)."""
-    breaker.acquire()
+def guarded(breaker: CircuitBreaker, model_id: str, operation: str, call: Callable[[], Any], *, backend: str) -> Any:
+    """Run ``call`` behind ``breaker``; ``Outcome``s become their ``ApiError`` (and breaker records).
+
+    Counts the call for ``backend`` (metrics ``UpstreamCalls``, and ``UpstreamErrors`` when it fails with a 5xx)."""
+    try:
+        breaker.acquire()
+    except ApiError:
+        upstream_call(backend, "circuit_open")
+        raise
     try:
         result = call()
     except Outcome as outcome:
         (breaker.failure if outcome.unhealthy else breaker.success)()
+        record_outcome(backend, outcome.error)
         logger.warning("upstream call failed", extra={"model": model_id, "operation": operation,
                                                       "code": outcome.error.code, "status": outcome.error.status})
         raise outcome.error from None
@@ -168,9 +175,16 @@ def guarded(breaker: CircuitBreaker, model_id: str, operation: str, call: Callab
         raise
     except BaseException:
         breaker.failure()
+        upstream_call(backend, "internal")
         raise
     breaker.success()
+    upstream_call(backend)
     return result
+
+
+def record_outcome(backend: str, error: ApiError) -> None:
+    """Count a call that ended in ``error``: an upstream error when the client gets a 5xx for it."""
+    upstream_call(backend, error.code if error.status >= 500 else None)
 
 
 def error_code(exc: ClientError) -> str:

@@ -253,7 +253,7 @@ class BedrockBackend(AwsBackend):
                 raise transport_outcome(exc) from None
             return self._text(response)
 
-        return guarded(self.breaker, model.id, "converse", call)
+        return guarded(self.breaker, model.id, "converse", call, backend=model.backend)
 
     # -- requests -------------------------------------------------------------------------------
 
@@ -299,7 +299,7 @@ class BedrockBackend(AwsBackend):
                               unhealthy=False)
             return decode_images(document.get("images"), n, width, height, transparent=False)
 
-        return guarded(self.breaker, model.id, operation, call)
+        return guarded(self.breaker, model.id, operation, call, backend=model.backend)
 
     @staticmethod
     def _text(response: Mapping[str, Any]) -> str:

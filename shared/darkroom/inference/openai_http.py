@@ -205,7 +205,7 @@ class OpenAIBackend:
             return self._send(request, remaining, deadline)
 
         return self.resilience.run(label=model.id, breaker=self.upstream.breaker, deadline=deadline, send=send,
-                                   handle=lambda reply: self._answer(model, reply, parse))
+                                   handle=lambda reply: self._answer(model, reply, parse), backend=model.backend)
 
     def _send(self, request: httpx.Request, remaining: float, deadline: Deadline) -> Reply:
         timeout = httpx.Timeout(remaining, connect=min(remaining, 5.0), pool=min(remaining, 1.0))

@@ -27,7 +27,7 @@ from typing import TypeVar
 import httpx
 
 from darkroom.api.errors import ApiError, ServiceUnavailable, UpstreamError, UpstreamTimeout
-from darkroom.observability import logger
+from darkroom.observability import logger, upstream_call
 
 T = TypeVar("T")
 
@@ -159,10 +159,17 @@ class Resilience:
         return Deadline(seconds, self.clock)
 
     def run(self, *, label: str, breaker: CircuitBreaker, deadline: Deadline,
-            send: Callable[[float], Reply], handle: Callable[[Reply], T]) -> T:
+            send: Callable[[float], Reply], handle: Callable[[Reply], T], backend: str = "openai") -> T:
         """``send(remaining_seconds)`` performs one attempt; ``handle`` turns the final reply into a
-        result or an :class:`ApiError`. Raises ``ApiError`` only (503, 504, or ``handle``'s)."""
-        breaker.acquire()
+        result or an :class:`ApiError`. Raises ``ApiError`` only (503, 504, or ``handle``'s).
+
+        Counts the call (metric ``UpstreamCalls``) and, when the client gets a 5xx, ``UpstreamErrors``
+        by ``backend`` and error code (``circuit_open`` when the breaker refused the call)."""
+        try:
+            breaker.acquire()
+        except ApiError:
+            upstream_call(backend, "circuit_open")
+            raise
         state = {"attempts": 0, "status": None}
         try:
             result = self._attempts(deadline, send, handle, state)
@@ -171,14 +178,17 @@ class Resilience:
                 breaker.failure()
             else:
                 breaker.success()  # the endpoint answered deliberately
+            upstream_call(backend, exc.code if exc.status >= 500 else None)
             logger.warning("upstream call failed", extra={
                 "model": label, "status": state["status"], "attempts": state["attempts"],
                 "elapsed_ms": deadline.elapsed_ms(), "code": exc.code})
             raise
         except BaseException:
             breaker.failure()
+            upstream_call(backend, "internal")
             raise
         breaker.success()
+        upstream_call(backend)
         logger.info("upstream call", extra={"model": label, "status": state["status"],
                                             "attempts": state["attempts"], "elapsed_ms": deadline.elapsed_ms()})
         return result

@@ -221,7 +221,7 @@ class SageMakerBackend(AwsBackend):
                 raise transport_outcome(exc) from None
             return parse_answer(task, expect, json_object(read_body(response.get("Body"))))
 
-        return guarded(self.breaker, model.id, task, call)
+        return guarded(self.breaker, model.id, task, call, backend=model.backend)
 
     @staticmethod
     def _client_error(model: ModelEntry, exc: ClientError) -> Outcome:

@@ -45,7 +45,7 @@ from darkroom.inference.aws_runtime import (
     transport_outcome,
 )
 from darkroom.inference.resilience import CircuitBreaker
-from darkroom.observability import logger
+from darkroom.observability import logger, upstream_error
 
 PREFIX = "async-inference/"
 INPUT_PREFIX = PREFIX + "input/"
@@ -105,7 +105,7 @@ class AsyncEndpoint:
         submission is a new call on the endpoint. Without a deadline the handle lasts as long as
         SageMaker may keep the request (queue time plus the invocation timeout)."""
         return guarded(self.breaker, model.id, task,
-                       lambda: self._submit(model, task, body, dict(expect), deadline_seconds))
+                       lambda: self._submit(model, task, body, dict(expect), deadline_seconds), backend=model.backend)
 
     def collect(self, model: ModelEntry, handle: Mapping[str, Any]) -> Any | None:
         """The result, or None while the endpoint is still working; raises the mapped ``ApiError``.
@@ -116,6 +116,8 @@ class AsyncEndpoint:
             result = self._finish_or_wait(model, handle)
         except Outcome as outcome:
             (self.breaker.failure if outcome.unhealthy else self.breaker.success)()
+            if outcome.error.status >= 500:  # the submission counted the call (UpstreamCalls)
+                upstream_error(model.backend, outcome.error.code)
             logger.warning("upstream call failed", extra={"model": model.id, "operation": handle["task"],
                                                           "code": outcome.error.code, "status": outcome.error.status})
             raise outcome.error from None
