@@ -42,6 +42,7 @@ EVENTS = {
         "model": "local-image", "input": "a lighthouse at dusk", "background": True,
         "tools": [{"type": "image_generation", "size": "1024x1024", "quality": "high"}]}),
     "responses-cancel": ("POST", "/v1/responses/resp_00000000000000000000000000000000/cancel", None),
+    "console-playground": ("GET", "/playground", None),
     "usage": ("GET", "/v1/usage?start_date=2026-11-01&end_date=2026-11-30", None),
 }
 # The worker's SQS event (`sam local invoke WorkerFunction -e events/worker-job.json`): one job message.
