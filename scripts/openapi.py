@@ -21,7 +21,7 @@ def build() -> str:
     merge = OpenAPIMerge(
         title="darkroom",
         version="1.0.0",
-        description="Serverless, multi-tenant, OpenAI-compatible image API. Base URL: https://<api>/<stage>/v1.",
+        description="Serverless, multi-tenant, OpenAI-compatible image API. Base URL: `https://{api}.execute-api.{region}.amazonaws.com/{stage}/v1`.",
         security_schemes={"bearer": HTTPBearer(description="darkroom API key: 'Authorization: Bearer dk-...'")},
         security=[{"bearer": []}],
         on_conflict="error",

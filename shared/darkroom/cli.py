@@ -109,6 +109,8 @@ def _serve(args) -> None:
     local = stack.start(args.host, args.port, demo_key=os.environ.get("DARKROOM_DEMO_KEY"))
     lines = [f"darkroom local stack: {local.base_url}  (AWS at {os.environ['AWS_ENDPOINT_URL']})",
              f"demo tenant {local.demo_tenant_id}, key: {local.demo_key}",
+             f"playground: {local.base_url.removesuffix('/v1')}/playground   "
+             f"API docs: {local.base_url.removesuffix('/v1')}/docs",
              "In another shell, to use the openai SDK and the darkroom CLI against it:"]
     lines += [f"export {name}={value}" for name, value in sorted(local.environment.items())]
     print("\n".join(lines), flush=True)
