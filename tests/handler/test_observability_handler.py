@@ -8,11 +8,11 @@ import json
 import logging
 
 import pytest
-from emf_capture import ALLOWED_DIMENSIONS, emitted, named
 
 from darkroom import observability
 from darkroom.observability import logger as powertools_logger
 from darkroom.observability import metrics
+from emf_capture import ALLOWED_DIMENSIONS, emitted, named
 from lambda_harness import EVENT_KEY, Context, invoke, load_event, load_handler
 
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 
 import pytest
-from emf_capture import ALLOWED_DIMENSIONS, emitted, named
 
 from darkroom import observability
 from darkroom.api.errors import InvalidRequest, ServiceUnavailable, UpstreamTimeout
 from darkroom.inference.aws_runtime import Outcome, guarded
 from darkroom.inference.resilience import CircuitBreaker, Reply, Resilience, RetryPolicy
+from emf_capture import ALLOWED_DIMENSIONS, emitted, named
 
 
 def test_a_point_with_dimensions_is_its_own_document_with_a_total_for_alarms(capsys):
