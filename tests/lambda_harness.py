@@ -46,6 +46,14 @@ class Context:
         return 29_000
 
 
+class WorkerContext(Context):
+    """The worker's context: Lambda's full 15 minutes."""
+
+    @staticmethod
+    def get_remaining_time_in_millis() -> int:
+        return 900_000
+
+
 def invoke(function: str, event: dict, raw: bool = False) -> tuple[int, dict, dict | str]:
     """(status, headers lower-cased, JSON body, or the body text with ``raw``) of one handler invocation."""
     result = load_handler(function)(event, Context())
@@ -55,3 +63,15 @@ def invoke(function: str, event: dict, raw: bool = False) -> tuple[int, dict, di
     if raw:
         return result["statusCode"], headers, result.get("body") or ""
     return result["statusCode"], headers, json.loads(result["body"]) if result.get("body") else {}
+
+
+def sqs_job_event(svc) -> tuple[dict, dict]:
+    """(the worker's SQS event, the message) for the one job message waiting in the jobs queue, as
+    Lambda's event source mapping delivers it."""
+    sqs = svc.jobs._sqs
+    (message,) = sqs.receive_message(QueueUrl=svc.settings.jobs_queue_url, AttributeNames=["All"])["Messages"]
+    record = {"messageId": message["MessageId"], "receiptHandle": message["ReceiptHandle"], "body": message["Body"],
+              "attributes": message["Attributes"], "messageAttributes": {}, "md5OfBody": message["MD5OfBody"],
+              "eventSource": "aws:sqs", "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:jobs",
+              "awsRegion": "us-east-1"}
+    return {"Records": [record]}, message

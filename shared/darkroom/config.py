@@ -7,6 +7,7 @@ Tests that change the environment call :func:`reset` afterwards.
 from __future__ import annotations
 
 import os
+import threading
 from functools import cache
 
 import boto3
@@ -76,10 +77,20 @@ def get_settings() -> Settings:
 _BOTO_CONFIG = Config(retries={"mode": "standard", "max_attempts": 3}, connect_timeout=2, read_timeout=10)
 
 
+_session_lock = threading.Lock()  # boto3 sessions are not thread-safe for creating clients
+
+
+@cache
+def _session() -> boto3.session.Session:
+    """One session per process: botocore loads endpoint rules and retry data once, not once per client."""
+    return boto3.session.Session()
+
+
 @cache
 def client(service: str, extra: Config | None = None):
     """One boto3 client per service per container (honours ``AWS_ENDPOINT_URL`` for local stacks)."""
-    return boto3.session.Session().client(service, config=_BOTO_CONFIG.merge(extra) if extra else _BOTO_CONFIG)
+    with _session_lock:
+        return _session().client(service, config=_BOTO_CONFIG.merge(extra) if extra else _BOTO_CONFIG)
 
 
 def reset() -> None:

@@ -149,21 +149,7 @@ class TenantDirectory:
         return sorted(tenants, key=lambda t: (t.created_at, t.tenant_id))
 
     def set_status(self, tenant_id: str, status: str) -> Tenant:
-        try:
-            item = self._db.update_item(
-                TableName=self._table,
-                Key=to_item({"pk": f"TENANT#{tenant_id}", "sk": "TENANT"}),
-                UpdateExpression="SET #s = :s",
-                ConditionExpression="attribute_exists(pk)",
-                ExpressionAttributeNames={"#s": "status"},
-                ExpressionAttributeValues={":s": {"S": status}},
-                ReturnValues="ALL_NEW",
-            )["Attributes"]
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
-                raise NotFound(f"No tenant {tenant_id}.", param="tenant_id") from None
-            raise
-        return _tenant_from(from_item(item))
+        return self._update_tenant(tenant_id, {"status": {"S": status}})
 
     def set_limits(self, tenant_id: str, *, images_per_minute: int | None = None, images_per_day: int | None = None,
                    requests_per_minute: int | None = None) -> Tenant:
@@ -175,14 +161,18 @@ class TenantDirectory:
             raise ValueError("no limit to change")
         if any(not isinstance(value, int) or value < 1 for value in changes.values()):
             raise ValueError("limits are whole numbers of at least 1")
+        return self._update_tenant(tenant_id, {name: {"N": str(value)} for name, value in changes.items()})
+
+    def _update_tenant(self, tenant_id: str, values: dict[str, dict]) -> Tenant:
+        """Set attributes of an existing tenant; 404 when there is none."""
         try:
             item = self._db.update_item(
                 TableName=self._table,
                 Key=to_item({"pk": f"TENANT#{tenant_id}", "sk": "TENANT"}),
-                UpdateExpression="SET " + ", ".join(f"#{name} = :{name}" for name in changes),
+                UpdateExpression="SET " + ", ".join(f"#{name} = :{name}" for name in values),
                 ConditionExpression="attribute_exists(pk)",
-                ExpressionAttributeNames={f"#{name}": name for name in changes},
-                ExpressionAttributeValues={f":{name}": {"N": str(value)} for name, value in changes.items()},
+                ExpressionAttributeNames={f"#{name}": name for name in values},
+                ExpressionAttributeValues={f":{name}": value for name, value in values.items()},
                 ReturnValues="ALL_NEW",
             )["Attributes"]
         except ClientError as exc:

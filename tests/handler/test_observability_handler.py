@@ -13,13 +13,7 @@ from darkroom import observability
 from darkroom.observability import logger as powertools_logger
 from darkroom.observability import metrics
 from emf_capture import ALLOWED_DIMENSIONS, emitted, named
-from lambda_harness import EVENT_KEY, Context, invoke, load_event, load_handler
-
-
-class _WorkerContext(Context):
-    @staticmethod
-    def get_remaining_time_in_millis() -> int:
-        return 900_000
+from lambda_harness import EVENT_KEY, WorkerContext, invoke, load_event, load_handler, sqs_job_event
 
 
 @pytest.fixture
@@ -110,13 +104,8 @@ def test_worker_log_lines_carry_the_accepting_requests_id(svc, tenant, log_lines
                                  "tools": [{"type": "image_generation", "size": "256x256"}]})
     status, _, body = invoke("responses", accept)
     assert status == 200 and body["status"] == "queued", body
-    sqs = svc.jobs._sqs
-    (message,) = sqs.receive_message(QueueUrl=svc.settings.jobs_queue_url, AttributeNames=["All"])["Messages"]
-    record = {"messageId": message["MessageId"], "receiptHandle": message["ReceiptHandle"], "body": message["Body"],
-              "attributes": message["Attributes"], "messageAttributes": {}, "md5OfBody": message["MD5OfBody"],
-              "eventSource": "aws:sqs", "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:jobs",
-              "awsRegion": "us-east-1"}
-    assert load_handler("worker")({"Records": [record]}, _WorkerContext()) == {"batchItemFailures": []}
+    event, _ = sqs_job_event(svc)
+    assert load_handler("worker")(event, WorkerContext()) == {"batchItemFailures": []}
     worker_lines = [line for line in log_lines() if line.get("response_id") == body["id"]]
     assert any(line["message"] == "job completed" for line in worker_lines)
     assert {line["correlation_id"] for line in worker_lines} == {accept["requestContext"]["requestId"]}

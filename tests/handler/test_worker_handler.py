@@ -7,7 +7,7 @@ import sys
 
 from darkroom.api.errors import ServiceUnavailable
 from darkroom.inference.local import LocalBackend
-from lambda_harness import Context, invoke, load_event, load_handler
+from lambda_harness import Context, WorkerContext, invoke, load_event, load_handler, sqs_job_event
 
 
 def _queued(tenant) -> str:
@@ -19,16 +19,6 @@ def _queued(tenant) -> str:
     return body["id"]
 
 
-def _sqs_event(svc) -> tuple[dict, dict]:
-    sqs = svc.jobs._sqs
-    (message,) = sqs.receive_message(QueueUrl=svc.settings.jobs_queue_url, AttributeNames=["All"])["Messages"]
-    record = {"messageId": message["MessageId"], "receiptHandle": message["ReceiptHandle"], "body": message["Body"],
-              "attributes": message["Attributes"], "messageAttributes": {}, "md5OfBody": message["MD5OfBody"],
-              "eventSource": "aws:sqs", "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:jobs",
-              "awsRegion": "us-east-1"}
-    return {"Records": [record]}, message
-
-
 def _status(response_id: str) -> dict:
     event = load_event("responses-retrieve", path=f"/v1/responses/{response_id}",
                        pathParameters={"response_id": response_id})
@@ -37,16 +27,10 @@ def _status(response_id: str) -> dict:
     return body
 
 
-class _WorkerContext(Context):
-    @staticmethod
-    def get_remaining_time_in_millis() -> int:
-        return 900_000
-
-
 def test_the_worker_runs_the_queued_job_from_its_sqs_event(svc, tenant):
     response_id = _queued(tenant)
-    event, _ = _sqs_event(svc)
-    result = load_handler("worker")(event, _WorkerContext())
+    event, _ = sqs_job_event(svc)
+    result = load_handler("worker")(event, WorkerContext())
     assert result == {"batchItemFailures": []}
     body = _status(response_id)
     assert body["status"] == "completed" and body["output"][0]["result"]
@@ -54,7 +38,7 @@ def test_the_worker_runs_the_queued_job_from_its_sqs_event(svc, tenant):
 
 def test_a_transient_failure_is_a_batch_item_failure_that_comes_back_soon(svc, tenant, monkeypatch):
     response_id = _queued(tenant)
-    event, message = _sqs_event(svc)
+    event, message = sqs_job_event(svc)
 
     def busy(self, model, job):
         raise ServiceUnavailable("busy")
@@ -63,7 +47,7 @@ def test_a_transient_failure_is_a_batch_item_failure_that_comes_back_soon(svc, t
     load_handler("worker")  # imports the module
     worker = sys.modules["darkroom_test_fn_worker"]
     try:
-        worker.lambda_handler(event, _WorkerContext())
+        worker.lambda_handler(event, WorkerContext())
         failures = None
     except Exception as exc:  # noqa: BLE001 - Powertools raises when every record of the batch failed
         failures = type(exc).__name__
@@ -73,7 +57,7 @@ def test_a_transient_failure_is_a_batch_item_failure_that_comes_back_soon(svc, t
 
 def test_the_dead_letter_handler_fails_the_job(svc, tenant):
     response_id = _queued(tenant)
-    event, _ = _sqs_event(svc)
+    event, _ = sqs_job_event(svc)
     load_handler("worker")
     result = sys.modules["darkroom_test_fn_worker"].dead_letter_handler(event, Context())
     assert result == {"batchItemFailures": []}
@@ -93,7 +77,7 @@ def test_committed_events_replay(svc, tenant):
     status, _, body = invoke("responses", load_event("responses-create-background"))
     assert status == 200 and body["status"] == "queued"
     # The committed SQS event names a job that does not exist here: acknowledged, nothing to run.
-    assert load_handler("worker")(load_event("worker-job"), _WorkerContext()) == {"batchItemFailures": []}
-    event, _ = _sqs_event(svc)
-    assert load_handler("worker")(event, _WorkerContext()) == {"batchItemFailures": []}
+    assert load_handler("worker")(load_event("worker-job"), WorkerContext()) == {"batchItemFailures": []}
+    event, _ = sqs_job_event(svc)
+    assert load_handler("worker")(event, WorkerContext()) == {"batchItemFailures": []}
     assert _status(body["id"])["status"] == "completed"
