@@ -60,7 +60,7 @@ def run_job(tenant_id: str, response_id: str, remaining_ms: int, services: Servi
         return
     _correlate(stored, response_id)
     if stored.status == COMPLETED:
-        _bill(tenant_id, response_id, stored, services)
+        _bill(tenant_id, response_id, stored.usage, services)
         return
     claim = services.responses.claim(tenant_id, response_id, remaining_ms / 1000 + LEASE_MARGIN_SECONDS)
     if claim is None:  # finished, cancelled, or a live worker holds it: this delivery is a duplicate
@@ -101,7 +101,7 @@ def run_job(tenant_id: str, response_id: str, remaining_ms: int, services: Servi
         return
     count(JOBS_COMPLETED)
     logger.info("job completed")
-    _bill(tenant_id, response_id, services.responses.load(tenant_id, response_id), services)
+    _bill(tenant_id, response_id, usage_item, services)
 
 
 def _correlate(stored: StoredResponse, response_id: str) -> None:
@@ -127,10 +127,11 @@ def _end(tenant_id: str, response_id: str, claim: StoredResponse, error: dict, s
         logger.warning("job failed", extra={"code": error["code"]})
 
 
-def _bill(tenant_id: str, response_id: str, stored: StoredResponse | None, services: Services) -> None:
-    if stored is None or stored.usage is None:
+def _bill(tenant_id: str, response_id: str, usage_item: dict | None, services: Services) -> None:
+    """Record a completed job's usage (once: the meter is idempotent per request id), then forget it."""
+    if usage_item is None:
         return
-    usage = UsageEvent(**{**stored.usage, "at": datetime.fromisoformat(stored.usage["at"])})
+    usage = UsageEvent(**{**usage_item, "at": datetime.fromisoformat(usage_item["at"])})
     services.meter.record(usage)  # raises when DynamoDB fails: the message comes back and billing is retried
     services.responses.billed(tenant_id, response_id)
 
@@ -142,7 +143,7 @@ def end_dead_job(tenant_id: str, response_id: str, services: Services) -> None:
         return
     _correlate(stored, response_id)
     if stored.status == COMPLETED:
-        _bill(tenant_id, response_id, stored, services)
+        _bill(tenant_id, response_id, stored.usage, services)
         return
     failed = services.responses.fail(tenant_id, response_id, dict(_GAVE_UP))
     if failed is not None:
