@@ -210,7 +210,7 @@ def _plan(tenant: Tenant, request: ResponseCreateRequest, services: Services) ->
         mask_image = _decode(mask, "tools[0].input_image_mask", tenant, services) if mask else None
         plan.image_call = _plan_image_call(plan, tool or {}, mask_image, services)
     else:
-        _check_text_model(model, bool(images or history["images"]))
+        _check_text_model(model, bool(images or history["images"]), background=bool(request.background))
     return plan
 
 
@@ -252,7 +252,10 @@ def _plan_image_call(plan: _Plan, tool: dict, mask: intake.IntakeImage | None, s
     return _ImageCall(edit, options, base if edit else None, mask if edit else None)
 
 
-def _check_text_model(model: ModelEntry, has_images: bool) -> None:
+def _check_text_model(model: ModelEntry, has_images: bool, background: bool) -> None:
+    if not background and model.endpoint is not None and model.endpoint.async_inference:
+        raise InvalidRequest(f"{model.id} runs only in background mode: send \"background\": true and poll "
+                             "GET /v1/responses/{id}.", param="model", code="use_background_mode")
     if has_images and not model.can(Capability.ANALYZE) and model.vision_fallback is None:
         raise InvalidRequest(f"The model '{model.id}' cannot read images.", param="model", code="model_not_supported")
     if not (model.can(Capability.TEXT) or model.can(Capability.ANALYZE)):

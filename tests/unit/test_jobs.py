@@ -303,3 +303,17 @@ def test_upstream_work_that_outlives_invocations_is_paused_and_collected_later(s
     assert done.status == "completed"
     assert submissions == ["a lighthouse at dusk"] and looks == [{"inference_id": "abc"}] * (MAX_ATTEMPTS + 1)
     assert len(svc.meter.records(tenant.tenant_id)) == 1 and _images_counted(svc, tenant) == 1
+
+
+def test_a_model_on_an_async_endpoint_answers_text_only_in_background(svc, tenant, monkeypatch):
+    from darkroom.catalog import ModelEntry
+
+    slow = ModelEntry.model_validate({"id": "sm-async-vision", "backend": "sagemaker", "capabilities": ["analyze"],
+                                      "endpoint": {"endpoint_name": "vision-async", "async_inference": True}})
+    monkeypatch.setitem(svc.catalog.models, slow.id, slow)
+    with pytest.raises(InvalidRequest) as refused:
+        create_response(tenant, ResponseCreateRequest(model=slow.id, input="hi"), "req-async-text", svc)
+    assert refused.value.code == "use_background_mode" and refused.value.param == "model"
+    queued = create_response(tenant, ResponseCreateRequest(model=slow.id, input="hi", background=True),
+                             "req-async-text-bg", svc)
+    assert queued.status == "queued"
