@@ -10,7 +10,7 @@ from darkroom import config, services
 from darkroom.local.aws import EmbeddedAws, create_resources, start_moto, use_endpoint
 from darkroom.local.bridge import LocalApi, make_server
 from darkroom.local.template import Stack
-from darkroom.tenancy import KEY_PATTERN, Limits, hash_key
+from darkroom.tenancy import KEY_PATTERN, hash_key
 
 DEMO_TENANT_NAME = "demo"
 
@@ -89,6 +89,6 @@ def seed_demo_tenant(demo_key: str | None) -> tuple[str, str]:
         found = directory.lookup(hash_key(demo_key))
         if found is not None:
             return demo_key, found[0].tenant_id
-    tenant = directory.create_tenant(DEMO_TENANT_NAME, Limits())
+    tenant = directory.create_tenant(DEMO_TENANT_NAME)  # the default limits (DARKROOM_DEFAULT_*)
     _, secret = directory.issue_key(tenant.tenant_id, secret=demo_key)
     return secret, tenant.tenant_id
