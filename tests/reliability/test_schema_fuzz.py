@@ -1,6 +1,6 @@
 """Schemathesis over the committed docs/openapi.json against ``darkroom serve`` on 127.0.0.1.
 
-Each operation of the generations, models, responses and files routes gets a bounded, derandomized
+Each operation of the generations, edits, models, responses, files and usage routes gets a bounded, derandomized
 number of generated requests with a valid key. Checks: no 5xx (``not_a_server_error``), every status
 received is one the spec declares (``status_code_conformance``), and, where the spec declares a schema
 for that status, the body conforms (``response_schema_conformance``). (Powertools also declares a 422
@@ -29,7 +29,8 @@ pytestmark = pytest.mark.reliability
 
 SPEC = Path(__file__).resolve().parents[2] / "docs" / "openapi.json"
 EXAMPLES_PER_OPERATION = 25
-FUZZED_PREFIXES = ("/v1/images/generations", "/v1/images/edits", "/v1/models", "/v1/responses", "/v1/files")
+FUZZED_PREFIXES = ("/v1/images/generations", "/v1/images/edits", "/v1/models", "/v1/responses", "/v1/files",
+                   "/v1/usage")
 
 
 def _operations() -> list:
@@ -55,7 +56,8 @@ def test_the_spec_covers_the_fuzzed_routes():
 
 # Positive data for every operation; negative data (wrong types, missing fields, out-of-range values)
 # for the operations whose inputs the spec describes: the JSON bodies and the query/path parameters.
-NEGATIVE = ("POST /v1/images/generations", "POST /v1/responses", "GET /v1/files", "GET /v1/models/{model}")
+NEGATIVE = ("POST /v1/images/generations", "POST /v1/responses", "GET /v1/files", "GET /v1/models/{model}",
+            "GET /v1/usage")
 CASES = [(op, GenerationMode.POSITIVE) for op in OPERATIONS] + [
     (op, GenerationMode.NEGATIVE) for op in OPERATIONS if op.label in NEGATIVE]
 
