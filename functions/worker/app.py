@@ -10,7 +10,9 @@ from darkroom.jobs import RetryLater, end_dead_job, run_job
 from darkroom.observability import logger, metrics, tracer
 from darkroom.services import services
 
-processor = BatchProcessor(event_type=EventType.SQS)
+# A retried job is an expected outcome, not a function error: report it as a batch item failure (the
+# message comes back) without failing the invocation, so Lambda's error metrics mean real failures.
+processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
 
 
 def run(record: SQSRecord, lambda_context: LambdaContext) -> None:
