@@ -1,9 +1,16 @@
-"""Reading the CloudWatch EMF documents Powertools prints to stdout (tests capture them with capsys)."""
+"""What darkroom emits, for tests: the CloudWatch EMF documents Powertools prints to stdout (captured with
+capsys), and its log lines as formatted."""
 
 from __future__ import annotations
 
+import io
 import json
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+
+from darkroom.observability import logger as powertools_logger
 
 ALLOWED_DIMENSIONS = {"service", "Backend", "Window", "Code"}
 
@@ -36,3 +43,20 @@ def emitted(out: str) -> list[Point]:
 
 def named(points: list[Point], name: str) -> list[Point]:
     return [p for p in points if p.name == name]
+
+
+@contextmanager
+def powertools_log_stream() -> Iterator[io.StringIO]:
+    """darkroom's Powertools log lines, as formatted (JSON), at INFO, into a stream for the block."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(powertools_logger.registered_formatter)
+    inner = powertools_logger._logger
+    previous = inner.level
+    inner.addHandler(handler)
+    inner.setLevel(logging.INFO)
+    try:
+        yield stream
+    finally:
+        inner.removeHandler(handler)
+        inner.setLevel(previous)

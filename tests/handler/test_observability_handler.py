@@ -3,16 +3,13 @@ lines with a correlation id, including the background worker's."""
 
 from __future__ import annotations
 
-import io
 import json
-import logging
 
 import pytest
 
 from darkroom import observability
-from darkroom.observability import logger as powertools_logger
 from darkroom.observability import metrics
-from emf_capture import ALLOWED_DIMENSIONS, emitted, named
+from emf_capture import ALLOWED_DIMENSIONS, emitted, named, powertools_log_stream
 from lambda_harness import EVENT_KEY, WorkerContext, invoke, load_event, load_handler, sqs_job_event
 
 
@@ -76,18 +73,8 @@ def test_a_429_emits_rate_limited_by_window(tenant, svc, fresh, capsys):
 @pytest.fixture
 def log_lines():
     """darkroom's Powertools log lines, as formatted (JSON), at INFO."""
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(powertools_logger.registered_formatter)
-    inner = powertools_logger._logger
-    previous = inner.level
-    inner.addHandler(handler)
-    inner.setLevel(logging.INFO)
-    try:
+    with powertools_log_stream() as stream:
         yield lambda: [json.loads(line) for line in stream.getvalue().splitlines() if line.startswith("{")]
-    finally:
-        inner.removeHandler(handler)
-        inner.setLevel(previous)
 
 
 def test_api_log_lines_carry_the_request_id_as_correlation_id(tenant, log_lines):

@@ -21,7 +21,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from darkroom.observability import logger as powertools_logger
+from emf_capture import powertools_log_stream
 from lambda_harness import EVENT_KEY, invoke, load_event
 
 pytestmark = pytest.mark.reliability
@@ -72,19 +72,9 @@ def _signatures(url: str) -> list[str]:
 @pytest.fixture
 def captured(caplog):
     """Everything darkroom's Powertools logger emits, as formatted, at INFO."""
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(powertools_logger.registered_formatter)
-    inner = powertools_logger._logger
-    previous = inner.level
-    inner.addHandler(handler)
-    inner.setLevel(logging.INFO)
     caplog.set_level(logging.INFO)
-    try:
+    with powertools_log_stream() as stream:
         yield stream
-    finally:
-        inner.removeHandler(handler)
-        inner.setLevel(previous)
 
 
 def test_a_full_flow_logs_no_request_data(tenant, svc, captured, capsys, caplog):
