@@ -77,7 +77,7 @@ from darkroom.api.files import Upload
 from darkroom.api.images import ImagesResponse
 from darkroom.api.multipart import body_bytes, media_type, parse_form
 from darkroom.api.resolver import idempotency_key, json_response
-from darkroom.observability import logger, metrics
+from darkroom.observability import IDEMPOTENT_REPLAYS, count, logger
 from darkroom.services import services
 from darkroom.tenancy import Tenant
 
@@ -145,7 +145,7 @@ def run_once(key: str | None, *, tenant_id: str, route: str, fingerprint: Callab
         raise ServiceUnavailable("The Idempotency-Key could not be checked or recorded. Retry.") from exc
     if fresh:
         return fresh[0]
-    metrics.add_metric(name="IdempotentReplays", unit="Count", value=1)
+    count(IDEMPOTENT_REPLAYS)
     logger.info("idempotent replay", extra={"route": route})
     response = render(reference)
     response.headers[REPLAYED_HEADER] = "true"

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 
-from darkroom.api.errors import InvalidRequest
-
 MAX_DELAY_SECONDS = 900  # SQS's limit
 
 
@@ -25,9 +23,6 @@ class JobQueue:
         return bool(self._url)
 
     def send(self, tenant_id: str, response_id: str, delay_seconds: int = 0) -> None:
-        if not self._url:
-            raise InvalidRequest("Background mode is not enabled on this deployment.", param="background",
-                                 code="unsupported_value")
         self._sqs.send_message(
             QueueUrl=self._url,
             MessageBody=json.dumps({"tenant_id": tenant_id, "response_id": response_id}, separators=(",", ":")),

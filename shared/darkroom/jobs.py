@@ -29,11 +29,10 @@ from datetime import datetime
 from darkroom import deadline
 from darkroom.api.errors import ApiError
 from darkroom.inference import checkpoint
-from darkroom.limits import Admission
 from darkroom.metering import UsageEvent
 from darkroom.observability import JOB_SECONDS, JOBS_COMPLETED, JOBS_FAILED, count, logger, metrics
 from darkroom.response_store import COMPLETED, IN_PROGRESS, StoredResponse
-from darkroom.responses import answer_job, plan_from_job, refund_job
+from darkroom.responses import answer_job, job_admission, plan_from_job, refund_job
 from darkroom.services import Services
 
 MAX_ATTEMPTS = 3  # the jobs queue's maxReceiveCount (template.yaml)
@@ -72,7 +71,7 @@ def run_job(tenant_id: str, response_id: str, remaining_ms: int, services: Servi
         _end(tenant_id, response_id, claim, {"code": "tenant_not_found", "message": "The account no longer exists."},
              services)
         return
-    admission = Admission(states=(), now=0.0, taken=tuple((key, cost) for key, cost in claim.job["admission"]))
+    admission = job_admission(claim.job)
     started = time.monotonic()
     try:
         with deadline.background_job(remaining_ms), checkpoint.resumable(claim.checkpoint):
@@ -106,7 +105,7 @@ def run_job(tenant_id: str, response_id: str, remaining_ms: int, services: Servi
 
 def _correlate(stored: StoredResponse, response_id: str) -> None:
     """The worker's log lines carry the accepting request's id as their correlation id (and the response id)."""
-    logger.set_correlation_id((stored.job or {}).get("request_id") or response_id)
+    logger.set_correlation_id(stored.job["request_id"])
     logger.append_keys(response_id=response_id)
 
 

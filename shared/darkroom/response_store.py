@@ -109,7 +109,7 @@ class ResponseStore:
     def claim(self, tenant_id: str, response_id: str, lease_seconds: float) -> StoredResponse | None:
         """Take the job for one attempt: a queued job, or a running one whose worker's lease ran out."""
         now = self._clock()
-        return self._update(
+        return self._item(
             tenant_id, response_id,
             "SET #s = :running, #token = :token, #lease = :lease ADD #attempts :one",
             "attribute_exists(#job) AND (#s = :queued OR (#s = :running AND #lease < :now))",
@@ -157,20 +157,27 @@ class ResponseStore:
         else:
             condition = "attribute_exists(#job) AND (#s = :queued OR (#s = :running AND #lease < :now))"
             values |= {":queued": {"S": QUEUED}, ":now": {"N": str(self._clock())}}
-        return self._update(tenant_id, response_id, "SET #s = :failed, #error = :error REMOVE #token, #lease",
-                            condition, values, returns="ALL_OLD")
+        return self._item(tenant_id, response_id, "SET #s = :failed, #error = :error REMOVE #token, #lease",
+                          condition, values, returns="ALL_OLD")
 
     def cancel(self, tenant_id: str, response_id: str) -> StoredResponse | None:
         """Cancel a queued or running job; the old item when this call cancelled it, else None."""
-        return self._update(
+        return self._item(
             tenant_id, response_id, "SET #s = :cancelled REMOVE #token, #lease",
             "attribute_exists(#job) AND (#s = :queued OR #s = :running)",
             {":cancelled": {"S": CANCELLED}, ":queued": {"S": QUEUED}, ":running": {"S": IN_PROGRESS}},
             returns="ALL_OLD",
         )
 
+    def _item(self, tenant_id: str, response_id: str, expression: str, condition: str, values: dict,
+              returns: str) -> StoredResponse | None:
+        """The item (as ``returns`` says: before or after) when the write happened, None when it did not."""
+        attributes = self._update(tenant_id, response_id, expression, condition, values, returns)
+        return None if attributes is None else _stored(attributes)
+
     def _update(self, tenant_id: str, response_id: str, expression: str, condition: str, values: dict,
-                returns: str = "NONE") -> StoredResponse | None:
+                returns: str = "NONE") -> dict | None:
+        """One conditional write: the returned attributes ({} unless asked for), None when the condition failed."""
         names = {"#s": "status", "#token": "token", "#lease": "lease_until", "#attempts": "attempts", "#job": "job",
                  "#record": "record", "#usage": "usage", "#error": "error", "#checkpoint": "checkpoint"}
         used = {name: attribute for name, attribute in names.items() if name in expression or name in condition}
@@ -184,5 +191,4 @@ class ResponseStore:
             if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
                 return None
             raise
-        attributes = result.get("Attributes")
-        return _stored(attributes) if attributes else StoredResponse(record={}, status="")
+        return result.get("Attributes", {})

@@ -454,10 +454,14 @@ def answer_job(tenant: Tenant, plan: _Plan, request_id: str, admission: Admissio
 def retrieve_response(tenant: Tenant, response_id: str, services: Services) -> ResponseObject:
     """A stored response, with fresh URLs and the images read back from S3; a background one in its
     current state (output only once completed; ``error`` once failed)."""
+    return _render(_load(tenant, response_id, services), services)
+
+
+def _load(tenant: Tenant, response_id: str, services: Services) -> StoredResponse:
     found = services.responses.load(tenant.tenant_id, response_id) if RESPONSE_ID.match(response_id) else None
     if found is None:
         raise NotFound(f"No response '{response_id[:40]}'.", param="response_id", code="not_found")
-    return _render(found, services)
+    return found
 
 
 def _render(found: StoredResponse, services: Services) -> ResponseObject:
@@ -477,9 +481,7 @@ def _render(found: StoredResponse, services: Services) -> ResponseObject:
 def cancel_response(tenant: Tenant, response_id: str, services: Services) -> ResponseObject:
     """Cancel a background response that is queued or running; its admission is given back. A finished
     one is answered as it is; a response that was not created in background mode cannot be cancelled."""
-    found = services.responses.load(tenant.tenant_id, response_id) if RESPONSE_ID.match(response_id) else None
-    if found is None:
-        raise NotFound(f"No response '{response_id[:40]}'.", param="response_id", code="not_found")
+    found = _load(tenant, response_id, services)
     if not found.background:
         raise InvalidRequest("Only responses created with background: true can be cancelled.",
                              param="response_id", code="not_cancellable")
@@ -491,9 +493,14 @@ def cancel_response(tenant: Tenant, response_id: str, services: Services) -> Res
     return _render(found, services)
 
 
+def job_admission(job: dict) -> Admission:
+    """What a job's acceptance counted, as the limiter refunds it."""
+    return Admission(states=(), now=0.0, taken=tuple((key, cost) for key, cost in job["admission"]))
+
+
 def refund_job(job: dict, services: Services) -> None:
     """Give back what a job's acceptance counted (it failed or was cancelled before completing)."""
-    services.limiter.refund(Admission(states=(), now=0.0, taken=tuple((key, cost) for key, cost in job["admission"])))
+    services.limiter.refund(job_admission(job))
 
 
 def delete_response(tenant: Tenant, response_id: str, services: Services) -> ResponseDeleted:
