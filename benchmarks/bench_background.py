@@ -22,15 +22,12 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 os.environ["POWERTOOLS_LOG_LEVEL"] = "WARNING"  # before darkroom's logger exists
 
-from moto import mock_aws  # noqa: E402
 
 import conftest  # noqa: E402, F401  (sets test credentials and Powertools switches before imports)
-from darkroom import config, services  # noqa: E402
+from darkroom import services  # noqa: E402
 from darkroom.api.responses import ResponseCreateRequest  # noqa: E402
 from darkroom.jobs import run_job  # noqa: E402
-from darkroom.local.aws import create_resources  # noqa: E402
-from darkroom.local.stack import function_environment  # noqa: E402
-from darkroom.local.template import Stack  # noqa: E402
+from darkroom.local.stack import in_process_aws  # noqa: E402
 from darkroom.responses import create_response  # noqa: E402
 from darkroom.tenancy import Limits  # noqa: E402
 
@@ -58,12 +55,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--size", default="1024x1024")
     args = parser.parse_args()
-    with mock_aws():
-        stack = Stack(prefix="bench")
-        os.environ.update({k: v for k, v in function_environment(stack).items() if k.startswith("DARKROOM_")})
-        os.environ.pop("DARKROOM_CATALOG_PARAMETER", None)
-        services.reset()
-        create_resources(stack, config.client("dynamodb"), config.client("s3"), config.client("sqs"))
+    with in_process_aws("bench"):
         svc = services.services()
         tenant = svc.directory.create_tenant("bench", Limits(images_per_minute=10_000, images_per_day=100_000,
                                                               requests_per_minute=10_000))

@@ -27,12 +27,9 @@ import base64, io, json, os, sys
 sys.path.insert(0, "tests")
 import conftest, lambda_harness
 import httpx
-from moto import mock_aws
 from PIL import Image
-from darkroom import config, services
-from darkroom.local.aws import create_resources
-from darkroom.local.stack import function_environment
-from darkroom.local.template import Stack
+from darkroom import services
+from darkroom.local.stack import in_process_aws
 
 png = open(sys.argv[1], "rb").read()
 side = Image.open(io.BytesIO(png)).size[0]
@@ -70,14 +67,8 @@ def peak_growth(operation):
     peak[0] = max(peak[0], current_rss())
     return result, peak[0] - before
 
-with mock_aws():
-    stack = Stack(prefix="bench")
-    os.environ.update({k: v for k, v in function_environment(stack).items() if k.startswith("DARKROOM_")})
-    os.environ.pop("DARKROOM_CATALOG_PARAMETER", None)
-    os.environ["POWERTOOLS_LOG_LEVEL"] = "WARNING"
-    os.environ["DARKROOM_MAX_IMAGE_BYTES"] = str(64 * 1024 * 1024)
-    services.reset()
-    create_resources(stack, config.client("dynamodb"), config.client("s3"))
+os.environ["POWERTOOLS_LOG_LEVEL"] = "WARNING"
+with in_process_aws("bench", overrides={"DARKROOM_MAX_IMAGE_BYTES": str(64 * 1024 * 1024)}):
     svc = services.services()
     tenant = svc.directory.create_tenant("bench", __import__("darkroom.tenancy").tenancy.Limits(10**6, 10**6, 10**6))
     svc.directory.issue_key(tenant.tenant_id, secret=lambda_harness.EVENT_KEY)

@@ -18,17 +18,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
-from moto import mock_aws  # noqa: E402
 
 import conftest  # noqa: E402, F401  (sets test credentials and Powertools switches before imports)
 import lambda_harness  # noqa: E402
-from darkroom import config, services  # noqa: E402
+from darkroom import services  # noqa: E402
 from darkroom.encoding import encode  # noqa: E402
 from darkroom.inference import GenerateJob  # noqa: E402
 from darkroom.inference.local import render  # noqa: E402
-from darkroom.local.aws import create_resources  # noqa: E402
-from darkroom.local.stack import function_environment  # noqa: E402
-from darkroom.local.template import Stack  # noqa: E402
+from darkroom.local.stack import in_process_aws  # noqa: E402
 from darkroom.tenancy import Limits  # noqa: E402
 
 CASES = [("256x256", "png"), ("1024x1024", "png"), ("1024x1024", "jpeg"), ("1024x1024", "webp"), ("1536x1024", "png")]
@@ -50,13 +47,8 @@ def main() -> None:
     rounds = parser.parse_args().rounds
     import os
 
-    with mock_aws():
-        stack = Stack(prefix="bench")
-        os.environ.update({k: v for k, v in function_environment(stack).items() if k.startswith("DARKROOM_")})
-        os.environ.pop("DARKROOM_CATALOG_PARAMETER", None)
-        os.environ["POWERTOOLS_LOG_LEVEL"] = "WARNING"
-        services.reset()
-        create_resources(stack, config.client("dynamodb"), config.client("s3"))
+    os.environ["POWERTOOLS_LOG_LEVEL"] = "WARNING"
+    with in_process_aws("bench"):
         svc = services.services()
         tenant = svc.directory.create_tenant("bench", Limits(10**6, 10**6, 10**6))
         svc.directory.issue_key(tenant.tenant_id, secret=lambda_harness.EVENT_KEY)

@@ -34,18 +34,15 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 import httpx  # noqa: E402
 from botocore.client import BaseClient  # noqa: E402
-from moto import mock_aws  # noqa: E402
 from PIL import Image  # noqa: E402
 
 os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")  # before Powertools' loggers are built
 import conftest  # noqa: E402, F401  (sets test credentials and Powertools switches before imports)
 import lambda_harness  # noqa: E402
-from darkroom import config, editing, generation, inference, responses, services  # noqa: E402
+from darkroom import editing, generation, inference, responses, services  # noqa: E402
 from darkroom.inference import GeneratedImage, GenerateJob  # noqa: E402
 from darkroom.inference.local import render  # noqa: E402
-from darkroom.local.aws import create_resources  # noqa: E402
-from darkroom.local.stack import function_environment  # noqa: E402
-from darkroom.local.template import Stack  # noqa: E402
+from darkroom.local.stack import in_process_aws  # noqa: E402
 from darkroom.tenancy import Limits  # noqa: E402
 
 
@@ -158,13 +155,8 @@ def main() -> None:
     stub = InstantBackend()
     for module in (inference, generation, editing, responses):
         module.backend_for = lambda model: stub
-    with mock_aws():
-        stack = Stack(prefix="bench")
-        os.environ.update({k: v for k, v in function_environment(stack).items() if k.startswith("DARKROOM_")})
-        os.environ.pop("DARKROOM_CATALOG_PARAMETER", None)
-        os.environ["POWERTOOLS_LOG_LEVEL"] = "WARNING"
-        services.reset()
-        create_resources(stack, config.client("dynamodb"), config.client("s3"))
+    os.environ["POWERTOOLS_LOG_LEVEL"] = "WARNING"
+    with in_process_aws("bench"):
         svc = services.services()
         tenant = svc.directory.create_tenant("bench", Limits(10**6, 10**6, 10**6))
         svc.directory.issue_key(tenant.tenant_id, secret=lambda_harness.EVENT_KEY)

@@ -20,24 +20,11 @@ os.environ.update({"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "tes
 @pytest.fixture
 def aws(monkeypatch):
     """moto with the template's resources created; DARKROOM_* env pointing at them."""
-    from moto import mock_aws
+    from darkroom.local.stack import in_process_aws
 
-    from darkroom import config, services
-    from darkroom.local.aws import _make_moto_linearizable, create_resources
-    from darkroom.local.stack import function_environment
-    from darkroom.local.template import Stack
-
-    _make_moto_linearizable()
-    with mock_aws():
-        stack = Stack(prefix="test")
-        for name, value in function_environment(stack).items():
-            if name.startswith("DARKROOM_"):
-                monkeypatch.setenv(name, value)
-        monkeypatch.delenv("DARKROOM_CATALOG_PARAMETER", raising=False)
-        services.reset()
-        create_resources(stack, config.client("dynamodb"), config.client("s3"), config.client("sqs"))
+    monkeypatch.delenv("DARKROOM_CATALOG_PARAMETER", raising=False)
+    with in_process_aws("test", set_env=monkeypatch.setenv) as stack:
         yield stack
-        services.reset()
 
 
 @pytest.fixture

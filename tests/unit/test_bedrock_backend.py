@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import io
 import json
 
@@ -10,9 +9,9 @@ import boto3
 import pytest
 from botocore.exceptions import ReadTimeoutError
 from botocore.response import StreamingBody
-from botocore.stub import Stubber
 from PIL import Image
 
+from backend_stubs import b64, decode_png, png_of, stubbed
 from darkroom import config
 from darkroom.api.errors import ApiError, InvalidRequest, ServiceUnavailable, UpstreamError, UpstreamTimeout
 from darkroom.catalog import ModelEntry
@@ -28,17 +27,7 @@ MODEL_ARN = "arn:aws:bedrock:us-east-1::foundation-model/" + NOVA
 
 
 def png(width=320, height=320, colour=(200, 30, 30), mode="RGB") -> bytes:
-    buffer = io.BytesIO()
-    Image.new(mode, (width, height), colour).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
-
-
-def decode_png(text: str) -> Image.Image:
-    return Image.open(io.BytesIO(base64.b64decode(text)))
+    return png_of(width, height, colour, mode)
 
 
 class Capture:
@@ -83,9 +72,8 @@ def client():
 
 @pytest.fixture
 def stubber(client):
-    with Stubber(client) as stub:
+    with stubbed(client) as stub:
         yield stub
-        stub.assert_no_pending_responses()
 
 
 @pytest.fixture

@@ -4,8 +4,6 @@ playing the endpoint by writing its output or failure object on a chosen poll.""
 
 from __future__ import annotations
 
-import base64
-import io
 import json
 
 import boto3
@@ -15,6 +13,7 @@ from botocore.stub import Stubber
 from PIL import Image
 from pydantic import ValidationError
 
+from backend_stubs import b64, decode_png, png_of, stubbed
 from darkroom import config
 from darkroom.api.errors import ApiError, ServiceUnavailable, UpstreamError, UpstreamTimeout
 from darkroom.catalog import Endpoint, ModelEntry
@@ -30,17 +29,7 @@ FAILURE_KEY = "async-inference/failure/answer-1-error.out"
 
 
 def png(width=64, height=48, colour=(200, 30, 30)) -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", (width, height), colour).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
-
-
-def decode_png(text: str) -> Image.Image:
-    return Image.open(io.BytesIO(base64.b64decode(text)))
+    return png_of(width, height, colour)
 
 
 def entry(**endpoint) -> ModelEntry:
@@ -107,9 +96,8 @@ def client():
 
 @pytest.fixture
 def stubber(client):
-    with Stubber(client) as stub:
+    with stubbed(client) as stub:
         yield stub
-        stub.assert_no_pending_responses()
 
 
 @pytest.fixture

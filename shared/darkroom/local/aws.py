@@ -32,7 +32,7 @@ def start_moto(host: str = "127.0.0.1", port: int = 0) -> EmbeddedAws:
     """Start moto's server in this process (port 0: any free port)."""
     from moto.moto_server.threaded_moto_server import ThreadedMotoServer
 
-    _make_moto_linearizable()
+    make_moto_linearizable()
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one access line per AWS call is noise
     server = ThreadedMotoServer(ip_address=host, port=port, verbose=False)
     server.start()
@@ -43,7 +43,7 @@ def start_moto(host: str = "127.0.0.1", port: int = 0) -> EmbeddedAws:
 _patched = False
 
 
-def _make_moto_linearizable() -> None:
+def make_moto_linearizable() -> None:
     """moto's backends are not thread-safe; real DynamoDB applies each conditional update atomically.
 
     One lock around moto's request dispatch makes every emulated AWS call atomic, which is the

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from darkroom import config, services
-from darkroom.local.aws import EmbeddedAws, create_resources, start_moto, use_endpoint
+from darkroom.local.aws import EmbeddedAws, create_resources, make_moto_linearizable, start_moto, use_endpoint
 from darkroom.local.bridge import LocalApi, make_server
 from darkroom.local.template import Stack
 from darkroom.tenancy import KEY_PATTERN, hash_key
@@ -48,6 +50,27 @@ def function_environment(stack: Stack) -> dict[str, str]:
     for function in stack.functions():
         merged.update(stack.environment(function.logical_id))
     return merged
+
+
+@contextmanager
+def in_process_aws(prefix: str, set_env: Callable[[str, str], None] = os.environ.__setitem__,
+                   overrides: dict[str, str] | None = None) -> Iterator[Stack]:
+    """moto inside this process with the template's tables, bucket and queues, and the ``DARKROOM_*``
+    settings pointing at them (tests and benchmarks; ``set_env`` lets a test undo what it set)."""
+    from moto import mock_aws
+
+    make_moto_linearizable()
+    with mock_aws():
+        stack = Stack(prefix=prefix)
+        for name, value in (function_environment(stack) | (overrides or {})).items():
+            if name.startswith("DARKROOM_") and name != "DARKROOM_CATALOG_PARAMETER":  # the bundled catalog
+                set_env(name, value)
+        services.reset()
+        create_resources(stack, config.client("dynamodb"), config.client("s3"), config.client("sqs"))
+        try:
+            yield stack
+        finally:
+            services.reset()
 
 
 def start(host: str = "127.0.0.1", port: int = 3000, demo_key: str | None = None, quiet: bool = False) -> LocalStack:
