@@ -4,8 +4,14 @@ VENV ?= .venv
 SAM_VENV ?= .venv-sam
 BIN := $(VENV)/bin
 PORT ?= 3000
+# The model server's own environment (torch, diffusers, transformers): never darkroom's, never the Lambda layer's.
+ENDPOINT_VENV ?= endpoint/.venv
+ENDPOINT_BIN := $(ENDPOINT_VENV)/bin
+# Extra pip arguments for it. torch==2.13.0 resolves to a local CPU wheel where one is on pip's find-links; elsewhere
+# ENDPOINT_PIP_ARGS='--extra-index-url <a CPU-only torch index>' keeps PyPI's CUDA build away.
+ENDPOINT_PIP_ARGS ?=
 
-.PHONY: run test test-reliability lint template openapi events bench build clean
+.PHONY: run run-endpoint test test-endpoint test-reliability lint template openapi events bench build clean
 
 # The dev environment: runtime pins first (what Lambda gets), then the package and its dev tools.
 $(BIN)/darkroom: pyproject.toml layers/runtime/requirements.txt
@@ -20,8 +26,23 @@ $(SAM_VENV)/bin/python:
 	$(SAM_VENV)/bin/pip install -q aws-sam-translator pyyaml
 	touch $@
 
+# The model server's environment; the stamp is rewritten whenever its requirements change.
+$(ENDPOINT_VENV)/.installed: endpoint/requirements.txt endpoint/requirements-local.txt
+	$(PYTHON) -m venv $(ENDPOINT_VENV)
+	$(ENDPOINT_BIN)/pip install -q --upgrade pip
+	$(ENDPOINT_BIN)/pip install -q -r endpoint/requirements.txt -r endpoint/requirements-local.txt $(ENDPOINT_PIP_ARGS)
+	touch $@
+
 run: $(BIN)/darkroom
 	PORT=$(PORT) $(BIN)/darkroom serve
+
+# `make run` plus darkroom's model server with tiny models (tiny-diffusion, tiny-diffusion-async, tiny-vlm).
+run-endpoint: $(BIN)/darkroom $(ENDPOINT_VENV)/.installed
+	PORT=$(PORT) DARKROOM_ENDPOINT_PYTHON=$(abspath $(ENDPOINT_BIN))/python $(BIN)/darkroom serve --model-server
+
+# The model server's own tests, in its own environment (also part of `make test`).
+test-endpoint: $(ENDPOINT_VENV)/.installed
+	PYTHONPATH=endpoint $(ENDPOINT_BIN)/python -m pytest endpoint/tests
 
 lint: $(BIN)/darkroom
 	$(BIN)/ruff check .
@@ -30,8 +51,9 @@ template: $(BIN)/darkroom $(SAM_VENV)/bin/python
 	$(BIN)/cfn-lint template.yaml
 	$(SAM_VENV)/bin/python scripts/sam_transform.py template.yaml
 
-test: lint template
-	$(BIN)/pytest --cov --cov-report=term
+# test-endpoint first: it builds the environment tests/e2e/test_endpoint_e2e.py starts the model server from.
+test: lint template test-endpoint
+	DARKROOM_ENDPOINT_PYTHON=$(abspath $(ENDPOINT_BIN))/python $(BIN)/pytest --cov --cov-report=term
 
 # Property tests, schema fuzzing on loopback, fault injection, log hygiene (also part of `make test`).
 test-reliability: $(BIN)/darkroom
@@ -59,4 +81,4 @@ build:
 	sam build
 
 clean:
-	rm -rf $(VENV) $(SAM_VENV) .aws-sam .pytest_cache .ruff_cache .coverage
+	rm -rf $(VENV) $(SAM_VENV) $(ENDPOINT_VENV) endpoint/.models .aws-sam .pytest_cache .ruff_cache .coverage

@@ -4,6 +4,11 @@ Routing is by capability from this catalog, never by a substring of a model name
 in the layer (``catalog.json`` beside this file) and can be replaced per deployment by the
 ``DARKROOM_CATALOG`` environment variable (JSON text or a file path) or an SSM parameter named by
 ``DARKROOM_CATALOG_PARAMETER``.
+
+``DARKROOM_CATALOG_EXTRA`` (a JSON object: model id -> entry) adds entries to whichever catalog was loaded.
+The template sets it when the stack runs darkroom's own model server, so that model reaches every function
+without anyone editing a catalog. Its entries are validated like any other; an id the loaded catalog
+already has, or an invalid entry, fails the catalog load with a :class:`CatalogError` that says which.
 """
 
 from __future__ import annotations
@@ -14,12 +19,17 @@ from functools import cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from darkroom import config
 from darkroom.api.errors import InvalidRequest, ModelNotFound
 
 BUNDLED_CATALOG = Path(__file__).with_name("catalog.json")
+EXTRA_VARIABLE = "DARKROOM_CATALOG_EXTRA"
+
+
+class CatalogError(ValueError):
+    """A catalog that cannot be used: the message names the source and the problem (never a request's data)."""
 
 
 class Capability(StrEnum):
@@ -200,13 +210,55 @@ class Catalog(BaseModel):
         return sorted(m.id for m in self.models.values() if m.can(capability))
 
 
-def parse_catalog(text: str) -> Catalog:
-    return Catalog.model_validate(json.loads(text))
+def parse_catalog(text: str, extra: str | None = None) -> Catalog:
+    """The catalog in ``text``, plus the entries of ``extra`` (``DARKROOM_CATALOG_EXTRA``'s format) if given."""
+    document = json.loads(text)
+    if not extra:
+        return Catalog.model_validate(document)
+    merged = merge_extra(document, extra)
+    try:
+        return Catalog.model_validate(merged)
+    except ValidationError as exc:  # e.g. an added entry's vision_fallback names no model that analyzes
+        raise CatalogError(f"{EXTRA_VARIABLE}: the catalog with its entries is invalid: {_summary(exc)}") from None
+
+
+def merge_extra(document: object, extra: str) -> dict:
+    """``document`` (a catalog's JSON) with the model entries of ``extra`` (a JSON object: model id -> entry)
+    added. Every entry is validated on its own first, so an error names the entry; an id ``document``
+    already has is refused rather than silently replaced."""
+    try:
+        entries = json.loads(extra)
+    except json.JSONDecodeError as exc:
+        raise CatalogError(f"{EXTRA_VARIABLE} is not JSON ({exc.msg}, character {exc.pos})") from None
+    if not isinstance(entries, dict) or not entries:
+        raise CatalogError(f"{EXTRA_VARIABLE} must be a non-empty JSON object of model id -> catalog entry")
+    models = document.get("models") if isinstance(document, dict) else None
+    if not isinstance(models, dict):
+        raise CatalogError(f"{EXTRA_VARIABLE}: the loaded catalog has no \"models\" object to add entries to")
+    clashes = sorted(set(entries) & set(models))
+    if clashes:
+        raise CatalogError(f"{EXTRA_VARIABLE} adds model ids the catalog already has: {', '.join(clashes)} "
+                           f"(rename one of them)")
+    for model_id, entry in entries.items():
+        if not isinstance(entry, dict):
+            raise CatalogError(f"{EXTRA_VARIABLE}: the entry for {model_id!r} is not a JSON object")
+        try:
+            ModelEntry.model_validate({**entry, "id": model_id})
+        except ValidationError as exc:
+            raise CatalogError(f"{EXTRA_VARIABLE}: invalid entry {model_id!r}: {_summary(exc)}") from None
+    return {**document, "models": {**models, **entries}}
+
+
+def _summary(exc: ValidationError) -> str:
+    """pydantic's errors as one line: where and what, without the offending input."""
+    return "; ".join(f"{'.'.join(str(part) for part in error['loc']) or 'entry'}: {error['msg']}"
+                     for error in exc.errors())
 
 
 @cache
 def get_catalog() -> Catalog:
-    """This container's catalog: env JSON/path, else the SSM parameter, else the bundled file."""
+    """This container's catalog: env JSON/path, else the SSM parameter, else the bundled file; plus the
+    entries of ``DARKROOM_CATALOG_EXTRA`` when it is set."""
     settings = config.get_settings()
     if settings.catalog:
         source = settings.catalog.strip()
@@ -216,4 +268,4 @@ def get_catalog() -> Catalog:
         text = response["Parameter"]["Value"]
     else:
         text = BUNDLED_CATALOG.read_text(encoding="utf-8")
-    return parse_catalog(text)
+    return parse_catalog(text, (settings.catalog_extra or "").strip() or None)

@@ -51,6 +51,9 @@ def _parser() -> argparse.ArgumentParser:
     serve = add("serve", help="serve the API locally from template.yaml")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=int(os.environ.get("PORT", "3000")))
+    serve.add_argument("--model-server", action="store_true",
+                       help="also run darkroom's model server (endpoint/) with tiny models behind the sagemaker "
+                            "backend (needs endpoint/.venv: make run-endpoint)")
 
     tenants = add("tenants", help="create, list and suspend tenants, change their limits").add_subparsers(
         dest="action", required=True)
@@ -106,12 +109,19 @@ def _interrupt(signum, frame) -> None:
 def _serve(args) -> None:
     from darkroom.local import stack
 
-    local = stack.start(args.host, args.port, demo_key=os.environ.get("DARKROOM_DEMO_KEY"))
+    if args.model_server:  # the first run writes the tiny models, and torch takes a while to import
+        print("darkroom: starting the model server (endpoint/) with tiny models...", flush=True)
+    local = stack.start(args.host, args.port, demo_key=os.environ.get("DARKROOM_DEMO_KEY"),
+                        model_server=args.model_server)
     lines = [f"darkroom local stack: {local.base_url}  (AWS at {os.environ['AWS_ENDPOINT_URL']})",
              f"demo tenant {local.demo_tenant_id}, key: {local.demo_key}",
              f"playground: {local.base_url.removesuffix('/v1')}/playground   "
-             f"API docs: {local.base_url.removesuffix('/v1')}/docs",
-             "In another shell, to use the openai SDK and the darkroom CLI against it:"]
+             f"API docs: {local.base_url.removesuffix('/v1')}/docs"]
+    if local.model_server:
+        models = local.model_server
+        lines += [f"model server: {models.url} (ready in {models.ready_seconds:.1f}s; log: {models.log}), "
+                  f"serving {', '.join(models.models)} (randomly initialised tiny models, not trained ones)"]
+    lines += ["In another shell, to use the openai SDK and the darkroom CLI against it:"]
     lines += [f"export {name}={value}" for name, value in sorted(local.environment.items())]
     print("\n".join(lines), flush=True)
     # SIGTERM (CI, process managers) shuts down like Ctrl-C: workers and moto stop with the server.

@@ -33,6 +33,8 @@ class Settings(BaseModel):
     # Model catalog overrides: an SSM parameter name, or JSON text / a file path.
     catalog_parameter: str | None = None
     catalog: str | None = None
+    # Entries added to whichever catalog was loaded (JSON: model id -> entry): the template's model server.
+    catalog_extra: str | None = None
     # Lambda's synchronous response limit is 6 MB (6,291,456 bytes) for the whole proxy response;
     # the body budget leaves room for the status line and headers.
     max_response_bytes: int = Field(default=6_000_000, ge=10_000)

@@ -15,9 +15,9 @@ from pydantic import ValidationError
 
 from backend_stubs import b64, decode_png, png_of, stubbed
 from darkroom import config
-from darkroom.api.errors import ApiError, ServiceUnavailable, UpstreamError, UpstreamTimeout
+from darkroom.api.errors import ApiError, InvalidRequest, ServiceUnavailable, UpstreamError, UpstreamTimeout
 from darkroom.catalog import Endpoint, ModelEntry
-from darkroom.inference import EditJob, GenerateJob, InputImage, TextJob, aws_runtime
+from darkroom.inference import EditJob, GenerateJob, InputImage, TextJob, aws_runtime, sagemaker_async
 from darkroom.inference.resilience import CircuitBreaker
 from darkroom.inference.sagemaker import SageMakerBackend, generate_request
 
@@ -242,6 +242,82 @@ def test_a_failure_object_is_a_502_that_never_repeats_its_text_or_location(stubb
     logged = " ".join(json.dumps(vars(record), default=str) for record in caplog.records)
     assert "async_failure" in logged and SECRET_DETAIL not in logged and FAILURE_KEY not in logged
     assert len(clock.sleeps) == 2 and input_keys(s3, bucket) == []
+
+
+def refusal(**extra) -> bytes:
+    """The model server's safety refusal, as the failure object holds it (its error answer)."""
+    return answer({"error": {"code": "content_policy_violation", "message": f"blocked: {SECRET_DETAIL}",
+                             "param": "prompt"}, **extra})
+
+
+def test_a_content_policy_refusal_in_the_failure_object_is_a_400_that_spares_the_breaker(stubber, model, client,
+                                                                                         clock, s3, bucket, caplog):
+    backend = SageMakerBackend(model, client=client, breaker=CircuitBreaker(threshold=1), sleep=clock.sleep,
+                               clock=clock.time)
+    Invocation(stubber, bucket)
+    clock.on_sleep = endpoint_writes(s3, bucket, 2, FAILURE_KEY, refusal())
+
+    with caplog.at_level("DEBUG", logger="darkroom"), pytest.raises(InvalidRequest) as caught:
+        backend.generate(model, gen_job())
+
+    assert (caught.value.status, caught.value.code) == (400, "content_policy_violation")
+    assert caught.value.message == "The request was rejected by the model's content filters."
+    assert_neutral(caught.value, bucket)
+    logged = " ".join(json.dumps(vars(record), default=str) for record in caplog.records)
+    assert "content_policy_violation" in logged and "async_failure" not in logged
+    for leak in (SECRET_DETAIL, "blocked:", FAILURE_KEY, ENDPOINT_NAME):
+        assert leak not in logged
+    assert backend.breaker.state == "closed"  # the client's prompt, not the endpoint's health
+    assert input_keys(s3, bucket) == []
+
+
+@pytest.mark.parametrize("failure", [
+    answer({"error": {"code": "model_error", "message": SECRET_DETAIL}}), b"Traceback " + SECRET_DETAIL.encode(),
+    b"", "oversized",
+], ids=["other-code", "text", "empty", "oversized"])
+def test_any_other_failure_object_stays_a_502(stubber, backend, model, clock, s3, bucket, failure):
+    if failure == "oversized":  # a refusal padded past the cap: only the prefix is fetched, and it is not parsed
+        failure = refusal(pad="x" * sagemaker_async.MAX_FAILURE_BYTES)
+    Invocation(stubber, bucket)
+    clock.on_sleep = endpoint_writes(s3, bucket, 1, FAILURE_KEY, failure)
+    with pytest.raises(UpstreamError) as caught:
+        backend.generate(model, gen_job())
+    assert (caught.value.status, caught.value.code) == (502, "upstream_error")
+    assert_neutral(caught.value, bucket)
+
+
+def test_only_a_capped_prefix_of_the_failure_object_is_fetched(stubber, backend, model, clock, s3, bucket,
+                                                               monkeypatch):
+    Invocation(stubber, bucket)
+    clock.on_sleep = endpoint_writes(s3, bucket, 1, FAILURE_KEY, refusal())
+    ranges = []
+    get_object = s3.get_object
+
+    def spy(**kwargs):
+        ranges.append(kwargs.get("Range"))
+        return get_object(**kwargs)
+
+    monkeypatch.setattr(s3, "get_object", spy)
+    with pytest.raises(InvalidRequest):
+        backend.generate(model, gen_job())
+    assert ranges == [f"bytes=0-{sagemaker_async.MAX_FAILURE_BYTES}"]
+
+
+def test_an_unreadable_failure_object_is_still_the_endpoints_502(stubber, model, client, clock, s3, bucket,
+                                                                 monkeypatch):
+    backend = SageMakerBackend(model, client=client, breaker=CircuitBreaker(threshold=1), sleep=clock.sleep,
+                               clock=clock.time)
+    Invocation(stubber, bucket)
+    clock.on_sleep = endpoint_writes(s3, bucket, 1, FAILURE_KEY, refusal())
+
+    def denied(**kwargs):
+        raise ClientError({"Error": {"Code": "AccessDenied", "Message": f"denied on {bucket}"}}, "GetObject")
+
+    monkeypatch.setattr(s3, "get_object", denied)
+    with pytest.raises(UpstreamError) as caught:
+        backend.generate(model, gen_job())
+    assert (caught.value.status, caught.value.code) == (502, "upstream_error")
+    assert backend.breaker.state == "open"  # it failed, and nothing says the client caused it
 
 
 def test_no_answer_by_the_deadline_is_the_real_time_paths_504(stubber, model, client, clock, s3, bucket):

@@ -13,11 +13,11 @@ from PIL import Image
 
 from backend_stubs import b64, decode_png, png_of, stubbed
 from darkroom import config
-from darkroom.api.errors import ApiError, ServiceUnavailable, UpstreamError, UpstreamTimeout
+from darkroom.api.errors import ApiError, InvalidRequest, ServiceUnavailable, UpstreamError, UpstreamTimeout
 from darkroom.catalog import ModelEntry
 from darkroom.inference import EditJob, GenerateJob, InputImage, TextJob, aws_runtime, backend_for
 from darkroom.inference.resilience import CircuitBreaker
-from darkroom.inference.sagemaker import SageMakerBackend
+from darkroom.inference.sagemaker import MAX_REFUSAL_BYTES, SageMakerBackend, content_policy_refusal
 
 ENDPOINT_NAME = "darkroom-private-endpoint-7f3a"
 SECRET_DETAIL = "CONTAINER-INTERNAL-DETAIL-9c1e"
@@ -196,6 +196,73 @@ def test_a_container_429_is_503(stubber, backend, model):
                              modeled_fields={"OriginalStatusCode": 429})
     with pytest.raises(ServiceUnavailable):
         backend.generate(model, gen_job())
+
+
+def refusal_body(code="content_policy_violation", **extra) -> str:
+    """The container's error object as the model server answers it (darkroom_endpoint.contract)."""
+    return json.dumps({"error": {"code": code, "message": f"blocked: {SECRET_DETAIL}", "param": "prompt"}, **extra})
+
+
+def container_error(stubber, original_status: int, original_message: str) -> None:
+    stubber.add_client_error("invoke_endpoint", "ModelError",
+                             f"Received client error ({original_status}) from primary with message "
+                             f"\"{original_message}\". See {LOG_ARN} for more information.",
+                             http_status_code=424, modeled_fields={
+                                 "OriginalStatusCode": original_status, "OriginalMessage": original_message,
+                                 "LogStreamArn": LOG_ARN})
+
+
+@pytest.mark.parametrize("operation", ["generate", "edit", "respond"])
+def test_a_content_policy_refusal_is_a_400_with_neutral_words_that_spares_the_breaker(client, stubber, model,
+                                                                                      caplog, operation):
+    backend = SageMakerBackend(model, client=client, breaker=CircuitBreaker(threshold=1))
+    container_error(stubber, 400, refusal_body())
+    call = {"generate": lambda: backend.generate(model, gen_job()),
+            "edit": lambda: backend.edit(model, edit_job(None)),
+            "respond": lambda: backend.respond(model, text_job())}[operation]
+
+    with caplog.at_level("DEBUG", logger="darkroom"), pytest.raises(InvalidRequest) as caught:
+        call()
+
+    assert (caught.value.status, caught.value.code, caught.value.param) == (400, "content_policy_violation", None)
+    assert caught.value.message == "The request was rejected by the model's content filters."
+    assert_neutral(caught.value)
+    assert "blocked" not in caught.value.message
+    logged = " ".join(json.dumps(vars(record), default=str) for record in caplog.records)
+    assert "content_policy_violation" in logged  # guarded() logs the code, never the container's words
+    for leak in (SECRET_DETAIL, ENDPOINT_NAME, "blocked:", "arn:"):
+        assert leak not in logged
+    assert backend.breaker.state == "closed"
+
+
+@pytest.mark.parametrize(("original", "message", "error"), [
+    (400, refusal_body(code="invalid_request"), UpstreamError),  # another deliberate refusal: still a 502
+    (400, "content_policy_violation", UpstreamError),  # the words, not the contract's object
+    (400, json.dumps({"code": "content_policy_violation"}), UpstreamError),  # not under "error"
+    (400, json.dumps(["content_policy_violation"]), UpstreamError),
+    (500, refusal_body(), UpstreamError),  # a crash is a crash whatever its body says
+    (429, refusal_body(), ServiceUnavailable),
+], ids=["other-code", "plain-text", "top-level-code", "list", "5xx", "429"])
+def test_only_the_contracts_refusal_in_a_4xx_is_a_content_policy_violation(stubber, backend, model, original,
+                                                                           message, error):
+    container_error(stubber, original, message)
+    with pytest.raises(error) as caught:
+        backend.generate(model, gen_job())
+    assert caught.value.code != "content_policy_violation"
+    assert_neutral(caught.value)
+
+
+def test_a_refusal_body_is_read_only_up_to_its_cap():
+    padded = json.loads(refusal_body())
+    padded["pad"] = ""
+    small = json.dumps(padded)
+    padded["pad"] = "x" * (MAX_REFUSAL_BYTES - len(small))
+    assert content_policy_refusal(json.dumps(padded)) is not None  # exactly the cap
+    padded["pad"] += "x"
+    assert content_policy_refusal(json.dumps(padded)) is None  # one byte more: never parsed
+    assert content_policy_refusal(refusal_body().encode()) is not None
+    for junk in (None, 7, b"\xff\xfe", "{", "null", '{"error": "content_policy_violation"}'):
+        assert content_policy_refusal(junk) is None
 
 
 def test_validation_error_is_502(stubber, backend, model):

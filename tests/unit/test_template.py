@@ -60,7 +60,15 @@ _SUB = re.compile(r"\$\{([^}!]+)\}")
 
 
 def _alarms(stack) -> dict[str, dict]:
-    return stack.of_type("AWS::CloudWatch::Alarm")
+    """The notification alarms: an alarm whose action is a scaling policy (the model server's scale-from-zero)
+    notifies nobody and is not on the dashboard (tests/unit/test_template_sagemaker.py covers it)."""
+    policies = set(stack.of_type("AWS::ApplicationAutoScaling::ScalingPolicy"))
+
+    def scales(alarm: dict) -> bool:
+        actions = alarm.get("AlarmActions")
+        return isinstance(actions, list) and any(isinstance(a, dict) and a.get("Ref") in policies for a in actions)
+
+    return {name: alarm for name, alarm in stack.of_type("AWS::CloudWatch::Alarm").items() if not scales(alarm)}
 
 
 def _watched(alarm: dict) -> list[tuple[str, str, dict]]:

@@ -36,12 +36,16 @@ or the container's body. AWS errors map as follows:
 
 * ``ThrottlingException``, ``ServiceUnavailable``, ``ModelNotReadyException``, ``InternalFailure``,
   ``InternalDependencyException``, a container answer of 429, a connection failure -> 503 + ``retry-after``;
-* ``ModelError`` (the container answered 4xx/5xx) and ``ValidationError`` (darkroom's request did not
-  fit the endpoint: an operator issue) -> 502 ``upstream_error``;
+* ``ModelError`` whose container answer was a 4xx carrying the contract's safety refusal,
+  ``{"error": {"code": "content_policy_violation", ...}}`` -> 400 ``content_policy_violation`` with a neutral
+  message (as :mod:`darkroom.inference.bedrock` answers its filters); only that code is read from the
+  container's body, and at most ``MAX_REFUSAL_BYTES`` of it;
+* any other ``ModelError`` (the container answered 4xx/5xx) and ``ValidationError`` (darkroom's request did
+  not fit the endpoint: an operator issue) -> 502 ``upstream_error``;
 * botocore ``ReadTimeoutError`` / ``ConnectTimeoutError`` -> 504 ``upstream_timeout``.
 
 Each backend has a circuit breaker (:class:`darkroom.inference.resilience.CircuitBreaker`): throttling,
-timeouts, invalid answers and 5xx count against the endpoint; deliberate 4xx answers do not.
+timeouts, invalid answers and 5xx count against the endpoint; deliberate 4xx answers (refusals included) do not.
 
 An endpoint with ``async_inference`` is a SageMaker *asynchronous* endpoint: the same body and answer
 travel through S3 instead (:mod:`darkroom.inference.sagemaker_async`); ``submit_async`` and
@@ -63,7 +67,7 @@ from botocore.exceptions import (
 from PIL import Image
 
 from darkroom import config
-from darkroom.api.errors import UpstreamError
+from darkroom.api.errors import InvalidRequest, UpstreamError
 from darkroom.catalog import ModelEntry
 from darkroom.inference import EditJob, GeneratedImage, GenerateJob, TextJob
 
@@ -89,9 +93,36 @@ from darkroom.inference.resilience import CircuitBreaker
 from darkroom.inference.sagemaker_async import AsyncEndpoint
 from darkroom.observability import logger
 
+# The contract's safety refusal (a 4xx whose body is {"error": {"code": "content_policy_violation"}}) and the
+# neutral words the client gets instead of the container's: bedrock.py's, so both backends refuse alike.
+CONTENT_POLICY_CODE = "content_policy_violation"
+CONTENT_POLICY_MESSAGE = "The request was rejected by the model's content filters."
+# How much of a container's error body is looked at to find that code: an error object is a few hundred bytes
+# (and botocore's sagemaker-runtime model caps ModelError.OriginalMessage at 2048 characters, shape "Message");
+# anything longer is not a refusal, so a huge or hostile body is never parsed.
+MAX_REFUSAL_BYTES = 64 * 1024
 _UNAVAILABLE_CODES = frozenset({"ThrottlingException", "Throttling", "TooManyRequestsException", "ServiceUnavailable",
                                 "ServiceUnavailableException", "ModelNotReadyException", "InternalFailure",
                                 "InternalDependencyException", "InternalServerException"})
+
+
+def content_policy_refusal(body: object) -> Outcome | None:
+    """The 400 for a container's error body that is the contract's safety refusal, else None.
+
+    ``body`` is untrusted (``str`` or ``bytes``): only ``error.code`` is read, and only from a body of at most
+    ``MAX_REFUSAL_BYTES``. The refusal is the client's request, not the endpoint's health (``unhealthy=False``),
+    and nothing of the container's text reaches the client or the logs."""
+    data = body.encode("utf-8", "replace") if isinstance(body, str) else body
+    if not isinstance(data, bytes | bytearray) or len(data) > MAX_REFUSAL_BYTES:
+        return None
+    try:
+        document = json.loads(data)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    error = document.get("error") if isinstance(document, dict) else None
+    if not isinstance(error, dict) or error.get("code") != CONTENT_POLICY_CODE:
+        return None
+    return Outcome(InvalidRequest(CONTENT_POLICY_MESSAGE, code=CONTENT_POLICY_CODE), unhealthy=False)
 
 
 def edit_mask_png(mask: Image.Image) -> bytes:
@@ -199,6 +230,7 @@ class SageMakerBackend(AwsBackend):
         if self._async is None:
             self._async = AsyncEndpoint(self.client, config.client("s3"), config.get_settings().images_bucket,
                                         self.breaker, parse=parse_answer, client_error=self._client_error,
+                                        refusal=content_policy_refusal,
                                         sleep=self._sleep, clock=self._clock)
         return self._async
 
@@ -231,6 +263,10 @@ class SageMakerBackend(AwsBackend):
         if code == "ModelError":
             status = exc.response.get("OriginalStatusCode")
             status = status if isinstance(status, int) else 500
+            if 400 <= status < 500 and status != 429:
+                refused = content_policy_refusal(exc.response.get("OriginalMessage"))
+                if refused is not None:  # the client's request, not an operator's problem: guarded() logs it
+                    return refused
             logger.error("sagemaker container error", extra={"model": model.id, "original_status": status})
             if status == 429:
                 return Outcome(unavailable(), unhealthy=True)

@@ -11,8 +11,12 @@ same JSON contract body as to a real-time endpoint (:mod:`darkroom.inference.sag
 3. the output and failure objects are polled by listing their keys: a ``ListBucket`` limited to the
    prefix answers "not yet" honestly, where a ``GetObject`` on a missing key is a 403 unless the role may
    list the whole bucket. An answer is parsed exactly like a real-time one (byte cap, images through the
-   intake). A failure object is a 502 whose text is never read: the container's words stay in S3 and in
-   its logs. No answer by the deadline is the real-time path's 504.
+   intake). A failure object holds the container's failed answer (SageMaker Runtime's API change of
+   2023-04-04: async endpoints "receive failure model responses in S3"): at most its first
+   ``MAX_FAILURE_BYTES`` are read, only to recognise the contract's safety refusal (400
+   ``content_policy_violation``, as in real time); anything else is a 502. Its text never reaches a client
+   or darkroom's logs: the container's words stay in S3 and in its logs. No answer by the deadline is the
+   real-time path's 504.
 
 Submitting and collecting are separate steps joined by a small JSON handle, so a background job can
 submit in one Lambda invocation and collect in a later one. The input object is deleted once the job
@@ -54,23 +58,30 @@ MAX_POLL_SECONDS = 5.0
 # RequestTTLSeconds: how long a request may wait in the endpoint's queue (SageMaker allows 60..21600).
 MIN_QUEUE_SECONDS = 60
 MAX_QUEUE_SECONDS = 21_600
+# How much of a failure object is read (a ranged GetObject): enough for the contract's error object, never a
+# traceback's worth; a longer object is not a refusal (sagemaker.MAX_REFUSAL_BYTES refuses it unparsed).
+MAX_FAILURE_BYTES = 64 * 1024
 
 # (task, expected answer, document) -> the backend's result; a contract violation raises an Outcome.
 Parse = Callable[[str, Mapping[str, Any], dict], Any]
 MapClientError = Callable[[ModelEntry, ClientError], Outcome]
+# The first bytes of a failure object -> the contract's refusal as an Outcome, or None for a plain failure.
+Refusal = Callable[[bytes], Outcome | None]
 
 
 class AsyncEndpoint:
     """Submits contract bodies to a SageMaker async endpoint and collects the answers from S3."""
 
     def __init__(self, runtime, s3, bucket: str, breaker: CircuitBreaker, *, parse: Parse,
-                 client_error: MapClientError, sleep: Callable[[float], None], clock: Callable[[], float]) -> None:
+                 client_error: MapClientError, refusal: Refusal, sleep: Callable[[float], None],
+                 clock: Callable[[], float]) -> None:
         self.runtime = runtime
         self.s3 = s3
         self.bucket = bucket
         self.breaker = breaker
         self.parse = parse
         self.client_error = client_error
+        self.refusal = refusal
         self.sleep = sleep
         self.clock = clock  # wall-clock seconds: a handle's expiry must mean the same in a later invocation
 
@@ -179,8 +190,12 @@ class AsyncEndpoint:
         if self._exists(output_key):
             answer = self._s3(lambda: read_body(self.s3.get_object(Bucket=self.bucket, Key=output_key).get("Body")))
             return self.parse(handle["task"], handle["expect"], json_object(answer))
-        if self._exists(self._key(handle["failure_location"], model)):
-            # Never read: the container's failure text is not for clients, nor for darkroom's logs.
+        failure_key = self._key(handle["failure_location"], model)
+        if self._exists(failure_key):
+            refused = self.refusal(self._failure_prefix(failure_key))
+            if refused is not None:  # the client's request was refused: a 400, not the endpoint's ill health
+                raise refused
+            # The container's failure text is not for clients, nor for darkroom's logs: only that it failed.
             logger.error("sagemaker async inference failed", extra={"model": model.id, "code": "async_failure"})
             raise Outcome(UpstreamError(FAILED_MESSAGE, code="upstream_error"), unhealthy=True)
         if self.clock() >= handle["expires_at"]:
@@ -204,6 +219,18 @@ class AsyncEndpoint:
         """Whether SageMaker has written ``key``: the exact key sorts first among those it prefixes."""
         listing = self._s3(lambda: self.s3.list_objects_v2(Bucket=self.bucket, Prefix=key, MaxKeys=1))
         return any(item.get("Key") == key for item in listing.get("Contents", []))
+
+    def _failure_prefix(self, key: str) -> bytes:
+        """At most ``MAX_FAILURE_BYTES`` + 1 bytes of a failure object (one more tells a longer object apart).
+
+        Best effort: a failure that cannot be read is still a failure (the caller's 502), so S3 errors here
+        give no bytes rather than an error of their own."""
+        try:
+            body = self.s3.get_object(Bucket=self.bucket, Key=key, Range=f"bytes=0-{MAX_FAILURE_BYTES}").get("Body")
+            return body.read(MAX_FAILURE_BYTES + 1) if body is not None else b""
+        except (ClientError, BotoCoreError, OSError, ValueError) as exc:
+            logger.warning("could not read an async inference failure", extra={"code": type(exc).__name__})
+            return b""
 
     @staticmethod
     def _s3(call: Callable[[], Any]) -> Any:

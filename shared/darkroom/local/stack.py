@@ -1,4 +1,5 @@
-"""Bringing up the whole local stack: AWS (embedded or external), resources, demo tenant, HTTP bridge."""
+"""Bringing up the whole local stack: AWS (embedded or external), resources, demo tenant, HTTP bridge, and
+(``model_server=True``) darkroom's model server with tiny models (:mod:`darkroom.local.model_server`)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from dataclasses import dataclass
 from darkroom import config, services
 from darkroom.local.aws import EmbeddedAws, create_resources, make_moto_linearizable, start_moto, use_endpoint
 from darkroom.local.bridge import LocalApi, make_server
+from darkroom.local.model_server import ModelServer, interpreter, launch
 from darkroom.local.template import Stack
 from darkroom.tenancy import KEY_PATTERN, hash_key
 
@@ -27,6 +29,7 @@ class LocalStack:
     server: object
     api: LocalApi
     aws: EmbeddedAws | None
+    model_server: ModelServer | None = None
 
     def serve_forever(self) -> None:
         self.server.serve_forever()
@@ -40,6 +43,8 @@ class LocalStack:
         self.server.shutdown()
         self.server.server_close()
         self.api.stop()
+        if self.model_server:  # before moto: an async answer it is writing must not meet a stopped S3
+            self.model_server.stop()
         if self.aws:
             self.aws.stop()
 
@@ -73,8 +78,11 @@ def in_process_aws(prefix: str, set_env: Callable[[str, str], None] = os.environ
             services.reset()
 
 
-def start(host: str = "127.0.0.1", port: int = 3000, demo_key: str | None = None, quiet: bool = False) -> LocalStack:
-    """Create (or reuse) AWS resources from template.yaml, seed the demo tenant, bind the HTTP server."""
+def start(host: str = "127.0.0.1", port: int = 3000, demo_key: str | None = None, quiet: bool = False,
+          model_server: bool = False) -> LocalStack:
+    """Create (or reuse) AWS resources from template.yaml, seed the demo tenant, bind the HTTP server; with
+    ``model_server``, also run the model server and serve its models (``SystemExit`` when it cannot start)."""
+    python = interpreter() if model_server else None  # a missing environment stops us before anything runs
     aws = None
     if not os.environ.get("AWS_ENDPOINT_URL"):
         aws = start_moto(host)
@@ -89,18 +97,34 @@ def start(host: str = "127.0.0.1", port: int = 3000, demo_key: str | None = None
     services.reset()
     create_resources(stack, config.client("dynamodb"), config.client("s3"), config.client("sqs"))
     demo_key, tenant_id = seed_demo_tenant(demo_key)
-    api = LocalApi(stack, dict(os.environ))
-    api.warm()
-    api.start_queue_pollers(config.client("sqs"))
-    server = make_server(api, host, port, quiet=quiet)
+    running, api = None, None
+    try:
+        if python is not None:
+            # Launched before the containers start, which must inherit its address and catalog; it loads its
+            # models while they import their handlers, and is waited for once they are warm.
+            running = launch(python, environment["DARKROOM_IMAGES_BUCKET"], host=host)
+            os.environ.update(running.environment)
+            environment |= running.environment
+            services.reset()
+        api = LocalApi(stack, dict(os.environ))
+        api.warm()
+        if running is not None:
+            running.wait_ready()
+        api.start_queue_pollers(config.client("sqs"))
+        server = make_server(api, host, port, quiet=quiet)
+    except BaseException:  # nothing this call started may outlive it (the model server is a process of its own)
+        for started in (api, running, aws):
+            if started is not None:
+                started.stop()
+        raise
     bound_port = server.server_address[1]
     exported = {k: v for k, v in environment.items() if k.startswith("DARKROOM_")}
-    exported |= {name: os.environ[name] for name in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID",
-                                                    "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")
+    exported |= {name: os.environ[name] for name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME",
+                                                    "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")
                  if os.environ.get(name)}
     base_url = f"http://{host}:{bound_port}/v1"
     exported |= {"OPENAI_BASE_URL": base_url, "OPENAI_API_KEY": demo_key}
-    return LocalStack(stack, exported, base_url, demo_key, tenant_id, server, api, aws)
+    return LocalStack(stack, exported, base_url, demo_key, tenant_id, server, api, aws, running)
 
 
 def seed_demo_tenant(demo_key: str | None) -> tuple[str, str]:

@@ -70,9 +70,15 @@ class Stack:
         return str(self.template["Parameters"][name].get("Default", ""))
 
     def resolve(self, value):
-        """Resolve ``Ref`` to parameters and resource names; other intrinsics are not needed locally."""
+        """Resolve ``Ref`` to parameters and resource names, and ``Fn::If`` by its condition (``None`` for
+        ``AWS::NoValue``); other intrinsics are not needed locally."""
+        if isinstance(value, dict) and set(value) == {"Fn::If"}:
+            name, when_true, when_false = value["Fn::If"]
+            return self.resolve(when_true if self.condition(str(name)) else when_false)
         if isinstance(value, dict) and set(value) == {"Ref"}:
             name = value["Ref"]
+            if name == "AWS::NoValue":
+                return None
             if name == "AWS::Region":
                 return self.region
             if name in self.template.get("Parameters", {}):
@@ -85,6 +91,32 @@ class Stack:
         if isinstance(value, dict):
             raise ValueError(f"the local stack cannot resolve {dict(value)!r}")
         return str(value)
+
+    def condition(self, name: str) -> bool:
+        """A template condition, evaluated with this stack's parameters."""
+        return bool(self._condition_value(self.template["Conditions"][name]))
+
+    def _condition_value(self, value):
+        """The condition functions, and what they compare (``Ref``, ``Fn::Join``), with this stack's parameters."""
+        if isinstance(value, dict) and len(value) == 1:
+            ((function, argument),) = value.items()
+            if function == "Condition":
+                return self.condition(str(argument))
+            if function == "Fn::Not":
+                return not self._condition_value(argument[0])
+            if function == "Fn::And":
+                return all(self._condition_value(item) for item in argument)
+            if function == "Fn::Or":
+                return any(self._condition_value(item) for item in argument)
+            if function == "Fn::Equals":
+                left, right = (self._condition_value(item) for item in argument)
+                return str(left) == str(right)
+            if function == "Fn::Join":  # of a list, or of a CommaDelimitedList parameter (its text here)
+                items = self._condition_value(argument[1])
+                return str(argument[0]).join(items.split(",") if isinstance(items, str) else map(str, items))
+        if isinstance(value, list):
+            return [self._condition_value(item) for item in value]
+        return self.resolve(value)
 
     def queue_url(self, logical_id: str) -> str:
         """The queue's URL as the SQS API of this process's endpoint (moto's account) names it."""
@@ -133,7 +165,8 @@ class Stack:
         """The function's environment variables (Globals merged with its own), resolved."""
         globals_ = self.template.get("Globals", {}).get("Function", {}).get("Environment", {}).get("Variables", {})
         own = self.resources[logical_id].get("Properties", {}).get("Environment", {}).get("Variables", {})
-        return {str(name): self.resolve(value) for name, value in {**globals_, **own}.items()}
+        resolved = {str(name): self.resolve(value) for name, value in {**globals_, **own}.items()}
+        return {name: value for name, value in resolved.items() if value is not None}  # AWS::NoValue: unset
 
     def gateway_response(self, kind: str) -> tuple[int, str]:
         """(status, JSON body) of the API's gateway response ``kind``, falling back to DEFAULT_4XX/5XX."""
