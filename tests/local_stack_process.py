@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import collections
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -99,7 +100,7 @@ def _parse_exports(lines: list[str]) -> dict[str, str]:
     for line in lines:
         if line.startswith("export ") and "=" in line:
             name, _, value = line[len("export "):].partition("=")
-            exported[name.strip()] = value.strip()
+            exported[name.strip()] = "".join(shlex.split(value))  # the shell's reading of the quoted value
     return exported
 
 

@@ -10,6 +10,7 @@ import argparse
 import csv
 import json
 import os
+import shlex
 import signal
 import sys
 
@@ -122,7 +123,8 @@ def _serve(args) -> None:
         lines += [f"model server: {models.url} (ready in {models.ready_seconds:.1f}s; log: {models.log}), "
                   f"serving {', '.join(models.models)} (randomly initialised tiny models, not trained ones)"]
     lines += ["In another shell, to use the openai SDK and the darkroom CLI against it:"]
-    lines += [f"export {name}={value}" for name, value in sorted(local.environment.items())]
+    # Quoted for the shell: DARKROOM_CATALOG_EXTRA is JSON, and the lines are meant to be pasted or eval'd.
+    lines += [f"export {name}={shlex.quote(value)}" for name, value in sorted(local.environment.items())]
     print("\n".join(lines), flush=True)
     # SIGTERM (CI, process managers) shuts down like Ctrl-C: workers and moto stop with the server.
     signal.signal(signal.SIGTERM, _interrupt)
