@@ -42,7 +42,7 @@ run-endpoint: $(BIN)/darkroom $(ENDPOINT_VENV)/.installed
 
 # The model server's own tests, in its own environment (also part of `make test`).
 test-endpoint: $(ENDPOINT_VENV)/.installed
-	PYTHONPATH=endpoint $(ENDPOINT_BIN)/python -m pytest endpoint/tests
+	PYTHONPATH=endpoint $(ENDPOINT_BIN)/python -m pytest endpoint/tests --cov --cov-config=endpoint/.coveragerc --cov-report=term
 
 lint: $(BIN)/darkroom
 	$(BIN)/ruff check .

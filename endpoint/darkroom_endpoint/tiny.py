@@ -187,6 +187,24 @@ def _byte_level_tokenizer():
                                    chat_template=VLM_CHAT_TEMPLATE)
 
 
+def _unprintable_token_ids(tokenizer) -> list[int]:
+    return sorted(tokenizer.convert_tokens_to_ids(character) for character, byte in _byte_level_characters().items()
+                  if not 32 <= byte < 127)
+
+
+def _byte_level_characters() -> dict[str, int]:
+    """GPT-2's byte -> printable character table (what ``ByteLevel`` maps bytes to), as character -> byte."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    characters, shift = {}, 0
+    for byte in range(256):
+        if byte in printable:
+            characters[chr(byte)] = byte
+        else:
+            characters[chr(256 + shift)] = byte
+            shift += 1
+    return characters
+
+
 def write_tiny_vlm(directory: Path) -> Path:
     """Write a tiny LLaVA-style model (CLIP vision tower, Llama, byte-level tokenizer, chat template) that
     reloads with ``AutoProcessor`` and ``AutoModelForImageTextToText``; returns ``directory``."""
@@ -217,6 +235,9 @@ def write_tiny_vlm(directory: Path) -> Path:
     generation.pad_token_id = tokenizer.pad_token_id
     # A short answer keeps CPU tests quick (random weights rarely stop on their own); vision.py reads it.
     generation.max_new_tokens = 16
+    # Random weights pick any byte; an API answer of control characters and broken UTF-8 helps nobody, so the
+    # answer is limited to printable ASCII (every byte still tokenizes on the way in).
+    generation.suppress_tokens = _unprintable_token_ids(tokenizer)
     image_processor = CLIPImageProcessorPil(size={"shortest_edge": _VLM_IMAGE_SIZE},
                                          crop_size={"height": _VLM_IMAGE_SIZE, "width": _VLM_IMAGE_SIZE})
     # One extra token for CLIP's class embedding, which the "default" strategy then drops again.

@@ -98,3 +98,10 @@ def test_a_conversation_without_a_user_message_is_refused(sdxl_models, generate_
             attempt(task)
         assert refused.value.status == 400 and refused.value.param == "messages"
     assert generate_calls == []
+
+
+def test_the_tiny_vlm_answers_printable_text(sdxl_models):
+    # Its weights are random; its generation config keeps the answer to printable ASCII (tiny.py).
+    answers = [sdxl_models.run(AnalyzeTask(messages=(("user", f"Describe picture {seed}."),), images=(picture(seed),)))
+               for seed in range(3)]
+    assert all(answer and answer.isascii() and answer.isprintable() for answer in answers)
