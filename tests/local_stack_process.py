@@ -142,26 +142,28 @@ def clean_environment() -> dict[str, str]:
     A shell that sourced an earlier `darkroom serve`'s exports (or has DARKROOM_STACK set) would
     otherwise send the new stack and the CLI to that endpoint and those tables.
     """
-    return {k: v for k, v in os.environ.items() if k != "AWS_ENDPOINT_URL" and not k.startswith("DARKROOM_")}
+    return {k: v for k, v in os.environ.items() if not k.startswith(("AWS_ENDPOINT_URL", "DARKROOM_"))}
 
 
 @contextmanager
-def serve(extra_env: dict[str, str]) -> Iterator[dict[str, str]]:
-    """Start ONE local stack with ``extra_env``; yield its exported environment; stop it and its workers."""
+def serve(extra_env: dict[str, str], *, args: tuple[str, ...] = (),
+          startup_seconds: float = STARTUP_DEADLINE_SECONDS) -> Iterator[dict[str, str]]:
+    """Start ONE local stack with ``extra_env`` (and ``args``, e.g. ``--model-server``); yield its exported
+    environment; stop it and everything it started (function containers, a model server)."""
     env = clean_environment() | {"PYTHONUNBUFFERED": "1"} | extra_env
     process = subprocess.Popen(
-        [sys.executable, "-m", "darkroom.cli", "serve", "--host", "127.0.0.1", "--port", "0"],
+        [sys.executable, "-m", "darkroom.cli", "serve", *args, "--host", "127.0.0.1", "--port", "0"],
         env=env, cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         text=True, errors="replace", bufsize=1, start_new_session=True,
     )
     output = _Output(process.stdout)
     descendants: set[int] = set()
     try:
-        if not output.wait_for("export OPENAI_BASE_URL=", time.monotonic() + STARTUP_DEADLINE_SECONDS):
+        if not output.wait_for("export OPENAI_BASE_URL=", time.monotonic() + startup_seconds):
             state = f"exited with {process.poll()}" if process.poll() is not None else "still running"
             pytest.fail(
-                f"`darkroom serve --port 0` printed no OPENAI_BASE_URL export within "
-                f"{STARTUP_DEADLINE_SECONDS}s ({state}). Its output:\n{output.text()}",
+                f"`darkroom serve {' '.join(args)} --port 0` printed no OPENAI_BASE_URL export within "
+                f"{startup_seconds}s ({state}). Its output:\n{output.text()}",
                 pytrace=False,
             )
         exported = _parse_exports(output.head)
@@ -172,8 +174,9 @@ def serve(extra_env: dict[str, str]) -> Iterator[dict[str, str]]:
     finally:
         descendants |= _children(process.pid)
         _stop(process)
-    # The function containers are daemons of the server: they must be gone with it.
-    deadline = time.monotonic() + 10
+    # The function containers and a model server are the server's: they must be gone with it (a model
+    # server gets 15 s for a graceful stop).
+    deadline = time.monotonic() + 20
     while (stray := {p for p in descendants if _alive(p)}) and time.monotonic() < deadline:
         time.sleep(0.2)
     if stray:

@@ -96,20 +96,27 @@ def _vae(latent_channels: int, **kwargs):
                          sample_size=1024, **kwargs)
 
 
+def _tiny_unet(**family):
+    """Two blocks of 32 and 64 channels, 4 input channels (what text-to-image and inpainting share)."""
+    from diffusers import UNet2DConditionModel
+
+    return UNet2DConditionModel(
+        sample_size=32, in_channels=4, out_channels=4, block_out_channels=(32, 64), layers_per_block=1,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        attention_head_dim=(2, 4), norm_num_groups=8, **family)
+
+
 def _tiny_sdxl():
-    from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+    from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline
     from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
     tokenizer = _clip_tokenizer()
     config = _clip_text_config(len(tokenizer))
     # A 4-channel UNet: the inpaint and img2img pipelines reuse it through from_pipe (a 9-channel
     # inpaint UNet would break text-to-image). 80 = 6 time ids x 8 + text_encoder_2's projection (32).
-    unet = UNet2DConditionModel(
-        sample_size=32, in_channels=4, out_channels=4, block_out_channels=(32, 64), layers_per_block=1,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        attention_head_dim=(2, 4), use_linear_projection=True, addition_embed_type="text_time",
-        addition_time_embed_dim=8, transformer_layers_per_block=(1, 1), projection_class_embeddings_input_dim=80,
-        cross_attention_dim=64, norm_num_groups=8)
+    unet = _tiny_unet(use_linear_projection=True, addition_embed_type="text_time", addition_time_embed_dim=8,
+                      transformer_layers_per_block=(1, 1), projection_class_embeddings_input_dim=80,
+                      cross_attention_dim=64)
     scheduler = EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
                                        steps_offset=1, timestep_spacing="leading")
     return StableDiffusionXLPipeline(
@@ -119,16 +126,13 @@ def _tiny_sdxl():
 
 
 def _tiny_sd():
-    from diffusers import EulerDiscreteScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from diffusers import EulerDiscreteScheduler, StableDiffusionPipeline
     from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
     from transformers import CLIPConfig, CLIPImageProcessorPil, CLIPTextModel, CLIPVisionConfig
 
     tokenizer = _clip_tokenizer()
     text_config = _clip_text_config(len(tokenizer))
-    unet = UNet2DConditionModel(
-        sample_size=32, in_channels=4, out_channels=4, block_out_channels=(32, 64), layers_per_block=1,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        attention_head_dim=(2, 4), cross_attention_dim=32, norm_num_groups=8)
+    unet = _tiny_unet(cross_attention_dim=32)
     vision_config = CLIPVisionConfig(hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
                                      image_size=32, patch_size=8, projection_dim=32)
     # The checker's concept thresholds are 1 (cosine similarity never exceeds it): nothing is flagged until a

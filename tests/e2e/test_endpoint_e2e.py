@@ -15,14 +15,10 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import os
-import re
-import signal
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+import urllib.request
 from pathlib import Path
 
 import boto3
@@ -30,7 +26,7 @@ import openai
 import pytest
 from PIL import Image, ImageChops, ImageDraw
 
-from local_stack_process import REPO, _alive, _children, _Output, _parse_exports, _stop, clean_environment
+from local_stack_process import REPO, serve
 
 ENDPOINT_PYTHON = Path(os.environ.get("DARKROOM_ENDPOINT_PYTHON") or REPO / "endpoint" / ".venv" / "bin" / "python")
 if not ENDPOINT_PYTHON.is_absolute():
@@ -50,58 +46,23 @@ pytestmark = [
 ]
 
 
-@contextmanager
-def _serve_with_model_server(env: dict[str, str]) -> Iterator[tuple[dict[str, str], str]]:
-    """``darkroom serve --model-server``; yields (its exports, its output so far). Everything it started
-    (function containers, the model server) must be gone once it stops."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "darkroom.cli", "serve", "--model-server", "--host", "127.0.0.1", "--port", "0"],
-        env=env, cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        errors="replace", bufsize=1, start_new_session=True)
-    output = _Output(process.stdout)
-    descendants: set[int] = set()
-    try:
-        if not output.wait_for("export OPENAI_BASE_URL=", time.monotonic() + STARTUP_SECONDS):
-            state = f"exited with {process.poll()}" if process.poll() is not None else "still running"
-            pytest.fail(f"`darkroom serve --model-server` printed no exports within {STARTUP_SECONDS}s ({state}). "
-                        f"Its output:\n{output.text()}", pytrace=False)
-        descendants = _children(process.pid)
-        yield _parse_exports(output.head), output.text()
-    finally:
-        descendants |= _children(process.pid)
-        _stop(process)
-    deadline = time.monotonic() + 20
-    while (stray := {pid for pid in descendants if _alive(pid)}) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    for pid in stray:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    assert not stray, f"processes of the stack outlived it: {sorted(stray)}\n{output.text()}"
-
-
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
     if MISSING:
         pytest.fail(f"CI must run the model server's end-to-end tests: {MISSING}", pytrace=False)
     blocklist = tmp_path_factory.mktemp("model-server") / "blocklist.txt"
     blocklist.write_text(BLOCKED_TERM + "\n")
-    # Nothing inherited may point darkroom at another runtime; the model server gets the blocklist (and the
-    # function containers ignore it: it is not one of darkroom's settings).
-    env = {name: value for name, value in clean_environment().items() if not name.startswith("AWS_ENDPOINT_URL")}
-    env |= {"PYTHONUNBUFFERED": "1", "DARKROOM_ENDPOINT_PYTHON": str(ENDPOINT_PYTHON),
-            "DARKROOM_PROMPT_BLOCKLIST": str(blocklist)}
+    # The model server gets the blocklist (the function containers ignore it: not one of darkroom's settings).
+    env = {"DARKROOM_ENDPOINT_PYTHON": str(ENDPOINT_PYTHON), "DARKROOM_PROMPT_BLOCKLIST": str(blocklist)}
     started = time.monotonic()
-    with _serve_with_model_server(env) as (exported, text):
-        ready = re.search(r"model server: (\S+) \(ready in ([\d.]+)s", text)
-        assert ready, f"serve did not report the model server:\n{text}"
-        for model in ("tiny-diffusion", "tiny-diffusion-async", "tiny-vlm"):
-            assert model in text
-        assert exported["AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME"] == ready.group(1)
-        assert exported["DARKROOM_CATALOG_EXTRA"] and exported["AWS_ENDPOINT_URL"] != ready.group(1)
-        print(f"\nstack with model server up in {time.monotonic() - started:.1f}s "
-              f"(model server ready {ready.group(2)}s after launch)")
+    with serve(env, args=("--model-server",), startup_seconds=STARTUP_SECONDS) as exported:
+        runtime = exported["AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME"]
+        assert runtime.startswith("http://127.0.0.1:") and runtime != exported["AWS_ENDPOINT_URL"]
+        with urllib.request.urlopen(f"{runtime}/ping", timeout=5) as ping:  # noqa: S310 - our loopback server
+            assert ping.status == 200  # serve prints its exports only once the models are loaded and warm
+        assert set(json.loads(exported["DARKROOM_CATALOG_EXTRA"])) == {"tiny-diffusion", "tiny-diffusion-async",
+                                                                      "tiny-vlm"}
+        print(f"\nstack with model server up in {time.monotonic() - started:.1f}s")
         yield exported
 
 

@@ -42,14 +42,12 @@ class Rendered:
         unknown = set(parameters) - set(declared)
         assert not unknown, f"not template parameters: {unknown}"
         self.parameters = {name: str(parameters.get(name, spec.get("Default", ""))) for name, spec in declared.items()}
-        self._conditions: dict[str, bool] = {}
+        self._stack = Stack(parameters=self.parameters)  # conditions: the local stack's own evaluator
 
     # -- conditions and intrinsic functions ---------------------------------------------------------------
 
     def condition(self, name: str) -> bool:
-        if name not in self._conditions:
-            self._conditions[name] = bool(self.value(self.template["Conditions"][name]))
-        return self._conditions[name]
+        return self._stack.condition(name)
 
     def ref(self, name: str):
         pseudo = {"AWS::AccountId": ACCOUNT, "AWS::Region": REGION, "AWS::Partition": PARTITION,
@@ -97,20 +95,9 @@ class Rendered:
             (function, argument), = expression.items()
             if function == "Ref":
                 return self.ref(argument)
-            if function == "Condition":
-                return self.condition(argument)
             if function == "Fn::If":
                 name, when_true, when_false = argument
                 return self.value(when_true if self.condition(name) else when_false)
-            if function == "Fn::Equals":
-                left, right = (self.value(a) for a in argument)
-                return left == right
-            if function == "Fn::Not":
-                return not self.value(argument[0])
-            if function == "Fn::And":
-                return all(self.value(a) for a in argument)
-            if function == "Fn::Or":
-                return any(self.value(a) for a in argument)
             if function == "Fn::Join":
                 return argument[0].join(self.value(argument[1]))
             if function == "Fn::Split":
@@ -156,9 +143,9 @@ class Rendered:
     def failed_rules(self) -> list[str]:
         failed = []
         for name, rule in self.template.get("Rules", {}).items():
-            if "RuleCondition" in rule and not self.value(rule["RuleCondition"]):
+            if "RuleCondition" in rule and not self._stack.holds(rule["RuleCondition"]):
                 continue
-            failed += [name for assertion in rule["Assertions"] if not self.value(assertion["Assert"])]
+            failed += [name for assertion in rule["Assertions"] if not self._stack.holds(assertion["Assert"])]
         return failed
 
     @property

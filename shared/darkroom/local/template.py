@@ -94,10 +94,15 @@ class Stack:
 
     def condition(self, name: str) -> bool:
         """A template condition, evaluated with this stack's parameters."""
-        return bool(self._condition_value(self.template["Conditions"][name]))
+        return self.holds(self.template["Conditions"][name])
+
+    def holds(self, expression) -> bool:
+        """A condition expression (a condition's body, a rule's ``RuleCondition`` or ``Assert``)."""
+        return bool(self._condition_value(expression))
 
     def _condition_value(self, value):
-        """The condition functions, and what they compare (``Ref``, ``Fn::Join``), with this stack's parameters."""
+        """The condition functions, and what they compare (``Ref``, ``Fn::Join``/``Split``/``Select``), with this
+        stack's parameters."""
         if isinstance(value, dict) and len(value) == 1:
             ((function, argument),) = value.items()
             if function == "Condition":
@@ -114,6 +119,10 @@ class Stack:
             if function == "Fn::Join":  # of a list, or of a CommaDelimitedList parameter (its text here)
                 items = self._condition_value(argument[1])
                 return str(argument[0]).join(items.split(",") if isinstance(items, str) else map(str, items))
+            if function == "Fn::Split":
+                return str(self._condition_value(argument[1])).split(str(argument[0]))
+            if function == "Fn::Select":
+                return self._condition_value(argument[1])[int(argument[0])]
         if isinstance(value, list):
             return [self._condition_value(item) for item in value]
         return self.resolve(value)
