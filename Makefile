@@ -11,7 +11,7 @@ ENDPOINT_BIN := $(ENDPOINT_VENV)/bin
 # ENDPOINT_PIP_ARGS='--extra-index-url <a CPU-only torch index>' keeps PyPI's CUDA build away.
 ENDPOINT_PIP_ARGS ?=
 
-.PHONY: run run-endpoint test test-endpoint test-reliability lint template openapi events bench build clean
+.PHONY: run run-endpoint test test-endpoint test-reliability lint template openapi events bench bench-endpoint build clean
 
 # The dev environment: runtime pins first (what Lambda gets), then the package and its dev tools.
 $(BIN)/darkroom: pyproject.toml layers/runtime/requirements.txt
@@ -75,6 +75,11 @@ bench: $(BIN)/darkroom
 	$(BIN)/python benchmarks/bench_background.py
 	$(BIN)/python benchmarks/bench_edit_memory.py --json benchmarks/results/edit-memory.json
 	$(BIN)/python benchmarks/plot_memory.py --input benchmarks/results/edit-memory.json --output docs/benchmarks-memory.png
+
+# The model server's own cost per request against its pipeline alone (CPU, tiny model; docs/benchmarks.md, section 7).
+# benchmarks/gpu_endpoint.py is the GPU benchmark, for a machine with one (section 8 says how to run it).
+bench-endpoint: $(ENDPOINT_VENV)/.installed
+	PYTHONPATH=endpoint $(ENDPOINT_BIN)/python benchmarks/bench_endpoint.py
 
 # Needs AWS SAM CLI (its own install); `sam deploy --guided` afterwards.
 build:
