@@ -18,7 +18,8 @@ splits the overhead into the server's work and the HTTP exchange around it; the 
 also timed alone here, with the server's own functions. Peak memory is each process's VmHWM from
 ``/proc/PID/status``, reset through ``/proc/PID/clear_refs`` before each case, so each case has its own peak.
 
-    PYTHONPATH=endpoint endpoint/.venv/bin/python benchmarks/bench_endpoint.py  (or: make bench-endpoint) [--rounds 13] [--json PATH]
+    PYTHONPATH=endpoint endpoint/.venv/bin/python benchmarks/bench_endpoint.py [--rounds 13] [--json PATH]
+    make bench-endpoint
 
 Both processes get ``OMP_NUM_THREADS`` = ``MKL_NUM_THREADS`` = ``--threads`` (2), and the baseline also calls
 ``torch.set_num_threads``: the server's model thread reads the same environment.
