@@ -230,3 +230,13 @@ def test_a_refused_prompt_in_background_mode_fails_the_job_with_content_policy_v
     assert done.status == "failed", done
     assert done.error.code == "content_policy_violation"
     assert BLOCKED_TERM not in done.error.message
+
+
+@pytest.mark.parametrize(("name", "value"), [("seed", "not a number"), ("steps", 10_000), ("guidance", -1)])
+def test_a_passthrough_value_the_model_refuses_is_the_clients_400_for_that_parameter(client, name, value):
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.images.generate(model="tiny-diffusion", prompt="a lighthouse", size="256x256",
+                               extra_body={name: value})
+    error = caught.value.body
+    assert (error["code"], error["param"]) == ("invalid_value", name)
+    assert str(value) not in error["message"]

@@ -151,7 +151,7 @@ def test_the_catalog_is_the_bundled_one_plus_the_model_servers_entries(monkeypat
     assert {c.value for c in vlm.capabilities} == {"analyze", "text"}
     assert diffusion.sizes == ("256x256", "512x512") and diffusion.default_size == "256x256"
     assert diffusion.qualities == ("low", "medium", "high") and diffusion.max_n == 4
-    assert diffusion.passthrough == {"seed", "negative_prompt", "steps"}
+    assert diffusion.passthrough == {"seed", "negative_prompt", "steps", "guidance"}
     for entry in (diffusion, background, vlm):
         assert "randomly initialised" in entry.description.lower()
         assert "not a trained model" in entry.description.lower()

@@ -17,7 +17,7 @@ from darkroom.api.errors import ApiError, InvalidRequest, ServiceUnavailable, Up
 from darkroom.catalog import ModelEntry
 from darkroom.inference import EditJob, GenerateJob, InputImage, TextJob, aws_runtime, backend_for
 from darkroom.inference.resilience import CircuitBreaker
-from darkroom.inference.sagemaker import MAX_REFUSAL_BYTES, SageMakerBackend, content_policy_refusal
+from darkroom.inference.sagemaker import MAX_REFUSAL_BYTES, SageMakerBackend, container_refusal
 
 ENDPOINT_NAME = "darkroom-private-endpoint-7f3a"
 SECRET_DETAIL = "CONTAINER-INTERNAL-DETAIL-9c1e"
@@ -252,17 +252,37 @@ def test_only_the_contracts_refusal_in_a_4xx_is_a_content_policy_violation(stubb
     assert_neutral(caught.value)
 
 
-def test_a_refusal_body_is_read_only_up_to_its_cap():
+def test_a_refusal_body_is_read_only_up_to_its_cap(model):
     padded = json.loads(refusal_body())
     padded["pad"] = ""
     small = json.dumps(padded)
     padded["pad"] = "x" * (MAX_REFUSAL_BYTES - len(small))
-    assert content_policy_refusal(json.dumps(padded)) is not None  # exactly the cap
+    assert container_refusal(model, json.dumps(padded)) is not None  # exactly the cap
     padded["pad"] += "x"
-    assert content_policy_refusal(json.dumps(padded)) is None  # one byte more: never parsed
-    assert content_policy_refusal(refusal_body().encode()) is not None
+    assert container_refusal(model, json.dumps(padded)) is None  # one byte more: never parsed
+    assert container_refusal(model, refusal_body().encode()) is not None
     for junk in (None, 7, b"\xff\xfe", "{", "null", '{"error": "content_policy_violation"}'):
-        assert content_policy_refusal(junk) is None
+        assert container_refusal(model, junk) is None
+
+
+@pytest.mark.parametrize("param", ["seed", "steps"])
+def test_a_refused_passthrough_value_is_the_clients_400_for_that_parameter(client, stubber, model, param):
+    backend = SageMakerBackend(model, client=client, breaker=CircuitBreaker(threshold=1))
+    container_error(stubber, 400, json.dumps({"error": {"code": "invalid_request", "param": param,
+                                                        "message": f"'{param}' must be an integer: {SECRET_DETAIL}"}}))
+    with pytest.raises(InvalidRequest) as caught:
+        backend.generate(model, gen_job())
+    assert (caught.value.status, caught.value.code, caught.value.param) == (400, "invalid_value", param)
+    assert_neutral(caught.value)
+    assert backend.breaker.state == "closed"
+
+
+@pytest.mark.parametrize("param", ["prompt", "width", "image", "x" * 5000, None, 7])
+def test_a_refusal_naming_anything_but_a_passthrough_parameter_stays_a_502(stubber, backend, model, param):
+    container_error(stubber, 400, json.dumps({"error": {"code": "invalid_request", "param": param}}))
+    with pytest.raises(UpstreamError) as caught:
+        backend.generate(model, gen_job())
+    assert caught.value.status == 502 and caught.value.param is None
 
 
 def test_validation_error_is_502(stubber, backend, model):

@@ -38,8 +38,10 @@ or the container's body. AWS errors map as follows:
   ``InternalDependencyException``, a container answer of 429, a connection failure -> 503 + ``retry-after``;
 * ``ModelError`` whose container answer was a 4xx carrying the contract's safety refusal,
   ``{"error": {"code": "content_policy_violation", ...}}`` -> 400 ``content_policy_violation`` with a neutral
-  message (as :mod:`darkroom.inference.bedrock` answers its filters); only that code is read from the
-  container's body, and at most ``MAX_REFUSAL_BYTES`` of it;
+  message (as :mod:`darkroom.inference.bedrock` answers its filters); a 4xx whose ``error.param`` is one of the
+  model's ``passthrough`` names -> 400 ``invalid_value`` for that parameter (the client's value, e.g. a ``seed``
+  the model cannot take); only ``code`` and ``param`` are read from the container's body, and at most
+  ``MAX_REFUSAL_BYTES`` of it (:func:`container_refusal`);
 * any other ``ModelError`` (the container answered 4xx/5xx) and ``ValidationError`` (darkroom's request did
   not fit the endpoint: an operator issue) -> 502 ``upstream_error``;
 * botocore ``ReadTimeoutError`` / ``ConnectTimeoutError`` -> 504 ``upstream_timeout``.
@@ -106,12 +108,17 @@ _UNAVAILABLE_CODES = frozenset({"ThrottlingException", "Throttling", "TooManyReq
                                 "InternalDependencyException", "InternalServerException"})
 
 
-def content_policy_refusal(body: object) -> Outcome | None:
-    """The 400 for a container's error body that is the contract's safety refusal, else None.
+def container_refusal(model: ModelEntry, body: object) -> Outcome | None:
+    """The client's 400 for a container's error body that the contract lets darkroom read, else None:
 
-    ``body`` is untrusted (``str`` or ``bytes``): only ``error.code`` is read, and only from a body of at most
-    ``MAX_REFUSAL_BYTES``. The refusal is the client's request, not the endpoint's health (``unhealthy=False``),
-    and nothing of the container's text reaches the client or the logs."""
+    * ``error.code`` ``content_policy_violation``: the safety refusal (neutral words, bedrock's);
+    * ``error.param`` naming one of the model's ``passthrough`` parameters: the client sent that parameter a value
+      the model cannot take (``seed: "x"``), which is the client's 400 for that parameter, not a 502.
+
+    ``body`` is untrusted (``str`` or ``bytes``): only ``error.code`` and ``error.param`` are read, only from a body
+    of at most ``MAX_REFUSAL_BYTES``, and ``param`` is used only when it is one of the catalog's own names. A refusal
+    is the client's request, not the endpoint's health (``unhealthy=False``); nothing of the container's text
+    reaches the client or the logs."""
     data = body.encode("utf-8", "replace") if isinstance(body, str) else body
     if not isinstance(data, bytes | bytearray) or len(data) > MAX_REFUSAL_BYTES:
         return None
@@ -120,9 +127,15 @@ def content_policy_refusal(body: object) -> Outcome | None:
     except (ValueError, UnicodeDecodeError):
         return None
     error = document.get("error") if isinstance(document, dict) else None
-    if not isinstance(error, dict) or error.get("code") != CONTENT_POLICY_CODE:
+    if not isinstance(error, dict):
         return None
-    return Outcome(InvalidRequest(CONTENT_POLICY_MESSAGE, code=CONTENT_POLICY_CODE), unhealthy=False)
+    if error.get("code") == CONTENT_POLICY_CODE:
+        return Outcome(InvalidRequest(CONTENT_POLICY_MESSAGE, code=CONTENT_POLICY_CODE), unhealthy=False)
+    param = error.get("param")
+    if isinstance(param, str) and param in model.passthrough:
+        return Outcome(InvalidRequest(f"Invalid value for '{param}': {model.id} cannot take it.", param=param),
+                       unhealthy=False)
+    return None
 
 
 def edit_mask_png(mask: Image.Image) -> bytes:
@@ -230,7 +243,7 @@ class SageMakerBackend(AwsBackend):
         if self._async is None:
             self._async = AsyncEndpoint(self.client, config.client("s3"), config.get_settings().images_bucket,
                                         self.breaker, parse=parse_answer, client_error=self._client_error,
-                                        refusal=content_policy_refusal,
+                                        refusal=container_refusal,
                                         sleep=self._sleep, clock=self._clock)
         return self._async
 
@@ -264,7 +277,7 @@ class SageMakerBackend(AwsBackend):
             status = exc.response.get("OriginalStatusCode")
             status = status if isinstance(status, int) else 500
             if 400 <= status < 500 and status != 429:
-                refused = content_policy_refusal(exc.response.get("OriginalMessage"))
+                refused = container_refusal(model, exc.response.get("OriginalMessage"))
                 if refused is not None:  # the client's request, not an operator's problem: guarded() logs it
                     return refused
             logger.error("sagemaker container error", extra={"model": model.id, "original_status": status})

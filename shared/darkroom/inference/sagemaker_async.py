@@ -65,8 +65,8 @@ MAX_FAILURE_BYTES = 64 * 1024
 # (task, expected answer, document) -> the backend's result; a contract violation raises an Outcome.
 Parse = Callable[[str, Mapping[str, Any], dict], Any]
 MapClientError = Callable[[ModelEntry, ClientError], Outcome]
-# The first bytes of a failure object -> the contract's refusal as an Outcome, or None for a plain failure.
-Refusal = Callable[[bytes], Outcome | None]
+# (model, the first bytes of a failure object) -> the contract's refusal as an Outcome, or None for a plain failure.
+Refusal = Callable[[ModelEntry, bytes], Outcome | None]
 
 
 class AsyncEndpoint:
@@ -192,7 +192,7 @@ class AsyncEndpoint:
             return self.parse(handle["task"], handle["expect"], json_object(answer))
         failure_key = self._key(handle["failure_location"], model)
         if self._exists(failure_key):
-            refused = self.refusal(self._failure_prefix(failure_key))
+            refused = self.refusal(model, self._failure_prefix(failure_key))
             if refused is not None:  # the client's request was refused: a 400, not the endpoint's ill health
                 raise refused
             # The container's failure text is not for clients, nor for darkroom's logs: only that it failed.
