@@ -9,7 +9,6 @@ costs no decoding.
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from collections.abc import Callable
@@ -19,6 +18,7 @@ from PIL import Image
 from pydantic import ValidationError
 
 from darkroom import deadline, intake
+from darkroom.api import jsonbody
 from darkroom.api.errors import InvalidRequest, UnknownParameter, invalid_from_validation
 from darkroom.api.images import ImageEditRequest
 from darkroom.api.multipart import FilePart, body_bytes, media_type, parse_form
@@ -120,10 +120,7 @@ def _from_multipart(content_type: str, body: bytes, limits: intake.IntakeLimits)
 
 
 def _from_json(body: bytes, tenant_id: str, services: Services, limits: intake.IntakeLimits) -> EditRequest:
-    try:
-        fields = json.loads(body)
-    except ValueError:
-        raise InvalidRequest("The request body must be a JSON object.", code="invalid_json") from None
+    fields = jsonbody.loads(body)
     if not isinstance(fields, dict):
         raise InvalidRequest("The request body must be a JSON object.", code="invalid_json")
     options = _validate(fields)

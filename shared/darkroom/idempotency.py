@@ -72,6 +72,7 @@ from aws_lambda_powertools.utilities.idempotency.exceptions import (
 from pydantic import BaseModel
 
 from darkroom import config
+from darkroom.api import jsonbody
 from darkroom.api.errors import InvalidRequest, RequestInProgress, ServiceUnavailable
 from darkroom.api.files import Upload
 from darkroom.api.images import ImagesResponse
@@ -187,8 +188,8 @@ def request_fingerprint(event: dict) -> str:
             for name, parts in form.files.items()}}
     else:
         try:
-            body = json.loads(raw) if raw else None
-        except ValueError:
+            body = jsonbody.loads(raw) if raw else None
+        except InvalidRequest:
             body = {"sha256": hashlib.sha256(raw).hexdigest()}
     canonical = json.dumps({"path": event.get("pathParameters") or {}, "kind": kind, "body": body},
                            sort_keys=True, separators=(",", ":"), ensure_ascii=False)

@@ -21,6 +21,7 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from darkroom import deadline
+from darkroom.api import jsonbody
 from darkroom.api.errors import ApiError, error_envelope, invalid_from_validation
 from darkroom.observability import logger, metrics, tracer
 from darkroom.services import services
@@ -41,8 +42,8 @@ def json_response(status: int, body: dict | str, headers: dict[str, str] | None 
 
 
 def build_resolver() -> APIGatewayRestResolver:
-    """A REST resolver with validation on and every error in the OpenAI envelope."""
-    app = APIGatewayRestResolver(enable_validation=True)
+    """A REST resolver with validation on, strict JSON bodies, and every error in the OpenAI envelope."""
+    app = APIGatewayRestResolver(enable_validation=True, json_body_deserializer=jsonbody.loads)
 
     @app.exception_handler(ApiError)
     def _api_error(exc: ApiError) -> Response:
@@ -123,6 +124,7 @@ def entrypoint(app: APIGatewayRestResolver) -> Callable[[dict, LambdaContext], d
         deadline.start(context.get_remaining_time_in_millis(), request_context.get("requestTimeEpoch"))
         try:
             tenant = _authenticate(event)
+            event = jsonbody.body_as_text(event)
         except ApiError as exc:
             result = _proxy_result(exc.status, exc.envelope(), exc.headers)
         except Exception:  # noqa: BLE001 - logged; the client gets the 500 envelope, not a stack trace
