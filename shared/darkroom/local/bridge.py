@@ -1,9 +1,10 @@
-"""HTTP on loopback -> API Gateway REST proxy events -> the template's Lambda handlers, in-process.
+"""HTTP requests -> API Gateway REST proxy events -> the template's Lambda handlers, in worker processes.
 
 Each function gets a pool of "containers" (worker processes that imported its handler), one request
 at a time each, as Lambda runs them; concurrent requests get concurrent containers. The
 gateway's own limits are applied the way API Gateway and Lambda apply them: 10 MB request bodies,
-6 MB Lambda payloads each way, answered with the template's gateway responses.
+6 MB Lambda payloads each way, answered with the template's gateway responses. The HTTP/1.1 server in
+front of it is :mod:`darkroom.local.http_server`.
 """
 
 from __future__ import annotations
@@ -20,8 +21,6 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
-from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import SimpleNamespace
 from urllib.parse import parse_qs, urlsplit
 
@@ -98,7 +97,8 @@ class _Container:
 
 
 def _container_main(function: Function, environment: dict[str, str], conn) -> None:
-    os.environ.update(environment)
+    # As Lambda's runtime does: the function's MemorySize (darkroom.intake sizes its decode budget from it).
+    os.environ.update({"AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(function.memory_mb), **environment})
     sys.path.insert(0, str(function.code_dir))
     spec = importlib.util.spec_from_file_location(function.module, function.code_dir / f"{function.module}.py")
     module = importlib.util.module_from_spec(spec)
@@ -245,7 +245,8 @@ class LocalApi:
             if message["MessageId"] not in failed:
                 sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
 
-    def _gateway(self, kind: str) -> HttpResponse:
+    def gateway_response(self, kind: str) -> HttpResponse:
+        """The template's gateway response of ``kind`` (e.g. ``REQUEST_TOO_LARGE``), as API Gateway sends it."""
         status, body = self.stack.gateway_response(kind)
         return HttpResponse(status, [("content-type", "application/json")], body.encode())
 
@@ -253,7 +254,7 @@ class LocalApi:
                source_ip: str = "127.0.0.1") -> HttpResponse:
         url = urlsplit(target)
         if len(body) > API_GATEWAY_MAX_BODY:
-            return self._gateway("REQUEST_TOO_LARGE")
+            return self.gateway_response("REQUEST_TOO_LARGE")
         matched = None
         for route, pattern in self._routes:
             found = pattern.match(url.path)
@@ -261,17 +262,17 @@ class LocalApi:
                 matched = (route, found.groupdict())
                 break
         if matched is None:
-            return self._gateway("MISSING_AUTHENTICATION_TOKEN")
+            return self.gateway_response("MISSING_AUTHENTICATION_TOKEN")
         route, path_parameters = matched
         event = self._event(method, url, route, path_parameters, headers, body, source_ip)
         if len(json.dumps(event)) > LAMBDA_MAX_PAYLOAD:
-            return self._gateway("REQUEST_TOO_LARGE")
+            return self.gateway_response("REQUEST_TOO_LARGE")
         try:
             result = self._invoke(route.function, event)
         except TimeoutError:
-            return self._gateway("INTEGRATION_TIMEOUT")
+            return self.gateway_response("INTEGRATION_TIMEOUT")
         if result is None or len(json.dumps(result)) > LAMBDA_MAX_PAYLOAD:
-            return self._gateway("INTEGRATION_FAILURE")
+            return self.gateway_response("INTEGRATION_FAILURE")
         return self._response(result)
 
     def _event(self, method, url, route, path_parameters, headers, body, source_ip) -> dict:
@@ -339,47 +340,3 @@ class LocalApi:
         body = result.get("body") or ""
         raw = base64.b64decode(body) if result.get("isBase64Encoded") else body.encode("utf-8")
         return HttpResponse(int(result.get("statusCode", 200)), headers, raw)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    api: LocalApi
-    protocol_version = "HTTP/1.1"
-
-    def _serve(self) -> None:
-        length = int(self.headers.get("content-length") or 0)
-        if length > API_GATEWAY_MAX_BODY:
-            # Refuse without reading 10+ MB into memory, then close.
-            response = self.api._gateway("REQUEST_TOO_LARGE")
-            self.close_connection = True
-        else:
-            body = self.rfile.read(length) if length else b""
-            headers = [(k.lower(), v) for k, v in self.headers.items()]
-            response = self.api.handle(self.command, self.path, headers, body, self.client_address[0])
-        self.send_response(response.status, HTTPStatus(response.status).phrase if response.status in
-                           HTTPStatus._value2member_map_ else "")
-        names = set()
-        for name, value in response.headers:
-            if name.lower() in ("content-length", "connection", "transfer-encoding"):
-                continue
-            names.add(name.lower())
-            self.send_header(name, value)
-        if "content-type" not in names:
-            self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(response.body)))
-        self.end_headers()
-        self.wfile.write(response.body)
-
-    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _serve
-
-    def log_message(self, format: str, *args) -> None:  # noqa: A002 - stdlib signature
-        # Access lines carry method, path and status only (no query strings, headers or bodies).
-        sys.stderr.write(f"{self.command} {urlsplit(self.path).path} {args[1] if len(args) > 1 else ''}\n")
-
-
-def make_server(api: LocalApi, host: str = "127.0.0.1", port: int = 3000, quiet: bool = False) -> ThreadingHTTPServer:
-    handler = type("Handler", (_Handler,), {"api": api})
-    if quiet:
-        handler.log_message = lambda self, *args: None
-    server = ThreadingHTTPServer((host, port), handler)
-    server.daemon_threads = True
-    return server

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 
 from darkroom import config, services
 from darkroom.local.aws import EmbeddedAws, create_resources, make_moto_linearizable, start_moto, use_endpoint
-from darkroom.local.bridge import LocalApi, make_server
+from darkroom.local.bridge import LocalApi
+from darkroom.local.http_server import LocalServer, make_server
 from darkroom.local.model_server import ModelServer, interpreter, launch
 from darkroom.local.template import Stack
 from darkroom.tenancy import KEY_PATTERN, hash_key
@@ -26,7 +27,7 @@ class LocalStack:
     base_url: str
     demo_key: str
     demo_tenant_id: str
-    server: object
+    server: LocalServer
     api: LocalApi
     aws: EmbeddedAws | None
     model_server: ModelServer | None = None
