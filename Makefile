@@ -73,6 +73,7 @@ bench: $(BIN)/darkroom
 	$(BIN)/python benchmarks/cost_model.py --input benchmarks/results/overhead.json
 	$(BIN)/python benchmarks/bench_intake.py
 	$(BIN)/python benchmarks/bench_background.py
+	$(BIN)/python benchmarks/bench_decode_limits.py --unguarded
 	$(BIN)/python benchmarks/bench_edit_memory.py --json benchmarks/results/edit-memory.json
 	$(BIN)/python benchmarks/plot_memory.py --input benchmarks/results/edit-memory.json --output docs/benchmarks-memory.png
 

@@ -1,16 +1,16 @@
 """/v1/files and /v1/uploads: thin handlers over :class:`darkroom.files.FileStore`; the POSTs run once per
 ``Idempotency-Key`` (:mod:`darkroom.idempotency`)."""
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from aws_lambda_powertools.event_handler import Depends
 from aws_lambda_powertools.event_handler.openapi.params import Body, Query
 
-from darkroom.api.errors import UnknownParameter, error_responses
+from darkroom.api.errors import InvalidRequest, UnknownParameter, error_responses
 from darkroom.api.files import FileDeleted, FileList, FileObject, Upload, UploadCompleteRequest, UploadCreateRequest
 from darkroom.api.multipart import body_bytes
 from darkroom.api.resolver import authenticated_tenant, build_resolver, entrypoint, json_response
-from darkroom.files import parse_file_form
+from darkroom.files import expiry_refused, parse_file_form
 from darkroom.idempotency import replay_stored, respond_once, stored_outcome, upload_outcome, upload_replay
 from darkroom.services import services
 from darkroom.tenancy import Tenant
@@ -43,7 +43,17 @@ def list_files(
     tenant: Annotated[Tenant, Depends(authenticated_tenant)],
     limit: Annotated[int, Query(ge=1, le=10000, description="Pages hold at most 100 files.")] = 100,
     after: Annotated[str | None, Query(max_length=64, description="The last file id of the previous page.")] = None,
+    order: Annotated[Literal["asc", "desc"] | None, Query(description="Refused: files are listed in id order "
+                                                                     "only.")] = None,
+    purpose: Annotated[str | None, Query(max_length=64, description="Refused: no purpose filter.")] = None,
 ):
+    # The SDK's files.list() parameters darkroom cannot honour: refused, rather than ignored into a wrong answer.
+    if order is not None:
+        raise InvalidRequest("Files are listed in file id order only; omit 'order'.", param="order",
+                             code="unsupported_value")
+    if purpose is not None:
+        raise InvalidRequest("Listing files by purpose is not supported; omit 'purpose'.", param="purpose",
+                             code="unsupported_value")
     page = services().files.list(tenant.tenant_id, limit=limit, after=after)
     return json_response(200, page.model_dump_json(exclude_none=True))
 
@@ -72,6 +82,8 @@ def create_upload(
 ):
     if body.model_extra:
         raise UnknownParameter(next(iter(body.model_extra)))
+    if body.expires_after is not None:
+        raise expiry_refused()
     return respond_once(app, tenant, "POST /v1/uploads", render=upload_replay(tenant.tenant_id, body.mime_type),
                         produce=lambda: upload_outcome(services().files.create_upload(
                             tenant.tenant_id, filename=body.filename, purpose=body.purpose, size=body.bytes,

@@ -4,7 +4,7 @@ thin handlers over darkroom.responses."""
 from typing import Annotated
 
 from aws_lambda_powertools.event_handler import Depends, Response
-from aws_lambda_powertools.event_handler.openapi.params import Body
+from aws_lambda_powertools.event_handler.openapi.params import Body, Query
 
 from darkroom.api.errors import InvalidRequest, error_responses
 from darkroom.api.resolver import (
@@ -17,8 +17,9 @@ from darkroom.api.resolver import (
 )
 from darkroom.api.responses import ResponseCreateRequest, ResponseDeleted, ResponseObject
 from darkroom.idempotency import Outcome, respond_once
-from darkroom.responses import cancel_response, create_response, delete_response, retrieve_response
+from darkroom.responses import create_response
 from darkroom.services import services
+from darkroom.stored_responses import cancel_response, delete_response, retrieve_response
 from darkroom.streaming import response_events, sse
 from darkroom.tenancy import Tenant
 
@@ -56,11 +57,25 @@ def create(body: Annotated[ResponseCreateRequest, Body()], tenant: Annotated[Ten
 
 
 @app.get("/v1/responses/<response_id>", summary="Retrieve a stored response", tags=["responses"],
-         responses={200: {"description": "The stored response",
+         responses={200: {"description": "The stored response, or with stream=true its event stream",
                           "content": {"application/json": {"model": ResponseObject}}},
-                    **error_responses(401, 403, 404)})
-def retrieve(response_id: str, tenant: Annotated[Tenant, Depends(authenticated_tenant)]):
-    return json_response(200, retrieve_response(tenant, response_id, services()).model_dump_json(exclude_none=True))
+                    **error_responses(400, 401, 403, 404)})
+def retrieve(
+    response_id: str,
+    tenant: Annotated[Tenant, Depends(authenticated_tenant)],
+    stream: Annotated[bool | None, Query(description="Replay a completed response as its event stream.")] = None,
+    starting_after: Annotated[int | None, Query(ge=0, description="With stream: only the events after this "
+                                                                  "sequence_number.")] = None,
+):  # include and include_obfuscation (SDK) change nothing here: the stored response is returned whole, unpadded
+    response = retrieve_response(tenant, response_id, services())
+    if not stream:
+        return json_response(200, response.model_dump_json(exclude_none=True))
+    if response.status != "completed":  # the events of unfinished work do not exist yet: poll instead
+        raise InvalidRequest(f"Only a completed response can be replayed as a stream (this one is {response.status}).",
+                             param="stream", code="unsupported_value")
+    events = [event for event in response_events(response)
+              if starting_after is None or event["sequence_number"] > starting_after]
+    return Response(status_code=200, content_type="text/event-stream; charset=utf-8", body=sse(events))
 
 
 @app.post("/v1/responses/<response_id>/cancel", summary="Cancel a background response", tags=["responses"],

@@ -95,7 +95,20 @@ def client(service: str, extra: Config | None = None):
         return _session().client(service, config=_BOTO_CONFIG.merge(extra) if extra else _BOTO_CONFIG)
 
 
+# Lambda sets AWS_LAMBDA_FUNCTION_MEMORY_SIZE (the function's MemorySize, in MB) in every function's
+# environment; elsewhere (tests, scripts) the template's Globals default is assumed.
+DEFAULT_FUNCTION_MEMORY_MB = 1024
+
+
+@cache
+def function_memory_mb() -> int:
+    """The memory this function runs with, in MB (what :class:`darkroom.intake.DecodeBudget` is sized from)."""
+    value = os.environ.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "")
+    return int(value) if value.isdigit() and int(value) > 0 else DEFAULT_FUNCTION_MEMORY_MB
+
+
 def reset() -> None:
     """Forget cached settings and clients (tests and the local stack change the environment)."""
     get_settings.cache_clear()
     client.cache_clear()
+    function_memory_mb.cache_clear()

@@ -2,9 +2,10 @@
 
 Two wire forms, one request model. ``multipart/form-data`` is what the openai SDK sends (``image`` for
 one file, ``image[]`` for several, ``mask``, scalars as strings); the JSON form carries references
-(``images: [{image_url | file_id}]``, ``mask: {...}``). Images are only decoded, by
-:mod:`darkroom.intake`, after the request is valid and admitted, so a refused or malformed request
-costs no decoding.
+(``images: [{image_url | file_id}]``, ``mask: {...}``). Images are only read, by :mod:`darkroom.intake`,
+after the request is valid and admitted, so a refused or malformed request costs no decoding; then every
+header is read (and charged to the request's decode budget, with the images the edit will produce) before
+any pixel is decoded.
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ from darkroom import deadline, intake
 from darkroom.api import jsonbody
 from darkroom.api.errors import InvalidRequest, UnknownParameter, invalid_from_validation
 from darkroom.api.images import ImageEditRequest
-from darkroom.api.multipart import FilePart, body_bytes, media_type, parse_form
+from darkroom.api.multipart import FilePart, body_bytes, media_type, parse_form, typed_fields
 from darkroom.catalog import Capability
+from darkroom.end_users import identify
 from darkroom.generation import GenerateResult, check_time_budget, deliver, resolve_request
 from darkroom.inference import Backend, EditJob, backend_for
 from darkroom.limits import Admission
@@ -35,11 +37,12 @@ _IMAGE_FIELD = re.compile(r"^image(\[(\d*)\])?$")
 
 @dataclass(frozen=True)
 class EditRequest:
-    """A validated edit request whose images are not decoded yet."""
+    """A validated edit request whose images are not read yet."""
 
     options: ImageEditRequest
-    images: list[Callable[[], intake.IntakeImage]]  # one decoder per input image, in order
-    mask: Callable[[], intake.IntakeImage] | None
+    # One reader per input image, in order: its header (decoded later), or an image decoded already.
+    images: list[Callable[[], intake.ImageHeader | intake.IntakeImage]]
+    mask: Callable[[], intake.ImageHeader | intake.IntakeImage] | None
     encoded_bytes: int  # what the request carried, for the total-size bound
 
 
@@ -74,14 +77,14 @@ def _validate(fields: dict) -> ImageEditRequest:
     try:
         return ImageEditRequest.model_validate(fields)
     except ValidationError as exc:
-        raise invalid_from_validation(exc.errors(include_input=False, include_url=False)) from None
+        raise invalid_from_validation(exc.errors(include_url=False)) from None  # names the type only
 
 
 def _from_multipart(content_type: str, body: bytes, limits: intake.IntakeLimits) -> EditRequest:
     form = parse_form(content_type, body)
     fields: dict[str, str] = {}
     for name, values in form.fields.items():
-        if _IMAGE_FIELD.match(name) or name == "mask":
+        if _IMAGE_FIELD.match(name) or name in ("mask", "markup"):
             raise InvalidRequest(f"Invalid type for '{name}': expected a file, but got a string instead.",
                                  param=name, code="invalid_type")
         if name in ("images",):
@@ -91,9 +94,12 @@ def _from_multipart(content_type: str, body: bytes, limits: intake.IntakeLimits)
         fields[name] = values[0]
     indexed: list[tuple[int, int, FilePart]] = []
     mask_part = None
+    markup = False
     for name, parts in form.files.items():
         match = _IMAGE_FIELD.match(name)
-        if name == "mask":
+        if name == "markup":  # refused by model when the request is resolved; its bytes are never read
+            markup = True
+        elif name == "mask":
             if len(parts) > 1:
                 raise InvalidRequest("Send at most one mask.", param="mask", code="duplicate_parameter")
             mask_part = parts[0]
@@ -104,12 +110,13 @@ def _from_multipart(content_type: str, body: bytes, limits: intake.IntakeLimits)
             raise UnknownParameter(name)
     if not indexed:
         raise InvalidRequest("Missing required parameter: 'image'.", param="image", code="missing_required_parameter")
-    options = _validate(fields)
+    # Form fields are text: typed by the parameter's type here, so the strict model takes "2" for n.
+    options = _validate({**typed_fields(ImageEditRequest, fields), **({"markup": {}} if markup else {})})
     parts = [part for _, _, part in sorted(indexed, key=lambda item: (item[0], item[1]))]
 
-    def decoder(part: FilePart, param: str) -> Callable[[], intake.IntakeImage]:
+    def decoder(part: FilePart, param: str) -> Callable[[], intake.ImageHeader]:
         # The part's declared Content-Type is not trusted (the SDK sends octet-stream for raw bytes).
-        return lambda: intake.open_image(part.data, param=param, limits=limits)
+        return lambda: intake.read_header(part.data, param=param, limits=limits)
 
     return EditRequest(
         options=options,
@@ -127,7 +134,7 @@ def _from_json(body: bytes, tenant_id: str, services: Services, limits: intake.I
     if not options.images:
         raise InvalidRequest("Missing required parameter: 'images'.", param="images",
                              code="missing_required_parameter")
-    def decoder(ref: object, param: str) -> Callable[[], intake.IntakeImage]:
+    def decoder(ref: object, param: str) -> Callable[[], intake.ImageHeader]:
         return lambda: intake.read_reference(ref, param=param, tenant_id=tenant_id, files=services.files,
                                              limits=limits, fetcher=services.fetcher)
 
@@ -140,30 +147,39 @@ def _from_json(body: bytes, tenant_id: str, services: Services, limits: intake.I
 
 
 def edit_images(tenant: Tenant, request: EditRequest, request_id: str, services: Services,
-                backend: Backend | None = None, admitted: Admission | None = None) -> GenerateResult:
+                backend: Backend | None = None, admitted: Admission | None = None,
+                end_user: str | None = None) -> GenerateResult:
     """Edit the first image (inside the mask, if any) ``n`` times; store, meter and answer as generate does.
 
-    ``admitted``: a background job's admission, owned (refunded, billed) by the job, as in ``generate_images``.
+    ``admitted``: a background job's admission, owned (refunded, billed) by the job, as in ``generate_images``;
+    ``end_user`` as there.
     """
     options = request.options
+    end_user = end_user or identify(tenant.tenant_id, options.safety_identifier, options.user)
     job = resolve_request(options, services, Capability.EDIT)  # every option checked before admission
     check_time_budget(job, services)
     if admitted is not None:
-        return _edit(tenant, request, request_id, services, backend, admitted, bill=False)
+        return _edit(tenant, request, request_id, services, backend, admitted, bill=False, end_user=end_user)
     admission = services.limiter.admit(tenant, job.n)
     # An image the client sent that does not decode keeps counting (a 4xx); failing to read a stored
     # file, or anything after, is ours and gives the admission back.
     with services.limiter.refunded_on_failure(admission):
-        return _edit(tenant, request, request_id, services, backend, admission, bill=True)
+        return _edit(tenant, request, request_id, services, backend, admission, bill=True, end_user=end_user)
 
 
 def _edit(tenant: Tenant, request: EditRequest, request_id: str, services: Services, backend: Backend | None,
-          admission: Admission, bill: bool) -> GenerateResult:
+          admission: Admission, bill: bool, end_user: str | None) -> GenerateResult:
     options = request.options
-    images = [decode() for decode in request.images]
-    intake.check_totals(images, param="image", limits=intake_limits(services))
+    headers = [read() for read in request.images]  # each charged to the request's decode budget
+    mask_header = request.mask() if request.mask else None
+    intake.check_totals(headers, param="image", limits=intake_limits(services))
+    # The images this edit will produce count too, and are checked before anything is decoded (EXIF
+    # orientation, applied when decoding, may swap the sides of size "auto", never its pixel count).
+    sized = resolve_request(options, services, Capability.EDIT, input_size=headers[0].size)
+    intake.request_budget().ensure_room(sized.n * sized.width * sized.height, param="n")
+    images = [header.decode() for header in headers]
     first = images[0]
-    mask = intake.edit_mask(request.mask(), first) if request.mask else None
+    mask = intake.edit_mask(mask_header.decode(), first) if mask_header else None
     job = resolve_request(options, services, Capability.EDIT, input_size=first.size)
     base = first.image
     if base.size != (job.width, job.height):  # an explicit size: edit at that size
@@ -179,4 +195,4 @@ def _edit(tenant: Tenant, request: EditRequest, request_id: str, services: Servi
     ))
     inference_latency(job.model.backend, (time.monotonic() - started) * 1000)
     return deliver(tenant, job, edited, options, request_id, services, admission, operation="edit",
-                   input_sizes=[i.size for i in images], bill=bill)
+                   input_sizes=[i.size for i in images], bill=bill, end_user=end_user)

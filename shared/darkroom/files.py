@@ -98,10 +98,19 @@ def upload_not_found() -> NotFound:
     return NotFound("No pending upload with that id exists.", param="upload_id", code="upload_not_found")
 
 
+# The SDK's expires_after (files.create, uploads.create): a file cannot outlive or predate the bucket lifecycle
+# (ImageRetentionDays) here, so a per-file expiry is refused rather than silently not kept.
+def expiry_refused() -> InvalidRequest:
+    return InvalidRequest("Per-file expiry is not supported: files expire with the bucket's retention period; omit "
+                          "'expires_after'.", param="expires_after", code="unsupported_value")
+
+
 def parse_file_form(content_type: str, body: bytes) -> tuple[str | None, str, bytes]:
     """(filename, purpose, bytes) of a ``POST /v1/files`` multipart body; 400 for anything else in it."""
     form = parse_form(content_type, body)
     for name in (*form.fields, *form.files):
+        if name == "expires_after" or name.startswith("expires_after["):  # the SDK sends expires_after[seconds]
+            raise expiry_refused()
         if name not in ("file", "purpose"):
             raise UnknownParameter(name)
     parts = form.files.get("file", [])

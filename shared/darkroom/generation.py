@@ -14,6 +14,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from darkroom import deadline
 from darkroom.api.errors import InvalidRequest, ServiceUnavailable, UnknownParameter, UpstreamError
 from darkroom.api.images import (
+    UNSUPPORTED_FORMATS,
     ImageData,
     ImageGenerateRequest,
     ImageOptions,
@@ -23,6 +24,7 @@ from darkroom.api.images import (
 )
 from darkroom.catalog import Capability, ModelEntry, parse_size
 from darkroom.encoding import encode
+from darkroom.end_users import identify
 from darkroom.inference import Backend, GeneratedImage, GenerateJob, backend_for
 from darkroom.limits import Admission
 from darkroom.metering import UsageEvent
@@ -80,6 +82,9 @@ def resolve_request(request: ImageOptions, services: Services, capability: Capab
     if request.stream:
         raise InvalidRequest("Streaming image generation is not supported yet; omit 'stream' or send false.",
                              param="stream", code="unsupported_value")
+    _refuse_unsupported_outputs(request, model)
+    if request.complexity is not None and "complexity" in model.passthrough:
+        options["complexity"] = request.complexity  # otherwise the model has no planning step to tune
     n = request.n or 1
     if n > model.max_n:
         raise InvalidRequest(f"'n' must be at most {model.max_n} for {model.id}.", param="n")
@@ -115,6 +120,21 @@ def resolve_request(request: ImageOptions, services: Services, capability: Capab
         output_format=output_format, background="transparent" if background == "transparent" else "opaque",
         response_format=request.response_format or model.default_response_format, options=options,
     )
+
+
+def _refuse_unsupported_outputs(request: ImageOptions, model: ModelEntry) -> None:
+    """``unsupported_value`` naming ``model`` for outputs no darkroom model produces: GIF and SVG (darkroom
+    encodes from pixels and writes neither), their options, and edit ``markup``."""
+    if request.output_format in UNSUPPORTED_FORMATS:
+        raise InvalidRequest(f"{model.id} cannot produce '{request.output_format}' images; output_format must be "
+                             "'png', 'jpeg' or 'webp'.", param="output_format", code="unsupported_value")
+    for name, output_format in (("frame_count", "gif"), ("frame_duration_ms", "gif"), ("svg", "svg")):
+        if getattr(request, name) is not None:
+            raise InvalidRequest(f"'{name}' applies to output_format '{output_format}', which {model.id} cannot "
+                                 "produce.", param=name, code="unsupported_value")
+    if getattr(request, "markup", None) is not None:
+        raise InvalidRequest(f"{model.id} does not support 'markup'; send a 'mask' to mark where to edit.",
+                             param="markup", code="unsupported_value")
 
 
 def check_time_budget(job: ImageJob, services: Services, background: bool | None = None) -> None:
@@ -162,23 +182,27 @@ def generate_images(
     services: Services,
     backend: Backend | None = None,
     admitted: Admission | None = None,
+    end_user: str | None = None,
 ) -> GenerateResult:
     """Generate, store and meter ``n`` images for ``tenant``; the OpenAI ``ImagesResponse`` and headers.
 
     ``admitted``: a background job admitted when it was accepted. Its caller owns the admission (refunds
     it if the job fails) and the billing (``GenerateResult.usage``, recorded once the job completes).
+    ``end_user``: the opaque end-user id (:mod:`darkroom.end_users`) when the caller already has one (the
+    Responses API); otherwise it comes from the request's ``safety_identifier``/``user``.
     """
+    end_user = end_user or identify(tenant.tenant_id, request.safety_identifier, request.user)
     job = resolve_request(request, services)
     check_time_budget(job, services)
     if admitted is not None:
-        return _generate(tenant, job, request, request_id, services, backend, admitted, bill=False)
+        return _generate(tenant, job, request, request_id, services, backend, admitted, bill=False, end_user=end_user)
     admission = services.limiter.admit(tenant, job.n)
     with services.limiter.refunded_on_failure(admission):
-        return _generate(tenant, job, request, request_id, services, backend, admission, bill=True)
+        return _generate(tenant, job, request, request_id, services, backend, admission, bill=True, end_user=end_user)
 
 
 def _generate(tenant: Tenant, job: ImageJob, request: ImageGenerateRequest, request_id: str, services: Services,
-              backend: Backend | None, admission: Admission, bill: bool) -> GenerateResult:
+              backend: Backend | None, admission: Admission, bill: bool, end_user: str | None) -> GenerateResult:
     started = time.monotonic()
     images = (backend or backend_for(job.model)).generate(job.model, GenerateJob(
         prompt=request.prompt, width=job.width, height=job.height, n=job.n, quality=job.quality,
@@ -187,15 +211,17 @@ def _generate(tenant: Tenant, job: ImageJob, request: ImageGenerateRequest, requ
         options=job.options,
     ))
     inference_latency(job.model.backend, (time.monotonic() - started) * 1000)
-    return deliver(tenant, job, images, request, request_id, services, admission, operation="generate", bill=bill)
+    return deliver(tenant, job, images, request, request_id, services, admission, operation="generate", bill=bill,
+                   end_user=end_user)
 
 
 def deliver(tenant: Tenant, job: ImageJob, images: list[GeneratedImage], request: ImageOptions, request_id: str,
             services: Services, admission: Admission, operation: str, input_sizes: list[tuple[int, int]] = (),
-            bill: bool = True) -> GenerateResult:
+            bill: bool = True, end_user: str | None = None) -> GenerateResult:
     """Encode, store, presign and meter the produced images, and build the ``ImagesResponse``.
 
-    ``bill=False`` (background jobs): the usage is returned, not recorded; the job records it on completion."""
+    ``bill=False`` (background jobs): the usage is returned, not recorded; the job records it on completion.
+    ``end_user``: the opaque end-user id the usage record carries (never a raw ``safety_identifier``)."""
     if len(images) != job.n:  # a backend that returns the wrong count is an upstream fault, not a 200
         raise UpstreamError(f"The model returned {len(images)} images instead of {job.n}.")
 
@@ -218,7 +244,7 @@ def deliver(tenant: Tenant, job: ImageJob, images: list[GeneratedImage], request
     usage = UsageEvent(
         request_id=request_id, tenant_id=tenant.tenant_id, operation=operation, model=job.model.id,
         size=job.size, quality=job.quality, images=job.n, input_text_tokens=text_tokens,
-        input_image_tokens=image_tokens, output_tokens=output_tokens, cost_usd=cost,
+        input_image_tokens=image_tokens, output_tokens=output_tokens, cost_usd=cost, end_user=end_user,
     )
     if bill:
         record_usage(usage, services)

@@ -26,14 +26,15 @@ import time
 from dataclasses import asdict
 from datetime import datetime
 
-from darkroom import deadline
+from darkroom import deadline, intake
 from darkroom.api.errors import ApiError
 from darkroom.inference import checkpoint
 from darkroom.metering import UsageEvent
 from darkroom.observability import JOB_SECONDS, JOBS_COMPLETED, JOBS_FAILED, count, logger, metrics
 from darkroom.response_store import COMPLETED, IN_PROGRESS, StoredResponse
-from darkroom.responses import answer_job, job_admission, plan_from_job, refund_job
+from darkroom.responses import answer_job, plan_from_job
 from darkroom.services import Services
+from darkroom.stored_responses import job_admission, refund_job
 
 MAX_ATTEMPTS = 3  # the jobs queue's maxReceiveCount (template.yaml)
 RETRY_DELAYS_SECONDS = (5, 30)  # before the second and third attempt
@@ -74,7 +75,8 @@ def run_job(tenant_id: str, response_id: str, remaining_ms: int, services: Servi
     admission = job_admission(claim.job)
     started = time.monotonic()
     try:
-        with deadline.background_job(remaining_ms), checkpoint.resumable(claim.checkpoint):
+        with (deadline.background_job(remaining_ms), checkpoint.resumable(claim.checkpoint),
+              intake.request_decode_budget()):  # one decode budget per job, as one per request
             plan = plan_from_job(tenant, response_id, claim.job, services)
             record, usage, keys = answer_job(tenant, plan, claim.job["request_id"], admission, services)
     except checkpoint.StillRunning as running:

@@ -5,7 +5,8 @@ DynamoDB transaction. The record is guarded by ``attribute_not_exists``, so a se
 request id (a retried invocation) cancels the whole transaction and no aggregate is counted twice; the
 transaction's ``ClientRequestToken`` makes SDK-level retries of the same call idempotent too.
 
-Items of a tenant (partition ``TENANT#<id>``): ``REQ#<request id>`` (one per request),
+Items of a tenant (partition ``TENANT#<id>``): ``REQ#<request id>`` (one per request; ``end_user`` when the
+request named one, as :mod:`darkroom.end_users`' opaque id, never the raw ``safety_identifier``),
 ``DAY#<YYYY-MM-DD>`` (the day's totals and counts by model, size, quality, operation) and
 ``DAYMODEL#<YYYY-MM-DD>#<model>`` (the day's totals for one model). Request ids are not ordered by
 time, so usage by day and model is read from the ``DAYMODEL#`` items: one Query bounded by the dates,
@@ -46,6 +47,7 @@ class UsageEvent:
     output_tokens: int
     cost_usd: float
     at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    end_user: str | None = None  # darkroom.end_users' opaque id for safety_identifier/user, never the raw value
 
     @property
     def input_tokens(self) -> int:
@@ -146,6 +148,7 @@ class UsageMeter:
                             "input_image_tokens": event.input_image_tokens,
                             "output_tokens": event.output_tokens, "cost_micro_usd": cost_micro,
                             "at": event.at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                            **({"end_user": event.end_user} if event.end_user else {}),
                         }),
                         "ConditionExpression": "attribute_not_exists(pk)",
                     }},

@@ -15,6 +15,7 @@ stale and its result is discarded; a crashed worker's job is claimable again onc
 from __future__ import annotations
 
 import json
+import re
 import secrets
 import time
 from collections.abc import Callable
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 
 from botocore.exceptions import ClientError
 
+RESPONSE_ID = re.compile(r"^resp_[0-9a-f]{32}$")  # what create_response makes; anything else is not found
 RETENTION_SECONDS = 30 * 24 * 3600  # as OpenAI keeps stored responses
 
 QUEUED, IN_PROGRESS, COMPLETED, FAILED, CANCELLED = "queued", "in_progress", "completed", "failed", "cancelled"

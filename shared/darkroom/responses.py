@@ -10,125 +10,55 @@ images; a text-only model gets images described by its configured ``vision_fallb
 
 from __future__ import annotations
 
-import base64
 import io
 import math
-import re
 import secrets
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import ValidationError
 
 from darkroom import deadline, intake
-from darkroom.api.errors import InvalidRequest, ModelNotFound, NotFound, ServiceUnavailable, UnknownParameter
+from darkroom.api.errors import InvalidRequest, ModelNotFound, ServiceUnavailable
 from darkroom.api.errors import invalid_from_validation as _invalid
 from darkroom.api.images import ImageEditRequest, ImageGenerateRequest
 from darkroom.api.responses import (
-    IGNORED_PARAMETERS,
     ImageGenerationCall,
     OutputMessage,
     OutputText,
     ResponseCreateRequest,
-    ResponseDeleted,
     ResponseObject,
     ResponseUsage,
 )
 from darkroom.catalog import Capability, ModelEntry
 from darkroom.editing import EditRequest, edit_images, intake_limits
+from darkroom.end_users import identify
 from darkroom.generation import check_time_budget, generate_images, input_image_tokens, record_usage, resolve_request
 from darkroom.inference import InputImage, TextJob, backend_for
 from darkroom.limits import Admission
 from darkroom.metering import UsageEvent
 from darkroom.observability import logger
-from darkroom.response_store import COMPLETED, QUEUED, StoredResponse
+from darkroom.response_input import Turn, check_options, image_tool, parse_input
+from darkroom.response_store import COMPLETED, QUEUED, RESPONSE_ID
 from darkroom.services import Services
 from darkroom.tenancy import Tenant
 
-RESPONSE_ID = re.compile(r"^resp_[0-9a-f]{32}$")
 ANALYSIS_FORMATS = frozenset({"png", "jpeg", "webp", "gif"})  # vision input takes non-animated GIF too
 MAX_CARRIED_IMAGES = 16
-TOOL_OPTIONS = frozenset({"type", "model", "size", "quality", "output_format", "output_compression", "background",
-                          "moderation", "action", "input_image_mask", "partial_images", "input_fidelity"})
-ROLES = frozenset({"user", "assistant", "system", "developer"})
 
 
-@dataclass
-class _Turn:
-    messages: list[tuple[str, str]]  # (role, text) of this request's input
-    images: list[tuple[dict, str, str]]  # (reference, param, detail)
-
-
-def _parse_input(request: ResponseCreateRequest) -> _Turn:
-    if isinstance(request.input, str):
-        return _Turn([("user", request.input)], [])
-    turn = _Turn([], [])
-    for i, item in enumerate(request.input):
-        kind = item.get("type", "message")
-        if kind in ("image_generation_call", "reasoning"):  # earlier output echoed back: context is threaded
-            continue
-        role = item.get("role")
-        if kind != "message" or role not in ROLES:
-            raise InvalidRequest(f"input[{i}] must be a message with a role of {', '.join(sorted(ROLES))}.",
-                                 param=f"input[{i}]")
-        content = item.get("content")
-        if isinstance(content, str):
-            turn.messages.append((role, content))
-            continue
-        if not isinstance(content, list):
-            raise InvalidRequest(f"input[{i}].content must be a string or a list of parts.",
-                                 param=f"input[{i}].content")
-        texts = []
-        for j, part in enumerate(content):
-            param = f"input[{i}].content[{j}]"
-            part_type = part.get("type") if isinstance(part, dict) else None
-            if part_type in ("input_text", "output_text") and isinstance(part.get("text"), str):
-                texts.append(part["text"])
-            elif part_type == "input_image" and role == "user":
-                reference = {k: part[k] for k in ("image_url", "file_id") if part.get(k) is not None}
-                detail = part.get("detail") or "auto"
-                if detail not in ("auto", "low", "high", "original"):
-                    raise InvalidRequest(f"Invalid value for '{param}.detail'.", param=f"{param}.detail")
-                turn.images.append((reference, param, detail))
-            else:
-                raise InvalidRequest(f"Unsupported content part in '{param}'.", param=f"{param}.type",
-                                     code="unsupported_value")
-        turn.messages.append((role, "\n".join(texts)))
-    if not turn.messages and not turn.images:
-        raise InvalidRequest("'input' is empty.", param="input")
-    return turn
-
-
-def _image_tool(request: ResponseCreateRequest) -> dict | None:
-    tools = request.tools or []
-    for i, tool in enumerate(tools):
-        if tool.get("type") != "image_generation":
-            raise InvalidRequest(f"Unsupported tool type in 'tools[{i}]': darkroom offers image_generation.",
-                                 param=f"tools[{i}].type", code="unsupported_value")
-        for name in tool:
-            if name not in TOOL_OPTIONS:
-                raise UnknownParameter(f"tools[{i}].{name}")
-    choice = request.tool_choice
-    if choice not in (None, "auto", "none", "required") and choice != {"type": "image_generation"}:
-        raise InvalidRequest("Invalid value for 'tool_choice'.", param="tool_choice")
-    if choice == "none" or not tools:
-        return None
-    return tools[0]
-
-
-def _decode(reference: dict, param: str, tenant: Tenant, services: Services) -> intake.IntakeImage:
-    limits = intake_limits(services)
-    limits = intake.IntakeLimits(max_images=limits.max_images, max_image_bytes=limits.max_image_bytes,
-                                 max_pixels=limits.max_pixels, formats=ANALYSIS_FORMATS)
+def _decode(reference: dict, param: str, tenant: Tenant, services: Services) -> intake.ImageHeader:
+    limits = replace(intake_limits(services), formats=ANALYSIS_FORMATS)
     return intake.read_reference(reference, param=param, tenant_id=tenant.tenant_id, files=services.files,
                                  limits=limits, fetcher=services.fetcher)
 
 
-def _stored_image(key: str, services: Services) -> intake.IntakeImage:
-    return intake.open_image(services.store.get(key), param="previous_response_id",
-                             limits=intake.IntakeLimits(formats=ANALYSIS_FORMATS))
+def _stored_images(keys: list[str], services: Services) -> list[intake.IntakeImage]:
+    limits = intake.IntakeLimits(formats=ANALYSIS_FORMATS)  # every header read (and charged), then decoded
+    headers = [intake.read_header(services.store.get(key), param="previous_response_id", limits=limits) for key in keys]
+    return [header.decode() for header in headers]
 
 
 def _text_tokens(*texts: str) -> int:
@@ -141,13 +71,14 @@ class _Plan:
 
     request: ResponseCreateRequest
     model: ModelEntry
-    turn: _Turn
+    turn: Turn
     history: dict
     images: list[tuple[intake.IntakeImage, str]]  # the turn's input images, decoded, with their detail
     image_call: _ImageCall | None  # None: the answer is text
     response_id: str = field(default_factory=lambda: "resp_" + secrets.token_hex(16))
     created_at: int = field(default_factory=lambda: int(time.time()))
     input_keys: list[str] = field(default_factory=list)  # where the input images are stored, once they are
+    end_user: str | None = None  # darkroom.end_users' opaque id for safety_identifier/user (never the raw value)
 
 
 @dataclass
@@ -176,9 +107,8 @@ def create_response(tenant: Tenant, request: ResponseCreateRequest, request_id: 
 
 def _plan(tenant: Tenant, request: ResponseCreateRequest, services: Services) -> _Plan:
     """Every check a request gets before any work: parameters, model, input, tool options, time budget."""
-    for name in request.model_extra or {}:
-        if name not in IGNORED_PARAMETERS:
-            raise UnknownParameter(name)
+    check_options(request)
+    end_user = identify(tenant.tenant_id, request.safety_identifier, request.user)
     if request.background:
         if request.store is False:
             raise InvalidRequest("Background mode needs a stored response: omit 'store' or send true.",
@@ -192,8 +122,8 @@ def _plan(tenant: Tenant, request: ResponseCreateRequest, services: Services) ->
     model = services.catalog.models.get(request.model)
     if model is None:
         raise ModelNotFound(request.model)
-    turn = _parse_input(request)
-    tool = _image_tool(request)
+    turn = parse_input(request)
+    tool = image_tool(request)
     history: dict = {"messages": [], "images": []}
     if request.previous_response_id:
         found = (services.responses.load(tenant.tenant_id, request.previous_response_id)
@@ -203,12 +133,13 @@ def _plan(tenant: Tenant, request: ResponseCreateRequest, services: Services) ->
                                  + ("." if found is None else f" among completed responses (it is {found.status})."),
                                  param="previous_response_id", code="previous_response_not_found")
         history = found.record["thread"]
-    images = [(_decode(ref, param, tenant, services), detail) for ref, param, detail in turn.images]
-    plan = _Plan(request, model, turn, history, images, image_call=None)
+    headers = [(_decode(ref, param, tenant, services), detail) for ref, param, detail in turn.images]
+    mask_ref = tool.get("input_image_mask") if tool else None
+    mask = _decode(mask_ref, "tools[0].input_image_mask", tenant, services) if mask_ref else None  # a header
+    images = [(header.decode(), detail) for header, detail in headers]  # every header read (and charged) first
+    plan = _Plan(request, model, turn, history, images, image_call=None, end_user=end_user)
     if tool is not None or model.can(Capability.GENERATE) or model.can(Capability.EDIT):
-        mask = tool.get("input_image_mask") if tool else None
-        mask_image = _decode(mask, "tools[0].input_image_mask", tenant, services) if mask else None
-        plan.image_call = _plan_image_call(plan, tool or {}, mask_image, services)
+        plan.image_call = _plan_image_call(plan, tool or {}, mask.decode() if mask else None, services)
     else:
         _check_text_model(model, bool(images or history["images"]), background=bool(request.background))
     return plan
@@ -230,7 +161,7 @@ def _plan_image_call(plan: _Plan, tool: dict, mask: intake.IntakeImage | None, s
     can_edit = edit_model is not None and edit_model.can(Capability.EDIT)
     base = plan.images[0][0] if plan.images else None
     if base is None and plan.history["images"] and action != "generate":
-        base = _stored_image(plan.history["images"][-1], services)  # "now make it blue": the latest image
+        base = _stored_images(plan.history["images"][-1:], services)[0]  # "now make it blue": the latest image
     edit = action == "edit" or (action == "auto" and base is not None and can_edit)
     if action == "edit" and base is None:
         raise InvalidRequest("An edit needs an input image.", param="tools[0].action")
@@ -245,7 +176,7 @@ def _plan_image_call(plan: _Plan, tool: dict, mask: intake.IntakeImage | None, s
             job = resolve_request(options, services)
         check_time_budget(job, services, background=bool(request.background))
     except ValidationError as exc:
-        raise _tool_error(_invalid(exc.errors(include_input=False, include_url=False))) from None
+        raise _tool_error(_invalid(exc.errors(include_url=False))) from None  # names the type only
     except InvalidRequest as exc:
         named = exc.param in tool_options or exc.param == "model" and tool.get("model")
         raise _tool_error(exc) if named else exc from None
@@ -290,9 +221,10 @@ def _image_answer(tenant, plan: _Plan, request_id, services: Services, admitted:
         base, mask = call.base, call.mask
         result = edit_images(tenant, EditRequest(options=call.options, images=[lambda: base],
                                                  mask=(lambda: mask) if mask else None, encoded_bytes=0),
-                             request_id, services, admitted=admitted)
+                             request_id, services, admitted=admitted, end_user=plan.end_user)
     else:
-        result = generate_images(tenant, call.options, request_id, services, admitted=admitted)
+        result = generate_images(tenant, call.options, request_id, services, admitted=admitted,
+                                 end_user=plan.end_user)
     image = result.response.data[0]
     output = ImageGenerationCall(
         id="ig_" + secrets.token_hex(16), result=image.b64_json, url=image.url, revised_prompt=image.revised_prompt,
@@ -313,7 +245,7 @@ def _tool_error(error: InvalidRequest) -> InvalidRequest:
 
 def _text_answer(tenant, plan: _Plan, request_id, services: Services, admitted: Admission | None):
     request, model = plan.request, plan.model
-    carried = [(_stored_image(key, services), "auto") for key in plan.history["images"][-MAX_CARRIED_IMAGES:]]
+    carried = [(image, "auto") for image in _stored_images(plan.history["images"][-MAX_CARRIED_IMAGES:], services)]
     pictures = [InputImage(i.image, i.format, detail) for i, detail in (*carried, *plan.images)]
     messages = [*map(tuple, plan.history["messages"]), *plan.turn.messages]
     seconds = deadline.inference_budget(services.settings)
@@ -335,7 +267,7 @@ def _text_answer(tenant, plan: _Plan, request_id, services: Services, admitted: 
         usage = UsageEvent(
             request_id=request_id, tenant_id=tenant.tenant_id, operation="analyze" if image_tokens else "text",
             model=model.id, size="-", quality="-", images=0, input_text_tokens=text_tokens,
-            input_image_tokens=image_tokens, output_tokens=output_tokens, cost_usd=cost)
+            input_image_tokens=image_tokens, output_tokens=output_tokens, cost_usd=cost, end_user=plan.end_user)
         if admitted is None:
             record_usage(usage, services)
     message = OutputMessage(id="msg_" + secrets.token_hex(16), content=[OutputText(text=text)])
@@ -402,13 +334,15 @@ def _enqueue(tenant: Tenant, plan: _Plan, request_id: str, services: Services) -
         if call is not None and call.mask is not None:
             mask_key = f"tenants/{tenant.tenant_id}/responses/{plan.response_id}/mask.png"
             services.store.put(mask_key, _png(call.mask.image), "png")
-        request = plan.request.model_dump(mode="json", exclude={"input"}, exclude_none=True)
+        # The end user is kept as its opaque id ("end_user"), never as the raw safety_identifier/user.
+        request = plan.request.model_dump(mode="json", exclude={"input", "safety_identifier", "user"},
+                                          exclude_none=True)
         for tool in request.get("tools", []):
             tool.pop("input_image_mask", None)  # stored as mask_key: a data URL could be megabytes
         job = {
             "request": request, "request_id": request_id, "messages": plan.turn.messages,
             "inputs": [[key, detail] for key, (_, detail) in zip(plan.input_keys, plan.images, strict=True)],
-            "image_call": call is not None, "mask": mask_key, "history": plan.history,
+            "image_call": call is not None, "mask": mask_key, "history": plan.history, "end_user": plan.end_user,
             "created_at": plan.created_at, "admission": [list(taken) for taken in admission.taken],
         }
         queued = ResponseObject(
@@ -435,13 +369,16 @@ def plan_from_job(tenant: Tenant, response_id: str, job: dict, services: Service
     model = services.catalog.models.get(request.model)
     if model is None:
         raise ModelNotFound(request.model)
-    turn = _Turn([tuple(message) for message in job["messages"]], [])
-    images = [(_stored_image(key, services), detail) for key, detail in job["inputs"]]
+    turn = Turn([tuple(message) for message in job["messages"]], [])
+    images = [*zip(_stored_images([k for k, _ in job["inputs"]], services), [d for _, d in job["inputs"]], strict=True)]
+    end_user = job.get("end_user")
+    if end_user:
+        logger.append_keys(end_user=end_user)
     plan = _Plan(request, model, turn, job["history"], images, image_call=None, response_id=response_id,
-                 created_at=job["created_at"], input_keys=[key for key, _ in job["inputs"]])
+                 created_at=job["created_at"], input_keys=[key for key, _ in job["inputs"]], end_user=end_user)
     if job["image_call"]:
-        mask = _stored_image(job["mask"], services) if job["mask"] else None
-        plan.image_call = _plan_image_call(plan, _image_tool(request) or {}, mask, services)
+        mask = _stored_images([job["mask"]], services)[0] if job["mask"] else None
+        plan.image_call = _plan_image_call(plan, image_tool(request) or {}, mask, services)
     return plan
 
 
@@ -449,61 +386,3 @@ def answer_job(tenant: Tenant, plan: _Plan, request_id: str, admission: Admissio
     """Run an accepted job: (the record to store, the usage to bill once it is stored, the S3 keys made)."""
     response, produced, usage = _answer(tenant, plan, request_id, services, admitted=admission)
     return _record(plan, response, produced), usage, [key for _, key in produced]
-
-
-def retrieve_response(tenant: Tenant, response_id: str, services: Services) -> ResponseObject:
-    """A stored response, with fresh URLs and the images read back from S3; a background one in its
-    current state (output only once completed; ``error`` once failed)."""
-    return _render(_load(tenant, response_id, services), services)
-
-
-def _load(tenant: Tenant, response_id: str, services: Services) -> StoredResponse:
-    found = services.responses.load(tenant.tenant_id, response_id) if RESPONSE_ID.match(response_id) else None
-    if found is None:
-        raise NotFound(f"No response '{response_id[:40]}'.", param="response_id", code="not_found")
-    return found
-
-
-def _render(found: StoredResponse, services: Services) -> ResponseObject:
-    record = found.record
-    response = ResponseObject.model_validate(record["response"])
-    response.status = found.status
-    if found.error:
-        response.error = found.error
-    for item in response.output:
-        key = record["outputs"].get(item.id) if isinstance(item, ImageGenerationCall) else None
-        if key:
-            item.result = base64.b64encode(services.store.get(key)).decode("ascii")
-            item.url = services.store.presign(key, item.output_format or "png")
-    return response
-
-
-def cancel_response(tenant: Tenant, response_id: str, services: Services) -> ResponseObject:
-    """Cancel a background response that is queued or running; its admission is given back. A finished
-    one is answered as it is; a response that was not created in background mode cannot be cancelled."""
-    found = _load(tenant, response_id, services)
-    if not found.background:
-        raise InvalidRequest("Only responses created with background: true can be cancelled.",
-                             param="response_id", code="not_cancellable")
-    cancelled = services.responses.cancel(tenant.tenant_id, response_id)
-    if cancelled is not None:
-        refund_job(cancelled.job, services)
-        logger.info("response cancelled", extra={"response_id": response_id, "was": cancelled.status})
-        found = services.responses.load(tenant.tenant_id, response_id)
-    return _render(found, services)
-
-
-def job_admission(job: dict) -> Admission:
-    """What a job's acceptance counted, as the limiter refunds it."""
-    return Admission(states=(), now=0.0, taken=tuple((key, cost) for key, cost in job["admission"]))
-
-
-def refund_job(job: dict, services: Services) -> None:
-    """Give back what a job's acceptance counted (it failed or was cancelled before completing)."""
-    services.limiter.refund(job_admission(job))
-
-
-def delete_response(tenant: Tenant, response_id: str, services: Services) -> ResponseDeleted:
-    if not (RESPONSE_ID.match(response_id) and services.responses.delete(tenant.tenant_id, response_id)):
-        raise NotFound(f"No response '{response_id[:40]}'.", param="response_id", code="not_found")
-    return ResponseDeleted(id=response_id)

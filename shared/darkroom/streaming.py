@@ -16,9 +16,13 @@ import json
 import re
 from typing import Any
 
-from darkroom.api.responses import ImageGenerationCall, OutputMessage, ResponseObject
+from darkroom.api.responses import ImageGenerationCall, OutputMessage, ResponseObject, response_error
+from darkroom.partial_images import partial_images
 
 MAX_TEXT_DELTAS = 4
+# The whole stream is one Lambda response (6 MB, as sent: JSON-escaped, headers included). The final image
+# is in it twice (output_item.done, response.completed); partials get what is left below this budget.
+STREAM_BUDGET_BYTES = 5_500_000
 _WORD_BOUNDARY = re.compile(r"(?<=\s)(?=\S)")
 
 
@@ -49,7 +53,8 @@ def _split_text(text: str, parts: int = MAX_TEXT_DELTAS) -> list[str]:
 
 def _in_progress_response(response: ResponseObject) -> dict[str, Any]:
     body = response.model_dump(mode="json")
-    body.update(status="in_progress", output=[], usage=None, error=None, incomplete_details=None)
+    body.update(status="in_progress", output=[], error=None, incomplete_details=None)
+    body.pop("usage", None)  # no usage yet: the spec's Response.usage is optional but never null
     return body
 
 
@@ -68,7 +73,7 @@ def _message_events(seq: _Sequencer, index: int, item: OutputMessage) -> None:
         seq.emit("response.content_part.done", **where, part=part.model_dump(mode="json"))
 
 
-def _image_call_events(seq: _Sequencer, index: int, item: ImageGenerationCall) -> None:
+def _image_call_events(seq: _Sequencer, index: int, item: ImageGenerationCall, partials: int) -> None:
     seq.emit(
         "response.output_item.added",
         output_index=index,
@@ -78,18 +83,33 @@ def _image_call_events(seq: _Sequencer, index: int, item: ImageGenerationCall) -
     seq.emit("response.image_generation_call.in_progress", **where)
     seq.emit("response.image_generation_call.generating", **where)
     if item.result is not None:
-        # The local backends produce no intermediate frames, so the one "partial" image is the final result. This
-        # keeps clients that render partial_image events (and the API's "streaming needs partial_images > 0" rule)
-        # working; partial_image_index is 0-based.
+        # Exactly the partial_images asked (none when unset), partial_image_index 0..n-1. They are made from the
+        # final image, coarse to fine (darkroom.partial_images): the model's own steps are not streamed yet.
+        # Partials that would push the one-body stream past Lambda's 6 MB are left out, the finest first:
+        # fewer partials rather than a 502 (true streaming, with no such cap, is a later change).
         extras = {k: getattr(item, k) for k in ("background", "output_format", "quality", "size")}
-        seq.emit(
-            "response.image_generation_call.partial_image",
-            **where,
-            partial_image_index=0,
-            partial_image_b64=item.result,
-            **{k: v for k, v in extras.items() if v is not None},
-        )
+        room = STREAM_BUDGET_BYTES - 2 * len(item.result)
+        fitting = []
+        for partial in partial_images(item.result, partials, item.output_format):
+            room -= len(partial)
+            if room < 0:
+                break
+            fitting.append(partial)
+        for partial_index, partial in enumerate(fitting):
+            seq.emit(
+                "response.image_generation_call.partial_image",
+                **where,
+                partial_image_index=partial_index,
+                partial_image_b64=partial,
+                **{k: v for k, v in extras.items() if v is not None},
+            )
     seq.emit("response.image_generation_call.completed", **where)
+
+
+def _partials_asked(response: ResponseObject) -> int:
+    """The image_generation tool's ``partial_images`` (validated 0-3 when the request was accepted), else 0."""
+    tool = next((t for t in response.tools if t.get("type") == "image_generation"), {})
+    return int(tool.get("partial_images") or 0)
 
 
 def response_events(response: ResponseObject) -> list[dict[str, Any]]:
@@ -98,7 +118,8 @@ def response_events(response: ResponseObject) -> list[dict[str, Any]]:
     ``response.created`` and ``response.in_progress`` (status ``in_progress``, empty output, no usage); per output
     item ``response.output_item.added`` (in progress), then for a message, per content part,
     ``content_part.added`` / ``output_text.delta`` x N / ``output_text.done`` / ``content_part.done``, or for an
-    image call ``image_generation_call.in_progress`` / ``.generating`` / ``.partial_image`` / ``.completed``;
+    image call ``image_generation_call.in_progress`` / ``.generating`` / ``.partial_image`` x partial_images /
+    ``.completed``;
     then ``response.output_item.done`` (final item); finally ``response.completed`` (full response).
     ``sequence_number`` starts at 0 and increases by one per event.
     """
@@ -109,7 +130,7 @@ def response_events(response: ResponseObject) -> list[dict[str, Any]]:
         if isinstance(item, OutputMessage):
             _message_events(seq, index, item)
         else:
-            _image_call_events(seq, index, item)
+            _image_call_events(seq, index, item, _partials_asked(response))
         seq.emit("response.output_item.done", output_index=index, item=item.model_dump(mode="json"))
     seq.emit("response.completed", response=response.model_dump(mode="json"))
     return seq.events
@@ -119,7 +140,7 @@ def failed_events(response_id: str, model: str, created_at: int, error: dict[str
     """``response.created`` then ``response.failed`` for a response that failed after the request was accepted.
 
     The failed response has ``status: "failed"``, ``output: []`` and ``error: {code, message}`` (the SDK's
-    ``ResponseError``; ``code`` defaults to ``server_error``).
+    ``ResponseError``; ``code`` is a ``ResponseErrorCode``, see :func:`darkroom.api.responses.response_error`).
 
     Why no top-level ``"error"`` key: the SDK (``openai/_streaming.py``, ``Stream.__stream__``) raises ``APIError``
     for any SSE ``data`` JSON with a truthy top-level ``"error"``, and otherwise yields the event. The real API puts
@@ -130,12 +151,13 @@ def failed_events(response_id: str, model: str, created_at: int, error: dict[str
     ``"error"`` key, so clients see exactly what they would see from OpenAI. Errors known before any work starts
     are not streamed at all; they are plain HTTP error responses.
     """
-    failure = {"code": error.get("code") or "server_error", "message": str(error.get("message") or "Internal error")}
+    failure = response_error(error)
     base = ResponseObject(id=response_id, model=model, created_at=created_at, output=[])
     seq = _Sequencer()
     seq.emit("response.created", response=_in_progress_response(base))
     failed = base.model_dump(mode="json")
-    failed.update(status="failed", error=failure, usage=None)
+    failed.update(status="failed", error=failure)
+    failed.pop("usage", None)
     seq.emit("response.failed", response=failed)
     return seq.events
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+import openai_conformance
 from local_stack_process import clean_environment, serve
 
 CLI_TIMEOUT_SECONDS = 60
@@ -101,7 +102,44 @@ def stack(image_origin):
                 "DARKROOM_FETCH_TEST_ALLOWLIST": image_origin.origin}) as exported:
         assert exported["DARKROOM_KEY_CACHE_SECONDS"] == str(KEY_CACHE_SECONDS), (
             "the caller's DARKROOM_KEY_CACHE_SECONDS must win over the template's")
+        openai_conformance.RECORDER.watch(exported["OPENAI_BASE_URL"])
         yield exported
+
+
+@pytest.fixture(scope="session", autouse=True)
+def openai_conformance_check():
+    """Every answer from a watched stack is checked against tests/schemas/openai (see openai_conformance)."""
+    saved = openai_conformance.install()
+    yield openai_conformance.RECORDER
+    openai_conformance.uninstall(saved)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item):
+    """A schema violation in any answer a test received fails that test, naming the body and the place."""
+    try:
+        return (yield)
+    finally:
+        found = openai_conformance.RECORDER.take()
+        if found:
+            raise AssertionError(openai_conformance.report(found))  # the test's own failure stays as context
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item, nextitem):
+    try:
+        return (yield)
+    finally:
+        found = openai_conformance.RECORDER.take()
+        if found:
+            raise AssertionError(openai_conformance.report(found))
+
+
+def pytest_terminal_summary(terminalreporter):
+    stats = openai_conformance.RECORDER.stats
+    if stats:
+        counts = ", ".join(f"{n} {what}" for what, n in sorted(stats.items()))
+        terminalreporter.write_line(f"OpenAI conformance (tests/schemas/openai): {counts}")
 
 
 @pytest.fixture(scope="session")

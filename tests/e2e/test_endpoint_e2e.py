@@ -26,6 +26,7 @@ import openai
 import pytest
 from PIL import Image, ImageChops, ImageDraw
 
+import openai_conformance
 from local_stack_process import REPO, serve
 
 ENDPOINT_PYTHON = Path(os.environ.get("DARKROOM_ENDPOINT_PYTHON") or REPO / "endpoint" / ".venv" / "bin" / "python")
@@ -63,6 +64,7 @@ def stack(tmp_path_factory):
         assert set(json.loads(exported["DARKROOM_CATALOG_EXTRA"])) == {"tiny-diffusion", "tiny-diffusion-async",
                                                                       "tiny-vlm"}
         print(f"\nstack with model server up in {time.monotonic() - started:.1f}s")
+        openai_conformance.RECORDER.watch(exported["OPENAI_BASE_URL"])
         yield exported
 
 
@@ -228,7 +230,7 @@ def test_a_refused_prompt_in_background_mode_fails_the_job_with_content_policy_v
                                      background=True, tools=[{"type": "image_generation", "size": "256x256"}])
     done = _poll(client, queued)
     assert done.status == "failed", done
-    assert done.error.code == "content_policy_violation"
+    assert done.error.code == "invalid_prompt"  # the spec's ResponseErrorCode for darkroom's content_policy_violation
     assert BLOCKED_TERM not in done.error.message
 
 

@@ -84,17 +84,24 @@ def test_body_over_10_mb_is_413(base_url, tenant, error_body):
     assert error["type"] == "invalid_request_error"
 
 
+@pytest.mark.parametrize("route", ["/images/generations", "/responses"])
 @pytest.mark.parametrize("body", [
     b"{not json",
     b'["a", "list"]',
     b'"just a string"',
     b"",
     b"null",
-])
-def test_invalid_json_body_is_400(base_url, tenant, error_body, body):
+    # Through the local stack as API Gateway would pass them: not UTF-8, too deep, too long, ambiguous.
+    b'{"model": "local-image", "prompt": "a \xff\xfe cat"}',
+    b'{"model": "local-image", "prompt": "a cat", "x": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+    b'{"model": "local-image", "prompt": "a cat", "n": 1' + b"0" * 5000 + b"}",
+    b'{"model": "local-image", "prompt": "a cat", "prompt": "a dog"}',
+    b'{"model": "local-image", "prompt": "a cat", "n": NaN}',
+], ids=["syntax", "list", "string", "empty", "null", "not-utf8", "deep", "huge-int", "duplicate", "nan"])
+def test_invalid_json_body_is_400(base_url, tenant, error_body, body, route):
     import httpx
 
-    response = httpx.post(f"{base_url}/images/generations", content=body, timeout=60,
+    response = httpx.post(f"{base_url}{route}", content=body, timeout=60,
                           headers={**tenant.headers(), "content-type": "application/json"})
     assert response.status_code == 400
     error = error_body(response)

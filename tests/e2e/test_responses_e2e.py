@@ -88,3 +88,25 @@ def test_retrieve_and_delete(client):
     assert deleted is None or getattr(deleted, "deleted", True)
     with pytest.raises(openai.NotFoundError):
         client.responses.retrieve(created.id)
+
+
+@pytest.mark.parametrize("asked", [None, 0, 2, 3])
+def test_partial_images_exactly_as_asked_each_a_picture_of_the_final_size(client, asked):
+    tool = {"type": "image_generation", "size": "256x256"} | ({} if asked is None else {"partial_images": asked})
+    events = list(client.responses.create(model="local-text", input="a lighthouse at dusk", stream=True,
+                                          tools=[tool]))
+    partials = [e for e in events if e.type == "response.image_generation_call.partial_image"]
+    assert [p.partial_image_index for p in partials] == list(range(asked or 0))
+    (call,) = events[-1].response.output
+    final = Image.open(io.BytesIO(base64.b64decode(call.result)))
+    for partial in partials:
+        image = Image.open(io.BytesIO(base64.b64decode(partial.partial_image_b64)))
+        assert (image.size, image.format) == (final.size, final.format) == ((256, 256), "PNG")
+        assert partial.item_id == call.id
+
+
+def test_partial_images_out_of_range_is_a_400_naming_the_tool_option(client):
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.responses.create(model="local-text", input="a lighthouse", stream=True,
+                                tools=[{"type": "image_generation", "partial_images": 4}])
+    assert refused.value.body["param"] == "tools[0].partial_images"

@@ -109,7 +109,7 @@ def test_output_carries_no_metadata_from_the_input(tenant):
       ("mask", ("m.png", _png(_mask((32, 32), (0, 0, 8, 8))), "image/png"))], {}, "mask", "invalid_mask"),
     ([("image", ("a.png", _png(_photo((64, 64))), "image/png"))], {"model": "local-vision"}, "model",
      "model_not_supported"),
-    ([("image", ("a.png", _png(_photo((64, 64))), "image/png"))], {"n": "lots"}, "n", "invalid_value"),
+    ([("image", ("a.png", _png(_photo((64, 64))), "image/png"))], {"n": "lots"}, "n", "invalid_type"),
     ([("image", ("a.png", _png(_photo((64, 64))), "image/png"))], {"style": "vivid"}, "style", "unknown_parameter"),
     ([("image", ("a.png", _png(_photo((64, 64))), "image/png"))], {"image[]": "text"}, "image[]", "invalid_type"),
     ([("other", ("a.png", _png(_photo((64, 64))), "image/png"))], {}, "other", "unknown_parameter"),
@@ -144,7 +144,7 @@ def test_a_refused_request_costs_no_decoding(tenant, svc, monkeypatch):
     import darkroom.intake
 
     decoded = []
-    monkeypatch.setattr(darkroom.intake, "open_image", lambda *a, **k: decoded.append(1))
+    monkeypatch.setattr(darkroom.intake, "read_header", lambda *a, **k: decoded.append(1))  # nor any header read
     svc.directory.set_status(tenant.tenant_id, "active")
     from darkroom.limits import RateLimiter
 

@@ -56,7 +56,7 @@ def test_bad_bodies_are_400_in_the_envelope_never_500(tenant):
         "[]": (None, "invalid_json"),
         json.dumps({"model": "local-image"}): ("prompt", "missing_required_parameter"),
         json.dumps({"prompt": "x", "n": 0}): ("n", "invalid_value"),
-        json.dumps({"prompt": "x", "n": "many"}): ("n", "invalid_value"),
+        json.dumps({"prompt": "x", "n": "many"}): ("n", "invalid_type"),  # strict: a string is not an integer
         json.dumps({"prompt": "x", "output_compression": 101}): ("output_compression", "invalid_value"),
         json.dumps({"prompt": "x", "bogus": True}): ("bogus", "unknown_parameter"),
     }

@@ -133,3 +133,25 @@ def test_failures_on_our_side_refund_the_admission_and_bill_nothing(svc, tenant,
     after = _remaining_images(svc, tenant)
     assert after == (before - 1 if refunded else before - 1 - 3)  # the probe itself used one image
     assert svc.meter.records(tenant.tenant_id) == []  # no usage for failed work
+
+
+def test_complexity_reaches_only_backends_whose_catalog_entry_takes_it(svc, monkeypatch):
+    assert resolve_request(_request(complexity="high"), svc).options == {}  # accepted, nothing to plan with
+    entry = svc.catalog.models["local-image"]
+    planner = entry.model_copy(update={"passthrough": entry.passthrough | {"complexity"}})
+    monkeypatch.setattr(svc, "catalog", svc.catalog.model_copy(
+        update={"models": {**svc.catalog.models, "local-image": planner}}))
+    assert resolve_request(_request(complexity="high"), svc).options == {"complexity": "high"}
+    assert resolve_request(_request(), svc).options == {}
+
+
+@pytest.mark.parametrize("fields,param", [
+    ({"output_format": "gif"}, "output_format"), ({"output_format": "svg"}, "output_format"),
+    ({"frame_count": 4}, "frame_count"), ({"frame_duration_ms": 100}, "frame_duration_ms"),
+    ({"svg": {"model": "author"}}, "svg"),
+])
+def test_gif_and_svg_are_unsupported_value_naming_the_model(svc, fields, param):
+    with pytest.raises(InvalidRequest) as error:
+        resolve_request(_request(**fields), svc)
+    assert (error.value.param, error.value.code) == (param, "unsupported_value")
+    assert "local-image" in error.value.message

@@ -12,7 +12,8 @@ from darkroom.api.errors import InvalidRequest, ServiceUnavailable, UpstreamErro
 from darkroom.api.responses import ResponseCreateRequest
 from darkroom.inference.local import LocalBackend
 from darkroom.jobs import MAX_ATTEMPTS, RetryLater, end_dead_job, run_job
-from darkroom.responses import cancel_response, create_response, retrieve_response
+from darkroom.responses import create_response
+from darkroom.stored_responses import cancel_response, retrieve_response
 
 WORKER_MS = 900_000
 
@@ -169,7 +170,8 @@ def test_transient_failures_are_retried_then_the_job_fails_and_refunds(svc, tena
         assert _images_counted(svc, tenant) == 1  # still admitted while it may succeed
     _run(svc, tenant, queued.id)
     failed = retrieve_response(tenant, queued.id, svc)
-    assert failed.status == "failed" and failed.error["code"] == "service_unavailable"
+    assert failed.status == "failed" and failed.error["code"] == "server_error"  # the spec's ResponseErrorCode
+    assert svc.responses.load(tenant.tenant_id, queued.id).error["code"] == "service_unavailable"  # as stored
     assert _images_counted(svc, tenant) == 0
     assert svc.meter.records(tenant.tenant_id) == []
 
@@ -202,7 +204,7 @@ def test_a_client_side_error_fails_the_job_at_once(svc, tenant, monkeypatch):
     monkeypatch.setattr(LocalBackend, "generate", refused)
     _run(svc, tenant, queued.id)
     failed = retrieve_response(tenant, queued.id, svc)
-    assert failed.status == "failed" and failed.error == {"code": "content_policy_violation",
+    assert failed.status == "failed" and failed.error == {"code": "invalid_prompt",  # the spec's code for it
                                                           "message": "Refused by the model's content policy."}
     assert _images_counted(svc, tenant) == 0
     assert cancel_response(tenant, queued.id, svc).status == "failed"  # cancelling a failed job changes nothing

@@ -36,10 +36,10 @@ def image_call() -> ImageGenerationCall:
     )
 
 
-def response(*output) -> ResponseObject:
+def response(*output, partial_images: int | None = None) -> ResponseObject:
+    tool = {"type": "image_generation"} | ({} if partial_images is None else {"partial_images": partial_images})
     return ResponseObject(
-        id="resp_0001", created_at=1_700_000_000, model="gpt-image-1", output=list(output),
-        tools=[{"type": "image_generation"}],
+        id="resp_0001", created_at=1_700_000_000, model="gpt-image-1", output=list(output), tools=[tool],
         usage=ResponseUsage(input_tokens=12, output_tokens=34, total_tokens=46, images=1),
     )
 
@@ -54,9 +54,9 @@ MESSAGE_TYPES = [
 ]
 IMAGE_TYPES = [
     "response.output_item.added", "response.image_generation_call.in_progress",
-    "response.image_generation_call.generating", "response.image_generation_call.partial_image",
-    "response.image_generation_call.completed", "response.output_item.done",
-]
+    "response.image_generation_call.generating", "response.image_generation_call.completed",
+    "response.output_item.done",
+]  # no partial_image: the tool does not ask for any
 
 
 def expected_types(resp: ResponseObject) -> list[str]:
@@ -95,7 +95,8 @@ def test_sequence_shape(resp):
     created, in_progress, completed = events[0], events[1], events[-1]
     for early in (created, in_progress):
         assert early["response"]["status"] == "in_progress"
-        assert early["response"]["output"] == [] and early["response"]["usage"] is None
+        assert early["response"]["output"] == [] and "usage" not in early["response"]  # optional, not nullable
+        assert early["response"]["error"] is None and early["response"]["incomplete_details"] is None
     assert completed["response"] == resp.model_dump(mode="json")
     assert not any("error" in e for e in events)  # a top-level "error" would make the SDK raise
 
@@ -112,15 +113,43 @@ def test_text_deltas_reassemble_and_item_events_point_at_the_item():
     assert added[0]["item"] == {"type": "image_generation_call", "id": "ig_0001", "status": "in_progress",
                                 "result": None}
     assert added[1]["item"]["status"] == "in_progress" and added[1]["item"]["content"] == []
-    partial = next(e for e in events if e["type"] == "response.image_generation_call.partial_image")
-    assert partial["partial_image_index"] == 0 and partial["partial_image_b64"] == PNG
-    assert partial["item_id"] == "ig_0001" and partial["output_index"] == 0 and partial["size"] == "1024x1024"
     done = [e for e in events if e["type"] == "response.output_item.done"]
     assert done[0]["item"]["result"] == PNG and done[0]["item"]["status"] == "completed"
 
 
+@pytest.mark.parametrize("asked", [None, 0, 1, 2, 3])
+def test_partial_image_events_are_exactly_the_number_asked_in_order_at_the_final_size(asked):
+    events = response_events(response(image_call(), message(), partial_images=asked))
+    partials = [e for e in events if e["type"] == "response.image_generation_call.partial_image"]
+    assert [p["partial_image_index"] for p in partials] == list(range(asked or 0))
+    types = [e["type"] for e in events]
+    if partials:  # between generating and completed, with nothing else in between
+        first = types.index("response.image_generation_call.partial_image")
+        assert types[first - 1] == "response.image_generation_call.generating"
+        assert types[first + len(partials)] == "response.image_generation_call.completed"
+    for partial in partials:
+        assert partial["item_id"] == "ig_0001" and partial["output_index"] == 0
+        assert (partial["size"], partial["output_format"]) == ("1024x1024", "png")
+        image = Image.open(io.BytesIO(base64.b64decode(partial["partial_image_b64"])))
+        assert image.format == "PNG" and image.size == (4, 3)  # the final image's own size
+
+
+def test_partials_that_would_push_the_stream_past_lambdas_6_mb_are_left_out_finest_first(monkeypatch):
+    from darkroom import streaming
+    from darkroom.partial_images import partial_images
+
+    coarse, finer, _ = partial_images(PNG, 3, "png")
+    # Room for the final image twice and the two coarsest partials, not the third.
+    monkeypatch.setattr(streaming, "STREAM_BUDGET_BYTES", 2 * len(PNG) + len(coarse) + len(finer))
+    events = response_events(response(image_call(), partial_images=3))
+    sent = [e["partial_image_b64"] for e in events if e["type"] == "response.image_generation_call.partial_image"]
+    assert sent == [coarse, finer]
+    assert events[-1]["response"]["output"][0]["result"] == PNG  # the final image is never what gives way
+
+
 def test_empty_text_has_no_deltas_and_image_without_result_has_no_partial():
-    resp = response(OutputMessage(id="msg_e", content=[OutputText(text="")]), ImageGenerationCall(id="ig_u", url="u"))
+    resp = response(OutputMessage(id="msg_e", content=[OutputText(text="")]), ImageGenerationCall(id="ig_u", url="u"),
+                    partial_images=2)
     types = [e["type"] for e in response_events(resp)]
     assert "response.output_text.delta" not in types
     assert "response.image_generation_call.partial_image" not in types

@@ -6,6 +6,7 @@ name parameters, never their values: an echoed prompt or base64 string in an err
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 
 from pydantic import BaseModel
@@ -71,20 +72,66 @@ class InvalidRequest(ApiError):
     default_code = "invalid_value"
 
 
-def invalid_from_validation(errors: list[dict]) -> InvalidRequest:
-    """One pydantic error as an :class:`InvalidRequest`: the parameter and the constraint, never the input."""
-    error = errors[0] if errors else {}
+# pydantic error types that mean "the wrong JSON type", and the type that was expected. Request models are
+# strict (``n: true`` and ``n: "2"`` are refused, as OpenAI refuses them): these answer ``invalid_type``.
+_EXPECTED_TYPES = {
+    "int_type": "an integer", "int_parsing": "an integer", "int_from_float": "an integer",
+    "bool_type": "a boolean", "bool_parsing": "a boolean", "string_type": "a string",
+    "float_type": "a number", "float_parsing": "a number", "dict_type": "an object", "model_type": "an object",
+    "model_attributes_type": "an object", "list_type": "an array",
+}
+# The member tags pydantic adds to ``loc`` inside a union (``input: str | list[dict]`` -> ``input.str``).
+_UNION_TAG = re.compile(r"^(str|int|bool|float|none|dict\[.*\]|list\[.*\]|[a-z-]+\[.*\])$")
+
+
+def _json_type(value: object) -> str:
+    """The JSON type of a value as OpenAI's messages name it; never the value itself."""
+    if value is None:
+        return "null"
+    for kind, name in ((bool, "a boolean"), (int, "an integer"), (float, "a decimal number"), (str, "a string"),
+                       (dict, "an object"), (list, "an array")):
+        if isinstance(value, kind):
+            return name
+    return "another type"
+
+
+def _in_url(error: dict) -> bool:
+    """Query, path, header and cookie values are text by nature: one that does not parse is invalid_value."""
+    return [str(part) for part in error.get("loc", ())][:1] in (["query"], ["path"], ["header"], ["cookie"])
+
+
+def _param(error: dict) -> str | None:
     loc = [str(part) for part in error.get("loc", ())]
-    if loc[:1] in (["query"], ["path"], ["header"], ["cookie"]):  # Powertools' location, not the parameter's name
+    if _in_url(error):  # Powertools' location, not the parameter's name
         loc = loc[1:]
-    loc = [part for part in loc if part != "body"]
-    param = ".".join(loc) or None
+    loc = [part for part in loc if part != "body" and not _UNION_TAG.match(part)]
+    return ".".join(loc) or None
+
+
+def invalid_from_validation(errors: list[dict]) -> InvalidRequest:
+    """One pydantic error as an :class:`InvalidRequest`: the parameter and the constraint, never the input.
+
+    A wrong JSON type is ``invalid_type`` ("Invalid type for 'n': expected an integer, but got a boolean
+    instead.", OpenAI's wording: the input's JSON type is named, its value never); a key a model forbids is
+    ``unknown_parameter``; any other constraint is ``invalid_value``.
+    """
+    error = errors[0] if errors else {}
+    param = _param(error)
     kind = error.get("type", "")
     if param is None or kind == "json_invalid":  # the body as a whole: empty, null, a list, not JSON
         return InvalidRequest("The request body must be a JSON object.", code="invalid_json")
     if kind == "missing":
         return InvalidRequest(f"Missing required parameter: '{param}'.", param=param,
                               code="missing_required_parameter")
+    if kind == "extra_forbidden":
+        return UnknownParameter(param)
+    if kind in _EXPECTED_TYPES and not _in_url(error):
+        # A union (``str | list``) fails once per member: name every type it would have taken.
+        expected = list(dict.fromkeys(_EXPECTED_TYPES[e.get("type", "")] for e in errors
+                                      if _param(e) == param and e.get("type") in _EXPECTED_TYPES))
+        got = f", but got {_json_type(error['input'])} instead" if "input" in error else ""
+        return InvalidRequest(f"Invalid type for '{param}': expected {' or '.join(expected)}{got}.", param=param,
+                              code="invalid_type")
     # pydantic's msg describes the constraint ("Input should be 'png', 'jpeg' or 'webp'"), not the value.
     return InvalidRequest(f"Invalid value for '{param}': {error.get('msg', 'invalid')}.", param=param)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_serializer
 
 Purpose = Literal["vision", "user_data"]
 ImageMediaType = Literal["image/png", "image/jpeg", "image/webp", "image/gif"]
@@ -38,6 +38,13 @@ class FileList(BaseModel):
     last_id: str | None = None
     has_more: bool = False
 
+    @model_serializer(mode="wrap")
+    def _wire(self, handler):
+        body = handler(self)
+        for name in ("first_id", "last_id"):  # required by the spec's ListFilesResponse; null on an empty page
+            body.setdefault(name, None)
+        return body
+
 
 class FileDeleted(BaseModel):
     id: str
@@ -45,22 +52,34 @@ class FileDeleted(BaseModel):
     deleted: bool = True
 
 
-class UploadCreateRequest(BaseModel):
-    """The body of ``POST /v1/uploads``. Extra keys are kept so the handler can name them (``unknown_parameter``)."""
+class ExpiresAfter(BaseModel):
+    """The SDK's ``expires_after``: typed here, refused by the handler (files expire with the bucket lifecycle)."""
 
-    model_config = ConfigDict(extra="allow", hide_input_in_errors=True)
+    model_config = ConfigDict(strict=True, extra="forbid", hide_input_in_errors=True)
+
+    anchor: Literal["created_at"]
+    seconds: int = Field(ge=3600, le=2592000)
+
+
+class UploadCreateRequest(BaseModel):
+    """The body of ``POST /v1/uploads``. Extra keys are kept so the handler can name them (``unknown_parameter``).
+    Types are strict, as OpenAI's: ``bytes`` is an integer, not ``"1024"``."""
+
+    model_config = ConfigDict(extra="allow", strict=True, hide_input_in_errors=True)
 
     filename: str = Field(min_length=1, max_length=1024)
     purpose: Purpose
     bytes: int = Field(ge=1, description="The exact size of the file; at most DARKROOM_MAX_UPLOAD_BYTES.")
     mime_type: ImageMediaType = Field(description="Informational: the format is decided by the bytes.")
+    expires_after: ExpiresAfter | None = Field(
+        default=None, description="Refused (unsupported_value): files expire with the bucket lifecycle.")
 
 
 class UploadCompleteRequest(BaseModel):
     """The body of ``POST /v1/uploads/{upload_id}/complete`` (optional). darkroom has no parts: ``part_ids``
     is accepted for SDK compatibility and must be empty; ``md5``, when sent, is checked against the bytes."""
 
-    model_config = ConfigDict(extra="allow", hide_input_in_errors=True)
+    model_config = ConfigDict(extra="allow", strict=True, hide_input_in_errors=True)
 
     part_ids: list[str] | None = Field(default=None, max_length=0)
     md5: str | None = Field(default=None, pattern=r"^[0-9a-fA-F]{32}$")

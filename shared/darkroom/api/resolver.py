@@ -20,7 +20,7 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import (
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from darkroom import deadline
+from darkroom import deadline, intake
 from darkroom.api import jsonbody
 from darkroom.api.errors import ApiError, error_envelope, invalid_from_validation
 from darkroom.observability import logger, metrics, tracer
@@ -132,7 +132,8 @@ def entrypoint(app: APIGatewayRestResolver) -> Callable[[dict, LambdaContext], d
             result = _proxy_result(500, _INTERNAL_ERROR, {})
         else:
             app.append_context(tenant=tenant)
-            result = app.resolve(event, context)
+            with intake.request_decode_budget():  # one decode budget per request, as one deadline
+                result = app.resolve(event, context)
         request = (event.get("requestContext") or {}).get("requestId")
         if request:
             result.setdefault("multiValueHeaders", {})["x-request-id"] = [request]

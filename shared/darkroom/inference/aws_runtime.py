@@ -27,7 +27,7 @@ from darkroom.api.errors import ApiError, ServiceUnavailable, UpstreamError, Ups
 from darkroom.catalog import ModelEntry
 from darkroom.inference import GeneratedImage
 from darkroom.inference.resilience import CircuitBreaker
-from darkroom.intake import EDIT_FORMATS, IntakeLimits, decode_base64, open_image
+from darkroom.intake import EDIT_FORMATS, IntakeLimits, decode_base64, read_header
 from darkroom.observability import logger, upstream_call
 
 # The answer as a whole, and each image in it (formats, bytes, pixels): an upstream is untrusted input.
@@ -123,17 +123,19 @@ def json_object(data: bytes) -> dict:
 
 def decode_images(encoded: object, n: int, width: int, height: int, transparent: bool,
                   param: str = "images") -> list[GeneratedImage]:
-    """Exactly ``n`` base64 images -> validated ``GeneratedImage``s of ``width`` x ``height``."""
-    if not isinstance(encoded, list) or len(encoded) != n:
+    """Exactly ``n`` base64 images -> validated ``GeneratedImage``s of ``width`` x ``height``; every header is
+    read (and charged to the request's decode budget) before any image is decoded."""
+    if not isinstance(encoded, list) or len(encoded) != n or not all(isinstance(item, str) for item in encoded):
         raise Outcome(invalid_response(), unhealthy=True)
     images = []
-    for index, item in enumerate(encoded):
-        if not isinstance(item, str):
-            raise Outcome(invalid_response(), unhealthy=True)
-        where = f"{param}[{index}]"
+    try:
+        headers = [read_header(decode_base64(item, param=f"{param}[{i}]", max_bytes=OUTPUT_LIMITS.max_image_bytes),
+                               param=f"{param}[{i}]", limits=OUTPUT_LIMITS) for i, item in enumerate(encoded)]
+    except ApiError:
+        raise Outcome(invalid_response(), unhealthy=True) from None
+    for header in headers:
         try:
-            raw = decode_base64(item, param=where, max_bytes=OUTPUT_LIMITS.max_image_bytes)
-            image = open_image(raw, param=where, limits=OUTPUT_LIMITS).image
+            image = header.decode().image
         except ApiError:
             raise Outcome(invalid_response(), unhealthy=True) from None
         if image.size != (width, height):  # the port's contract is exactly width x height: cover, then crop

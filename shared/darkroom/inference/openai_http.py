@@ -29,7 +29,7 @@ from darkroom.api.errors import ApiError, InvalidRequest, UpstreamError
 from darkroom.catalog import Endpoint, ModelEntry
 from darkroom.inference import EditJob, GeneratedImage, GenerateJob, TextJob
 from darkroom.inference.resilience import CircuitBreaker, Deadline, Reply, Resilience
-from darkroom.intake import EDIT_FORMATS, IntakeLimits, decode_base64, open_image
+from darkroom.intake import EDIT_FORMATS, IntakeLimits, decode_base64, read_header
 from darkroom.observability import logger
 
 KEY_MAX_AGE_SECONDS = 300
@@ -258,17 +258,21 @@ class OpenAIBackend:
         data = self._json(reply).get("data")
         if not isinstance(data, list) or len(data) != n:
             raise _invalid()
-        images = []
+        headers = []  # every header read (and charged to the request's decode budget) before any decoding
         for index, item in enumerate(data):
-            if not isinstance(item, dict):
-                raise _invalid()
-            encoded = item.get("b64_json")
+            encoded = item.get("b64_json") if isinstance(item, dict) else None
             if not isinstance(encoded, str):  # a url-only item included: darkroom does not fetch upstream URLs
                 raise _invalid()
             param = f"data[{index}].b64_json"
             try:
                 raw = decode_base64(encoded, param=param, max_bytes=OUTPUT_LIMITS.max_image_bytes)
-                image = open_image(raw, param=param, limits=OUTPUT_LIMITS).image
+                headers.append(read_header(raw, param=param, limits=OUTPUT_LIMITS))
+            except ApiError:
+                raise _invalid() from None
+        images = []
+        for item, header in zip(data, headers, strict=True):
+            try:
+                image = header.decode().image
             except ApiError:
                 raise _invalid() from None
             if image.size != (width, height):  # the contract is exactly width x height: cover, then crop
