@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import base64
 import importlib.util
 import json
 import sys
 from pathlib import Path
+
+import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
 EVENTS = ROOT / "events"
@@ -31,6 +34,18 @@ def load_event(name: str, **changes) -> dict:
     event = json.loads((EVENTS / f"{name}.json").read_text())
     for key, value in changes.items():
         event[key] = value
+    return event
+
+
+def multipart_event(name: str, files, data: dict | None = None) -> dict:
+    """The committed event ``name`` carrying a multipart body of ``files`` and ``data``, encoded by httpx as
+    a client would and base64-encoded as API Gateway passes binary media types."""
+    request = httpx.Request("POST", "http://x/", files=files, data=data or {})
+    event = load_event(name)
+    content_type = request.headers["content-type"]
+    event["headers"]["content-type"] = content_type
+    event["multiValueHeaders"]["content-type"] = [content_type]
+    event["body"], event["isBase64Encoded"] = base64.b64encode(request.read()).decode(), True
     return event
 
 

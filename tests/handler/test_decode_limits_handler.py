@@ -7,13 +7,12 @@ from __future__ import annotations
 import base64
 import json
 
-import httpx
 import pytest
 
 import hostile_images as hostile
 from darkroom import config, intake
 from darkroom.local.template import Stack
-from lambda_harness import invoke, load_event
+from lambda_harness import invoke, load_event, multipart_event
 from memory_probe import peak_growth
 
 MIB = 1024 * 1024
@@ -49,16 +48,6 @@ def _measured(function: str, event: dict) -> tuple[int, dict, int]:
     return status, body, growth
 
 
-def _multipart(event_name: str, files: list, data: dict) -> dict:
-    request = httpx.Request("POST", "http://x/", files=files, data=data)
-    event = load_event(event_name)
-    content_type = request.headers["content-type"]
-    event["headers"]["content-type"] = content_type
-    event["multiValueHeaders"]["content-type"] = [content_type]
-    event["body"], event["isBase64Encoded"] = base64.b64encode(request.read()).decode(), True
-    return event
-
-
 def _error(body: dict) -> tuple[str, str]:
     """(code, param); a decode-work refusal says so (the bound, and to re-encode), unlike a corrupt file."""
     error = body["error"]
@@ -71,7 +60,7 @@ def test_sixteen_40_mpx_pngs_in_one_edit_are_refused_before_any_is_decoded(tenan
     """Sixteen 155 KB all-zero 6324 x 6324 RGBA PNGs peaked at 2,775 MB of EditFunction's 3,008 MB."""
     assert memory_of("EditFunction") == 3008
     png = hostile.zero_rgba_png()
-    event = _multipart("edit", [("image[]", (f"{i}.png", png, "image/png")) for i in range(16)], {"prompt": "x"})
+    event = multipart_event("edit", [("image[]", (f"{i}.png", png, "image/png")) for i in range(16)], {"prompt": "x"})
     status, body, growth = _measured("edit", event)
     assert status == 400 and _error(body) == ("images_too_large", "image[3]"), body  # 4 x 40 M > 131 M pixels
     assert decoded == [] and growth < 64 * MIB
@@ -79,7 +68,7 @@ def test_sixteen_40_mpx_pngs_in_one_edit_are_refused_before_any_is_decoded(tenan
 
 def test_an_edit_whose_outputs_would_not_fit_is_refused_naming_n(tenant, memory_of, decoded):
     memory_of("EditFunction")
-    event = _multipart("edit", [("image", ("a.png", hostile.zero_rgba_png(), "image/png"))],
+    event = multipart_event("edit", [("image", ("a.png", hostile.zero_rgba_png(), "image/png"))],
                        {"prompt": "x", "n": "3", "quality": "low"})  # size auto: three more 40 M pixel images
     status, body, _ = _measured("edit", event)
     assert status == 400 and _error(body) == ("images_too_large", "n") and decoded == []
@@ -87,7 +76,7 @@ def test_an_edit_whose_outputs_would_not_fit_is_refused_naming_n(tenant, memory_
 
 def test_the_5000_scan_jpeg_is_refused_by_the_edit(tenant, memory_of, decoded):
     memory_of("EditFunction")
-    event = _multipart("edit", [("image", ("a.jpg", hostile.progressive_jpeg(2000, 5000), "image/jpeg"))],
+    event = multipart_event("edit", [("image", ("a.jpg", hostile.progressive_jpeg(2000, 5000), "image/jpeg"))],
                        {"prompt": "x"})
     status, body, growth = _measured("edit", event)
     assert status == 400 and _error(body) == ("invalid_image", "image") and decoded == []
@@ -108,7 +97,7 @@ def test_the_5000_scan_jpeg_is_refused_as_a_responses_input_image(tenant, memory
 @pytest.mark.parametrize("side,scans", [(2000, 5000), (6000, 20_000)])
 def test_hostile_jpegs_are_refused_as_file_uploads(tenant, memory_of, decoded, side, scans):
     memory_of("FilesFunction")
-    event = _multipart("files-create", [("file", ("a.jpg", hostile.progressive_jpeg(side, scans), "image/jpeg"))],
+    event = multipart_event("files-create", [("file", ("a.jpg", hostile.progressive_jpeg(side, scans), "image/jpeg"))],
                        {"purpose": "vision"})
     status, body, growth = _measured("files", event)
     assert status == 400 and _error(body) == ("invalid_image", "file") and decoded == []
@@ -118,7 +107,7 @@ def test_hostile_jpegs_are_refused_as_file_uploads(tenant, memory_of, decoded, s
 def test_a_largest_single_image_still_fits_every_image_function(tenant, memory_of):
     """40 M pixels, the per-image limit, is within the smallest image function's budget (FilesFunction)."""
     assert memory_of("FilesFunction") == 1024
-    event = _multipart("files-create", [("file", ("a.png", hostile.zero_rgba_png(), "image/png"))],
+    event = multipart_event("files-create", [("file", ("a.png", hostile.zero_rgba_png(), "image/png"))],
                        {"purpose": "vision"})
     status, body, _ = _measured("files", event)
     assert status == 200 and (body["width"], body["height"]) == (6324, 6324), body

@@ -8,11 +8,10 @@ import base64
 import io
 import json
 
-import httpx
 import pytest
 from PIL import Image
 
-from lambda_harness import invoke, load_event
+from lambda_harness import invoke, load_event, multipart_event
 
 PNG = io.BytesIO()
 Image.new("RGB", (64, 64), (200, 40, 40)).save(PNG, format="PNG")
@@ -27,13 +26,7 @@ def _json(name: str, body: dict) -> dict:
 
 
 def _multipart(fields: dict[str, str]) -> dict:
-    request = httpx.Request("POST", "http://x/", files=[("image", ("a.png", PNG.getvalue(), "image/png"))],
-                            data=fields)
-    event = load_event("edit")
-    event["headers"]["content-type"] = request.headers["content-type"]
-    event["multiValueHeaders"]["content-type"] = [request.headers["content-type"]]
-    event["body"], event["isBase64Encoded"] = base64.b64encode(request.read()).decode(), True
-    return event
+    return multipart_event("edit", [("image", ("a.png", PNG.getvalue(), "image/png"))], fields)
 
 
 def _refused(status: int, body: dict, param: str, code: str = "invalid_type") -> str:

@@ -17,12 +17,11 @@ import json
 import logging
 from urllib.parse import parse_qs, urlsplit
 
-import httpx
 import pytest
 from PIL import Image
 
 from emf_capture import powertools_log_stream
-from lambda_harness import EVENT_KEY, invoke, load_event
+from lambda_harness import EVENT_KEY, invoke, load_event, multipart_event
 
 pytestmark = pytest.mark.reliability
 
@@ -38,16 +37,6 @@ def _png(image: Image.Image) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     return buffer.getvalue()
-
-
-def _multipart(name: str, files, data=None) -> dict:
-    request = httpx.Request("POST", "http://x/", files=files, data=data or {})
-    event = load_event(name)
-    content_type = request.headers["content-type"]
-    event["headers"]["content-type"] = content_type
-    event["multiValueHeaders"]["content-type"] = [content_type]
-    event["body"], event["isBase64Encoded"] = base64.b64encode(request.read()).decode(), True
-    return event
 
 
 def _json(name: str, body: dict) -> dict:
@@ -98,7 +87,7 @@ def test_a_full_flow_logs_no_request_data(tenant, svc, captured, capsys, caplog)
     mask.paste((0, 0, 0, 0), (32, 32, 96, 96))
     photo_png, mask_png = _png(photo), _png(mask)
     b64 += [base64.b64encode(photo_png).decode(), base64.b64encode(mask_png).decode()]
-    status, _, body = invoke("edit", _multipart("edit", [
+    status, _, body = invoke("edit", multipart_event("edit", [
         ("image", (FILENAMES[0], photo_png, "image/png")), ("mask", (FILENAMES[1], mask_png, "image/png"))],
         {"prompt": PROMPTS["edit"], "model": "local-image", "response_format": "b64_json"}))
     assert status == 200, body
@@ -127,7 +116,7 @@ def test_a_full_flow_logs_no_request_data(tenant, svc, captured, capsys, caplog)
     # files create
     scan = _png(Image.effect_noise((40, 40), 90).convert("RGB"))
     b64.append(base64.b64encode(scan).decode())
-    status, _, body = invoke("files", _multipart("files-create", [("file", (FILENAMES[2], scan, "image/png"))],
+    status, _, body = invoke("files", multipart_event("files-create", [("file", (FILENAMES[2], scan, "image/png"))],
                                                  {"purpose": "vision"}))
     assert status == 200, body
     assert body["filename"] == FILENAMES[2]
