@@ -1,7 +1,13 @@
 # darkroom: `make run` serves the API locally; `make test` is what CI runs.
 PYTHON ?= python3
 VENV ?= .venv
+# SAM CLI (which pins its own aws-sam-translator, pydantic and cfn-lint) lives here, never in darkroom's venv.
 SAM_VENV ?= .venv-sam
+SAM_CLI_VERSION ?= 1.170.0
+SAM_INSTALLED := $(SAM_VENV)/.sam-cli-$(SAM_CLI_VERSION)
+SAM := SAM_CLI_TELEMETRY=0 $(SAM_VENV)/bin/sam
+# Options for `sam build` (`make build SAM_BUILD_ARGS='--build-dir /tmp/build'`); samconfig.toml has the rest.
+SAM_BUILD_ARGS ?=
 BIN := $(VENV)/bin
 PORT ?= 3000
 # The model server's own environment (torch, diffusers, transformers): never darkroom's, never the Lambda layer's.
@@ -11,7 +17,8 @@ ENDPOINT_BIN := $(ENDPOINT_VENV)/bin
 # ENDPOINT_PIP_ARGS='--extra-index-url <a CPU-only torch index>' keeps PyPI's CUDA build away.
 ENDPOINT_PIP_ARGS ?=
 
-.PHONY: run run-endpoint test test-endpoint test-reliability lint template openapi events bench bench-endpoint build clean
+.PHONY: run run-endpoint test test-endpoint test-reliability lint template openapi events bench bench-endpoint \
+	bench-artifacts build clean
 
 # The dev environment: runtime pins first (what Lambda gets), then the package and its dev tools.
 $(BIN)/darkroom: pyproject.toml layers/runtime/requirements.txt
@@ -20,10 +27,11 @@ $(BIN)/darkroom: pyproject.toml layers/runtime/requirements.txt
 	$(BIN)/pip install -q -r layers/runtime/requirements.txt -e '.[dev]'
 	touch $@
 
-# aws-sam-translator pins its own pydantic, so the SAM transform check gets a venv of its own.
-$(SAM_VENV)/bin/python:
+# SAM CLI for `make build` and `make template`, with the aws-sam-translator it pins (scripts/sam_transform.py).
+# --no-compile: SAM compiles only what it imports, on first use; compiling all of it at install took 14 s more.
+$(SAM_INSTALLED):
 	$(PYTHON) -m venv $(SAM_VENV)
-	$(SAM_VENV)/bin/pip install -q aws-sam-translator pyyaml
+	$(SAM_VENV)/bin/pip install -q --no-compile aws-sam-cli==$(SAM_CLI_VERSION)
 	touch $@
 
 # The model server's environment; the stamp is rewritten whenever its requirements change.
@@ -47,8 +55,9 @@ test-endpoint: $(ENDPOINT_VENV)/.installed
 lint: $(BIN)/darkroom
 	$(BIN)/ruff check .
 
-template: $(BIN)/darkroom $(SAM_VENV)/bin/python
-	$(BIN)/cfn-lint template.yaml
+# cfn-lint through SAM (`sam validate --lint`), then the SAM transform offline, which cfn-lint does not run.
+template: $(SAM_INSTALLED)
+	$(SAM) validate --lint --template-file template.yaml
 	$(SAM_VENV)/bin/python scripts/sam_transform.py template.yaml
 
 # test-endpoint first: it builds the environment tests/e2e/test_endpoint_e2e.py starts the model server from.
@@ -77,14 +86,22 @@ bench: $(BIN)/darkroom
 	$(BIN)/python benchmarks/bench_edit_memory.py --json benchmarks/results/edit-memory.json
 	$(BIN)/python benchmarks/plot_memory.py --input benchmarks/results/edit-memory.json --output docs/benchmarks-memory.png
 
+# What `make build` wrote: artifact sizes, the dependencies layer with and without the AWS SDK, and import times on
+# python3.12 in the deployed layout (docs/benchmarks.md, section 10).
+bench-artifacts: build $(BIN)/darkroom
+	$(BIN)/python benchmarks/bench_artifacts.py --build-dir .aws-sam/build --python "$$(sh scripts/lambda_python.sh)/python3.12"
+
 # The model server's own cost per request against its pipeline alone (CPU, tiny model; docs/benchmarks.md, section 7).
 # benchmarks/gpu_endpoint.py is the GPU benchmark, for a machine with one (section 8 says how to run it).
 bench-endpoint: $(ENDPOINT_VENV)/.installed
 	PYTHONPATH=endpoint $(ENDPOINT_BIN)/python benchmarks/bench_endpoint.py
 
-# Needs AWS SAM CLI (its own install); `sam deploy --guided` afterwards.
-build:
-	sam build
+# `sam build` into .aws-sam/build, then `sam deploy --guided`. SAM CLI comes from $(SAM_VENV); the functions and
+# the dependencies layer build with the Lambda runtime's python3.12, which scripts/lambda_python.sh finds (on PATH,
+# or installed by pyenv or uv) or says how to get. tests/artifacts/test_artifacts.py runs this and checks the result.
+build: $(SAM_INSTALLED)
+	@lambda_python=$$(sh scripts/lambda_python.sh) && echo "make build: python3.12 from $$lambda_python" && \
+	PATH="$$lambda_python:$$PATH" $(SAM) build $(SAM_BUILD_ARGS)
 
 clean:
 	rm -rf $(VENV) $(SAM_VENV) $(ENDPOINT_VENV) endpoint/.models .aws-sam .pytest_cache .ruff_cache .coverage

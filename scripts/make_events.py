@@ -19,6 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "shared"))
 sys.path.insert(0, str(ROOT / "tests"))
 
+from darkroom.local.authorizer import authorizer_event  # noqa: E402
 from darkroom.local.bridge import LocalApi, _route_pattern  # noqa: E402
 from darkroom.local.template import Stack  # noqa: E402
 from lambda_harness import EVENT_FILE_ID, EVENT_KEY, EVENT_UPLOAD_ID  # noqa: E402
@@ -102,6 +103,11 @@ def main() -> None:
         event["requestContext"]["requestTimeEpoch"] = 1795000000000
         event["requestContext"]["requestTime"] = "19/Nov/2026:09:46:40 +0000"
         (ROOT / "events" / f"{name}.json").write_text(json.dumps(event, indent=2) + "\n")
+        if name == "models-list":
+            # The API's REQUEST authorizer (`sam local invoke AuthorizerFunction -e events/authorizer.json`), as
+            # API Gateway calls it before this route: the request without its body, and the method ARN.
+            (ROOT / "events" / "authorizer.json").write_text(
+                json.dumps(authorizer_event(stack.region, event), indent=2) + "\n")
     (ROOT / "events" / "worker-job.json").write_text(json.dumps(_job_event(), indent=2) + "\n")
 
 

@@ -1,8 +1,9 @@
 """Run the AWS SAM transform on template.yaml offline, as `sam deploy` would before CloudFormation sees it.
 
 cfn-lint checks the template's schema but no longer runs the transform, so errors only the transform
-finds (e.g. an unknown key in GatewayResponses) would otherwise surface at deploy time. Runs in its
-own venv (aws-sam-translator pins its own pydantic): see the Makefile's `template` target.
+finds (e.g. an unknown key in GatewayResponses) would otherwise surface at deploy time: `sam validate --lint`
+runs cfn-lint only and misses them too. Runs in SAM CLI's venv (.venv-sam), with the aws-sam-translator that SAM
+CLI pins: see the Makefile's `template` target.
 """
 
 import os

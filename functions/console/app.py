@@ -6,10 +6,11 @@ key a person pastes in the browser and sends it only in the ``Authorization`` he
 API. Files are served from a fixed table (never a path built from the request), with a strict
 Content-Security-Policy: scripts and styles from this origin only, no framing.
 
-Swagger UI's files come from the ``swagger-ui-bundle-v2`` package (functions/console/requirements.txt,
-which SAM installs into this function; the local stack has it through the ``local`` extra): byte for
-byte the npm ``swagger-ui-dist`` release of the same version. ``openapi.json`` beside this file is the
-committed ``docs/openapi.json``, written and checked by ``scripts/openapi.py``.
+Swagger UI's files come from the ``swagger-ui-bundle-v2`` package (pinned in functions/console/requirements.txt;
+the local stack has it through the ``local`` extra): byte for byte the npm ``swagger-ui-dist`` release of the
+same version. This function's build (functions/console/Makefile) ships only the two files served below.
+``openapi.json`` beside this file is the committed ``docs/openapi.json``, written and checked by
+``scripts/openapi.py``.
 """
 
 from __future__ import annotations
@@ -20,11 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from aws_lambda_powertools.event_handler import Response
-from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from darkroom.api.errors import NotFound
-from darkroom.api.resolver import build_resolver
+from darkroom.api.resolver import REQUEST_ID_PATH, build_resolver, event_request_id
 from darkroom.observability import logger, tracer
 
 HERE = Path(__file__).resolve().parent
@@ -121,14 +121,14 @@ def asset(asset: str):
     return _file(*found)
 
 
-@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST, clear_state=True)
+@logger.inject_lambda_context(correlation_id_path=REQUEST_ID_PATH, clear_state=True)
 @tracer.capture_lambda_handler(capture_response=False)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     result = app.resolve(event, context)
     headers = result.setdefault("multiValueHeaders", {})
     for name, value in SECURITY_HEADERS.items():
         headers[name] = [value]  # every answer, the 404 and 500 envelopes included
-    request = (event.get("requestContext") or {}).get("requestId")
+    request = event_request_id(event)
     if request:
         headers["x-request-id"] = [request]
     return result

@@ -59,8 +59,16 @@ def services() -> Services:
     )
 
 
+@cache
+def key_authenticator() -> Authenticator:
+    """The key lookup alone, for the gateway's authorizer: no catalog, bucket or queue to build on a cold start."""
+    settings = config.get_settings()
+    return Authenticator(TenantDirectory(config.client("dynamodb"), settings.tenants_table), settings.key_cache_seconds)
+
+
 def reset() -> None:
     """Forget everything built from the environment (tests and the local stack change it)."""
     services.cache_clear()
+    key_authenticator.cache_clear()
     get_catalog.cache_clear()
     config.reset()

@@ -251,20 +251,26 @@ class Authenticator:
         self._lock = threading.Lock()
 
     def authenticate(self, authorization: str | None) -> Tenant:
-        scheme, _, secret = (authorization or "").partition(" ")
-        secret = secret.strip()
-        # Malformed keys are refused without a table read.
-        if scheme.lower() != "bearer" or not KEY_PATTERN.match(secret):
-            raise InvalidApiKey()
-        found = self._lookup(hash_key(secret))
-        if found is None:
-            raise InvalidApiKey()
-        key, tenant = found
-        if key.status != ACTIVE or tenant is None:
+        tenant = self.tenant_of(authorization)
+        if tenant is None:
             raise InvalidApiKey()
         if tenant.status != ACTIVE:
             raise TenantSuspended()
         return tenant
+
+    def tenant_of(self, authorization: str | None) -> Tenant | None:
+        """The tenant an active key belongs to (suspended or not); None for a missing, malformed, unknown or
+        revoked key. The same lookup and cache as :meth:`authenticate`, which decides; this only names."""
+        scheme, _, secret = (authorization or "").partition(" ")
+        secret = secret.strip()
+        # Malformed keys are refused without a table read.
+        if scheme.lower() != "bearer" or not KEY_PATTERN.match(secret):
+            return None
+        found = self._lookup(hash_key(secret))
+        if found is None:
+            return None
+        key, tenant = found
+        return tenant if key.status == ACTIVE else None
 
     def _lookup(self, key_hash: str) -> tuple[ApiKey, Tenant | None] | None:
         now = self._clock()

@@ -26,8 +26,9 @@ import openai
 import pytest
 from PIL import Image, ImageChops, ImageDraw
 
+import docs_blocks
 import openai_conformance
-from local_stack_process import REPO, serve
+from local_stack_process import REPO, clean_environment, serve
 
 ENDPOINT_PYTHON = Path(os.environ.get("DARKROOM_ENDPOINT_PYTHON") or REPO / "endpoint" / ".venv" / "bin" / "python")
 if not ENDPOINT_PYTHON.is_absolute():
@@ -242,3 +243,19 @@ def test_a_passthrough_value_the_model_refuses_is_the_clients_400_for_that_param
     error = caught.value.body
     assert (error["code"], error["param"]) == ("invalid_value", name)
     assert str(value) not in error["message"]
+
+
+# -- the docs' examples for the model server -------------------------------------------------------------
+
+MODEL_SERVER_BLOCKS = [block for block in docs_blocks.all_blocks() if block.directive == "model-server"]
+
+
+@pytest.mark.parametrize("block", MODEL_SERVER_BLOCKS, ids=[block.id for block in MODEL_SERVER_BLOCKS])
+def test_the_docs_examples_for_the_model_server_run_as_written(stack, block, tmp_path):
+    """Blocks marked ``<!-- docs-test: model-server -->`` (tests/e2e/docs_blocks.py), with a fresh tenant's key."""
+    assert block.problem() is None, block.problem()
+    docs_blocks.write_inputs(tmp_path)
+    env = clean_environment() | stack
+    key = docs_blocks.issue_key(env, "docs-model-server")
+    ran = docs_blocks.run(block, docs_blocks.environment(clean_environment(), stack, key, tmp_path), tmp_path)
+    assert ran.returncode == 0, docs_blocks.failure(block, ran)

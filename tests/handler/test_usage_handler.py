@@ -155,3 +155,18 @@ def test_usage_needs_a_key(tenant):
     event["multiValueHeaders"]["authorization"] = ["Bearer nope"]
     status, _, body = invoke("usage", event)
     assert status == 401 and body["error"]["code"] == "invalid_api_key"
+
+
+def test_a_client_chosen_request_id_cannot_make_a_request_look_like_a_retry(tenant, svc):
+    """A caller can set API Gateway's requestId (x-amzn-RequestId); extendedRequestId it cannot. Two
+    requests that replay one requestId are two requests: both are billed, each under its own id."""
+    ids = []
+    for extended in ("Xa1bC2dEFAAA=", "Xa1bC2dEFBBB="):
+        event = _as(load_event("generate"), EVENT_KEY)
+        event["requestContext"]["requestId"] = "c0ffee00-0000-4000-8000-000000000000"  # the same, forged
+        event["requestContext"]["extendedRequestId"] = extended
+        status, headers, answer = invoke("generate", event)
+        assert status == 200, answer
+        ids.append(headers["x-request-id"])
+    assert ids == ["Xa1bC2dEFAAA=", "Xa1bC2dEFBBB="]
+    assert sorted(r["request_id"] for r in svc.meter.records(tenant.tenant_id)) == ids

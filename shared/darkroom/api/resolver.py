@@ -17,7 +17,6 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import (
     RequestUnsupportedContentType,
     RequestValidationError,
 )
-from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from darkroom import deadline, intake
@@ -82,8 +81,23 @@ def authenticated_tenant(request: Request) -> Tenant:
     return request.context["tenant"]
 
 
+# darkroom's request id (usage records' exactly-once key, logs' correlation id, ``x-request-id``) is API
+# Gateway's extendedRequestId: a caller can set requestId by sending its own UUID in x-amzn-RequestId, but
+# cannot set or override extendedRequestId
+# (https://docs.aws.amazon.com/apigateway/latest/developerguide/set-up-access-logging.html). A replayed
+# requestId must not make a second request look like a retry of the first. requestId is the fallback for
+# events without one (hand-written events for ``sam local invoke``).
+REQUEST_ID_PATH = "requestContext.extendedRequestId || requestContext.requestId"
+
+
+def event_request_id(event: dict) -> str | None:
+    """The request id of an API Gateway event (:data:`REQUEST_ID_PATH`), or None."""
+    context = event.get("requestContext") or {}
+    return context.get("extendedRequestId") or context.get("requestId")
+
+
 def request_id(app: APIGatewayRestResolver) -> str:
-    return app.current_event.request_context.request_id
+    return event_request_id(app.current_event.raw_event)
 
 
 def idempotency_key(app: APIGatewayRestResolver) -> str | None:
@@ -116,7 +130,7 @@ def entrypoint(app: APIGatewayRestResolver) -> Callable[[dict, LambdaContext], d
     an unauthenticated caller learns nothing about the API beyond 401.
     """
 
-    @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST, clear_state=True)
+    @logger.inject_lambda_context(correlation_id_path=REQUEST_ID_PATH, clear_state=True)
     @metrics.log_metrics
     @tracer.capture_lambda_handler(capture_response=False)
     def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
@@ -134,7 +148,7 @@ def entrypoint(app: APIGatewayRestResolver) -> Callable[[dict, LambdaContext], d
             app.append_context(tenant=tenant)
             with intake.request_decode_budget():  # one decode budget per request, as one deadline
                 result = app.resolve(event, context)
-        request = (event.get("requestContext") or {}).get("requestId")
+        request = event_request_id(event)
         if request:
             result.setdefault("multiValueHeaders", {})["x-request-id"] = [request]
         return result

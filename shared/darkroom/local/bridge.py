@@ -1,7 +1,8 @@
 """HTTP requests -> API Gateway REST proxy events -> the template's Lambda handlers, in worker processes.
 
-Each function gets a pool of "containers" (worker processes that imported its handler), one request
-at a time each, as Lambda runs them; concurrent requests get concurrent containers. The
+Each function gets a pool of "containers" (worker processes that imported its handler, with Lambda's init
+rules: :mod:`darkroom.local.containers`), one request at a time each, as Lambda runs them; concurrent requests
+get concurrent containers. The
 gateway's own limits are applied the way API Gateway and Lambda apply them: 10 MB request bodies,
 6 MB Lambda payloads each way, answered with the template's gateway responses. The HTTP/1.1 server in
 front of it is :mod:`darkroom.local.http_server`.
@@ -10,30 +11,23 @@ front of it is :mod:`darkroom.local.http_server`.
 from __future__ import annotations
 
 import base64
-import importlib.util
 import json
 import logging
-import multiprocessing
-import os
 import re
-import sys
 import threading
 import time
 import uuid
 from dataclasses import dataclass
-from types import SimpleNamespace
 from urllib.parse import parse_qs, urlsplit
 
-from darkroom.local.template import Function, QueueSource, Stack
+from darkroom.local.access_log import GatewayRequest, render
+from darkroom.local.authorizer import LocalAuthorizer
+from darkroom.local.containers import Pool
+from darkroom.local.template import QueueSource, Stack
 
 API_GATEWAY_MAX_BODY = 10 * 1024 * 1024
 LAMBDA_MAX_PAYLOAD = 6 * 1024 * 1024
 logger = logging.getLogger("darkroom.local")
-# Containers start clean (spawn, not fork): no inherited threads, locks or moto state.
-_SPAWN = multiprocessing.get_context("spawn")
-_READY = "ready"
-# Lambda gives the init phase 10 s; a loaded development machine (or coverage) may need more.
-INIT_TIMEOUT_SECONDS = 30
 
 
 @dataclass
@@ -41,132 +35,7 @@ class HttpResponse:
     status: int
     headers: list[tuple[str, str]]
     body: bytes
-
-
-class _Container:
-    """One Lambda execution environment: a process that imported the handler and runs one event at a time.
-
-    Processes, not threads: Powertools keeps the current event in class state, and Lambda itself
-    never runs two events in one environment.
-    """
-
-    def __init__(self, function: Function, environment: dict[str, str]) -> None:
-        parent, child = _SPAWN.Pipe()
-        self._conn = parent
-        self.process = _SPAWN.Process(
-            target=_container_main, args=(function, environment, child), daemon=True,
-            name=f"darkroom-{function.logical_id}",
-        )
-        self.process.start()
-        child.close()
-        self._ready = False
-
-    def invoke(self, event: dict, timeout: float) -> dict | None:
-        """The handler's result; None when it crashed; raises TimeoutError past ``timeout``.
-
-        As on Lambda, the function timeout counts from the invocation, not from the cold start's
-        imports (the init phase, which gets ``INIT_TIMEOUT_SECONDS`` of its own).
-        """
-        if not self._ready:
-            try:
-                if not self._conn.poll(INIT_TIMEOUT_SECONDS) or self._conn.recv() != _READY:
-                    self.stop()
-                    return None
-            except (EOFError, OSError):  # the handler module failed to import
-                self.stop()
-                return None
-            self._ready = True
-        self._conn.send(event)
-        if not self._conn.poll(timeout):
-            self.stop()  # a timed-out environment is discarded, as Lambda does
-            raise TimeoutError
-        try:
-            return self._conn.recv()
-        except (EOFError, OSError):  # the process died mid-invocation
-            self.stop()
-            return None
-
-    @property
-    def alive(self) -> bool:
-        return self.process.is_alive()
-
-    def stop(self) -> None:
-        if self.process.is_alive():
-            self.process.kill()
-        self.process.join(timeout=5)
-
-
-def _container_main(function: Function, environment: dict[str, str], conn) -> None:
-    # As Lambda's runtime does: the function's MemorySize (darkroom.intake sizes its decode budget from it).
-    os.environ.update({"AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(function.memory_mb), **environment})
-    sys.path.insert(0, str(function.code_dir))
-    spec = importlib.util.spec_from_file_location(function.module, function.code_dir / f"{function.module}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    handler = getattr(module, function.attribute)
-    conn.send(_READY)
-    while True:
-        try:
-            event = conn.recv()
-        except EOFError:
-            return
-        context = SimpleNamespace(
-            function_name=function.logical_id, memory_limit_in_mb=function.memory_mb,
-            invoked_function_arn=f"arn:aws:lambda:local:000000000000:function:{function.logical_id}",
-            aws_request_id=str(uuid.uuid4()), function_version="$LATEST",
-            log_group_name=f"/aws/lambda/{function.logical_id}", log_stream_name="local",
-            get_remaining_time_in_millis=lambda: function.timeout_seconds * 1000,
-        )
-        try:
-            result = handler(event, context)
-        except Exception:  # noqa: BLE001 - a crashed invocation is a 502 from the gateway, as on AWS
-            logger.exception("function invocation failed", extra={"function": function.logical_id})
-            result = None
-        conn.send(result)
-
-
-class _Pool:
-    """Idle containers of one function; a busy function gets new ones, up to ``limit``."""
-
-    def __init__(self, function: Function, environment: dict[str, str], limit: int) -> None:
-        self.function = function
-        self._environment = environment
-        self._idle: list[_Container] = []
-        self._all: list[_Container] = []
-        self._limit = limit
-        self._cond = threading.Condition()
-
-    def acquire(self) -> _Container:
-        with self._cond:
-            while True:
-                while self._idle:
-                    container = self._idle.pop()
-                    if container.alive:
-                        return container
-                    self._all.remove(container)
-                if len(self._all) < self._limit:
-                    container = _Container(self.function, self._environment)
-                    self._all.append(container)
-                    return container
-                self._cond.wait()
-
-    def release(self, container: _Container) -> None:
-        with self._cond:
-            if container.alive:
-                self._idle.append(container)
-            else:
-                self._all.remove(container)
-            self._cond.notify()
-
-    def warm(self) -> None:
-        self.release(self.acquire())
-
-    def stop(self) -> None:
-        with self._cond:
-            for container in self._all:
-                container.stop()
-            self._all.clear()
-            self._idle.clear()
+    access_log: str = ""  # the request's line in the template's access log Format (set by LocalApi.handle)
 
 
 def _route_pattern(path: str) -> re.Pattern:
@@ -188,8 +57,11 @@ class LocalApi:
         self.stack = stack
         self.stage = stage
         self._routes = [(r, _route_pattern(r.path)) for r in stack.routes()]
-        self._pools = {f.logical_id: _Pool(f, environment, containers_per_function) for f in stack.functions()}
+        self._pools = {f.logical_id: Pool(f, environment, containers_per_function) for f in stack.functions()}
         self._binary_types = stack.binary_media_types()
+        self._authorizers = {name: LocalAuthorizer(spec, self._invoke, stack.region)
+                             for name, spec in stack.authorizers().items()}
+        self._access_log_format = stack.access_log_format()
         self._containers_per_function = containers_per_function
         self._stopping = threading.Event()
         self._pollers: list[threading.Thread] = []
@@ -252,6 +124,16 @@ class LocalApi:
 
     def handle(self, method: str, target: str, headers: list[tuple[str, str]], body: bytes,
                source_ip: str = "127.0.0.1") -> HttpResponse:
+        """The request answered as API Gateway would, with its access-log line in the template's Format."""
+        request = GatewayRequest(http_method=method)
+        response = self._handle(method, target, headers, body, source_ip, request)
+        if self._access_log_format:
+            response.access_log = render(self._access_log_format,
+                                         request.variables(response.status, len(response.body)))
+        return response
+
+    def _handle(self, method: str, target: str, headers: list[tuple[str, str]], body: bytes, source_ip: str,
+                request: GatewayRequest) -> HttpResponse:
         url = urlsplit(target)
         if len(body) > API_GATEWAY_MAX_BODY:
             return self.gateway_response("REQUEST_TOO_LARGE")
@@ -264,13 +146,23 @@ class LocalApi:
         if matched is None:
             return self.gateway_response("MISSING_AUTHENTICATION_TOKEN")
         route, path_parameters = matched
+        request.resource_path = route.path
         event = self._event(method, url, route, path_parameters, headers, body, source_ip)
+        request.request_id = event["requestContext"]["extendedRequestId"]
+        if route.authorizer:  # before the integration, as API Gateway runs a method's authorizer
+            refused, request.authorizer = self._authorizers[route.authorizer].authorize(event)
+            if refused:
+                return self.gateway_response(refused)
+            event["requestContext"]["authorizer"] = request.authorizer
         if len(json.dumps(event)) > LAMBDA_MAX_PAYLOAD:
             return self.gateway_response("REQUEST_TOO_LARGE")
+        started = time.monotonic()
         try:
             result = self._invoke(route.function, event)
         except TimeoutError:
             return self.gateway_response("INTEGRATION_TIMEOUT")
+        finally:
+            request.integration_latency_ms = round((time.monotonic() - started) * 1000)
         if result is None or len(json.dumps(result)) > LAMBDA_MAX_PAYLOAD:
             return self.gateway_response("INTEGRATION_FAILURE")
         return self._response(result)
@@ -298,6 +190,8 @@ class LocalApi:
             "requestContext": {
                 "resourcePath": route.path, "httpMethod": method, "path": f"/{self.stage}{url.path}",
                 "stage": self.stage, "requestId": str(uuid.uuid4()), "accountId": "000000000000",
+                # API Gateway's own id, which a caller cannot set (darkroom.api.resolver.REQUEST_ID_PATH)
+                "extendedRequestId": base64.b64encode(uuid.uuid4().bytes[:9]).decode(),
                 "apiId": "local", "protocol": "HTTP/1.1", "domainName": "127.0.0.1",
                 "requestTime": time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime(now)),
                 "requestTimeEpoch": int(now * 1000),
@@ -316,8 +210,9 @@ class LocalApi:
             pool.release(container)
 
     def warm(self) -> None:
-        """Start one container per function now, so the first request does not pay the imports."""
-        threads = [threading.Thread(target=pool.warm) for pool in self._pools.values()]
+        """Start one container per function now and wait for their inits (as provisioned concurrency does), so
+        the first request does not pay the imports; a function that fails to start is logged, with its reason."""
+        threads = [threading.Thread(target=pool.prepare) for pool in self._pools.values()]
         for thread in threads:
             thread.start()
         for thread in threads:

@@ -216,8 +216,9 @@ class GatewayApp:
                 response, close = self.api.gateway_response("INTEGRATION_FAILURE"), True
         await self._send(send, response, close)
         if self.access_log:
-            # Method, path and status only: no query strings, headers or bodies.
-            sys.stderr.write(f"{method} {urlsplit(target).path} {response.status}\n")
+            # The template's access-log line (darkroom.local.access_log), or method, path and status for what the
+            # gateway refused before routing: never query strings, headers or bodies.
+            sys.stderr.write((response.access_log or f"{method} {urlsplit(target).path} {response.status}") + "\n")
 
     @staticmethod
     async def _send(send, response: HttpResponse, close: bool) -> None:
@@ -238,9 +239,8 @@ class LocalServer:
     SIGTERM end it gracefully in the main thread), ``shutdown`` from another thread, ``server_close``."""
 
     def __init__(self, api: LocalApi, host: str = "127.0.0.1", port: int = 3000, quiet: bool = False,
-                 idle_timeout: float = IDLE_TIMEOUT_SECONDS) -> None:
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        self.socket = socket.create_server((host, port), family=family)
+                 idle_timeout: float = IDLE_TIMEOUT_SECONDS, listener: socket.socket | None = None) -> None:
+        self.socket = listener or listen(host, port)
         self.server_address = self.socket.getsockname()[:2]
         config = uvicorn.Config(
             GatewayApp(api, access_log=not quiet), http=_Protocol, ws="none", lifespan="off", interface="asgi3",
@@ -270,7 +270,17 @@ class LocalServer:
         self.socket.close()
 
 
+def listen(host: str = "127.0.0.1", port: int = 3000) -> socket.socket:
+    """A socket listening on ``host:port`` (0: any free port); ``OSError`` when the port is taken.
+
+    Bound before the rest of the stack starts, so a busy port is reported at once; connections made meanwhile
+    wait in its backlog until the server serves."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    return socket.create_server((host, port), family=family)
+
+
 def make_server(api: LocalApi, host: str = "127.0.0.1", port: int = 3000, quiet: bool = False,
-                idle_timeout: float = IDLE_TIMEOUT_SECONDS) -> LocalServer:
-    """The local HTTP server for ``api``, bound to ``host:port`` (0: any free port), not yet serving."""
-    return LocalServer(api, host, port, quiet=quiet, idle_timeout=idle_timeout)
+                idle_timeout: float = IDLE_TIMEOUT_SECONDS, listener: socket.socket | None = None) -> LocalServer:
+    """The local HTTP server for ``api``, on ``listener`` or else bound to ``host:port`` (0: any free port), not
+    yet serving."""
+    return LocalServer(api, host, port, quiet=quiet, idle_timeout=idle_timeout, listener=listener)

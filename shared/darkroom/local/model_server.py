@@ -105,10 +105,11 @@ def endpoint_models() -> dict[str, dict]:
 def catalog_extra(environ: Mapping[str, str] = os.environ) -> str:
     """``DARKROOM_CATALOG_EXTRA`` for the model server's entries, each validated now (at start-up, not at the
     first request). A clash with the stack's catalog is reported by every function's first catalog load."""
-    if environ.get(EXTRA_VARIABLE):
+    extra = json.dumps(endpoint_models())
+    # These same entries were exported by an earlier run (a restart in a shell that sourced its exports).
+    if environ.get(EXTRA_VARIABLE) and environ[EXTRA_VARIABLE] != extra:
         raise SystemExit(f"darkroom: {EXTRA_VARIABLE} is already set; the model server brings its own entries "
                          f"(unset it, or add yours to DARKROOM_CATALOG)")
-    extra = json.dumps(endpoint_models())
     try:
         merge_extra({"models": {}}, extra)
     except CatalogError as exc:

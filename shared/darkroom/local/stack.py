@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import socket
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -12,7 +14,8 @@ from dataclasses import dataclass
 from darkroom import config, services
 from darkroom.local.aws import EmbeddedAws, create_resources, make_moto_linearizable, start_moto, use_endpoint
 from darkroom.local.bridge import LocalApi
-from darkroom.local.http_server import LocalServer, make_server
+from darkroom.local.http_server import LocalServer, listen, make_server
+from darkroom.local.leftovers import forget_dead_endpoints
 from darkroom.local.model_server import ModelServer, interpreter, launch
 from darkroom.local.template import Stack
 from darkroom.tenancy import KEY_PATTERN, hash_key
@@ -81,25 +84,30 @@ def in_process_aws(prefix: str, set_env: Callable[[str, str], None] = os.environ
 
 def start(host: str = "127.0.0.1", port: int = 3000, demo_key: str | None = None, quiet: bool = False,
           model_server: bool = False) -> LocalStack:
-    """Create (or reuse) AWS resources from template.yaml, seed the demo tenant, bind the HTTP server; with
-    ``model_server``, also run the model server and serve its models (``SystemExit`` when it cannot start)."""
+    """Bind the HTTP port, create (or reuse) AWS resources from template.yaml, seed the demo tenant, start the
+    functions' containers; with ``model_server``, also run the model server and serve its models. ``SystemExit``
+    (one line) when it cannot start: a busy port, a bad demo key, a missing model server environment."""
     python = interpreter() if model_server else None  # a missing environment stops us before anything runs
-    aws = None
-    if not os.environ.get("AWS_ENDPOINT_URL"):
-        aws = start_moto(host)
-        use_endpoint(aws.endpoint)
-    stack = Stack()
-    # The template's values, except DARKROOM_* settings the caller already set (e.g. a short key cache).
-    environment = {name: os.environ.get(name) or value if name.startswith("DARKROOM_") else value
-                   for name, value in function_environment(stack).items()}
-    # Local-only switches: no X-Ray daemon here, and metrics stay out of the terminal.
-    environment |= {"POWERTOOLS_TRACE_DISABLED": "true", "POWERTOOLS_METRICS_DISABLED": "true"}
-    os.environ.update(environment)
-    services.reset()
-    create_resources(stack, config.client("dynamodb"), config.client("s3"), config.client("sqs"))
-    demo_key, tenant_id = seed_demo_tenant(demo_key)
-    running, api = None, None
+    forget_dead_endpoints(os.environ, model_server=model_server)  # an earlier run's exports, in this shell
+    listener = _listen(host, port)  # a busy port is one line, before anything starts
+    aws, running, api = None, None, None
     try:
+        if not os.environ.get("AWS_ENDPOINT_URL"):
+            aws = start_moto(host)
+            use_endpoint(aws.endpoint)
+        stack = Stack()
+        # The template's values, except DARKROOM_* settings the caller already set (e.g. a short key cache). The
+        # names of the stack's own resources are always this run's: an earlier run's exports name its moto's queue.
+        own = {stack.physical_name(r) for r in stack.resources} | {stack.queue_url(q)
+                                                                  for q in stack.of_type("AWS::SQS::Queue")}
+        environment = {name: os.environ.get(name) or value if name.startswith("DARKROOM_") and value not in own
+                       else value for name, value in function_environment(stack).items()}
+        # Local-only switches: no X-Ray daemon here, and metrics stay out of the terminal.
+        environment |= {"POWERTOOLS_TRACE_DISABLED": "true", "POWERTOOLS_METRICS_DISABLED": "true"}
+        os.environ.update(environment)
+        services.reset()
+        create_resources(stack, config.client("dynamodb"), config.client("s3"), config.client("sqs"))
+        demo_key, tenant_id = seed_demo_tenant(demo_key)
         if python is not None:
             # Launched before the containers start, which must inherit its address and catalog; it loads its
             # models while they import their handlers, and is waited for once they are warm.
@@ -112,8 +120,9 @@ def start(host: str = "127.0.0.1", port: int = 3000, demo_key: str | None = None
         if running is not None:
             running.wait_ready()
         api.start_queue_pollers(config.client("sqs"))
-        server = make_server(api, host, port, quiet=quiet)
+        server = make_server(api, host, port, quiet=quiet, listener=listener)
     except BaseException:  # nothing this call started may outlive it (the model server is a process of its own)
+        listener.close()
         for started in (api, running, aws):
             if started is not None:
                 started.stop()
@@ -126,6 +135,15 @@ def start(host: str = "127.0.0.1", port: int = 3000, demo_key: str | None = None
     base_url = f"http://{host}:{bound_port}/v1"
     exported |= {"OPENAI_BASE_URL": base_url, "OPENAI_API_KEY": demo_key}
     return LocalStack(stack, exported, base_url, demo_key, tenant_id, server, api, aws, running)
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    try:
+        return listen(host, port)
+    except OSError as exc:
+        problem = "is already in use" if exc.errno == errno.EADDRINUSE else f"cannot be used ({exc.strerror})"
+        raise SystemExit(f"darkroom: port {port} on {host} {problem}; choose another with PORT=8080 make run "
+                         f"(or darkroom serve --port 8080)") from None
 
 
 def seed_demo_tenant(demo_key: str | None) -> tuple[str, str]:

@@ -15,6 +15,10 @@ from cfnlint.decode import cfn_yaml
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
 DEFAULT_TEMPLATE = PROJECT_ROOT / "template.yaml"
 LOCAL_ACCOUNT_ID = "123456789012"  # moto's default account
+# Default statuses of the gateway response types the local stack answers with, where the template sets none.
+_GATEWAY_STATUS = {"UNAUTHORIZED": 401, "ACCESS_DENIED": 403, "MISSING_AUTHENTICATION_TOKEN": 403,
+                   "REQUEST_TOO_LARGE": 413, "THROTTLED": 429, "INTEGRATION_FAILURE": 504,
+                   "INTEGRATION_TIMEOUT": 504}
 
 
 @dataclass(frozen=True)
@@ -22,6 +26,17 @@ class Route:
     method: str
     path: str  # API Gateway resource path, e.g. /v1/models/{model}
     function: str  # logical id
+    authorizer: str | None = None  # the name of the API's authorizer that runs first; None: Authorizer NONE
+
+
+@dataclass(frozen=True)
+class Authorizer:
+    """A Lambda REQUEST authorizer of the API (``Auth.Authorizers``): its function, identity headers, result TTL."""
+
+    name: str
+    function: str  # logical id
+    identity_headers: tuple[str, ...]
+    ttl_seconds: int  # Identity.ReauthorizeEvery; 0: no caching
 
 
 @dataclass(frozen=True)
@@ -162,13 +177,37 @@ class Stack:
         return functions
 
     def routes(self) -> list[Route]:
+        default = self._api().get("Auth", {}).get("DefaultAuthorizer")
         routes = []
         for logical_id, props in self.of_type("AWS::Serverless::Function").items():
             for event in props.get("Events", {}).values():
                 if event["Type"] == "Api":
                     properties = event["Properties"]
-                    routes.append(Route(str(properties["Method"]).upper(), str(properties["Path"]), str(logical_id)))
+                    authorizer = properties.get("Auth", {}).get("Authorizer", default)
+                    routes.append(Route(str(properties["Method"]).upper(), str(properties["Path"]), str(logical_id),
+                                        None if authorizer in (None, "NONE") else str(authorizer)))
         return routes
+
+    def authorizers(self) -> dict[str, Authorizer]:
+        """The API's Lambda REQUEST authorizers by name (``FunctionArn: !GetAtt X.Arn`` names the function)."""
+        found = {}
+        for name, spec in self._api().get("Auth", {}).get("Authorizers", {}).items():
+            if spec.get("FunctionPayloadType") != "REQUEST":
+                raise ValueError(f"the local stack runs REQUEST authorizers only, not {name}")
+            identity = spec.get("Identity", {})
+            found[str(name)] = Authorizer(
+                name=str(name), function=str(spec["FunctionArn"]["Fn::GetAtt"][0]),
+                identity_headers=tuple(str(h) for h in identity.get("Headers", [])),
+                ttl_seconds=int(self.resolve(identity.get("ReauthorizeEvery", 300))))
+        return found
+
+    def access_log_format(self) -> str | None:
+        """The stage's access log Format (``AccessLogSetting``), or None without one."""
+        setting = self._api().get("AccessLogSetting")
+        return str(setting["Format"]) if setting else None
+
+    def _api(self) -> dict:
+        return next(iter(self.of_type("AWS::Serverless::Api").values()))
 
     def environment(self, logical_id: str) -> dict[str, str]:
         """The function's environment variables (Globals merged with its own), resolved."""
@@ -179,11 +218,12 @@ class Stack:
 
     def gateway_response(self, kind: str) -> tuple[int, str]:
         """(status, JSON body) of the API's gateway response ``kind``, falling back to DEFAULT_4XX/5XX."""
-        api = next(iter(self.of_type("AWS::Serverless::Api").values()))
-        responses = api.get("GatewayResponses", {})
-        server_side = kind == "DEFAULT_5XX" or kind.startswith("INTEGRATION")
+        responses = self._api().get("GatewayResponses", {})
+        server_side = kind == "DEFAULT_5XX" or kind.startswith(("INTEGRATION", "AUTHORIZER"))
         configured = responses.get(kind) or responses["DEFAULT_5XX" if server_side else "DEFAULT_4XX"]
-        status = int(configured.get("StatusCode", 500 if server_side else 400))
+        # A type without a response of its own keeps its own status (API Gateway's defaults), with DEFAULT_*'s body.
+        default = _GATEWAY_STATUS.get(kind, 500 if server_side else 400)
+        status = int(configured.get("StatusCode", default) if kind in responses else default)
         body = configured["ResponseTemplates"]["application/json"]
         return status, body.replace("$context.error.messageString", '"Gateway error."')
 

@@ -1,0 +1,20 @@
+"""The API's REQUEST authorizer (TenantLabel): labels each request with its tenant for the access log.
+
+It never refuses a request; the handlers authenticate (darkroom.api.authorizer says why). No metrics: it
+counts nothing, and an empty EMF flush would only warn.
+"""
+
+from typing import Any
+
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from darkroom.api.authorizer import label
+from darkroom.observability import logger, tracer
+from darkroom.services import key_authenticator
+
+
+# log_event=False whatever the environment says: the event carries the API key.
+@logger.inject_lambda_context(log_event=False, clear_state=True)
+@tracer.capture_lambda_handler(capture_response=False)
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return label(event, key_authenticator(), on_lookup_error=lambda: logger.exception("tenant lookup failed"))
