@@ -173,14 +173,18 @@ def _edit(tenant: Tenant, request: EditRequest, request_id: str, services: Servi
     headers = [read() for read in request.images]  # each charged to the request's decode budget
     mask_header = request.mask() if request.mask else None
     intake.check_totals(headers, param="image", limits=intake_limits(services))
-    # The images this edit will produce count too, and are checked before anything is decoded (EXIF
-    # orientation, applied when decoding, may swap the sides of size "auto", never its pixel count).
-    sized = resolve_request(options, services, Capability.EDIT, input_size=headers[0].size)
-    intake.request_budget().ensure_room(sized.n * sized.width * sized.height, param="n")
+    # Now the input's size is known, "auto" is judged at it (before admission it could only be judged at the
+    # model's default size): the time budget, and the images this edit will produce against the decode budget,
+    # before anything is decoded. EXIF orientation, applied when decoding, may swap the sides, never the pixel
+    # count that both checks depend on.
+    job = resolve_request(options, services, Capability.EDIT, input_size=headers[0].size)
+    intake.request_budget().ensure_room(job.n * job.width * job.height, param="n")  # memory first: no mode helps
+    check_time_budget(job, services)
     images = [header.decode() for header in headers]
     first = images[0]
     mask = intake.edit_mask(mask_header.decode(), first) if mask_header else None
-    job = resolve_request(options, services, Capability.EDIT, input_size=first.size)
+    if (options.size or "auto") == "auto" and first.size != headers[0].size:  # turned by its EXIF orientation
+        job = resolve_request(options, services, Capability.EDIT, input_size=first.size)
     base = first.image
     if base.size != (job.width, job.height):  # an explicit size: edit at that size
         base = base.resize((job.width, job.height), Image.Resampling.LANCZOS)

@@ -177,3 +177,19 @@ def test_edit_logs_carry_no_prompt_filename_or_image(tenant, capsys, caplog):
     assert "images produced" in text
     for leak in ("SECRET-NAME", "SECRET-PROMPT", body["data"][0]["b64_json"][:40], "X-Amz-Signature"):
         assert leak not in text
+
+
+def test_size_auto_is_judged_against_the_time_budget_at_the_input_images_size(tenant, svc, monkeypatch):
+    """Before admission "auto" can only be judged at the model's default size (1024x1024: 4 s at high quality);
+    the work runs at the input's size (1536x1536: 9 s), over a 5 s budget: refused before any decoding."""
+    monkeypatch.setattr(svc, "settings", svc.settings.model_copy(update={"inference_timeout_seconds": 5}))
+    big = _png(Image.new("RGB", (1536, 1536), (20, 90, 160)))
+    event = _event(files=[("image", ("big.png", big, "image/png"))],
+                   data={"prompt": "a boat", "model": "local-image", "quality": "high"})
+    status, _, body = invoke("edit", event)
+    assert status == 400 and body["error"]["code"] == "use_background_mode", body
+    assert "9 s" in body["error"]["message"]
+    small = _png(Image.new("RGB", (1024, 1024), (20, 90, 160)))  # at the default size it fits
+    status, _, body = invoke("edit", _event(files=[("image", ("small.png", small, "image/png"))],
+                                            data={"prompt": "a boat", "model": "local-image", "quality": "high"}))
+    assert status == 200, body
