@@ -10,6 +10,16 @@ from contextlib import contextmanager
 from botocore.stub import Stubber
 from PIL import Image
 
+from darkroom.inference.resilience import Resilience, RetryPolicy
+
+# How many times a retryable AWS error is tried before its 503 reaches the client (the default policy's count).
+ATTEMPTS = RetryPolicy().max_attempts
+
+
+def no_wait() -> Resilience:
+    """The default retry policy without its backoff sleeps: a throttled call is tried ``ATTEMPTS`` times at once."""
+    return Resilience(sleep=lambda _seconds: None)
+
 
 def png_of(width: int, height: int, colour=(200, 30, 30), mode: str = "RGB") -> bytes:
     buffer = io.BytesIO()

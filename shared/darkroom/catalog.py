@@ -17,7 +17,7 @@ import json
 from enum import StrEnum
 from functools import cache
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -26,6 +26,10 @@ from darkroom.api.errors import InvalidRequest, ModelNotFound
 
 BUNDLED_CATALOG = Path(__file__).with_name("catalog.json")
 EXTRA_VARIABLE = "DARKROOM_CATALOG_EXTRA"
+# The Bedrock request and response shapes darkroom speaks: an image family's InvokeModel body (and the rules
+# checked before calling), or the Converse API for text and vision. Declared per entry, never guessed from an id.
+BedrockFamily = Literal["nova-canvas", "titan-image", "converse"]
+BEDROCK_IMAGE_FAMILIES = frozenset({"nova-canvas", "titan-image"})
 
 
 class CatalogError(ValueError):
@@ -71,8 +75,10 @@ class Endpoint(BaseModel):
     # and how long one invocation may run there (InvokeEndpointAsync's InvocationTimeoutSeconds).
     async_inference: bool = False
     async_timeout_seconds: int = Field(default=900, ge=1, le=3600)
-    # bedrock: a model id (Nova Canvas / Titan Image Generator for images; any Converse model for text)
+    # bedrock: a model id, and its family (required): "nova-canvas" or "titan-image" for an image model,
+    # "converse" for a text or vision model reached through the Converse API
     model_id: str | None = None
+    family: BedrockFamily | None = None
     region: str | None = None  # default: the function's region
     timeout_seconds: float = Field(default=25, gt=0, le=900)
 
@@ -122,6 +128,21 @@ class ModelEntry(BaseModel):
         needs = {"openai": "base_url", "sagemaker": "endpoint_name", "bedrock": "model_id"}.get(self.backend)
         if needs and (self.endpoint is None or not getattr(self.endpoint, needs)):
             raise ValueError(f"{self.id}: the {self.backend} backend needs endpoint.{needs}")
+        return self
+
+    @model_validator(mode="after")
+    def _bedrock_models_declare_their_family(self) -> ModelEntry:
+        family = self.endpoint.family if self.endpoint else None
+        if self.backend != "bedrock":
+            if family is not None:
+                raise ValueError(f"{self.id}: endpoint.family is for the bedrock backend only")
+            return self
+        if family is None:
+            raise ValueError(f"{self.id}: the bedrock backend needs endpoint.family: one of "
+                             f"{', '.join(get_args(BedrockFamily))} (the request shape; never guessed from model_id)")
+        if family not in BEDROCK_IMAGE_FAMILIES and (self.can(Capability.GENERATE) or self.can(Capability.EDIT)):
+            raise ValueError(f"{self.id}: endpoint.family {family!r} draws no images; generate and edit need "
+                             f"{' or '.join(sorted(BEDROCK_IMAGE_FAMILIES))}")
         return self
 
     @model_validator(mode="after")

@@ -11,7 +11,7 @@ from botocore.exceptions import ReadTimeoutError
 from botocore.response import StreamingBody
 from PIL import Image
 
-from backend_stubs import b64, decode_png, png_of, stubbed
+from backend_stubs import ATTEMPTS, b64, decode_png, no_wait, png_of, stubbed
 from darkroom import config
 from darkroom.api.errors import ApiError, InvalidRequest, ServiceUnavailable, UpstreamError, UpstreamTimeout
 from darkroom.catalog import ModelEntry
@@ -21,6 +21,7 @@ from darkroom.inference.resilience import CircuitBreaker
 
 NOVA = "amazon.nova-canvas-v1:0"
 TITAN = "amazon.titan-image-generator-v2:0"
+FAMILY = {NOVA: "nova-canvas", TITAN: "titan-image"}  # what each test entry declares in its catalog entry
 TEXT_MODEL = "amazon.nova-lite-v1:0"
 SECRET_DETAIL = "BEDROCK-INTERNAL-DETAIL-4b2d"
 MODEL_ARN = "arn:aws:bedrock:us-east-1::foundation-model/" + NOVA
@@ -58,7 +59,8 @@ def converse_reply(content: list, stop="end_turn") -> dict:
 def entry(model_id=NOVA, sizes=("320x320", "1024x1024", "640x384"), **endpoint) -> ModelEntry:
     return ModelEntry.model_validate({
         "id": "bedrock-image", "backend": "bedrock",
-        "endpoint": {"model_id": model_id, "timeout_seconds": 30, **endpoint},
+        "endpoint": {"model_id": model_id, "family": FAMILY.get(model_id, "nova-canvas"), "timeout_seconds": 30,
+                     **endpoint},
         "capabilities": ["generate", "edit", "analyze", "text"], "sizes": list(sizes), "default_size": sizes[0],
         "max_n": 10, "qualities": ["low", "medium", "high"], "default_quality": "medium",
         "passthrough": ["negative_prompt", "seed", "cfg_scale", "steps"],
@@ -83,7 +85,7 @@ def model():
 
 @pytest.fixture
 def backend(client, model):
-    return BedrockBackend(model, client=client, breaker=CircuitBreaker(threshold=100))
+    return BedrockBackend(model, client=client, breaker=CircuitBreaker(threshold=100), resilience=no_wait())
 
 
 def invoke_params(body: Capture, model_id=NOVA) -> dict:
@@ -261,8 +263,9 @@ def test_edit_inputs_are_checked_before_any_call(stubber, backend, model):
 @pytest.mark.parametrize(("code", "status"), [("ThrottlingException", 429), ("ServiceUnavailableException", 503),
                                               ("ModelNotReadyException", 429), ("InternalServerException", 500)])
 def test_throttling_and_unavailability_are_503_with_retry_after(stubber, backend, model, code, status):
-    stubber.add_client_error("invoke_model", code, SECRET_DETAIL, http_status_code=status)
-    stubber.add_client_error("converse", code, SECRET_DETAIL, http_status_code=status)
+    for operation in ("invoke_model", "converse"):  # retried within the deadline; the last 503 is the client's
+        for _ in range(ATTEMPTS):
+            stubber.add_client_error(operation, code, SECRET_DETAIL, http_status_code=status)
     for call in (lambda: backend.generate(model, gen_job()), lambda: backend.respond(model, text_job())):
         with pytest.raises(ServiceUnavailable) as caught:
             call()
@@ -361,12 +364,12 @@ def test_converse_answers_without_text_are_502(stubber, backend, model, content)
 # -- construction ----------------------------------------------------------------------------------
 
 
-def test_the_client_is_built_lazily_with_the_endpoint_region_and_timeout(monkeypatch):
+def test_the_client_is_built_lazily_with_the_endpoint_region_without_botocore_retries(monkeypatch):
     built = []
 
     def fake_client(service, extra=None):
         built.append((service, extra))
-        return object()
+        return boto3.client(service, region_name="us-east-1")
 
     monkeypatch.setattr(config, "client", fake_client)
     aws_runtime.reset_clients()
@@ -376,8 +379,8 @@ def test_the_client_is_built_lazily_with_the_endpoint_region_and_timeout(monkeyp
         assert backend.client is backend.client
         ((service, extra),) = built
         assert service == "bedrock-runtime"
-        assert extra.read_timeout == 30 and extra.region_name == "us-west-2"
-        assert extra.retries == {"mode": "standard", "max_attempts": 3}
+        assert extra.region_name == "us-west-2" and extra.connect_timeout == aws_runtime.CONNECT_SECONDS
+        assert extra.retries == {"mode": "standard", "total_max_attempts": 1}  # darkroom retries, in the deadline
     finally:
         aws_runtime.reset_clients()
 
@@ -386,3 +389,26 @@ def test_adapter_for_reuses_the_adapter_until_the_entry_changes():
     first = backend_for(entry())
     assert backend_for(entry()) is first
     assert backend_for(entry(region="eu-west-1")) is not first
+
+
+# -- the family comes from the catalog, never from the model id ------------------------------------
+
+
+@pytest.mark.parametrize(("model_id", "family", "width", "height"), [
+    (NOVA, "titan-image", 1173, 640),  # looks like Nova Canvas, declared Titan: Titan's size list applies
+    ("us.amazon.titan-image-generator-v2:0-profile", "nova-canvas", 1024, 1024),  # looks like Titan, is Nova
+])
+def test_the_declared_family_decides_the_rules_whatever_the_id_looks_like(client, stubber, model_id, family, width,
+                                                                          height):
+    model = entry(model_id, sizes=(f"{width}x{height}",), family=family)
+    stubber.add_response("invoke_model", image_reply({"images": [b64(png(width, height))]}),
+                         invoke_params(Capture(json_body=True), model_id))
+    (image,) = BedrockBackend(model, client=client).generate(model, gen_job(width, height))
+    assert image.image.size == (width, height)
+
+
+def test_a_size_only_the_id_lookalike_family_takes_is_refused_by_the_declared_one(client, stubber):
+    model = entry(NOVA, sizes=("1024x1024",), family="titan-image")  # 1024x768 is a Nova size, not a Titan one
+    with pytest.raises(InvalidRequest) as caught:
+        BedrockBackend(model, client=client).generate(model, gen_job(1024, 768))
+    assert caught.value.param == "size" and "Titan Image Generator" in caught.value.message

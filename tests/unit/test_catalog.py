@@ -87,7 +87,7 @@ def test_catalog_override_from_ssm_parameter(aws, monkeypatch):
 @pytest.mark.parametrize("backend,endpoint,adapter", [
     ("openai", {"base_url": "http://127.0.0.1:9/v1"}, "OpenAIBackend"),
     ("sagemaker", {"endpoint_name": "flux-endpoint"}, "SageMakerBackend"),
-    ("bedrock", {"model_id": "amazon.nova-canvas-v1:0"}, "BedrockBackend"),
+    ("bedrock", {"model_id": "amazon.nova-lite-v1:0", "family": "converse"}, "BedrockBackend"),
 ])
 def test_each_backend_name_routes_to_its_adapter(backend, endpoint, adapter):
     from darkroom.inference import backend_for
@@ -96,3 +96,37 @@ def test_each_backend_name_routes_to_its_adapter(backend, endpoint, adapter):
     assert type(backend_for(catalog.models["m"])).__name__ == adapter
     with pytest.raises(ValueError):  # and each needs its endpoint field
         parse_catalog(_catalog_with({"m": {"backend": backend, "capabilities": ["text"]}}))
+
+
+# -- bedrock entries declare their family -------------------------------------------------------------
+
+_NOVA_CANVAS = {"backend": "bedrock", "capabilities": ["generate"], "sizes": ["1024x1024"],
+                "default_size": "1024x1024", "endpoint": {"model_id": "amazon.nova-canvas-v1:0"}}
+
+
+def test_a_bedrock_entry_without_a_family_is_refused_naming_the_entry():
+    with pytest.raises(ValueError) as caught:
+        parse_catalog(_catalog_with({"my-canvas": _NOVA_CANVAS}))
+    assert "my-canvas" in str(caught.value) and "endpoint.family" in str(caught.value)
+
+
+@pytest.mark.parametrize("family", ["nova", "titan", "stability", ""])
+def test_a_bedrock_family_is_one_of_the_supported_ones(family):
+    with pytest.raises(ValueError, match="family"):
+        parse_catalog(_catalog_with({"my-canvas": {**_NOVA_CANVAS, "endpoint": {
+            "model_id": "amazon.nova-canvas-v1:0", "family": family}}}))
+
+
+def test_a_converse_family_cannot_draw_and_other_backends_have_no_family():
+    with pytest.raises(ValueError, match="my-canvas.*draws no images"):
+        parse_catalog(_catalog_with({"my-canvas": {**_NOVA_CANVAS, "endpoint": {
+            "model_id": "amazon.nova-canvas-v1:0", "family": "converse"}}}))
+    with pytest.raises(ValueError, match="bedrock backend only"):
+        parse_catalog(_catalog_with({"m": {"backend": "sagemaker", "capabilities": ["text"],
+                                           "endpoint": {"endpoint_name": "e", "family": "converse"}}}))
+
+
+def test_the_declared_family_is_kept_whatever_the_model_id_looks_like():
+    catalog = parse_catalog(_catalog_with({"my-canvas": {**_NOVA_CANVAS, "endpoint": {
+        "model_id": "amazon.titan-image-generator-v2:0", "family": "nova-canvas"}}}))
+    assert catalog.models["my-canvas"].endpoint.family == "nova-canvas"

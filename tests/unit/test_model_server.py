@@ -175,7 +175,7 @@ def test_the_service_specific_endpoint_wins_for_sagemaker_runtime_only(monkeypat
             patched.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:4566")
             patched.setenv("AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME", "http://127.0.0.1:8089")
             _forget_clients()
-            runtime = aws_runtime.aws_client("sagemaker-runtime", read_timeout=5)
+            runtime = aws_runtime.aws_client("sagemaker-runtime")
             assert runtime.meta.endpoint_url == "http://127.0.0.1:8089"
             assert config.client("sagemaker-runtime").meta.endpoint_url == "http://127.0.0.1:8089"
             assert config.client("s3").meta.endpoint_url == "http://127.0.0.1:4566"

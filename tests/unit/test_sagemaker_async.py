@@ -13,7 +13,7 @@ from botocore.stub import Stubber
 from PIL import Image
 from pydantic import ValidationError
 
-from backend_stubs import b64, decode_png, png_of, stubbed
+from backend_stubs import ATTEMPTS, b64, decode_png, no_wait, png_of, stubbed
 from darkroom import config
 from darkroom.api.errors import ApiError, InvalidRequest, ServiceUnavailable, UpstreamError, UpstreamTimeout
 from darkroom.catalog import Endpoint, ModelEntry
@@ -112,8 +112,8 @@ def model():
 
 @pytest.fixture
 def backend(client, clock, model):
-    return SageMakerBackend(model, client=client, breaker=CircuitBreaker(threshold=100), sleep=clock.sleep,
-                            clock=clock.time)
+    return SageMakerBackend(model, client=client, breaker=CircuitBreaker(threshold=100), resilience=no_wait(),
+                            sleep=clock.sleep, clock=clock.time)
 
 
 class Invocation:
@@ -366,8 +366,9 @@ def test_an_oversized_output_is_refused(stubber, backend, model, clock, s3, buck
     ("InternalFailure", 500, ServiceUnavailable), ("ValidationError", 400, UpstreamError)])
 def test_invoke_errors_map_as_in_real_time_and_drop_the_input(stubber, backend, model, s3, bucket, code, status,
                                                               error):
-    stubber.add_client_error("invoke_endpoint_async", code, f"{SECRET_DETAIL} {ENDPOINT_NAME}",
-                             http_status_code=status)
+    for _ in range(ATTEMPTS if error is ServiceUnavailable else 1):  # a submission is retried like a real-time call
+        stubber.add_client_error("invoke_endpoint_async", code, f"{SECRET_DETAIL} {ENDPOINT_NAME}",
+                                 http_status_code=status)
     with pytest.raises(error) as caught:
         backend.generate(model, gen_job())
     assert caught.value.status == (503 if error is ServiceUnavailable else 502)

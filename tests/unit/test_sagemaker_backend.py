@@ -11,7 +11,7 @@ from botocore.exceptions import ConnectTimeoutError, ReadTimeoutError
 from botocore.response import StreamingBody
 from PIL import Image
 
-from backend_stubs import b64, decode_png, png_of, stubbed
+from backend_stubs import ATTEMPTS, b64, decode_png, no_wait, png_of, stubbed
 from darkroom import config
 from darkroom.api.errors import ApiError, InvalidRequest, ServiceUnavailable, UpstreamError, UpstreamTimeout
 from darkroom.catalog import ModelEntry
@@ -76,7 +76,7 @@ def model():
 
 @pytest.fixture
 def backend(client, model):
-    return SageMakerBackend(model, client=client, breaker=CircuitBreaker(threshold=100))
+    return SageMakerBackend(model, client=client, breaker=CircuitBreaker(threshold=100), resilience=no_wait())
 
 
 def expected(matcher: JsonBody, content_type="application/json", accept="application/json") -> dict:
@@ -172,7 +172,8 @@ def test_respond_sends_messages_instructions_and_images(stubber, backend, model)
 @pytest.mark.parametrize(("code", "status"), [("ThrottlingException", 400), ("ServiceUnavailable", 503),
                                               ("ModelNotReadyException", 429), ("InternalFailure", 500)])
 def test_throttling_and_unavailability_are_503_with_retry_after(stubber, backend, model, code, status):
-    stubber.add_client_error("invoke_endpoint", code, f"{SECRET_DETAIL} {ENDPOINT_NAME}", http_status_code=status)
+    for _ in range(ATTEMPTS):  # retried within the deadline; the last attempt's 503 is the client's
+        stubber.add_client_error("invoke_endpoint", code, f"{SECRET_DETAIL} {ENDPOINT_NAME}", http_status_code=status)
     with pytest.raises(ServiceUnavailable) as caught:
         backend.generate(model, gen_job())
     assert caught.value.status == 503 and int(caught.value.headers["retry-after"]) >= 1
@@ -192,8 +193,9 @@ def test_model_errors_are_502_without_the_containers_words(stubber, backend, mod
 
 
 def test_a_container_429_is_503(stubber, backend, model):
-    stubber.add_client_error("invoke_endpoint", "ModelError", "busy", http_status_code=424,
-                             modeled_fields={"OriginalStatusCode": 429})
+    for _ in range(ATTEMPTS):
+        stubber.add_client_error("invoke_endpoint", "ModelError", "busy", http_status_code=424,
+                                 modeled_fields={"OriginalStatusCode": 429})
     with pytest.raises(ServiceUnavailable):
         backend.generate(model, gen_job())
 
@@ -245,7 +247,8 @@ def test_a_content_policy_refusal_is_a_400_with_neutral_words_that_spares_the_br
 ], ids=["other-code", "plain-text", "top-level-code", "list", "5xx", "429"])
 def test_only_the_contracts_refusal_in_a_4xx_is_a_content_policy_violation(stubber, backend, model, original,
                                                                            message, error):
-    container_error(stubber, original, message)
+    for _ in range(ATTEMPTS if original == 429 else 1):  # a busy container is tried again
+        container_error(stubber, original, message)
     with pytest.raises(error) as caught:
         backend.generate(model, gen_job())
     assert caught.value.code != "content_policy_violation"
@@ -368,12 +371,12 @@ def test_a_deliberate_4xx_does_not_open_the_breaker(client, stubber, model):
 # -- construction ----------------------------------------------------------------------------------
 
 
-def test_the_client_is_built_lazily_once_with_the_endpoint_timeout(monkeypatch, model):
+def test_the_client_is_built_lazily_once_per_region_without_botocore_retries(monkeypatch, model):
     built = []
 
     def fake_client(service, extra=None):
         built.append((service, extra))
-        return object()
+        return boto3.client(service, region_name="us-east-1")
 
     monkeypatch.setattr(config, "client", fake_client)
     aws_runtime.reset_clients()
@@ -384,8 +387,9 @@ def test_the_client_is_built_lazily_once_with_the_endpoint_timeout(monkeypatch, 
         assert SageMakerBackend(entry(region="eu-west-1")).client is backend.client  # one per container
         ((service, extra),) = built
         assert service == "sagemaker-runtime"
-        assert extra.read_timeout == 20 and extra.region_name == "eu-west-1"
-        assert extra.retries == {"mode": "standard", "max_attempts": 3}
+        assert SageMakerBackend(entry(region="eu-west-1", timeout_seconds=5)).client is backend.client
+        assert extra.region_name == "eu-west-1" and extra.connect_timeout == aws_runtime.CONNECT_SECONDS
+        assert extra.retries == {"mode": "standard", "total_max_attempts": 1}  # darkroom retries, in the deadline
     finally:
         aws_runtime.reset_clients()
 

@@ -1,6 +1,18 @@
-"""What the AWS-hosted backends (SageMaker, Bedrock) share: one boto3 client per service, region and
-timeout; a circuit breaker around each call; reading, parsing and validating what the service sends
-back (images go through the intake like any untrusted input); and the neutral errors clients see.
+"""What the AWS-hosted backends (SageMaker, Bedrock) share: one boto3 client per service and region; one
+call path (a circuit breaker, and attempts with jittered retries that all fit inside the call's deadline);
+reading, parsing and validating what the service sends back (images go through the intake like any
+untrusted input); and the neutral errors clients see.
+
+**Retries are darkroom's, not botocore's.** botocore's ``standard`` mode retries throttling, 5xx and
+timeouts on its own, each attempt with the client's full ``read_timeout``; with ``max_attempts: 3`` (three
+*retries*: four attempts, botocore.config.Config) one call could last four times the endpoint's timeout,
+far past the request's deadline. The runtime clients make one attempt per call
+(``retries={"total_max_attempts": 1}``: "a value of 1 indicates that no requests will be retried",
+botocore.config.Config), and :func:`guarded` retries through :meth:`Resilience.retry`: an attempt starts
+only while time remains, and its read timeout is what remains, less the connect timeout. The read timeout
+is set per attempt in botocore's request context (``context["read_timeout"]``, read by
+``URLLib3Session.send``; boto/botocore#3770, "Add support for per-API invocation read timeouts"), from a
+``before-parameter-build`` handler; ``tests/unit/test_aws_deadline.py`` pins it against a real socket.
 """
 
 from __future__ import annotations
@@ -10,6 +22,7 @@ import io
 import json
 import threading
 from collections.abc import Callable, Mapping
+from contextvars import ContextVar
 from typing import Any
 
 from botocore.config import Config
@@ -26,7 +39,7 @@ from darkroom import config
 from darkroom.api.errors import ApiError, ServiceUnavailable, UpstreamError, UpstreamTimeout
 from darkroom.catalog import ModelEntry
 from darkroom.inference import GeneratedImage
-from darkroom.inference.resilience import CircuitBreaker
+from darkroom.inference.resilience import CircuitBreaker, Deadline, Resilience
 from darkroom.intake import EDIT_FORMATS, IntakeLimits, decode_base64, read_header
 from darkroom.observability import logger, upstream_call
 
@@ -50,12 +63,14 @@ RETRY_AFTER_SECONDS = 2
 
 
 class Outcome(Exception):  # noqa: N818 - a carrier, not an error type of its own
-    """An ``ApiError`` plus whether it says the endpoint is unhealthy (counts against the breaker)."""
+    """An ``ApiError`` plus whether it says the endpoint is unhealthy (counts against the breaker) and whether
+    another attempt may succeed (throttling, an endpoint briefly unavailable, no connection)."""
 
-    def __init__(self, error: ApiError, *, unhealthy: bool) -> None:
+    def __init__(self, error: ApiError, *, unhealthy: bool, retryable: bool = False) -> None:
         super().__init__(error.message)
         self.error = error
         self.unhealthy = unhealthy
+        self.retryable = retryable
 
 
 def invalid_response() -> UpstreamError:
@@ -66,23 +81,42 @@ def unavailable(seconds: int = RETRY_AFTER_SECONDS) -> ServiceUnavailable:
     return ServiceUnavailable(UNAVAILABLE_MESSAGE, headers={"retry-after": str(seconds)})
 
 
+def throttled() -> Outcome:
+    """The endpoint is busy or briefly unavailable: a 503 with ``retry-after``, retried while time remains."""
+    return Outcome(unavailable(), unhealthy=True, retryable=True)
+
+
+# An attempt's connect timeout; its read timeout is the call's remaining time less this, so that an attempt
+# that has to connect first still ends by the deadline.
+CONNECT_SECONDS = 1.0
+_RUNTIME_CONFIG = {"connect_timeout": CONNECT_SECONDS, "retries": {"mode": "standard", "total_max_attempts": 1}}
+_attempt_read_timeout: ContextVar[float | None] = ContextVar("darkroom_attempt_read_timeout", default=None)
+
 _clients: dict[tuple, Any] = {}
 _clients_lock = threading.Lock()
 
 
-def aws_client(service: str, *, read_timeout: float, region: str | None = None):
-    """One boto3 client per (service, region, read timeout) per container, built by :func:`config.client`.
+def aws_client(service: str, *, region: str | None = None):
+    """One boto3 client per (service, region) per container, built by :func:`config.client`, with botocore's
+    retries off and each attempt's read timeout taken from :func:`guarded`'s deadline.
 
     ``config.client`` caches by its arguments, and two equal ``Config`` objects are different keys, so the
     client is kept here too: a backend built per request still reuses the container's connection pool."""
-    key = (service, region, read_timeout)
+    key = (service, region)
     with _clients_lock:
         client = _clients.get(key)
         if client is None:
-            extra = Config(read_timeout=read_timeout, retries={"mode": "standard", "max_attempts": 3},
-                           **({"region_name": region} if region else {}))
+            extra = Config(**_RUNTIME_CONFIG, **({"region_name": region} if region else {}))
             client = _clients[key] = config.client(service, extra)
+            client.meta.events.register("before-parameter-build", _set_attempt_read_timeout)
         return client
+
+
+def _set_attempt_read_timeout(context: dict | None = None, **_: Any) -> None:
+    """botocore ``before-parameter-build`` handler: this attempt's read timeout into the request context."""
+    seconds = _attempt_read_timeout.get()
+    if seconds is not None and context is not None:
+        context["read_timeout"] = seconds
 
 
 def reset_clients() -> None:
@@ -148,24 +182,33 @@ def decode_images(encoded: object, n: int, width: int, height: int, transparent:
 
 def transport_outcome(exc: BotoCoreError) -> Outcome:
     """botocore's own failures (no answer from AWS): timeouts are 504, a connection failure 503."""
-    if isinstance(exc, ReadTimeoutError | ConnectTimeoutError):
-        return Outcome(UpstreamTimeout(TIMEOUT_MESSAGE), unhealthy=True)
+    if isinstance(exc, ReadTimeoutError | ConnectTimeoutError):  # another attempt only if time remains
+        return Outcome(UpstreamTimeout(TIMEOUT_MESSAGE), unhealthy=True, retryable=True)
     if isinstance(exc, EndpointConnectionError):
-        return Outcome(unavailable(), unhealthy=True)
+        return Outcome(unavailable(), unhealthy=True, retryable=True)
     return Outcome(UpstreamError(FAILED_MESSAGE, code="upstream_unreachable"), unhealthy=True)
 
 
-def guarded(breaker: CircuitBreaker, model_id: str, operation: str, call: Callable[[], Any], *, backend: str) -> Any:
+def guarded(breaker: CircuitBreaker, model_id: str, operation: str, call: Callable[[], Any], *, backend: str,
+            deadline: Deadline | None = None, resilience: Resilience | None = None) -> Any:
     """Run ``call`` behind ``breaker``; ``Outcome``s become their ``ApiError`` (and breaker records).
 
-    Counts the call for ``backend`` (metrics ``UpstreamCalls``, and ``UpstreamErrors`` when it fails with a 5xx)."""
+    With a ``deadline``, ``call`` is one attempt: a retryable ``Outcome`` is tried again (``resilience``'s
+    policy, jittered backoff) only while another attempt fits, and each attempt's read timeout ends by the
+    deadline. Without one, ``call`` runs once as it is. Counts the call for ``backend`` (metrics
+    ``UpstreamCalls``, and ``UpstreamErrors`` when it fails with a 5xx); retries are one call."""
+    resilience = resilience or Resilience()
+    if deadline is not None and deadline.remaining() <= CONNECT_SECONDS + resilience.policy.min_attempt_seconds:
+        # No time to start an attempt: the request's budget is spent, which says nothing about the endpoint.
+        logger.warning("upstream call not started: no time left", extra={"model": model_id, "operation": operation})
+        raise UpstreamTimeout(TIMEOUT_MESSAGE)
     try:
         breaker.acquire()
     except ApiError:
         upstream_call(backend, "circuit_open")
         raise
     try:
-        result = call()
+        result = call() if deadline is None else _attempts(call, deadline, resilience)
     except Outcome as outcome:
         (breaker.failure if outcome.unhealthy else breaker.success)()
         record_outcome(backend, outcome.error)
@@ -182,6 +225,18 @@ def guarded(breaker: CircuitBreaker, model_id: str, operation: str, call: Callab
     breaker.success()
     upstream_call(backend)
     return result
+
+
+def _attempts(call: Callable[[], Any], deadline: Deadline, resilience: Resilience) -> Any:
+    def attempt(remaining: float) -> Any:
+        token = _attempt_read_timeout.set(max(remaining - CONNECT_SECONDS, 0.01))
+        try:
+            return call()
+        finally:
+            _attempt_read_timeout.reset(token)
+
+    return resilience.retry(deadline, attempt, reserve=CONNECT_SECONDS,
+                            retryable=lambda exc: isinstance(exc, Outcome) and exc.retryable)
 
 
 def record_outcome(backend: str, error: ApiError) -> None:
@@ -209,14 +264,19 @@ class AwsBackend:
 
     SERVICE = ""
 
-    def __init__(self, model: ModelEntry, client=None, *, breaker: CircuitBreaker | None = None) -> None:
+    def __init__(self, model: ModelEntry, client=None, *, breaker: CircuitBreaker | None = None,
+                 resilience: Resilience | None = None) -> None:
         self.model = model
         self._client = client
         self.breaker = breaker or CircuitBreaker()
+        self.resilience = resilience or Resilience()
 
     @property
     def client(self):
         if self._client is None:
-            endpoint = self.model.endpoint
-            self._client = aws_client(self.SERVICE, read_timeout=endpoint.timeout_seconds, region=endpoint.region)
+            self._client = aws_client(self.SERVICE, region=self.model.endpoint.region)
         return self._client
+
+    def deadline(self, model: ModelEntry, deadline_seconds: float) -> Deadline:
+        """One call's deadline: the job's remaining time, at most the endpoint's timeout."""
+        return self.resilience.deadline(min(deadline_seconds, model.endpoint.timeout_seconds))

@@ -31,7 +31,9 @@ converts: alpha 0 -> black, anything else -> white.
 both return 1-5 images. An inpainting edit keeps the input's size (Bedrock answers at the input image's size),
 which must be within the same side and pixel bounds (multiples of 16 are not needed for inputs); a
 variation (no mask) is drawn at the job's size, which must be a size the model can produce.
-Image model ids that are neither family use the Nova Canvas rules (same request shape).
+Which family a model is comes from its catalog entry (``endpoint.family``: ``nova-canvas``, ``titan-image``, or
+``converse`` for text and vision), never from its model id: an inference profile or a new version need not
+look like the family it belongs to.
 
 **Errors.** ``ThrottlingException``, ``ServiceUnavailableException``, ``ModelNotReadyException``,
 ``InternalServerException``, ``ServiceQuotaExceededException`` -> 503 + ``retry-after``;
@@ -73,8 +75,8 @@ from darkroom.inference.aws_runtime import (
     json_object,
     png_bytes,
     read_body,
+    throttled,
     transport_outcome,
-    unavailable,
 )
 from darkroom.observability import logger
 
@@ -117,8 +119,15 @@ TITAN_IMAGE = ImageRules(
                      (1408, 640), (704, 320), (1152, 640), (1173, 640)}))
 
 
-def rules_for(model_id: str) -> ImageRules:
-    return TITAN_IMAGE if "titan-image-generator" in model_id.lower() else NOVA_CANVAS
+_RULES = {"nova-canvas": NOVA_CANVAS, "titan-image": TITAN_IMAGE}
+
+
+def rules_for(model: ModelEntry) -> ImageRules:
+    """The image rules of the model's declared family (the catalog refuses image capabilities without one)."""
+    rules = _RULES.get(model.endpoint.family)
+    if rules is None:
+        raise _refuse(f"The model '{model.id}' does not draw images.", "model", "model_not_supported")
+    return rules
 
 
 def mask_png(mask: Image.Image) -> bytes:
@@ -185,7 +194,7 @@ class BedrockBackend(AwsBackend):
     # -- the port -------------------------------------------------------------------------------
 
     def generate(self, model: ModelEntry, job: GenerateJob) -> list[GeneratedImage]:
-        rules = rules_for(model.endpoint.model_id)
+        rules = rules_for(model)
         self._check_transparency(rules, job.transparent)
         check_common(rules, job.prompt, job.n, job.options)
         check_output_size(rules, job.width, job.height)
@@ -195,10 +204,10 @@ class BedrockBackend(AwsBackend):
         body = {"taskType": "TEXT_IMAGE", "textToImageParams": params,
                 "imageGenerationConfig": {"numberOfImages": job.n, "width": job.width, "height": job.height,
                                           **self._config(job.quality, job.options)}}
-        return self._images(model, "generate", body, job.n, job.width, job.height)
+        return self._images(model, "generate", body, job.n, job.width, job.height, job.deadline_seconds)
 
     def edit(self, model: ModelEntry, job: EditJob) -> list[GeneratedImage]:
-        rules = rules_for(model.endpoint.model_id)
+        rules = rules_for(model)
         self._check_transparency(rules, job.transparent)
         check_common(rules, job.prompt, job.n, job.options)
         for index, image in enumerate(job.images):
@@ -222,7 +231,7 @@ class BedrockBackend(AwsBackend):
             body = {"taskType": "IMAGE_VARIATION", "imageVariationParams": params}
         size = {} if job.mask is not None else {"width": job.width, "height": job.height}
         body["imageGenerationConfig"] = {"numberOfImages": job.n, **size, **self._config(job.quality, job.options)}
-        return self._images(model, "edit", body, job.n, job.width, job.height)
+        return self._images(model, "edit", body, job.n, job.width, job.height, job.deadline_seconds)
 
     def respond(self, model: ModelEntry, job: TextJob) -> str:
         system = [{"text": job.instructions}] if job.instructions else []
@@ -253,7 +262,8 @@ class BedrockBackend(AwsBackend):
                 raise transport_outcome(exc) from None
             return self._text(response)
 
-        return guarded(self.breaker, model.id, "converse", call, backend=model.backend)
+        return guarded(self.breaker, model.id, "converse", call, backend=model.backend,
+                       deadline=self.deadline(model, job.deadline_seconds), resilience=self.resilience)
 
     # -- requests -------------------------------------------------------------------------------
 
@@ -282,7 +292,7 @@ class BedrockBackend(AwsBackend):
     # -- answers --------------------------------------------------------------------------------
 
     def _images(self, model: ModelEntry, operation: str, body: dict, n: int, width: int,
-                height: int) -> list[GeneratedImage]:
+                height: int, deadline_seconds: float) -> list[GeneratedImage]:
         payload = json.dumps(body, separators=(",", ":")).encode("utf-8")
 
         def call() -> list[GeneratedImage]:
@@ -299,7 +309,8 @@ class BedrockBackend(AwsBackend):
                               unhealthy=False)
             return decode_images(document.get("images"), n, width, height, transparent=False)
 
-        return guarded(self.breaker, model.id, operation, call, backend=model.backend)
+        return guarded(self.breaker, model.id, operation, call, backend=model.backend,
+                       deadline=self.deadline(model, deadline_seconds), resilience=self.resilience)
 
     @staticmethod
     def _text(response: Mapping[str, Any]) -> str:
@@ -320,7 +331,7 @@ class BedrockBackend(AwsBackend):
     def _client_error(model: ModelEntry, exc: ClientError) -> Outcome:
         code = error_code(exc)
         if code in _UNAVAILABLE_CODES:
-            return Outcome(unavailable(), unhealthy=True)
+            return throttled()
         if code == "ModelTimeoutException":
             return Outcome(UpstreamTimeout(TIMEOUT_MESSAGE), unhealthy=True)
         if code == "ValidationException" and _CONTENT_FILTERED.search(error_message(exc)):

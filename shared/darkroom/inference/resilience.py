@@ -231,7 +231,27 @@ class Resilience:
                 continue
             return handle(reply)
 
-    def _delay(self, attempt: int, retry_after: float | None, deadline: Deadline) -> float | None:
+    def retry(self, deadline: Deadline, attempt: Callable[[float], T], *, retryable: Callable[[BaseException], bool],
+              reserve: float = 0.0) -> T:
+        """``attempt(remaining_seconds)`` until it returns, fails with what ``retryable`` refuses, or no further
+        attempt fits: the policy's count, or the deadline less the backoff (full jitter), ``min_attempt_seconds``
+        and ``reserve`` (what an attempt needs before its own timeout starts, e.g. a connect timeout). The last
+        failure is raised as it is; whether the first attempt has time is the caller's to check."""
+        number = 0
+        while True:
+            number += 1
+            try:
+                return attempt(deadline.remaining())
+            except BaseException as exc:
+                if not retryable(exc):
+                    raise
+                delay = self._delay(number, None, deadline, reserve)
+                if delay is None:
+                    raise
+                self.sleep(delay)
+
+    def _delay(self, attempt: int, retry_after: float | None, deadline: Deadline,
+               reserve: float = 0.0) -> float | None:
         """The wait before the next attempt, or None when there is no next attempt (count or time)."""
         policy = self.policy
         if attempt >= policy.max_attempts:
@@ -240,6 +260,6 @@ class Resilience:
             delay = retry_after
         else:
             delay = self.random() * min(policy.max_delay, policy.base_delay * 2 ** (attempt - 1))
-        if delay + policy.min_attempt_seconds >= deadline.remaining():
+        if delay + policy.min_attempt_seconds + reserve >= deadline.remaining():
             return None
         return delay

@@ -88,10 +88,10 @@ from darkroom.inference.aws_runtime import (
     json_object,
     png_bytes,
     read_body,
+    throttled,
     transport_outcome,
-    unavailable,
 )
-from darkroom.inference.resilience import CircuitBreaker
+from darkroom.inference.resilience import CircuitBreaker, Resilience
 from darkroom.inference.sagemaker_async import AsyncEndpoint
 from darkroom.observability import logger
 
@@ -207,8 +207,9 @@ class SageMakerBackend(AwsBackend):
     SERVICE = "sagemaker-runtime"
 
     def __init__(self, model: ModelEntry, client=None, *, breaker: CircuitBreaker | None = None,
-                 sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.time) -> None:
-        super().__init__(model, client, breaker=breaker)
+                 resilience: Resilience | None = None, sleep: Callable[[float], None] = time.sleep,
+                 clock: Callable[[], float] = time.time) -> None:
+        super().__init__(model, client, breaker=breaker, resilience=resilience)
         self._sleep = sleep  # injectable so tests poll an async endpoint without waiting
         self._clock = clock
         self._async: AsyncEndpoint | None = None
@@ -243,7 +244,7 @@ class SageMakerBackend(AwsBackend):
         if self._async is None:
             self._async = AsyncEndpoint(self.client, config.client("s3"), config.get_settings().images_bucket,
                                         self.breaker, parse=parse_answer, client_error=self._client_error,
-                                        refusal=container_refusal,
+                                        refusal=container_refusal, resilience=self.resilience,
                                         sleep=self._sleep, clock=self._clock)
         return self._async
 
@@ -266,13 +267,14 @@ class SageMakerBackend(AwsBackend):
                 raise transport_outcome(exc) from None
             return parse_answer(task, expect, json_object(read_body(response.get("Body"))))
 
-        return guarded(self.breaker, model.id, task, call, backend=model.backend)
+        return guarded(self.breaker, model.id, task, call, backend=model.backend,
+                       deadline=self.deadline(model, deadline_seconds), resilience=self.resilience)
 
     @staticmethod
     def _client_error(model: ModelEntry, exc: ClientError) -> Outcome:
         code = error_code(exc)
         if code in _UNAVAILABLE_CODES:
-            return Outcome(unavailable(), unhealthy=True)
+            return throttled()
         if code == "ModelError":
             status = exc.response.get("OriginalStatusCode")
             status = status if isinstance(status, int) else 500
@@ -282,7 +284,7 @@ class SageMakerBackend(AwsBackend):
                     return refused
             logger.error("sagemaker container error", extra={"model": model.id, "original_status": status})
             if status == 429:
-                return Outcome(unavailable(), unhealthy=True)
+                return throttled()
             if 400 <= status < 500:  # the container refused this request deliberately
                 return Outcome(UpstreamError(REFUSED_MESSAGE, code="upstream_error"), unhealthy=False)
             return Outcome(UpstreamError(FAILED_MESSAGE, code="upstream_error"), unhealthy=True)

@@ -48,7 +48,7 @@ from darkroom.inference.aws_runtime import (
     read_body,
     transport_outcome,
 )
-from darkroom.inference.resilience import CircuitBreaker
+from darkroom.inference.resilience import CircuitBreaker, Resilience
 from darkroom.observability import logger, upstream_error
 
 PREFIX = "async-inference/"
@@ -74,7 +74,7 @@ class AsyncEndpoint:
 
     def __init__(self, runtime, s3, bucket: str, breaker: CircuitBreaker, *, parse: Parse,
                  client_error: MapClientError, refusal: Refusal, sleep: Callable[[float], None],
-                 clock: Callable[[], float]) -> None:
+                 clock: Callable[[], float], resilience: Resilience | None = None) -> None:
         self.runtime = runtime
         self.s3 = s3
         self.bucket = bucket
@@ -82,6 +82,7 @@ class AsyncEndpoint:
         self.parse = parse
         self.client_error = client_error
         self.refusal = refusal
+        self.resilience = resilience or Resilience()
         self.sleep = sleep
         self.clock = clock  # wall-clock seconds: a handle's expiry must mean the same in a later invocation
 
@@ -114,9 +115,13 @@ class AsyncEndpoint:
                deadline_seconds: float | None = None) -> dict:
         """Queue ``body``; returns the JSON handle :meth:`collect` needs. The breaker is asked first: a
         submission is a new call on the endpoint. Without a deadline the handle lasts as long as
-        SageMaker may keep the request (queue time plus the invocation timeout)."""
+        SageMaker may keep the request (queue time plus the invocation timeout). The submission itself (the
+        input's put, ``InvokeEndpointAsync``) is retried like a real-time call, within the endpoint's timeout."""
+        seconds = model.endpoint.timeout_seconds
+        deadline = self.resilience.deadline(seconds if deadline_seconds is None else min(deadline_seconds, seconds))
         return guarded(self.breaker, model.id, task,
-                       lambda: self._submit(model, task, body, dict(expect), deadline_seconds), backend=model.backend)
+                       lambda: self._submit(model, task, body, dict(expect), deadline_seconds), backend=model.backend,
+                       deadline=deadline, resilience=self.resilience)
 
     def collect(self, model: ModelEntry, handle: Mapping[str, Any]) -> Any | None:
         """The result, or None while the endpoint is still working; raises the mapped ``ApiError``.
