@@ -6,6 +6,7 @@ from typing import Annotated
 from aws_lambda_powertools.event_handler import Depends
 
 from darkroom.api.errors import error_responses
+from darkroom.api.http import current_request
 from darkroom.api.images import ImagesResponse
 from darkroom.api.resolver import authenticated_tenant, build_resolver, entrypoint, request_id
 from darkroom.editing import edit_images, read_edit_request
@@ -23,8 +24,8 @@ app = build_resolver()
     responses={200: {"description": "The edited images", "content": {"application/json": {"model": ImagesResponse}}},
                **error_responses(400, 401, 403, 404, 409, 429, 500, 502, 503, 504)},
 )
-def edit_image(tenant: Annotated[Tenant, Depends(authenticated_tenant)]):  # the body is parsed by darkroom.editing
-    request = read_edit_request(app.current_event.raw_event, tenant.tenant_id, services())  # 400s before any record
+def edit_image(tenant: Annotated[Tenant, Depends(authenticated_tenant)]):  # the body is read by darkroom.editing
+    request = read_edit_request(current_request(app), tenant.tenant_id, services())  # 400s before any record
     return respond_once(app, tenant, "POST /v1/images/edits", render=replay_images,
                         produce=lambda: images_outcome(edit_images(tenant, request, request_id(app), services())))
 

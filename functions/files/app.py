@@ -8,7 +8,7 @@ from aws_lambda_powertools.event_handler.openapi.params import Body, Query
 
 from darkroom.api.errors import InvalidRequest, UnknownParameter, error_responses
 from darkroom.api.files import FileDeleted, FileList, FileObject, Upload, UploadCompleteRequest, UploadCreateRequest
-from darkroom.api.multipart import body_bytes
+from darkroom.api.http import current_request
 from darkroom.api.resolver import authenticated_tenant, build_resolver, entrypoint, json_response
 from darkroom.files import expiry_refused, parse_file_form
 from darkroom.idempotency import replay_stored, respond_once, stored_outcome, upload_outcome, upload_replay
@@ -31,8 +31,7 @@ def _ok(description: str, model: type) -> dict:
 )
 def create_file(tenant: Annotated[Tenant, Depends(authenticated_tenant)]):
     # The body is multipart (base64 from API Gateway's binary media types), so Powertools does not parse it.
-    content_type = app.current_event.headers.get("content-type") or ""
-    filename, purpose, data = parse_file_form(content_type, body_bytes(app.current_event.raw_event))
+    filename, purpose, data = parse_file_form(current_request(app).form)
     return respond_once(app, tenant, "POST /v1/files", render=replay_stored, produce=lambda: stored_outcome(
         services().files.create(tenant.tenant_id, filename, purpose, data)))
 

@@ -7,14 +7,8 @@ from aws_lambda_powertools.event_handler import Depends, Response
 from aws_lambda_powertools.event_handler.openapi.params import Body, Query
 
 from darkroom.api.errors import InvalidRequest, error_responses
-from darkroom.api.resolver import (
-    authenticated_tenant,
-    build_resolver,
-    entrypoint,
-    idempotency_key,
-    json_response,
-    request_id,
-)
+from darkroom.api.http import current_request
+from darkroom.api.resolver import authenticated_tenant, build_resolver, entrypoint, json_response, request_id
 from darkroom.api.responses import ResponseCreateRequest, ResponseDeleted, ResponseObject
 from darkroom.idempotency import Outcome, respond_once
 from darkroom.responses import create_response
@@ -44,7 +38,7 @@ def create(body: Annotated[ResponseCreateRequest, Body()], tenant: Annotated[Ten
         return json_response(200, response.model_dump_json(exclude_none=True))
 
     def produce() -> Outcome:
-        if body.store is False and idempotency_key(app) is not None:
+        if body.store is False and current_request(app).idempotency_key is not None:
             raise InvalidRequest("Idempotency-Key needs a stored response: omit 'store' or send true.",
                                  param="store", code="unsupported_value")
         response = create_response(tenant, body, request_id(app), services())

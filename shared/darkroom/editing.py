@@ -19,10 +19,10 @@ from PIL import Image
 from pydantic import ValidationError
 
 from darkroom import deadline, intake
-from darkroom.api import jsonbody
 from darkroom.api.errors import InvalidRequest, UnknownParameter, invalid_from_validation
+from darkroom.api.http import HttpRequest
 from darkroom.api.images import ImageEditRequest
-from darkroom.api.multipart import FilePart, body_bytes, media_type, parse_form, typed_fields
+from darkroom.api.multipart import FilePart, Form, typed_fields
 from darkroom.catalog import Capability
 from darkroom.end_users import identify
 from darkroom.generation import GenerateResult, check_time_budget, deliver, resolve_request
@@ -46,15 +46,13 @@ class EditRequest:
     encoded_bytes: int  # what the request carried, for the total-size bound
 
 
-def read_edit_request(event: dict, tenant_id: str, services: Services) -> EditRequest:
-    """Parse either wire form into an :class:`EditRequest` (400s for anything malformed)."""
-    headers = event.get("headers") or {}
-    content_type = next((v for k, v in headers.items() if k.lower() == "content-type"), "")
+def read_edit_request(http: HttpRequest, tenant_id: str, services: Services) -> EditRequest:
+    """Read either wire form of ``http`` into an :class:`EditRequest` (400s for anything malformed)."""
     limits = intake_limits(services)
-    if media_type(content_type) == "multipart/form-data":
-        request = _from_multipart(content_type, body_bytes(event), limits)
-    elif media_type(content_type) in ("application/json", ""):
-        request = _from_json(body_bytes(event), tenant_id, services, limits)
+    if http.media_type == "multipart/form-data":
+        request = _from_multipart(http.form, limits)
+    elif http.media_type in ("application/json", ""):
+        request = _from_json(http, tenant_id, services, limits)
     else:
         raise InvalidRequest("Send multipart/form-data (as the openai SDK does) or application/json.",
                              code="unsupported_content_type")
@@ -80,8 +78,7 @@ def _validate(fields: dict) -> ImageEditRequest:
         raise invalid_from_validation(exc.errors(include_url=False)) from None  # names the type only
 
 
-def _from_multipart(content_type: str, body: bytes, limits: intake.IntakeLimits) -> EditRequest:
-    form = parse_form(content_type, body)
+def _from_multipart(form: Form, limits: intake.IntakeLimits) -> EditRequest:
     fields: dict[str, str] = {}
     for name, values in form.fields.items():
         if _IMAGE_FIELD.match(name) or name in ("mask", "markup"):
@@ -126,8 +123,8 @@ def _from_multipart(content_type: str, body: bytes, limits: intake.IntakeLimits)
     )
 
 
-def _from_json(body: bytes, tenant_id: str, services: Services, limits: intake.IntakeLimits) -> EditRequest:
-    fields = jsonbody.loads(body)
+def _from_json(http: HttpRequest, tenant_id: str, services: Services, limits: intake.IntakeLimits) -> EditRequest:
+    fields = http.json
     if not isinstance(fields, dict):
         raise InvalidRequest("The request body must be a JSON object.", code="invalid_json")
     options = _validate(fields)
@@ -142,7 +139,7 @@ def _from_json(body: bytes, tenant_id: str, services: Services, limits: intake.I
         options=options,
         images=[decoder(ref, f"images[{i}]") for i, ref in enumerate(options.images)],
         mask=decoder(options.mask, "mask") if options.mask is not None else None,
-        encoded_bytes=len(body),
+        encoded_bytes=http.size,
     )
 
 

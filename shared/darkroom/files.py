@@ -27,7 +27,7 @@ from botocore.exceptions import ClientError
 
 from darkroom.api.errors import InvalidRequest, NotFound, UnknownParameter
 from darkroom.api.files import FileDeleted, FileList, FileObject, Upload, UploadUrl
-from darkroom.api.multipart import parse_form
+from darkroom.api.multipart import Form
 from darkroom.intake import ImageRejected, IntakeLimits, open_image
 from darkroom.observability import logger
 
@@ -105,9 +105,8 @@ def expiry_refused() -> InvalidRequest:
                           "'expires_after'.", param="expires_after", code="unsupported_value")
 
 
-def parse_file_form(content_type: str, body: bytes) -> tuple[str | None, str, bytes]:
-    """(filename, purpose, bytes) of a ``POST /v1/files`` multipart body; 400 for anything else in it."""
-    form = parse_form(content_type, body)
+def parse_file_form(form: Form) -> tuple[str | None, str, bytes]:
+    """(filename, purpose, bytes) of a ``POST /v1/files`` multipart form; 400 for anything else in it."""
     for name in (*form.fields, *form.files):
         if name == "expires_after" or name.startswith("expires_after["):  # the SDK sends expires_after[seconds]
             raise expiry_refused()

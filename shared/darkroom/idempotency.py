@@ -57,7 +57,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
-from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
+from aws_lambda_powertools.event_handler import Response
+from aws_lambda_powertools.event_handler.api_gateway import ApiGatewayResolver
 from aws_lambda_powertools.utilities.idempotency import (
     DynamoDBPersistenceLayer,
     IdempotencyConfig,
@@ -72,12 +73,10 @@ from aws_lambda_powertools.utilities.idempotency.exceptions import (
 from pydantic import BaseModel
 
 from darkroom import config
-from darkroom.api import jsonbody
 from darkroom.api.errors import InvalidRequest, RequestInProgress, ServiceUnavailable
 from darkroom.api.files import Upload
+from darkroom.api.http import HttpRequest, current_request, json_response
 from darkroom.api.images import ImagesResponse
-from darkroom.api.multipart import body_bytes, media_type, parse_form
-from darkroom.api.resolver import idempotency_key, json_response
 from darkroom.observability import IDEMPOTENT_REPLAYS, count, logger
 from darkroom.services import services
 from darkroom.tenancy import Tenant
@@ -104,11 +103,12 @@ class Outcome:
     reference: dict[str, Any]
 
 
-def respond_once(app: APIGatewayRestResolver, tenant: Tenant, route: str, produce: Callable[[], Outcome],
+def respond_once(app: ApiGatewayResolver, tenant: Tenant, route: str, produce: Callable[[], Outcome],
                  render: Callable[[dict], Response]) -> Response:
     """The route's answer, produced at most once per ``Idempotency-Key`` (see the module docstring)."""
-    return run_once(idempotency_key(app), tenant_id=tenant.tenant_id, route=route,
-                    fingerprint=lambda: request_fingerprint(app.current_event.raw_event),
+    request = current_request(app)
+    return run_once(request.idempotency_key, tenant_id=tenant.tenant_id, route=route,
+                    fingerprint=lambda: request_fingerprint(request),
                     produce=produce, render=render, lambda_context=app.lambda_context)
 
 
@@ -117,7 +117,7 @@ def run_once(key: str | None, *, tenant_id: str, route: str, fingerprint: Callab
              lambda_context: LambdaContext | None = None) -> Response:
     """``produce()``'s answer the first time; ``render(reference)`` for a retry with the same key and request.
 
-    ``fingerprint`` is only called when there is a key (parsing a multipart body twice costs memory).
+    ``fingerprint`` is only called when there is a key (it may parse the body, which costs memory).
     """
     if key is None:
         return produce().response
@@ -171,27 +171,26 @@ def _layer(client, table: str) -> DynamoDBPersistenceLayer:
     return DynamoDBPersistenceLayer(table_name=table, boto3_client=client)
 
 
-def request_fingerprint(event: dict) -> str:
+def request_fingerprint(request: HttpRequest) -> str:
     """A sha256 of the request as parsed: path parameters plus the body.
 
     JSON bodies count as canonical JSON (key order and spacing do not matter). Multipart bodies count as
     their fields plus each file's name and sha256, not the raw bytes: the boundary differs on every
-    retry (the openai SDK builds each attempt's body anew). Any other body counts as its bytes.
+    retry (the openai SDK builds each attempt's body anew). Any other body counts as its bytes. The body
+    is the request's own parse (:class:`~darkroom.api.http.HttpRequest`), shared with the route.
     """
-    raw = body_bytes(event)
-    headers = {name.lower(): value for name, value in (event.get("headers") or {}).items()}
-    kind = media_type(headers.get("content-type"))
+    kind = request.media_type
     if kind == "multipart/form-data":
-        form = parse_form(headers["content-type"], raw)
+        form = request.form
         body: Any = {"fields": form.fields, "files": {
             name: [{"filename": part.filename, "sha256": hashlib.sha256(part.data).hexdigest()} for part in parts]
             for name, parts in form.files.items()}}
     else:
         try:
-            body = jsonbody.loads(raw) if raw else None
+            body = request.json if request.body else None
         except InvalidRequest:
-            body = {"sha256": hashlib.sha256(raw).hexdigest()}
-    canonical = json.dumps({"path": event.get("pathParameters") or {}, "kind": kind, "body": body},
+            body = {"sha256": hashlib.sha256(request.body).hexdigest()}
+    canonical = json.dumps({"path": request.path_parameters, "kind": kind, "body": body},
                            sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 

@@ -15,6 +15,7 @@ import pytest
 from PIL import Image
 
 from darkroom import config
+from darkroom.api.http import HttpRequest
 from darkroom.generation import generate_images
 from darkroom.idempotency import images_outcome, replay_images, request_fingerprint, run_once
 from lambda_harness import EVENT_KEY, EVENT_UPLOAD_ID, Context, invoke, load_event
@@ -167,8 +168,9 @@ def test_a_request_still_running_is_409_with_retry_after_then_replayed(tenant, s
 
         return images_outcome(generate_images(tenant, ImageGenerateRequest.model_validate(body), "req-first", svc))
 
+    fingerprint = request_fingerprint(HttpRequest.from_event(event))
     worker = threading.Thread(target=lambda: first.append(run_once(
-        "gen-slow", tenant_id=tenant.tenant_id, route=ROUTE, fingerprint=lambda: request_fingerprint(event),
+        "gen-slow", tenant_id=tenant.tenant_id, route=ROUTE, fingerprint=lambda: fingerprint,
         produce=slow, render=replay_images, lambda_context=Context())))
     worker.start()
     assert started.wait(10)
@@ -212,6 +214,31 @@ def test_a_retried_multipart_edit_is_replayed_despite_a_new_boundary(tenant, svc
     assert len(svc.meter.records(tenant.tenant_id)) == 1
     status, _, answer = invoke("edit", _edit("edit-1", _png(colour=(200, 0, 0))))  # other image bytes
     assert status == 400 and answer["error"]["code"] == "idempotency_key_reused"
+
+
+def test_a_keyed_edit_decodes_and_parses_its_body_once(tenant, svc, monkeypatch):
+    """The edit and the idempotency fingerprint read the one request the entry point built: one base64
+    decode of the event's body and one multipart parse, not one each."""
+    from darkroom.api import multipart
+
+    event = _edit("edit-once", _png())
+    decodes, parses = [], []
+    real_decode, real_parser = base64.b64decode, multipart.FormParser
+
+    def decode(data, *args, **kwargs):
+        if data == event["body"]:
+            decodes.append(data)
+        return real_decode(data, *args, **kwargs)
+
+    def parser(*args, **kwargs):
+        parses.append(args)
+        return real_parser(*args, **kwargs)
+
+    monkeypatch.setattr(base64, "b64decode", decode)
+    monkeypatch.setattr(multipart, "FormParser", parser)
+    status, _, answer = invoke("edit", event)
+    assert status == 200, answer
+    assert (len(decodes), len(parses)) == (1, 1)
 
 
 # files and uploads

@@ -11,6 +11,7 @@ from botocore.exceptions import ClientError
 
 from darkroom import config, idempotency
 from darkroom.api.errors import ApiError, InvalidRequest, ServiceUnavailable, UpstreamError
+from darkroom.api.http import HttpRequest
 from darkroom.api.images import ImageData, ImagesResponse, ImagesUsage, InputTokensDetails
 from darkroom.api.resolver import json_response
 from darkroom.generation import GenerateResult
@@ -205,6 +206,10 @@ def _json_event(text: str, path: dict | None = None) -> dict:
             "pathParameters": path}
 
 
+def _fingerprint(event: dict) -> str:
+    return request_fingerprint(HttpRequest.from_event(event))
+
+
 def _multipart_event(files, data) -> dict:
     request = httpx.Request("POST", "http://x/v1/images/edits", files=files, data=data)  # a new random boundary
     return {"headers": {"content-type": request.headers["content-type"]}, "isBase64Encoded": True,
@@ -212,21 +217,21 @@ def _multipart_event(files, data) -> dict:
 
 
 def test_json_fingerprints_ignore_key_order_and_spacing_but_not_values_or_path():
-    same = request_fingerprint(_json_event('{"prompt": "a fox", "n": 2}'))
-    assert request_fingerprint(_json_event('{"n":2,"prompt":"a fox"}')) == same
-    assert request_fingerprint(_json_event('{"n": 3, "prompt": "a fox"}')) != same
-    assert request_fingerprint(_json_event('{"prompt": "a fox", "n": 2}', {"upload_id": "upload_1"})) != same
-    assert request_fingerprint(_json_event("not json")) != request_fingerprint(_json_event("not json!"))
+    same = _fingerprint(_json_event('{"prompt": "a fox", "n": 2}'))
+    assert _fingerprint(_json_event('{"n":2,"prompt":"a fox"}')) == same
+    assert _fingerprint(_json_event('{"n": 3, "prompt": "a fox"}')) != same
+    assert _fingerprint(_json_event('{"prompt": "a fox", "n": 2}', {"upload_id": "upload_1"})) != same
+    assert _fingerprint(_json_event("not json")) != _fingerprint(_json_event("not json!"))
 
 
 def test_multipart_fingerprints_ignore_the_boundary_but_not_the_files_or_fields():
     files = [("image", ("photo.png", b"\x89PNG first image", "image/png"))]
     first, retry = _multipart_event(files, {"prompt": "a sun"}), _multipart_event(files, {"prompt": "a sun"})
     assert first["headers"]["content-type"] != retry["headers"]["content-type"]  # different boundaries
-    assert request_fingerprint(first) == request_fingerprint(retry)
+    assert _fingerprint(first) == _fingerprint(retry)
     other_bytes = [("image", ("photo.png", b"\x89PNG other image", "image/png"))]
-    assert request_fingerprint(_multipart_event(other_bytes, {"prompt": "a sun"})) != request_fingerprint(first)
-    assert request_fingerprint(_multipart_event(files, {"prompt": "a moon"})) != request_fingerprint(first)
+    assert _fingerprint(_multipart_event(other_bytes, {"prompt": "a sun"})) != _fingerprint(first)
+    assert _fingerprint(_multipart_event(files, {"prompt": "a moon"})) != _fingerprint(first)
 
 
 # the images reference

@@ -2,7 +2,7 @@
 
 import pytest
 
-from darkroom.api.jsonbody import MAX_DEPTH, MAX_INTEGER_DIGITS, MalformedJson, body_as_text, loads
+from darkroom.api.jsonbody import MAX_DEPTH, MAX_INTEGER_DIGITS, MalformedJson, loads
 
 
 def _nested(depth: int) -> str:
@@ -38,12 +38,3 @@ def test_a_surrogate_in_a_nested_string_names_its_path():
         loads('{"input": {"text": "\\udc00"}}')
     assert caught.value.param == "input.text"
 
-
-def test_body_as_text_decodes_only_base64_json():
-    event = {"headers": {"content-type": "application/json; charset=utf-8"}, "isBase64Encoded": True,
-             "body": "eyJhIjogMX0="}
-    assert body_as_text(event)["body"] == '{"a": 1}' and body_as_text(event)["isBase64Encoded"] is False
-    multipart = {**event, "headers": {"Content-Type": "multipart/form-data; boundary=x"}}
-    assert body_as_text(multipart) is multipart
-    with pytest.raises(MalformedJson):
-        body_as_text({**event, "body": "not base64!"})

@@ -19,7 +19,6 @@ Messages say what is wrong and where (``param``: the key's dotted path) but neve
 
 from __future__ import annotations
 
-import base64
 import json
 import re
 from typing import Any
@@ -114,24 +113,3 @@ def _param(path: str) -> str | None:
         return None
     return path
 
-
-def body_as_text(event: dict) -> dict:
-    """``event`` with a base64 JSON body (a binary media type, so it arrived byte for byte) as UTF-8 text.
-
-    Everything after this, Powertools' validation included, reads the body as text, as it would
-    arrive without the binary media type, except that bytes which are not UTF-8 are a 400 here
-    instead of U+FFFD characters in the prompt.
-    """
-    headers = event.get("headers") or {}
-    content_type = next((v for k, v in headers.items() if k.lower() == "content-type"), "")
-    if not event.get("isBase64Encoded") or content_type.split(";", 1)[0].strip().lower() != "application/json":
-        return event
-    try:
-        raw = base64.b64decode(event.get("body") or "", validate=True)
-    except ValueError:
-        raise MalformedJson("The request body could not be read.") from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise MalformedJson("The request body is not valid UTF-8.") from None
-    return {**event, "body": text, "isBase64Encoded": False}

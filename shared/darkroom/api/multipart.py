@@ -1,5 +1,5 @@
 """``multipart/form-data`` request bodies, parsed with python-multipart (the maintained streaming parser
-behind Starlette and FastAPI), plus the API Gateway detail of getting the body's bytes.
+behind Starlette and FastAPI). The body's bytes come from :class:`darkroom.api.http.HttpRequest`.
 
 Field names follow what the ``openai`` SDK sends: ``image`` for one file, ``image[]`` for a list,
 scalars as strings, objects as ``svg[model]``-style names. Part sizes and counts are bounded while
@@ -8,7 +8,6 @@ parsing; :func:`typed_fields` gives the text fields the types the request model 
 
 from __future__ import annotations
 
-import base64
 import re
 import types
 import typing
@@ -38,14 +37,6 @@ class FilePart:
 class Form:
     fields: dict[str, list[str]] = field(default_factory=dict)
     files: dict[str, list[FilePart]] = field(default_factory=dict)
-
-
-def body_bytes(event: dict) -> bytes:
-    """The raw request body of an API Gateway proxy event (binary media types arrive base64-encoded)."""
-    body = event.get("body") or ""
-    if event.get("isBase64Encoded"):
-        return base64.b64decode(body)
-    return body.encode("utf-8")
 
 
 def media_type(content_type: str | None) -> str:

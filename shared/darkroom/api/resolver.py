@@ -22,6 +22,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from darkroom import deadline, intake
 from darkroom.api import jsonbody
 from darkroom.api.errors import ApiError, error_envelope, invalid_from_validation
+from darkroom.api.http import CONTEXT_KEY, HttpRequest, json_response
 from darkroom.observability import logger, metrics, tracer
 from darkroom.services import services
 from darkroom.tenancy import Tenant
@@ -29,15 +30,6 @@ from darkroom.tenancy import Tenant
 _INTERNAL_ERROR = error_envelope(
     "The server had an error processing your request.", type_="server_error", code="internal_error"
 )
-
-
-def json_response(status: int, body: dict | str, headers: dict[str, str] | None = None) -> Response:
-    return Response(
-        status_code=status,
-        content_type=content_types.APPLICATION_JSON,
-        body=body if isinstance(body, str) else json.dumps(body, separators=(",", ":")),
-        headers=headers or {},
-    )
 
 
 def build_resolver() -> APIGatewayRestResolver:
@@ -100,11 +92,6 @@ def request_id(app: APIGatewayRestResolver) -> str:
     return event_request_id(app.current_event.raw_event)
 
 
-def idempotency_key(app: APIGatewayRestResolver) -> str | None:
-    """The ``Idempotency-Key`` header as sent (any case), or None without one; :mod:`darkroom.idempotency` checks it."""
-    return app.current_event.headers.get("idempotency-key")
-
-
 def _proxy_result(status: int, body: dict, headers: dict[str, str]) -> dict:
     return {
         "statusCode": status,
@@ -115,19 +102,34 @@ def _proxy_result(status: int, body: dict, headers: dict[str, str]) -> dict:
     }
 
 
-def _authenticate(event: dict) -> Tenant:
-    headers = event.get("headers") or {}
-    authorization = next((v for k, v in headers.items() if k.lower() == "authorization"), None)
-    tenant = services().authenticator.authenticate(authorization)
+def _authenticate(request: HttpRequest) -> Tenant:
+    tenant = services().authenticator.authenticate(request.headers.get("authorization"))
     logger.append_keys(tenant_id=tenant.tenant_id)
     return tenant
+
+
+def routed_event(event: dict, request: HttpRequest) -> dict:
+    """``event`` with a base64 JSON body (a binary media type, so it arrived byte for byte) as UTF-8 text.
+
+    Everything after this, Powertools' validation included, reads the body as text, as it would
+    arrive without the binary media type, except that bytes which are not UTF-8 are a 400 here
+    instead of U+FFFD characters in the prompt. The bytes are ``request.body``: decoded once.
+    """
+    if not request.base64_encoded or request.media_type != "application/json":
+        return event
+    try:
+        text = request.body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise jsonbody.MalformedJson("The request body is not valid UTF-8.") from None
+    return {**event, "body": text, "isBase64Encoded": False}
 
 
 def entrypoint(app: APIGatewayRestResolver) -> Callable[[dict, LambdaContext], dict]:
     """The Lambda handler for ``app``: logger context, metrics, tracing, and ``x-request-id`` on every answer.
 
     Every darkroom route needs a tenant, so the key is checked before routing and body validation:
-    an unauthenticated caller learns nothing about the API beyond 401.
+    an unauthenticated caller learns nothing about the API beyond 401. The event becomes one
+    :class:`~darkroom.api.http.HttpRequest` here, which routes read with ``current_request(app)``.
     """
 
     @logger.inject_lambda_context(correlation_id_path=REQUEST_ID_PATH, clear_state=True)
@@ -137,20 +139,21 @@ def entrypoint(app: APIGatewayRestResolver) -> Callable[[dict, LambdaContext], d
         request_context = event.get("requestContext") or {}
         deadline.start(context.get_remaining_time_in_millis(), request_context.get("requestTimeEpoch"))
         try:
-            tenant = _authenticate(event)
-            event = jsonbody.body_as_text(event)
+            request = HttpRequest.from_event(event)
+            tenant = _authenticate(request)
+            event = routed_event(event, request)
         except ApiError as exc:
             result = _proxy_result(exc.status, exc.envelope(), exc.headers)
         except Exception:  # noqa: BLE001 - logged; the client gets the 500 envelope, not a stack trace
             logger.exception("authentication failed")
             result = _proxy_result(500, _INTERNAL_ERROR, {})
         else:
-            app.append_context(tenant=tenant)
+            app.append_context(tenant=tenant, **{CONTEXT_KEY: request})
             with intake.request_decode_budget():  # one decode budget per request, as one deadline
                 result = app.resolve(event, context)
-        request = event_request_id(event)
-        if request:
-            result.setdefault("multiValueHeaders", {})["x-request-id"] = [request]
+        event_id = event_request_id(event)
+        if event_id:
+            result.setdefault("multiValueHeaders", {})["x-request-id"] = [event_id]
         return result
 
     return lambda_handler
