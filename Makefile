@@ -52,8 +52,10 @@ run-endpoint: $(BIN)/darkroom $(ENDPOINT_VENV)/.installed
 test-endpoint: $(ENDPOINT_VENV)/.installed
 	PYTHONPATH=endpoint $(ENDPOINT_BIN)/python -m pytest endpoint/tests --cov --cov-config=endpoint/.coveragerc --cov-report=term
 
+# Lint (with RUF100: no dead noqa) and the formatter's check: code is in `ruff format`'s shape, so diffs are content.
 lint: $(BIN)/darkroom
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 # cfn-lint through SAM (`sam validate --lint`), then the SAM transform offline, which cfn-lint does not run.
 template: $(SAM_INSTALLED)

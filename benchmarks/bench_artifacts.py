@@ -35,8 +35,7 @@ from bench_cold_start import PROBE, _env  # noqa: E402  (same timing method and 
 
 DIST_INFO = (".dist-info", ".data")
 NOT_BOTO3_LINE = ("boto3", "s3transfer")
-RUNTIME_SDK = ("boto3", "botocore", "s3transfer", "jmespath", "dateutil", "python_dateutil", "six", "six.py",
-               "urllib3")
+RUNTIME_SDK = ("boto3", "botocore", "s3transfer", "jmespath", "dateutil", "python_dateutil", "six", "six.py", "urllib3")
 IMPORT_BOTO3 = "import time\nstart = time.perf_counter()\nimport boto3\nprint((time.perf_counter() - start) * 1000)\n"
 
 
@@ -86,20 +85,26 @@ def main() -> None:
 
     layer = build / "DependenciesLayer"
     print("\n| DependenciesLayer | files | on disk (MB) | zipped (MB) |\n|---|---:|---:|---:|")
-    for label, leave_out in [("as built (boto3 and botocore pinned)", ()),
-                             ("without the boto3 line (botocore still comes)", NOT_BOTO3_LINE),
-                             ("without the runtime's SDK packages (custom build)", RUNTIME_SDK)]:
+    for label, leave_out in [
+        ("as built (boto3 and botocore pinned)", ()),
+        ("without the boto3 line (botocore still comes)", NOT_BOTO3_LINE),
+        ("without the runtime's SDK packages (custom build)", RUNTIME_SDK),
+    ]:
         count, size, zipped = measure(layer, leave_out)
         print(f"| {label} | {count} | {size / mb:.2f} | {zipped / mb:.2f} |")
 
     path = [build / args.function, layer / "python", build / "DarkroomLayer" / "python"]
-    scripts = {"import boto3": ["-c", IMPORT_BOTO3],
-               f"{args.function}'s handler module": ["-c", PROBE, str(build / args.function / "app.py")]}
+    scripts = {
+        "import boto3": ["-c", IMPORT_BOTO3],
+        f"{args.function}'s handler module": ["-c", PROBE, str(build / args.function / "app.py")],
+    }
     with tempfile.TemporaryDirectory() as pycache:
         # As deployed (/opt is read-only and the artifacts hold no bytecode: every cold start compiles), and with
         # bytecode from an earlier run, as for modules that ship compiled.
-        envs = {"no bytecode (as deployed)": {**_env(), "PYTHONDONTWRITEBYTECODE": "1"},
-                "bytecode cached": {**_env(), "PYTHONPYCACHEPREFIX": pycache}}
+        envs = {
+            "no bytecode (as deployed)": {**_env(), "PYTHONDONTWRITEBYTECODE": "1"},
+            "bytecode cached": {**_env(), "PYTHONPYCACHEPREFIX": pycache},
+        }
         probes = {(name, mode): (script, env) for name, script in scripts.items() for mode, env in envs.items()}
         for script, env in probes.values():  # one unmeasured run each: warms the page cache, writes the bytecode
             _import_ms(args.python, script, path, env)
@@ -107,8 +112,9 @@ def main() -> None:
         for _ in range(args.runs):
             for key, (script, env) in probes.items():
                 samples[key].append(_import_ms(args.python, script, path, env))
-    version = subprocess.run([args.python, "-c", "import sys; print(sys.version.split()[0])"], capture_output=True,
-                             text=True, check=True).stdout.strip()
+    version = subprocess.run(
+        [args.python, "-c", "import sys; print(sys.version.split()[0])"], capture_output=True, text=True, check=True
+    ).stdout.strip()
     print(f"\nPython {version}, the deployed layout on sys.path; median of {args.runs} fresh interpreters.\n")
     print("| import | bytecode | median (ms) | min (ms) | max (ms) |\n|---|---|---:|---:|---:|")
     for (name, mode), values in samples.items():

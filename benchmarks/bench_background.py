@@ -57,12 +57,16 @@ def main() -> None:
     args = parser.parse_args()
     with in_process_aws("bench"):
         svc = services.services()
-        tenant = svc.directory.create_tenant("bench", Limits(images_per_minute=10_000, images_per_day=100_000,
-                                                              requests_per_minute=10_000))
+        tenant = svc.directory.create_tenant(
+            "bench", Limits(images_per_minute=10_000, images_per_day=100_000, requests_per_minute=10_000)
+        )
         for client in {id(c): c for c in (svc.limiter._db, svc.store._s3, svc.jobs._sqs)}.values():
             client.meta.events.register("before-call.*.*", _count)
-        body = {"model": "local-image", "input": "a lighthouse at dusk",
-                "tools": [{"type": "image_generation", "size": args.size}]}
+        body = {
+            "model": "local-image",
+            "input": "a lighthouse at dusk",
+            "tools": [{"type": "image_generation", "size": args.size}],
+        }
         sync = ResponseCreateRequest.model_validate(body)
         background = ResponseCreateRequest.model_validate(body | {"background": True})
         counter = iter(range(10**9))
@@ -74,14 +78,19 @@ def main() -> None:
         sync_ms, sync_calls = _timed(lambda: create_response(tenant, sync, f"sync-{next(counter)}", svc), args.rounds)
         accept_ms, accept_calls = _timed(accept, args.rounds)
         jobs = iter(list(accepted))
-        worker_ms, worker_calls = _timed(lambda: run_job(tenant.tenant_id, next(jobs), 900_000, svc),
-                                         min(args.rounds, len(accepted) - 1))
+        worker_ms, worker_calls = _timed(
+            lambda: run_job(tenant.tenant_id, next(jobs), 900_000, svc), min(args.rounds, len(accepted) - 1)
+        )
     print(f"image tool, {args.size}, local stand-in, {args.rounds} rounds (medians):")
     print(f"  synchronous create (baseline) {sync_ms:8.1f} ms  {sync_calls:4.1f} AWS calls")
-    print(f"  background accept             {accept_ms:8.1f} ms  {accept_calls:4.1f} AWS calls"
-          f"  ({accept_ms / sync_ms:.2f}x baseline)")
-    print(f"  worker run of one job         {worker_ms:8.1f} ms  {worker_calls:4.1f} AWS calls"
-          f"  ({worker_ms / sync_ms:.2f}x baseline)")
+    print(
+        f"  background accept             {accept_ms:8.1f} ms  {accept_calls:4.1f} AWS calls"
+        f"  ({accept_ms / sync_ms:.2f}x baseline)"
+    )
+    print(
+        f"  worker run of one job         {worker_ms:8.1f} ms  {worker_calls:4.1f} AWS calls"
+        f"  ({worker_ms / sync_ms:.2f}x baseline)"
+    )
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 FUNCTIONS = sorted(p.parent.name for p in (ROOT / "functions").glob("*/app.py"))
 
-BASELINE_HANDLER = '''
+BASELINE_HANDLER = """
 import boto3
 from pydantic import BaseModel
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver
@@ -43,10 +43,10 @@ def create(item: Item) -> dict:
 
 def lambda_handler(event, context):
     return app.resolve(event, context)
-'''
+"""
 
 # Runs in the fresh interpreter: time the module load only, print milliseconds.
-PROBE = '''
+PROBE = """
 import importlib.util, sys, time
 path = sys.argv[1]
 start = time.perf_counter()
@@ -56,20 +56,30 @@ sys.modules["bench_cold_module"] = module
 spec.loader.exec_module(module)
 assert callable(module.lambda_handler)
 print((time.perf_counter() - start) * 1000)
-'''
+"""
 
 
 def _env() -> dict:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("AWS_", "POWERTOOLS_", "DARKROOM_", "PYTHONDONTWRITEBYTECODE"))}
-    env.update({"POWERTOOLS_TRACE_DISABLED": "true", "AWS_DEFAULT_REGION": "us-east-1",
-                "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"})
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("AWS_", "POWERTOOLS_", "DARKROOM_", "PYTHONDONTWRITEBYTECODE"))
+    }
+    env.update(
+        {
+            "POWERTOOLS_TRACE_DISABLED": "true",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+        }
+    )
     return env
 
 
 def _load_ms(path: Path, env: dict) -> float:
-    out = subprocess.run([sys.executable, "-c", PROBE, str(path)], cwd=ROOT, env=env, capture_output=True,
-                         text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", PROBE, str(path)], cwd=ROOT, env=env, capture_output=True, text=True, check=True
+    )
     return float(out.stdout.strip().splitlines()[-1])
 
 

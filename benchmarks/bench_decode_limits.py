@@ -44,10 +44,13 @@ MIB = 1024 * 1024
 EDIT = IntakeLimits()
 GIF = IntakeLimits(formats=frozenset({"gif"}))
 # What Lambda sets for EditFunction: its MemorySize in template.yaml.
-EDIT_FUNCTION = {"AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(next(
-    function.memory_mb for function in Stack().functions() if function.logical_id == "EditFunction"))}
+EDIT_FUNCTION = {
+    "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(
+        next(function.memory_mb for function in Stack().functions() if function.logical_id == "EditFunction")
+    )
+}
 
-SIZING = r'''
+SIZING = r"""
 import base64, io, json, os, sys, time
 sys.path.insert(0, "tests")
 import conftest, lambda_harness
@@ -84,7 +87,7 @@ with in_process_aws("bench"):
     result = {}
     growth = peak_growth(lambda: result.update(handler(event, lambda_harness.Context())))
 print(json.dumps({"status": result["statusCode"], "peak_growth": growth}))
-'''
+"""
 
 
 def median_ms(operation, rounds: int) -> float:
@@ -103,6 +106,7 @@ def refusal(data: bytes, limits: IntakeLimits = EDIT):
         except ImageRejected as error:
             return error.code
         raise AssertionError("accepted")
+
     return refuse
 
 
@@ -115,6 +119,7 @@ def sixteen_pngs(png: bytes):
             except ImageRejected as error:
                 return error.code
         raise AssertionError("accepted")
+
     return refuse
 
 
@@ -137,25 +142,48 @@ def table_refusals(rounds: int) -> None:
     gif = hostile.gif_with_sub_blocks(1_000_000)
     fill = hostile.jpeg_with_segments(0)[:2] + b"\xff" * 20_000 + hostile.jpeg_with_segments(0)[2:]
     cases = [  # (hostile image, its bytes, its refusal, the normal image, its bytes, the limits to open it)
-        ("progressive JPEG 2000x2000, 5,000 scans", hostile.progressive_jpeg(2000, 5000), None,
-         "photo JPEG 2000x2000, progressive", hostile.photo_jpeg(2000), EDIT),
-        ("progressive JPEG 6000x6000, 20,000 scans", hostile.progressive_jpeg(6000, 20_000), None,
-         "photo JPEG 6000x6000, progressive", hostile.photo_jpeg(6000), EDIT),
-        ("16 all-zero RGBA PNGs 6324x6324 in one edit (3008 MB)", zero, sixteen_pngs(zero),
-         "one all-zero RGBA PNG 6324x6324", zero, EDIT),
+        (
+            "progressive JPEG 2000x2000, 5,000 scans",
+            hostile.progressive_jpeg(2000, 5000),
+            None,
+            "photo JPEG 2000x2000, progressive",
+            hostile.photo_jpeg(2000),
+            EDIT,
+        ),
+        (
+            "progressive JPEG 6000x6000, 20,000 scans",
+            hostile.progressive_jpeg(6000, 20_000),
+            None,
+            "photo JPEG 6000x6000, progressive",
+            hostile.photo_jpeg(6000),
+            EDIT,
+        ),
+        (
+            "16 all-zero RGBA PNGs 6324x6324 in one edit (3008 MB)",
+            zero,
+            sixteen_pngs(zero),
+            "one all-zero RGBA PNG 6324x6324",
+            zero,
+            EDIT,
+        ),
         # Tiny pictures in large files: the normal image has about the same file size.
-        ("PNG 8x8 with 2,000 iCCP chunks", hostile.iccp_bomb(2000), None, "photo PNG 930x930", photo(930, "PNG"),
-         EDIT),
-        ("PNG 8x8 with 100,000 empty chunks", hostile.png_with_chunks(100_000), None, "photo PNG 700x700",
-         photo(700, "PNG"), EDIT),
+        ("PNG 8x8 with 2,000 iCCP chunks", hostile.iccp_bomb(2000), None, "photo PNG 930x930", photo(930, "PNG"), EDIT),
+        (
+            "PNG 8x8 with 100,000 empty chunks",
+            hostile.png_with_chunks(100_000),
+            None,
+            "photo PNG 700x700",
+            photo(700, "PNG"),
+            EDIT,
+        ),
         ("JPEG 64x64 with 20,000 fill bytes", fill, None, "photo JPEG 200x200", hostile.photo_jpeg(200), EDIT),
-        ("GIF 64x64 with 1,000,000 sub-blocks", gif, refusal(gif, GIF), "photo GIF 1450x1450", photo(1450, "GIF"),
-         GIF),
+        ("GIF 64x64 with 1,000,000 sub-blocks", gif, refusal(gif, GIF), "photo GIF 1450x1450", photo(1450, "GIF"), GIF),
     ]
-    print(f"Median of {rounds} runs; ratio = refusal / opening the normal image (open_image: checks, decode, "
-          "orientation, mode).\n")
-    print("| hostile image | file | code | refusal (ms) | peak memory (MB) | normal image | file | open (ms) "
-          "| ratio |")
+    print(
+        f"Median of {rounds} runs; ratio = refusal / opening the normal image (open_image: checks, decode, "
+        "orientation, mode).\n"
+    )
+    print("| hostile image | file | code | refusal (ms) | peak memory (MB) | normal image | file | open (ms) | ratio |")
     print("|---|---:|---|---:|---:|---|---:|---:|---:|")
     for label, data, refuse, normal_label, normal, limits in cases:
         refuse = refuse or refusal(data)
@@ -164,15 +192,19 @@ def table_refusals(rounds: int) -> None:
         refused_ms = median_ms(refuse, rounds)
         normal_ms = median_ms(opening(normal, limits), rounds)
         growth = peak_growth(refuse)
-        print(f"| {label} | {len(data) / 1024:,.0f} KB | {code} | {refused_ms:.3f} | {growth / MIB:.1f} "
-              f"| {normal_label} | {len(normal) / 1024:,.0f} KB | {normal_ms:.1f} | {refused_ms / normal_ms:.4f} |",
-              flush=True)
+        print(
+            f"| {label} | {len(data) / 1024:,.0f} KB | {code} | {refused_ms:.3f} | {growth / MIB:.1f} "
+            f"| {normal_label} | {len(normal) / 1024:,.0f} KB | {normal_ms:.1f} | {refused_ms / normal_ms:.4f} |",
+            flush=True,
+        )
 
 
 def table_accepted(rounds: int) -> None:
     print(f"\nAt the limit (accepted): {decode_work.MAX_JPEG_SCANS} scans against a normal progressive photo.\n")
-    print("| side | normal photo, 10 scans (ms) | flat colour, 10 scans (ms) "
-          f"| flat colour, {decode_work.MAX_JPEG_SCANS} scans (ms) | {decode_work.MAX_JPEG_SCANS} scans / photo |")
+    print(
+        "| side | normal photo, 10 scans (ms) | flat colour, 10 scans (ms) "
+        f"| flat colour, {decode_work.MAX_JPEG_SCANS} scans (ms) | {decode_work.MAX_JPEG_SCANS} scans / photo |"
+    )
     print("|---:|---:|---:|---:|---:|")
     for side in (2000, 6000):
         photo, ten = hostile.photo_jpeg(side), hostile.progressive_jpeg(side)
@@ -185,26 +217,39 @@ def table_unguarded() -> None:
     print("\nUnguarded: Pillow's own open + load of the hostile bytes, once.\n")
     print("| hostile image | Pillow open + load (s) |")
     print("|---|---:|")
-    for label, data in (("progressive JPEG 2000x2000, 5,000 scans", hostile.progressive_jpeg(2000, 5000)),
-                        ("PNG 8x8 with 2,000 iCCP chunks", hostile.iccp_bomb(2000))):
+    for label, data in (
+        ("progressive JPEG 2000x2000, 5,000 scans", hostile.progressive_jpeg(2000, 5000)),
+        ("PNG 8x8 with 2,000 iCCP chunks", hostile.iccp_bomb(2000)),
+    ):
         started = time.perf_counter()
         Image.open(io.BytesIO(data)).load()
         print(f"| {label} | {time.perf_counter() - started:.1f} |", flush=True)
 
 
 def table_sizing() -> None:
-    print(f"\nSizing: whole edits as EditFunction ({EDIT_FUNCTION['AWS_LAMBDA_FUNCTION_MEMORY_SIZE']} MB), peak "
-          "resident growth per pixel charged (inputs + images produced).\n")
+    print(
+        f"\nSizing: whole edits as EditFunction ({EDIT_FUNCTION['AWS_LAMBDA_FUNCTION_MEMORY_SIZE']} MB), peak "
+        "resident growth per pixel charged (inputs + images produced).\n"
+    )
     print("| images x side | n | pixels charged (M) | peak growth (MB) | bytes per pixel |")
     print("|---|---:|---:|---:|---:|")
     for count, side, n in ((1, 2048, 4), (16, 1024, 1), (4, 2048, 1), (1, 4096, 1), (1, 6324, 1), (2, 6324, 1)):
-        out = subprocess.run([sys.executable, "-c", SIZING, str(count), str(side), str(n)], cwd=ROOT, check=True,
-                             capture_output=True, text=True, env={**os.environ, **EDIT_FUNCTION})
+        out = subprocess.run(
+            [sys.executable, "-c", SIZING, str(count), str(side), str(n)],
+            cwd=ROOT,
+            check=True,
+            capture_output=True,
+            text=True,
+            env={**os.environ, **EDIT_FUNCTION},
+        )
         result = json.loads(out.stdout.strip().splitlines()[-1])
         assert result["status"] == 200, result
         charged = (count + n) * side * side
-        print(f"| {count} x {side} | {n} | {charged / 1e6:.1f} | {result['peak_growth'] / MIB:.0f} "
-              f"| {result['peak_growth'] / charged:.1f} |", flush=True)
+        print(
+            f"| {count} x {side} | {n} | {charged / 1e6:.1f} | {result['peak_growth'] / MIB:.0f} "
+            f"| {result['peak_growth'] / charged:.1f} |",
+            flush=True,
+        )
 
 
 def table_routes(rounds: int) -> None:
@@ -235,19 +280,47 @@ def table_routes(rounds: int) -> None:
     jpeg, png = hostile.progressive_jpeg(2000, 5000), hostile.zero_rgba_png()
     responses = lambda_harness.load_event("responses-create")
     url = "data:image/jpeg;base64," + base64.b64encode(jpeg).decode()
-    responses["body"] = json.dumps({"model": "local-vision", "input": [{"role": "user", "content": [
-        {"type": "input_text", "text": "x"}, {"type": "input_image", "image_url": url}]}]})
+    responses["body"] = json.dumps(
+        {
+            "model": "local-vision",
+            "input": [
+                {
+                    "role": "user",
+                    "content": [{"type": "input_text", "text": "x"}, {"type": "input_image", "image_url": url}],
+                }
+            ],
+        }
+    )
     cases = [
-        ("edit, 16 all-zero RGBA PNGs 6324x6324 (image[])", "edit", "EditFunction",
-         multipart("edit", [("image[]", (f"{i}.png", png, "image/png")) for i in range(16)], {"prompt": "x"})),
-        ("edit, JPEG 2000x2000 with 5,000 scans", "edit", "EditFunction",
-         multipart("edit", [("image", ("a.jpg", jpeg, "image/jpeg"))], {"prompt": "x"})),
+        (
+            "edit, 16 all-zero RGBA PNGs 6324x6324 (image[])",
+            "edit",
+            "EditFunction",
+            multipart("edit", [("image[]", (f"{i}.png", png, "image/png")) for i in range(16)], {"prompt": "x"}),
+        ),
+        (
+            "edit, JPEG 2000x2000 with 5,000 scans",
+            "edit",
+            "EditFunction",
+            multipart("edit", [("image", ("a.jpg", jpeg, "image/jpeg"))], {"prompt": "x"}),
+        ),
         ("Responses, the same JPEG as an input_image data URL", "responses", "ResponsesFunction", responses),
-        ("file upload, the same JPEG", "files", "FilesFunction",
-         multipart("files-create", [("file", ("a.jpg", jpeg, "image/jpeg"))], {"purpose": "vision"})),
-        ("file upload, JPEG 6000x6000 with 20,000 scans", "files", "FilesFunction",
-         multipart("files-create", [("file", ("a.jpg", hostile.progressive_jpeg(6000, 20_000), "image/jpeg"))],
-                   {"purpose": "vision"})),
+        (
+            "file upload, the same JPEG",
+            "files",
+            "FilesFunction",
+            multipart("files-create", [("file", ("a.jpg", jpeg, "image/jpeg"))], {"purpose": "vision"}),
+        ),
+        (
+            "file upload, JPEG 6000x6000 with 20,000 scans",
+            "files",
+            "FilesFunction",
+            multipart(
+                "files-create",
+                [("file", ("a.jpg", hostile.progressive_jpeg(6000, 20_000), "image/jpeg"))],
+                {"purpose": "vision"},
+            ),
+        ),
     ]
     print(f"\nRoutes: whole handler invocations in-process against moto (warm), median of {rounds}.\n")
     print("| route and image | function (MB) | answer | median (ms) | peak memory (MB) |")
@@ -264,8 +337,11 @@ def table_routes(rounds: int) -> None:
             elapsed = median_ms(lambda h=handler, e=event: h(e, lambda_harness.Context()), rounds)
             growth = peak_growth(lambda h=handler, e=event: h(e, lambda_harness.Context()))
             error = json.loads(result["body"])["error"]
-            print(f"| {label} | {function} ({memory[function]}) | {result['statusCode']} {error['code']}, "
-                  f"{error['param']} | {elapsed:.1f} | {growth / MIB:.1f} |", flush=True)
+            print(
+                f"| {label} | {function} ({memory[function]}) | {result['statusCode']} {error['code']}, "
+                f"{error['param']} | {elapsed:.1f} | {growth / MIB:.1f} |",
+                flush=True,
+            )
 
 
 def main() -> None:

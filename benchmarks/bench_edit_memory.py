@@ -115,8 +115,13 @@ def _image_file(target: int) -> Path:
 
 
 def run(target: int, mode: str) -> dict:
-    out = subprocess.run([sys.executable, "-c", CASE, str(_image_file(target)), mode], cwd=ROOT,
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", CASE, str(_image_file(target)), mode],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -125,21 +130,34 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the figures here (for plot_memory.py)")
     args = parser.parse_args()
     mib = 1024 * 1024
-    print("| image file | pixels | Pillow decode | darkroom intake | whole edit | intake / decode "
-          "| whole edit / file size |")
+    print(
+        "| image file | pixels | Pillow decode | darkroom intake | whole edit | intake / decode "
+        "| whole edit / file size |"
+    )
     print("|---:|---:|---:|---:|---:|---:|---:|")
     cases = []
     for target in (1 * mib, 4 * mib, 20 * mib):
         decode, checked, edit = (run(target, mode) for mode in ("decode", "intake", "edit"))
-        cases.append({"target_bytes": target, "bytes": edit["bytes"], "pixels": edit["pixels"],
-                      "decode": decode["peak_growth"], "intake": checked["peak_growth"], "edit": edit["peak_growth"]})
-        print(f"| {edit['bytes'] / mib:.1f} MB | {edit['pixels'] / 1e6:.2f} M | {decode['peak_growth'] / mib:.1f} MB "
-              f"| {checked['peak_growth'] / mib:.1f} MB | {edit['peak_growth'] / mib:.0f} MB "
-              f"| {checked['peak_growth'] / decode['peak_growth']:.2f} | {edit['peak_growth'] / edit['bytes']:.1f} |",
-              flush=True)
+        cases.append(
+            {
+                "target_bytes": target,
+                "bytes": edit["bytes"],
+                "pixels": edit["pixels"],
+                "decode": decode["peak_growth"],
+                "intake": checked["peak_growth"],
+                "edit": edit["peak_growth"],
+            }
+        )
+        print(
+            f"| {edit['bytes'] / mib:.1f} MB | {edit['pixels'] / 1e6:.2f} M | {decode['peak_growth'] / mib:.1f} MB "
+            f"| {checked['peak_growth'] / mib:.1f} MB | {edit['peak_growth'] / mib:.0f} MB "
+            f"| {checked['peak_growth'] / decode['peak_growth']:.2f} | {edit['peak_growth'] / edit['bytes']:.1f} |",
+            flush=True,
+        )
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"unit": "bytes", "cases": cases}, indent=2) + "\n")
+
 
 if __name__ == "__main__":
     main()

@@ -56,13 +56,15 @@ from darkroom_endpoint.server import _encode, decode_json  # noqa: E402 - the se
 
 SEED = 7
 PROMPT = "a lighthouse on a rocky coast at dusk, oil painting"
-LOG_LINE = re.compile(r"invocation task=(\S+) images=(\d+) size=(\d+)x(\d+) body_bytes=(\d+) status=(\d+) "
-                      r"seconds=([0-9.]+)")
+LOG_LINE = re.compile(
+    r"invocation task=(\S+) images=(\d+) size=(\d+)x(\d+) body_bytes=(\d+) status=(\d+) "
+    r"seconds=([0-9.]+)"
+)
 
 # Runs in the baseline process: load, warm up and run as the server does (all model work on one GpuWorker thread, the
 # server's own class), timing ModelSet.run inside that thread. A run on the main thread measured 3-8 % slower here
 # than on a worker thread (allocator arenas, probably), which would hide the overhead this benchmark is after.
-BASELINE = r'''
+BASELINE = r"""
 import json, sys, time
 import torch
 torch.set_num_threads(int(sys.argv[1]))
@@ -93,7 +95,7 @@ tasks = [parse_task(json.loads(Path(path).read_bytes())) for path in sys.argv[2:
 print(json.dumps({"ready_s": time.perf_counter() - started, "threads": threads}), flush=True)
 for line in sys.stdin:
     print(json.dumps({"ms": worker.submit(timed, tasks[int(line)]).result() * 1000}), flush=True)
-'''
+"""
 
 
 def _b64png(image: Image.Image) -> str:
@@ -118,13 +120,38 @@ def cases(sizes: list[int], edit_side: int | None) -> list[tuple[str, dict]]:
     """(name, request body) per case, smallest first."""
     out = []
     for side in sizes:
-        out.append((f"generate {side}x{side}", {"task": "generate", "prompt": PROMPT, "width": side, "height": side,
-                                                "num_images": 1, "quality": "medium", "seed": SEED}))
+        out.append(
+            (
+                f"generate {side}x{side}",
+                {
+                    "task": "generate",
+                    "prompt": PROMPT,
+                    "width": side,
+                    "height": side,
+                    "num_images": 1,
+                    "quality": "medium",
+                    "seed": SEED,
+                },
+            )
+        )
         if side == edit_side:
             image, mask = _edit_inputs(side)
-            out.append((f"edit {side}x{side} + mask", {"task": "edit", "prompt": PROMPT, "width": side,
-                                                       "height": side, "num_images": 1, "quality": "medium",
-                                                       "seed": SEED, "image": image, "mask": mask}))
+            out.append(
+                (
+                    f"edit {side}x{side} + mask",
+                    {
+                        "task": "edit",
+                        "prompt": PROMPT,
+                        "width": side,
+                        "height": side,
+                        "num_images": 1,
+                        "quality": "medium",
+                        "seed": SEED,
+                        "image": image,
+                        "mask": mask,
+                    },
+                )
+            )
     return out
 
 
@@ -147,8 +174,13 @@ class Baseline:
 
     def __init__(self, env: dict[str, str], threads: int, body_paths: list[Path]) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-c", BASELINE, str(threads), *map(str, body_paths)], env=env, text=True,
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+            [sys.executable, "-c", BASELINE, str(threads), *map(str, body_paths)],
+            env=env,
+            text=True,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+        )
         line = self.process.stdout.readline()
         if not line:
             raise RuntimeError("the baseline process failed to load the models")
@@ -171,10 +203,14 @@ class Server:
     def __init__(self, env: dict[str, str], log_path: Path) -> None:
         started = time.perf_counter()
         self.log_path = log_path
-        self._log = open(log_path, "w")  # noqa: SIM115 - kept open for the server's life
+        self._log = open(log_path, "w")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "darkroom_endpoint", "serve", "--host", "127.0.0.1", "--port", "0"],
-            env=env, text=True, stdout=subprocess.PIPE, stderr=self._log)
+            env=env,
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+        )
         # The server prints its real port once the socket listens (models still loading; /ping 503 meanwhile).
         line = self.process.stdout.readline()
         match = re.search(r"http://127\.0\.0\.1:(\d+)", line)
@@ -233,11 +269,23 @@ def _timed(function, repeat: int) -> float:
 
 def measure(rounds: int, threads: int, sizes: list[int], edit_side: int | None, workdir: Path) -> dict:
     """Write the tiny models, start both processes, run every case; returns the figures."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ENDPOINT), os.environ.get("PYTHONPATH")])),
-           "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), "TOKENIZERS_PARALLELISM": "false",
-           "HF_HUB_OFFLINE": "1", "DARKROOM_DEVICE": "cpu", "SM_MODEL_DIR": str(workdir / "model")}
-    subprocess.run([sys.executable, "-m", "darkroom_endpoint", "tiny", str(workdir / "model"), "--family", "sdxl"],
-                   env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ENDPOINT), os.environ.get("PYTHONPATH")])),
+        "OMP_NUM_THREADS": str(threads),
+        "MKL_NUM_THREADS": str(threads),
+        "TOKENIZERS_PARALLELISM": "false",
+        "HF_HUB_OFFLINE": "1",
+        "DARKROOM_DEVICE": "cpu",
+        "SM_MODEL_DIR": str(workdir / "model"),
+    }
+    subprocess.run(
+        [sys.executable, "-m", "darkroom_endpoint", "tiny", str(workdir / "model"), "--family", "sdxl"],
+        env=env,
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     shutil.rmtree(workdir / "model" / "vlm")  # the image path only: neither side loads a vision model
     selected = cases(sizes, edit_side)
     bodies = [json.dumps(body, separators=(",", ":")).encode() for _, body in selected]
@@ -250,10 +298,13 @@ def measure(rounds: int, threads: int, sizes: list[int], edit_side: int | None, 
     results = []
     try:
         server = Server(env, workdir / "server.log")
-        startup = {"baseline_load_and_warm_up_s": baseline.ready["ready_s"], "server_start_to_ping_200_s":
-                   server.ready_s, "baseline_rss_ready_mb": _proc_kb(baseline.process.pid, "VmRSS") / 1024,
-                   "server_rss_ready_mb": _proc_kb(server.process.pid, "VmRSS") / 1024,
-                   "torch_threads_baseline": baseline.ready["threads"]}
+        startup = {
+            "baseline_load_and_warm_up_s": baseline.ready["ready_s"],
+            "server_start_to_ping_200_s": server.ready_s,
+            "baseline_rss_ready_mb": _proc_kb(baseline.process.pid, "VmRSS") / 1024,
+            "server_rss_ready_mb": _proc_kb(server.process.pid, "VmRSS") / 1024,
+            "torch_threads_baseline": baseline.ready["threads"],
+        }
         for index, ((name, _), body) in enumerate(zip(selected, bodies, strict=True)):
             for pid in (baseline.process.pid, server.process.pid):
                 _reset_peak(pid)
@@ -274,28 +325,48 @@ def measure(rounds: int, threads: int, sizes: list[int], edit_side: int | None, 
             answered = [seconds * 1000 for seconds in server.answer_seconds()[logged_before:]]
             if len(answered) != rounds:
                 raise RuntimeError(f"expected {rounds} invocation log lines, found {len(answered)}")
-            peaks = {"baseline_peak_mb": _proc_kb(baseline.process.pid, "VmHWM") / 1024,
-                     "server_peak_mb": _proc_kb(server.process.pid, "VmHWM") / 1024}
+            peaks = {
+                "baseline_peak_mb": _proc_kb(baseline.process.pid, "VmHWM") / 1024,
+                "server_peak_mb": _proc_kb(server.process.pid, "VmHWM") / 1024,
+            }
             # The server's own steps, timed alone here with its functions, on this case's body and an answer image.
             task = parse_task(decode_json(body))
-            answer_image = Image.open(io.BytesIO(base64.b64decode(
-                server.client.post("/invocations", content=body, headers={"content-type": "application/json"})
-                .json()["images"][0]))).convert("RGB")
+            answer_image = Image.open(
+                io.BytesIO(
+                    base64.b64decode(
+                        server.client.post(
+                            "/invocations", content=body, headers={"content-type": "application/json"}
+                        ).json()["images"][0]
+                    )
+                )
+            ).convert("RGB")
             parse_ms = _timed(lambda b=body: parse_task(decode_json(b)), rounds)
             encode_ms = _timed(lambda t=task, i=answer_image: _encode(t, [i]), rounds)
             direct_ms, served_ms, answer_ms = (statistics.median(values) for values in (direct, served, answered))
             # Differences are taken within a round (the two runs sat next to each other in time), then the median:
             # on a shared machine that is steadier than the difference of two medians.
-            results.append({
-                "case": name, "request_bytes": len(body), "response_bytes": response_bytes, "rounds": rounds,
-                "baseline_ms": direct_ms, "server_ms": served_ms,
-                "overhead_ms": _median_difference(served, direct), "ratio": served_ms / direct_ms,
-                "server_answer_ms": answer_ms, "answer_minus_baseline_ms": _median_difference(answered, direct),
-                "http_and_client_ms": _median_difference(served, answered),
-                "parse_alone_ms": parse_ms, "png_b64_json_encode_alone_ms": encode_ms,
-                "baseline_samples_ms": direct, "server_samples_ms": served, "server_answer_samples_ms": answered,
-                **peaks,
-                "peak_ratio": peaks["server_peak_mb"] / peaks["baseline_peak_mb"]})
+            results.append(
+                {
+                    "case": name,
+                    "request_bytes": len(body),
+                    "response_bytes": response_bytes,
+                    "rounds": rounds,
+                    "baseline_ms": direct_ms,
+                    "server_ms": served_ms,
+                    "overhead_ms": _median_difference(served, direct),
+                    "ratio": served_ms / direct_ms,
+                    "server_answer_ms": answer_ms,
+                    "answer_minus_baseline_ms": _median_difference(answered, direct),
+                    "http_and_client_ms": _median_difference(served, answered),
+                    "parse_alone_ms": parse_ms,
+                    "png_b64_json_encode_alone_ms": encode_ms,
+                    "baseline_samples_ms": direct,
+                    "server_samples_ms": served,
+                    "server_answer_samples_ms": answered,
+                    **peaks,
+                    "peak_ratio": peaks["server_peak_mb"] / peaks["baseline_peak_mb"],
+                }
+            )
             print(f"  {name}: pipeline {direct_ms:.0f} ms, via server {served_ms:.0f} ms", file=sys.stderr, flush=True)
     finally:
         baseline.close()
@@ -316,10 +387,12 @@ def markdown(report: dict) -> str:
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
-        lines.append(f"| {row['case']} | {row['baseline_ms']:.0f} | {row['server_ms']:.0f} | {row['overhead_ms']:.0f} "
-                     f"| {row['ratio']:.3f} | {row['answer_minus_baseline_ms']:.0f} | {row['http_and_client_ms']:.0f} "
-                     f"| {row['parse_alone_ms']:.1f} | {row['png_b64_json_encode_alone_ms']:.1f} "
-                     f"| {row['response_bytes']:,} |")
+        lines.append(
+            f"| {row['case']} | {row['baseline_ms']:.0f} | {row['server_ms']:.0f} | {row['overhead_ms']:.0f} "
+            f"| {row['ratio']:.3f} | {row['answer_minus_baseline_ms']:.0f} | {row['http_and_client_ms']:.0f} "
+            f"| {row['parse_alone_ms']:.1f} | {row['png_b64_json_encode_alone_ms']:.1f} "
+            f"| {row['response_bytes']:,} |"
+        )
     startup = report["startup"]
     ready_baseline, ready_server = startup["baseline_rss_ready_mb"], startup["server_rss_ready_mb"]
     lines += [
@@ -332,10 +405,15 @@ def markdown(report: dict) -> str:
         f"| {ready_server - ready_baseline:.0f} | {ready_server / ready_baseline:.2f} |",
     ]
     for row in rows:
-        lines.append(f"| {row['case']} | {row['baseline_peak_mb']:.0f} | {row['server_peak_mb']:.0f} "
-                     f"| {row['server_peak_mb'] - row['baseline_peak_mb']:.0f} | {row['peak_ratio']:.2f} |")
-    lines += ["", f"Load + warm-up: baseline {startup['baseline_load_and_warm_up_s']:.1f} s; server start to "
-                  f"`/ping` 200 {startup['server_start_to_ping_200_s']:.1f} s (includes the interpreter and imports)."]
+        lines.append(
+            f"| {row['case']} | {row['baseline_peak_mb']:.0f} | {row['server_peak_mb']:.0f} "
+            f"| {row['server_peak_mb'] - row['baseline_peak_mb']:.0f} | {row['peak_ratio']:.2f} |"
+        )
+    lines += [
+        "",
+        f"Load + warm-up: baseline {startup['baseline_load_and_warm_up_s']:.1f} s; server start to "
+        f"`/ping` 200 {startup['server_start_to_ping_200_s']:.1f} s (includes the interpreter and imports).",
+    ]
     return "\n".join(lines)
 
 
@@ -350,11 +428,21 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="bench-endpoint-") as workdir:
-        report = measure(args.rounds, args.threads, [int(side) for side in args.sizes.split(",")],
-                         args.edit_size or None, Path(workdir))
-    report["meta"] = {"utc": datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S"), "nproc": os.cpu_count(),
-                      "python": platform.python_version(), "threads": args.threads,
-                      "wall_s": time.perf_counter() - started, "command": " ".join(sys.argv)}
+        report = measure(
+            args.rounds,
+            args.threads,
+            [int(side) for side in args.sizes.split(",")],
+            args.edit_size or None,
+            Path(workdir),
+        )
+    report["meta"] = {
+        "utc": datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S"),
+        "nproc": os.cpu_count(),
+        "python": platform.python_version(),
+        "threads": args.threads,
+        "wall_s": time.perf_counter() - started,
+        "command": " ".join(sys.argv),
+    }
     print(markdown(report))
     print(f"\n{report['meta']['utc']} UTC, {report['meta']['wall_s']:.0f} s in all")
     if args.json:

@@ -59,8 +59,9 @@ def main() -> None:
             job = GenerateJob("a lighthouse at dusk", width, height, 1, "medium", False, 20)
             baseline = _median_ms(lambda j=job, f=output_format: encode(render(j, 0), f, None, False), rounds)
             event = lambda_harness.load_event("generate")
-            event["body"] = json.dumps({"model": "local-image", "prompt": "a lighthouse at dusk", "size": size,
-                                        "output_format": output_format})
+            event["body"] = json.dumps(
+                {"model": "local-image", "prompt": "a lighthouse at dusk", "size": size, "output_format": output_format}
+            )
             sizes = []
 
             def call(e=event, out=sizes):

@@ -21,8 +21,11 @@ from PIL import Image, ImageChops
 from darkroom.intake import IntakeLimits, open_image
 
 SIDES = {1: 1024, 4: 2048, 16: 4096}  # megapixels -> side of a square image
-FORMATS = {"png": {"format": "PNG", "compress_level": 6}, "jpeg": {"format": "JPEG", "quality": 90},
-           "webp": {"format": "WEBP", "quality": 90}}
+FORMATS = {
+    "png": {"format": "PNG", "compress_level": 6},
+    "jpeg": {"format": "JPEG", "quality": 90},
+    "webp": {"format": "WEBP", "quality": 90},
+}
 LIMITS = IntakeLimits(max_image_bytes=256 * 1024 * 1024)  # the cases, not the byte limit, are measured
 
 
@@ -76,8 +79,10 @@ def main() -> None:
                 plain.append(timed(pillow_decode, data))
                 checked.append(timed(intake, data))
             p, c = statistics.median(plain), statistics.median(checked)
-            print(f"| {megapixels} | {name} | {len(data) / 1024 / 1024:.1f} | {p:.1f} | {c:.1f} | {c / p:.2f} |",
-                  flush=True)
+            print(
+                f"| {megapixels} | {name} | {len(data) / 1024 / 1024:.1f} | {p:.1f} | {c:.1f} | {c / p:.2f} |",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

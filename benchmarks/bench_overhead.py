@@ -54,8 +54,9 @@ class InstantBackend:
 
     def prepared(self, width: int, height: int) -> Image.Image:
         if (width, height) not in self._images:
-            self._images[(width, height)] = render(GenerateJob("a lighthouse at dusk", width, height, 1, "medium",
-                                                               False, 20), 0)
+            self._images[(width, height)] = render(
+                GenerateJob("a lighthouse at dusk", width, height, 1, "medium", False, 20), 0
+            )
         return self._images[(width, height)]
 
     def generate(self, model, job):
@@ -120,23 +121,33 @@ def _png(side: int) -> bytes:
 def _events() -> dict[str, tuple[str, dict]]:
     """route -> (function, API Gateway event)."""
     generate = lambda_harness.load_event("generate")
-    generate["body"] = json.dumps({"model": "local-image", "prompt": "a lighthouse at dusk", "size": "1024x1024",
-                                   "output_format": "jpeg"})
+    generate["body"] = json.dumps(
+        {"model": "local-image", "prompt": "a lighthouse at dusk", "size": "1024x1024", "output_format": "jpeg"}
+    )
     small = _png(256)
-    request = httpx.Request("POST", "http://x/v1/images/edits", files=[("image", ("a.png", small, "image/png"))],
-                            data={"prompt": "put a hat on it", "model": "local-image", "size": "auto",
-                                  "output_format": "jpeg"})
+    request = httpx.Request(
+        "POST",
+        "http://x/v1/images/edits",
+        files=[("image", ("a.png", small, "image/png"))],
+        data={"prompt": "put a hat on it", "model": "local-image", "size": "auto", "output_format": "jpeg"},
+    )
     edit = lambda_harness.load_event("edit")
     edit["headers"] = dict(edit["headers"], **{"content-type": request.headers["content-type"]})
-    edit["multiValueHeaders"] = dict(edit.get("multiValueHeaders") or {},
-                                     **{"content-type": [request.headers["content-type"]]})
+    edit["multiValueHeaders"] = dict(
+        edit.get("multiValueHeaders") or {}, **{"content-type": [request.headers["content-type"]]}
+    )
     edit["body"] = base64.b64encode(request.read()).decode()
     edit["isBase64Encoded"] = True
     text = lambda_harness.load_event("responses-create")
     text["body"] = json.dumps({"model": "local-text", "input": "Say something about lighthouses."})
     tool = lambda_harness.load_event("responses-create")
-    tool["body"] = json.dumps({"model": "local-text", "input": "a lighthouse at dusk",
-                               "tools": [{"type": "image_generation", "size": "1024x1024", "output_format": "jpeg"}]})
+    tool["body"] = json.dumps(
+        {
+            "model": "local-text",
+            "input": "a lighthouse at dusk",
+            "tools": [{"type": "image_generation", "size": "1024x1024", "output_format": "jpeg"}],
+        }
+    )
     return {
         "models list (baseline)": ("models", lambda_harness.load_event("models-list")),
         "generate 1024x1024 jpeg": ("generate", generate),
@@ -166,8 +177,10 @@ def main() -> None:
         stub.prepared(1024, 1024)
         stub.prepared(256, 256)
         results, sink = {}, io.StringIO()
-        routes = {route: (lambda_harness.load_handler(function), function, event)
-                  for route, (function, event) in _events().items()}
+        routes = {
+            route: (lambda_harness.load_handler(function), function, event)
+            for route, (function, event) in _events().items()
+        }
         samples = {route: [] for route in routes}
         aws_ms = {route: [] for route in routes}
         calls: dict[str, dict] = {}
@@ -192,26 +205,40 @@ def main() -> None:
                 largest[route] = max([largest[route], *counter.dynamodb_request_bytes])
                 last_body[route] = result["body"]
         for route, (_, function, _) in routes.items():
-            results[route] = {"function": function, "median_ms": statistics.median(samples[route]),
-                              "aws_ms": statistics.median(aws_ms[route]), "calls": calls[route],
-                              "transact_items": transact[route], "largest_dynamodb_request_bytes": largest[route],
-                              "response_bytes": len(last_body[route])}
+            results[route] = {
+                "function": function,
+                "median_ms": statistics.median(samples[route]),
+                "aws_ms": statistics.median(aws_ms[route]),
+                "calls": calls[route],
+                "transact_items": transact[route],
+                "largest_dynamodb_request_bytes": largest[route],
+                "response_bytes": len(last_body[route]),
+            }
     base = results["models list (baseline)"]["median_ms"]
-    print(f"Median of {args.rounds} warm requests per route; inference stubbed out (instant); "
-          "ratio = route / models list.\n")
-    print("| route | handler median (ms) | ratio to models list | in AWS calls, botocore + moto (ms) "
-          "| handler minus AWS calls (ms) | AWS calls / request | response (bytes) |")
+    print(
+        f"Median of {args.rounds} warm requests per route; inference stubbed out (instant); "
+        "ratio = route / models list.\n"
+    )
+    print(
+        "| route | handler median (ms) | ratio to models list | in AWS calls, botocore + moto (ms) "
+        "| handler minus AWS calls (ms) | AWS calls / request | response (bytes) |"
+    )
     print("|---|---:|---:|---:|---:|---:|---:|")
     for route, r in results.items():
-        print(f"| {route} | {r['median_ms']:.1f} | {r['median_ms'] / base:.2f} | {r['aws_ms']:.1f} "
-              f"| {r['median_ms'] - r['aws_ms']:.1f} | {sum(r['calls'].values())} | {r['response_bytes']:,} |")
+        print(
+            f"| {route} | {r['median_ms']:.1f} | {r['median_ms'] / base:.2f} | {r['aws_ms']:.1f} "
+            f"| {r['median_ms'] - r['aws_ms']:.1f} | {sum(r['calls'].values())} | {r['response_bytes']:,} |"
+        )
     print("\nAWS API calls per warm request, by service.operation:\n")
     operations = sorted({op for r in results.values() for op in r["calls"]})
     print("| route | " + " | ".join(operations) + " | items in TransactWriteItems | largest DynamoDB request (bytes) |")
     print("|---|" + "---:|" * (len(operations) + 2))
     for route, r in results.items():
-        print(f"| {route} | " + " | ".join(str(r["calls"].get(op, 0)) for op in operations)
-              + f" | {r['transact_items']} | {r['largest_dynamodb_request_bytes']:,} |")
+        print(
+            f"| {route} | "
+            + " | ".join(str(r["calls"].get(op, 0)) for op in operations)
+            + f" | {r['transact_items']} | {r['largest_dynamodb_request_bytes']:,} |"
+        )
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"rounds": args.rounds, "routes": results}, indent=2) + "\n")

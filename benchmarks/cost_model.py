@@ -71,15 +71,21 @@ def wru(route: dict) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--input", type=Path, default=ROOT / "benchmarks" / "results" / "overhead.json")
-    parser.add_argument("--inference-seconds", type=float, default=5.0,
-                        help="assumed model time per 1024x1024 image on one ml.g5.xlarge (not measured)")
+    parser.add_argument(
+        "--inference-seconds",
+        type=float,
+        default=5.0,
+        help="assumed model time per 1024x1024 image on one ml.g5.xlarge (not measured)",
+    )
     args = parser.parse_args()
     measured = json.loads(args.input.read_text())["routes"]
     memory = memory_mb((ROOT / "template.yaml").read_text())
     infer = args.inference_seconds
     per_k = 1000
-    print(f"Per 1,000 images (n=1), us-east-1, USD. Lambda waits synchronously for inference: assumed {infer:g} s "
-          f"per image; darkroom's own time = bench_overhead handler median.\n")
+    print(
+        f"Per 1,000 images (n=1), us-east-1, USD. Lambda waits synchronously for inference: assumed {infer:g} s "
+        f"per image; darkroom's own time = bench_overhead handler median.\n"
+    )
     print("| item | " + " | ".join(ROUTES) + " |")
     print("|---|" + "---:|" * len(ROUTES))
     rows: dict[str, list[float]] = {}
@@ -112,10 +118,13 @@ def main() -> None:
         print(f"| {name} | " + " | ".join(f"{v:.4f}" for v in values) + " |")
     totals = [sum(values) for values in zip(*rows.values(), strict=True)]
     print("| **AWS around the model, total** | " + " | ".join(f"**{t:.4f}**" for t in totals) + " |")
-    print(f"\nInference on a SageMaker real-time endpoint, ml.g5.xlarge at ${SAGEMAKER_G5_XLARGE_HOUR}/hour, "
-          f"{infer:g} s per image (one at a time = {3600 / infer:.0f} images/hour at full use):\n")
-    print("| GPU utilisation | images/hour | inference per 1,000 images | AWS around the model / inference "
-          "(generate) |")
+    print(
+        f"\nInference on a SageMaker real-time endpoint, ml.g5.xlarge at ${SAGEMAKER_G5_XLARGE_HOUR}/hour, "
+        f"{infer:g} s per image (one at a time = {3600 / infer:.0f} images/hour at full use):\n"
+    )
+    print(
+        "| GPU utilisation | images/hour | inference per 1,000 images | AWS around the model / inference (generate) |"
+    )
     print("|---:|---:|---:|---:|")
     for share in UTILISATIONS:
         per_hour = 3600 / infer * share

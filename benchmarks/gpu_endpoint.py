@@ -89,9 +89,15 @@ def load_through_server(family: str, configs: dict[str, dict], device: Any) -> t
         started = time.perf_counter()
         pipeline = build_pipeline(family, configs, device, dtype)
         _synchronize(device)
-        built.update(dtype=str(dtype).removeprefix("torch."), build_s=time.perf_counter() - started,
-                     parameters={name: sum(p.numel() for p in module.parameters())
-                                 for name, module in pipeline.components.items() if hasattr(module, "parameters")})
+        built.update(
+            dtype=str(dtype).removeprefix("torch."),
+            build_s=time.perf_counter() - started,
+            parameters={
+                name: sum(p.numel() for p in module.parameters())
+                for name, module in pipeline.components.items()
+                if hasattr(module, "parameters")
+            },
+        )
         return pipeline
 
     with tempfile.TemporaryDirectory(prefix=f"gpu-endpoint-{family}-") as directory:
@@ -119,8 +125,10 @@ def _gib(count: int) -> float:
 
 # -- measuring --------------------------------------------------------------------------------------------------------
 
-def bench_family(family: str, configs: dict[str, dict], device: Any, size: int, qualities: list[str],
-                 rounds: int) -> dict:
+
+def bench_family(
+    family: str, configs: dict[str, dict], device: Any, size: int, qualities: list[str], rounds: int
+) -> dict:
     """Build, load through the server, warm up as the server does, then time ``ModelSet.run`` per quality."""
     import torch
 
@@ -139,14 +147,24 @@ def bench_family(family: str, configs: dict[str, dict], device: Any, size: int, 
     _synchronize(device)
     warm_up_s = time.perf_counter() - started
     diffusion = models.diffusion
-    result = {"family": family, "pipeline": type(diffusion.text2image).__name__, "dtype": built["dtype"],
-              "parameters": built["parameters"], "parameters_total": sum(built["parameters"].values()),
-              "build_s": built["build_s"], "load_s": load_s, "server_warm_up_s": warm_up_s,
-              "weights_gib": _gib(weights), "size": size, "qualities": []}
+    result = {
+        "family": family,
+        "pipeline": type(diffusion.text2image).__name__,
+        "dtype": built["dtype"],
+        "parameters": built["parameters"],
+        "parameters_total": sum(built["parameters"].values()),
+        "build_s": built["build_s"],
+        "load_s": load_s,
+        "server_warm_up_s": warm_up_s,
+        "weights_gib": _gib(weights),
+        "size": size,
+        "qualities": [],
+    }
     for quality in qualities:
         preset = diffusion.quality.presets[quality]
-        task = ImageTask(task="generate", prompt=PROMPT, width=size, height=size, num_images=1, quality=quality,
-                         seed=SEED)
+        task = ImageTask(
+            task="generate", prompt=PROMPT, width=size, height=size, num_images=1, quality=quality, seed=SEED
+        )
         if cuda:
             torch.cuda.reset_peak_memory_stats(device)
         started = time.perf_counter()
@@ -161,11 +179,19 @@ def bench_family(family: str, configs: dict[str, dict], device: Any, size: int, 
             samples.append(time.perf_counter() - started)
             assert len(images) == 1 and images[0].size == (size, size)
         median = statistics.median(samples)
-        result["qualities"].append({
-            "quality": quality, "steps": preset.steps, "guidance": preset.guidance, "first_request_s": first_s,
-            "seconds_per_image": median, "samples_s": samples, "images_per_hour": 3600 / median,
-            "peak_allocated_gib": _gib(torch.cuda.max_memory_allocated(device)) if cuda else None,
-            "peak_reserved_gib": _gib(torch.cuda.max_memory_reserved(device)) if cuda else None})
+        result["qualities"].append(
+            {
+                "quality": quality,
+                "steps": preset.steps,
+                "guidance": preset.guidance,
+                "first_request_s": first_s,
+                "seconds_per_image": median,
+                "samples_s": samples,
+                "images_per_hour": 3600 / median,
+                "peak_allocated_gib": _gib(torch.cuda.max_memory_allocated(device)) if cuda else None,
+                "peak_reserved_gib": _gib(torch.cuda.max_memory_reserved(device)) if cuda else None,
+            }
+        )
         print(f"  {family} {quality}: {median:.2f} s/image", file=sys.stderr, flush=True)
     del models, diffusion
     gc.collect()
@@ -181,8 +207,11 @@ def meta_parameter_counts() -> dict[str, dict[str, int]]:
     counts = {}
     for family, configs in FULL.items():
         pipeline = build_pipeline(family, configs, torch.device("meta"), torch.float32)
-        counts[family] = {name: sum(p.numel() for p in module.parameters())
-                          for name, module in pipeline.components.items() if hasattr(module, "parameters")}
+        counts[family] = {
+            name: sum(p.numel() for p in module.parameters())
+            for name, module in pipeline.components.items()
+            if hasattr(module, "parameters")
+        }
     return counts
 
 
@@ -195,11 +224,24 @@ def half_precision_check(family: str) -> dict:
     dtype = getattr(torch, GPU_DTYPES[family])
     started = time.perf_counter()
     pipeline = build_pipeline(family, tiny_configs(family), torch.device("cpu"), dtype)
-    dtypes = sorted({str(tensor.dtype).removeprefix("torch.") for module in pipeline.components.values()
-                     if hasattr(module, "parameters") for tensor in module.parameters()})
+    dtypes = sorted(
+        {
+            str(tensor.dtype).removeprefix("torch.")
+            for module in pipeline.components.values()
+            if hasattr(module, "parameters")
+            for tensor in module.parameters()
+        }
+    )
     pipeline.set_progress_bar_config(disable=True)
-    image = pipeline(prompt=PROMPT, num_inference_steps=2, guidance_scale=5.0, width=256, height=256,
-                     output_type="pil", generator=torch.Generator().manual_seed(SEED)).images[0]
+    image = pipeline(
+        prompt=PROMPT,
+        num_inference_steps=2,
+        guidance_scale=5.0,
+        width=256,
+        height=256,
+        output_type="pil",
+        generator=torch.Generator().manual_seed(SEED),
+    ).images[0]
     if dtypes != [str(dtype).removeprefix("torch.")] or image.size != (256, 256):
         raise RuntimeError(f"{family}: built in {dtypes}, made {image.size}")
     if torch.get_default_dtype() != torch.float32:
@@ -209,9 +251,11 @@ def half_precision_check(family: str) -> dict:
 
 def markdown(report: dict) -> str:
     """The table docs/benchmarks.md shows."""
-    lines = ["| family | dtype | parameters | quality (steps, guidance) | build (s) | server warm-up (s) "
-             "| first request (s) | s / image (median) | images / hour | weights (GiB) | peak allocated (GiB) |",
-             "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| family | dtype | parameters | quality (steps, guidance) | build (s) | server warm-up (s) "
+        "| first request (s) | s / image (median) | images / hour | weights (GiB) | peak allocated (GiB) |",
+        "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for family in report["families"]:
         for row in family["qualities"]:
             peak = "-" if row["peak_allocated_gib"] is None else f"{row['peak_allocated_gib']:.1f}"
@@ -220,15 +264,21 @@ def markdown(report: dict) -> str:
                 f"| {family['pipeline']} | {family['dtype']} | {_count(family['parameters_total'])} "
                 f"| {row['quality']} ({row['steps']}, {row['guidance']:g}) | {family['build_s']:.1f} "
                 f"| {family['server_warm_up_s']:.1f} | {row['first_request_s']:.2f} | {row['seconds_per_image']:.2f} "
-                f"| {row['images_per_hour']:.0f} | {weights} | {peak} |")
+                f"| {row['images_per_hour']:.0f} | {weights} | {peak} |"
+            )
     return "\n".join(lines)
 
 
 def preflight() -> list[str]:
     """What is missing for this script, in words (an empty list when nothing is)."""
     missing = []
-    for module, hint in (("torch", "torch"), ("transformers", "transformers"), ("tokenizers", "tokenizers"),
-                         ("PIL", "Pillow (carry its wheel)"), ("diffusers", "diffusers 0.42.1 (carry its wheel)")):
+    for module, hint in (
+        ("torch", "torch"),
+        ("transformers", "transformers"),
+        ("tokenizers", "tokenizers"),
+        ("PIL", "Pillow (carry its wheel)"),
+        ("diffusers", "diffusers 0.42.1 (carry its wheel)"),
+    ):
         try:
             importlib.import_module(module)
         except ImportError as error:
@@ -244,8 +294,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, help="timed runs per quality (default 3; 1 with --tiny-check)")
     parser.add_argument("--size", type=int, help="square side in pixels (default 1024; 256 with --tiny-check)")
     parser.add_argument("--device", default="auto", help="auto (CUDA when there is a GPU), cuda, cuda:1, cpu")
-    parser.add_argument("--tiny-check", action="store_true",
-                        help="shrunken configs at 256 px (runs on the CPU): proves the code path, measures nothing")
+    parser.add_argument(
+        "--tiny-check",
+        action="store_true",
+        help="shrunken configs at 256 px (runs on the CPU): proves the code path, measures nothing",
+    )
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args(argv)
     families = [name.strip() for name in args.families.split(",") if name.strip()]
@@ -264,20 +317,31 @@ def main(argv: list[str] | None = None) -> int:
 
     device = resolve_device(args.device)
     if device.type != "cuda" and not args.tiny_check:
-        print("gpu_endpoint: no GPU here; full-size pipelines on the CPU would take hours. Use --tiny-check to prove "
-              "the code path, or --device cuda on a GPU machine.", file=sys.stderr)
+        print(
+            "gpu_endpoint: no GPU here; full-size pipelines on the CPU would take hours. Use --tiny-check to prove "
+            "the code path, or --device cuda on a GPU machine.",
+            file=sys.stderr,
+        )
         return 2
     rounds = args.rounds or (1 if args.tiny_check else 3)
     size = args.size or (256 if args.tiny_check else 1024)
     warnings.filterwarnings("ignore", message=".*invalid value encountered in cast.*")  # random weights: NaN pixels
     report: dict[str, Any] = {
-        "meta": {"utc": datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S"), "command": " ".join(sys.argv),
-                 "tiny_check": args.tiny_check, "device": str(device),
-                 "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
-                 "python": platform.python_version(), "torch": torch.__version__,
-                 "transformers": transformers.__version__, "diffusers": diffusers.__version__,
-                 "size": size, "rounds": rounds},
-        "families": []}
+        "meta": {
+            "utc": datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S"),
+            "command": " ".join(sys.argv),
+            "tiny_check": args.tiny_check,
+            "device": str(device),
+            "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+            "diffusers": diffusers.__version__,
+            "size": size,
+            "rounds": rounds,
+        },
+        "families": [],
+    }
     if args.tiny_check:
         report["full_size_parameters"] = meta_parameter_counts()
         for family, counts in report["full_size_parameters"].items():

@@ -71,8 +71,9 @@ def plot(data: dict, output: Path, subtitle: str) -> None:
     def py(mb: float) -> float:
         return y0 - (y0 - y1) * mb / y_max
 
-    draw.text((WIDTH / 2, 14), "Peak memory of one edit request vs input file size", fill="black", font=title,
-              anchor="ma")
+    draw.text(
+        (WIDTH / 2, 14), "Peak memory of one edit request vs input file size", fill="black", font=title, anchor="ma"
+    )
     draw.text((WIDTH / 2, 44), subtitle, fill=(90, 90, 90), font=small, anchor="ma")
     value = 0.0
     while value <= y_max + 1e-9:  # horizontal grid + y ticks
@@ -103,9 +104,13 @@ def plot(data: dict, output: Path, subtitle: str) -> None:
             _marker(draw, x, y, kind, colour)
     last = cases[-1]
     for key, _, colour, _ in SERIES[:1]:
-        draw.text((px(last["bytes"] / MIB) - 12, py(last[key] / MIB) + 14),
-                  f"{last[key] / MIB:.0f} MB = {last[key] / last['bytes']:.1f}x file", fill=colour, font=small,
-                  anchor="ra")
+        draw.text(
+            (px(last["bytes"] / MIB) - 12, py(last[key] / MIB) + 14),
+            f"{last[key] / MIB:.0f} MB = {last[key] / last['bytes']:.1f}x file",
+            fill=colour,
+            font=small,
+            anchor="ra",
+        )
     # Legend (top left, inside the plot).
     lx, ly = x0 + 20, y1 + 12
     draw.rectangle((lx - 10, ly - 8, lx + 380, ly + 4 * 26), fill="white", outline=(180, 180, 180))
@@ -126,8 +131,11 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--input", type=Path, default=ROOT / "benchmarks" / "results" / "edit-memory.json")
     parser.add_argument("--output", type=Path, default=ROOT / "docs" / "benchmarks-memory.png")
-    parser.add_argument("--subtitle", default="bench_edit_memory.py: fresh process per case, RSS sampled every "
-                                              "0.5 ms, against moto; intake overlaps the Pillow decode")
+    parser.add_argument(
+        "--subtitle",
+        default="bench_edit_memory.py: fresh process per case, RSS sampled every "
+        "0.5 ms, against moto; intake overlaps the Pillow decode",
+    )
     args = parser.parse_args()
     plot(json.loads(args.input.read_text()), args.output, args.subtitle)
     print(f"wrote {args.output.relative_to(ROOT) if args.output.is_relative_to(ROOT) else args.output}")

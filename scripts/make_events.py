@@ -25,8 +25,11 @@ from darkroom.local.template import Stack  # noqa: E402
 from lambda_harness import EVENT_FILE_ID, EVENT_KEY, EVENT_UPLOAD_ID  # noqa: E402
 
 EVENTS = {
-    "generate": ("POST", "/v1/images/generations",
-                 {"model": "local-image", "prompt": "a lighthouse at dusk, oil on canvas", "size": "512x512", "n": 1}),
+    "generate": (
+        "POST",
+        "/v1/images/generations",
+        {"model": "local-image", "prompt": "a lighthouse at dusk, oil on canvas", "size": "512x512", "n": 1},
+    ),
     "edit": ("POST", "/v1/images/edits", "edit-multipart"),
     "models-list": ("GET", "/v1/models", None),
     "models-retrieve": ("GET", "/v1/models/local-image", None),
@@ -34,14 +37,24 @@ EVENTS = {
     "files-list": ("GET", "/v1/files", None),
     "files-retrieve": ("GET", f"/v1/files/{EVENT_FILE_ID}", None),
     "files-delete": ("DELETE", f"/v1/files/{EVENT_FILE_ID}", None),
-    "uploads-create": ("POST", "/v1/uploads",
-                       {"filename": "lighthouse.png", "purpose": "vision", "bytes": 2048, "mime_type": "image/png"}),
+    "uploads-create": (
+        "POST",
+        "/v1/uploads",
+        {"filename": "lighthouse.png", "purpose": "vision", "bytes": 2048, "mime_type": "image/png"},
+    ),
     "uploads-complete": ("POST", f"/v1/uploads/{EVENT_UPLOAD_ID}/complete", {"part_ids": []}),
     "responses-create": ("POST", "/v1/responses", {"model": "local-text", "input": "Say something about lighthouses."}),
     "responses-retrieve": ("GET", "/v1/responses/resp_00000000000000000000000000000000", None),
-    "responses-create-background": ("POST", "/v1/responses", {
-        "model": "local-image", "input": "a lighthouse at dusk", "background": True,
-        "tools": [{"type": "image_generation", "size": "1024x1024", "quality": "high"}]}),
+    "responses-create-background": (
+        "POST",
+        "/v1/responses",
+        {
+            "model": "local-image",
+            "input": "a lighthouse at dusk",
+            "background": True,
+            "tools": [{"type": "image_generation", "size": "1024x1024", "quality": "high"}],
+        },
+    ),
     "responses-cancel": ("POST", "/v1/responses/resp_00000000000000000000000000000000/cancel", None),
     "console-playground": ("GET", "/playground", None),
     "usage": ("GET", "/v1/usage?start_date=2026-11-01&end_date=2026-11-30", None),
@@ -55,9 +68,13 @@ def _files_multipart() -> tuple[str, bytes]:
     buffer = io.BytesIO()
     Image.new("RGB", (32, 32), (200, 60, 40)).save(buffer, format="PNG")
     content_type = "multipart/form-data; boundary=darkroom-event-boundary"
-    request = httpx.Request("POST", "http://example/v1/files", headers={"content-type": content_type},
-                            files=[("file", ("swatch.png", buffer.getvalue(), "image/png"))],
-                            data={"purpose": "vision"})
+    request = httpx.Request(
+        "POST",
+        "http://example/v1/files",
+        headers={"content-type": content_type},
+        files=[("file", ("swatch.png", buffer.getvalue(), "image/png"))],
+        data={"purpose": "vision"},
+    )
     return content_type, request.read()
 
 
@@ -73,9 +90,13 @@ def _edit_multipart() -> tuple[str, bytes]:
         picture.save(buffer, format="PNG")
         files.append((name, (f"{name}.png", buffer.getvalue(), "image/png")))
     content_type = "multipart/form-data; boundary=darkroom-event-boundary"
-    request = httpx.Request("POST", "http://example/v1/images/edits", files=files,
-                            headers={"content-type": content_type},
-                            data={"prompt": "put a red hat on it", "model": "local-image", "size": "auto"})
+    request = httpx.Request(
+        "POST",
+        "http://example/v1/images/edits",
+        files=files,
+        headers={"content-type": content_type},
+        data={"prompt": "put a red hat on it", "model": "local-image", "size": "auto"},
+    )
     return content_type, request.read()
 
 
@@ -86,8 +107,12 @@ def main() -> None:
         route_path = urlsplit(path).path  # without the query string
         route = next(r for r in stack.routes() if r.method == method and _route_pattern(r.path).match(route_path))
         params = _route_pattern(route.path).match(route_path).groupdict()
-        headers = [("accept", "application/json"), ("authorization", f"Bearer {EVENT_KEY}"),
-                   ("host", "example.execute-api.us-east-1.amazonaws.com"), ("user-agent", "OpenAI/Python 3.54.0")]
+        headers = [
+            ("accept", "application/json"),
+            ("authorization", f"Bearer {EVENT_KEY}"),
+            ("host", "example.execute-api.us-east-1.amazonaws.com"),
+            ("user-agent", "OpenAI/Python 3.54.0"),
+        ]
         raw = b""
         if body == "edit-multipart":
             content_type, raw = _edit_multipart()
@@ -107,20 +132,33 @@ def main() -> None:
             # The API's REQUEST authorizer (`sam local invoke AuthorizerFunction -e events/authorizer.json`), as
             # API Gateway calls it before this route: the request without its body, and the method ARN.
             (ROOT / "events" / "authorizer.json").write_text(
-                json.dumps(authorizer_event(stack.region, event), indent=2) + "\n")
+                json.dumps(authorizer_event(stack.region, event), indent=2) + "\n"
+            )
     (ROOT / "events" / "worker-job.json").write_text(json.dumps(_job_event(), indent=2) + "\n")
 
 
 def _job_event() -> dict:
     body = json.dumps({"tenant_id": "tnt_0000000000000000", "response_id": EVENT_RESPONSE_ID}, separators=(",", ":"))
-    return {"Records": [{
-        "messageId": "00000000-0000-4000-8000-000000000001", "receiptHandle": "AQEB-example-receipt-handle",
-        "body": body, "attributes": {"ApproximateReceiveCount": "1", "SentTimestamp": "1795000000000",
-                                     "SenderId": "AROAEXAMPLE", "ApproximateFirstReceiveTimestamp": "1795000000001"},
-        "messageAttributes": {}, "md5OfBody": hashlib.md5(body.encode(), usedforsecurity=False).hexdigest(),
-        "eventSource": "aws:sqs", "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:darkroom-JobsQueue",
-        "awsRegion": "us-east-1",
-    }]}
+    return {
+        "Records": [
+            {
+                "messageId": "00000000-0000-4000-8000-000000000001",
+                "receiptHandle": "AQEB-example-receipt-handle",
+                "body": body,
+                "attributes": {
+                    "ApproximateReceiveCount": "1",
+                    "SentTimestamp": "1795000000000",
+                    "SenderId": "AROAEXAMPLE",
+                    "ApproximateFirstReceiveTimestamp": "1795000000001",
+                },
+                "messageAttributes": {},
+                "md5OfBody": hashlib.md5(body.encode(), usedforsecurity=False).hexdigest(),
+                "eventSource": "aws:sqs",
+                "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:darkroom-JobsQueue",
+                "awsRegion": "us-east-1",
+            }
+        ]
+    }
 
 
 if __name__ == "__main__":

@@ -28,7 +28,8 @@ def main(path: str) -> int:
     # `sam package` replaces local code folders with S3 locations before the transform; do the same.
     for name, resource in template["Resources"].items():
         key = {"AWS::Serverless::Function": "CodeUri", "AWS::Serverless::LayerVersion": "ContentUri"}.get(
-            resource["Type"])
+            resource["Type"]
+        )
         if key:
             resource["Properties"][key] = f"s3://packaged-code/{name}.zip"
     try:

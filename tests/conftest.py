@@ -13,8 +13,9 @@ os.environ.setdefault("POWERTOOLS_METRICS_NAMESPACE", "darkroom")
 os.environ.setdefault("POWERTOOLS_SERVICE_NAME", "darkroom")
 for _name in ("AWS_ENDPOINT_URL",):
     os.environ.pop(_name, None)
-os.environ.update({"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                   "AWS_DEFAULT_REGION": "us-east-1"})
+os.environ.update(
+    {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+)
 
 
 @pytest.fixture
@@ -39,7 +40,8 @@ def tenant(svc):
     """A tenant whose key is the one in events/*.json."""
     from darkroom.tenancy import Limits
 
-    created = svc.directory.create_tenant("acme", Limits(images_per_minute=20, images_per_day=100,
-                                                         requests_per_minute=30))
+    created = svc.directory.create_tenant(
+        "acme", Limits(images_per_minute=20, images_per_day=100, requests_per_minute=30)
+    )
     svc.directory.issue_key(created.tenant_id, secret=EVENT_KEY)
     return created

@@ -35,9 +35,14 @@ def emitted(out: str) -> list[Point]:
             for metric in directive["Metrics"]:
                 value = document[metric["Name"]]
                 for dimension_set in directive["Dimensions"]:
-                    found.append(Point(directive["Namespace"], metric["Name"],
-                                       {name: document[name] for name in dimension_set},
-                                       value if isinstance(value, list) else [value]))
+                    found.append(
+                        Point(
+                            directive["Namespace"],
+                            metric["Name"],
+                            {name: document[name] for name in dimension_set},
+                            value if isinstance(value, list) else [value],
+                        )
+                    )
     return found
 
 

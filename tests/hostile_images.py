@@ -50,8 +50,13 @@ def png(side: int, *, colour_type: int = 6, before_idat: bytes = b"", row: bytes
     parts = [compressor.compress(line) for _ in range(side)]
     compressed = b"".join(parts) + compressor.flush()
     header = struct.pack(">IIBBBBB", side, side, 8, colour_type, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", header) + before_idat + _chunk(b"IDAT", compressed)
-            + _chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _chunk(b"IHDR", header)
+        + before_idat
+        + _chunk(b"IDAT", compressed)
+        + _chunk(b"IEND", b"")
+    )
 
 
 def zero_rgba_png(side: int = 6324) -> bytes:

@@ -101,7 +101,7 @@ def _parse_exports(lines: list[str]) -> dict[str, str]:
     exported: dict[str, str] = {}
     for line in lines:
         if line.startswith("export ") and "=" in line:
-            name, _, value = line[len("export "):].partition("=")
+            name, _, value = line[len("export ") :].partition("=")
             exported[name.strip()] = "".join(shlex.split(value))  # the shell's reading of the quoted value
     return exported
 
@@ -148,15 +148,23 @@ def clean_environment() -> dict[str, str]:
 
 
 @contextmanager
-def serve(extra_env: dict[str, str], *, args: tuple[str, ...] = (),
-          startup_seconds: float = STARTUP_DEADLINE_SECONDS) -> Iterator[dict[str, str]]:
+def serve(
+    extra_env: dict[str, str], *, args: tuple[str, ...] = (), startup_seconds: float = STARTUP_DEADLINE_SECONDS
+) -> Iterator[dict[str, str]]:
     """Start ONE local stack with ``extra_env`` (and ``args``, e.g. ``--model-server``); yield its exported
     environment; stop it and everything it started (function containers, a model server)."""
     env = clean_environment() | {"PYTHONUNBUFFERED": "1"} | extra_env
     process = subprocess.Popen(
         [sys.executable, "-m", "darkroom.cli", "serve", *args, "--host", "127.0.0.1", "--port", "0"],
-        env=env, cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        text=True, errors="replace", bufsize=1, start_new_session=True,
+        env=env,
+        cwd=REPO,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        errors="replace",
+        bufsize=1,
+        start_new_session=True,
     )
     output = _Output(process.stdout)
     descendants: set[int] = set()

@@ -38,7 +38,8 @@ def _load(name: str) -> dict:
 
 REGISTRY = Registry().with_resources(
     (_BASE + path.name, Resource.from_contents(_load(path.name)))
-    for path in sorted(SCHEMAS.glob("*.json")) if path.name != "deviations.json"
+    for path in sorted(SCHEMAS.glob("*.json"))
+    if path.name != "deviations.json"
 )
 DEVIATIONS: list[dict] = _load("deviations.json")["deviations"]
 
@@ -86,14 +87,18 @@ def _deviation(schema: str, pointer: str, value: Any) -> dict | None:
     """The DEVIATIONS entry that allows ``value`` at ``pointer`` of a ``schema`` body, if any (``*``: any index)."""
     for entry in DEVIATIONS:
         pattern = "^" + re.escape(entry["path"]).replace(r"\*", r"[^/]+") + "$"
-        if entry["schema"] == schema and re.match(pattern, pointer) and Draft202012Validator(
-                entry["allow"]).is_valid(value):
+        if (
+            entry["schema"] == schema
+            and re.match(pattern, pointer)
+            and Draft202012Validator(entry["allow"]).is_valid(value)
+        ):
             return entry
     return None
 
 
-def violations(schema: str, body: Any, where: str = "", prefix: str = "", stats: Counter | None = None
-               ) -> list[Violation]:
+def violations(
+    schema: str, body: Any, where: str = "", prefix: str = "", stats: Counter | None = None
+) -> list[Violation]:
     """Every way ``body`` breaks ``schema`` that no deviation allows, at the most precise place known."""
 
     def resolve(error) -> list[Violation]:
@@ -140,8 +145,9 @@ def _route(method: str, path: str) -> str | None:
     return None
 
 
-def check(method: str, path: str, status: int, content_type: str, body: bytes,
-          stats: Counter | None = None) -> list[Violation]:
+def check(
+    method: str, path: str, status: int, content_type: str, body: bytes, stats: Counter | None = None
+) -> list[Violation]:
     """Check one answer: ``path`` is under the API base (``/responses/resp_1``), ``body`` its bytes."""
     stats = stats if stats is not None else Counter()
     where = f"{method} /v1{path} -> {status}"
@@ -187,7 +193,7 @@ class Recorder:
         base = next((b for b in self.bases if url == b or url.startswith(b + "/") or url.startswith(b + "?")), None)
         if base is None:
             return
-        path = urlsplit(url[len(base):] or "/").path or "/"
+        path = urlsplit(url[len(base) :] or "/").path or "/"
         with self.lock:
             self.pending += check(method, path, status, content_type, body, self.stats)
 
@@ -220,8 +226,7 @@ def install() -> list[tuple[type, Any]]:
             url = str(request.url)
             if any(url.startswith(base) for base in RECORDER.bases):
                 body = response.read()  # a stream too: darkroom sends it whole; iter_bytes replays the content
-                RECORDER.seen(request.method, url, response.status_code,
-                              response.headers.get("content-type", ""), body)
+                RECORDER.seen(request.method, url, response.status_code, response.headers.get("content-type", ""), body)
             return response
 
         saved.append((cls, original))
@@ -236,5 +241,10 @@ def uninstall(saved: list[tuple[type, Any]]) -> None:
 
 def report(found: list[Violation]) -> str:
     lines = [f"{len(found)} OpenAI schema violation(s) (tests/schemas/openai; deviations.json lists the allowed):"]
-    return "\n".join([*lines, *(f"  {item}" for item in found[:40]),
-                      *([f"  ... and {len(found) - 40} more"] if len(found) > 40 else [])])
+    return "\n".join(
+        [
+            *lines,
+            *(f"  {item}" for item in found[:40]),
+            *([f"  ... and {len(found) - 40} more"] if len(found) > 40 else []),
+        ]
+    )

@@ -26,8 +26,11 @@ def main(argv: list[str] | None = None) -> int:
     serve = commands.add_parser("serve", help="serve GET /ping and POST /invocations (what SageMaker runs)")
     serve.add_argument("--host", help="address to listen on (default: DARKROOM_ENDPOINT_HOST or 0.0.0.0)")
     serve.add_argument("--port", type=int, help="port to listen on (default: SAGEMAKER_BIND_TO_PORT or 8080)")
-    serve.add_argument("--emulate-runtime", action="store_true",
-                       help="also serve the local SageMaker Runtime emulator (local stack and tests only)")
+    serve.add_argument(
+        "--emulate-runtime",
+        action="store_true",
+        help="also serve the local SageMaker Runtime emulator (local stack and tests only)",
+    )
     tiny = commands.add_parser("tiny", help="write tiny random-weight models into DIR")
     tiny.add_argument("directory", type=Path)
     tiny.add_argument("--family", choices=("sdxl", "flux"), default="sdxl")
@@ -46,12 +49,14 @@ def _serve(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     settings = Settings.from_env()
-    settings = dataclasses.replace(settings, host=args.host or settings.host,
-                                   port=settings.port if args.port is None else args.port)
+    settings = dataclasses.replace(
+        settings, host=args.host or settings.host, port=settings.port if args.port is None else args.port
+    )
     app = create_app(settings, emulate_runtime=args.emulate_runtime)
     # One worker process: the GPU runs one job at a time anyway, and the queue's bound is per process.
-    config = uvicorn.Config(app, host=settings.host, port=settings.port, workers=1, log_level="info",
-                            access_log=False, lifespan="on")
+    config = uvicorn.Config(
+        app, host=settings.host, port=settings.port, workers=1, log_level="info", access_log=False, lifespan="on"
+    )
     server = _AnnouncingServer(config, emulate_runtime=args.emulate_runtime)
     server.run()
     return 0 if server.started else 1
@@ -70,8 +75,11 @@ class _AnnouncingServer(uvicorn.Server):
         if self.started:
             port = self.servers[0].sockets[0].getsockname()[1] if self.servers else self.config.port
             extra = " and the SageMaker Runtime emulator" if self.emulate_runtime else ""
-            print(f"darkroom-endpoint listening on http://{self.config.host}:{port} (GET /ping, POST /invocations"
-                  f"{extra}); /ping answers 200 once the models are loaded", flush=True)
+            print(
+                f"darkroom-endpoint listening on http://{self.config.host}:{port} (GET /ping, POST /invocations"
+                f"{extra}); /ping answers 200 once the models are loaded",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

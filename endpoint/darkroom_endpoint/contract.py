@@ -30,8 +30,19 @@ MAX_INPUT_IMAGES = 16
 MAX_MESSAGES = 256
 IMAGE_FORMATS = ("PNG", "JPEG", "WEBP")
 
-_IMAGE_KEYS = {"task", "prompt", "width", "height", "num_images", "quality", "background", "negative_prompt",
-               "steps", "guidance", "seed"}
+_IMAGE_KEYS = {
+    "task",
+    "prompt",
+    "width",
+    "height",
+    "num_images",
+    "quality",
+    "background",
+    "negative_prompt",
+    "steps",
+    "guidance",
+    "seed",
+}
 _EDIT_KEYS = _IMAGE_KEYS | {"image", "mask", "reference_images"}
 _ANALYZE_KEYS = {"task", "images", "instructions", "messages"}
 
@@ -42,8 +53,9 @@ class ContractError(Exception):
     status = 400
     code = "invalid_request"
 
-    def __init__(self, message: str, *, param: str | None = None, code: str | None = None,
-                 status: int | None = None) -> None:
+    def __init__(
+        self, message: str, *, param: str | None = None, code: str | None = None, status: int | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.param = param
@@ -132,8 +144,9 @@ def _image_task(task: str, document: dict) -> ImageTask:
     if background not in (None, "transparent"):
         raise ContractError("'background' may only be 'transparent'.", param="background")
     guidance = document.get("guidance")
-    if guidance is not None and (isinstance(guidance, bool) or not isinstance(guidance, int | float)
-                                 or not 0 <= guidance <= 50):
+    if guidance is not None and (
+        isinstance(guidance, bool) or not isinstance(guidance, int | float) or not 0 <= guidance <= 50
+    ):
         raise ContractError("'guidance' must be a number from 0 to 50.", param="guidance")
     image = mask = None
     references: tuple[Image.Image, ...] = ()
@@ -144,17 +157,28 @@ def _image_task(task: str, document: dict) -> ImageTask:
             mask = mask.point(lambda value: 255 if value >= 128 else 0)
         encoded = document.get("reference_images", [])
         if not isinstance(encoded, list) or len(encoded) > MAX_INPUT_IMAGES - 1:
-            raise ContractError(f"'reference_images' must be a list of at most {MAX_INPUT_IMAGES - 1} images.",
-                                param="reference_images")
-        references = tuple(decode_image(item, f"reference_images[{index}]").convert("RGB")
-                           for index, item in enumerate(encoded))
-    return ImageTask(task=task, prompt=prompt, width=width, height=height, num_images=num_images,
-                     quality=quality, transparent=background == "transparent",
-                     negative_prompt=_string(document, "negative_prompt", max_chars=MAX_PROMPT_CHARS),
-                     steps=_integer(document, "steps", 1, MAX_STEPS),
-                     guidance=float(guidance) if guidance is not None else None,
-                     seed=_integer(document, "seed", 0, 2**63 - 1),
-                     image=image, mask=mask, reference_images=references)
+            raise ContractError(
+                f"'reference_images' must be a list of at most {MAX_INPUT_IMAGES - 1} images.", param="reference_images"
+            )
+        references = tuple(
+            decode_image(item, f"reference_images[{index}]").convert("RGB") for index, item in enumerate(encoded)
+        )
+    return ImageTask(
+        task=task,
+        prompt=prompt,
+        width=width,
+        height=height,
+        num_images=num_images,
+        quality=quality,
+        transparent=background == "transparent",
+        negative_prompt=_string(document, "negative_prompt", max_chars=MAX_PROMPT_CHARS),
+        steps=_integer(document, "steps", 1, MAX_STEPS),
+        guidance=float(guidance) if guidance is not None else None,
+        seed=_integer(document, "seed", 0, 2**63 - 1),
+        image=image,
+        mask=mask,
+        reference_images=references,
+    )
 
 
 def _analyze(document: dict) -> AnalyzeTask:
@@ -165,19 +189,22 @@ def _analyze(document: dict) -> AnalyzeTask:
     for index, message in enumerate(messages):
         where = f"messages[{index}]"
         if not isinstance(message, dict) or message.get("role") not in ROLES or set(message) != {"role", "content"}:
-            raise ContractError(f"'{where}' must be {{\"role\": user|assistant|system|developer, \"content\": text}}.",
-                                param=where)
+            raise ContractError(
+                f'\'{where}\' must be {{"role": user|assistant|system|developer, "content": text}}.', param=where
+            )
         content = message["content"]
         if not isinstance(content, str) or len(content) > MAX_PROMPT_CHARS:
-            raise ContractError(f"'{where}.content' must be text of at most {MAX_PROMPT_CHARS} characters.",
-                                param=f"{where}.content")
+            raise ContractError(
+                f"'{where}.content' must be text of at most {MAX_PROMPT_CHARS} characters.", param=f"{where}.content"
+            )
         turns.append((message["role"], content))
     encoded = document.get("images", [])
     if not isinstance(encoded, list) or len(encoded) > MAX_INPUT_IMAGES:
         raise ContractError(f"'images' must be a list of at most {MAX_INPUT_IMAGES} images.", param="images")
     images = tuple(decode_image(item, f"images[{index}]").convert("RGB") for index, item in enumerate(encoded))
-    return AnalyzeTask(messages=tuple(turns), images=images,
-                       instructions=_string(document, "instructions", max_chars=MAX_PROMPT_CHARS))
+    return AnalyzeTask(
+        messages=tuple(turns), images=images, instructions=_string(document, "instructions", max_chars=MAX_PROMPT_CHARS)
+    )
 
 
 def decode_image(encoded: object, param: str, size: tuple[int, int] | None = None) -> Image.Image:

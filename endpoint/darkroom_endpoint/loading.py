@@ -35,8 +35,12 @@ def resolve_device(name: str) -> torch.device:
 class ModelSet:
     """The loaded models; a task without a model answers :class:`Unsupported`."""
 
-    def __init__(self, diffusion: DiffusionModel | None = None, vision: VisionModel | None = None,
-                 blocklist: PromptBlocklist | None = None) -> None:
+    def __init__(
+        self,
+        diffusion: DiffusionModel | None = None,
+        vision: VisionModel | None = None,
+        blocklist: PromptBlocklist | None = None,
+    ) -> None:
         self.diffusion = diffusion
         self.vision = vision
         self.blocklist = blocklist or PromptBlocklist()
@@ -50,8 +54,9 @@ class ModelSet:
         """Raise ContractError/Unsupported/ContentPolicyViolation for a task that would be refused; runs no model."""
         if isinstance(task, AnalyzeTask):
             if self.vision is None:
-                raise Unsupported("This endpoint serves no vision-language model: 'analyze' is not available.",
-                                  param="task")
+                raise Unsupported(
+                    "This endpoint serves no vision-language model: 'analyze' is not available.", param="task"
+                )
             self.vision.check(task)
             return
         if self.diffusion is None:
@@ -83,8 +88,11 @@ def load_models(settings: Settings, *, max_new_tokens: int | None = None) -> Mod
         raise ValueError("no model to serve: neither a diffusion pipeline nor a vision-language model directory")
     device = resolve_device(settings.device)
     blocklist = PromptBlocklist.from_file(settings.blocklist)
-    diffusion = (DiffusionModel.load(settings.diffusion_dir, settings.quality_config, device)
-                 if settings.diffusion_dir is not None else None)
+    diffusion = (
+        DiffusionModel.load(settings.diffusion_dir, settings.quality_config, device)
+        if settings.diffusion_dir is not None
+        else None
+    )
     vision = VisionModel.load(settings.vlm_dir, device, max_new_tokens) if settings.vlm_dir is not None else None
     models = ModelSet(diffusion, vision, blocklist)
     log.info("serving %s on %s (blocklist: %d terms)", ", ".join(models.tasks), device, len(blocklist))

@@ -56,8 +56,13 @@ FAMILIES = {
 _CUDA_DTYPES = {"sd": torch.float16, "sdxl": torch.float16, "sd3": torch.bfloat16, "flux": torch.bfloat16}
 TILING_ABOVE_PIXELS = 1024 * 1024
 MAX_PIXELS_PER_CALL = 4 * 1024 * 1024
-_PRESET_NUMBERS = {"steps": (1, 150), "guidance": (0, 50), "strength": (0.01, 1), "inpaint_strength": (0.01, 1),
-                   "true_cfg_scale": (1, 50)}
+_PRESET_NUMBERS = {
+    "steps": (1, 150),
+    "guidance": (0, 50),
+    "strength": (0.01, 1),
+    "inpaint_strength": (0.01, 1),
+    "true_cfg_scale": (1, 50),
+}
 
 
 class QualityConfigError(ValueError):
@@ -133,8 +138,9 @@ def diffusion_family(directory: Path) -> str:
     except (OSError, ValueError, AttributeError) as error:
         raise ValueError(f"{index}: not a diffusers pipeline directory ({error})") from None
     if not isinstance(class_name, str) or class_name not in FAMILIES:
-        raise ValueError(f"{index}: pipeline class {class_name!r} is not supported; this server runs "
-                         f"{', '.join(sorted(FAMILIES))}")
+        raise ValueError(
+            f"{index}: pipeline class {class_name!r} is not supported; this server runs {', '.join(sorted(FAMILIES))}"
+        )
     return FAMILIES[class_name]
 
 
@@ -145,8 +151,9 @@ def _accepted(pipeline: Any) -> frozenset[str]:
 class DiffusionModel:
     """One loaded diffusion model serving ``generate`` and ``edit``; not thread-safe (one worker calls it)."""
 
-    def __init__(self, family: str, text2image: Any, inpaint: Any, image2image: Any, quality: FamilyQuality,
-                 device: torch.device) -> None:
+    def __init__(
+        self, family: str, text2image: Any, inpaint: Any, image2image: Any, quality: FamilyQuality, device: torch.device
+    ) -> None:
         self.family = family
         self.quality = quality
         self.device = device
@@ -178,8 +185,10 @@ class DiffusionModel:
             raise ValueError(f"{directory}: loaded {type(text2image).__name__}, expected {expected}")
         unet = getattr(text2image, "unet", None)
         if unet is not None and unet.config.in_channels != 4:
-            raise ValueError(f"{directory}: the UNet has {unet.config.in_channels} input channels; one set of weights "
-                             "serves text-to-image and inpainting only with the 4-channel base UNet")
+            raise ValueError(
+                f"{directory}: the UNet has {unet.config.in_channels} input channels; one set of weights "
+                "serves text-to-image and inpainting only with the 4-channel base UNet"
+            )
         text2image.to(device)
         text2image.vae.enable_slicing()
         inpaint = AutoPipelineForInpainting.from_pipe(text2image)
@@ -200,17 +209,23 @@ class DiffusionModel:
     def check(self, task: ImageTask) -> None:
         """Refuse, cheaply, what this model cannot make: sizes, transparency, references, a negative prompt."""
         if task.transparent:
-            raise Unsupported("A transparent background is not supported: diffusion models paint every pixel.",
-                              param="background")
+            raise Unsupported(
+                "A transparent background is not supported: diffusion models paint every pixel.", param="background"
+            )
         if task.reference_images:
-            raise Unsupported("reference_images are not supported: this model has no image-prompt adapter loaded.",
-                              param="reference_images")
+            raise Unsupported(
+                "reference_images are not supported: this model has no image-prompt adapter loaded.",
+                param="reference_images",
+            )
         for name, side in (("width", task.width), ("height", task.height)):
             if side % self.multiple:
                 raise Unsupported(f"width and height must be multiples of {self.multiple} for this model.", param=name)
             if not self.quality.min_side <= side <= self.quality.max_side:
-                raise Unsupported(f"width and height must be from {self.quality.min_side} to "
-                                  f"{self.quality.max_side} pixels for this model.", param=name)
+                raise Unsupported(
+                    f"width and height must be from {self.quality.min_side} to "
+                    f"{self.quality.max_side} pixels for this model.",
+                    param=name,
+                )
         if task.negative_prompt is not None and "negative_prompt" not in self._parameters[self._kind(task)]:
             raise Unsupported("negative_prompt is not supported by this model.", param="negative_prompt")
         if task.task == "edit" and task.image is None:
@@ -229,8 +244,9 @@ class DiffusionModel:
             "output_type": "pil",
         }
         # FLUX's img2img would otherwise make its default size, not the input's.
-        arguments.update({key: value for key, value in (("width", task.width), ("height", task.height))
-                          if key in accepted})
+        arguments.update(
+            {key: value for key, value in (("width", task.width), ("height", task.height)) if key in accepted}
+        )
         if task.negative_prompt is not None:
             arguments["negative_prompt"] = task.negative_prompt
             if "true_cfg_scale" in accepted and preset.true_cfg_scale is not None:
@@ -253,8 +269,9 @@ class DiffusionModel:
             images = [Image.composite(image, task.image, task.mask) for image in images]
         return images
 
-    def _call(self, pipeline: Any, arguments: dict[str, Any], count: int, pixels: int,
-              generator: torch.Generator) -> list[Image.Image]:
+    def _call(
+        self, pipeline: Any, arguments: dict[str, Any], count: int, pixels: int, generator: torch.Generator
+    ) -> list[Image.Image]:
         if pixels > TILING_ABOVE_PIXELS:
             self.vae.enable_tiling()
         else:
@@ -274,8 +291,9 @@ class DiffusionModel:
     def warm_up(self) -> None:
         """One small real run of each of the three pipelines (1 step, 1 image, the smallest size allowed)."""
         side = -(-self.quality.min_side // self.multiple) * self.multiple
-        base = ImageTask(task="generate", prompt="warm-up", width=side, height=side, num_images=1, quality="low",
-                         steps=1, seed=0)
+        base = ImageTask(
+            task="generate", prompt="warm-up", width=side, height=side, num_images=1, quality="low", steps=1, seed=0
+        )
         image = self.run(base)[0]
         mask = Image.new("L", image.size, 0)
         mask.paste(255, (0, 0, side // 2, side // 2))

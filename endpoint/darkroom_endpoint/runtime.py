@@ -97,8 +97,11 @@ class _ServiceError(Exception):
         self.message, self.code, self.status = message, code, status
 
     def response(self) -> Response:
-        return JSONResponse({"message": self.message}, status_code=self.status,
-                            headers={"x-amzn-ErrorType": self.code, "x-amzn-RequestId": str(uuid.uuid4())})
+        return JSONResponse(
+            {"message": self.message},
+            status_code=self.status,
+            headers={"x-amzn-ErrorType": self.code, "x-amzn-RequestId": str(uuid.uuid4())},
+        )
 
 
 class RuntimeEmulator:
@@ -118,8 +121,10 @@ class RuntimeEmulator:
 
     def routes(self) -> list[Route]:
         """The two operations' routes (``requestUri`` in the service model)."""
-        return [Route("/endpoints/{name}/invocations", self.invoke_endpoint, methods=["POST"]),
-                Route("/endpoints/{name}/async-invocations", self.invoke_endpoint_async, methods=["POST"])]
+        return [
+            Route("/endpoints/{name}/invocations", self.invoke_endpoint, methods=["POST"]),
+            Route("/endpoints/{name}/async-invocations", self.invoke_endpoint_async, methods=["POST"]),
+        ]
 
     async def stop(self) -> None:
         """Cancel the async jobs still queued or running (the app is shutting down)."""
@@ -138,22 +143,31 @@ class RuntimeEmulator:
             return exc.response()
         reply = await self.server.answer(body, request.headers.get("content-type"))
         if reply.status < 400:
-            return Response(reply.body, status_code=200, media_type=reply.content_type,
-                            headers={"x-Amzn-Invoked-Production-Variant": VARIANT,
-                                     "x-amzn-RequestId": str(uuid.uuid4())})
+            return Response(
+                reply.body,
+                status_code=200,
+                media_type=reply.content_type,
+                headers={"x-Amzn-Invoked-Production-Variant": VARIANT, "x-amzn-RequestId": str(uuid.uuid4())},
+            )
         return self._model_error(name, reply)
 
     def _model_error(self, name: str, reply: Reply) -> Response:
         text = reply.body.decode("utf-8", "replace")
         kind = "client" if reply.status < 500 else "server"
         log_group = f"/aws/sagemaker/Endpoints/{name}"
-        message = (f'Received {kind} error ({reply.status}) from primary with message "{text}". '
-                   f"See the log group {log_group} in account {LOCAL_ACCOUNT} for more information.")
-        document = {"Message": message[:MAX_MESSAGE], "OriginalStatusCode": reply.status,
-                    "OriginalMessage": text[:MAX_MESSAGE],
-                    "LogStreamArn": f"arn:aws:logs:{self.region}:{LOCAL_ACCOUNT}:log-group:{log_group}"}
-        return JSONResponse(document, status_code=424,
-                            headers={"x-amzn-ErrorType": "ModelError", "x-amzn-RequestId": str(uuid.uuid4())})
+        message = (
+            f'Received {kind} error ({reply.status}) from primary with message "{text}". '
+            f"See the log group {log_group} in account {LOCAL_ACCOUNT} for more information."
+        )
+        document = {
+            "Message": message[:MAX_MESSAGE],
+            "OriginalStatusCode": reply.status,
+            "OriginalMessage": text[:MAX_MESSAGE],
+            "LogStreamArn": f"arn:aws:logs:{self.region}:{LOCAL_ACCOUNT}:log-group:{log_group}",
+        }
+        return JSONResponse(
+            document, status_code=424, headers={"x-amzn-ErrorType": "ModelError", "x-amzn-RequestId": str(uuid.uuid4())}
+        )
 
     # -- InvokeEndpointAsync --------------------------------------------------------------------
 
@@ -196,10 +210,16 @@ class RuntimeEmulator:
         failure = None
         if self.failure_path is not None:
             failure = (self.failure_path[0], f"{self.failure_path[1]}{inference_id}-error.out")
-        return _AsyncJob(inference_id=inference_id, content_type=headers.get(_HEADER + "content-type"),
-                         input_location=input_location, body=body or None,
-                         output=(self.output_path[0], f"{self.output_path[1]}{inference_id}.out"),
-                         failure=failure, expires_at=time.monotonic() + ttl, timeout=timeout)
+        return _AsyncJob(
+            inference_id=inference_id,
+            content_type=headers.get(_HEADER + "content-type"),
+            input_location=input_location,
+            body=body or None,
+            output=(self.output_path[0], f"{self.output_path[1]}{inference_id}.out"),
+            failure=failure,
+            expires_at=time.monotonic() + ttl,
+            timeout=timeout,
+        )
 
     async def _process(self, job: _AsyncJob) -> None:
         try:
@@ -242,8 +262,10 @@ class RuntimeEmulator:
                 from botocore.config import Config
 
                 self._s3 = boto3.session.Session().client(
-                    "s3", region_name=self.region,
-                    config=Config(connect_timeout=5, read_timeout=60, retries={"mode": "standard", "max_attempts": 3}))
+                    "s3",
+                    region_name=self.region,
+                    config=Config(connect_timeout=5, read_timeout=60, retries={"mode": "standard", "max_attempts": 3}),
+                )
             return self._s3
 
     def _read_input(self, job: _AsyncJob) -> bytes | None:
@@ -263,15 +285,18 @@ class RuntimeEmulator:
         location = job.output if reply.status < 400 else job.failure
         outcome = "output" if reply.status < 400 else "failure"
         if location is None:
-            logger.warning("async inference %s failed (status %d) and no failure path is configured",
-                           job.inference_id, reply.status)
+            logger.warning(
+                "async inference %s failed (status %d) and no failure path is configured",
+                job.inference_id,
+                reply.status,
+            )
             return
         try:
-            self._client().put_object(Bucket=location[0], Key=location[1], Body=reply.body,
-                                      ContentType=reply.content_type)
+            self._client().put_object(
+                Bucket=location[0], Key=location[1], Body=reply.body, ContentType=reply.content_type
+            )
         except Exception as exc:  # noqa: BLE001 - the answer is lost; say so, by type
-            logger.error("async inference %s: could not write its %s (%s)", job.inference_id, outcome,
-                         _aws_code(exc))
+            logger.error("async inference %s: could not write its %s (%s)", job.inference_id, outcome, _aws_code(exc))
             return
         logger.info("async inference %s: %s written (status %d)", job.inference_id, outcome, reply.status)
 

@@ -24,8 +24,9 @@ class PromptBlocklist:
         alternatives = [r"\s+".join(re.escape(word) for word in term.split()) for term in self.terms]
         # (?<!\w)/(?!\w) rather than \b: a term that starts or ends in punctuation ("c++") still needs a word edge
         # outside it, and \b would demand one between two non-word characters.
-        self._pattern = (re.compile(r"(?<!\w)(?:" + "|".join(alternatives) + r")(?!\w)", re.IGNORECASE)
-                         if alternatives else None)
+        self._pattern = (
+            re.compile(r"(?<!\w)(?:" + "|".join(alternatives) + r")(?!\w)", re.IGNORECASE) if alternatives else None
+        )
 
     @classmethod
     def from_file(cls, path: Path | None) -> PromptBlocklist:

@@ -153,8 +153,11 @@ class ModelServer:
             logger.error("model loading failed: %s; /ping stays 503", type(exc).__name__)
             return
         self.models = models
-        logger.info("models ready in %.1f s (warm-up %s)", time.monotonic() - started,
-                    "done" if self.settings.warm_up else "skipped")
+        logger.info(
+            "models ready in %.1f s (warm-up %s)",
+            time.monotonic() - started,
+            "done" if self.settings.warm_up else "skipped",
+        )
 
     @property
     def ready(self) -> bool:
@@ -192,8 +195,11 @@ class ModelServer:
 
     def not_ready(self) -> Reply:
         """The 503 of ``/ping`` and of every invocation until the models are loaded and warmed up."""
-        code, message = (("model_load_failed", "The model server failed to load its models.") if self.failed
-                         else ("model_not_ready", "The model server is still loading its models."))
+        code, message = (
+            ("model_load_failed", "The model server failed to load its models.")
+            if self.failed
+            else ("model_not_ready", "The model server is still loading its models.")
+        )
         return error_reply(503, code, message, {"Retry-After": str(int(FIRST_RETRY_AFTER))})
 
     def refuse_early(self, content_type: str | None) -> Reply | None:
@@ -210,11 +216,13 @@ class ModelServer:
         task: ImageTask | AnalyzeTask | None = None
         reply = self.refuse_early(content_type)
         if reply is None and len(body) > self.settings.max_body_bytes:
-            reply = error_reply(413, "request_too_large",
-                                f"The request body is larger than {self.settings.max_body_bytes} bytes.")
+            reply = error_reply(
+                413, "request_too_large", f"The request body is larger than {self.settings.max_body_bytes} bytes."
+            )
         if reply is None and not self._admit():
-            reply = error_reply(429, "too_many_requests", "The model server is busy; retry later.",
-                                {"Retry-After": self.retry_after()})
+            reply = error_reply(
+                429, "too_many_requests", "The model server is busy; retry later.", {"Retry-After": self.retry_after()}
+            )
         if reply is None:
             on_gpu = False
             try:
@@ -265,9 +273,11 @@ def _encode(task: ImageTask | AnalyzeTask, result: object) -> Reply:
         if not isinstance(result, str):
             raise InvalidModelOutput("analyze did not return text")
         return json_reply(200, {"text": result})
-    if (not isinstance(result, list) or len(result) != task.num_images
-            or not all(isinstance(image, Image.Image) and image.size == (task.width, task.height)
-                       for image in result)):
+    if (
+        not isinstance(result, list)
+        or len(result) != task.num_images
+        or not all(isinstance(image, Image.Image) and image.size == (task.width, task.height) for image in result)
+    ):
         raise InvalidModelOutput("images of the wrong count, type or size")
     return json_reply(200, {"images": [_b64png(image) for image in result]})
 
@@ -303,15 +313,15 @@ async def read_body(request: Request, limit: int) -> bytes:
         if not declared.isdigit():
             raise ContractError("The Content-Length header is not a number.")
         if int(declared) > limit:
-            raise ContractError(f"The request body is larger than {limit} bytes.", code="request_too_large",
-                                status=413)
+            raise ContractError(f"The request body is larger than {limit} bytes.", code="request_too_large", status=413)
     chunks, size = [], 0
     try:
         async for chunk in request.stream():
             size += len(chunk)
             if size > limit:
-                raise ContractError(f"The request body is larger than {limit} bytes.", code="request_too_large",
-                                    status=413)
+                raise ContractError(
+                    f"The request body is larger than {limit} bytes.", code="request_too_large", status=413
+                )
             chunks.append(chunk)
     except ClientDisconnect:
         raise ContractError("The request body was not received completely.") from None
@@ -344,14 +354,20 @@ class _Guard:
 
 
 def _http_error(request: Request, exc: HTTPException) -> Response:
-    code, message = {404: ("not_found", "No such route: the model server answers GET /ping and POST /invocations."),
-                     405: ("method_not_allowed", "This method is not allowed on this route.")
-                     }.get(exc.status_code, ("invalid_request", "The request was refused."))
+    code, message = {
+        404: ("not_found", "No such route: the model server answers GET /ping and POST /invocations."),
+        405: ("method_not_allowed", "This method is not allowed on this route."),
+    }.get(exc.status_code, ("invalid_request", "The request was refused."))
     return error_reply(exc.status_code, code, message, exc.headers).response()
 
 
-def create_app(settings: Settings, load: Loader | None = None, *, emulate_runtime: bool = False,
-               environ: Mapping[str, str] | None = None) -> Starlette:
+def create_app(
+    settings: Settings,
+    load: Loader | None = None,
+    *,
+    emulate_runtime: bool = False,
+    environ: Mapping[str, str] | None = None,
+) -> Starlette:
     """The ASGI app. ``load`` defaults to :func:`darkroom_endpoint.loading.load_models` (imported when loading
     starts). ``emulate_runtime`` also mounts the local SageMaker Runtime emulator (:mod:`darkroom_endpoint.runtime`,
     configured from ``environ``, default ``os.environ``): for the local stack and tests, never on SageMaker."""

@@ -43,11 +43,13 @@ class Settings:
             host=env.get("DARKROOM_ENDPOINT_HOST", "0.0.0.0"),  # noqa: S104 - SageMaker reaches the container
             port=int(env.get("SAGEMAKER_BIND_TO_PORT", "8080")),
             model_dir=model_dir,
-            diffusion_dir=_directory(env.get("DARKROOM_DIFFUSION_DIR"), model_dir / "diffusion",
-                                     model_dir, marker="model_index.json"),
+            diffusion_dir=_directory(
+                env.get("DARKROOM_DIFFUSION_DIR"), model_dir / "diffusion", model_dir, marker="model_index.json"
+            ),
             vlm_dir=_directory(env.get("DARKROOM_VLM_DIR"), model_dir / "vlm", None, marker="config.json"),
-            quality_config=Path(env.get("DARKROOM_QUALITY_CONFIG") or _existing(model_dir / "quality.json")
-                                or BUNDLED_QUALITY),
+            quality_config=Path(
+                env.get("DARKROOM_QUALITY_CONFIG") or _existing(model_dir / "quality.json") or BUNDLED_QUALITY
+            ),
             blocklist=_path(env.get("DARKROOM_PROMPT_BLOCKLIST")) or _existing(model_dir / "blocklist.txt"),
             queue_size=int(env.get("DARKROOM_QUEUE_SIZE", "8")),
             max_body_bytes=int(env.get("DARKROOM_MAX_BODY_BYTES", str(128 * 1024 * 1024))),

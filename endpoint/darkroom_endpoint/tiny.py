@@ -41,12 +41,19 @@ VLM_CHAT_TEMPLATE = (
 
 def tiny_quality(min_side: int = 128, max_side: int = 1024) -> dict:
     """A quality config with 2/3/4 steps per quality for the tiny families (same schema as quality.json)."""
+
     def family(guidance: float, extra: dict) -> dict:
         section: dict = {"min_side": min_side, "max_side": max_side}
         for quality, steps in (("low", 2), ("medium", 3), ("high", 4)):
-            section[quality] = {"steps": steps, "guidance": guidance, "strength": 0.6, "inpaint_strength": 0.99,
-                                **extra}
+            section[quality] = {
+                "steps": steps,
+                "guidance": guidance,
+                "strength": 0.6,
+                "inpaint_strength": 0.99,
+                **extra,
+            }
         return section
+
     return {"sdxl": family(5.0, {}), "flux": family(3.5, {"true_cfg_scale": 2.0}), "sd": family(7.5, {})}
 
 
@@ -81,19 +88,37 @@ def _clip_tokenizer():
 def _clip_text_config(vocab_size: int):
     from transformers import CLIPTextConfig
 
-    return CLIPTextConfig(bos_token_id=0, eos_token_id=1, pad_token_id=1, hidden_size=32, intermediate_size=37,
-                          num_attention_heads=4, num_hidden_layers=2, vocab_size=vocab_size, hidden_act="gelu",
-                          projection_dim=32, max_position_embeddings=_CLIP_MAX_LENGTH)
+    return CLIPTextConfig(
+        bos_token_id=0,
+        eos_token_id=1,
+        pad_token_id=1,
+        hidden_size=32,
+        intermediate_size=37,
+        num_attention_heads=4,
+        num_hidden_layers=2,
+        vocab_size=vocab_size,
+        hidden_act="gelu",
+        projection_dim=32,
+        max_position_embeddings=_CLIP_MAX_LENGTH,
+    )
 
 
 def _vae(latent_channels: int, **kwargs):
     from diffusers import AutoencoderKL
 
     # Four levels: the real VAEs' scale factor of 8, so a 256 px image is a 32x32 latent.
-    return AutoencoderKL(in_channels=3, out_channels=3, latent_channels=latent_channels,
-                         block_out_channels=(8, 16, 16, 16), layers_per_block=1, norm_num_groups=8,
-                         down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
-                         sample_size=1024, **kwargs)
+    return AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        latent_channels=latent_channels,
+        block_out_channels=(8, 16, 16, 16),
+        layers_per_block=1,
+        norm_num_groups=8,
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        sample_size=1024,
+        **kwargs,
+    )
 
 
 def _tiny_unet(**family):
@@ -101,9 +126,17 @@ def _tiny_unet(**family):
     from diffusers import UNet2DConditionModel
 
     return UNet2DConditionModel(
-        sample_size=32, in_channels=4, out_channels=4, block_out_channels=(32, 64), layers_per_block=1,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        attention_head_dim=(2, 4), norm_num_groups=8, **family)
+        sample_size=32,
+        in_channels=4,
+        out_channels=4,
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        attention_head_dim=(2, 4),
+        norm_num_groups=8,
+        **family,
+    )
 
 
 def _tiny_sdxl():
@@ -114,15 +147,26 @@ def _tiny_sdxl():
     config = _clip_text_config(len(tokenizer))
     # A 4-channel UNet: the inpaint and img2img pipelines reuse it through from_pipe (a 9-channel
     # inpaint UNet would break text-to-image). 80 = 6 time ids x 8 + text_encoder_2's projection (32).
-    unet = _tiny_unet(use_linear_projection=True, addition_embed_type="text_time", addition_time_embed_dim=8,
-                      transformer_layers_per_block=(1, 1), projection_class_embeddings_input_dim=80,
-                      cross_attention_dim=64)
-    scheduler = EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-                                       steps_offset=1, timestep_spacing="leading")
+    unet = _tiny_unet(
+        use_linear_projection=True,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=8,
+        transformer_layers_per_block=(1, 1),
+        projection_class_embeddings_input_dim=80,
+        cross_attention_dim=64,
+    )
+    scheduler = EulerDiscreteScheduler(
+        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1, timestep_spacing="leading"
+    )
     return StableDiffusionXLPipeline(
-        vae=_vae(4, scaling_factor=0.13025, force_upcast=True), text_encoder=CLIPTextModel(config),
-        text_encoder_2=CLIPTextModelWithProjection(config), tokenizer=tokenizer, tokenizer_2=_clip_tokenizer(),
-        unet=unet, scheduler=scheduler)
+        vae=_vae(4, scaling_factor=0.13025, force_upcast=True),
+        text_encoder=CLIPTextModel(config),
+        text_encoder_2=CLIPTextModelWithProjection(config),
+        tokenizer=tokenizer,
+        tokenizer_2=_clip_tokenizer(),
+        unet=unet,
+        scheduler=scheduler,
+    )
 
 
 def _tiny_sd():
@@ -133,18 +177,32 @@ def _tiny_sd():
     tokenizer = _clip_tokenizer()
     text_config = _clip_text_config(len(tokenizer))
     unet = _tiny_unet(cross_attention_dim=32)
-    vision_config = CLIPVisionConfig(hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
-                                     image_size=32, patch_size=8, projection_dim=32)
+    vision_config = CLIPVisionConfig(
+        hidden_size=32,
+        intermediate_size=37,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        image_size=32,
+        patch_size=8,
+        projection_dim=32,
+    )
     # The checker's concept thresholds are 1 (cosine similarity never exceeds it): nothing is flagged until a
     # test lowers them.
-    checker = StableDiffusionSafetyChecker(CLIPConfig(text_config=text_config.to_dict(),
-                                                      vision_config=vision_config.to_dict(), projection_dim=32))
+    checker = StableDiffusionSafetyChecker(
+        CLIPConfig(text_config=text_config.to_dict(), vision_config=vision_config.to_dict(), projection_dim=32)
+    )
     return StableDiffusionPipeline(
-        vae=_vae(4, scaling_factor=0.18215), text_encoder=CLIPTextModel(text_config), tokenizer=tokenizer, unet=unet,
-        scheduler=EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-                                         steps_offset=1),
-        safety_checker=checker, requires_safety_checker=True,
-        feature_extractor=CLIPImageProcessorPil(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}))
+        vae=_vae(4, scaling_factor=0.18215),
+        text_encoder=CLIPTextModel(text_config),
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=EulerDiscreteScheduler(
+            beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1
+        ),
+        safety_checker=checker,
+        requires_safety_checker=True,
+        feature_extractor=CLIPImageProcessorPil(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}),
+    )
 
 
 def _t5_tokenizer():
@@ -162,17 +220,50 @@ def _tiny_flux():
 
     tokenizer = _clip_tokenizer()
     tokenizer_2 = _t5_tokenizer()
-    t5 = T5EncoderModel(T5Config(vocab_size=len(tokenizer_2), d_model=32, d_kv=8, d_ff=37, num_layers=1,
-                                 num_heads=4, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0))
+    t5 = T5EncoderModel(
+        T5Config(
+            vocab_size=len(tokenizer_2),
+            d_model=32,
+            d_kv=8,
+            d_ff=37,
+            num_layers=1,
+            num_heads=4,
+            pad_token_id=0,
+            eos_token_id=1,
+            decoder_start_token_id=0,
+        )
+    )
     # 16 latent channels packed 2x2 -> 64 transformer input channels, as in FLUX.1; rope axes sum to the head dim.
-    transformer = FluxTransformer2DModel(patch_size=1, in_channels=64, num_layers=1, num_single_layers=1,
-                                         attention_head_dim=16, num_attention_heads=2, joint_attention_dim=32,
-                                         pooled_projection_dim=32, guidance_embeds=True, axes_dims_rope=(4, 4, 8))
-    scheduler = FlowMatchEulerDiscreteScheduler(shift=3.0, use_dynamic_shifting=True, base_shift=0.5,
-                                                max_shift=1.15, base_image_seq_len=256, max_image_seq_len=4096)
+    transformer = FluxTransformer2DModel(
+        patch_size=1,
+        in_channels=64,
+        num_layers=1,
+        num_single_layers=1,
+        attention_head_dim=16,
+        num_attention_heads=2,
+        joint_attention_dim=32,
+        pooled_projection_dim=32,
+        guidance_embeds=True,
+        axes_dims_rope=(4, 4, 8),
+    )
+    scheduler = FlowMatchEulerDiscreteScheduler(
+        shift=3.0,
+        use_dynamic_shifting=True,
+        base_shift=0.5,
+        max_shift=1.15,
+        base_image_seq_len=256,
+        max_image_seq_len=4096,
+    )
     vae = _vae(16, scaling_factor=0.3611, shift_factor=0.1159, use_quant_conv=False, use_post_quant_conv=False)
-    return FluxPipeline(scheduler=scheduler, vae=vae, text_encoder=CLIPTextModel(_clip_text_config(len(tokenizer))),
-                        tokenizer=tokenizer, text_encoder_2=t5, tokenizer_2=tokenizer_2, transformer=transformer)
+    return FluxPipeline(
+        scheduler=scheduler,
+        vae=vae,
+        text_encoder=CLIPTextModel(_clip_text_config(len(tokenizer))),
+        tokenizer=tokenizer,
+        text_encoder_2=t5,
+        tokenizer_2=tokenizer_2,
+        transformer=transformer,
+    )
 
 
 def _byte_level_tokenizer():
@@ -186,14 +277,22 @@ def _byte_level_tokenizer():
     backend.decoder = decoders.ByteLevel()
     # Special tokens are matched whole, so "<image>" is one id: the one the model replaces with image features.
     backend.add_special_tokens([AddedToken(token, special=True, normalized=False) for token in _VLM_SPECIAL_TOKENS])
-    return PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<s>", eos_token="</s>",  # noqa: S106 - tokens
-                                   pad_token="<pad>", extra_special_tokens={"image_token": "<image>"},  # noqa: S106
-                                   chat_template=VLM_CHAT_TEMPLATE)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        bos_token="<s>",  # noqa: S106 - tokens, not passwords
+        eos_token="</s>",  # noqa: S106
+        pad_token="<pad>",  # noqa: S106
+        extra_special_tokens={"image_token": "<image>"},
+        chat_template=VLM_CHAT_TEMPLATE,
+    )
 
 
 def _unprintable_token_ids(tokenizer) -> list[int]:
-    return sorted(tokenizer.convert_tokens_to_ids(character) for character, byte in _byte_level_characters().items()
-                  if not 32 <= byte < 127)
+    return sorted(
+        tokenizer.convert_tokens_to_ids(character)
+        for character, byte in _byte_level_characters().items()
+        if not 32 <= byte < 127
+    )
 
 
 def _byte_level_characters() -> dict[str, int]:
@@ -223,16 +322,36 @@ def write_tiny_vlm(directory: Path) -> Path:
 
     tokenizer = _byte_level_tokenizer()
     image_token_id = tokenizer.convert_tokens_to_ids("<image>")
-    vision = CLIPVisionConfig(hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
-                              image_size=_VLM_IMAGE_SIZE, patch_size=_VLM_PATCH_SIZE, projection_dim=32)
-    text = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-                       bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                       pad_token_id=tokenizer.pad_token_id)
-    model = LlavaForConditionalGeneration(LlavaConfig(vision_config=vision, text_config=text,
-                                                      image_token_index=image_token_id,
-                                                      vision_feature_select_strategy="default",
-                                                      vision_feature_layer=-2))
+    vision = CLIPVisionConfig(
+        hidden_size=32,
+        intermediate_size=37,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        image_size=_VLM_IMAGE_SIZE,
+        patch_size=_VLM_PATCH_SIZE,
+        projection_dim=32,
+    )
+    text = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    model = LlavaForConditionalGeneration(
+        LlavaConfig(
+            vision_config=vision,
+            text_config=text,
+            image_token_index=image_token_id,
+            vision_feature_select_strategy="default",
+            vision_feature_layer=-2,
+        )
+    )
     generation = model.generation_config
     generation.bos_token_id = tokenizer.bos_token_id
     generation.eos_token_id = tokenizer.eos_token_id
@@ -242,12 +361,18 @@ def write_tiny_vlm(directory: Path) -> Path:
     # Random weights pick any byte; an API answer of control characters and broken UTF-8 helps nobody, so the
     # answer is limited to printable ASCII (every byte still tokenizes on the way in).
     generation.suppress_tokens = _unprintable_token_ids(tokenizer)
-    image_processor = CLIPImageProcessorPil(size={"shortest_edge": _VLM_IMAGE_SIZE},
-                                         crop_size={"height": _VLM_IMAGE_SIZE, "width": _VLM_IMAGE_SIZE})
+    image_processor = CLIPImageProcessorPil(
+        size={"shortest_edge": _VLM_IMAGE_SIZE}, crop_size={"height": _VLM_IMAGE_SIZE, "width": _VLM_IMAGE_SIZE}
+    )
     # One extra token for CLIP's class embedding, which the "default" strategy then drops again.
-    processor = LlavaProcessor(image_processor=image_processor, tokenizer=tokenizer, patch_size=_VLM_PATCH_SIZE,
-                               vision_feature_select_strategy="default", num_additional_image_tokens=1,
-                               chat_template=VLM_CHAT_TEMPLATE)
+    processor = LlavaProcessor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        patch_size=_VLM_PATCH_SIZE,
+        vision_feature_select_strategy="default",
+        num_additional_image_tokens=1,
+        chat_template=VLM_CHAT_TEMPLATE,
+    )
     model.save_pretrained(directory)
     processor.save_pretrained(directory)
     return Path(directory)

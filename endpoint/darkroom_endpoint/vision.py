@@ -76,15 +76,16 @@ class VisionModel:
 
     def run(self, task: AnalyzeTask) -> str:
         """The model's answer to the conversation, as text."""
-        prompt = self.processor.apply_chat_template(build_conversation(task), add_generation_prompt=True,
-                                                    tokenize=False)
+        prompt = self.processor.apply_chat_template(
+            build_conversation(task), add_generation_prompt=True, tokenize=False
+        )
         images = [image.convert("RGB") for image in task.images] or None
         inputs = self.processor(text=prompt, images=images, return_tensors="pt")
         # Only the floating tensors (pixel values) take the model's dtype; token ids stay integers.
         inputs = inputs.to(self.device).to(self.model.dtype)
         with torch.inference_mode():
             output = self.model.generate(**inputs, max_new_tokens=self.max_new_tokens, do_sample=False)
-        new_tokens = output[:, inputs["input_ids"].shape[1]:]
+        new_tokens = output[:, inputs["input_ids"].shape[1] :]
         return self.processor.batch_decode(new_tokens, skip_special_tokens=True)[0].strip()
 
     def warm_up(self) -> None:

@@ -11,9 +11,9 @@ import torch
 # The package lives beside this folder; `python -m pytest` from endpoint/ finds it anyway, plain `pytest` may not.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from darkroom_endpoint.loading import ModelSet, load_models  # noqa: E402
-from darkroom_endpoint.settings import Settings  # noqa: E402
-from darkroom_endpoint.tiny import write_tiny_models  # noqa: E402
+from darkroom_endpoint.loading import ModelSet, load_models
+from darkroom_endpoint.settings import Settings
+from darkroom_endpoint.tiny import write_tiny_models
 
 # The test machines have two cores; more threads only contend.
 torch.set_num_threads(2)
@@ -21,16 +21,22 @@ torch.set_num_threads(2)
 
 def tiny_settings(root: Path, **overrides: str) -> Settings:
     """Settings for a tiny model directory written by write_tiny_models, on the CPU."""
-    environ = {"SM_MODEL_DIR": str(root), "DARKROOM_QUALITY_CONFIG": str(root / "quality.json"),
-               "DARKROOM_DEVICE": "cpu", **overrides}
+    environ = {
+        "SM_MODEL_DIR": str(root),
+        "DARKROOM_QUALITY_CONFIG": str(root / "quality.json"),
+        "DARKROOM_DEVICE": "cpu",
+        **overrides,
+    }
     return Settings.from_env(environ)
 
 
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """family ("sdxl", "flux", "sd") -> a model directory with diffusion/, vlm/ and quality.json."""
-    return {family: write_tiny_models(tmp_path_factory.mktemp(f"tiny-{family}"), family)
-            for family in ("sdxl", "flux", "sd")}
+    return {
+        family: write_tiny_models(tmp_path_factory.mktemp(f"tiny-{family}"), family)
+        for family in ("sdxl", "flux", "sd")
+    }
 
 
 @pytest.fixture(scope="session")

@@ -26,8 +26,14 @@ class FakeModels:
     ``gate``: run() blocks until it is set (``started`` says a job is running), so a test fills the queue exactly.
     ``check_error`` / ``run_error``: raised by check() / run()."""
 
-    def __init__(self, *, gate: threading.Event | None = None, check_error: Exception | None = None,
-                 run_error: Exception | None = None, wrong_count: bool = False) -> None:
+    def __init__(
+        self,
+        *,
+        gate: threading.Event | None = None,
+        check_error: Exception | None = None,
+        run_error: Exception | None = None,
+        wrong_count: bool = False,
+    ) -> None:
         self.gate = gate
         self.check_error = check_error
         self.run_error = run_error
@@ -64,8 +70,9 @@ class FakeModels:
 
 def make_settings(tmp_path: Path, **changes) -> Settings:
     """Settings from an environment with an empty model directory, then ``changes``."""
-    settings = Settings.from_env({"SM_MODEL_DIR": str(tmp_path), "DARKROOM_QUEUE_SIZE": "2",
-                                  "DARKROOM_MAX_BODY_BYTES": str(1024 * 1024)})
+    settings = Settings.from_env(
+        {"SM_MODEL_DIR": str(tmp_path), "DARKROOM_QUEUE_SIZE": "2", "DARKROOM_MAX_BODY_BYTES": str(1024 * 1024)}
+    )
     return dataclasses.replace(settings, **changes)
 
 

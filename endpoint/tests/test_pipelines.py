@@ -25,8 +25,16 @@ SIDE = 128  # the tiny quality file's smallest side: cheap on two shared cores
 
 
 def image_task(**fields) -> ImageTask:
-    values = {"task": "generate", "prompt": "a lighthouse at dusk", "width": SIDE, "height": SIDE, "num_images": 1,
-              "quality": "low", "seed": 7, **fields}
+    values = {
+        "task": "generate",
+        "prompt": "a lighthouse at dusk",
+        "width": SIDE,
+        "height": SIDE,
+        "num_images": 1,
+        "quality": "low",
+        "seed": 7,
+        **fields,
+    }
     return ImageTask(**values)
 
 
@@ -69,16 +77,25 @@ def calls():
 
 
 def test_family_comes_from_model_index_not_directory_names(tiny_models, tmp_path):
-    misleading = {"sdxl": tmp_path / "FLUX.1-dev-flux", "flux": tmp_path / "stable-diffusion-xl-base-sdxl",
-                  "sd": tmp_path / "sdxl"}
+    misleading = {
+        "sdxl": tmp_path / "FLUX.1-dev-flux",
+        "flux": tmp_path / "stable-diffusion-xl-base-sdxl",
+        "sd": tmp_path / "sdxl",
+    }
     for family, target in misleading.items():
         shutil.copytree(tiny_models[family] / "diffusion", target)
         assert diffusion_family(target) == family
         model = DiffusionModel.load(target, tiny_models[family] / "quality.json", torch.device("cpu"))
         assert model.family == family
         assert model.multiple == (16 if family == "flux" else 8)
-    assert type(DiffusionModel.load(misleading["sdxl"], tiny_models["sdxl"] / "quality.json",
-                                    torch.device("cpu")).text2image).__name__ == "StableDiffusionXLPipeline"
+    assert (
+        type(
+            DiffusionModel.load(
+                misleading["sdxl"], tiny_models["sdxl"] / "quality.json", torch.device("cpu")
+            ).text2image
+        ).__name__
+        == "StableDiffusionXLPipeline"
+    )
 
 
 def test_an_unknown_pipeline_class_is_refused_at_load(tiny_models, tmp_path):
@@ -139,12 +156,15 @@ def test_edit_without_a_mask_is_image_to_image(model_sets, family, calls):
     assert not np.array_equal(pixels(images[0]), pixels(other_input[0]))  # the input image shapes the result
 
 
-@pytest.mark.parametrize(("family", "width", "height", "rule"), [
-    ("sdxl", 260, 256, "multiples of 8"),
-    ("flux", 264, 256, "multiples of 16"),  # a multiple of 8, but FLUX packs 2x2 latents
-    ("sdxl", 64, 256, "from 128 to 1024 pixels"),
-    ("flux", 256, 2048, "from 128 to 1024 pixels"),
-])
+@pytest.mark.parametrize(
+    ("family", "width", "height", "rule"),
+    [
+        ("sdxl", 260, 256, "multiples of 8"),
+        ("flux", 264, 256, "multiples of 16"),  # a multiple of 8, but FLUX packs 2x2 latents
+        ("sdxl", 64, 256, "from 128 to 1024 pixels"),
+        ("flux", 256, 2048, "from 128 to 1024 pixels"),
+    ],
+)
 def test_sizes_the_model_cannot_make_are_refused_naming_the_rule(model_sets, calls, family, width, height, rule):
     models = model_sets[family]
     counter = calls(models.diffusion)
@@ -171,22 +191,30 @@ def test_a_changed_quality_file_changes_the_steps(tiny_models, tmp_path, calls):
     config = tiny_quality()
     config["sdxl"]["low"].update(steps=5, guidance=2.5)
     (tmp_path / "quality.json").write_text(json.dumps(config))
-    models = load_models(tiny_settings(tiny_models["sdxl"], DARKROOM_QUALITY_CONFIG=str(tmp_path / "quality.json"),
-                                       DARKROOM_VLM_DIR=str(tiny_models["sdxl"] / "vlm")))
+    models = load_models(
+        tiny_settings(
+            tiny_models["sdxl"],
+            DARKROOM_QUALITY_CONFIG=str(tmp_path / "quality.json"),
+            DARKROOM_VLM_DIR=str(tiny_models["sdxl"] / "vlm"),
+        )
+    )
     counter = calls(models.diffusion)
     models.run(image_task(quality="low"))
     assert counter.count == 5
     assert models.diffusion.text2image.guidance_scale == 2.5
 
 
-@pytest.mark.parametrize("broken", [
-    {"sdxl": {"min_side": 128, "max_side": 1024, "low": {"steps": 2}}},
-    {"flux": tiny_quality()["flux"]},  # no section for sdxl
-    {"sdxl": {**tiny_quality()["sdxl"], "low": {**tiny_quality()["sdxl"]["low"], "steps": 0}}},
-    {"sdxl": {**tiny_quality()["sdxl"], "max_side": 64}},
-    {**tiny_quality(), "flux": {**tiny_quality()["flux"], "high": {"steps": 4, "guidance": 3.5}}},  # other section
-    {**tiny_quality(), "fluxx": tiny_quality()["flux"]},
-])
+@pytest.mark.parametrize(
+    "broken",
+    [
+        {"sdxl": {"min_side": 128, "max_side": 1024, "low": {"steps": 2}}},
+        {"flux": tiny_quality()["flux"]},  # no section for sdxl
+        {"sdxl": {**tiny_quality()["sdxl"], "low": {**tiny_quality()["sdxl"]["low"], "steps": 0}}},
+        {"sdxl": {**tiny_quality()["sdxl"], "max_side": 64}},
+        {**tiny_quality(), "flux": {**tiny_quality()["flux"], "high": {"steps": 4, "guidance": 3.5}}},  # other section
+        {**tiny_quality(), "fluxx": tiny_quality()["flux"]},
+    ],
+)
 def test_a_malformed_quality_file_is_refused_at_load(tmp_path, broken):
     (tmp_path / "quality.json").write_text(json.dumps(broken))
     with pytest.raises(QualityConfigError):
@@ -242,8 +270,11 @@ def test_the_blocklist_refuses_before_any_model_runs(sdxl_models, tmp_path, call
     assert len(blocklist) == 3
     models = ModelSet(sdxl_models.diffusion, None, blocklist)
     counter = calls(sdxl_models.diffusion)
-    for task in (image_task(prompt="A GORE scene"), image_task(negative_prompt="no\tblood   bath, please"),
-                 image_task(prompt="learn C++ today")):
+    for task in (
+        image_task(prompt="A GORE scene"),
+        image_task(negative_prompt="no\tblood   bath, please"),
+        image_task(prompt="learn C++ today"),
+    ):
         for attempt in (models.check, models.run):
             with pytest.raises(ContentPolicyViolation) as refused:
                 attempt(task)
@@ -266,8 +297,11 @@ def test_the_sd_safety_checker_flag_returns_no_image(sd_models, monkeypatch):
     assert len(sd_models.run(image_task(task="edit", image=source))) == 1
     # A threshold below any cosine similarity: the real checker flags every image (and blacks it out).
     monkeypatch.setattr(checker.concept_embeds_weights, "data", torch.full_like(checker.concept_embeds_weights, -2.0))
-    for task in (image_task(num_images=2), image_task(task="edit", image=source),
-                 image_task(task="edit", image=source, mask=Image.new("L", (SIDE, SIDE), 255))):
+    for task in (
+        image_task(num_images=2),
+        image_task(task="edit", image=source),
+        image_task(task="edit", image=source, mask=Image.new("L", (SIDE, SIDE), 255)),
+    ):
         with pytest.raises(ContentPolicyViolation):
             sd_models.run(task)
 
@@ -283,9 +317,13 @@ def test_a_flagged_safety_checker_output_returns_no_image(sdxl_models, monkeypat
     monkeypatch.setattr(sdxl_models.diffusion, "text2image", flagged_pipeline)
     with pytest.raises(ContentPolicyViolation) as refused:
         sdxl_models.run(image_task(num_images=2))
-    assert refused.value.body() == {"error": {"code": "content_policy_violation", "param": None,
-                                              "message": "The request was refused by the model server's content "
-                                                         "policy."}}
+    assert refused.value.body() == {
+        "error": {
+            "code": "content_policy_violation",
+            "param": None,
+            "message": "The request was refused by the model server's content policy.",
+        }
+    }
     verdicts["flags"] = [False, False]
     assert len(sdxl_models.run(image_task(num_images=2))) == 2
 
@@ -297,8 +335,11 @@ def test_one_directory_only_leaves_the_other_task_unsupported(tiny_models, tmp_p
     for task in (image_task(), image_task(task="edit", image=noise_image(SIDE, SIDE))):
         with pytest.raises(Unsupported, match="serves no image model"):
             vlm_only.run(task)
-    diffusion_only = load_models(tiny_settings(tmp_path, DARKROOM_DIFFUSION_DIR=str(root / "diffusion"),
-                                               DARKROOM_QUALITY_CONFIG=str(root / "quality.json")))
+    diffusion_only = load_models(
+        tiny_settings(
+            tmp_path, DARKROOM_DIFFUSION_DIR=str(root / "diffusion"), DARKROOM_QUALITY_CONFIG=str(root / "quality.json")
+        )
+    )
     assert diffusion_only.vision is None and diffusion_only.tasks == ("generate", "edit")
     with pytest.raises(Unsupported, match="serves no vision-language model"):
         diffusion_only.check(AnalyzeTask(messages=(("user", "hi"),)))

@@ -18,8 +18,14 @@ from darkroom_endpoint.runtime import FAILURE_PATH_ENV, OUTPUT_PATH_ENV, Runtime
 from darkroom_endpoint.server import create_app
 from server_fixtures import FakeModels, decode_png, make_settings, running_server, wait_until
 
-GENERATE = {"task": "generate", "prompt": "a lighthouse at dusk", "width": 32, "height": 24, "num_images": 2,
-            "quality": "medium"}
+GENERATE = {
+    "task": "generate",
+    "prompt": "a lighthouse at dusk",
+    "width": 32,
+    "height": 24,
+    "num_images": 2,
+    "quality": "medium",
+}
 ENDPOINT = "darkroom-local"
 
 
@@ -35,8 +41,12 @@ def moto_url():
 @pytest.fixture
 def bucket(monkeypatch, moto_url):
     """A fresh bucket in the moto S3; the emulator's boto3 S3 client finds it through AWS_ENDPOINT_URL_S3."""
-    for name, value in {"AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "x", "AWS_DEFAULT_REGION": "us-east-1",
-                        "AWS_ENDPOINT_URL_S3": moto_url}.items():
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "x",
+        "AWS_SECRET_ACCESS_KEY": "x",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL_S3": moto_url,
+    }.items():
         monkeypatch.setenv(name, value)
     for name in ("AWS_ENDPOINT_URL", "AWS_PROFILE", "AWS_SESSION_TOKEN"):
         monkeypatch.delenv(name, raising=False)
@@ -57,16 +67,28 @@ def endpoint(tmp_path, bucket):
 
     def start(models: FakeModels | None = None, environ: dict | None = None, **changes):
         models = models or FakeModels()
-        environ = {OUTPUT_PATH_ENV: f"s3://{bucket}/async-inference/output/",
-                   FAILURE_PATH_ENV: f"s3://{bucket}/async-inference/failure/"} if environ is None else environ
-        app = create_app(make_settings(tmp_path, **changes), load=lambda settings: models, emulate_runtime=True,
-                         environ=environ)
+        environ = (
+            {
+                OUTPUT_PATH_ENV: f"s3://{bucket}/async-inference/output/",
+                FAILURE_PATH_ENV: f"s3://{bucket}/async-inference/failure/",
+            }
+            if environ is None
+            else environ
+        )
+        app = create_app(
+            make_settings(tmp_path, **changes), load=lambda settings: models, emulate_runtime=True, environ=environ
+        )
         context = running_server(app)
         url = context.__enter__()
         servers.append(context)
-        client = boto3.client("sagemaker-runtime", endpoint_url=url, region_name="us-east-1",
-                              aws_access_key_id="x", aws_secret_access_key="x",  # noqa: S106 - fake, loopback
-                              config=Config(retries={"max_attempts": 1}))
+        client = boto3.client(
+            "sagemaker-runtime",
+            endpoint_url=url,
+            region_name="us-east-1",
+            aws_access_key_id="x",
+            aws_secret_access_key="x",  # noqa: S106 - fake, loopback
+            config=Config(retries={"max_attempts": 1}),
+        )
         sent = []  # what botocore put on the wire, per the service model
         client.meta.events.register("before-send.sagemaker-runtime.*", lambda request, **_: sent.append(request))
         wait_until(lambda: app.state.server.ready, what="models loaded")
@@ -86,8 +108,9 @@ def model_error(exc_info) -> dict:
     response = exc_info.value.response
     assert response["Error"]["Code"] == "ModelError"
     assert response["ResponseMetadata"]["HTTPStatusCode"] == 424
-    assert response["LogStreamArn"].startswith(f"arn:aws:logs:us-east-1:000000000000:log-group:/aws/sagemaker/"
-                                               f"Endpoints/{ENDPOINT}")
+    assert response["LogStreamArn"].startswith(
+        f"arn:aws:logs:us-east-1:000000000000:log-group:/aws/sagemaker/Endpoints/{ENDPOINT}"
+    )
     return response
 
 
@@ -96,8 +119,12 @@ def model_error(exc_info) -> dict:
 
 def test_invoke_endpoint_returns_the_container_body(endpoint):
     client, models, _, sent = endpoint()
-    response = client.invoke_endpoint(EndpointName=ENDPOINT, Body=json.dumps(GENERATE).encode(),
-                                      ContentType="application/json", Accept="application/json")
+    response = client.invoke_endpoint(
+        EndpointName=ENDPOINT,
+        Body=json.dumps(GENERATE).encode(),
+        ContentType="application/json",
+        Accept="application/json",
+    )
     assert response["ContentType"] == "application/json" and response["InvokedProductionVariant"] == "AllTraffic"
     images = json.loads(response["Body"].read())["images"]
     assert [decode_png(image).size for image in images] == [(32, 24), (32, 24)]
@@ -111,12 +138,19 @@ def test_invoke_endpoint_returns_the_container_body(endpoint):
 def test_a_container_400_is_a_model_error_carrying_its_body(endpoint):
     client, models, _, _ = endpoint()
     with pytest.raises(ClientError) as caught:
-        client.invoke_endpoint(EndpointName=ENDPOINT, Body=json.dumps({**GENERATE, "width": "wide"}),
-                               ContentType="application/json", Accept="application/json")
+        client.invoke_endpoint(
+            EndpointName=ENDPOINT,
+            Body=json.dumps({**GENERATE, "width": "wide"}),
+            ContentType="application/json",
+            Accept="application/json",
+        )
     response = model_error(caught)
     assert response["OriginalStatusCode"] == 400
     assert json.loads(response["OriginalMessage"])["error"] == {
-        "code": "invalid_request", "message": "'width' must be an integer from 8 to 4096.", "param": "width"}
+        "code": "invalid_request",
+        "message": "'width' must be an integer from 8 to 4096.",
+        "param": "width",
+    }
     assert response["Error"]["Message"].startswith("Received client error (400) from primary with message")
     assert models.ran == []
 
@@ -143,8 +177,13 @@ def test_a_full_queue_is_a_model_error_429(endpoint):
     gate = threading.Event()
     client, models, _, _ = endpoint(FakeModels(gate=gate), queue_size=0)
     results = []
-    first = threading.Thread(target=lambda: results.append(client.invoke_endpoint(
-        EndpointName=ENDPOINT, Body=json.dumps(GENERATE), ContentType="application/json")["Body"].read()))
+    first = threading.Thread(
+        target=lambda: results.append(
+            client.invoke_endpoint(EndpointName=ENDPOINT, Body=json.dumps(GENERATE), ContentType="application/json")[
+                "Body"
+            ].read()
+        )
+    )
     first.start()
     try:
         assert models.started.wait(5)
@@ -178,6 +217,7 @@ def test_a_payload_over_6_mb_is_a_validation_error(endpoint):
 
 def wait_for_object(bucket: str, key: str) -> bytes:
     """The object once the emulator has written it."""
+
     def exists() -> bool:
         listing = s3().list_objects_v2(Bucket=bucket, Prefix=key)
         return any(item["Key"] == key for item in listing.get("Contents", []))
@@ -194,9 +234,14 @@ def test_invoke_endpoint_async_writes_the_answer_to_the_output_path(endpoint, bu
     client, models, app, sent = endpoint()
     s3().put_object(Bucket=bucket, Key="async-inference/input/job-1.json", Body=json.dumps(GENERATE).encode())
     response = client.invoke_endpoint_async(
-        EndpointName=ENDPOINT, InputLocation=f"s3://{bucket}/async-inference/input/job-1.json",
-        ContentType="application/json", Accept="application/json", InferenceId="job-1",
-        InvocationTimeoutSeconds=600, RequestTTLSeconds=60)
+        EndpointName=ENDPOINT,
+        InputLocation=f"s3://{bucket}/async-inference/input/job-1.json",
+        ContentType="application/json",
+        Accept="application/json",
+        InferenceId="job-1",
+        InvocationTimeoutSeconds=600,
+        RequestTTLSeconds=60,
+    )
     assert response["ResponseMetadata"]["HTTPStatusCode"] == 202 and response["InferenceId"] == "job-1"
     assert response["OutputLocation"] == f"s3://{bucket}/async-inference/output/job-1.out"
     assert response["FailureLocation"] == f"s3://{bucket}/async-inference/failure/job-1-error.out"
@@ -204,9 +249,14 @@ def test_invoke_endpoint_async_writes_the_answer_to_the_output_path(endpoint, bu
     assert sent[0].url.endswith(f"/endpoints/{ENDPOINT}/async-invocations")
     assert headers["X-Amzn-SageMaker-InputLocation"] == f"s3://{bucket}/async-inference/input/job-1.json"
     assert (headers["X-Amzn-SageMaker-Content-Type"], headers["X-Amzn-SageMaker-Accept"]) == (
-        "application/json", "application/json")
-    assert (headers["X-Amzn-SageMaker-Inference-Id"], headers["X-Amzn-SageMaker-RequestTTLSeconds"],
-            headers["X-Amzn-SageMaker-InvocationTimeoutSeconds"]) == ("job-1", "60", "600")
+        "application/json",
+        "application/json",
+    )
+    assert (
+        headers["X-Amzn-SageMaker-Inference-Id"],
+        headers["X-Amzn-SageMaker-RequestTTLSeconds"],
+        headers["X-Amzn-SageMaker-InvocationTimeoutSeconds"],
+    ) == ("job-1", "60", "600")
     answer = json.loads(wait_for_object(bucket, "async-inference/output/job-1.out"))
     assert [decode_png(image).size for image in answer["images"]] == [(32, 24), (32, 24)]
     assert not any(key.startswith("async-inference/failure/") for key in keys(bucket))
@@ -215,10 +265,15 @@ def test_invoke_endpoint_async_writes_the_answer_to_the_output_path(endpoint, bu
 
 def test_a_refused_async_request_lands_in_the_failure_path(endpoint, bucket):
     client, models, _, _ = endpoint()
-    s3().put_object(Bucket=bucket, Key="async-inference/input/bad.json",
-                    Body=json.dumps({**GENERATE, "task": "paint"}).encode())
-    response = client.invoke_endpoint_async(EndpointName=ENDPOINT, InferenceId="bad", ContentType="application/json",
-                                            InputLocation=f"s3://{bucket}/async-inference/input/bad.json")
+    s3().put_object(
+        Bucket=bucket, Key="async-inference/input/bad.json", Body=json.dumps({**GENERATE, "task": "paint"}).encode()
+    )
+    response = client.invoke_endpoint_async(
+        EndpointName=ENDPOINT,
+        InferenceId="bad",
+        ContentType="application/json",
+        InputLocation=f"s3://{bucket}/async-inference/input/bad.json",
+    )
     failure = json.loads(wait_for_object(bucket, "async-inference/failure/bad-error.out"))
     assert response["FailureLocation"].endswith("/async-inference/failure/bad-error.out")
     assert failure["error"]["code"] == "invalid_request" and failure["error"]["param"] == "task"
@@ -227,16 +282,21 @@ def test_a_refused_async_request_lands_in_the_failure_path(endpoint, bucket):
 
 def test_a_missing_input_object_lands_in_the_failure_path(endpoint, bucket):
     client, _, _, _ = endpoint()
-    client.invoke_endpoint_async(EndpointName=ENDPOINT, InferenceId="gone", ContentType="application/json",
-                                 InputLocation=f"s3://{bucket}/async-inference/input/gone.json")
+    client.invoke_endpoint_async(
+        EndpointName=ENDPOINT,
+        InferenceId="gone",
+        ContentType="application/json",
+        InputLocation=f"s3://{bucket}/async-inference/input/gone.json",
+    )
     failure = json.loads(wait_for_object(bucket, "async-inference/failure/gone-error.out"))
     assert failure["error"]["code"] == "input_not_found"
 
 
 def test_an_inline_body_and_a_generated_inference_id(endpoint, bucket):
     client, _, _, _ = endpoint()
-    response = client.invoke_endpoint_async(EndpointName=ENDPOINT, Body=json.dumps(GENERATE).encode(),
-                                            ContentType="application/json")
+    response = client.invoke_endpoint_async(
+        EndpointName=ENDPOINT, Body=json.dumps(GENERATE).encode(), ContentType="application/json"
+    )
     inference_id = response["InferenceId"]
     assert str(uuid.UUID(inference_id)) == inference_id
     answer = json.loads(wait_for_object(bucket, f"async-inference/output/{inference_id}.out"))
@@ -247,8 +307,9 @@ def test_async_requests_wait_for_a_busy_container_instead_of_failing(endpoint, b
     gate = threading.Event()
     client, models, _, _ = endpoint(FakeModels(gate=gate), queue_size=0)
     for name in ("a", "b"):
-        client.invoke_endpoint_async(EndpointName=ENDPOINT, InferenceId=name, ContentType="application/json",
-                                     Body=json.dumps(GENERATE).encode())
+        client.invoke_endpoint_async(
+            EndpointName=ENDPOINT, InferenceId=name, ContentType="application/json", Body=json.dumps(GENERATE).encode()
+        )
     assert models.started.wait(5)
     with pytest.raises(ClientError) as caught:  # the container is full: a real-time call is refused at once
         client.invoke_endpoint(EndpointName=ENDPOINT, Body=json.dumps(GENERATE), ContentType="application/json")
@@ -263,19 +324,28 @@ def test_an_async_invocation_over_its_timeout_lands_in_the_failure_path(endpoint
     gate = threading.Event()
     client, models, _, _ = endpoint(FakeModels(gate=gate))
     try:
-        client.invoke_endpoint_async(EndpointName=ENDPOINT, InferenceId="slow", ContentType="application/json",
-                                     Body=json.dumps(GENERATE).encode(), InvocationTimeoutSeconds=1)
+        client.invoke_endpoint_async(
+            EndpointName=ENDPOINT,
+            InferenceId="slow",
+            ContentType="application/json",
+            Body=json.dumps(GENERATE).encode(),
+            InvocationTimeoutSeconds=1,
+        )
         failure = json.loads(wait_for_object(bucket, "async-inference/failure/slow-error.out"))
         assert failure["error"]["code"] == "invocation_timeout"
     finally:
         gate.set()
 
 
-@pytest.mark.parametrize("call", [
-    {"InputLocation": "https://example.com/input.json"},
-    {"InputLocation": "s3://bucket-only"},
-    {},
-], ids=["https-location", "no-key", "no-input"])
+@pytest.mark.parametrize(
+    "call",
+    [
+        {"InputLocation": "https://example.com/input.json"},
+        {"InputLocation": "s3://bucket-only"},
+        {},
+    ],
+    ids=["https-location", "no-key", "no-input"],
+)
 def test_invalid_async_requests_are_validation_errors(endpoint, call):
     client, _, _, _ = endpoint()
     with pytest.raises(ClientError) as caught:

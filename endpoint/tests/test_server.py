@@ -22,15 +22,46 @@ from server_fixtures import FakeModels, decode_png, make_settings, png_b64, runn
 
 ENDPOINT_DIR = Path(__file__).resolve().parents[1]
 BAD = "zzBADVALUEzz"  # a value no answer and no log line may contain
-GENERATE = {"task": "generate", "prompt": "a red fox in the snow", "width": 64, "height": 48, "num_images": 2,
-            "quality": "high", "background": "transparent", "negative_prompt": "blurry", "steps": 4,
-            "guidance": 3.5, "seed": 7}
-EDIT = {"task": "edit", "prompt": "make it blue", "width": 64, "height": 48, "num_images": 1, "quality": "low",
-        "image": png_b64((64, 48)), "mask": png_b64((64, 48), "L", 255), "reference_images": [png_b64((32, 32))],
-        "negative_prompt": "red", "steps": 2, "guidance": 0, "seed": 0, "background": "transparent"}
-ANALYZE = {"task": "analyze", "images": [png_b64(), png_b64((16, 16))], "instructions": "Be brief.",
-           "messages": [{"role": "system", "content": "s"}, {"role": "developer", "content": "d"},
-                        {"role": "user", "content": "What is this?"}, {"role": "assistant", "content": "A square."}]}
+GENERATE = {
+    "task": "generate",
+    "prompt": "a red fox in the snow",
+    "width": 64,
+    "height": 48,
+    "num_images": 2,
+    "quality": "high",
+    "background": "transparent",
+    "negative_prompt": "blurry",
+    "steps": 4,
+    "guidance": 3.5,
+    "seed": 7,
+}
+EDIT = {
+    "task": "edit",
+    "prompt": "make it blue",
+    "width": 64,
+    "height": 48,
+    "num_images": 1,
+    "quality": "low",
+    "image": png_b64((64, 48)),
+    "mask": png_b64((64, 48), "L", 255),
+    "reference_images": [png_b64((32, 32))],
+    "negative_prompt": "red",
+    "steps": 2,
+    "guidance": 0,
+    "seed": 0,
+    "background": "transparent",
+}
+ANALYZE = {
+    "task": "analyze",
+    "images": [png_b64(), png_b64((16, 16))],
+    "instructions": "Be brief.",
+    "messages": [
+        {"role": "system", "content": "s"},
+        {"role": "developer", "content": "d"},
+        {"role": "user", "content": "What is this?"},
+        {"role": "assistant", "content": "A square."},
+    ],
+}
 
 
 @pytest.fixture
@@ -120,7 +151,13 @@ def test_generate_with_every_key(serve):
     task = models.ran[0]
     assert isinstance(task, ImageTask) and models.checked == [task]
     assert (task.task, task.prompt, task.width, task.height, task.num_images, task.quality) == (
-        "generate", "a red fox in the snow", 64, 48, 2, "high")
+        "generate",
+        "a red fox in the snow",
+        64,
+        48,
+        2,
+        "high",
+    )
     assert (task.transparent, task.negative_prompt, task.steps, task.guidance, task.seed) == (True, "blurry", 4, 3.5, 7)
 
 
@@ -143,32 +180,52 @@ def test_analyze_answers_text(serve):
 
 def test_a_json_content_type_with_parameters_is_accepted(serve):
     client, _ = serve()
-    response = client.post("/invocations", content=json.dumps(ANALYZE),
-                           headers={"content-type": "application/json; charset=utf-8"})
+    response = client.post(
+        "/invocations", content=json.dumps(ANALYZE), headers={"content-type": "application/json; charset=utf-8"}
+    )
     assert response.status_code == 200
 
 
 # -- refusals -----------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("body", [
-    {key: value for key, value in GENERATE.items() if key != "prompt"},
-    {**GENERATE, "width": BAD},
-    {**GENERATE, "num_images": 0},
-    {**GENERATE, "quality": BAD},
-    {**GENERATE, "background": BAD},
-    {**GENERATE, "guidance": BAD},
-    {**EDIT, "image": BAD + "!!"},
-    {**EDIT, "mask": png_b64((8, 8))},
-    {**GENERATE, "zzunknownzz": BAD},
-    {**GENERATE, "image": png_b64()},  # an edit key on a generate task
-    {**GENERATE, "task": BAD},
-    {**ANALYZE, "messages": [{"role": BAD, "content": "x"}]},
-    {**ANALYZE, "images": BAD},
-    [BAD],
-    BAD,
-], ids=["missing-prompt", "width-type", "num-images", "quality", "background", "guidance", "bad-base64", "mask-size",
-        "unknown-key", "wrong-task-key", "unknown-task", "role", "images-type", "array", "string"])
+@pytest.mark.parametrize(
+    "body",
+    [
+        {key: value for key, value in GENERATE.items() if key != "prompt"},
+        {**GENERATE, "width": BAD},
+        {**GENERATE, "num_images": 0},
+        {**GENERATE, "quality": BAD},
+        {**GENERATE, "background": BAD},
+        {**GENERATE, "guidance": BAD},
+        {**EDIT, "image": BAD + "!!"},
+        {**EDIT, "mask": png_b64((8, 8))},
+        {**GENERATE, "zzunknownzz": BAD},
+        {**GENERATE, "image": png_b64()},  # an edit key on a generate task
+        {**GENERATE, "task": BAD},
+        {**ANALYZE, "messages": [{"role": BAD, "content": "x"}]},
+        {**ANALYZE, "images": BAD},
+        [BAD],
+        BAD,
+    ],
+    ids=[
+        "missing-prompt",
+        "width-type",
+        "num-images",
+        "quality",
+        "background",
+        "guidance",
+        "bad-base64",
+        "mask-size",
+        "unknown-key",
+        "wrong-task-key",
+        "unknown-task",
+        "role",
+        "images-type",
+        "array",
+        "string",
+    ],
+)
 def test_invalid_requests_are_400_without_echo(serve, body):
     client, models = serve()
     assert_error(client.post("/invocations", json=body), 400, "invalid_request")
@@ -178,24 +235,37 @@ def test_invalid_requests_are_400_without_echo(serve, body):
 @pytest.mark.parametrize("headers", [{"content-type": "text/plain"}, {}, {"content-type": "application/jsonx"}])
 def test_a_body_that_is_not_json_is_415(serve, headers):
     client, _ = serve()
-    assert_error(client.post("/invocations", content=json.dumps(GENERATE), headers=headers), 415,
-                 "unsupported_media_type")
+    assert_error(
+        client.post("/invocations", content=json.dumps(GENERATE), headers=headers), 415, "unsupported_media_type"
+    )
 
 
-@pytest.mark.parametrize("body", [b"{not json", b'{"task": "' + BAD.encode() + b'\xff"}', b"",
-                                  b"[" * 100_000 + b"]" * 100_000, b'{"width": ' + b"9" * 5000 + b"}"],
-                         ids=["syntax", "utf-8", "empty", "deeply-nested", "huge-integer"])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"{not json",
+        b'{"task": "' + BAD.encode() + b'\xff"}',
+        b"",
+        b"[" * 100_000 + b"]" * 100_000,
+        b'{"width": ' + b"9" * 5000 + b"}",
+    ],
+    ids=["syntax", "utf-8", "empty", "deeply-nested", "huge-integer"],
+)
 def test_invalid_json_is_400(serve, body):
     client, _ = serve()
-    assert_error(client.post("/invocations", content=body, headers={"content-type": "application/json"}), 400,
-                 "invalid_json")
+    assert_error(
+        client.post("/invocations", content=body, headers={"content-type": "application/json"}), 400, "invalid_json"
+    )
 
 
 def test_an_oversized_body_is_413_by_content_length(serve):
     client, models = serve(max_body_bytes=1000)
     body = json.dumps({**GENERATE, "prompt": "x" * 2000})
-    assert_error(client.post("/invocations", content=body, headers={"content-type": "application/json"}), 413,
-                 "request_too_large")
+    assert_error(
+        client.post("/invocations", content=body, headers={"content-type": "application/json"}),
+        413,
+        "request_too_large",
+    )
     assert models.checked == []
 
 
@@ -217,8 +287,9 @@ def test_an_oversized_chunked_body_is_413(tmp_path):
         declared = client.post("/invocations", content=b" " * 1001, headers={"content-type": "application/json"})
         assert_error(declared, 413, "request_too_large")
         # a body under the cap, also chunked, is read whole
-        small = client.post("/invocations", content=iter([json.dumps(GENERATE).encode()]),
-                            headers={"content-type": "application/json"})
+        small = client.post(
+            "/invocations", content=iter([json.dumps(GENERATE).encode()]), headers={"content-type": "application/json"}
+        )
         assert small.status_code == 200
     assert len(models.ran) == 1
 
@@ -245,8 +316,9 @@ def test_a_content_policy_refusal_is_400_content_policy_violation(serve, where):
 
 def test_an_unsupported_task_is_refused_before_the_queue(serve, caplog):
     caplog.set_level("INFO", logger="darkroom_endpoint")
-    client, models = serve(FakeModels(check_error=Unsupported("This endpoint serves no vision-language model.",
-                                                              param="task")))
+    client, models = serve(
+        FakeModels(check_error=Unsupported("This endpoint serves no vision-language model.", param="task"))
+    )
     assert assert_error(client.post("/invocations", json=ANALYZE), 400, "unsupported")["param"] == "task"
     assert models.ran == [] and "invocation task=analyze images=2 messages=4 " in caplog.text
 
@@ -324,11 +396,20 @@ def test_tiny_calls_write_tiny_models(monkeypatch, tmp_path, capsys):
 
 
 def test_serve_listens_and_answers_ping(tmp_path):
-    env = {"PATH": "/usr/bin:/bin", "SM_MODEL_DIR": str(tmp_path), "PYTHONPATH": str(ENDPOINT_DIR),
-           "PYTHONUNBUFFERED": "1"}
-    process = subprocess.Popen([sys.executable, "-m", "darkroom_endpoint", "serve", "--host", "127.0.0.1",
-                                "--port", "0"], cwd=ENDPOINT_DIR, env=env, stdout=subprocess.PIPE,
-                               stderr=subprocess.DEVNULL, text=True)
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "SM_MODEL_DIR": str(tmp_path),
+        "PYTHONPATH": str(ENDPOINT_DIR),
+        "PYTHONUNBUFFERED": "1",
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "darkroom_endpoint", "serve", "--host", "127.0.0.1", "--port", "0"],
+        cwd=ENDPOINT_DIR,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
     try:
         line = process.stdout.readline()
         match = re.search(r"listening on (http://127\.0\.0\.1:\d+)", line)

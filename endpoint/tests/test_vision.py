@@ -37,8 +37,11 @@ def generate_calls(vision, monkeypatch):
 
 
 def test_analyze_answers_text_with_and_without_images(sdxl_models, generate_calls):
-    with_images = AnalyzeTask(messages=(("user", "What is in these pictures?"),), images=(picture(1), picture(2)),
-                              instructions="Answer briefly.")
+    with_images = AnalyzeTask(
+        messages=(("user", "What is in these pictures?"),),
+        images=(picture(1), picture(2)),
+        instructions="Answer briefly.",
+    )
     text_only = AnalyzeTask(messages=(("user", "Say something."),))
     for task, image_count in ((with_images, 2), (text_only, 0)):
         answer = sdxl_models.run(task)
@@ -50,16 +53,21 @@ def test_analyze_answers_text_with_and_without_images(sdxl_models, generate_call
 
 
 def test_the_conversation_has_instructions_first_and_images_on_the_last_user_turn(vision):
-    task = AnalyzeTask(messages=(("developer", "Be terse."), ("user", "first"), ("assistant", "ok"),
-                                 ("user", "second")), images=(picture(1), picture(2)), instructions="You look.")
+    task = AnalyzeTask(
+        messages=(("developer", "Be terse."), ("user", "first"), ("assistant", "ok"), ("user", "second")),
+        images=(picture(1), picture(2)),
+        instructions="You look.",
+    )
     conversation = build_conversation(task)
     assert [turn["role"] for turn in conversation] == ["system", "system", "user", "assistant", "user"]
     assert conversation[0]["content"] == [{"type": "text", "text": "You look."}]
     assert conversation[-1]["content"] == [{"type": "image"}, {"type": "image"}, {"type": "text", "text": "second"}]
     assert all(part["type"] == "text" for turn in conversation[:-1] for part in turn["content"])
     prompt = vision.processor.apply_chat_template(conversation, add_generation_prompt=True, tokenize=False)
-    assert prompt == ("<|system|>\nYou look.</s>\n<|system|>\nBe terse.</s>\n<|user|>\nfirst</s>\n"
-                      "<|assistant|>\nok</s>\n<|user|>\n<image><image>second</s>\n<|assistant|>\n")
+    assert prompt == (
+        "<|system|>\nYou look.</s>\n<|system|>\nBe terse.</s>\n<|user|>\nfirst</s>\n"
+        "<|assistant|>\nok</s>\n<|user|>\n<image><image>second</s>\n<|assistant|>\n"
+    )
 
 
 def test_only_the_new_tokens_are_decoded(vision, generate_calls):
@@ -102,6 +110,8 @@ def test_a_conversation_without_a_user_message_is_refused(sdxl_models, generate_
 
 def test_the_tiny_vlm_answers_printable_text(sdxl_models):
     # Its weights are random; its generation config keeps the answer to printable ASCII (tiny.py).
-    answers = [sdxl_models.run(AnalyzeTask(messages=(("user", f"Describe picture {seed}."),), images=(picture(seed),)))
-               for seed in range(3)]
+    answers = [
+        sdxl_models.run(AnalyzeTask(messages=(("user", f"Describe picture {seed}."),), images=(picture(seed),)))
+        for seed in range(3)
+    ]
     assert all(answer and answer.isascii() and answer.isprintable() for answer in answers)

@@ -21,13 +21,20 @@ app = build_resolver()
     "/v1/images/edits",
     summary="Edit images (multipart/form-data as the openai SDK sends it, or JSON with image references)",
     tags=["images"],
-    responses={200: {"description": "The edited images", "content": {"application/json": {"model": ImagesResponse}}},
-               **error_responses(400, 401, 403, 404, 409, 429, 500, 502, 503, 504)},
+    responses={
+        200: {"description": "The edited images", "content": {"application/json": {"model": ImagesResponse}}},
+        **error_responses(400, 401, 403, 404, 409, 429, 500, 502, 503, 504),
+    },
 )
 def edit_image(tenant: Annotated[Tenant, Depends(authenticated_tenant)]):  # the body is read by darkroom.editing
     request = read_edit_request(current_request(app), tenant.tenant_id, services())  # 400s before any record
-    return respond_once(app, tenant, "POST /v1/images/edits", render=replay_images,
-                        produce=lambda: images_outcome(edit_images(tenant, request, request_id(app), services())))
+    return respond_once(
+        app,
+        tenant,
+        "POST /v1/images/edits",
+        render=replay_images,
+        produce=lambda: images_outcome(edit_images(tenant, request, request_id(app), services())),
+    )
 
 
 lambda_handler = entrypoint(app)

@@ -32,39 +32,59 @@ def _ok(description: str, model: type) -> dict:
 def create_file(tenant: Annotated[Tenant, Depends(authenticated_tenant)]):
     # The body is multipart (base64 from API Gateway's binary media types), so Powertools does not parse it.
     filename, purpose, data = parse_file_form(current_request(app).form)
-    return respond_once(app, tenant, "POST /v1/files", render=replay_stored, produce=lambda: stored_outcome(
-        services().files.create(tenant.tenant_id, filename, purpose, data)))
+    return respond_once(
+        app,
+        tenant,
+        "POST /v1/files",
+        render=replay_stored,
+        produce=lambda: stored_outcome(services().files.create(tenant.tenant_id, filename, purpose, data)),
+    )
 
 
-@app.get("/v1/files", summary="List files (ordered by id)", tags=["files"],
-         responses={**_ok("One page of files", FileList), **error_responses(400, 401, 403)})
+@app.get(
+    "/v1/files",
+    summary="List files (ordered by id)",
+    tags=["files"],
+    responses={**_ok("One page of files", FileList), **error_responses(400, 401, 403)},
+)
 def list_files(
     tenant: Annotated[Tenant, Depends(authenticated_tenant)],
     limit: Annotated[int, Query(ge=1, le=10000, description="Pages hold at most 100 files.")] = 100,
     after: Annotated[str | None, Query(max_length=64, description="The last file id of the previous page.")] = None,
-    order: Annotated[Literal["asc", "desc"] | None, Query(description="Refused: files are listed in id order "
-                                                                     "only.")] = None,
+    order: Annotated[
+        Literal["asc", "desc"] | None, Query(description="Refused: files are listed in id order only.")
+    ] = None,
     purpose: Annotated[str | None, Query(max_length=64, description="Refused: no purpose filter.")] = None,
 ):
     # The SDK's files.list() parameters darkroom cannot honour: refused, rather than ignored into a wrong answer.
     if order is not None:
-        raise InvalidRequest("Files are listed in file id order only; omit 'order'.", param="order",
-                             code="unsupported_value")
+        raise InvalidRequest(
+            "Files are listed in file id order only; omit 'order'.", param="order", code="unsupported_value"
+        )
     if purpose is not None:
-        raise InvalidRequest("Listing files by purpose is not supported; omit 'purpose'.", param="purpose",
-                             code="unsupported_value")
+        raise InvalidRequest(
+            "Listing files by purpose is not supported; omit 'purpose'.", param="purpose", code="unsupported_value"
+        )
     page = services().files.list(tenant.tenant_id, limit=limit, after=after)
     return json_response(200, page.model_dump_json(exclude_none=True))
 
 
-@app.get("/v1/files/<file_id>", summary="Retrieve a file", tags=["files"],
-         responses={**_ok("The file", FileObject), **error_responses(401, 403, 404)})
+@app.get(
+    "/v1/files/<file_id>",
+    summary="Retrieve a file",
+    tags=["files"],
+    responses={**_ok("The file", FileObject), **error_responses(401, 403, 404)},
+)
 def retrieve_file(file_id: str, tenant: Annotated[Tenant, Depends(authenticated_tenant)]):
     return json_response(200, services().files.get(tenant.tenant_id, file_id).model_dump_json(exclude_none=True))
 
 
-@app.delete("/v1/files/<file_id>", summary="Delete a file", tags=["files"],
-            responses={**_ok("The file is deleted", FileDeleted), **error_responses(401, 403, 404)})
+@app.delete(
+    "/v1/files/<file_id>",
+    summary="Delete a file",
+    tags=["files"],
+    responses={**_ok("The file is deleted", FileDeleted), **error_responses(401, 403, 404)},
+)
 def delete_file(file_id: str, tenant: Annotated[Tenant, Depends(authenticated_tenant)]):
     return json_response(200, services().files.delete(tenant.tenant_id, file_id))
 
@@ -83,18 +103,31 @@ def create_upload(
         raise UnknownParameter(next(iter(body.model_extra)))
     if body.expires_after is not None:
         raise expiry_refused()
-    return respond_once(app, tenant, "POST /v1/uploads", render=upload_replay(tenant.tenant_id, body.mime_type),
-                        produce=lambda: upload_outcome(services().files.create_upload(
-                            tenant.tenant_id, filename=body.filename, purpose=body.purpose, size=body.bytes,
-                            mime_type=body.mime_type)))
+    return respond_once(
+        app,
+        tenant,
+        "POST /v1/uploads",
+        render=upload_replay(tenant.tenant_id, body.mime_type),
+        produce=lambda: upload_outcome(
+            services().files.create_upload(
+                tenant.tenant_id,
+                filename=body.filename,
+                purpose=body.purpose,
+                size=body.bytes,
+                mime_type=body.mime_type,
+            )
+        ),
+    )
 
 
 @app.post(
     "/v1/uploads/<upload_id>/complete",
     summary="Complete an upload: the staged bytes become a file",
     tags=["uploads"],
-    responses={**_ok("The completed upload and its file", Upload),
-               **error_responses(400, 401, 403, 404, 409, 500, 503)},
+    responses={
+        **_ok("The completed upload and its file", Upload),
+        **error_responses(400, 401, 403, 404, 409, 500, 503),
+    },
 )
 def complete_upload(
     upload_id: str,
@@ -103,9 +136,15 @@ def complete_upload(
 ):
     if body is not None and body.model_extra:
         raise UnknownParameter(next(iter(body.model_extra)))
-    return respond_once(app, tenant, "POST /v1/uploads/{upload_id}/complete", render=replay_stored,
-                        produce=lambda: stored_outcome(services().files.complete_upload(
-                            tenant.tenant_id, upload_id, md5=body.md5 if body else None)))
+    return respond_once(
+        app,
+        tenant,
+        "POST /v1/uploads/{upload_id}/complete",
+        render=replay_stored,
+        produce=lambda: stored_outcome(
+            services().files.complete_upload(tenant.tenant_id, upload_id, md5=body.md5 if body else None)
+        ),
+    )
 
 
 lambda_handler = entrypoint(app)

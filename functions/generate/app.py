@@ -21,15 +21,22 @@ app = build_resolver()
     "/v1/images/generations",
     summary="Create images from a prompt",
     tags=["images"],
-    responses={200: {"description": "The images", "content": {"application/json": {"model": ImagesResponse}}},
-               **error_responses(400, 401, 403, 404, 409, 429, 500, 502, 503, 504)},
+    responses={
+        200: {"description": "The images", "content": {"application/json": {"model": ImagesResponse}}},
+        **error_responses(400, 401, 403, 404, 409, 429, 500, 502, 503, 504),
+    },
 )
 def create_image(
     body: Annotated[ImageGenerateRequest, Body()],
     tenant: Annotated[Tenant, Depends(authenticated_tenant)],
 ):  # the 200 schema is declared in responses=; the body is already JSON
-    return respond_once(app, tenant, "POST /v1/images/generations", render=replay_images,
-                        produce=lambda: images_outcome(generate_images(tenant, body, request_id(app), services())))
+    return respond_once(
+        app,
+        tenant,
+        "POST /v1/images/generations",
+        render=replay_images,
+        produce=lambda: images_outcome(generate_images(tenant, body, request_id(app), services())),
+    )
 
 
 lambda_handler = entrypoint(app)

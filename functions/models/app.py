@@ -13,16 +13,28 @@ from darkroom.tenancy import Tenant
 app = build_resolver()
 
 
-@app.get("/v1/models", summary="List models", tags=["models"],
-         responses={200: {"description": "The catalog's models", "content": {"application/json": {"model": ModelList}}},
-                    **error_responses(401, 403)})
+@app.get(
+    "/v1/models",
+    summary="List models",
+    tags=["models"],
+    responses={
+        200: {"description": "The catalog's models", "content": {"application/json": {"model": ModelList}}},
+        **error_responses(401, 403),
+    },
+)
 def list_models(tenant: Annotated[Tenant, Depends(authenticated_tenant)]) -> ModelList:
     return model_list(services().catalog)
 
 
-@app.get("/v1/models/<model>", summary="Retrieve a model", tags=["models"],
-         responses={200: {"description": "The model", "content": {"application/json": {"model": ModelObject}}},
-                    **error_responses(401, 403, 404)})
+@app.get(
+    "/v1/models/<model>",
+    summary="Retrieve a model",
+    tags=["models"],
+    responses={
+        200: {"description": "The model", "content": {"application/json": {"model": ModelObject}}},
+        **error_responses(401, 403, 404),
+    },
+)
 def retrieve_model(model: str, tenant: Annotated[Tenant, Depends(authenticated_tenant)]) -> ModelObject:
     entry = services().catalog.models.get(model)
     if entry is None:

@@ -24,72 +24,119 @@ app = build_resolver()
     "/v1/responses",
     summary="Create a response (text, image analysis, image generation and editing)",
     tags=["responses"],
-    responses={200: {"description": "The response (status queued when background is true), or its event stream "
-                                    "when stream is true",
-                     "content": {"application/json": {"model": ResponseObject}}},
-               **error_responses(400, 401, 403, 404, 409, 429, 500, 502, 503, 504)},
+    responses={
+        200: {
+            "description": "The response (status queued when background is true), or its event stream "
+            "when stream is true",
+            "content": {"application/json": {"model": ResponseObject}},
+        },
+        **error_responses(400, 401, 403, 404, 409, 429, 500, 502, 503, 504),
+    },
 )
 def create(body: Annotated[ResponseCreateRequest, Body()], tenant: Annotated[Tenant, Depends(authenticated_tenant)]):
     def answer(response: ResponseObject) -> Response:
         if body.stream:
             # Lambda behind API Gateway cannot stream: the whole, valid event sequence goes in one body.
-            return Response(status_code=200, content_type="text/event-stream; charset=utf-8",
-                            body=sse(response_events(response)))
+            return Response(
+                status_code=200, content_type="text/event-stream; charset=utf-8", body=sse(response_events(response))
+            )
         return json_response(200, response.model_dump_json(exclude_none=True))
 
     def produce() -> Outcome:
         if body.store is False and current_request(app).idempotency_key is not None:
-            raise InvalidRequest("Idempotency-Key needs a stored response: omit 'store' or send true.",
-                                 param="store", code="unsupported_value")
+            raise InvalidRequest(
+                "Idempotency-Key needs a stored response: omit 'store' or send true.",
+                param="store",
+                code="unsupported_value",
+            )
         response = create_response(tenant, body, request_id(app), services())
         return Outcome(answer(response), {"response_id": response.id})
 
     # A retry gets the stored response as it is now (a background job: its current state).
-    return respond_once(app, tenant, "POST /v1/responses", produce,
-                        render=lambda reference: answer(retrieve_response(tenant, reference["response_id"],
-                                                                          services())))
+    return respond_once(
+        app,
+        tenant,
+        "POST /v1/responses",
+        produce,
+        render=lambda reference: answer(retrieve_response(tenant, reference["response_id"], services())),
+    )
 
 
-@app.get("/v1/responses/<response_id>", summary="Retrieve a stored response", tags=["responses"],
-         responses={200: {"description": "The stored response, or with stream=true its event stream",
-                          "content": {"application/json": {"model": ResponseObject}}},
-                    **error_responses(400, 401, 403, 404)})
+@app.get(
+    "/v1/responses/<response_id>",
+    summary="Retrieve a stored response",
+    tags=["responses"],
+    responses={
+        200: {
+            "description": "The stored response, or with stream=true its event stream",
+            "content": {"application/json": {"model": ResponseObject}},
+        },
+        **error_responses(400, 401, 403, 404),
+    },
+)
 def retrieve(
     response_id: str,
     tenant: Annotated[Tenant, Depends(authenticated_tenant)],
     stream: Annotated[bool | None, Query(description="Replay a completed response as its event stream.")] = None,
-    starting_after: Annotated[int | None, Query(ge=0, description="With stream: only the events after this "
-                                                                  "sequence_number.")] = None,
+    starting_after: Annotated[
+        int | None, Query(ge=0, description="With stream: only the events after this sequence_number.")
+    ] = None,
 ):  # include and include_obfuscation (SDK) change nothing here: the stored response is returned whole, unpadded
     response = retrieve_response(tenant, response_id, services())
     if not stream:
         return json_response(200, response.model_dump_json(exclude_none=True))
     if response.status != "completed":  # the events of unfinished work do not exist yet: poll instead
-        raise InvalidRequest(f"Only a completed response can be replayed as a stream (this one is {response.status}).",
-                             param="stream", code="unsupported_value")
-    events = [event for event in response_events(response)
-              if starting_after is None or event["sequence_number"] > starting_after]
+        raise InvalidRequest(
+            f"Only a completed response can be replayed as a stream (this one is {response.status}).",
+            param="stream",
+            code="unsupported_value",
+        )
+    events = [
+        event
+        for event in response_events(response)
+        if starting_after is None or event["sequence_number"] > starting_after
+    ]
     return Response(status_code=200, content_type="text/event-stream; charset=utf-8", body=sse(events))
 
 
-@app.post("/v1/responses/<response_id>/cancel", summary="Cancel a background response", tags=["responses"],
-          responses={200: {"description": "The response, cancelled (or as it finished)",
-                           "content": {"application/json": {"model": ResponseObject}}},
-                     **error_responses(400, 401, 403, 404, 409, 503)})
+@app.post(
+    "/v1/responses/<response_id>/cancel",
+    summary="Cancel a background response",
+    tags=["responses"],
+    responses={
+        200: {
+            "description": "The response, cancelled (or as it finished)",
+            "content": {"application/json": {"model": ResponseObject}},
+        },
+        **error_responses(400, 401, 403, 404, 409, 503),
+    },
+)
 def cancel(response_id: str, tenant: Annotated[Tenant, Depends(authenticated_tenant)]):
     def produce() -> Outcome:
         response = cancel_response(tenant, response_id, services())
         return Outcome(json_response(200, response.model_dump_json(exclude_none=True)), {"response_id": response.id})
 
     # Cancelling is idempotent by nature; with a key, a retry is answered like any keyed POST.
-    return respond_once(app, tenant, "POST /v1/responses/{response_id}/cancel", produce,
-                        render=lambda reference: json_response(200, retrieve_response(
-                            tenant, reference["response_id"], services()).model_dump_json(exclude_none=True)))
+    return respond_once(
+        app,
+        tenant,
+        "POST /v1/responses/{response_id}/cancel",
+        produce,
+        render=lambda reference: json_response(
+            200, retrieve_response(tenant, reference["response_id"], services()).model_dump_json(exclude_none=True)
+        ),
+    )
 
 
-@app.delete("/v1/responses/<response_id>", summary="Delete a stored response", tags=["responses"],
-            responses={200: {"description": "Deleted", "content": {"application/json": {"model": ResponseDeleted}}},
-                       **error_responses(401, 403, 404)})
+@app.delete(
+    "/v1/responses/<response_id>",
+    summary="Delete a stored response",
+    tags=["responses"],
+    responses={
+        200: {"description": "Deleted", "content": {"application/json": {"model": ResponseDeleted}}},
+        **error_responses(401, 403, 404),
+    },
+)
 def delete(response_id: str, tenant: Annotated[Tenant, Depends(authenticated_tenant)]) -> ResponseDeleted:
     return delete_response(tenant, response_id, services())
 

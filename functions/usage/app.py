@@ -15,15 +15,24 @@ from darkroom.tenancy import Tenant
 app = build_resolver()
 
 
-@app.get("/v1/usage", summary="Your usage by day (UTC) and model", tags=["usage"],
-         description="At most 366 days; without dates, the last 30 days up to today (UTC).",
-         responses={200: {"description": "Usage rows sorted by date then model, and their totals",
-                          "content": {"application/json": {"model": UsageList}}},
-                    **error_responses(400, 401, 403)})
+@app.get(
+    "/v1/usage",
+    summary="Your usage by day (UTC) and model",
+    tags=["usage"],
+    description="At most 366 days; without dates, the last 30 days up to today (UTC).",
+    responses={
+        200: {
+            "description": "Usage rows sorted by date then model, and their totals",
+            "content": {"application/json": {"model": UsageList}},
+        },
+        **error_responses(400, 401, 403),
+    },
+)
 def get_usage(
     tenant: Annotated[Tenant, Depends(authenticated_tenant)],
-    start_date: Annotated[str | None, Query(description="First day, YYYY-MM-DD (default: 29 days before "
-                                                        "end_date)")] = None,
+    start_date: Annotated[
+        str | None, Query(description="First day, YYYY-MM-DD (default: 29 days before end_date)")
+    ] = None,
     end_date: Annotated[str | None, Query(description="Last day, YYYY-MM-DD (default: today, UTC)")] = None,
 ) -> UsageList:
     start, end = usage_window(start_date, end_date)

@@ -138,11 +138,15 @@ class ModelEntry(BaseModel):
                 raise ValueError(f"{self.id}: endpoint.family is for the bedrock backend only")
             return self
         if family is None:
-            raise ValueError(f"{self.id}: the bedrock backend needs endpoint.family: one of "
-                             f"{', '.join(get_args(BedrockFamily))} (the request shape; never guessed from model_id)")
+            raise ValueError(
+                f"{self.id}: the bedrock backend needs endpoint.family: one of "
+                f"{', '.join(get_args(BedrockFamily))} (the request shape; never guessed from model_id)"
+            )
         if family not in BEDROCK_IMAGE_FAMILIES and (self.can(Capability.GENERATE) or self.can(Capability.EDIT)):
-            raise ValueError(f"{self.id}: endpoint.family {family!r} draws no images; generate and edit need "
-                             f"{' or '.join(sorted(BEDROCK_IMAGE_FAMILIES))}")
+            raise ValueError(
+                f"{self.id}: endpoint.family {family!r} draws no images; generate and edit need "
+                f"{' or '.join(sorted(BEDROCK_IMAGE_FAMILIES))}"
+            )
         return self
 
     @model_validator(mode="after")
@@ -212,8 +216,9 @@ class Catalog(BaseModel):
         if model_id is None:
             default = self.defaults.get(capability)
             if default is None:
-                raise InvalidRequest("You must provide a model parameter.", param="model",
-                                     code="missing_required_parameter")
+                raise InvalidRequest(
+                    "You must provide a model parameter.", param="model", code="missing_required_parameter"
+                )
             model_id = default
         entry = self.models.get(model_id)
         if entry is None:
@@ -255,11 +260,12 @@ def merge_extra(document: object, extra: str) -> dict:
         raise CatalogError(f"{EXTRA_VARIABLE} must be a non-empty JSON object of model id -> catalog entry")
     models = document.get("models") if isinstance(document, dict) else None
     if not isinstance(models, dict):
-        raise CatalogError(f"{EXTRA_VARIABLE}: the loaded catalog has no \"models\" object to add entries to")
+        raise CatalogError(f'{EXTRA_VARIABLE}: the loaded catalog has no "models" object to add entries to')
     clashes = sorted(set(entries) & set(models))
     if clashes:
-        raise CatalogError(f"{EXTRA_VARIABLE} adds model ids the catalog already has: {', '.join(clashes)} "
-                           f"(rename one of them)")
+        raise CatalogError(
+            f"{EXTRA_VARIABLE} adds model ids the catalog already has: {', '.join(clashes)} (rename one of them)"
+        )
     for model_id, entry in entries.items():
         if not isinstance(entry, dict):
             raise CatalogError(f"{EXTRA_VARIABLE}: the entry for {model_id!r} is not a JSON object")
@@ -272,8 +278,9 @@ def merge_extra(document: object, extra: str) -> dict:
 
 def _summary(exc: ValidationError) -> str:
     """pydantic's errors as one line: where and what, without the offending input."""
-    return "; ".join(f"{'.'.join(str(part) for part in error['loc']) or 'entry'}: {error['msg']}"
-                     for error in exc.errors())
+    return "; ".join(
+        f"{'.'.join(str(part) for part in error['loc']) or 'entry'}: {error['msg']}" for error in exc.errors()
+    )
 
 
 @cache

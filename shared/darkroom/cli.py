@@ -39,8 +39,11 @@ def _limit(text: str) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--stack", default=os.environ.get("DARKROOM_STACK"),
-                        help="a deployed CloudFormation stack to administer (its outputs name the tables)")
+    common.add_argument(
+        "--stack",
+        default=os.environ.get("DARKROOM_STACK"),
+        help="a deployed CloudFormation stack to administer (its outputs name the tables)",
+    )
     common.add_argument("--json", action="store_true", help="print JSON instead of text")
     parser = argparse.ArgumentParser(prog="darkroom", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -52,12 +55,16 @@ def _parser() -> argparse.ArgumentParser:
     serve = add("serve", help="serve the API locally from template.yaml")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=int(os.environ.get("PORT", "3000")))
-    serve.add_argument("--model-server", action="store_true",
-                       help="also run darkroom's model server (endpoint/) with tiny models behind the sagemaker "
-                            "backend (needs endpoint/.venv: make run-endpoint)")
+    serve.add_argument(
+        "--model-server",
+        action="store_true",
+        help="also run darkroom's model server (endpoint/) with tiny models behind the sagemaker "
+        "backend (needs endpoint/.venv: make run-endpoint)",
+    )
 
     tenants = add("tenants", help="create, list and suspend tenants, change their limits").add_subparsers(
-        dest="action", required=True)
+        dest="action", required=True
+    )
     create = command(tenants, "create")
     create.add_argument("name")
     create.add_argument("--images-per-minute", type=_limit)
@@ -72,16 +79,19 @@ def _parser() -> argparse.ArgumentParser:
     set_limits.add_argument("--images-per-day", type=_limit)
     set_limits.add_argument("--requests-per-minute", type=_limit)
 
-    keys = add("keys", help="issue, list and revoke API keys").add_subparsers(
-        dest="action", required=True)
+    keys = add("keys", help="issue, list and revoke API keys").add_subparsers(dest="action", required=True)
     command(keys, "issue").add_argument("tenant_id")
     command(keys, "list").add_argument("tenant_id")
     command(keys, "revoke").add_argument("key_id")
 
     usage = command(commands, "usage", help="a tenant's usage by day (UTC) and model, as GET /v1/usage shows it")
     usage.add_argument("tenant_id")
-    usage.add_argument("--start-date", "--since", dest="start_date",
-                       help="first day, YYYY-MM-DD (default: 29 days before the last; at most 366 days)")
+    usage.add_argument(
+        "--start-date",
+        "--since",
+        dest="start_date",
+        help="first day, YYYY-MM-DD (default: 29 days before the last; at most 366 days)",
+    )
     usage.add_argument("--end-date", dest="end_date", help="last day, YYYY-MM-DD (default: today, UTC)")
     usage.add_argument("--csv", action="store_true", help="print CSV: a header row, one row per day and model")
     return parser
@@ -112,16 +122,21 @@ def _serve(args) -> None:
 
     if args.model_server:  # the first run writes the tiny models, and torch takes a while to import
         print("darkroom: starting the model server (endpoint/) with tiny models...", flush=True)
-    local = stack.start(args.host, args.port, demo_key=os.environ.get("DARKROOM_DEMO_KEY"),
-                        model_server=args.model_server)
-    lines = [f"darkroom local stack: {local.base_url}  (AWS at {os.environ['AWS_ENDPOINT_URL']})",
-             f"demo tenant {local.demo_tenant_id}, key: {local.demo_key}",
-             f"playground: {local.base_url.removesuffix('/v1')}/playground   "
-             f"API docs: {local.base_url.removesuffix('/v1')}/docs"]
+    local = stack.start(
+        args.host, args.port, demo_key=os.environ.get("DARKROOM_DEMO_KEY"), model_server=args.model_server
+    )
+    lines = [
+        f"darkroom local stack: {local.base_url}  (AWS at {os.environ['AWS_ENDPOINT_URL']})",
+        f"demo tenant {local.demo_tenant_id}, key: {local.demo_key}",
+        f"playground: {local.base_url.removesuffix('/v1')}/playground   "
+        f"API docs: {local.base_url.removesuffix('/v1')}/docs",
+    ]
     if local.model_server:
         models = local.model_server
-        lines += [f"model server: {models.url} (ready in {models.ready_seconds:.1f}s; log: {models.log}), "
-                  f"serving {', '.join(models.models)} (randomly initialised tiny models, not trained ones)"]
+        lines += [
+            f"model server: {models.url} (ready in {models.ready_seconds:.1f}s; log: {models.log}), "
+            f"serving {', '.join(models.models)} (randomly initialised tiny models, not trained ones)"
+        ]
     lines += ["In another shell, to use the openai SDK and the darkroom CLI against it:"]
     # Quoted for the shell: DARKROOM_CATALOG_EXTRA is JSON, and the lines are meant to be pasted or eval'd.
     lines += [f"export {name}={shlex.quote(value)}" for name, value in sorted(local.environment.items())]
@@ -154,29 +169,45 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "tenants" and args.action == "create":
             defaults = directory.default_limits  # the stack's Default* parameters (DARKROOM_DEFAULT_*)
-            tenant = directory.create_tenant(args.name, Limits(
-                images_per_minute=args.images_per_minute or defaults.images_per_minute,
-                images_per_day=args.images_per_day or defaults.images_per_day,
-                requests_per_minute=args.requests_per_minute or defaults.requests_per_minute,
-            ))
+            tenant = directory.create_tenant(
+                args.name,
+                Limits(
+                    images_per_minute=args.images_per_minute or defaults.images_per_minute,
+                    images_per_day=args.images_per_day or defaults.images_per_day,
+                    requests_per_minute=args.requests_per_minute or defaults.requests_per_minute,
+                ),
+            )
             _print(args, _tenant_row(tenant), f"{tenant.tenant_id}\t{tenant.name}")
         elif args.command == "tenants" and args.action == "list":
             rows = [_tenant_row(t) for t in directory.list_tenants()]
-            _print(args, rows, "\n".join(
-                f"{r['tenant_id']}\t{r['name']}\t{r['status']}\tipm={r['images_per_minute']} "
-                f"ipd={r['images_per_day']} rpm={r['requests_per_minute']}" for r in rows))
+            _print(
+                args,
+                rows,
+                "\n".join(
+                    f"{r['tenant_id']}\t{r['name']}\t{r['status']}\tipm={r['images_per_minute']} "
+                    f"ipd={r['images_per_day']} rpm={r['requests_per_minute']}"
+                    for r in rows
+                ),
+            )
         elif args.command == "tenants" and args.action == "set-limits":
-            changes = {name: getattr(args, name) for name in ("images_per_minute", "images_per_day",
-                                                              "requests_per_minute")}
+            changes = {
+                name: getattr(args, name) for name in ("images_per_minute", "images_per_day", "requests_per_minute")
+            }
             if all(value is None for value in changes.values()):
-                print("darkroom: give at least one of --images-per-minute, --images-per-day, --requests-per-minute",
-                      file=sys.stderr)
+                print(
+                    "darkroom: give at least one of --images-per-minute, --images-per-day, --requests-per-minute",
+                    file=sys.stderr,
+                )
                 return 2
             tenant = directory.set_limits(args.tenant_id, **changes)
             limits = tenant.limits
-            _print(args, _tenant_row(tenant), f"{tenant.tenant_id}\tipm={limits.images_per_minute} "
-                   f"ipd={limits.images_per_day} rpm={limits.requests_per_minute} (takes effect within "
-                   f"{svc.settings.key_cache_seconds:g}s)")
+            _print(
+                args,
+                _tenant_row(tenant),
+                f"{tenant.tenant_id}\tipm={limits.images_per_minute} "
+                f"ipd={limits.images_per_day} rpm={limits.requests_per_minute} (takes effect within "
+                f"{svc.settings.key_cache_seconds:g}s)",
+            )
         elif args.command == "tenants":
             tenant = directory.set_status(args.tenant_id, "suspended" if args.action == "suspend" else "active")
             _print(args, _tenant_row(tenant), f"{tenant.tenant_id}\t{tenant.status}")
@@ -186,12 +217,16 @@ def main(argv: list[str] | None = None) -> int:
             _print(args, row, f"{key.key_id}\t{secret}\n(shown once: store it now; darkroom keeps only its hash)")
         elif args.command == "keys" and args.action == "list":
             rows = [vars(k) for k in directory.list_keys(args.tenant_id)]
-            _print(args, rows, "\n".join(
-                f"{r['key_id']}\t{r['prefix']}...\t{r['status']}\t{r['created_at']}" for r in rows))
+            _print(
+                args,
+                rows,
+                "\n".join(f"{r['key_id']}\t{r['prefix']}...\t{r['status']}\t{r['created_at']}" for r in rows),
+            )
         elif args.command == "keys" and args.action == "revoke":
             key = directory.revoke_key(args.key_id)
-            _print(args, vars(key), f"{key.key_id}\t{key.status} (takes effect within "
-                                    f"{svc.settings.key_cache_seconds:g}s)")
+            _print(
+                args, vars(key), f"{key.key_id}\t{key.status} (takes effect within {svc.settings.key_cache_seconds:g}s)"
+            )
         elif args.command == "usage":
             _usage(args, svc)
     except ApiError as exc:
@@ -232,14 +267,23 @@ def _usage_cells(row: dict) -> list[str]:
 def _table(lines: list) -> str:
     """Aligned columns: the first two (date, model) to the left, the numbers to the right."""
     widths = [max(len(str(line[i])) for line in lines) for i in range(len(lines[0]))]
-    return "\n".join("  ".join(str(cell).ljust(w) if i < 2 else str(cell).rjust(w)
-                               for i, (cell, w) in enumerate(zip(line, widths, strict=True))).rstrip()
-                      for line in lines)
+    return "\n".join(
+        "  ".join(
+            str(cell).ljust(w) if i < 2 else str(cell).rjust(w)
+            for i, (cell, w) in enumerate(zip(line, widths, strict=True))
+        ).rstrip()
+        for line in lines
+    )
 
 
 def _tenant_row(tenant) -> dict:
-    return {"tenant_id": tenant.tenant_id, "name": tenant.name, "status": tenant.status,
-            "created_at": tenant.created_at, **vars(tenant.limits)}
+    return {
+        "tenant_id": tenant.tenant_id,
+        "name": tenant.name,
+        "status": tenant.status,
+        "created_at": tenant.created_at,
+        **vars(tenant.limits),
+    }
 
 
 if __name__ == "__main__":

@@ -58,8 +58,9 @@ def _set(remaining_lambda_ms: int | None, gateway_received_epoch_ms: int | None)
 def inference_budget(settings) -> float:
     """Seconds the upstream call may take now: the ceiling of this kind of work (a synchronous request or
     a background job), never past the request's deadline."""
-    return inference_seconds(settings.job_inference_timeout_seconds if in_background()
-                             else settings.inference_timeout_seconds)
+    return inference_seconds(
+        settings.job_inference_timeout_seconds if in_background() else settings.inference_timeout_seconds
+    )
 
 
 def inference_seconds(ceiling: float) -> float:

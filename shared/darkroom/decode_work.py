@@ -99,14 +99,18 @@ def _walk_jpeg(data: bytes) -> tuple[int, int, int, int, int]:
             break
         segments += 1
         header_segments += scans == 0
-        if (scans > MAX_JPEG_SCANS or segments > MAX_JPEG_SEGMENTS or padding > MAX_JPEG_PADDING
-                or header_segments > MAX_JPEG_HEADER_SEGMENTS):
+        if (
+            scans > MAX_JPEG_SCANS
+            or segments > MAX_JPEG_SEGMENTS
+            or padding > MAX_JPEG_PADDING
+            or header_segments > MAX_JPEG_HEADER_SEGMENTS
+        ):
             break
         if marker in _JPEG_STANDALONE:
             continue
         if position + 2 > end:
             break
-        length = int.from_bytes(data[position:position + 2], "big")
+        length = int.from_bytes(data[position : position + 2], "big")
         if length < 2:  # malformed: the decoder refuses it
             break
         if marker == 0xDA:  # SOS: its header, then entropy-coded data up to the next marker
@@ -122,7 +126,7 @@ def _png(data: bytes) -> str | None:
     chunks = iccp = 0
     position, end = 8, len(data)  # after the signature
     while position + 8 <= end:
-        kind = data[position + 4:position + 8]
+        kind = data[position + 4 : position + 8]
         chunks += 1
         iccp += kind == b"iCCP"
         if chunks > most:
@@ -131,7 +135,7 @@ def _png(data: bytes) -> str | None:
             return "more than one iCCP chunk"
         if kind == b"IEND":
             break
-        position += 12 + int.from_bytes(data[position:position + 4], "big")  # length, type, data, CRC
+        position += 12 + int.from_bytes(data[position : position + 4], "big")  # length, type, data, CRC
     return None
 
 

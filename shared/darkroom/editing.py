@@ -54,21 +54,27 @@ def read_edit_request(http: HttpRequest, tenant_id: str, services: Services) -> 
     elif http.media_type in ("application/json", ""):
         request = _from_json(http, tenant_id, services, limits)
     else:
-        raise InvalidRequest("Send multipart/form-data (as the openai SDK does) or application/json.",
-                             code="unsupported_content_type")
+        raise InvalidRequest(
+            "Send multipart/form-data (as the openai SDK does) or application/json.", code="unsupported_content_type"
+        )
     if len(request.images) > limits.max_images:
-        raise intake.ImageRejected(f"At most {limits.max_images} images can be edited at once.",
-                                   param="image", code="too_many_images")
+        raise intake.ImageRejected(
+            f"At most {limits.max_images} images can be edited at once.", param="image", code="too_many_images"
+        )
     if request.encoded_bytes > limits.max_total_bytes:
-        raise intake.ImageRejected(f"The images together exceed {limits.max_total_bytes} bytes.", param="image",
-                                   code="image_too_large")
+        raise intake.ImageRejected(
+            f"The images together exceed {limits.max_total_bytes} bytes.", param="image", code="image_too_large"
+        )
     return request
 
 
 def intake_limits(services: Services) -> intake.IntakeLimits:
     settings = services.settings
-    return intake.IntakeLimits(max_images=settings.max_input_images, max_image_bytes=settings.max_image_bytes,
-                               max_pixels=settings.max_input_pixels)
+    return intake.IntakeLimits(
+        max_images=settings.max_input_images,
+        max_image_bytes=settings.max_image_bytes,
+        max_pixels=settings.max_input_pixels,
+    )
 
 
 def _validate(fields: dict) -> ImageEditRequest:
@@ -82,8 +88,11 @@ def _from_multipart(form: Form, limits: intake.IntakeLimits) -> EditRequest:
     fields: dict[str, str] = {}
     for name, values in form.fields.items():
         if _IMAGE_FIELD.match(name) or name in ("mask", "markup"):
-            raise InvalidRequest(f"Invalid type for '{name}': expected a file, but got a string instead.",
-                                 param=name, code="invalid_type")
+            raise InvalidRequest(
+                f"Invalid type for '{name}': expected a file, but got a string instead.",
+                param=name,
+                code="invalid_type",
+            )
         if name in ("images",):
             raise UnknownParameter(name)
         if len(values) > 1:
@@ -129,11 +138,12 @@ def _from_json(http: HttpRequest, tenant_id: str, services: Services, limits: in
         raise InvalidRequest("The request body must be a JSON object.", code="invalid_json")
     options = _validate(fields)
     if not options.images:
-        raise InvalidRequest("Missing required parameter: 'images'.", param="images",
-                             code="missing_required_parameter")
+        raise InvalidRequest("Missing required parameter: 'images'.", param="images", code="missing_required_parameter")
+
     def decoder(ref: object, param: str) -> Callable[[], intake.ImageHeader]:
-        return lambda: intake.read_reference(ref, param=param, tenant_id=tenant_id, files=services.files,
-                                             limits=limits, fetcher=services.fetcher)
+        return lambda: intake.read_reference(
+            ref, param=param, tenant_id=tenant_id, files=services.files, limits=limits, fetcher=services.fetcher
+        )
 
     return EditRequest(
         options=options,
@@ -143,9 +153,15 @@ def _from_json(http: HttpRequest, tenant_id: str, services: Services, limits: in
     )
 
 
-def edit_images(tenant: Tenant, request: EditRequest, request_id: str, services: Services,
-                backend: Backend | None = None, admitted: Admission | None = None,
-                end_user: str | None = None) -> GenerateResult:
+def edit_images(
+    tenant: Tenant,
+    request: EditRequest,
+    request_id: str,
+    services: Services,
+    backend: Backend | None = None,
+    admitted: Admission | None = None,
+    end_user: str | None = None,
+) -> GenerateResult:
     """Edit the first image (inside the mask, if any) ``n`` times; store, meter and answer as generate does.
 
     ``admitted``: a background job's admission, owned (refunded, billed) by the job, as in ``generate_images``;
@@ -164,8 +180,16 @@ def edit_images(tenant: Tenant, request: EditRequest, request_id: str, services:
         return _edit(tenant, request, request_id, services, backend, admission, bill=True, end_user=end_user)
 
 
-def _edit(tenant: Tenant, request: EditRequest, request_id: str, services: Services, backend: Backend | None,
-          admission: Admission, bill: bool, end_user: str | None) -> GenerateResult:
+def _edit(
+    tenant: Tenant,
+    request: EditRequest,
+    request_id: str,
+    services: Services,
+    backend: Backend | None,
+    admission: Admission,
+    bill: bool,
+    end_user: str | None,
+) -> GenerateResult:
     options = request.options
     headers = [read() for read in request.images]  # each charged to the request's decode budget
     mask_header = request.mask() if request.mask else None
@@ -187,13 +211,33 @@ def _edit(tenant: Tenant, request: EditRequest, request_id: str, services: Servi
         base = base.resize((job.width, job.height), Image.Resampling.LANCZOS)
         mask = mask.resize((job.width, job.height), Image.Resampling.NEAREST) if mask else None
     started = time.monotonic()
-    edited = (backend or backend_for(job.model)).edit(job.model, EditJob(
-        prompt=options.prompt, images=[base, *(i.image for i in images[1:])], mask=mask,
-        width=job.width, height=job.height, n=job.n, quality=job.quality,
-        transparent=job.background == "transparent", input_fidelity=options.input_fidelity or "low",
-        deadline_seconds=deadline.inference_budget(services.settings),
-        options=job.options,
-    ))
+    edited = (backend or backend_for(job.model)).edit(
+        job.model,
+        EditJob(
+            prompt=options.prompt,
+            images=[base, *(i.image for i in images[1:])],
+            mask=mask,
+            width=job.width,
+            height=job.height,
+            n=job.n,
+            quality=job.quality,
+            transparent=job.background == "transparent",
+            input_fidelity=options.input_fidelity or "low",
+            deadline_seconds=deadline.inference_budget(services.settings),
+            options=job.options,
+        ),
+    )
     inference_latency(job.model.backend, (time.monotonic() - started) * 1000)
-    return deliver(tenant, job, edited, options, request_id, services, admission, operation="edit",
-                   input_sizes=[i.size for i in images], bill=bill, end_user=end_user)
+    return deliver(
+        tenant,
+        job,
+        edited,
+        options,
+        request_id,
+        services,
+        admission,
+        operation="edit",
+        input_sizes=[i.size for i in images],
+        bill=bill,
+        end_user=end_user,
+    )

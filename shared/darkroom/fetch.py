@@ -53,18 +53,43 @@ UNREACHABLE_MESSAGE = "The image URL could not be fetched."
 # Ranges refused outright, after IPv4-mapped addresses are unwrapped. Most are not global anyway;
 # they are listed because ``is_global`` misses some (CGNAT before 3.12, the embedding prefixes) and
 # CPython's tables were wrong before 3.11.10 / 3.12.4 (CVE-2024-4032).
-_DENY_V4 = tuple(ipaddress.IPv4Network(n) for n in (
-    "0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16", "172.16.0.0/12",
-    "192.0.0.0/24", "192.0.2.0/24", "192.88.99.0/24", "192.168.0.0/16", "198.18.0.0/15",
-    "198.51.100.0/24", "203.0.113.0/24", "224.0.0.0/4", "240.0.0.0/4",
-))
-_DENY_V6 = tuple(ipaddress.IPv6Network(n) for n in (
-    "::/128", "::1/128", "::/96",  # unspecified, loopback, IPv4-compatible (deprecated, embeds IPv4)
-    "64:ff9b:1::/48",  # local-use NAT64 (RFC 8215): translates to whatever the operator routes
-    "100::/64", "2001::/32", "2001:db8::/32",  # discard, Teredo (embeds IPv4), documentation
-    "fc00::/7", "fe80::/10", "fec0::/10", "ff00::/8",  # unique-local, link-local, site-local, multicast
-    "fd00:ec2::254/128",  # EC2 instance metadata over IPv6 (inside fc00::/7; named for the record)
-))
+_DENY_V4 = tuple(
+    ipaddress.IPv4Network(n)
+    for n in (
+        "0.0.0.0/8",
+        "10.0.0.0/8",
+        "100.64.0.0/10",
+        "127.0.0.0/8",
+        "169.254.0.0/16",
+        "172.16.0.0/12",
+        "192.0.0.0/24",
+        "192.0.2.0/24",
+        "192.88.99.0/24",
+        "192.168.0.0/16",
+        "198.18.0.0/15",
+        "198.51.100.0/24",
+        "203.0.113.0/24",
+        "224.0.0.0/4",
+        "240.0.0.0/4",
+    )
+)
+_DENY_V6 = tuple(
+    ipaddress.IPv6Network(n)
+    for n in (
+        "::/128",
+        "::1/128",
+        "::/96",  # unspecified, loopback, IPv4-compatible (deprecated, embeds IPv4)
+        "64:ff9b:1::/48",  # local-use NAT64 (RFC 8215): translates to whatever the operator routes
+        "100::/64",
+        "2001::/32",
+        "2001:db8::/32",  # discard, Teredo (embeds IPv4), documentation
+        "fc00::/7",
+        "fe80::/10",
+        "fec0::/10",
+        "ff00::/8",  # unique-local, link-local, site-local, multicast
+        "fd00:ec2::254/128",  # EC2 instance metadata over IPv6 (inside fc00::/7; named for the record)
+    )
+)
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")  # well-known NAT64 prefix: the last 32 bits are the IPv4
 _SIX_TO_FOUR = ipaddress.IPv6Network("2002::/16")  # 6to4: bits 16-48 are the IPv4
 
@@ -132,11 +157,11 @@ def fetch_image(url: str, *, param: str, policy: FetchPolicy) -> tuple[bytes, st
     except _Refused as refused:
         logger.info("image url refused", extra={"fetch_reason": refused.reason})
         if refused.reason == "too_large":
-            raise ImageRejected(f"The image in '{param}' is larger than {policy.max_bytes} bytes.",
-                                param=param, code="image_too_large") from None
+            raise ImageRejected(
+                f"The image in '{param}' is larger than {policy.max_bytes} bytes.", param=param, code="image_too_large"
+            ) from None
         if refused.message is not None:
-            raise ImageRejected(refused.message.format(param=param), param=param,
-                                code="invalid_image_url") from None
+            raise ImageRejected(refused.message.format(param=param), param=param, code="invalid_image_url") from None
         raise ImageRejected(UNREACHABLE_MESSAGE, param=param, code=UNREACHABLE_CODE) from None
 
 
@@ -146,8 +171,7 @@ def fetcher_from_settings(settings: Any, max_bytes: int) -> Callable[[str, str],
     ``settings.fetch_test_allowlist`` (``DARKROOM_FETCH_TEST_ALLOWLIST``, comma-separated ``host:port``)
     exempts those origins from the port and address checks. It exists so tests can serve images from
     loopback; it MUST stay empty in every deployment."""
-    allow = frozenset(part.strip().lower() for part in (settings.fetch_test_allowlist or "").split(",")
-                      if part.strip())
+    allow = frozenset(part.strip().lower() for part in (settings.fetch_test_allowlist or "").split(",") if part.strip())
     policy = FetchPolicy(max_bytes=max_bytes, allow=allow)
 
     def fetch(url: str, param: str) -> bytes:
@@ -193,6 +217,7 @@ def _check(url: httpx.URL, policy: FetchPolicy, *, first: bool) -> tuple[str, st
     """Scheme, userinfo, host syntax, port: (host as written for the allow list, host, port).
 
     Only the client's own URL gets a descriptive message; a redirect's target stays neutral."""
+
     def refuse(reason: str, message: str) -> _Refused:
         return _Refused(reason, message if first else None)
 
@@ -255,12 +280,18 @@ def _resolve(host: str, port: int, deadline: float) -> list[IPAddress]:
     return list(dict.fromkeys(addresses))
 
 
-def _get(url: httpx.URL, addresses: Iterable[IPAddress], port: int, policy: FetchPolicy,
-         deadline: float) -> tuple[bytes, str | None] | httpx.URL:
+def _get(
+    url: httpx.URL, addresses: Iterable[IPAddress], port: int, policy: FetchPolicy, deadline: float
+) -> tuple[bytes, str | None] | httpx.URL:
     """One GET of ``url`` at the first checked address that accepts a connection: the body, or the
     next URL when the answer is a redirect."""
-    headers = {"Host": url.netloc.decode("ascii"), "Accept": "image/*", "Accept-Encoding": "identity",
-               "User-Agent": "darkroom-image-fetch", "Connection": "close"}
+    headers = {
+        "Host": url.netloc.decode("ascii"),
+        "Accept": "image/*",
+        "Accept-Encoding": "identity",
+        "User-Agent": "darkroom-image-fetch",
+        "Connection": "close",
+    }
     extensions = {"sni_hostname": url.raw_host.decode("ascii")} if url.scheme == "https" else {}
     for address in addresses:
         pinned = url.copy_with(host=str(address), port=port)
@@ -268,8 +299,9 @@ def _get(url: httpx.URL, addresses: Iterable[IPAddress], port: int, policy: Fetc
         remaining = _remaining(deadline)
         timeout = httpx.Timeout(remaining, read=min(remaining, 1.0))
         try:
-            with httpx.Client(transport=_PinnedTransport(backend), trust_env=False, follow_redirects=False,
-                              timeout=timeout) as client:
+            with httpx.Client(
+                transport=_PinnedTransport(backend), trust_env=False, follow_redirects=False, timeout=timeout
+            ) as client:
                 request = client.build_request("GET", pinned, headers=headers, extensions=extensions)
                 response = client.send(request, stream=True)
                 try:
@@ -287,8 +319,9 @@ def _get(url: httpx.URL, addresses: Iterable[IPAddress], port: int, policy: Fetc
     raise _Refused("connect")
 
 
-def _answer(response: httpx.Response, url: httpx.URL, policy: FetchPolicy,
-            deadline: float) -> tuple[bytes, str | None] | httpx.URL:
+def _answer(
+    response: httpx.Response, url: httpx.URL, policy: FetchPolicy, deadline: float
+) -> tuple[bytes, str | None] | httpx.URL:
     if response.status_code in REDIRECT_STATUSES:
         location = response.headers.get("location")
         if not location:
@@ -332,9 +365,15 @@ class _PinnedTransport(httpx.HTTPTransport):
 
     def __init__(self, backend: _PinnedBackend) -> None:
         super().__init__(verify=_ssl_context(), trust_env=False, http2=False, retries=0)
-        self._pool = httpcore.ConnectionPool(ssl_context=_ssl_context(), max_connections=1,
-                                             max_keepalive_connections=0, http1=True, http2=False,
-                                             retries=0, network_backend=backend)
+        self._pool = httpcore.ConnectionPool(
+            ssl_context=_ssl_context(),
+            max_connections=1,
+            max_keepalive_connections=0,
+            http1=True,
+            http2=False,
+            retries=0,
+            network_backend=backend,
+        )
 
 
 class _PinnedBackend(httpcore.NetworkBackend):
@@ -346,17 +385,25 @@ class _PinnedBackend(httpcore.NetworkBackend):
         self._ip, self._port, self._deadline = ip, port, deadline
         self.connected = False
 
-    def connect_tcp(self, host: str, port: int, timeout: float | None = None, local_address: str | None = None,
-                    socket_options: Iterable[Any] | None = None) -> httpcore.NetworkStream:
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.NetworkStream:
         if (host, port) != (self._ip, self._port):
             raise httpcore.ConnectError("not the checked address")
-        stream = self._inner.connect_tcp(host, port, timeout=_cap(timeout, self._deadline, httpcore.ConnectTimeout),
-                                         socket_options=socket_options)
+        stream = self._inner.connect_tcp(
+            host, port, timeout=_cap(timeout, self._deadline, httpcore.ConnectTimeout), socket_options=socket_options
+        )
         self.connected = True
         return _DeadlineStream(stream, self._deadline)
 
-    def connect_unix_socket(self, path: str, timeout: float | None = None,
-                            socket_options: Iterable[Any] | None = None) -> httpcore.NetworkStream:
+    def connect_unix_socket(
+        self, path: str, timeout: float | None = None, socket_options: Iterable[Any] | None = None
+    ) -> httpcore.NetworkStream:
         raise httpcore.ConnectError("unix sockets are never fetched")
 
     def sleep(self, seconds: float) -> None:
@@ -383,11 +430,13 @@ class _DeadlineStream(httpcore.NetworkStream):
     def close(self) -> None:
         self._inner.close()
 
-    def start_tls(self, ssl_context: ssl.SSLContext, server_hostname: str | None = None,
-                  timeout: float | None = None) -> httpcore.NetworkStream:
+    def start_tls(
+        self, ssl_context: ssl.SSLContext, server_hostname: str | None = None, timeout: float | None = None
+    ) -> httpcore.NetworkStream:
         # CPython bounds the whole handshake by the socket timeout (one deadline per SSL call).
-        stream = self._inner.start_tls(ssl_context, server_hostname,
-                                       _cap(timeout, self._deadline, httpcore.ConnectTimeout))
+        stream = self._inner.start_tls(
+            ssl_context, server_hostname, _cap(timeout, self._deadline, httpcore.ConnectTimeout)
+        )
         return _DeadlineStream(stream, self._deadline)
 
     def get_extra_info(self, info: str) -> Any:

@@ -101,8 +101,11 @@ def upload_not_found() -> NotFound:
 # The SDK's expires_after (files.create, uploads.create): a file cannot outlive or predate the bucket lifecycle
 # (ImageRetentionDays) here, so a per-file expiry is refused rather than silently not kept.
 def expiry_refused() -> InvalidRequest:
-    return InvalidRequest("Per-file expiry is not supported: files expire with the bucket's retention period; omit "
-                          "'expires_after'.", param="expires_after", code="unsupported_value")
+    return InvalidRequest(
+        "Per-file expiry is not supported: files expire with the bucket's retention period; omit 'expires_after'.",
+        param="expires_after",
+        code="unsupported_value",
+    )
 
 
 def parse_file_form(form: Form) -> tuple[str | None, str, bytes]:
@@ -115,12 +118,14 @@ def parse_file_form(form: Form) -> tuple[str | None, str, bytes]:
     parts = form.files.get("file", [])
     if not parts:
         # A ``file`` sent as a plain field (no filename) is not a file part.
-        raise InvalidRequest("Missing required parameter: 'file' (a file part).", param="file",
-                             code="missing_required_parameter")
+        raise InvalidRequest(
+            "Missing required parameter: 'file' (a file part).", param="file", code="missing_required_parameter"
+        )
     purposes = form.fields.get("purpose", [])
     if not purposes:
-        raise InvalidRequest("Missing required parameter: 'purpose'.", param="purpose",
-                             code="missing_required_parameter")
+        raise InvalidRequest(
+            "Missing required parameter: 'purpose'.", param="purpose", code="missing_required_parameter"
+        )
     if len(parts) > 1 or "file" in form.fields:
         raise InvalidRequest("Send exactly one 'file'.", param="file", code="invalid_value")
     if len(purposes) > 1:
@@ -130,22 +135,32 @@ def parse_file_form(form: Form) -> tuple[str | None, str, bytes]:
 
 def _check_purpose(purpose: str) -> None:
     if purpose not in PURPOSES:
-        raise InvalidRequest("Invalid value for 'purpose': darkroom stores images for 'vision' or 'user_data'.",
-                             param="purpose", code="invalid_value")
+        raise InvalidRequest(
+            "Invalid value for 'purpose': darkroom stores images for 'vision' or 'user_data'.",
+            param="purpose",
+            code="invalid_value",
+        )
 
 
 class FileStore:
     """Files and uploads of every tenant in one bucket, under each tenant's prefix."""
 
-    def __init__(self, s3, bucket: str, presign_seconds: int, max_bytes: int = 50 * 1024 * 1024,
-                 max_pixels: int = IntakeLimits.max_pixels) -> None:
+    def __init__(
+        self,
+        s3,
+        bucket: str,
+        presign_seconds: int,
+        max_bytes: int = 50 * 1024 * 1024,
+        max_pixels: int = IntakeLimits.max_pixels,
+    ) -> None:
         self._s3 = s3
         self._bucket = bucket
         self._presign_seconds = presign_seconds
         self.max_bytes = max_bytes
         # The edit intake's pixel bound too: a file no edit could decode is not worth storing.
-        self.limits = IntakeLimits(max_image_bytes=max_bytes, max_total_bytes=max_bytes, max_pixels=max_pixels,
-                                   formats=FILE_FORMATS)
+        self.limits = IntakeLimits(
+            max_image_bytes=max_bytes, max_total_bytes=max_bytes, max_pixels=max_pixels, formats=FILE_FORMATS
+        )
 
     # files
 
@@ -174,8 +189,9 @@ class FileStore:
             raise file_not_found(param)
         data = self._bounded_get(file_key(tenant_id, file_id), missing=lambda: file_not_found(param))
         if len(data) > self.max_bytes:
-            raise ImageRejected(f"The file in '{param}' is larger than {self.max_bytes} bytes.", param=param,
-                                code="image_too_large")
+            raise ImageRejected(
+                f"The file in '{param}' is larger than {self.max_bytes} bytes.", param=param, code="image_too_large"
+            )
         return data
 
     def delete(self, tenant_id: str, file_id: str) -> dict:
@@ -197,7 +213,7 @@ class FileStore:
         page = self._s3.list_objects_v2(**args)
         files = []
         for item in page.get("Contents", []):
-            file_id = item["Key"][len(prefix):]
+            file_id = item["Key"][len(prefix) :]
             if not FILE_ID.fullmatch(file_id):
                 continue
             try:
@@ -205,8 +221,12 @@ class FileStore:
             except ClientError as exc:
                 if not _missing(exc):  # deleted between the listing and the HEAD: leave it out
                     raise
-        return FileList(data=files, first_id=files[0].id if files else None, last_id=files[-1].id if files else None,
-                        has_more=bool(page.get("IsTruncated")))
+        return FileList(
+            data=files,
+            first_id=files[0].id if files else None,
+            last_id=files[-1].id if files else None,
+            has_more=bool(page.get("IsTruncated")),
+        )
 
     # uploads
 
@@ -218,12 +238,20 @@ class FileStore:
         """
         _check_purpose(purpose)
         if size > self.max_bytes:
-            raise InvalidRequest(f"Uploads are limited to {self.max_bytes} bytes.", param="bytes",
-                                 code="file_too_large")
+            raise InvalidRequest(
+                f"Uploads are limited to {self.max_bytes} bytes.", param="bytes", code="file_too_large"
+            )
         upload_id = "upload_" + secrets.token_hex(12)
         created_at = int(time.time())
-        upload = Upload(id=upload_id, bytes=size, created_at=created_at, expires_at=created_at + self._presign_seconds,
-                        filename=clean_filename(filename) or upload_id, purpose=purpose, status="pending")
+        upload = Upload(
+            id=upload_id,
+            bytes=size,
+            created_at=created_at,
+            expires_at=created_at + self._presign_seconds,
+            filename=clean_filename(filename) or upload_id,
+            purpose=purpose,
+            status="pending",
+        )
         logger.info("upload created", extra={"upload_id": upload_id, "bytes": size})
         return self.sign_upload(tenant_id, upload, mime_type)
 
@@ -243,7 +271,9 @@ class FileStore:
             "x-amz-server-side-encryption": "AES256",
         }
         post = self._s3.generate_presigned_post(
-            Bucket=self._bucket, Key=upload_key(tenant_id, upload.id), Fields=fields,
+            Bucket=self._bucket,
+            Key=upload_key(tenant_id, upload.id),
+            Fields=fields,
             Conditions=[{name: value} for name, value in fields.items()] + [["content-length-range", 1, upload.bytes]],
             ExpiresIn=max(1, upload.expires_at - int(time.time())),
         )
@@ -268,45 +298,76 @@ class FileStore:
         metadata = head.get("Metadata", {})
         declared = _int(metadata, "bytes")
         if head["ContentLength"] > self.max_bytes:
-            raise InvalidRequest(f"Uploads are limited to {self.max_bytes} bytes.", param="bytes",
-                                 code="file_too_large")
+            raise InvalidRequest(
+                f"Uploads are limited to {self.max_bytes} bytes.", param="bytes", code="file_too_large"
+            )
         if head["ContentLength"] != declared:
-            raise InvalidRequest("The uploaded bytes do not match the size declared when the upload was created.",
-                                 param="bytes", code="upload_size_mismatch")
+            raise InvalidRequest(
+                "The uploaded bytes do not match the size declared when the upload was created.",
+                param="bytes",
+                code="upload_size_mismatch",
+            )
         purpose = metadata.get("purpose", "")
         _check_purpose(purpose)
         # The object can be replaced while the POST URL is valid: read with the bound, check again.
         data = self._bounded_get(key, missing=upload_not_found)
         if len(data) != declared:
-            raise InvalidRequest("The uploaded bytes do not match the size declared when the upload was created.",
-                                 param="bytes", code="upload_size_mismatch")
+            raise InvalidRequest(
+                "The uploaded bytes do not match the size declared when the upload was created.",
+                param="bytes",
+                code="upload_size_mismatch",
+            )
         if md5 is not None and hashlib.md5(data, usedforsecurity=False).hexdigest() != md5.lower():
             raise InvalidRequest("The uploaded bytes do not match 'md5'.", param="md5", code="md5_mismatch")
         file_id = "file-" + upload_id.removeprefix("upload_")
         created_at = _int(metadata, "created-at", int(time.time()))
         file = self._store(tenant_id, file_id, unquote(metadata.get("filename", "")), purpose, data, int(time.time()))
         self._s3.delete_object(Bucket=self._bucket, Key=key)
-        return Upload(id=upload_id, bytes=declared, created_at=created_at,
-                      expires_at=_int(metadata, "expires-at", created_at + self._presign_seconds),
-                      filename=file.filename, purpose=purpose, status="completed", file=file)
+        return Upload(
+            id=upload_id,
+            bytes=declared,
+            created_at=created_at,
+            expires_at=_int(metadata, "expires-at", created_at + self._presign_seconds),
+            filename=file.filename,
+            purpose=purpose,
+            status="completed",
+            file=file,
+        )
 
     # internals
 
-    def _store(self, tenant_id: str, file_id: str, filename: str | None, purpose: str, data: bytes,
-               created_at: int) -> FileObject:
+    def _store(
+        self, tenant_id: str, file_id: str, filename: str | None, purpose: str, data: bytes, created_at: int
+    ) -> FileObject:
         image = open_image(data, param="file", limits=self.limits)  # raises before anything is stored
         width, height = image.size
         name = clean_filename(filename) or f"{file_id}.{EXTENSIONS[image.format]}"
         self._s3.put_object(
-            Bucket=self._bucket, Key=file_key(tenant_id, file_id), Body=data,
+            Bucket=self._bucket,
+            Key=file_key(tenant_id, file_id),
+            Body=data,
             ContentType=CONTENT_TYPES[image.format],  # server-chosen from the bytes, never the client's
             ServerSideEncryption="AES256",
-            Metadata={"filename": encode_filename(name), "purpose": purpose, "format": image.format,
-                      "width": str(width), "height": str(height), "created-at": str(created_at)},
+            Metadata={
+                "filename": encode_filename(name),
+                "purpose": purpose,
+                "format": image.format,
+                "width": str(width),
+                "height": str(height),
+                "created-at": str(created_at),
+            },
         )
         logger.info("file stored", extra={"file_id": file_id, "bytes": len(data), "format": image.format})
-        return FileObject(id=file_id, bytes=len(data), created_at=created_at, filename=unquote(encode_filename(name)),
-                          purpose=purpose, format=image.format, width=width, height=height)
+        return FileObject(
+            id=file_id,
+            bytes=len(data),
+            created_at=created_at,
+            filename=unquote(encode_filename(name)),
+            purpose=purpose,
+            format=image.format,
+            width=width,
+            height=height,
+        )
 
     def _bounded_get(self, key: str, *, missing) -> bytes:
         # One byte past the cap is enough to know the object is too large, without reading all of it.
@@ -324,9 +385,12 @@ class FileStore:
         metadata = head.get("Metadata", {})
         created = head.get("LastModified")
         return FileObject(
-            id=file_id, bytes=head["ContentLength"],
+            id=file_id,
+            bytes=head["ContentLength"],
             created_at=_int(metadata, "created-at", int(created.timestamp()) if created else 0),
-            filename=unquote(metadata.get("filename", "")) or file_id, purpose=metadata.get("purpose", ""),
-            format=metadata.get("format") or None, width=_int(metadata, "width") or None,
+            filename=unquote(metadata.get("filename", "")) or file_id,
+            purpose=metadata.get("purpose", ""),
+            format=metadata.get("format") or None,
+            width=_int(metadata, "width") or None,
             height=_int(metadata, "height") or None,
         )

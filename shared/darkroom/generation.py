@@ -62,8 +62,12 @@ class ImageJob:
     options: dict
 
 
-def resolve_request(request: ImageOptions, services: Services, capability: Capability = Capability.GENERATE,
-                    input_size: tuple[int, int] | None = None) -> ImageJob:
+def resolve_request(
+    request: ImageOptions,
+    services: Services,
+    capability: Capability = Capability.GENERATE,
+    input_size: tuple[int, int] | None = None,
+) -> ImageJob:
     """Apply the model's catalog entry: defaults for nulls, 400 for what this model cannot do.
 
     ``input_size`` (edits): ``size: auto`` means the first input image's size.
@@ -77,11 +81,15 @@ def resolve_request(request: ImageOptions, services: Services, capability: Capab
     if len(request.prompt) > model.max_prompt_chars:
         raise InvalidRequest(
             f"'prompt' is too long: at most {model.max_prompt_chars} characters for {model.id}.",
-            param="prompt", code="string_above_max_length",
+            param="prompt",
+            code="string_above_max_length",
         )
     if request.stream:
-        raise InvalidRequest("Streaming image generation is not supported yet; omit 'stream' or send false.",
-                             param="stream", code="unsupported_value")
+        raise InvalidRequest(
+            "Streaming image generation is not supported yet; omit 'stream' or send false.",
+            param="stream",
+            code="unsupported_value",
+        )
     _refuse_unsupported_outputs(request, model)
     if request.complexity is not None and "complexity" in model.passthrough:
         options["complexity"] = request.complexity  # otherwise the model has no planning step to tune
@@ -94,7 +102,8 @@ def resolve_request(request: ImageOptions, services: Services, capability: Capab
     elif size not in model.sizes:
         raise InvalidRequest(
             f"Invalid value for 'size'. Supported values for {model.id} are: "
-            + ", ".join(f"'{s}'" for s in (*model.sizes, "auto")) + ".",
+            + ", ".join(f"'{s}'" for s in (*model.sizes, "auto"))
+            + ".",
             param="size",
         )
     quality = request.quality or "auto"
@@ -103,7 +112,8 @@ def resolve_request(request: ImageOptions, services: Services, capability: Capab
     elif quality not in model.qualities:
         raise InvalidRequest(
             f"Invalid value for 'quality'. Supported values for {model.id} are: "
-            + ", ".join(f"'{q}'" for q in (*model.qualities, "auto")) + ".",
+            + ", ".join(f"'{q}'" for q in (*model.qualities, "auto"))
+            + ".",
             param="quality",
         )
     output_format = request.output_format or "png"
@@ -112,13 +122,23 @@ def resolve_request(request: ImageOptions, services: Services, capability: Capab
         if not model.transparent_background:
             raise InvalidRequest(f"{model.id} cannot produce transparent backgrounds.", param="background")
         if output_format == "jpeg":
-            raise InvalidRequest("A transparent background needs output_format 'png' or 'webp'.",
-                                 param="background", code="invalid_value")
+            raise InvalidRequest(
+                "A transparent background needs output_format 'png' or 'webp'.",
+                param="background",
+                code="invalid_value",
+            )
     width, height = parse_size(size)
     return ImageJob(
-        model=model, n=n, size=size, width=width, height=height, quality=quality,
-        output_format=output_format, background="transparent" if background == "transparent" else "opaque",
-        response_format=request.response_format or model.default_response_format, options=options,
+        model=model,
+        n=n,
+        size=size,
+        width=width,
+        height=height,
+        quality=quality,
+        output_format=output_format,
+        background="transparent" if background == "transparent" else "opaque",
+        response_format=request.response_format or model.default_response_format,
+        options=options,
     )
 
 
@@ -126,15 +146,25 @@ def _refuse_unsupported_outputs(request: ImageOptions, model: ModelEntry) -> Non
     """``unsupported_value`` naming ``model`` for outputs no darkroom model produces: GIF and SVG (darkroom
     encodes from pixels and writes neither), their options, and edit ``markup``."""
     if request.output_format in UNSUPPORTED_FORMATS:
-        raise InvalidRequest(f"{model.id} cannot produce '{request.output_format}' images; output_format must be "
-                             "'png', 'jpeg' or 'webp'.", param="output_format", code="unsupported_value")
+        raise InvalidRequest(
+            f"{model.id} cannot produce '{request.output_format}' images; output_format must be "
+            "'png', 'jpeg' or 'webp'.",
+            param="output_format",
+            code="unsupported_value",
+        )
     for name, output_format in (("frame_count", "gif"), ("frame_duration_ms", "gif"), ("svg", "svg")):
         if getattr(request, name) is not None:
-            raise InvalidRequest(f"'{name}' applies to output_format '{output_format}', which {model.id} cannot "
-                                 "produce.", param=name, code="unsupported_value")
+            raise InvalidRequest(
+                f"'{name}' applies to output_format '{output_format}', which {model.id} cannot produce.",
+                param=name,
+                code="unsupported_value",
+            )
     if getattr(request, "markup", None) is not None:
-        raise InvalidRequest(f"{model.id} does not support 'markup'; send a 'mask' to mark where to edit.",
-                             param="markup", code="unsupported_value")
+        raise InvalidRequest(
+            f"{model.id} does not support 'markup'; send a 'mask' to mark where to edit.",
+            param="markup",
+            code="unsupported_value",
+        )
 
 
 def check_time_budget(job: ImageJob, services: Services, background: bool | None = None) -> None:
@@ -143,8 +173,11 @@ def check_time_budget(job: ImageJob, services: Services, background: bool | None
     background = deadline.in_background() if background is None else background
     if not background and job.model.endpoint is not None and job.model.endpoint.async_inference:
         raise InvalidRequest(
-            f"{job.model.id} runs only in background mode (POST /v1/responses with \"background\": true and the "
-            "image_generation tool, then poll GET /v1/responses/{id}).", param="model", code="use_background_mode")
+            f'{job.model.id} runs only in background mode (POST /v1/responses with "background": true and the '
+            "image_generation tool, then poll GET /v1/responses/{id}).",
+            param="model",
+            code="use_background_mode",
+        )
     settings = services.settings
     budget = settings.job_inference_timeout_seconds if background else settings.inference_timeout_seconds
     expected = job.model.expected_seconds(job.quality, job.width, job.height, job.n)
@@ -154,12 +187,18 @@ def check_time_budget(job: ImageJob, services: Services, background: bool | None
     if background:
         raise InvalidRequest(
             f"This request is expected to take about {expected:.0f} s, longer than a background job may run "
-            f"({budget:.0f} s). Ask for fewer, smaller or lower-quality images.", param=param, code="request_too_long")
+            f"({budget:.0f} s). Ask for fewer, smaller or lower-quality images.",
+            param=param,
+            code="request_too_long",
+        )
     raise InvalidRequest(
         f"This request is expected to take about {expected:.0f} s, longer than a synchronous request may take "
-        f"({budget:.0f} s). Send it in background mode (POST /v1/responses with \"background\": true and the "
+        f'({budget:.0f} s). Send it in background mode (POST /v1/responses with "background": true and the '
         "image_generation tool, then poll GET /v1/responses/{id}), or ask for fewer, smaller or lower-quality "
-        "images.", param=param, code="use_background_mode")
+        "images.",
+        param=param,
+        code="use_background_mode",
+    )
 
 
 def _usage(prompt: str, job: ImageJob) -> tuple[int, int]:
@@ -201,23 +240,59 @@ def generate_images(
         return _generate(tenant, job, request, request_id, services, backend, admission, bill=True, end_user=end_user)
 
 
-def _generate(tenant: Tenant, job: ImageJob, request: ImageGenerateRequest, request_id: str, services: Services,
-              backend: Backend | None, admission: Admission, bill: bool, end_user: str | None) -> GenerateResult:
+def _generate(
+    tenant: Tenant,
+    job: ImageJob,
+    request: ImageGenerateRequest,
+    request_id: str,
+    services: Services,
+    backend: Backend | None,
+    admission: Admission,
+    bill: bool,
+    end_user: str | None,
+) -> GenerateResult:
     started = time.monotonic()
-    images = (backend or backend_for(job.model)).generate(job.model, GenerateJob(
-        prompt=request.prompt, width=job.width, height=job.height, n=job.n, quality=job.quality,
-        transparent=job.background == "transparent",
-        deadline_seconds=deadline.inference_budget(services.settings),
-        options=job.options,
-    ))
+    images = (backend or backend_for(job.model)).generate(
+        job.model,
+        GenerateJob(
+            prompt=request.prompt,
+            width=job.width,
+            height=job.height,
+            n=job.n,
+            quality=job.quality,
+            transparent=job.background == "transparent",
+            deadline_seconds=deadline.inference_budget(services.settings),
+            options=job.options,
+        ),
+    )
     inference_latency(job.model.backend, (time.monotonic() - started) * 1000)
-    return deliver(tenant, job, images, request, request_id, services, admission, operation="generate", bill=bill,
-                   end_user=end_user)
+    return deliver(
+        tenant,
+        job,
+        images,
+        request,
+        request_id,
+        services,
+        admission,
+        operation="generate",
+        bill=bill,
+        end_user=end_user,
+    )
 
 
-def deliver(tenant: Tenant, job: ImageJob, images: list[GeneratedImage], request: ImageOptions, request_id: str,
-            services: Services, admission: Admission, operation: str, input_sizes: list[tuple[int, int]] = (),
-            bill: bool = True, end_user: str | None = None) -> GenerateResult:
+def deliver(
+    tenant: Tenant,
+    job: ImageJob,
+    images: list[GeneratedImage],
+    request: ImageOptions,
+    request_id: str,
+    services: Services,
+    admission: Admission,
+    operation: str,
+    input_sizes: list[tuple[int, int]] = (),
+    bill: bool = True,
+    end_user: str | None = None,
+) -> GenerateResult:
     """Encode, store, presign and meter the produced images, and build the ``ImagesResponse``.
 
     ``bill=False`` (background jobs): the usage is returned, not recorded; the job records it on completion.
@@ -228,8 +303,9 @@ def deliver(tenant: Tenant, job: ImageJob, images: list[GeneratedImage], request
     keys = tuple(image_key(tenant.tenant_id, request_id, i, job.output_format) for i in range(job.n))
 
     def store(index: int) -> tuple[bytes, str]:
-        data = encode(images[index].image, job.output_format, request.output_compression,
-                      job.background == "transparent")
+        data = encode(
+            images[index].image, job.output_format, request.output_compression, job.background == "transparent"
+        )
         services.store.put(keys[index], data, job.output_format)
         return data, services.store.presign(keys[index], job.output_format)
 
@@ -239,12 +315,24 @@ def deliver(tenant: Tenant, job: ImageJob, images: list[GeneratedImage], request
     text_tokens, output_tokens = _usage(request.prompt, job)
     image_tokens = input_image_tokens(list(input_sizes))
     price = job.model.price
-    cost = (text_tokens * price.input_text_per_million + image_tokens * price.input_image_per_million
-            + output_tokens * price.output_image_per_million) / 1e6
+    cost = (
+        text_tokens * price.input_text_per_million
+        + image_tokens * price.input_image_per_million
+        + output_tokens * price.output_image_per_million
+    ) / 1e6
     usage = UsageEvent(
-        request_id=request_id, tenant_id=tenant.tenant_id, operation=operation, model=job.model.id,
-        size=job.size, quality=job.quality, images=job.n, input_text_tokens=text_tokens,
-        input_image_tokens=image_tokens, output_tokens=output_tokens, cost_usd=cost, end_user=end_user,
+        request_id=request_id,
+        tenant_id=tenant.tenant_id,
+        operation=operation,
+        model=job.model.id,
+        size=job.size,
+        quality=job.quality,
+        images=job.n,
+        input_text_tokens=text_tokens,
+        input_image_tokens=image_tokens,
+        output_tokens=output_tokens,
+        cost_usd=cost,
+        end_user=end_user,
     )
     if bill:
         record_usage(usage, services)
@@ -262,18 +350,31 @@ def deliver(tenant: Tenant, job: ImageJob, images: list[GeneratedImage], request
             headers["x-darkroom-b64-omitted"] = "response-size-limit"
             count(B64_OMITTED)
     count(IMAGES_EDITED if operation == "edit" else IMAGES_GENERATED, job.n)
-    logger.info("images produced", extra={
-        "operation": operation, "model": job.model.id, "n": job.n, "size": job.size, "format": job.output_format,
-        "input_images": len(input_sizes),
-        "bytes": sum(len(raw) for raw, _ in stored),
-    })
+    logger.info(
+        "images produced",
+        extra={
+            "operation": operation,
+            "model": job.model.id,
+            "n": job.n,
+            "size": job.size,
+            "format": job.output_format,
+            "input_images": len(input_sizes),
+            "bytes": sum(len(raw) for raw, _ in stored),
+        },
+    )
     return GenerateResult(
-        keys=keys, usage=usage,
+        keys=keys,
+        usage=usage,
         response=ImagesResponse(
-            created=int(time.time()), data=data, size=job.size, quality=job.quality,
-            output_format=job.output_format, background=job.background,
+            created=int(time.time()),
+            data=data,
+            size=job.size,
+            quality=job.quality,
+            output_format=job.output_format,
+            background=job.background,
             usage=ImagesUsage(
-                input_tokens=text_tokens + image_tokens, output_tokens=output_tokens,
+                input_tokens=text_tokens + image_tokens,
+                output_tokens=output_tokens,
                 total_tokens=text_tokens + image_tokens + output_tokens,
                 input_tokens_details=InputTokensDetails(text_tokens=text_tokens, image_tokens=image_tokens),
             ),

@@ -103,18 +103,36 @@ class Outcome:
     reference: dict[str, Any]
 
 
-def respond_once(app: ApiGatewayResolver, tenant: Tenant, route: str, produce: Callable[[], Outcome],
-                 render: Callable[[dict], Response]) -> Response:
+def respond_once(
+    app: ApiGatewayResolver,
+    tenant: Tenant,
+    route: str,
+    produce: Callable[[], Outcome],
+    render: Callable[[dict], Response],
+) -> Response:
     """The route's answer, produced at most once per ``Idempotency-Key`` (see the module docstring)."""
     request = current_request(app)
-    return run_once(request.idempotency_key, tenant_id=tenant.tenant_id, route=route,
-                    fingerprint=lambda: request_fingerprint(request),
-                    produce=produce, render=render, lambda_context=app.lambda_context)
+    return run_once(
+        request.idempotency_key,
+        tenant_id=tenant.tenant_id,
+        route=route,
+        fingerprint=lambda: request_fingerprint(request),
+        produce=produce,
+        render=render,
+        lambda_context=app.lambda_context,
+    )
 
 
-def run_once(key: str | None, *, tenant_id: str, route: str, fingerprint: Callable[[], str],
-             produce: Callable[[], Outcome], render: Callable[[dict], Response],
-             lambda_context: LambdaContext | None = None) -> Response:
+def run_once(
+    key: str | None,
+    *,
+    tenant_id: str,
+    route: str,
+    fingerprint: Callable[[], str],
+    produce: Callable[[], Outcome],
+    render: Callable[[dict], Response],
+    lambda_context: LambdaContext | None = None,
+) -> Response:
     """``produce()``'s answer the first time; ``render(reference)`` for a retry with the same key and request.
 
     ``fingerprint`` is only called when there is a key (it may parse the body, which costs memory).
@@ -122,8 +140,9 @@ def run_once(key: str | None, *, tenant_id: str, route: str, fingerprint: Callab
     if key is None:
         return produce().response
     if not _KEY.fullmatch(key):
-        raise InvalidRequest("The Idempotency-Key header must be 1 to 255 printable ASCII characters.",
-                             code="invalid_idempotency_key")
+        raise InvalidRequest(
+            "The Idempotency-Key header must be 1 to 255 printable ASCII characters.", code="invalid_idempotency_key"
+        )
     fresh: list[Response] = []
 
     def first_run(request: dict) -> dict:  # ``request`` is only what Powertools hashes
@@ -131,14 +150,21 @@ def run_once(key: str | None, *, tenant_id: str, route: str, fingerprint: Callab
         fresh.append(outcome.response)
         return outcome.reference
 
-    once = idempotent_function(first_run, data_keyword_argument="request", persistence_store=persistence_layer(),
-                               config=_config(lambda_context), key_prefix=_RECORD_PREFIX)
+    once = idempotent_function(
+        first_run,
+        data_keyword_argument="request",
+        persistence_store=persistence_layer(),
+        config=_config(lambda_context),
+        key_prefix=_RECORD_PREFIX,
+    )
     request = {"scope": {"tenant_id": tenant_id, "route": route, "key": key}, "fingerprint": fingerprint()}
     try:
         reference = once(request=request)
     except IdempotencyValidationError:
-        raise InvalidRequest("This Idempotency-Key was already used with a different request. Use a new key "
-                             "for a new request.", code="idempotency_key_reused") from None
+        raise InvalidRequest(
+            "This Idempotency-Key was already used with a different request. Use a new key for a new request.",
+            code="idempotency_key_reused",
+        ) from None
     except IdempotencyAlreadyInProgressError:
         raise RequestInProgress(RETRY_AFTER_SECONDS) from None
     except (IdempotencyPersistenceLayerError, IdempotencyInconsistentStateError) as exc:
@@ -156,9 +182,13 @@ def run_once(key: str | None, *, tenant_id: str, route: str, fingerprint: Callab
 def _config(lambda_context: LambdaContext | None) -> IdempotencyConfig:
     # One per request, for the context: the persistence layer applies only the first config's settings, which
     # never change; the context bounds an in-progress record to this invocation's remaining time.
-    return IdempotencyConfig(event_key_jmespath="scope", payload_validation_jmespath="fingerprint",
-                             expires_after_seconds=EXPIRES_AFTER_SECONDS, hash_function="sha256",
-                             lambda_context=lambda_context)
+    return IdempotencyConfig(
+        event_key_jmespath="scope",
+        payload_validation_jmespath="fingerprint",
+        expires_after_seconds=EXPIRES_AFTER_SECONDS,
+        hash_function="sha256",
+        lambda_context=lambda_context,
+    )
 
 
 def persistence_layer() -> DynamoDBPersistenceLayer:
@@ -182,16 +212,24 @@ def request_fingerprint(request: HttpRequest) -> str:
     kind = request.media_type
     if kind == "multipart/form-data":
         form = request.form
-        body: Any = {"fields": form.fields, "files": {
-            name: [{"filename": part.filename, "sha256": hashlib.sha256(part.data).hexdigest()} for part in parts]
-            for name, parts in form.files.items()}}
+        body: Any = {
+            "fields": form.fields,
+            "files": {
+                name: [{"filename": part.filename, "sha256": hashlib.sha256(part.data).hexdigest()} for part in parts]
+                for name, parts in form.files.items()
+            },
+        }
     else:
         try:
             body = request.json if request.body else None
         except InvalidRequest:
             body = {"sha256": hashlib.sha256(request.body).hexdigest()}
-    canonical = json.dumps({"path": request.path_parameters, "kind": kind, "body": body},
-                           sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    canonical = json.dumps(
+        {"path": request.path_parameters, "kind": kind, "body": body},
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
@@ -204,8 +242,9 @@ def images_outcome(result: GenerateResult) -> Outcome:
     reference = {
         "keys": list(result.keys),
         "b64_json": any(item.b64_json for item in response.data),
-        "response": response.model_dump(mode="json", exclude_none=True,
-                                        exclude={"data": {"__all__": {"b64_json", "url", "revised_prompt"}}}),
+        "response": response.model_dump(
+            mode="json", exclude_none=True, exclude={"data": {"__all__": {"b64_json", "url", "revised_prompt"}}}
+        ),
         "headers": {name: value for name, value in result.headers.items() if name in _REPLAYED_IMAGE_HEADERS},
     }
     return Outcome(json_response(200, response.model_dump_json(exclude_none=True), result.headers), reference)
@@ -242,8 +281,10 @@ def replay_stored(reference: dict) -> Response:
 
 def upload_outcome(upload: Upload) -> Outcome:
     """A pending upload; its reference leaves out the presigned POST, which a replay signs afresh."""
-    return Outcome(json_response(200, upload.model_dump_json(exclude_none=True)),
-                   upload.model_dump(mode="json", exclude_none=True, exclude={"upload_url"}))
+    return Outcome(
+        json_response(200, upload.model_dump_json(exclude_none=True)),
+        upload.model_dump(mode="json", exclude_none=True, exclude={"upload_url"}),
+    )
 
 
 def upload_replay(tenant_id: str, mime_type: str) -> Callable[[dict], Response]:

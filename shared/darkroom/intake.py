@@ -46,8 +46,12 @@ MEMORY_FRACTION = 0.5
 BYTES_PER_PIXEL = 12
 
 PILLOW_FORMATS = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP", "gif": "GIF"}
-MEDIA_TYPES = {"png": {"image/png"}, "jpeg": {"image/jpeg", "image/jpg", "image/pjpeg"},
-               "webp": {"image/webp"}, "gif": {"image/gif"}}
+MEDIA_TYPES = {
+    "png": {"image/png"},
+    "jpeg": {"image/jpeg", "image/jpg", "image/pjpeg"},
+    "webp": {"image/webp"},
+    "gif": {"image/gif"},
+}
 EDIT_FORMATS = frozenset({"png", "jpeg", "webp"})
 
 _DATA_URL = re.compile(r"data:(?P<type>[A-Za-z0-9.+-]+/[A-Za-z0-9.+-]+)?(?P<params>(?:;[A-Za-z0-9=._+-]*)*?);base64,")
@@ -96,8 +100,10 @@ class DecodeBudget:
         if self.spent + pixels > self.pixels:
             raise ImageRejected(
                 f"This request's images would decode to more than {self.pixels} pixels (sent images, masks and "
-                "the images to produce, together); send fewer or smaller images.", param=param,
-                code="images_too_large")
+                "the images to produce, together); send fewer or smaller images.",
+                param=param,
+                code="images_too_large",
+            )
 
 
 _request_budget: ContextVar[DecodeBudget | None] = ContextVar("darkroom_decode_budget", default=None)
@@ -161,8 +167,12 @@ class ImageHeader:
         has_alpha = image.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in image.info
         mode = "RGBA" if has_alpha else "RGB"
         # convert() always copies; most inputs are already RGB/RGBA, so keep the one decoded raster.
-        return IntakeImage(image=image if image.mode == mode else image.convert(mode), format=self.format,
-                           byte_size=self.byte_size, has_alpha=has_alpha)
+        return IntakeImage(
+            image=image if image.mode == mode else image.convert(mode),
+            format=self.format,
+            byte_size=self.byte_size,
+            has_alpha=has_alpha,
+        )
 
 
 def sniff(data: bytes) -> str | None:
@@ -182,8 +192,9 @@ def decode_base64(text: str, *, param: str, max_bytes: int) -> bytes:
     """Strict base64 -> bytes. The length is checked before decoding; junk, whitespace and data after
     padding are errors, never silently dropped."""
     if len(text) > 4 * math.ceil(max_bytes / 3):
-        raise ImageRejected(f"The image in '{param}' is larger than {max_bytes} bytes.", param=param,
-                            code="image_too_large")
+        raise ImageRejected(
+            f"The image in '{param}' is larger than {max_bytes} bytes.", param=param, code="image_too_large"
+        )
     try:
         data = binascii.a2b_base64(text, strict_mode=True)
     except (binascii.Error, ValueError):
@@ -197,30 +208,39 @@ def parse_data_url(url: str, *, param: str, max_bytes: int) -> tuple[str | None,
     """``data:<type>;base64,<data>`` -> (declared media type, bytes); only base64 data URLs are accepted."""
     match = _DATA_URL.match(url, 0, 256)
     if match is None:
-        raise ImageRejected(f"'{param}' must be a base64 data URL (data:image/png;base64,...).", param=param,
-                            code="invalid_image_url")
+        raise ImageRejected(
+            f"'{param}' must be a base64 data URL (data:image/png;base64,...).", param=param, code="invalid_image_url"
+        )
     declared = match.group("type").lower() if match.group("type") else None
-    return declared, decode_base64(url[match.end():], param=param, max_bytes=max_bytes)
+    return declared, decode_base64(url[match.end() :], param=param, max_bytes=max_bytes)
 
 
 def read_header(data: bytes, *, param: str, limits: IntakeLimits, declared_type: str | None = None) -> ImageHeader:
     """Every check that needs no pixels, then the pixels charged to :func:`request_budget`; raises
     :class:`ImageRejected` for anything unsafe or unsupported. :meth:`ImageHeader.decode` decodes."""
     if len(data) > limits.max_image_bytes:
-        raise ImageRejected(f"The image in '{param}' is larger than {limits.max_image_bytes} bytes.",
-                            param=param, code="image_too_large")
+        raise ImageRejected(
+            f"The image in '{param}' is larger than {limits.max_image_bytes} bytes.",
+            param=param,
+            code="image_too_large",
+        )
     found = sniff(data[:16])
     if found is None or found not in limits.formats:
         allowed = ", ".join(sorted(limits.formats))
-        raise ImageRejected(f"The image in '{param}' is not a supported format ({allowed}).", param=param,
-                            code="unsupported_image_format")
+        raise ImageRejected(
+            f"The image in '{param}' is not a supported format ({allowed}).",
+            param=param,
+            code="unsupported_image_format",
+        )
     if declared_type and declared_type not in MEDIA_TYPES[found] and declared_type != "application/octet-stream":
-        raise ImageRejected(f"The image in '{param}' is declared as {declared_type[:40]} but is {found}.",
-                            param=param, code="invalid_image")
+        raise ImageRejected(
+            f"The image in '{param}' is declared as {declared_type[:40]} but is {found}.",
+            param=param,
+            code="invalid_image",
+        )
     reason = decode_work.too_complex(data, found)  # before Pillow: its own header parsing is part of the work
     if reason:
-        raise ImageRejected(f"The image in '{param}' has {reason}; re-encode it.", param=param,
-                            code="invalid_image")
+        raise ImageRejected(f"The image in '{param}' has {reason}; re-encode it.", param=param, code="invalid_image")
     canvas = decode_work.webp_canvas(data) if found == "webp" else None  # libwebp allocates it at open
     if canvas:
         _check_size(*canvas, param=param, limits=limits)
@@ -228,8 +248,9 @@ def read_header(data: bytes, *, param: str, limits: IntakeLimits, declared_type:
         image = Image.open(io.BytesIO(data), formats=[PILLOW_FORMATS[found]])
         _check_size(*image.size, param=param, limits=limits)
         if getattr(image, "is_animated", False):
-            raise ImageRejected(f"The image in '{param}' is animated; send a still image.", param=param,
-                                code="invalid_image")
+            raise ImageRejected(
+                f"The image in '{param}' is animated; send a still image.", param=param, code="invalid_image"
+            )
     request_budget().charge(image.size[0] * image.size[1], param=param)
     return ImageHeader(image, found, len(data), param)
 
@@ -241,8 +262,12 @@ def open_image(data: bytes, *, param: str, limits: IntakeLimits, declared_type: 
 
 def _check_size(width: int, height: int, *, param: str, limits: IntakeLimits) -> None:
     if width * height > limits.max_pixels or max(width, height) > limits.max_side:
-        raise ImageRejected(f"The image in '{param}' is {width}x{height}; the limit is {limits.max_pixels} pixels "
-                            f"and {limits.max_side} pixels a side.", param=param, code="image_too_large")
+        raise ImageRejected(
+            f"The image in '{param}' is {width}x{height}; the limit is {limits.max_pixels} pixels "
+            f"and {limits.max_side} pixels a side.",
+            param=param,
+            code="image_too_large",
+        )
 
 
 @contextmanager
@@ -256,11 +281,13 @@ def _pillow_errors(param: str) -> Iterator[None]:
         except ImageRejected:
             raise
         except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-            raise ImageRejected(f"The image in '{param}' declares too many pixels.", param=param,
-                                code="image_too_large") from None
+            raise ImageRejected(
+                f"The image in '{param}' declares too many pixels.", param=param, code="image_too_large"
+            ) from None
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError):
-            raise ImageRejected(f"The image in '{param}' could not be decoded.", param=param,
-                                code="invalid_image") from None
+            raise ImageRejected(
+                f"The image in '{param}' could not be decoded.", param=param, code="invalid_image"
+            ) from None
 
 
 class FileReader(Protocol):
@@ -269,8 +296,15 @@ class FileReader(Protocol):
         ...
 
 
-def read_reference(ref: object, *, param: str, tenant_id: str, files: FileReader | None,
-                   limits: IntakeLimits, fetcher: Callable[[str, str], bytes] | None = None) -> ImageHeader:
+def read_reference(
+    ref: object,
+    *,
+    param: str,
+    tenant_id: str,
+    files: FileReader | None,
+    limits: IntakeLimits,
+    fetcher: Callable[[str, str], bytes] | None = None,
+) -> ImageHeader:
     """The header of an image reference from a JSON body: ``{"image_url": "data:..."}`` or
     ``{"file_id": "file-..."}`` (:func:`read_header`; the caller decodes once every header is read).
 
@@ -278,24 +312,29 @@ def read_reference(ref: object, *, param: str, tenant_id: str, files: FileReader
     (:func:`darkroom.fetch.fetcher_from_settings`, bounded by ``limits.max_image_bytes``); otherwise it
     is refused as ``unsupported_image_url``. The fetched bytes decide the format, never the server."""
     if not isinstance(ref, dict) or len(ref) != 1 or not ({"image_url", "file_id"} & ref.keys()):
-        raise ImageRejected(f"'{param}' must be an object with exactly one of 'image_url' or 'file_id'.",
-                            param=param, code="invalid_value")
+        raise ImageRejected(
+            f"'{param}' must be an object with exactly one of 'image_url' or 'file_id'.",
+            param=param,
+            code="invalid_value",
+        )
     if "file_id" in ref:
         file_id = ref["file_id"]
         if not isinstance(file_id, str) or files is None:
-            raise ImageRejected(f"'{param}.file_id' must be a file id.", param=f"{param}.file_id",
-                                code="invalid_value")
-        return read_header(files.read(tenant_id, file_id, param=f"{param}.file_id"), param=f"{param}.file_id",
-                           limits=limits)
+            raise ImageRejected(f"'{param}.file_id' must be a file id.", param=f"{param}.file_id", code="invalid_value")
+        return read_header(
+            files.read(tenant_id, file_id, param=f"{param}.file_id"), param=f"{param}.file_id", limits=limits
+        )
     url = ref["image_url"]
     if not isinstance(url, str):
-        raise ImageRejected(f"'{param}.image_url' must be a string.", param=f"{param}.image_url",
-                            code="invalid_value")
+        raise ImageRejected(f"'{param}.image_url' must be a string.", param=f"{param}.image_url", code="invalid_value")
     if url[:8].lower().startswith(("http://", "https://")):
         if fetcher is not None:
             return read_header(fetcher(url, f"{param}.image_url"), param=f"{param}.image_url", limits=limits)
-        raise ImageRejected("Image URLs are not fetched yet; send a data URL or a file_id.",
-                            param=f"{param}.image_url", code="unsupported_image_url")
+        raise ImageRejected(
+            "Image URLs are not fetched yet; send a data URL or a file_id.",
+            param=f"{param}.image_url",
+            code="unsupported_image_url",
+        )
     declared, data = parse_data_url(url, param=f"{param}.image_url", max_bytes=limits.max_image_bytes)
     return read_header(data, param=f"{param}.image_url", limits=limits, declared_type=declared)
 
@@ -304,11 +343,11 @@ def check_totals(images: Iterable[IntakeImage | ImageHeader], *, param: str, lim
     """The per-request bounds across all images (count and total bytes; pixels: :class:`DecodeBudget`)."""
     images = list(images)
     if len(images) > limits.max_images:
-        raise ImageRejected(f"At most {limits.max_images} images can be sent.", param=param,
-                            code="too_many_images")
+        raise ImageRejected(f"At most {limits.max_images} images can be sent.", param=param, code="too_many_images")
     if sum(i.byte_size for i in images) > limits.max_total_bytes:
-        raise ImageRejected(f"The images together exceed {limits.max_total_bytes} bytes.", param=param,
-                            code="image_too_large")
+        raise ImageRejected(
+            f"The images together exceed {limits.max_total_bytes} bytes.", param=param, code="image_too_large"
+        )
 
 
 def edit_mask(mask: IntakeImage, first: IntakeImage) -> Image.Image:
@@ -318,8 +357,14 @@ def edit_mask(mask: IntakeImage, first: IntakeImage) -> Image.Image:
     if mask.size != first.size:
         raise ImageRejected(
             f"The mask is {mask.size[0]}x{mask.size[1]} but the first image is {first.size[0]}x{first.size[1]}; "
-            "they must be the same size.", param="mask", code="invalid_mask")
+            "they must be the same size.",
+            param="mask",
+            code="invalid_mask",
+        )
     if not mask.has_alpha:
-        raise ImageRejected("The mask must have an alpha channel (transparent pixels mark the area to edit).",
-                            param="mask", code="invalid_mask")
+        raise ImageRejected(
+            "The mask must have an alpha channel (transparent pixels mark the area to edit).",
+            param="mask",
+            code="invalid_mask",
+        )
     return mask.image.getchannel("A")

@@ -29,11 +29,11 @@ class JobQueue:
             DelaySeconds=max(0, min(MAX_DELAY_SECONDS, int(delay_seconds))),
         )
 
-
     def retry_later(self, receipt_handle: str, delay_seconds: float) -> None:
         """Have SQS deliver a received message again after ``delay_seconds`` (instead of its visibility timeout)."""
-        self._sqs.change_message_visibility(QueueUrl=self._url, ReceiptHandle=receipt_handle,
-                                            VisibilityTimeout=max(0, min(43_200, int(delay_seconds))))
+        self._sqs.change_message_visibility(
+            QueueUrl=self._url, ReceiptHandle=receipt_handle, VisibilityTimeout=max(0, min(43_200, int(delay_seconds)))
+        )
 
 
 def parse_message(body: str) -> tuple[str, str]:

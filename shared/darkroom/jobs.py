@@ -69,14 +69,22 @@ def run_job(tenant_id: str, response_id: str, remaining_ms: int, services: Servi
     logger.append_keys(response_id=response_id, attempt=claim.attempts)
     tenant = services.directory.get_tenant(tenant_id)
     if tenant is None:
-        _end(tenant_id, response_id, claim, {"code": "tenant_not_found", "message": "The account no longer exists."},
-             services)
+        _end(
+            tenant_id,
+            response_id,
+            claim,
+            {"code": "tenant_not_found", "message": "The account no longer exists."},
+            services,
+        )
         return
     admission = job_admission(claim.job)
     started = time.monotonic()
     try:
-        with (deadline.background_job(remaining_ms), checkpoint.resumable(claim.checkpoint),
-              intake.request_decode_budget()):  # one decode budget per job, as one per request
+        with (
+            deadline.background_job(remaining_ms),
+            checkpoint.resumable(claim.checkpoint),
+            intake.request_decode_budget(),
+        ):  # one decode budget per job, as one per request
             plan = plan_from_job(tenant, response_id, claim.job, services)
             record, usage, keys = answer_job(tenant, plan, claim.job["request_id"], admission, services)
     except checkpoint.StillRunning as running:
@@ -86,8 +94,14 @@ def run_job(tenant_id: str, response_id: str, remaining_ms: int, services: Servi
             logger.info("job paused while the upstream works")
         return
     except ApiError as exc:
-        _failed_attempt(tenant_id, response_id, claim, exc.status in _TRANSIENT,
-                        {"code": exc.code or "server_error", "message": exc.message}, services)
+        _failed_attempt(
+            tenant_id,
+            response_id,
+            claim,
+            exc.status in _TRANSIENT,
+            {"code": exc.code or "server_error", "message": exc.message},
+            services,
+        )
         return
     except Exception:  # noqa: BLE001 - logged; the job is retried or failed, never left running
         logger.exception("job attempt failed")
@@ -111,10 +125,10 @@ def _correlate(stored: StoredResponse, response_id: str) -> None:
     logger.append_keys(response_id=response_id)
 
 
-def _failed_attempt(tenant_id: str, response_id: str, claim: StoredResponse, transient: bool, error: dict,
-                    services: Services) -> None:
-    if transient and claim.attempts < MAX_ATTEMPTS and services.responses.requeue(tenant_id, response_id,
-                                                                                  claim.token):
+def _failed_attempt(
+    tenant_id: str, response_id: str, claim: StoredResponse, transient: bool, error: dict, services: Services
+) -> None:
+    if transient and claim.attempts < MAX_ATTEMPTS and services.responses.requeue(tenant_id, response_id, claim.token):
         logger.warning("job attempt failed; retrying", extra={"code": error["code"]})
         raise RetryLater(RETRY_DELAYS_SECONDS[min(claim.attempts, len(RETRY_DELAYS_SECONDS)) - 1])
     _end(tenant_id, response_id, claim, error, services)

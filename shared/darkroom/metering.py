@@ -90,8 +90,9 @@ def _parse_day(value: str | None, param: str) -> date | None:
             raise ValueError(value)
         return date.fromisoformat(value)
     except ValueError:
-        raise InvalidRequest(f"Invalid value for '{param}': expected a date as YYYY-MM-DD.", param=param,
-                             code="invalid_value") from None
+        raise InvalidRequest(
+            f"Invalid value for '{param}': expected a date as YYYY-MM-DD.", param=param, code="invalid_value"
+        ) from None
 
 
 def usage_window(start_date: str | None, end_date: str | None, today: date | None = None) -> tuple[date, date]:
@@ -105,11 +106,13 @@ def usage_window(start_date: str | None, end_date: str | None, today: date | Non
     if start is None:
         start = date.fromordinal(max(end.toordinal() - (DEFAULT_USAGE_DAYS - 1), 1))
     if start > end:
-        raise InvalidRequest("'start_date' must not be after 'end_date'.", param="start_date",
-                             code="invalid_date_range")
+        raise InvalidRequest(
+            "'start_date' must not be after 'end_date'.", param="start_date", code="invalid_date_range"
+        )
     if (end - start).days + 1 > MAX_USAGE_DAYS:
-        raise InvalidRequest(f"The date range may cover at most {MAX_USAGE_DAYS} days.", param="start_date",
-                             code="invalid_date_range")
+        raise InvalidRequest(
+            f"The date range may cover at most {MAX_USAGE_DAYS} days.", param="start_date", code="invalid_date_range"
+        )
     return start, end
 
 
@@ -138,44 +141,64 @@ class UsageMeter:
             self._db.transact_write_items(
                 ClientRequestToken=str(uuid.uuid5(_TOKEN_NAMESPACE, f"{event.tenant_id}/{event.request_id}")),
                 TransactItems=[
-                    {"Put": {
-                        "TableName": self._table,
-                        "Item": to_item({
-                            "pk": f"TENANT#{event.tenant_id}", "sk": f"REQ#{event.request_id}",
-                            "request_id": event.request_id, "operation": event.operation, "model": event.model,
-                            "size": event.size, "quality": event.quality, "images": event.images,
-                            "input_text_tokens": event.input_text_tokens,
-                            "input_image_tokens": event.input_image_tokens,
-                            "output_tokens": event.output_tokens, "cost_micro_usd": cost_micro,
-                            "at": event.at.strftime("%Y-%m-%dT%H:%M:%SZ"),
-                            **({"end_user": event.end_user} if event.end_user else {}),
-                        }),
-                        "ConditionExpression": "attribute_not_exists(pk)",
-                    }},
-                    {"Update": {
-                        "TableName": self._table,
-                        "Key": to_item({"pk": f"TENANT#{event.tenant_id}", "sk": f"DAY#{day}"}),
-                        "UpdateExpression": f"ADD {add}",
-                        "ExpressionAttributeNames": names,
-                        "ExpressionAttributeValues": {
-                            ":one": {"N": "1"}, ":images": {"N": str(event.images)},
-                            ":in": {"N": str(event.input_tokens)}, ":out": {"N": str(event.output_tokens)},
-                            ":cost": {"N": str(cost_micro)}, **values,
-                        },
-                    }},
-                    {"Update": {  # the day's totals for this model: what usage by day and model reads
-                        "TableName": self._table,
-                        "Key": to_item({"pk": f"TENANT#{event.tenant_id}", "sk": f"DAYMODEL#{day}#{event.model}"}),
-                        "UpdateExpression": "SET #day = :day, #model = :model ADD requests :one, images :images, "
-                                            "input_tokens :in, output_tokens :out, cost_micro_usd :cost",
-                        "ExpressionAttributeNames": {"#day": "day", "#model": "model"},
-                        "ExpressionAttributeValues": {
-                            ":day": {"S": day}, ":model": {"S": event.model},
-                            ":one": {"N": "1"}, ":images": {"N": str(event.images)},
-                            ":in": {"N": str(event.input_tokens)}, ":out": {"N": str(event.output_tokens)},
-                            ":cost": {"N": str(cost_micro)},
-                        },
-                    }},
+                    {
+                        "Put": {
+                            "TableName": self._table,
+                            "Item": to_item(
+                                {
+                                    "pk": f"TENANT#{event.tenant_id}",
+                                    "sk": f"REQ#{event.request_id}",
+                                    "request_id": event.request_id,
+                                    "operation": event.operation,
+                                    "model": event.model,
+                                    "size": event.size,
+                                    "quality": event.quality,
+                                    "images": event.images,
+                                    "input_text_tokens": event.input_text_tokens,
+                                    "input_image_tokens": event.input_image_tokens,
+                                    "output_tokens": event.output_tokens,
+                                    "cost_micro_usd": cost_micro,
+                                    "at": event.at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                                    **({"end_user": event.end_user} if event.end_user else {}),
+                                }
+                            ),
+                            "ConditionExpression": "attribute_not_exists(pk)",
+                        }
+                    },
+                    {
+                        "Update": {
+                            "TableName": self._table,
+                            "Key": to_item({"pk": f"TENANT#{event.tenant_id}", "sk": f"DAY#{day}"}),
+                            "UpdateExpression": f"ADD {add}",
+                            "ExpressionAttributeNames": names,
+                            "ExpressionAttributeValues": {
+                                ":one": {"N": "1"},
+                                ":images": {"N": str(event.images)},
+                                ":in": {"N": str(event.input_tokens)},
+                                ":out": {"N": str(event.output_tokens)},
+                                ":cost": {"N": str(cost_micro)},
+                                **values,
+                            },
+                        }
+                    },
+                    {
+                        "Update": {  # the day's totals for this model: what usage by day and model reads
+                            "TableName": self._table,
+                            "Key": to_item({"pk": f"TENANT#{event.tenant_id}", "sk": f"DAYMODEL#{day}#{event.model}"}),
+                            "UpdateExpression": "SET #day = :day, #model = :model ADD requests :one, images :images, "
+                            "input_tokens :in, output_tokens :out, cost_micro_usd :cost",
+                            "ExpressionAttributeNames": {"#day": "day", "#model": "model"},
+                            "ExpressionAttributeValues": {
+                                ":day": {"S": day},
+                                ":model": {"S": event.model},
+                                ":one": {"N": "1"},
+                                ":images": {"N": str(event.images)},
+                                ":in": {"N": str(event.input_tokens)},
+                                ":out": {"N": str(event.output_tokens)},
+                                ":cost": {"N": str(cost_micro)},
+                            },
+                        }
+                    },
                 ],
             )
         except ClientError as exc:
@@ -192,19 +215,25 @@ class UsageMeter:
         for page in self._db.get_paginator("query").paginate(
             TableName=self._table,
             KeyConditionExpression="pk = :pk AND sk BETWEEN :from AND :to",
-            ExpressionAttributeValues={":pk": {"S": f"TENANT#{tenant_id}"}, ":from": {"S": start},
-                                       ":to": {"S": "DAY#~"}},
+            ExpressionAttributeValues={
+                ":pk": {"S": f"TENANT#{tenant_id}"},
+                ":from": {"S": start},
+                ":to": {"S": "DAY#~"},
+            },
         ):
             for item in page["Items"]:
                 values = from_item(item)
-                days.append(DailyUsage(
-                    day=values["sk"].removeprefix("DAY#"),
-                    requests=int(values.get("requests", 0)), images=int(values.get("images", 0)),
-                    input_tokens=int(values.get("input_tokens", 0)),
-                    output_tokens=int(values.get("output_tokens", 0)),
-                    cost_usd=int(values.get("cost_micro_usd", 0)) / 1_000_000,
-                    breakdown={k: int(v) for k, v in values.items() if "#" in k and k not in ("pk", "sk")},
-                ))
+                days.append(
+                    DailyUsage(
+                        day=values["sk"].removeprefix("DAY#"),
+                        requests=int(values.get("requests", 0)),
+                        images=int(values.get("images", 0)),
+                        input_tokens=int(values.get("input_tokens", 0)),
+                        output_tokens=int(values.get("output_tokens", 0)),
+                        cost_usd=int(values.get("cost_micro_usd", 0)) / 1_000_000,
+                        breakdown={k: int(v) for k, v in values.items() if "#" in k and k not in ("pk", "sk")},
+                    )
+                )
         return days
 
     def by_day_and_model(self, tenant_id: str, start: date, end: date) -> list[ModelDayUsage]:
@@ -218,26 +247,33 @@ class UsageMeter:
             TableName=self._table,
             KeyConditionExpression="pk = :pk AND sk BETWEEN :from AND :to",
             # "$" follows "#": the upper bound takes every model of the last day and nothing after it.
-            ExpressionAttributeValues={":pk": {"S": f"TENANT#{tenant_id}"},
-                                       ":from": {"S": f"DAYMODEL#{start.isoformat()}#"},
-                                       ":to": {"S": f"DAYMODEL#{end.isoformat()}$"}},
+            ExpressionAttributeValues={
+                ":pk": {"S": f"TENANT#{tenant_id}"},
+                ":from": {"S": f"DAYMODEL#{start.isoformat()}#"},
+                ":to": {"S": f"DAYMODEL#{end.isoformat()}$"},
+            },
         ):
             for item in page["Items"]:
                 values = from_item(item)
-                rows.append(ModelDayUsage(
-                    day=values["day"], model=values["model"],
-                    requests=int(values.get("requests", 0)), images=int(values.get("images", 0)),
-                    input_tokens=int(values.get("input_tokens", 0)),
-                    output_tokens=int(values.get("output_tokens", 0)),
-                    cost_micro_usd=int(values.get("cost_micro_usd", 0)),
-                ))
+                rows.append(
+                    ModelDayUsage(
+                        day=values["day"],
+                        model=values["model"],
+                        requests=int(values.get("requests", 0)),
+                        images=int(values.get("images", 0)),
+                        input_tokens=int(values.get("input_tokens", 0)),
+                        output_tokens=int(values.get("output_tokens", 0)),
+                        cost_micro_usd=int(values.get("cost_micro_usd", 0)),
+                    )
+                )
         return sorted(rows, key=lambda row: (row.day, row.model))
 
     def records(self, tenant_id: str) -> list[dict]:
         """Every per-request record of the tenant (for audits and tests)."""
         items = []
         for page in self._db.get_paginator("query").paginate(
-            TableName=self._table, KeyConditionExpression="pk = :pk AND begins_with(sk, :r)",
+            TableName=self._table,
+            KeyConditionExpression="pk = :pk AND begins_with(sk, :r)",
             ExpressionAttributeValues={":pk": {"S": f"TENANT#{tenant_id}"}, ":r": {"S": "REQ#"}},
         ):
             items.extend(from_item(item) for item in page["Items"])

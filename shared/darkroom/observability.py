@@ -35,18 +35,37 @@ RATE_LIMITED = "RateLimited"  # requests refused with 429; Window (requests | im
 UPSTREAM_CALLS = "UpstreamCalls"  # calls to a remote backend; Backend, and service only (for the alarm)
 UPSTREAM_ERRORS = "UpstreamErrors"  # of those, the ones failed (5xx to the client); Backend and Code, and service only
 
-METRIC_NAMES = frozenset({
-    IMAGES_GENERATED, IMAGES_EDITED, B64_OMITTED, JOBS_COMPLETED, JOBS_FAILED, JOB_SECONDS, IDEMPOTENT_REPLAYS,
-    INFERENCE_LATENCY, RATE_LIMITED, UPSTREAM_CALLS, UPSTREAM_ERRORS,
-})
+METRIC_NAMES = frozenset(
+    {
+        IMAGES_GENERATED,
+        IMAGES_EDITED,
+        B64_OMITTED,
+        JOBS_COMPLETED,
+        JOBS_FAILED,
+        JOB_SECONDS,
+        IDEMPOTENT_REPLAYS,
+        INFERENCE_LATENCY,
+        RATE_LIMITED,
+        UPSTREAM_CALLS,
+        UPSTREAM_ERRORS,
+    }
+)
 
 BACKENDS = frozenset({"local", "openai", "sagemaker", "bedrock"})  # darkroom.catalog's backend names
 WINDOWS = frozenset({"requests", "images"})  # darkroom.limits.Window.name
 # What a remote call can end with, as the client sees it (darkroom.api.errors codes), plus a breaker's fast fail.
-UPSTREAM_CODES = frozenset({
-    "service_unavailable", "upstream_timeout", "upstream_error", "upstream_invalid_response", "upstream_unreachable",
-    "upstream_auth", "circuit_open", "internal",
-})
+UPSTREAM_CODES = frozenset(
+    {
+        "service_unavailable",
+        "upstream_timeout",
+        "upstream_error",
+        "upstream_invalid_response",
+        "upstream_unreachable",
+        "upstream_auth",
+        "circuit_open",
+        "internal",
+    }
+)
 _DIMENSIONS = {"Backend": BACKENDS, "Window": WINDOWS, "Code": UPSTREAM_CODES}
 OTHER = "other"  # a value outside its closed set (a bug, or a new name nobody added here)
 

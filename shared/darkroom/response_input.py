@@ -16,9 +16,26 @@ from darkroom.api.errors import invalid_from_validation as _invalid
 from darkroom.api.responses import ResponseCreateRequest, ResponseOptions
 from darkroom.partial_images import MAX_PARTIAL_IMAGES
 
-TOOL_OPTIONS = frozenset({"type", "model", "size", "quality", "output_format", "output_compression", "background",
-                          "moderation", "action", "input_image_mask", "partial_images", "input_fidelity",
-                          "complexity", "frame_count", "frame_duration_ms", "svg"})
+TOOL_OPTIONS = frozenset(
+    {
+        "type",
+        "model",
+        "size",
+        "quality",
+        "output_format",
+        "output_compression",
+        "background",
+        "moderation",
+        "action",
+        "input_image_mask",
+        "partial_images",
+        "input_fidelity",
+        "complexity",
+        "frame_count",
+        "frame_duration_ms",
+        "svg",
+    }
+)
 ROLES = frozenset({"user", "assistant", "system", "developer"})
 
 
@@ -38,15 +55,17 @@ def parse_input(request: ResponseCreateRequest) -> Turn:
             continue
         role = item.get("role")
         if kind != "message" or role not in ROLES:
-            raise InvalidRequest(f"input[{i}] must be a message with a role of {', '.join(sorted(ROLES))}.",
-                                 param=f"input[{i}]")
+            raise InvalidRequest(
+                f"input[{i}] must be a message with a role of {', '.join(sorted(ROLES))}.", param=f"input[{i}]"
+            )
         content = item.get("content")
         if isinstance(content, str):
             turn.messages.append((role, content))
             continue
         if not isinstance(content, list):
-            raise InvalidRequest(f"input[{i}].content must be a string or a list of parts.",
-                                 param=f"input[{i}].content")
+            raise InvalidRequest(
+                f"input[{i}].content must be a string or a list of parts.", param=f"input[{i}].content"
+            )
         texts = []
         for j, part in enumerate(content):
             param = f"input[{i}].content[{j}]"
@@ -60,8 +79,9 @@ def parse_input(request: ResponseCreateRequest) -> Turn:
                     raise InvalidRequest(f"Invalid value for '{param}.detail'.", param=f"{param}.detail")
                 turn.images.append((reference, param, detail))
             else:
-                raise InvalidRequest(f"Unsupported content part in '{param}'.", param=f"{param}.type",
-                                     code="unsupported_value")
+                raise InvalidRequest(
+                    f"Unsupported content part in '{param}'.", param=f"{param}.type", code="unsupported_value"
+                )
         turn.messages.append((role, "\n".join(texts)))
     if not turn.messages and not turn.images:
         raise InvalidRequest("'input' is empty.", param="input")
@@ -72,15 +92,20 @@ def image_tool(request: ResponseCreateRequest) -> dict | None:
     tools = request.tools or []
     for i, tool in enumerate(tools):
         if tool.get("type") != "image_generation":
-            raise InvalidRequest(f"Unsupported tool type in 'tools[{i}]': darkroom offers image_generation.",
-                                 param=f"tools[{i}].type", code="unsupported_value")
+            raise InvalidRequest(
+                f"Unsupported tool type in 'tools[{i}]': darkroom offers image_generation.",
+                param=f"tools[{i}].type",
+                code="unsupported_value",
+            )
         for name in tool:
             if name not in TOOL_OPTIONS:
                 raise UnknownParameter(f"tools[{i}].{name}")
         partials = tool.get("partial_images")
         if partials is not None and (type(partials) is not int or not 0 <= partials <= MAX_PARTIAL_IMAGES):
-            raise InvalidRequest(f"Invalid value for 'tools[{i}].partial_images': an integer from 0 to "
-                                 f"{MAX_PARTIAL_IMAGES}.", param=f"tools[{i}].partial_images")
+            raise InvalidRequest(
+                f"Invalid value for 'tools[{i}].partial_images': an integer from 0 to {MAX_PARTIAL_IMAGES}.",
+                param=f"tools[{i}].partial_images",
+            )
     choice = request.tool_choice
     if choice not in (None, "auto", "none", "required") and choice != {"type": "image_generation"}:
         raise InvalidRequest("Invalid value for 'tool_choice'.", param="tool_choice")
@@ -105,11 +130,20 @@ def check_options(request: ResponseCreateRequest) -> None:
         if getattr(options, name) is not None:
             raise InvalidRequest(message, param=name, code="unsupported_value")
     if options.access_programs and options.access_programs.cyber not in (None, "standard"):
-        raise InvalidRequest("Only the 'standard' access program is available here.",
-                             param="access_programs.cyber", code="unsupported_value")
+        raise InvalidRequest(
+            "Only the 'standard' access program is available here.",
+            param="access_programs.cyber",
+            code="unsupported_value",
+        )
     if options.background_options and options.background_options.completion_window not in (None, "soonest"):
-        raise InvalidRequest("Background jobs run as soon as they can: completion_window 'soonest' is the only one.",
-                             param="background_options.completion_window", code="unsupported_value")
+        raise InvalidRequest(
+            "Background jobs run as soon as they can: completion_window 'soonest' is the only one.",
+            param="background_options.completion_window",
+            code="unsupported_value",
+        )
     if options.image and options.image.context_compression == "enabled":
-        raise InvalidRequest("Image context compression is not available; send 'auto' or 'disabled'.",
-                             param="image.context_compression", code="unsupported_value")
+        raise InvalidRequest(
+            "Image context compression is not available; send 'auto' or 'disabled'.",
+            param="image.context_compression",
+            code="unsupported_value",
+        )

@@ -54,9 +54,14 @@ def _stored(item: dict) -> StoredResponse:
         return json.loads(item[name]["S"]) if name in item else None
 
     return StoredResponse(
-        record=json.loads(item["record"]["S"]), status=item.get("status", {}).get("S", COMPLETED),
-        job=loaded("job"), error=loaded("error"), usage=loaded("usage"), checkpoint=loaded("checkpoint"),
-        attempts=int(item.get("attempts", {}).get("N", 0)), token=item.get("token", {}).get("S"),
+        record=json.loads(item["record"]["S"]),
+        status=item.get("status", {}).get("S", COMPLETED),
+        job=loaded("job"),
+        error=loaded("error"),
+        usage=loaded("usage"),
+        checkpoint=loaded("checkpoint"),
+        attempts=int(item.get("attempts", {}).get("N", 0)),
+        token=item.get("token", {}).get("S"),
         lease_until=float(item.get("lease_until", {}).get("N", 0)),
     )
 
@@ -78,7 +83,8 @@ class ResponseStore:
     def put(self, tenant_id: str, response_id: str, record: dict, job: dict | None = None) -> None:
         """Store a finished response, or (with ``job``) a background response, queued."""
         item = {
-            **self._key(tenant_id, response_id), "record": _json(record),
+            **self._key(tenant_id, response_id),
+            "record": _json(record),
             "status": {"S": QUEUED if job is not None else COMPLETED},
             "expires_at": {"N": str(int(self._clock()) + RETENTION_SECONDS)},
         }
@@ -93,8 +99,9 @@ class ResponseStore:
 
     def load(self, tenant_id: str, response_id: str) -> StoredResponse | None:
         """The item with its status, or None when this tenant has no such (unexpired) response."""
-        item = self._db.get_item(TableName=self._table, Key=self._key(tenant_id, response_id),
-                                 ConsistentRead=True).get("Item")
+        item = self._db.get_item(TableName=self._table, Key=self._key(tenant_id, response_id), ConsistentRead=True).get(
+            "Item"
+        )
         if not item or int(item["expires_at"]["N"]) < self._clock():  # TTL deletion is lazy
             return None
         return _stored(item)
@@ -102,7 +109,9 @@ class ResponseStore:
     def delete(self, tenant_id: str, response_id: str) -> bool:
         """True when something was deleted."""
         old = self._db.delete_item(
-            TableName=self._table, Key=self._key(tenant_id, response_id), ReturnValues="ALL_OLD",
+            TableName=self._table,
+            Key=self._key(tenant_id, response_id),
+            ReturnValues="ALL_OLD",
         ).get("Attributes")
         return bool(old)
 
@@ -112,22 +121,39 @@ class ResponseStore:
         """Take the job for one attempt: a queued job, or a running one whose worker's lease ran out."""
         now = self._clock()
         return self._item(
-            tenant_id, response_id,
+            tenant_id,
+            response_id,
             "SET #s = :running, #token = :token, #lease = :lease ADD #attempts :one",
             "attribute_exists(#job) AND (#s = :queued OR (#s = :running AND #lease < :now))",
-            {":running": {"S": IN_PROGRESS}, ":queued": {"S": QUEUED}, ":token": {"S": secrets.token_hex(16)},
-             ":lease": {"N": str(now + lease_seconds)}, ":now": {"N": str(now)}, ":one": {"N": "1"}},
+            {
+                ":running": {"S": IN_PROGRESS},
+                ":queued": {"S": QUEUED},
+                ":token": {"S": secrets.token_hex(16)},
+                ":lease": {"N": str(now + lease_seconds)},
+                ":now": {"N": str(now)},
+                ":one": {"N": "1"},
+            },
             returns="ALL_NEW",
         )
 
     def complete(self, tenant_id: str, response_id: str, token: str, record: dict, usage: dict) -> bool:
         """The claim holder's result; False (nothing written) when the claim is no longer current."""
-        return self._update(
-            tenant_id, response_id, "SET #s = :done, #record = :record, #usage = :usage REMOVE #token, #lease",
-            "#s = :running AND #token = :token",
-            {":done": {"S": COMPLETED}, ":record": _json(record), ":usage": _json(usage),
-             ":running": {"S": IN_PROGRESS}, ":token": {"S": token}},
-        ) is not None
+        return (
+            self._update(
+                tenant_id,
+                response_id,
+                "SET #s = :done, #record = :record, #usage = :usage REMOVE #token, #lease",
+                "#s = :running AND #token = :token",
+                {
+                    ":done": {"S": COMPLETED},
+                    ":record": _json(record),
+                    ":usage": _json(usage),
+                    ":running": {"S": IN_PROGRESS},
+                    ":token": {"S": token},
+                },
+            )
+            is not None
+        )
 
     def billed(self, tenant_id: str, response_id: str) -> None:
         """The completed job's usage is recorded: forget it."""
@@ -135,19 +161,35 @@ class ResponseStore:
 
     def requeue(self, tenant_id: str, response_id: str, token: str) -> bool:
         """Give the claim back for a later attempt (a transient failure)."""
-        return self._update(
-            tenant_id, response_id, "SET #s = :queued REMOVE #token, #lease", "#s = :running AND #token = :token",
-            {":queued": {"S": QUEUED}, ":running": {"S": IN_PROGRESS}, ":token": {"S": token}},
-        ) is not None
+        return (
+            self._update(
+                tenant_id,
+                response_id,
+                "SET #s = :queued REMOVE #token, #lease",
+                "#s = :running AND #token = :token",
+                {":queued": {"S": QUEUED}, ":running": {"S": IN_PROGRESS}, ":token": {"S": token}},
+            )
+            is not None
+        )
 
     def pause(self, tenant_id: str, response_id: str, token: str, handle: dict) -> bool:
         """Give the claim back while the upstream works on ``handle``; the pause is not a failed attempt."""
-        return self._update(
-            tenant_id, response_id, "SET #s = :queued, #checkpoint = :handle REMOVE #token, #lease ADD #attempts :less",
-            "#s = :running AND #token = :token",
-            {":queued": {"S": QUEUED}, ":handle": _json(handle), ":less": {"N": "-1"}, ":running": {"S": IN_PROGRESS},
-             ":token": {"S": token}},
-        ) is not None
+        return (
+            self._update(
+                tenant_id,
+                response_id,
+                "SET #s = :queued, #checkpoint = :handle REMOVE #token, #lease ADD #attempts :less",
+                "#s = :running AND #token = :token",
+                {
+                    ":queued": {"S": QUEUED},
+                    ":handle": _json(handle),
+                    ":less": {"N": "-1"},
+                    ":running": {"S": IN_PROGRESS},
+                    ":token": {"S": token},
+                },
+            )
+            is not None
+        )
 
     def fail(self, tenant_id: str, response_id: str, error: dict, token: str | None = None) -> StoredResponse | None:
         """Mark the job failed: by the claim holder (``token``), or, without one, a job no worker holds
@@ -159,35 +201,58 @@ class ResponseStore:
         else:
             condition = "attribute_exists(#job) AND (#s = :queued OR (#s = :running AND #lease < :now))"
             values |= {":queued": {"S": QUEUED}, ":now": {"N": str(self._clock())}}
-        return self._item(tenant_id, response_id, "SET #s = :failed, #error = :error REMOVE #token, #lease",
-                          condition, values, returns="ALL_OLD")
+        return self._item(
+            tenant_id,
+            response_id,
+            "SET #s = :failed, #error = :error REMOVE #token, #lease",
+            condition,
+            values,
+            returns="ALL_OLD",
+        )
 
     def cancel(self, tenant_id: str, response_id: str) -> StoredResponse | None:
         """Cancel a queued or running job; the old item when this call cancelled it, else None."""
         return self._item(
-            tenant_id, response_id, "SET #s = :cancelled REMOVE #token, #lease",
+            tenant_id,
+            response_id,
+            "SET #s = :cancelled REMOVE #token, #lease",
             "attribute_exists(#job) AND (#s = :queued OR #s = :running)",
             {":cancelled": {"S": CANCELLED}, ":queued": {"S": QUEUED}, ":running": {"S": IN_PROGRESS}},
             returns="ALL_OLD",
         )
 
-    def _item(self, tenant_id: str, response_id: str, expression: str, condition: str, values: dict,
-              returns: str) -> StoredResponse | None:
+    def _item(
+        self, tenant_id: str, response_id: str, expression: str, condition: str, values: dict, returns: str
+    ) -> StoredResponse | None:
         """The item (as ``returns`` says: before or after) when the write happened, None when it did not."""
         attributes = self._update(tenant_id, response_id, expression, condition, values, returns)
         return None if attributes is None else _stored(attributes)
 
-    def _update(self, tenant_id: str, response_id: str, expression: str, condition: str, values: dict,
-                returns: str = "NONE") -> dict | None:
+    def _update(
+        self, tenant_id: str, response_id: str, expression: str, condition: str, values: dict, returns: str = "NONE"
+    ) -> dict | None:
         """One conditional write: the returned attributes ({} unless asked for), None when the condition failed."""
-        names = {"#s": "status", "#token": "token", "#lease": "lease_until", "#attempts": "attempts", "#job": "job",
-                 "#record": "record", "#usage": "usage", "#error": "error", "#checkpoint": "checkpoint"}
+        names = {
+            "#s": "status",
+            "#token": "token",
+            "#lease": "lease_until",
+            "#attempts": "attempts",
+            "#job": "job",
+            "#record": "record",
+            "#usage": "usage",
+            "#error": "error",
+            "#checkpoint": "checkpoint",
+        }
         used = {name: attribute for name, attribute in names.items() if name in expression or name in condition}
         try:
             result = self._db.update_item(
-                TableName=self._table, Key=self._key(tenant_id, response_id), UpdateExpression=expression,
-                ConditionExpression=f"attribute_exists(pk) AND ({condition})", ExpressionAttributeNames=used,
-                ExpressionAttributeValues=values, ReturnValues=returns,
+                TableName=self._table,
+                Key=self._key(tenant_id, response_id),
+                UpdateExpression=expression,
+                ConditionExpression=f"attribute_exists(pk) AND ({condition})",
+                ExpressionAttributeNames=used,
+                ExpressionAttributeValues=values,
+                ReturnValues=returns,
             )
         except ClientError as exc:
             if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":

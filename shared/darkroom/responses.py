@@ -51,8 +51,14 @@ MAX_CARRIED_IMAGES = 16
 
 def _decode(reference: dict, param: str, tenant: Tenant, services: Services) -> intake.ImageHeader:
     limits = replace(intake_limits(services), formats=ANALYSIS_FORMATS)
-    return intake.read_reference(reference, param=param, tenant_id=tenant.tenant_id, files=services.files,
-                                 limits=limits, fetcher=services.fetcher)
+    return intake.read_reference(
+        reference,
+        param=param,
+        tenant_id=tenant.tenant_id,
+        files=services.files,
+        limits=limits,
+        fetcher=services.fetcher,
+    )
 
 
 def _stored_images(keys: list[str], services: Services) -> list[intake.IntakeImage]:
@@ -91,8 +97,9 @@ class _ImageCall:
     mask: intake.IntakeImage | None = None
 
 
-def create_response(tenant: Tenant, request: ResponseCreateRequest, request_id: str,
-                    services: Services) -> ResponseObject:
+def create_response(
+    tenant: Tenant, request: ResponseCreateRequest, request_id: str, services: Services
+) -> ResponseObject:
     """Answer one Responses API request (and store it unless ``store`` is false); with ``background``,
     accept it as a job and answer at once with its id and status ``queued``."""
     plan = _plan(tenant, request, services)
@@ -111,14 +118,21 @@ def _plan(tenant: Tenant, request: ResponseCreateRequest, services: Services) ->
     end_user = identify(tenant.tenant_id, request.safety_identifier, request.user)
     if request.background:
         if request.store is False:
-            raise InvalidRequest("Background mode needs a stored response: omit 'store' or send true.",
-                                 param="store", code="unsupported_value")
+            raise InvalidRequest(
+                "Background mode needs a stored response: omit 'store' or send true.",
+                param="store",
+                code="unsupported_value",
+            )
         if request.stream:
-            raise InvalidRequest("Streaming a background response is not supported; poll GET /v1/responses/{id}.",
-                                 param="stream", code="unsupported_value")
+            raise InvalidRequest(
+                "Streaming a background response is not supported; poll GET /v1/responses/{id}.",
+                param="stream",
+                code="unsupported_value",
+            )
         if not services.jobs.enabled:
-            raise InvalidRequest("Background mode is not enabled on this deployment.", param="background",
-                                 code="unsupported_value")
+            raise InvalidRequest(
+                "Background mode is not enabled on this deployment.", param="background", code="unsupported_value"
+            )
     model = services.catalog.models.get(request.model)
     if model is None:
         raise ModelNotFound(request.model)
@@ -126,12 +140,18 @@ def _plan(tenant: Tenant, request: ResponseCreateRequest, services: Services) ->
     tool = image_tool(request)
     history: dict = {"messages": [], "images": []}
     if request.previous_response_id:
-        found = (services.responses.load(tenant.tenant_id, request.previous_response_id)
-                 if RESPONSE_ID.match(request.previous_response_id) else None)
+        found = (
+            services.responses.load(tenant.tenant_id, request.previous_response_id)
+            if RESPONSE_ID.match(request.previous_response_id)
+            else None
+        )
         if found is None or found.status != COMPLETED:
-            raise InvalidRequest(f"Previous response '{request.previous_response_id[:40]}' not found"
-                                 + ("." if found is None else f" among completed responses (it is {found.status})."),
-                                 param="previous_response_id", code="previous_response_not_found")
+            raise InvalidRequest(
+                f"Previous response '{request.previous_response_id[:40]}' not found"
+                + ("." if found is None else f" among completed responses (it is {found.status})."),
+                param="previous_response_id",
+                code="previous_response_not_found",
+            )
         history = found.record["thread"]
     headers = [(_decode(ref, param, tenant, services), detail) for ref, param, detail in turn.images]
     mask_ref = tool.get("input_image_mask") if tool else None
@@ -147,10 +167,14 @@ def _plan(tenant: Tenant, request: ResponseCreateRequest, services: Services) ->
 
 def _plan_image_call(plan: _Plan, tool: dict, mask: intake.IntakeImage | None, services: Services) -> _ImageCall:
     request, model = plan.request, plan.model
-    tool_options = {k: v for k, v in tool.items() if k not in ("type", "action", "input_image_mask",
-                                                              "partial_images", "model", "input_fidelity")}
-    image_model = tool.get("model") or (request.model if (model.can(Capability.GENERATE)
-                                                         or model.can(Capability.EDIT)) else None)
+    tool_options = {
+        k: v
+        for k, v in tool.items()
+        if k not in ("type", "action", "input_image_mask", "partial_images", "model", "input_fidelity")
+    }
+    image_model = tool.get("model") or (
+        request.model if (model.can(Capability.GENERATE) or model.can(Capability.EDIT)) else None
+    )
     action = tool.get("action", "auto")
     if action not in ("auto", "generate", "edit"):
         raise InvalidRequest("Invalid value for 'tools[0].action': generate, edit or auto.", param="tools[0].action")
@@ -167,12 +191,16 @@ def _plan_image_call(plan: _Plan, tool: dict, mask: intake.IntakeImage | None, s
         raise InvalidRequest("An edit needs an input image.", param="tools[0].action")
     try:
         if edit:
-            options = ImageEditRequest(prompt=prompt, model=image_model, response_format="b64_json",
-                                       input_fidelity=tool.get("input_fidelity"), **tool_options)
+            options = ImageEditRequest(
+                prompt=prompt,
+                model=image_model,
+                response_format="b64_json",
+                input_fidelity=tool.get("input_fidelity"),
+                **tool_options,
+            )
             job = resolve_request(options, services, Capability.EDIT, input_size=base.size)
         else:
-            options = ImageGenerateRequest(prompt=prompt, model=image_model, response_format="b64_json",
-                                           **tool_options)
+            options = ImageGenerateRequest(prompt=prompt, model=image_model, response_format="b64_json", **tool_options)
             job = resolve_request(options, services)
         check_time_budget(job, services, background=bool(request.background))
     except ValidationError as exc:
@@ -185,13 +213,17 @@ def _plan_image_call(plan: _Plan, tool: dict, mask: intake.IntakeImage | None, s
 
 def _check_text_model(model: ModelEntry, has_images: bool, background: bool) -> None:
     if not background and model.endpoint is not None and model.endpoint.async_inference:
-        raise InvalidRequest(f"{model.id} runs only in background mode: send \"background\": true and poll "
-                             "GET /v1/responses/{id}.", param="model", code="use_background_mode")
+        raise InvalidRequest(
+            f'{model.id} runs only in background mode: send "background": true and poll GET /v1/responses/{{id}}.',
+            param="model",
+            code="use_background_mode",
+        )
     if has_images and not model.can(Capability.ANALYZE) and model.vision_fallback is None:
         raise InvalidRequest(f"The model '{model.id}' cannot read images.", param="model", code="model_not_supported")
     if not (model.can(Capability.TEXT) or model.can(Capability.ANALYZE)):
-        raise InvalidRequest(f"The model '{model.id}' cannot answer in text.", param="model",
-                             code="model_not_supported")
+        raise InvalidRequest(
+            f"The model '{model.id}' cannot answer in text.", param="model", code="model_not_supported"
+        )
 
 
 def _answer(tenant: Tenant, plan: _Plan, request_id: str, services: Services, admitted: Admission | None = None):
@@ -206,10 +238,17 @@ def _answer(tenant: Tenant, plan: _Plan, request_id: str, services: Services, ad
         output, usage, billed = _text_answer(tenant, plan, request_id, services, admitted)
         produced = []
     response = ResponseObject(
-        id=plan.response_id, created_at=plan.created_at, model=request.model, output=output,
-        instructions=request.instructions, metadata=request.metadata or {},
-        previous_response_id=request.previous_response_id, store=request.store is not False,
-        tools=request.tools or [], tool_choice=request.tool_choice or "auto", usage=usage,
+        id=plan.response_id,
+        created_at=plan.created_at,
+        model=request.model,
+        output=output,
+        instructions=request.instructions,
+        metadata=request.metadata or {},
+        previous_response_id=request.previous_response_id,
+        store=request.store is not False,
+        tools=request.tools or [],
+        tool_choice=request.tool_choice or "auto",
+        usage=usage,
         background=bool(request.background),
     )
     return response, produced, billed
@@ -219,22 +258,42 @@ def _image_answer(tenant, plan: _Plan, request_id, services: Services, admitted:
     call = plan.image_call
     if call.edit:
         base, mask = call.base, call.mask
-        result = edit_images(tenant, EditRequest(options=call.options, images=[lambda: base],
-                                                 mask=(lambda: mask) if mask else None, encoded_bytes=0),
-                             request_id, services, admitted=admitted, end_user=plan.end_user)
+        result = edit_images(
+            tenant,
+            EditRequest(
+                options=call.options, images=[lambda: base], mask=(lambda: mask) if mask else None, encoded_bytes=0
+            ),
+            request_id,
+            services,
+            admitted=admitted,
+            end_user=plan.end_user,
+        )
     else:
-        result = generate_images(tenant, call.options, request_id, services, admitted=admitted,
-                                 end_user=plan.end_user)
+        result = generate_images(tenant, call.options, request_id, services, admitted=admitted, end_user=plan.end_user)
     image = result.response.data[0]
     output = ImageGenerationCall(
-        id="ig_" + secrets.token_hex(16), result=image.b64_json, url=image.url, revised_prompt=image.revised_prompt,
-        action="edit" if call.edit else "generate", size=result.response.size, quality=result.response.quality,
-        output_format=result.response.output_format, background=result.response.background,
+        id="ig_" + secrets.token_hex(16),
+        result=image.b64_json,
+        url=image.url,
+        revised_prompt=image.revised_prompt,
+        action="edit" if call.edit else "generate",
+        size=result.response.size,
+        quality=result.response.quality,
+        output_format=result.response.output_format,
+        background=result.response.background,
     )
     usage = result.response.usage
-    return [output], ResponseUsage(input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
-                                   total_tokens=usage.total_tokens, images=1), [(output.id, result.keys[0])], \
-        result.usage
+    return (
+        [output],
+        ResponseUsage(
+            input_tokens=usage.input_tokens,
+            output_tokens=usage.output_tokens,
+            total_tokens=usage.total_tokens,
+            images=1,
+        ),
+        [(output.id, result.keys[0])],
+        result.usage,
+    )
 
 
 def _tool_error(error: InvalidRequest) -> InvalidRequest:
@@ -257,22 +316,43 @@ def _text_answer(tenant, plan: _Plan, request_id, services: Services, admitted: 
     with nullcontext() if admitted else services.limiter.refunded_on_failure(admission):
         if described:
             messages.append(("user", _describe(model, pictures, seconds, services)))
-        text = backend_for(model).respond(model, TextJob(request.instructions, messages,
-                                                         [] if described else pictures, seconds))
+        text = backend_for(model).respond(
+            model, TextJob(request.instructions, messages, [] if described else pictures, seconds)
+        )
         text_tokens = _text_tokens(request.instructions or "", *(t for _, t in messages))
         output_tokens = _text_tokens(text)
         price = model.price
-        cost = (text_tokens * price.input_text_per_million + image_tokens * price.input_image_per_million
-                + output_tokens * price.output_text_per_million) / 1e6
+        cost = (
+            text_tokens * price.input_text_per_million
+            + image_tokens * price.input_image_per_million
+            + output_tokens * price.output_text_per_million
+        ) / 1e6
         usage = UsageEvent(
-            request_id=request_id, tenant_id=tenant.tenant_id, operation="analyze" if image_tokens else "text",
-            model=model.id, size="-", quality="-", images=0, input_text_tokens=text_tokens,
-            input_image_tokens=image_tokens, output_tokens=output_tokens, cost_usd=cost, end_user=plan.end_user)
+            request_id=request_id,
+            tenant_id=tenant.tenant_id,
+            operation="analyze" if image_tokens else "text",
+            model=model.id,
+            size="-",
+            quality="-",
+            images=0,
+            input_text_tokens=text_tokens,
+            input_image_tokens=image_tokens,
+            output_tokens=output_tokens,
+            cost_usd=cost,
+            end_user=plan.end_user,
+        )
         if admitted is None:
             record_usage(usage, services)
     message = OutputMessage(id="msg_" + secrets.token_hex(16), content=[OutputText(text=text)])
-    return [message], ResponseUsage(input_tokens=text_tokens + image_tokens, output_tokens=output_tokens,
-                                    total_tokens=text_tokens + image_tokens + output_tokens), usage
+    return (
+        [message],
+        ResponseUsage(
+            input_tokens=text_tokens + image_tokens,
+            output_tokens=output_tokens,
+            total_tokens=text_tokens + image_tokens + output_tokens,
+        ),
+        usage,
+    )
 
 
 def _describe(model: ModelEntry, pictures: list[InputImage], seconds: float, services: Services) -> str:
@@ -307,8 +387,9 @@ def _png(image) -> bytes:
 
 def _record(plan: _Plan, response: ResponseObject, produced) -> dict:
     """What a stored response keeps: the response minus image bytes, the thread, where its images are."""
-    answer = "\n".join(part.text for item in response.output if isinstance(item, OutputMessage)
-                       for part in item.content)
+    answer = "\n".join(
+        part.text for item in response.output if isinstance(item, OutputMessage) for part in item.content
+    )
     history = plan.history
     thread = {
         "messages": [*history["messages"], *plan.turn.messages, *([("assistant", answer)] if answer else [])],
@@ -335,24 +416,42 @@ def _enqueue(tenant: Tenant, plan: _Plan, request_id: str, services: Services) -
             mask_key = f"tenants/{tenant.tenant_id}/responses/{plan.response_id}/mask.png"
             services.store.put(mask_key, _png(call.mask.image), "png")
         # The end user is kept as its opaque id ("end_user"), never as the raw safety_identifier/user.
-        request = plan.request.model_dump(mode="json", exclude={"input", "safety_identifier", "user"},
-                                          exclude_none=True)
+        request = plan.request.model_dump(
+            mode="json", exclude={"input", "safety_identifier", "user"}, exclude_none=True
+        )
         for tool in request.get("tools", []):
             tool.pop("input_image_mask", None)  # stored as mask_key: a data URL could be megabytes
         job = {
-            "request": request, "request_id": request_id, "messages": plan.turn.messages,
+            "request": request,
+            "request_id": request_id,
+            "messages": plan.turn.messages,
             "inputs": [[key, detail] for key, (_, detail) in zip(plan.input_keys, plan.images, strict=True)],
-            "image_call": call is not None, "mask": mask_key, "history": plan.history, "end_user": plan.end_user,
-            "created_at": plan.created_at, "admission": [list(taken) for taken in admission.taken],
+            "image_call": call is not None,
+            "mask": mask_key,
+            "history": plan.history,
+            "end_user": plan.end_user,
+            "created_at": plan.created_at,
+            "admission": [list(taken) for taken in admission.taken],
         }
         queued = ResponseObject(
-            id=plan.response_id, created_at=plan.created_at, model=plan.request.model, output=[], status=QUEUED,
-            background=True, instructions=plan.request.instructions, metadata=plan.request.metadata or {},
-            previous_response_id=plan.request.previous_response_id, tools=plan.request.tools or [],
+            id=plan.response_id,
+            created_at=plan.created_at,
+            model=plan.request.model,
+            output=[],
+            status=QUEUED,
+            background=True,
+            instructions=plan.request.instructions,
+            metadata=plan.request.metadata or {},
+            previous_response_id=plan.request.previous_response_id,
+            tools=plan.request.tools or [],
             tool_choice=plan.request.tool_choice or "auto",
         )
-        services.responses.put(tenant.tenant_id, plan.response_id, {"response": queued.model_dump(mode="json"),
-                                                                    "thread": None, "outputs": {}}, job=job)
+        services.responses.put(
+            tenant.tenant_id,
+            plan.response_id,
+            {"response": queued.model_dump(mode="json"), "thread": None, "outputs": {}},
+            job=job,
+        )
         try:
             services.jobs.send(tenant.tenant_id, plan.response_id)
         except (ClientError, BotoCoreError) as exc:
@@ -374,8 +473,18 @@ def plan_from_job(tenant: Tenant, response_id: str, job: dict, services: Service
     end_user = job.get("end_user")
     if end_user:
         logger.append_keys(end_user=end_user)
-    plan = _Plan(request, model, turn, job["history"], images, image_call=None, response_id=response_id,
-                 created_at=job["created_at"], input_keys=[key for key, _ in job["inputs"]], end_user=end_user)
+    plan = _Plan(
+        request,
+        model,
+        turn,
+        job["history"],
+        images,
+        image_call=None,
+        response_id=response_id,
+        created_at=job["created_at"],
+        input_keys=[key for key, _ in job["inputs"]],
+        end_user=end_user,
+    )
     if job["image_call"]:
         mask = _stored_images([job["mask"]], services)[0] if job["mask"] else None
         plan.image_call = _plan_image_call(plan, image_tool(request) or {}, mask, services)

@@ -40,9 +40,15 @@ def services() -> Services:
     settings = config.get_settings()
     dynamodb = config.client("dynamodb")
     s3 = config.client("s3", Config(signature_version="s3v4"))  # SigV4: presigned GET and POST
-    directory = TenantDirectory(dynamodb, settings.tenants_table, Limits(
-        images_per_minute=settings.default_images_per_minute, images_per_day=settings.default_images_per_day,
-        requests_per_minute=settings.default_requests_per_minute))
+    directory = TenantDirectory(
+        dynamodb,
+        settings.tenants_table,
+        Limits(
+            images_per_minute=settings.default_images_per_minute,
+            images_per_day=settings.default_images_per_day,
+            requests_per_minute=settings.default_requests_per_minute,
+        ),
+    )
     return Services(
         settings=settings,
         catalog=get_catalog(),
@@ -51,8 +57,9 @@ def services() -> Services:
         limiter=RateLimiter(dynamodb, settings.rate_limits_table),
         meter=UsageMeter(dynamodb, settings.usage_table),
         store=ImageStore(s3, settings.images_bucket, settings.presign_seconds),
-        files=FileStore(s3, settings.images_bucket, settings.presign_seconds, settings.max_upload_bytes,
-                        settings.max_input_pixels),
+        files=FileStore(
+            s3, settings.images_bucket, settings.presign_seconds, settings.max_upload_bytes, settings.max_input_pixels
+        ),
         responses=ResponseStore(dynamodb, settings.responses_table),
         jobs=JobQueue(config.client("sqs") if settings.jobs_queue_url else None, settings.jobs_queue_url),
         fetcher=fetcher_from_settings(settings, settings.max_image_bytes),

@@ -22,7 +22,10 @@ class ImageStore:
 
     def put(self, key: str, data: bytes, output_format: str) -> None:
         self._s3.put_object(
-            Bucket=self._bucket, Key=key, Body=data, ContentType=CONTENT_TYPES[output_format],
+            Bucket=self._bucket,
+            Key=key,
+            Body=data,
+            ContentType=CONTENT_TYPES[output_format],
             ServerSideEncryption="AES256",
         )
 
@@ -38,7 +41,8 @@ class ImageStore:
         return self._s3.generate_presigned_url(
             "get_object",
             Params={
-                "Bucket": self._bucket, "Key": key,
+                "Bucket": self._bucket,
+                "Key": key,
                 "ResponseContentType": CONTENT_TYPES[output_format],
                 "ResponseContentDisposition": f'inline; filename="{filename}"',
             },

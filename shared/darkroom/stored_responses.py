@@ -47,8 +47,11 @@ def cancel_response(tenant: Tenant, response_id: str, services: Services) -> Res
     one is answered as it is; a response that was not created in background mode cannot be cancelled."""
     found = _load(tenant, response_id, services)
     if not found.background:
-        raise InvalidRequest("Only responses created with background: true can be cancelled.",
-                             param="response_id", code="not_cancellable")
+        raise InvalidRequest(
+            "Only responses created with background: true can be cancelled.",
+            param="response_id",
+            code="not_cancellable",
+        )
     cancelled = services.responses.cancel(tenant.tenant_id, response_id)
     if cancelled is not None:
         refund_job(cancelled.job, services)

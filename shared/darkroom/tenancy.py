@@ -124,12 +124,19 @@ class TenantDirectory:
         tenant = Tenant(tenant_id="tnt_" + secrets.token_hex(8), name=name, limits=limits, created_at=_now_iso())
         self._db.put_item(
             TableName=self._table,
-            Item=to_item({
-                "pk": f"TENANT#{tenant.tenant_id}", "sk": "TENANT", "tenant_id": tenant.tenant_id,
-                "name": name, "status": ACTIVE, "created_at": tenant.created_at,
-                "images_per_minute": limits.images_per_minute, "images_per_day": limits.images_per_day,
-                "requests_per_minute": limits.requests_per_minute,
-            }),
+            Item=to_item(
+                {
+                    "pk": f"TENANT#{tenant.tenant_id}",
+                    "sk": "TENANT",
+                    "tenant_id": tenant.tenant_id,
+                    "name": name,
+                    "status": ACTIVE,
+                    "created_at": tenant.created_at,
+                    "images_per_minute": limits.images_per_minute,
+                    "images_per_day": limits.images_per_day,
+                    "requests_per_minute": limits.requests_per_minute,
+                }
+            ),
             ConditionExpression="attribute_not_exists(pk)",
         )
         return tenant
@@ -151,12 +158,24 @@ class TenantDirectory:
     def set_status(self, tenant_id: str, status: str) -> Tenant:
         return self._update_tenant(tenant_id, {"status": {"S": status}})
 
-    def set_limits(self, tenant_id: str, *, images_per_minute: int | None = None, images_per_day: int | None = None,
-                   requests_per_minute: int | None = None) -> Tenant:
+    def set_limits(
+        self,
+        tenant_id: str,
+        *,
+        images_per_minute: int | None = None,
+        images_per_day: int | None = None,
+        requests_per_minute: int | None = None,
+    ) -> Tenant:
         """Change some of a tenant's limits (the others stay); functions see them within ``key_cache_seconds``."""
-        changes = {name: value for name, value in (("images_per_minute", images_per_minute),
-                                                   ("images_per_day", images_per_day),
-                                                   ("requests_per_minute", requests_per_minute)) if value is not None}
+        changes = {
+            name: value
+            for name, value in (
+                ("images_per_minute", images_per_minute),
+                ("images_per_day", images_per_day),
+                ("requests_per_minute", requests_per_minute),
+            )
+            if value is not None
+        }
         if not changes:
             raise ValueError("no limit to change")
         if any(not isinstance(value, int) or value < 1 for value in changes.values()):
@@ -191,15 +210,25 @@ class TenantDirectory:
         if not KEY_PATTERN.match(secret):
             raise ValueError("keys look like dk- followed by 43 URL-safe characters")
         key = ApiKey(
-            key_id="key_" + secrets.token_hex(8), tenant_id=tenant_id,
-            prefix=secret[:DISPLAY_PREFIX_CHARS], status=ACTIVE, created_at=_now_iso(),
+            key_id="key_" + secrets.token_hex(8),
+            tenant_id=tenant_id,
+            prefix=secret[:DISPLAY_PREFIX_CHARS],
+            status=ACTIVE,
+            created_at=_now_iso(),
         )
         self._db.put_item(
             TableName=self._table,
-            Item=to_item({
-                "pk": f"KEY#{hash_key(secret)}", "sk": "KEY", "key_id": key.key_id, "tenant_id": tenant_id,
-                "prefix": key.prefix, "status": ACTIVE, "created_at": key.created_at,
-            }),
+            Item=to_item(
+                {
+                    "pk": f"KEY#{hash_key(secret)}",
+                    "sk": "KEY",
+                    "key_id": key.key_id,
+                    "tenant_id": tenant_id,
+                    "prefix": key.prefix,
+                    "status": ACTIVE,
+                    "created_at": key.created_at,
+                }
+            ),
             ConditionExpression="attribute_not_exists(pk)",
         )
         return key, secret
@@ -207,7 +236,9 @@ class TenantDirectory:
     def list_keys(self, tenant_id: str) -> list[ApiKey]:
         keys = []
         for page in self._db.get_paginator("query").paginate(
-            TableName=self._table, IndexName="ByTenant", KeyConditionExpression="tenant_id = :t",
+            TableName=self._table,
+            IndexName="ByTenant",
+            KeyConditionExpression="tenant_id = :t",
             ExpressionAttributeValues={":t": {"S": tenant_id}},
         ):
             keys.extend(_key_from(from_item(item)) for item in page["Items"])
@@ -215,7 +246,9 @@ class TenantDirectory:
 
     def revoke_key(self, key_id: str) -> ApiKey:
         found = self._db.query(
-            TableName=self._table, IndexName="ByKeyId", KeyConditionExpression="key_id = :k",
+            TableName=self._table,
+            IndexName="ByKeyId",
+            KeyConditionExpression="key_id = :k",
             ExpressionAttributeValues={":k": {"S": key_id}},
         )["Items"]
         if not found:

@@ -32,15 +32,57 @@ FORBIDDEN_PATHS = {"darkroom/local", "darkroom/cli.py"}
 THIRD_PARTY_EXCEPTIONS = {"python/certifi/tests"}  # certifi's own 467-byte self-check, in its wheel
 # DependenciesLayer: layers/runtime/requirements.txt and what it pulls in; a new dependency is a decision.
 DEPENDENCY_MODULES = {
-    "PIL", "pillow.libs", "annotated_types", "anyio", "aws_lambda_powertools", "aws_xray_sdk", "boto3", "botocore",
-    "certifi", "dateutil", "h11", "httpcore", "httpx", "idna", "jmespath", "multipart", "pydantic", "pydantic_core",
-    "python_multipart", "s3transfer", "six.py", "typing_extensions.py", "typing_inspection", "urllib3", "wrapt",
+    "PIL",
+    "pillow.libs",
+    "annotated_types",
+    "anyio",
+    "aws_lambda_powertools",
+    "aws_xray_sdk",
+    "boto3",
+    "botocore",
+    "certifi",
+    "dateutil",
+    "h11",
+    "httpcore",
+    "httpx",
+    "idna",
+    "jmespath",
+    "multipart",
+    "pydantic",
+    "pydantic_core",
+    "python_multipart",
+    "s3transfer",
+    "six.py",
+    "typing_extensions.py",
+    "typing_inspection",
+    "urllib3",
+    "wrapt",
     "wrapt-stubs",
 }
 DEPENDENCY_DISTRIBUTIONS = {
-    "annotated_types", "anyio", "aws_lambda_powertools", "aws_xray_sdk", "boto3", "botocore", "certifi", "h11",
-    "httpcore", "httpx", "idna", "jmespath", "pillow", "pydantic", "pydantic_core", "python_dateutil",
-    "python_multipart", "s3transfer", "six", "typing_extensions", "typing_inspection", "urllib3", "wrapt",
+    "annotated_types",
+    "anyio",
+    "aws_lambda_powertools",
+    "aws_xray_sdk",
+    "boto3",
+    "botocore",
+    "certifi",
+    "h11",
+    "httpcore",
+    "httpx",
+    "idna",
+    "jmespath",
+    "pillow",
+    "pydantic",
+    "pydantic_core",
+    "python_dateutil",
+    "python_multipart",
+    "s3transfer",
+    "six",
+    "typing_extensions",
+    "typing_inspection",
+    "urllib3",
+    "wrapt",
 }
 _DISTRIBUTION = re.compile(r"^(?P<name>.+?)-(?P<version>[^-]+)\.(dist-info|data)$")
 
@@ -56,16 +98,24 @@ def build_dir(tmp_path_factory) -> Path:
     if found.returncode and not os.environ.get("CI"):
         pytest.skip(found.stderr.strip())
     out = tmp_path_factory.mktemp("sam-build")
-    done = subprocess.run(["make", "--no-print-directory", "build", f"SAM_BUILD_ARGS=--build-dir {out}"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=BUILD_TIMEOUT_SECONDS)
+    done = subprocess.run(
+        ["make", "--no-print-directory", "build", f"SAM_BUILD_ARGS=--build-dir {out}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=BUILD_TIMEOUT_SECONDS,
+    )
     assert done.returncode == 0, f"make build failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
     return out
 
 
 def _serverless(template: dict) -> dict[str, tuple[str, str]]:
     """logical id -> (resource type, code folder) of every function and layer."""
-    return {name: (resource["Type"], str(resource["Properties"][SERVERLESS[resource["Type"]]]))
-            for name, resource in template["Resources"].items() if resource["Type"] in SERVERLESS}
+    return {
+        name: (resource["Type"], str(resource["Properties"][SERVERLESS[resource["Type"]]]))
+        for name, resource in template["Resources"].items()
+        if resource["Type"] in SERVERLESS
+    }
 
 
 def _files(folder: Path) -> set[str]:
@@ -87,21 +137,35 @@ def artifacts(build_dir) -> dict[str, Path]:
 
 def forbidden(relative: str) -> bool:
     """Whether a path inside an artifact is something no artifact may carry."""
-    return (any(part in FORBIDDEN_NAMES for part in relative.split("/")) or Path(relative).suffix in FORBIDDEN_SUFFIXES
-            or any(f"/{path}/" in f"/{relative}/" for path in FORBIDDEN_PATHS))
+    return (
+        any(part in FORBIDDEN_NAMES for part in relative.split("/"))
+        or Path(relative).suffix in FORBIDDEN_SUFFIXES
+        or any(f"/{path}/" in f"/{relative}/" for path in FORBIDDEN_PATHS)
+    )
 
 
 def test_the_forbidden_rule_catches_what_it_names():
-    for bad in ["python/darkroom/local/stack.py", "python/darkroom/cli.py", "static/x.js.map", "a/__pycache__/b.pyc",
-                "python/certifi/tests/test_certify.py", "tests/test_x.py", "python/darkroom.egg-info/PKG-INFO"]:
+    for bad in [
+        "python/darkroom/local/stack.py",
+        "python/darkroom/cli.py",
+        "static/x.js.map",
+        "a/__pycache__/b.pyc",
+        "python/certifi/tests/test_certify.py",
+        "tests/test_x.py",
+        "python/darkroom.egg-info/PKG-INFO",
+    ]:
         assert forbidden(bad), bad
     for fine in ["python/darkroom/inference/local.py", "python/darkroom/catalog.json", "app.py", "python/PIL/x.py"]:
         assert not forbidden(fine), fine
 
 
 def test_no_artifact_carries_maps_bytecode_tests_the_local_stack_or_the_cli(artifacts):
-    found = {f"{name}/{path}" for name, folder in artifacts.items() for path in _entries(folder)
-             if forbidden(path) and not any(path == e or path.startswith(e + "/") for e in THIRD_PARTY_EXCEPTIONS)}
+    found = {
+        f"{name}/{path}"
+        for name, folder in artifacts.items()
+        for path in _entries(folder)
+        if forbidden(path) and not any(path == e or path.startswith(e + "/") for e in THIRD_PARTY_EXCEPTIONS)
+    }
     assert not found
 
 
@@ -122,9 +186,11 @@ def test_console_carries_its_pages_the_spec_and_only_the_swagger_ui_files_the_pa
     package = Path(str(swagger_ui_path)).parents[1]  # .../swagger_ui_bundle
     swagger = {name: path for name, (path, _) in served.items() if package in path.parents}
     assert set(swagger) == {"swagger-ui-bundle.js", "swagger-ui.css"}
-    expected = ({"app.py", "openapi.json", "swagger_ui_bundle/__init__.py", "swagger_ui_bundle/LICENSE"}
-                | {f"static/{p.name}" for p in (ROOT / "functions" / "console" / "static").iterdir()}
-                | {f"swagger_ui_bundle/{path.relative_to(package).as_posix()}" for path in swagger.values()})
+    expected = (
+        {"app.py", "openapi.json", "swagger_ui_bundle/__init__.py", "swagger_ui_bundle/LICENSE"}
+        | {f"static/{p.name}" for p in (ROOT / "functions" / "console" / "static").iterdir()}
+        | {f"swagger_ui_bundle/{path.relative_to(package).as_posix()}" for path in swagger.values()}
+    )
     folder = artifacts["ConsoleFunction"]
     assert _files(folder) == expected
     docs = (folder / "static" / "docs.html").read_text()
@@ -136,8 +202,11 @@ def test_console_carries_its_pages_the_spec_and_only_the_swagger_ui_files_the_pa
 
 def test_darkroom_layer_is_the_package_without_the_local_stack_or_the_cli(artifacts):
     package = ROOT / "shared" / "darkroom"
-    expected = {f"python/darkroom/{p.relative_to(package).as_posix()}" for p in package.rglob("*")
-                if p.is_file() and p.suffix in {".py", ".json"} and "__pycache__" not in p.parts}
+    expected = {
+        f"python/darkroom/{p.relative_to(package).as_posix()}"
+        for p in package.rglob("*")
+        if p.is_file() and p.suffix in {".py", ".json"} and "__pycache__" not in p.parts
+    }
     expected = {p for p in expected if not forbidden(p)}
     assert "python/darkroom/catalog.json" in expected and "python/darkroom/local/stack.py" not in expected
     assert _files(artifacts["DarkroomLayer"]) == expected
@@ -150,7 +219,10 @@ def test_dependencies_layer_holds_the_pinned_requirements_and_what_they_pull_in(
     distributions = {m["name"].lower(): m["version"] for m in map(_DISTRIBUTION.match, tops) if m}
     assert tops - {m.string for m in map(_DISTRIBUTION.match, tops) if m} == DEPENDENCY_MODULES | {"requirements.txt"}
     assert set(distributions) == DEPENDENCY_DISTRIBUTIONS
-    pins = dict(line.split("==") for line in (ROOT / "layers" / "runtime" / "requirements.txt").read_text().split()
-                if "==" in line)
+    pins = dict(
+        line.split("==")
+        for line in (ROOT / "layers" / "runtime" / "requirements.txt").read_text().split()
+        if "==" in line
+    )
     # The layer's own SDK, as pinned: docs/architecture.md, "The dependencies layer pins boto3 and botocore".
     assert distributions["boto3"] == pins["boto3"] and distributions["botocore"] == pins["botocore"]

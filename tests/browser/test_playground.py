@@ -95,7 +95,11 @@ def api_key(stack) -> str:
     """A fresh tenant's newly issued key."""
     done = subprocess.run(
         [sys.executable, "-c", _MAKE_TENANT, f"browser-{uuid.uuid4().hex[:8]}", str(IMAGES_PER_MINUTE)],
-        env=clean_environment() | stack, cwd=REPO, capture_output=True, text=True, timeout=60,
+        env=clean_environment() | stack,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
         stdin=subprocess.DEVNULL,
     )
     assert done.returncode == 0, f"making a tenant failed:\n{done.stdout}\n{done.stderr}"
@@ -118,8 +122,16 @@ def driver(stack):
     os.environ.setdefault("SE_OFFLINE", "true")  # never let Selenium Manager look for a driver online
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                     "--window-size=1400,1700", "--no-first-run", "--disable-extensions", "--lang=en-US"):
+    for argument in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        "--disable-gpu",
+        "--window-size=1400,1700",
+        "--no-first-run",
+        "--disable-extensions",
+        "--lang=en-US",
+    ):
         options.add_argument(argument)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     browser = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
@@ -157,7 +169,8 @@ def wait(browser, condition, what: str, seconds: float = WAIT_SECONDS):
 
 def statuses(browser) -> dict[str, str]:
     return browser.execute_script(
-        "const out = {}; document.querySelectorAll('.status').forEach(e => out[e.id] = e.textContent); return out;")
+        "const out = {}; document.querySelectorAll('.status').forEach(e => out[e.id] = e.textContent); return out;"
+    )
 
 
 def text(browser, element_id: str) -> str:
@@ -165,8 +178,11 @@ def text(browser, element_id: str) -> str:
 
 
 def csp_violations(browser) -> list[str]:
-    return [entry["message"] for entry in browser.get_log("browser")
-            if "Content Security Policy" in entry["message"] or "Refused to" in entry["message"]]
+    return [
+        entry["message"]
+        for entry in browser.get_log("browser")
+        if "Content Security Policy" in entry["message"] or "Refused to" in entry["message"]
+    ]
 
 
 def open_playground(browser, origin: str, key: str) -> None:
@@ -207,11 +223,17 @@ def test_key_generate_and_limits(driver, origin, api_key, shots):
     driver.find_element("id", "gen-prompt").clear()
     driver.find_element("id", "gen-prompt").send_keys("a red fox in the snow")
     driver.find_element("id", "gen-submit").click()
-    wait(driver, lambda b: b.execute_script(
-        "const imgs = [...document.querySelectorAll('#gen-results img')];"
-        "return imgs.length === 2 && imgs.every(i => i.complete && i.naturalWidth > 0);"), "two generated images")
+    wait(
+        driver,
+        lambda b: b.execute_script(
+            "const imgs = [...document.querySelectorAll('#gen-results img')];"
+            "return imgs.length === 2 && imgs.every(i => i.complete && i.naturalWidth > 0);"
+        ),
+        "two generated images",
+    )
     sizes = driver.execute_script(
-        "return [...document.querySelectorAll('#gen-results img')].map(i => [i.naturalWidth, i.naturalHeight]);")
+        "return [...document.querySelectorAll('#gen-results img')].map(i => [i.naturalWidth, i.naturalHeight]);"
+    )
     assert sizes == [[256, 256], [256, 256]]
     assert text(driver, "gen-status").startswith("2 image(s), 256x256")
     # The limits panel: the images window dropped by exactly the two images.
@@ -232,25 +254,40 @@ def test_edit_with_a_painted_mask(driver, origin, api_key, shots, picture):
     open_playground(driver, origin, api_key)
     driver.find_element("id", "edit-file").send_keys(str(picture))
     wait(driver, lambda b: b.find_element("id", "edit-stage").is_displayed(), "the picture on the edit canvas")
-    assert driver.execute_script("const c = document.getElementById('edit-canvas'); return [c.width, c.height];") \
-        == [64, 48]
+    assert driver.execute_script("const c = document.getElementById('edit-canvas'); return [c.width, c.height];") == [
+        64,
+        48,
+    ]
     overlay = driver.find_element("id", "edit-overlay")
     driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", overlay)
     width = overlay.size["width"]
     # A stroke across the middle of the picture (offsets from the canvas's centre).
-    (ActionChains(driver).move_to_element_with_offset(overlay, -width // 4, 0).click_and_hold()
-     .move_by_offset(width // 8, 4).move_by_offset(width // 8, -4).move_by_offset(width // 8, 0).release().perform())
+    (
+        ActionChains(driver)
+        .move_to_element_with_offset(overlay, -width // 4, 0)
+        .click_and_hold()
+        .move_by_offset(width // 8, 4)
+        .move_by_offset(width // 8, -4)
+        .move_by_offset(width // 8, 0)
+        .release()
+        .perform()
+    )
     painted = driver.execute_script(
         "const c = document.getElementById('edit-overlay'); const d = c.getContext('2d')"
         ".getImageData(0, 0, c.width, c.height).data; let n = 0;"
-        "for (let i = 3; i < d.length; i += 4) if (d[i] > 0) n++; return n;")
+        "for (let i = 3; i < d.length; i += 4) if (d[i] > 0) n++; return n;"
+    )
     assert 0 < painted < 64 * 48 // 2, painted
     driver.save_screenshot(str(shots / "03-edit-painted.png"))
 
     driver.find_element("id", "edit-submit").click()
-    wait(driver, lambda b: b.execute_script(
-        "const i = document.querySelector('#edit-results img'); return !!i && i.complete && i.naturalWidth > 0;"),
-        "the edited image")
+    wait(
+        driver,
+        lambda b: b.execute_script(
+            "const i = document.querySelector('#edit-results img'); return !!i && i.complete && i.naturalWidth > 0;"
+        ),
+        "the edited image",
+    )
     assert "(masked)" in text(driver, "edit-status")
     # Compare pixels: changed where the stroke is, unchanged everywhere else.
     result = driver.execute_script("""
@@ -285,9 +322,13 @@ def test_edit_with_a_painted_mask(driver, origin, api_key, shots, picture):
 def test_ask_about_an_image(driver, origin, api_key, shots, picture):
     open_playground(driver, origin, api_key)
     driver.find_element("id", "ask-file").send_keys(str(picture))
-    wait(driver, lambda b: b.execute_script(
-        "const i = document.getElementById('ask-preview'); return !i.hidden && i.naturalWidth === 64;"),
-        "the picture's preview")
+    wait(
+        driver,
+        lambda b: b.execute_script(
+            "const i = document.getElementById('ask-preview'); return !i.hidden && i.naturalWidth === 64;"
+        ),
+        "the picture's preview",
+    )
     question = driver.find_element("id", "ask-question")
     question.clear()
     question.send_keys("How big is this picture?")

@@ -36,7 +36,7 @@ class ImageOrigin:
         self.requests: list[str] = []
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - stdlib name
+            def do_GET(self) -> None:
                 origin.requests.append(self.path)
                 if self.path == "/redirect" and origin.redirect_to:
                     self.send_response(302)
@@ -98,10 +98,12 @@ def stack(image_origin):
     """Start ONE local stack; yield its exported environment (OPENAI_*, AWS_*, DARKROOM_*)."""
     # Its own embedded moto server; a 1 s key cache so revocation tests are quick; one loopback image
     # origin allowed for the URL fetcher (a test-only switch).
-    with serve({"DARKROOM_KEY_CACHE_SECONDS": str(KEY_CACHE_SECONDS),
-                "DARKROOM_FETCH_TEST_ALLOWLIST": image_origin.origin}) as exported:
+    with serve(
+        {"DARKROOM_KEY_CACHE_SECONDS": str(KEY_CACHE_SECONDS), "DARKROOM_FETCH_TEST_ALLOWLIST": image_origin.origin}
+    ) as exported:
         assert exported["DARKROOM_KEY_CACHE_SECONDS"] == str(KEY_CACHE_SECONDS), (
-            "the caller's DARKROOM_KEY_CACHE_SECONDS must win over the template's")
+            "the caller's DARKROOM_KEY_CACHE_SECONDS must win over the template's"
+        )
         openai_conformance.RECORDER.watch(exported["OPENAI_BASE_URL"])
         yield exported
 
@@ -157,15 +159,21 @@ def cli(stack):
     env = clean_environment() | stack
 
     def run(*args: str, check: bool = True):
-        done = subprocess.run(  # noqa: S603 - this interpreter, the darkroom CLI
-            [sys.executable, "-m", "darkroom.cli", *map(str, args)], env=env, cwd=REPO,
-            capture_output=True, text=True, timeout=CLI_TIMEOUT_SECONDS, stdin=subprocess.DEVNULL,
+        done = subprocess.run(
+            [sys.executable, "-m", "darkroom.cli", *map(str, args)],
+            env=env,
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=CLI_TIMEOUT_SECONDS,
+            stdin=subprocess.DEVNULL,
         )
         if not check:
             return done
         assert done.returncode == 0, (
             f"darkroom {' '.join(map(str, args))} exited {done.returncode}\nstdout:\n{done.stdout}\n"
-            f"stderr:\n{done.stderr}")
+            f"stderr:\n{done.stderr}"
+        )
         if "--json" in args:
             try:
                 return json.loads(done.stdout)
@@ -218,9 +226,15 @@ for line in sys.stdin:
 class _Admin:
     def __init__(self, env: dict[str, str]) -> None:
         self._lock = threading.Lock()
-        self.process = subprocess.Popen(  # noqa: S603 - this interpreter, fixed code
-            [sys.executable, "-c", _ADMIN_LOOP], env=env, cwd=REPO, stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, bufsize=1,
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", _ADMIN_LOOP],
+            env=env,
+            cwd=REPO,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            bufsize=1,
         )
 
     def __call__(self, *args: str):
@@ -254,11 +268,15 @@ def admin(stack):
 def make_tenant(admin, base_url):
     """``make_tenant(images_per_minute=5)``: a fresh tenant with one newly issued key (via the CLI's commands)."""
 
-    def make(images_per_minute: int | None = None, images_per_day: int | None = None,
-             requests_per_minute: int | None = None) -> TenantKey:
+    def make(
+        images_per_minute: int | None = None, images_per_day: int | None = None, requests_per_minute: int | None = None
+    ) -> TenantKey:
         args = ["tenants", "create", f"e2e-{uuid.uuid4().hex[:8]}"]
-        for flag, value in (("--images-per-minute", images_per_minute), ("--images-per-day", images_per_day),
-                            ("--requests-per-minute", requests_per_minute)):
+        for flag, value in (
+            ("--images-per-minute", images_per_minute),
+            ("--images-per-day", images_per_day),
+            ("--requests-per-minute", requests_per_minute),
+        ):
             if value is not None:
                 args += [flag, str(value)]
         tenant = admin(*args)

@@ -44,8 +44,10 @@ TEXT = {"text"}
 DIRECTIVES = {"skip", "model-server"}
 # Generous for one example against loopback (they take about a second each); a slow one is a bad example.
 BLOCK_TIMEOUT_SECONDS = 60
-HOW_TO_MARK = ("If it cannot run against the local stack, put `<!-- docs-test: skip (the reason) -->` on the line "
-               "before its fence; tests/e2e/docs_blocks.py says what each language gets.")
+HOW_TO_MARK = (
+    "If it cannot run against the local stack, put `<!-- docs-test: skip (the reason) -->` on the line "
+    "before its fence; tests/e2e/docs_blocks.py says what each language gets."
+)
 _MARKER = re.compile(r"<!--\s*docs-test:(?P<body>.*?)-->", re.S)
 _DIRECTIVE = re.compile(r"\s*(?P<name>[a-z-]+)\s*(?:\((?P<reason>[^()]*(?:\([^()]*\)[^()]*)*)\))?\s*")
 
@@ -71,8 +73,10 @@ class Block:
         if self.directive == "skip":
             return None
         if not self.language:
-            return (f"{self.id}: a fence without a language. Give it one: ```text for a diagram, a listing or "
-                    f"output; ```python or ```sh for code, which the test runs. {HOW_TO_MARK}")
+            return (
+                f"{self.id}: a fence without a language. Give it one: ```text for a diagram, a listing or "
+                f"output; ```python or ```sh for code, which the test runs. {HOW_TO_MARK}"
+            )
         if self.language not in PYTHON | SHELL | JSON | TEXT:
             return f"{self.id}: the test does not know the language {self.language!r}. {HOW_TO_MARK}"
         if self.directive == "model-server" and self.language not in PYTHON:
@@ -91,12 +95,26 @@ def _marker(token) -> tuple[str | None, str | None, str | None]:
         return None, None, None
     found = _MARKER.fullmatch(token.content.strip())
     if not found:
-        return None, None, ("an HTML block right before this fence mentions docs-test but is not one "
-                            "`<!-- docs-test: ... -->` comment") if "docs-test" in token.content else None
+        return (
+            None,
+            None,
+            (
+                "an HTML block right before this fence mentions docs-test but is not one "
+                "`<!-- docs-test: ... -->` comment"
+            )
+            if "docs-test" in token.content
+            else None,
+        )
     directive = _DIRECTIVE.fullmatch(found["body"])
     if not directive or directive["name"] not in DIRECTIVES:
-        return None, None, (f"unknown marker {token.content.strip()!r}: write `<!-- docs-test: skip (the reason) -->` "
-                            "or `<!-- docs-test: model-server -->`")
+        return (
+            None,
+            None,
+            (
+                f"unknown marker {token.content.strip()!r}: write `<!-- docs-test: skip (the reason) -->` "
+                "or `<!-- docs-test: model-server -->`"
+            ),
+        )
     reason = (directive["reason"] or "").strip() or None
     if directive["name"] == "skip" and not reason:
         return None, None, "`docs-test: skip` needs its reason in parentheses: `<!-- docs-test: skip (why) -->`"
@@ -113,11 +131,29 @@ def parse(path: Path, repo: Path = REPO) -> tuple[list[Block], list[str]]:
         previous = tokens[index - 1] if index else None
         if token.type == "fence":
             directive, reason, problem = _marker(previous)
-            blocks.append(Block(name, token.map[0] + 1, token.info.split(maxsplit=1)[0].lower() if token.info else "",
-                                token.content, directive, reason, problem))
+            blocks.append(
+                Block(
+                    name,
+                    token.map[0] + 1,
+                    token.info.split(maxsplit=1)[0].lower() if token.info else "",
+                    token.content,
+                    directive,
+                    reason,
+                    problem,
+                )
+            )
         elif token.type == "code_block":  # indented four spaces: no language, so nothing could say how to check it
-            blocks.append(Block(name, token.map[0] + 1, "", token.content, marker_problem=(
-                "an indented code block: write it as a fenced block with a language (```text for non-code)")))
+            blocks.append(
+                Block(
+                    name,
+                    token.map[0] + 1,
+                    "",
+                    token.content,
+                    marker_problem=(
+                        "an indented code block: write it as a fenced block with a language (```text for non-code)"
+                    ),
+                )
+            )
         elif token.type == "html_block" and "docs-test" in token.content:
             following = tokens[index + 1] if index + 1 < len(tokens) else None
             if following is None or following.type != "fence":
@@ -175,11 +211,22 @@ def run(block: Block, env: dict[str, str], directory: Path) -> Ran:
     command = [sys.executable, script.name] if block.language in PYTHON else ["bash", "-euo", "pipefail", script.name]
     started = time.monotonic()
     try:
-        done = subprocess.run(command, env=env, cwd=directory, capture_output=True, text=True,  # noqa: S603
-                              timeout=BLOCK_TIMEOUT_SECONDS, stdin=subprocess.DEVNULL)
+        done = subprocess.run(
+            command,
+            env=env,
+            cwd=directory,
+            capture_output=True,
+            text=True,
+            timeout=BLOCK_TIMEOUT_SECONDS,
+            stdin=subprocess.DEVNULL,
+        )
     except subprocess.TimeoutExpired as expired:
-        return Ran(-1, _text(expired.stdout), _text(expired.stderr) + f"\n(timed out after {BLOCK_TIMEOUT_SECONDS}s)",
-                   time.monotonic() - started)
+        return Ran(
+            -1,
+            _text(expired.stdout),
+            _text(expired.stderr) + f"\n(timed out after {BLOCK_TIMEOUT_SECONDS}s)",
+            time.monotonic() - started,
+        )
     return Ran(done.returncode, done.stdout, done.stderr, time.monotonic() - started)
 
 
@@ -194,10 +241,12 @@ def failure(block: Block, ran: Ran) -> str:
         return text[-4000:] if text.strip() else "(nothing)"
 
     first = block.line + 1
-    return (f"{block.id} ({block.language}, lines {first}-{first + block.code.count(chr(10)) - 1}) exited "
-            f"{ran.returncode} after {ran.seconds:.1f}s; line N of the script is line {first} + N - 1 of the "
-            f"file.\n--- stdout ---\n{tail(ran.stdout)}\n--- stderr ---\n{tail(ran.stderr)}\n"
-            f"Fix the example. {HOW_TO_MARK}")
+    return (
+        f"{block.id} ({block.language}, lines {first}-{first + block.code.count(chr(10)) - 1}) exited "
+        f"{ran.returncode} after {ran.seconds:.1f}s; line N of the script is line {first} + N - 1 of the "
+        f"file.\n--- stdout ---\n{tail(ran.stdout)}\n--- stderr ---\n{tail(ran.stderr)}\n"
+        f"Fix the example. {HOW_TO_MARK}"
+    )
 
 
 def json_document(block: Block) -> dict:
@@ -238,8 +287,15 @@ print(call("keys", "issue", tenant["tenant_id"])["key"])
 def issue_key(env: dict[str, str], name: str) -> str:
     """A fresh tenant's new key, from the darkroom CLI's own commands in one interpreter (for a stack that the
     session's ``admin`` fixture does not serve)."""
-    done = subprocess.run([sys.executable, "-c", _ISSUE_KEY, name], env=env, cwd=REPO, capture_output=True,  # noqa: S603
-                          text=True, timeout=BLOCK_TIMEOUT_SECONDS, stdin=subprocess.DEVNULL)
+    done = subprocess.run(
+        [sys.executable, "-c", _ISSUE_KEY, name],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=BLOCK_TIMEOUT_SECONDS,
+        stdin=subprocess.DEVNULL,
+    )
     assert done.returncode == 0, f"issuing a key failed:\n{done.stdout}\n{done.stderr}"
     key = done.stdout.strip().splitlines()[-1]
     assert key.startswith("dk-"), done.stdout

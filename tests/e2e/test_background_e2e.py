@@ -28,8 +28,12 @@ def _poll(client, response):
 
 def test_background_generation_polls_to_completion_with_the_image(make_tenant):
     client = make_tenant().client()
-    queued = client.responses.create(model="local-image", input="a lighthouse at dusk", background=True,
-                                     tools=[{"type": "image_generation", "size": "512x512", "quality": "high"}])
+    queued = client.responses.create(
+        model="local-image",
+        input="a lighthouse at dusk",
+        background=True,
+        tools=[{"type": "image_generation", "size": "512x512", "quality": "high"}],
+    )
     assert queued.status == "queued" and queued.background is True and queued.output == []
     done, seen = _poll(client, queued)
     assert done.status == "completed", seen
@@ -38,8 +42,12 @@ def test_background_generation_polls_to_completion_with_the_image(make_tenant):
     image = Image.open(io.BytesIO(base64.b64decode(call.result)))
     assert image.size == (512, 512) and done.usage.output_tokens > 0
     # Threading from a background response works like any other.
-    follow = client.responses.create(model="local-image", input="now make it blue", previous_response_id=done.id,
-                                     tools=[{"type": "image_generation"}])
+    follow = client.responses.create(
+        model="local-image",
+        input="now make it blue",
+        previous_response_id=done.id,
+        tools=[{"type": "image_generation"}],
+    )
     assert follow.output[0].action == "edit"
 
 
@@ -76,10 +84,12 @@ def test_a_synchronous_response_cannot_be_cancelled(make_tenant):
 def test_an_sdk_retry_with_the_same_idempotency_key_gets_the_same_job(make_tenant):
     client = make_tenant().client()
     headers = {"Idempotency-Key": "night-harbour-1"}
-    first = client.responses.create(model="local-image", input="a harbour at night", background=True,
-                                    extra_headers=headers)
-    again = client.responses.create(model="local-image", input="a harbour at night", background=True,
-                                    extra_headers=headers)
+    first = client.responses.create(
+        model="local-image", input="a harbour at night", background=True, extra_headers=headers
+    )
+    again = client.responses.create(
+        model="local-image", input="a harbour at night", background=True, extra_headers=headers
+    )
     assert again.id == first.id
     done, _ = _poll(client, again)
     assert done.status == "completed"

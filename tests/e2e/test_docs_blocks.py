@@ -52,8 +52,10 @@ def test_block(block: docs_blocks.Block, request, workdir: Path) -> None:
     if block.directive == "skip":
         pytest.skip(f"{block.id}: {block.reason}")
     if block.directive == "model-server":
-        pytest.skip(f"{block.id}: needs make run-endpoint's model server; tests/e2e/test_endpoint_e2e.py runs it "
-                    "against darkroom serve --model-server")
+        pytest.skip(
+            f"{block.id}: needs make run-endpoint's model server; tests/e2e/test_endpoint_e2e.py runs it "
+            "against darkroom serve --model-server"
+        )
     if block.language in docs_blocks.TEXT:
         pytest.skip(f"{block.id}: text (a diagram, a listing or output), nothing to run")
     if block.language in docs_blocks.JSON:
@@ -83,19 +85,28 @@ def test_markers_and_languages_are_read_as_the_module_says(tmp_path: Path) -> No
         "<!-- docs-test: model-server -->\n```sh\ncurl x\n```\n\n"
         "- a list\n\n  <!-- docs-test: model-server -->\n  ```python\n  print(1)\n  ```\n\n"
         "<!-- docs-test: run please -->\n```json\n{}\n```\n\n"
-        "<!-- docs-test: skip (nothing follows) -->\n\nText.\n\n    indented code\n")
+        "<!-- docs-test: skip (nothing follows) -->\n\nText.\n\n    indented code\n"
+    )
     blocks, dangling = docs_blocks.parse(tmp_path / "README.md", repo=tmp_path)
     deploy, plain, yaml, reasonless, shell_on_model_server, listed, unknown, indented = blocks
 
     assert (deploy.id, deploy.language, deploy.directive, deploy.reason) == (
-        "README.md:2", "sh", "skip", "deploys to AWS (twice)")
+        "README.md:2",
+        "sh",
+        "skip",
+        "deploys to AWS (twice)",
+    )
     assert deploy.problem() is None
     assert "without a language" in plain.problem()
     assert "does not know the language 'yaml'" in yaml.problem()
     assert "needs its reason" in reasonless.problem()
     assert "for python blocks" in shell_on_model_server.problem()
-    assert (listed.language, listed.directive, listed.code, listed.problem()) == ("python", "model-server",
-                                                                                 "print(1)\n", None)
+    assert (listed.language, listed.directive, listed.code, listed.problem()) == (
+        "python",
+        "model-server",
+        "print(1)\n",
+        None,
+    )
     assert "unknown marker" in unknown.problem()
     assert (indented.line, indented.code) == (40, "indented code\n")
     assert "an indented code block" in indented.problem()

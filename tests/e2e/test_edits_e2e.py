@@ -45,16 +45,26 @@ def test_edit_with_a_mask_changes_only_the_masked_area(client, tmp_path):
 
 def test_edit_with_a_list_of_images_and_raw_bytes_without_a_type(client):
     # Raw bytes: the SDK sends filename "upload" and application/octet-stream; the bytes decide.
-    result = client.images.edit(model="local-image", image=[_png(PHOTO), _png(PHOTO.rotate(90, expand=True))],
-                                prompt="combine them", n=2, output_format="jpeg", size="512x512")
+    result = client.images.edit(
+        model="local-image",
+        image=[_png(PHOTO), _png(PHOTO.rotate(90, expand=True))],
+        prompt="combine them",
+        n=2,
+        output_format="jpeg",
+        size="512x512",
+    )
     assert len(result.data) == 2 and result.output_format == "jpeg"
     assert {_decoded(item).size for item in result.data} == {(512, 512)}
 
 
 def test_json_form_with_a_data_url(tenant, base_url):
     url = "data:image/png;base64," + base64.b64encode(_png(PHOTO)).decode()
-    response = httpx.post(f"{base_url}/images/edits", headers=tenant.headers(), timeout=60,
-                          json={"model": "local-image", "prompt": "x", "images": [{"image_url": url}]})
+    response = httpx.post(
+        f"{base_url}/images/edits",
+        headers=tenant.headers(),
+        timeout=60,
+        json={"model": "local-image", "prompt": "x", "images": [{"image_url": url}]},
+    )
     assert response.status_code == 200, response.text
     assert response.json()["size"] == "192x128"
 
@@ -78,21 +88,36 @@ def test_hostile_uploads_are_400s_with_codes(client):
 
 def test_a_mask_of_the_wrong_size_is_named(client):
     with pytest.raises(openai.BadRequestError) as error:
-        client.images.edit(model="local-image", image=("a.png", _png(PHOTO), "image/png"),
-                           mask=("m.png", _png(MASK.resize((10, 10))), "image/png"), prompt="x")
+        client.images.edit(
+            model="local-image",
+            image=("a.png", _png(PHOTO), "image/png"),
+            mask=("m.png", _png(MASK.resize((10, 10))), "image/png"),
+            prompt="x",
+        )
     assert error.value.body["param"] == "mask" and "same size" in error.value.body["message"]
 
 
 def test_json_form_with_a_file_id_from_the_files_api(client, tenant, base_url, make_tenant):
     uploaded = client.files.create(file=("photo.png", _png(PHOTO), "image/png"), purpose="vision")
-    response = httpx.post(f"{base_url}/images/edits", headers=tenant.headers(), timeout=60,
-                          json={"prompt": "x", "images": [{"file_id": uploaded.id}], "mask": {
-                              "image_url": "data:image/png;base64," + base64.b64encode(_png(MASK)).decode()}})
+    response = httpx.post(
+        f"{base_url}/images/edits",
+        headers=tenant.headers(),
+        timeout=60,
+        json={
+            "prompt": "x",
+            "images": [{"file_id": uploaded.id}],
+            "mask": {"image_url": "data:image/png;base64," + base64.b64encode(_png(MASK)).decode()},
+        },
+    )
     assert response.status_code == 200, response.text
     edited = Image.open(io.BytesIO(base64.b64decode(response.json()["data"][0]["b64_json"]))).convert("RGB")
     assert ImageChops.difference(edited, PHOTO).crop((0, 0, 48, 128)).getbbox() is None  # outside the mask
     # Another tenant cannot use the file id.
     other = make_tenant()
-    response = httpx.post(f"{base_url}/images/edits", headers=other.headers(), timeout=60,
-                          json={"prompt": "x", "images": [{"file_id": uploaded.id}]})
+    response = httpx.post(
+        f"{base_url}/images/edits",
+        headers=other.headers(),
+        timeout=60,
+        json={"prompt": "x", "images": [{"file_id": uploaded.id}]},
+    )
     assert response.status_code == 404 and response.json()["error"]["param"] == "images[0].file_id"

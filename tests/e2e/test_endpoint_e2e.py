@@ -33,8 +33,11 @@ from local_stack_process import REPO, clean_environment, serve
 ENDPOINT_PYTHON = Path(os.environ.get("DARKROOM_ENDPOINT_PYTHON") or REPO / "endpoint" / ".venv" / "bin" / "python")
 if not ENDPOINT_PYTHON.is_absolute():
     ENDPOINT_PYTHON = REPO / ENDPOINT_PYTHON
-MISSING = None if os.access(ENDPOINT_PYTHON, os.X_OK) else (
-    f"the model server's environment is missing ({ENDPOINT_PYTHON}; make test-endpoint builds it)")
+MISSING = (
+    None
+    if os.access(ENDPOINT_PYTHON, os.X_OK)
+    else (f"the model server's environment is missing ({ENDPOINT_PYTHON}; make test-endpoint builds it)")
+)
 # Past the model server's own limits (darkroom.local.model_server: 300 s to write the tiny models on a first
 # run, 180 s to become ready), so a slow start is reported by serve itself, with the server's output.
 STARTUP_SECONDS = 540
@@ -60,10 +63,13 @@ def stack(tmp_path_factory):
     with serve(env, args=("--model-server",), startup_seconds=STARTUP_SECONDS) as exported:
         runtime = exported["AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME"]
         assert runtime.startswith("http://127.0.0.1:") and runtime != exported["AWS_ENDPOINT_URL"]
-        with urllib.request.urlopen(f"{runtime}/ping", timeout=5) as ping:  # noqa: S310 - our loopback server
+        with urllib.request.urlopen(f"{runtime}/ping", timeout=5) as ping:
             assert ping.status == 200  # serve prints its exports only once the models are loaded and warm
-        assert set(json.loads(exported["DARKROOM_CATALOG_EXTRA"])) == {"tiny-diffusion", "tiny-diffusion-async",
-                                                                      "tiny-vlm"}
+        assert set(json.loads(exported["DARKROOM_CATALOG_EXTRA"])) == {
+            "tiny-diffusion",
+            "tiny-diffusion-async",
+            "tiny-vlm",
+        }
         print(f"\nstack with model server up in {time.monotonic() - started:.1f}s")
         openai_conformance.RECORDER.watch(exported["OPENAI_BASE_URL"])
         yield exported
@@ -71,8 +77,7 @@ def stack(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def client(stack):
-    return openai.OpenAI(base_url=stack["OPENAI_BASE_URL"], api_key=stack["OPENAI_API_KEY"], max_retries=0,
-                         timeout=120)
+    return openai.OpenAI(base_url=stack["OPENAI_BASE_URL"], api_key=stack["OPENAI_API_KEY"], max_retries=0, timeout=120)
 
 
 def _image(b64: str) -> Image.Image:
@@ -115,8 +120,10 @@ def _png(image: Image.Image) -> bytes:
 
 
 def test_generate_returns_distinct_real_images_of_the_size_asked(client):
-    result = _timed("generate n=2 256x256", lambda: client.images.generate(
-        model="tiny-diffusion", prompt="a lighthouse at dusk", n=2, size="256x256"))
+    result = _timed(
+        "generate n=2 256x256",
+        lambda: client.images.generate(model="tiny-diffusion", prompt="a lighthouse at dusk", n=2, size="256x256"),
+    )
     first, second = (_image(item.b64_json) for item in result.data)
     assert first.size == second.size == SIZE
     assert ImageChops.difference(first.convert("RGB"), second.convert("RGB")).getbbox() is not None  # not identical
@@ -127,14 +134,24 @@ def test_generate_returns_distinct_real_images_of_the_size_asked(client):
 
 def test_a_seed_makes_generation_repeatable(client):
     def draw() -> bytes:
-        return base64.b64decode(client.images.generate(model="tiny-diffusion", prompt="a red fox", n=1,
-                                                       size="256x256", extra_body={"seed": 1234}).data[0].b64_json)
+        return base64.b64decode(
+            client.images.generate(
+                model="tiny-diffusion", prompt="a red fox", n=1, size="256x256", extra_body={"seed": 1234}
+            )
+            .data[0]
+            .b64_json
+        )
 
     once, again = _timed("generate n=1 with seed", draw), draw()
     assert once == again
     assert _image(base64.b64encode(once)).tobytes() == _image(base64.b64encode(again)).tobytes()
-    other = client.images.generate(model="tiny-diffusion", prompt="a red fox", n=1, size="256x256",
-                                   extra_body={"seed": 4321}).data[0].b64_json
+    other = (
+        client.images.generate(
+            model="tiny-diffusion", prompt="a red fox", n=1, size="256x256", extra_body={"seed": 4321}
+        )
+        .data[0]
+        .b64_json
+    )
     assert base64.b64decode(other) != once
 
 
@@ -146,9 +163,16 @@ def test_an_edit_repaints_only_the_transparent_part_of_the_mask(client):
     mask = Image.new("RGBA", SIZE, (0, 0, 0, 255))
     box = (64, 64, 192, 192)
     mask.paste((0, 0, 0, 0), box)  # OpenAI's convention: transparent = edit here
-    result = _timed("edit 256x256", lambda: client.images.edit(
-        model="tiny-diffusion", prompt="a moon in the middle", image=("picture.png", _png(picture), "image/png"),
-        mask=("mask.png", _png(mask), "image/png"), size="256x256"))
+    result = _timed(
+        "edit 256x256",
+        lambda: client.images.edit(
+            model="tiny-diffusion",
+            prompt="a moon in the middle",
+            image=("picture.png", _png(picture), "image/png"),
+            mask=("mask.png", _png(mask), "image/png"),
+            size="256x256",
+        ),
+    )
     (item,) = result.data
     edited = _image(item.b64_json).convert("RGB")
     assert edited.size == SIZE
@@ -164,9 +188,14 @@ def test_an_edit_repaints_only_the_transparent_part_of_the_mask(client):
 
 
 def test_the_image_generation_tool_runs_on_the_model_server(client):
-    response = _timed("responses image_generation", lambda: client.responses.create(
-        model="tiny-diffusion", input="a harbour at night",
-        tools=[{"type": "image_generation", "size": "256x256", "quality": "low"}]))
+    response = _timed(
+        "responses image_generation",
+        lambda: client.responses.create(
+            model="tiny-diffusion",
+            input="a harbour at night",
+            tools=[{"type": "image_generation", "size": "256x256", "quality": "low"}],
+        ),
+    )
     assert response.status == "completed"
     (call,) = response.output
     assert call.type == "image_generation_call" and _image(call.result).size == SIZE
@@ -174,10 +203,21 @@ def test_the_image_generation_tool_runs_on_the_model_server(client):
 
 def test_an_analyze_turn_on_the_vlm_answers_text(client):
     data_url = "data:image/png;base64," + base64.b64encode(_png(_input_picture())).decode()
-    response = _timed("responses analyze tiny-vlm", lambda: client.responses.create(
-        model="tiny-vlm", input=[{"role": "user", "content": [
-            {"type": "input_text", "text": "What is in this picture?"},
-            {"type": "input_image", "image_url": data_url}]}]))
+    response = _timed(
+        "responses analyze tiny-vlm",
+        lambda: client.responses.create(
+            model="tiny-vlm",
+            input=[
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "input_text", "text": "What is in this picture?"},
+                        {"type": "input_image", "image_url": data_url},
+                    ],
+                }
+            ],
+        ),
+    )
     assert response.status == "completed"
     assert isinstance(response.output_text, str) and response.output_text.strip()
 
@@ -187,8 +227,12 @@ def test_an_analyze_turn_on_the_vlm_answers_text(client):
 
 def test_background_mode_on_the_async_model_completes_through_s3(client, stack):
     started = time.monotonic()
-    queued = client.responses.create(model="tiny-diffusion-async", input="a castle in fog", background=True,
-                                     tools=[{"type": "image_generation", "size": "256x256"}])
+    queued = client.responses.create(
+        model="tiny-diffusion-async",
+        input="a castle in fog",
+        background=True,
+        tools=[{"type": "image_generation", "size": "256x256"}],
+    )
     assert queued.status == "queued"
     done = _poll(client, queued)
     print(f"background async generate: {time.monotonic() - started:.2f}s")
@@ -196,9 +240,13 @@ def test_background_mode_on_the_async_model_completes_through_s3(client, stack):
     (call,) = done.output
     assert _image(call.result).size == SIZE
 
-    s3 = boto3.client("s3", endpoint_url=stack["AWS_ENDPOINT_URL"], region_name=stack["AWS_DEFAULT_REGION"],
-                      aws_access_key_id=stack["AWS_ACCESS_KEY_ID"],
-                      aws_secret_access_key=stack["AWS_SECRET_ACCESS_KEY"])
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=stack["AWS_ENDPOINT_URL"],
+        region_name=stack["AWS_DEFAULT_REGION"],
+        aws_access_key_id=stack["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=stack["AWS_SECRET_ACCESS_KEY"],
+    )
     bucket = stack["DARKROOM_IMAGES_BUCKET"]
 
     def keys(prefix: str) -> list[str]:
@@ -227,8 +275,12 @@ def test_a_refused_prompt_is_a_400_content_policy_violation_in_neutral_words(cli
 
 
 def test_a_refused_prompt_in_background_mode_fails_the_job_with_content_policy_violation(client):
-    queued = client.responses.create(model="tiny-diffusion-async", input=f"a {BLOCKED_TERM} castle",
-                                     background=True, tools=[{"type": "image_generation", "size": "256x256"}])
+    queued = client.responses.create(
+        model="tiny-diffusion-async",
+        input=f"a {BLOCKED_TERM} castle",
+        background=True,
+        tools=[{"type": "image_generation", "size": "256x256"}],
+    )
     done = _poll(client, queued)
     assert done.status == "failed", done
     assert done.error.code == "invalid_prompt"  # the spec's ResponseErrorCode for darkroom's content_policy_violation
@@ -238,8 +290,7 @@ def test_a_refused_prompt_in_background_mode_fails_the_job_with_content_policy_v
 @pytest.mark.parametrize(("name", "value"), [("seed", "not a number"), ("steps", 10_000), ("guidance", -1)])
 def test_a_passthrough_value_the_model_refuses_is_the_clients_400_for_that_parameter(client, name, value):
     with pytest.raises(openai.BadRequestError) as caught:
-        client.images.generate(model="tiny-diffusion", prompt="a lighthouse", size="256x256",
-                               extra_body={name: value})
+        client.images.generate(model="tiny-diffusion", prompt="a lighthouse", size="256x256", extra_body={name: value})
     error = caught.value.body
     assert (error["code"], error["param"]) == ("invalid_value", name)
     assert str(value) not in error["message"]

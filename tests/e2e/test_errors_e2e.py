@@ -77,32 +77,41 @@ def test_body_over_10_mb_is_413(base_url, tenant, error_body):
     import httpx
 
     body = b'{"model":"local-image","prompt":"' + b"a" * (11 * 1024 * 1024) + b'"}'
-    response = httpx.post(f"{base_url}/images/generations", content=body, timeout=60,
-                          headers={**tenant.headers(), "content-type": "application/json"})
+    response = httpx.post(
+        f"{base_url}/images/generations",
+        content=body,
+        timeout=60,
+        headers={**tenant.headers(), "content-type": "application/json"},
+    )
     assert response.status_code == 413
     error = error_body(response)
     assert error["type"] == "invalid_request_error"
 
 
 @pytest.mark.parametrize("route", ["/images/generations", "/responses"])
-@pytest.mark.parametrize("body", [
-    b"{not json",
-    b'["a", "list"]',
-    b'"just a string"',
-    b"",
-    b"null",
-    # Through the local stack as API Gateway would pass them: not UTF-8, too deep, too long, ambiguous.
-    b'{"model": "local-image", "prompt": "a \xff\xfe cat"}',
-    b'{"model": "local-image", "prompt": "a cat", "x": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
-    b'{"model": "local-image", "prompt": "a cat", "n": 1' + b"0" * 5000 + b"}",
-    b'{"model": "local-image", "prompt": "a cat", "prompt": "a dog"}',
-    b'{"model": "local-image", "prompt": "a cat", "n": NaN}',
-], ids=["syntax", "list", "string", "empty", "null", "not-utf8", "deep", "huge-int", "duplicate", "nan"])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"{not json",
+        b'["a", "list"]',
+        b'"just a string"',
+        b"",
+        b"null",
+        # Through the local stack as API Gateway would pass them: not UTF-8, too deep, too long, ambiguous.
+        b'{"model": "local-image", "prompt": "a \xff\xfe cat"}',
+        b'{"model": "local-image", "prompt": "a cat", "x": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+        b'{"model": "local-image", "prompt": "a cat", "n": 1' + b"0" * 5000 + b"}",
+        b'{"model": "local-image", "prompt": "a cat", "prompt": "a dog"}',
+        b'{"model": "local-image", "prompt": "a cat", "n": NaN}',
+    ],
+    ids=["syntax", "list", "string", "empty", "null", "not-utf8", "deep", "huge-int", "duplicate", "nan"],
+)
 def test_invalid_json_body_is_400(base_url, tenant, error_body, body, route):
     import httpx
 
-    response = httpx.post(f"{base_url}{route}", content=body, timeout=60,
-                          headers={**tenant.headers(), "content-type": "application/json"})
+    response = httpx.post(
+        f"{base_url}{route}", content=body, timeout=60, headers={**tenant.headers(), "content-type": "application/json"}
+    )
     assert response.status_code == 400
     error = error_body(response)
     assert error["type"] == "invalid_request_error"
@@ -113,9 +122,12 @@ def test_invalid_json_body_is_400(base_url, tenant, error_body, body, route):
 def test_non_json_content_type_is_a_client_error(base_url, tenant, error_body):
     import httpx
 
-    response = httpx.post(f"{base_url}/images/generations", timeout=60,
-                          content=b'{"model":"local-image","prompt":"a cat","size":"256x256"}',
-                          headers={**tenant.headers(), "content-type": "text/plain"})
+    response = httpx.post(
+        f"{base_url}/images/generations",
+        timeout=60,
+        content=b'{"model":"local-image","prompt":"a cat","size":"256x256"}',
+        headers={**tenant.headers(), "content-type": "text/plain"},
+    )
     assert "Traceback" not in response.text
     assert response.status_code in (400, 415), response.text
     error_body(response)

@@ -25,8 +25,12 @@ def test_files_with_the_openai_sdk(tenant, make_tenant, tmp_path, error_body):
     with open(tmp_path / "sunset.png", "rb") as handle:
         created = client.files.create(file=handle, purpose="vision")
     assert created.id.startswith("file-") and created.object == "file"
-    assert (created.bytes, created.filename, created.purpose, created.status) == (len(data), "sunset.png", "vision",
-                                                                                   "processed")
+    assert (created.bytes, created.filename, created.purpose, created.status) == (
+        len(data),
+        "sunset.png",
+        "vision",
+        "processed",
+    )
     fetched = client.files.retrieve(created.id)
     assert fetched.id == created.id and fetched.bytes == len(data)
     assert [f.id for f in client.files.list()] == [created.id]
@@ -58,20 +62,25 @@ def test_large_input_through_a_presigned_post(tenant, tmp_path, error_body):
     # Files of any size may take this path (it exists for those over Lambda's 6 MB); a small one keeps it quick.
     data = _image(tmp_path / "scan.jpg", "JPEG", (640, 480))
     with httpx.Client(base_url=tenant.base_url, headers=tenant.headers(), timeout=60) as api:
-        response = api.post("/uploads", json={"filename": "scan.jpg", "purpose": "user_data", "bytes": len(data),
-                                              "mime_type": "image/jpeg"})
+        response = api.post(
+            "/uploads",
+            json={"filename": "scan.jpg", "purpose": "user_data", "bytes": len(data), "mime_type": "image/jpeg"},
+        )
         assert response.status_code == 200, response.text
         upload = response.json()
         assert upload["status"] == "pending" and upload["object"] == "upload"
 
         # The client talks to S3 (here the stack's moto server) directly: an HTML-form POST, file last.
         target = upload["upload_url"]
-        posted = httpx.post(target["url"], data=target["fields"], files={"file": ("scan.jpg", data, "image/jpeg")},
-                            timeout=60)
+        posted = httpx.post(
+            target["url"], data=target["fields"], files={"file": ("scan.jpg", data, "image/jpeg")}, timeout=60
+        )
         assert posted.status_code in (200, 201, 204), posted.text
 
-        response = api.post(f"/uploads/{upload['id']}/complete",
-                            json={"part_ids": [], "md5": hashlib.md5(data, usedforsecurity=False).hexdigest()})
+        response = api.post(
+            f"/uploads/{upload['id']}/complete",
+            json={"part_ids": [], "md5": hashlib.md5(data, usedforsecurity=False).hexdigest()},
+        )
         assert response.status_code == 200, response.text
         done = response.json()
         assert done["status"] == "completed" and done["file"]["bytes"] == len(data)
@@ -86,8 +95,9 @@ def test_large_input_through_a_presigned_post(tenant, tmp_path, error_body):
 
 def test_upload_requests_are_checked(tenant, error_body):
     with httpx.Client(base_url=tenant.base_url, headers=tenant.headers(), timeout=60) as api:
-        response = api.post("/uploads", json={"filename": "a.png", "purpose": "vision", "bytes": 10**12,
-                                              "mime_type": "image/png"})
+        response = api.post(
+            "/uploads", json={"filename": "a.png", "purpose": "vision", "bytes": 10**12, "mime_type": "image/png"}
+        )
         assert response.status_code == 400 and error_body(response)["param"] == "bytes"
         response = api.post("/uploads/upload_0123456789abcdef01234567/complete")
         assert response.status_code == 404 and error_body(response)["code"] == "upload_not_found"

@@ -23,8 +23,9 @@ def _decode(b64: str) -> tuple[bytes, Image.Image]:
 
 
 def test_generate_webp_two_images(client):
-    result = client.images.generate(model=MODEL, prompt="a lighthouse at dusk", size="512x512", n=2,
-                                    output_format="webp")
+    result = client.images.generate(
+        model=MODEL, prompt="a lighthouse at dusk", size="512x512", n=2, output_format="webp"
+    )
 
     assert len(result.data) == 2
     decoded = []
@@ -65,8 +66,9 @@ def test_different_prompts_give_different_pixels(client):
 
 
 def test_png_transparent_background_has_alpha(client):
-    result = client.images.generate(model=MODEL, prompt="a floating balloon", size="256x256",
-                                    output_format="png", background="transparent")
+    result = client.images.generate(
+        model=MODEL, prompt="a floating balloon", size="256x256", output_format="png", background="transparent"
+    )
     assert result.background == "transparent"
     assert result.output_format == "png"
     _, image = _decode(result.data[0].b64_json)
@@ -78,8 +80,9 @@ def test_png_transparent_background_has_alpha(client):
 
 
 def test_jpeg(client):
-    result = client.images.generate(model=MODEL, prompt="a bowl of lemons", size="256x256", output_format="jpeg",
-                                    quality="low")
+    result = client.images.generate(
+        model=MODEL, prompt="a bowl of lemons", size="256x256", output_format="jpeg", quality="low"
+    )
     assert result.output_format == "jpeg"
     assert result.quality == "low"
     raw, image = _decode(result.data[0].b64_json)

@@ -77,15 +77,15 @@ def _check_rate_limited(exc: openai.RateLimitError, error_body, n: int) -> None:
     assert int(exc.response.headers["x-ratelimit-remaining-images"]) < n
 
 
-def test_parallel_requests_admit_exactly_the_limit(make_tenant, fresh_minute, warm_generate, usage_totals,
-                                                   error_body):
+def test_parallel_requests_admit_exactly_the_limit(make_tenant, fresh_minute, warm_generate, usage_totals, error_body):
     def one_more(client):
         with pytest.raises(openai.RateLimitError) as caught:
             client.images.generate(model=MODEL, prompt="one more", size="256x256", n=1)
         return caught.value
 
-    tenant, results = _burst_in_one_minute(make_tenant, fresh_minute, images_per_minute=5, requests=16, n=1,
-                                           then=one_more)
+    tenant, results = _burst_in_one_minute(
+        make_tenant, fresh_minute, images_per_minute=5, requests=16, n=1, then=one_more
+    )
     after = results.pop()
     ok, limited = _split(results)
     assert (len(ok), len(limited)) == (5, 11)
@@ -103,8 +103,9 @@ def test_parallel_requests_admit_exactly_the_limit(make_tenant, fresh_minute, wa
     assert usage["requests"] == 5
 
 
-def test_parallel_multi_image_requests_are_admitted_whole(make_tenant, fresh_minute, warm_generate,
-                                                          usage_totals, error_body):
+def test_parallel_multi_image_requests_are_admitted_whole(
+    make_tenant, fresh_minute, warm_generate, usage_totals, error_body
+):
     tenant, results = _burst_in_one_minute(make_tenant, fresh_minute, images_per_minute=5, requests=8, n=2)
     ok, limited = _split(results)
     # 2 requests of 2 images fit in 5; a third would need 6. A refused request must not hold its images.

@@ -33,8 +33,13 @@ def test_analysis_with_a_data_url_a_file_id_and_an_http_url(client, image_origin
 
 
 def test_refused_urls_never_reach_the_canary(client, canary, image_origin):
-    refused = [canary.url("/x.png"), image_origin.url("/redirect"), f"http://localhost:{canary.origin.split(':')[1]}/x.png",
-               "http://169.254.169.254/latest/meta-data/", "file:///etc/passwd"]
+    refused = [
+        canary.url("/x.png"),
+        image_origin.url("/redirect"),
+        f"http://localhost:{canary.origin.split(':')[1]}/x.png",
+        "http://169.254.169.254/latest/meta-data/",
+        "file:///etc/passwd",
+    ]
     for url in refused:
         with pytest.raises(openai.BadRequestError) as error:
             client.responses.create(model="local-vision", input=_ask("x", image_url=url))
@@ -44,17 +49,24 @@ def test_refused_urls_never_reach_the_canary(client, canary, image_origin):
 
 
 def test_generation_and_editing_through_the_tool_with_threading(client):
-    first = client.responses.create(model="local-text", input="a lighthouse at dusk",
-                                    tools=[{"type": "image_generation", "size": "256x256"}])
+    first = client.responses.create(
+        model="local-text", input="a lighthouse at dusk", tools=[{"type": "image_generation", "size": "256x256"}]
+    )
     (call,) = first.output
     assert call.type == "image_generation_call" and call.status == "completed"
     assert Image.open(io.BytesIO(base64.b64decode(call.result))).size == (256, 256)
-    second = client.responses.create(model="local-text", input="now make it stormy", previous_response_id=first.id,
-                                     tools=[{"type": "image_generation"}])
+    second = client.responses.create(
+        model="local-text",
+        input="now make it stormy",
+        previous_response_id=first.id,
+        tools=[{"type": "image_generation"}],
+    )
     assert second.output[0].type == "image_generation_call" and second.output[0].action == "edit"
-    edited = client.responses.create(model="local-text", input=_ask("add a hat", image_url="data:image/png;base64,"
-                                                                    + base64.b64encode(_png(RED)).decode()),
-                                     tools=[{"type": "image_generation", "action": "edit"}])
+    edited = client.responses.create(
+        model="local-text",
+        input=_ask("add a hat", image_url="data:image/png;base64," + base64.b64encode(_png(RED)).decode()),
+        tools=[{"type": "image_generation", "action": "edit"}],
+    )
     assert edited.output[0].action == "edit" and edited.output[0].size == "40x30"
 
 
@@ -93,8 +105,7 @@ def test_retrieve_and_delete(client):
 @pytest.mark.parametrize("asked", [None, 0, 2, 3])
 def test_partial_images_exactly_as_asked_each_a_picture_of_the_final_size(client, asked):
     tool = {"type": "image_generation", "size": "256x256"} | ({} if asked is None else {"partial_images": asked})
-    events = list(client.responses.create(model="local-text", input="a lighthouse at dusk", stream=True,
-                                          tools=[tool]))
+    events = list(client.responses.create(model="local-text", input="a lighthouse at dusk", stream=True, tools=[tool]))
     partials = [e for e in events if e.type == "response.image_generation_call.partial_image"]
     assert [p.partial_image_index for p in partials] == list(range(asked or 0))
     (call,) = events[-1].response.output
@@ -107,6 +118,10 @@ def test_partial_images_exactly_as_asked_each_a_picture_of_the_final_size(client
 
 def test_partial_images_out_of_range_is_a_400_naming_the_tool_option(client):
     with pytest.raises(openai.BadRequestError) as refused:
-        client.responses.create(model="local-text", input="a lighthouse", stream=True,
-                                tools=[{"type": "image_generation", "partial_images": 4}])
+        client.responses.create(
+            model="local-text",
+            input="a lighthouse",
+            stream=True,
+            tools=[{"type": "image_generation", "partial_images": 4}],
+        )
     assert refused.value.body["param"] == "tools[0].partial_images"

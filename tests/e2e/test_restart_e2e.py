@@ -24,8 +24,11 @@ def _dead_endpoint() -> str:
 def test_a_restart_with_the_earlier_runs_exports_starts_afresh_and_background_jobs_reach_its_queue():
     old = _dead_endpoint()  # the earlier run's moto, and its model server: stopped with it
     earlier = {
-        "AWS_ENDPOINT_URL": old, "AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local",
-        "AWS_DEFAULT_REGION": "us-east-1", "DARKROOM_TENANTS_TABLE": "darkroom-local-tenantstable",
+        "AWS_ENDPOINT_URL": old,
+        "AWS_ACCESS_KEY_ID": "local",
+        "AWS_SECRET_ACCESS_KEY": "local",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "DARKROOM_TENANTS_TABLE": "darkroom-local-tenantstable",
         "DARKROOM_JOBS_QUEUE_URL": f"{old}/123456789012/darkroom-local-jobsqueue",
         "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": _dead_endpoint(),
         "DARKROOM_CATALOG_EXTRA": json.dumps(model_server.endpoint_models()),
@@ -36,8 +39,12 @@ def test_a_restart_with_the_earlier_runs_exports_starts_afresh_and_background_jo
         assert "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME" not in exported
         client = openai.OpenAI(base_url=exported["OPENAI_BASE_URL"], api_key=exported["OPENAI_API_KEY"])
         assert not any(m.id.startswith("tiny-") for m in client.models.list())  # no model server runs now
-        response = client.responses.create(model="local-image", input="a lighthouse", background=True,
-                                           tools=[{"type": "image_generation", "size": "256x256"}])
+        response = client.responses.create(
+            model="local-image",
+            input="a lighthouse",
+            background=True,
+            tools=[{"type": "image_generation", "size": "256x256"}],
+        )
         deadline = time.monotonic() + 60
         while response.status in ("queued", "in_progress") and time.monotonic() < deadline:
             time.sleep(0.2)

@@ -15,8 +15,9 @@ NUMBERS = ("requests", "images", "input_tokens", "output_tokens")
 
 def test_usage_shows_the_generated_images_in_the_api_and_the_cli(make_tenant, cli, base_url):
     tenant, other = make_tenant(), make_tenant()
-    result = tenant.client().images.generate(model="local-image", prompt="two lighthouses at dusk", size="256x256",
-                                             n=2, response_format="url")
+    result = tenant.client().images.generate(
+        model="local-image", prompt="two lighthouses at dusk", size="256x256", n=2, response_format="url"
+    )
     assert len(result.data) == 2 and result.usage.output_tokens > 0
 
     response = httpx.get(f"{base_url}/usage", headers=tenant.headers(), timeout=60)
@@ -36,7 +37,10 @@ def test_usage_shows_the_generated_images_in_the_api_and_the_cli(make_tenant, cl
     assert float(printed["cost_usd"]) == row["cost_usd"]
 
     # Another tenant's key sees none of it, whatever it asks for.
-    response = httpx.get(f"{base_url}/usage", headers=other.headers(), timeout=60,
-                         params={"start_date": body["start_date"], "end_date": body["end_date"],
-                                 "tenant_id": tenant.tenant_id})
+    response = httpx.get(
+        f"{base_url}/usage",
+        headers=other.headers(),
+        timeout=60,
+        params={"start_date": body["start_date"], "end_date": body["end_date"], "tenant_id": tenant.tenant_id},
+    )
     assert response.status_code == 200 and response.json()["data"] == []

@@ -40,8 +40,13 @@ def get(path: str, headers: dict[str, str] | None = None, resource: str | None =
     """(status, headers, body text) of GET ``path`` without an Authorization header (unless given)."""
     event = load_event("console-playground")
     sent = {k: v for k, v in event["headers"].items() if k != "authorization"} | {"accept": "*/*"} | (headers or {})
-    event.update(path=path, resource=resource or path, headers=sent,
-                 multiValueHeaders={k: [v] for k, v in sent.items()}, pathParameters=path_parameters or None)
+    event.update(
+        path=path,
+        resource=resource or path,
+        headers=sent,
+        multiValueHeaders={k: [v] for k, v in sent.items()},
+        pathParameters=path_parameters or None,
+    )
     event["requestContext"].update(path=f"/prod{path}", resourcePath=resource or path)
     return invoke("console", event, raw=True)
 
@@ -95,12 +100,19 @@ def test_pages_have_nothing_the_policy_would_block(page):
 
 def test_playground_script_keeps_the_key_out_of_urls_and_html():
     script = (CONSOLE / "static" / "playground.js").read_text()
-    for forbidden in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval(", "localStorage",
-                      "new Function"):
+    for forbidden in (
+        "innerHTML",
+        "outerHTML",
+        "insertAdjacentHTML",
+        "document.write",
+        "eval(",
+        "localStorage",
+        "new Function",
+    ):
         assert forbidden not in script, forbidden
     # The key goes in one place: the Authorization header of fetches to this origin's API.
     assert script.count("Authorization: ") == 1 and 'Authorization: "Bearer " + key' in script
-    assert "window.location.origin + path.slice(0, path.lastIndexOf(\"/playground\")) + \"/v1\"" in script
+    assert 'window.location.origin + path.slice(0, path.lastIndexOf("/playground")) + "/v1"' in script
 
 
 def test_no_key_is_needed_and_a_bad_one_is_ignored():
@@ -125,14 +137,17 @@ def test_console_routes_stay_out_of_the_api_spec():
     assert not {"/docs", "/playground", "/openapi.json", "/console/{asset}"} & set(paths)
 
 
-@pytest.mark.parametrize("name,content_type", [
-    ("playground.js", "text/javascript; charset=utf-8"),
-    ("playground.css", "text/css; charset=utf-8"),
-    ("docs.js", "text/javascript; charset=utf-8"),
-    ("docs.css", "text/css; charset=utf-8"),
-    ("swagger-ui-bundle.js", "text/javascript; charset=utf-8"),
-    ("swagger-ui.css", "text/css; charset=utf-8"),
-])
+@pytest.mark.parametrize(
+    "name,content_type",
+    [
+        ("playground.js", "text/javascript; charset=utf-8"),
+        ("playground.css", "text/css; charset=utf-8"),
+        ("docs.js", "text/javascript; charset=utf-8"),
+        ("docs.css", "text/css; charset=utf-8"),
+        ("swagger-ui-bundle.js", "text/javascript; charset=utf-8"),
+        ("swagger-ui.css", "text/css; charset=utf-8"),
+    ],
+)
 def test_assets_have_their_content_types(name, content_type):
     status, headers, body = get_asset(name)
     assert status == 200 and body
@@ -158,10 +173,23 @@ def test_a_matching_etag_gets_304_without_a_body():
     assert get_asset("playground.js", {"if-none-match": '"stale"'})[0] == 200
 
 
-@pytest.mark.parametrize("name", [
-    "nope.js", "app.py", "requirements.txt", "openapi.json", "playground.html", "..", "..%2Fapp.py",
-    "%2e%2e%2fapp.py", "..\\app.py", "swagger-ui-bundle.js.map", "index.html", "PLAYGROUND.JS",
-])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "nope.js",
+        "app.py",
+        "requirements.txt",
+        "openapi.json",
+        "playground.html",
+        "..",
+        "..%2Fapp.py",
+        "%2e%2e%2fapp.py",
+        "..\\app.py",
+        "swagger-ui-bundle.js.map",
+        "index.html",
+        "PLAYGROUND.JS",
+    ],
+)
 def test_unknown_assets_are_404_in_the_openai_envelope(name):
     status, headers, body = get_asset(name)
     assert status == 404 and headers["content-type"] == "application/json"
@@ -172,8 +200,10 @@ def test_unknown_assets_are_404_in_the_openai_envelope(name):
     assert_security_headers(headers)
 
 
-@pytest.mark.parametrize("path", ["/console/../app.py", "/console/static/playground.js", "/console/", "/docs/x",
-                                  "/console/%2e%2e/requirements.txt"])
+@pytest.mark.parametrize(
+    "path",
+    ["/console/../app.py", "/console/static/playground.js", "/console/", "/docs/x", "/console/%2e%2e/requirements.txt"],
+)
 def test_paths_outside_the_table_are_404(path):
     status, headers, body = get(path, resource="/console/{asset}")
     assert status == 404

@@ -22,6 +22,7 @@ MEMORY = {function.logical_id: function.memory_mb for function in Stack().functi
 @pytest.fixture
 def memory_of(monkeypatch):
     """Run as ``function`` runs on Lambda: its MemorySize in AWS_LAMBDA_FUNCTION_MEMORY_SIZE."""
+
     def run_as(function: str) -> int:
         monkeypatch.setenv("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", str(MEMORY[function]))
         config.function_memory_mb.cache_clear()
@@ -68,16 +69,20 @@ def test_sixteen_40_mpx_pngs_in_one_edit_are_refused_before_any_is_decoded(tenan
 
 def test_an_edit_whose_outputs_would_not_fit_is_refused_naming_n(tenant, memory_of, decoded):
     memory_of("EditFunction")
-    event = multipart_event("edit", [("image", ("a.png", hostile.zero_rgba_png(), "image/png"))],
-                       {"prompt": "x", "n": "3", "quality": "low"})  # size auto: three more 40 M pixel images
+    event = multipart_event(
+        "edit",
+        [("image", ("a.png", hostile.zero_rgba_png(), "image/png"))],
+        {"prompt": "x", "n": "3", "quality": "low"},
+    )  # size auto: three more 40 M pixel images
     status, body, _ = _measured("edit", event)
     assert status == 400 and _error(body) == ("images_too_large", "n") and decoded == []
 
 
 def test_the_5000_scan_jpeg_is_refused_by_the_edit(tenant, memory_of, decoded):
     memory_of("EditFunction")
-    event = multipart_event("edit", [("image", ("a.jpg", hostile.progressive_jpeg(2000, 5000), "image/jpeg"))],
-                       {"prompt": "x"})
+    event = multipart_event(
+        "edit", [("image", ("a.jpg", hostile.progressive_jpeg(2000, 5000), "image/jpeg"))], {"prompt": "x"}
+    )
     status, body, growth = _measured("edit", event)
     assert status == 400 and _error(body) == ("invalid_image", "image") and decoded == []
     assert growth < 32 * MIB
@@ -87,8 +92,20 @@ def test_the_5000_scan_jpeg_is_refused_as_a_responses_input_image(tenant, memory
     memory_of("ResponsesFunction")
     url = "data:image/jpeg;base64," + base64.b64encode(hostile.progressive_jpeg(2000, 5000)).decode()
     event = load_event("responses-create")
-    event["body"] = json.dumps({"model": "local-vision", "input": [{"role": "user", "content": [
-        {"type": "input_text", "text": "what is this?"}, {"type": "input_image", "image_url": url}]}]})
+    event["body"] = json.dumps(
+        {
+            "model": "local-vision",
+            "input": [
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "input_text", "text": "what is this?"},
+                        {"type": "input_image", "image_url": url},
+                    ],
+                }
+            ],
+        }
+    )
     status, body, growth = _measured("responses", event)
     assert status == 400 and _error(body) == ("invalid_image", "input[0].content[1].image_url"), body
     assert decoded == [] and growth < 32 * MIB
@@ -97,8 +114,11 @@ def test_the_5000_scan_jpeg_is_refused_as_a_responses_input_image(tenant, memory
 @pytest.mark.parametrize("side,scans", [(2000, 5000), (6000, 20_000)])
 def test_hostile_jpegs_are_refused_as_file_uploads(tenant, memory_of, decoded, side, scans):
     memory_of("FilesFunction")
-    event = multipart_event("files-create", [("file", ("a.jpg", hostile.progressive_jpeg(side, scans), "image/jpeg"))],
-                       {"purpose": "vision"})
+    event = multipart_event(
+        "files-create",
+        [("file", ("a.jpg", hostile.progressive_jpeg(side, scans), "image/jpeg"))],
+        {"purpose": "vision"},
+    )
     status, body, growth = _measured("files", event)
     assert status == 400 and _error(body) == ("invalid_image", "file") and decoded == []
     assert growth < 32 * MIB
@@ -107,7 +127,8 @@ def test_hostile_jpegs_are_refused_as_file_uploads(tenant, memory_of, decoded, s
 def test_a_largest_single_image_still_fits_every_image_function(tenant, memory_of):
     """40 M pixels, the per-image limit, is within the smallest image function's budget (FilesFunction)."""
     assert memory_of("FilesFunction") == 1024
-    event = multipart_event("files-create", [("file", ("a.png", hostile.zero_rgba_png(), "image/png"))],
-                       {"purpose": "vision"})
+    event = multipart_event(
+        "files-create", [("file", ("a.png", hostile.zero_rgba_png(), "image/png"))], {"purpose": "vision"}
+    )
     status, body, _ = _measured("files", event)
     assert status == 200 and (body["width"], body["height"]) == (6324, 6324), body

@@ -70,14 +70,21 @@ def test_bad_bodies_are_400_in_the_envelope_never_500(tenant):
 def test_unknown_model_is_404(tenant):
     status, _, body = invoke("generate", _with_body({"prompt": "x", "model": "gpt-image-9"}))
     assert status == 404 and body["error"] == {
-        "message": "The model 'gpt-image-9' does not exist.", "type": "invalid_request_error",
-        "param": "model", "code": "model_not_found"}
+        "message": "The model 'gpt-image-9' does not exist.",
+        "type": "invalid_request_error",
+        "param": "model",
+        "code": "model_not_found",
+    }
 
 
 def test_errors_never_echo_the_input(tenant):
     secret = "iVBORw0KGgoAAAANSUhEUgAA" * 400  # base64-looking payload in a field that rejects it
-    for body in ({"prompt": "x", "size": secret}, {"prompt": "x", "quality": secret}, {"prompt": ["x", secret]},
-                 {"prompt": "x", "user": secret}):
+    for body in (
+        {"prompt": "x", "size": secret},
+        {"prompt": "x", "quality": secret},
+        {"prompt": ["x", secret]},
+        {"prompt": "x", "user": secret},
+    ):
         status, _, answer = invoke("generate", _with_body(body))
         assert status == 400
         assert "iVBORw0KGgo" not in json.dumps(answer)
@@ -103,8 +110,13 @@ def test_logs_carry_no_prompt_key_image_or_url(tenant, capsys, caplog):
     records = [json.dumps(r.__dict__, default=str) for r in caplog.records]  # message and every extra key
     text = streams.out + streams.err + "\n".join(records)
     assert "images produced" in text  # the handler does log
-    for leak in ("lighthouse", EVENT_KEY, body["data"][0]["b64_json"][:40], "X-Amz-Signature",
-                 body["data"][0]["url"].split("?")[0]):
+    for leak in (
+        "lighthouse",
+        EVENT_KEY,
+        body["data"][0]["b64_json"][:40],
+        "X-Amz-Signature",
+        body["data"][0]["url"].split("?")[0],
+    ):
         assert leak not in text
 
 

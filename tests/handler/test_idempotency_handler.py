@@ -41,8 +41,12 @@ def _generate(key: str | None, body: dict | None = None, api_key: str = EVENT_KE
 
 def _edit(key: str, image: bytes, prompt: str = "make it blue") -> dict:
     # httpx picks a new random boundary for every request, as the openai SDK does for every attempt.
-    request = httpx.Request("POST", "http://x/v1/images/edits", files=[("image", ("photo.png", image, "image/png"))],
-                            data={"prompt": prompt, "response_format": "b64_json"})
+    request = httpx.Request(
+        "POST",
+        "http://x/v1/images/edits",
+        files=[("image", ("photo.png", image, "image/png"))],
+        data={"prompt": prompt, "response_format": "b64_json"},
+    )
     event = load_event("edit")
     event["headers"]["content-type"] = request.headers["content-type"]
     event["multiValueHeaders"]["content-type"] = [request.headers["content-type"]]
@@ -63,8 +67,7 @@ def _records(svc) -> list[dict]:
 def _admitted_requests(svc, tenant) -> int:
     """The tenant's requests-per-minute counters summed (a minute boundary splits them over two items)."""
     items = config.client("dynamodb").scan(TableName=svc.settings.rate_limits_table)["Items"]
-    return sum(int(item["count"]["N"]) for item in items
-               if item["pk"]["S"].startswith(f"{tenant.tenant_id}#requests#"))
+    return sum(int(item["count"]["N"]) for item in items if item["pk"]["S"].startswith(f"{tenant.tenant_id}#requests#"))
 
 
 def _path(url: str) -> str:
@@ -169,9 +172,19 @@ def test_a_request_still_running_is_409_with_retry_after_then_replayed(tenant, s
         return images_outcome(generate_images(tenant, ImageGenerateRequest.model_validate(body), "req-first", svc))
 
     fingerprint = request_fingerprint(HttpRequest.from_event(event))
-    worker = threading.Thread(target=lambda: first.append(run_once(
-        "gen-slow", tenant_id=tenant.tenant_id, route=ROUTE, fingerprint=lambda: fingerprint,
-        produce=slow, render=replay_images, lambda_context=Context())))
+    worker = threading.Thread(
+        target=lambda: first.append(
+            run_once(
+                "gen-slow",
+                tenant_id=tenant.tenant_id,
+                route=ROUTE,
+                fingerprint=lambda: fingerprint,
+                produce=slow,
+                render=replay_images,
+                lambda_context=Context(),
+            )
+        )
+    )
     worker.start()
     assert started.wait(10)
     try:

@@ -27,8 +27,12 @@ MALFORMED = {
     "a lone surrogate": b'{"prompt": "x \\ud800 y"}',
     "not JSON": b"{not json",
 }
-ROUTES = {"generate": ("generate", None), "responses": ("responses-create", None),
-          "edit": ("edit", "application/json"), "uploads": ("uploads-create", None)}
+ROUTES = {
+    "generate": ("generate", None),
+    "responses": ("responses-create", None),
+    "edit": ("edit", "application/json"),
+    "uploads": ("uploads-create", None),
+}
 
 
 def _event(name: str, raw: bytes, encoded: bool, content_type: str | None) -> dict:

@@ -22,8 +22,13 @@ def fresh(capsys):
 
 def _forbidden(tenant, svc, *events: dict) -> set[str]:
     keys = {key.key_id for key in svc.directory.list_keys(tenant.tenant_id)}
-    return {tenant.tenant_id, tenant.name, EVENT_KEY, *keys,
-            *(event["requestContext"]["requestId"] for event in events)}
+    return {
+        tenant.tenant_id,
+        tenant.name,
+        EVENT_KEY,
+        *keys,
+        *(event["requestContext"]["requestId"] for event in events),
+    }
 
 
 def _assert_no_request_values(points, forbidden: set[str]) -> None:
@@ -87,8 +92,14 @@ def test_api_log_lines_carry_the_request_id_as_correlation_id(tenant, log_lines)
 
 def test_worker_log_lines_carry_the_accepting_requests_id(svc, tenant, log_lines, fresh, capsys):
     accept = load_event("responses-create")
-    accept["body"] = json.dumps({"model": "local-image", "input": "a lighthouse", "background": True,
-                                 "tools": [{"type": "image_generation", "size": "256x256"}]})
+    accept["body"] = json.dumps(
+        {
+            "model": "local-image",
+            "input": "a lighthouse",
+            "background": True,
+            "tools": [{"type": "image_generation", "size": "256x256"}],
+        }
+    )
     status, _, body = invoke("responses", accept)
     assert status == 200 and body["status"] == "queued", body
     event, _ = sqs_job_event(svc)

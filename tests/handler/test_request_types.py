@@ -58,8 +58,9 @@ def test_json_generate_refuses_the_wrong_type(tenant, param, value, expected, go
     assert message == f"Invalid type for '{param}': expected {expected}, but got {got} instead."
 
 
-@pytest.mark.parametrize(("param", "value"), [("n", "2"), ("n", True), ("output_compression", "50"),
-                                              ("stream", "false")])
+@pytest.mark.parametrize(
+    ("param", "value"), [("n", "2"), ("n", True), ("output_compression", "50"), ("stream", "false")]
+)
 def test_json_edit_refuses_the_wrong_type(tenant, param, value):
     image = {"image_url": "data:image/png;base64," + base64.b64encode(PNG.getvalue()).decode()}
     body = {"prompt": "x", "model": "local-image", "images": [image], param: value}
@@ -68,34 +69,51 @@ def test_json_edit_refuses_the_wrong_type(tenant, param, value):
 
 
 def test_multipart_edit_fields_are_converted_by_type(tenant):
-    status, _, body = invoke("edit", _multipart({"prompt": "x", "model": "local-image", "n": "2", "stream": "false",
-                                                 "output_format": "jpeg", "output_compression": "50",
-                                                 "partial_images": "0", "response_format": "b64_json"}))
+    status, _, body = invoke(
+        "edit",
+        _multipart(
+            {
+                "prompt": "x",
+                "model": "local-image",
+                "n": "2",
+                "stream": "false",
+                "output_format": "jpeg",
+                "output_compression": "50",
+                "partial_images": "0",
+                "response_format": "b64_json",
+            }
+        ),
+    )
     assert status == 200, body
     assert len(body["data"]) == 2 and body["output_format"] == "jpeg"
 
 
-@pytest.mark.parametrize(("param", "value"), [("n", "2.0"), ("n", "two"), ("n", " 2"), ("n", "٢"), ("n", ""),
-                                              ("stream", "yes"), ("output_compression", "5_0")])
+@pytest.mark.parametrize(
+    ("param", "value"),
+    [("n", "2.0"), ("n", "two"), ("n", " 2"), ("n", "٢"), ("n", ""), ("stream", "yes"), ("output_compression", "5_0")],
+)
 def test_multipart_values_that_do_not_parse_are_invalid_type(tenant, param, value):
     status, _, body = invoke("edit", _multipart({"prompt": "x", "model": "local-image", param: value}))
     message = _refused(status, body, param)
     assert value.strip() == "" or value.strip() not in message
 
 
-@pytest.mark.parametrize(("body", "param"), [
-    ({"store": "true"}, "store"),
-    ({"stream": 1}, "stream"),
-    ({"background": "false"}, "background"),
-    ({"metadata": {"k": 1}}, "metadata.k"),
-    ({"temperature": "0.5"}, "temperature"),
-    ({"temperature": True}, "temperature"),
-    ({"max_output_tokens": 1.5}, "max_output_tokens"),
-    ({"parallel_tool_calls": "yes"}, "parallel_tool_calls"),
-    ({"safety_identifier": 42}, "safety_identifier"),
-    ({"tools": [{"type": "image_generation", "output_compression": "50"}]}, "tools[0].output_compression"),
-    ({"tools": [{"type": "image_generation", "frame_count": True}]}, "tools[0].frame_count"),
-])
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({"store": "true"}, "store"),
+        ({"stream": 1}, "stream"),
+        ({"background": "false"}, "background"),
+        ({"metadata": {"k": 1}}, "metadata.k"),
+        ({"temperature": "0.5"}, "temperature"),
+        ({"temperature": True}, "temperature"),
+        ({"max_output_tokens": 1.5}, "max_output_tokens"),
+        ({"parallel_tool_calls": "yes"}, "parallel_tool_calls"),
+        ({"safety_identifier": 42}, "safety_identifier"),
+        ({"tools": [{"type": "image_generation", "output_compression": "50"}]}, "tools[0].output_compression"),
+        ({"tools": [{"type": "image_generation", "frame_count": True}]}, "tools[0].frame_count"),
+    ],
+)
 def test_json_responses_refuse_the_wrong_type(tenant, body, param):
     status, _, answer = invoke("responses", _json("responses-create", {"model": "local-text", "input": "hi"} | body))
     _refused(status, answer, param)
@@ -108,7 +126,8 @@ def test_a_union_names_every_type_it_takes(tenant):
 
 
 def test_query_strings_are_text_and_parse_as_before(tenant):
-    event = load_event("files-list", queryStringParameters={"limit": "two"},
-                       multiValueQueryStringParameters={"limit": ["two"]})
+    event = load_event(
+        "files-list", queryStringParameters={"limit": "two"}, multiValueQueryStringParameters={"limit": ["two"]}
+    )
     status, _, body = invoke("files", event)
     _refused(status, body, "limit", code="invalid_value")

@@ -31,15 +31,26 @@ def _create(body: dict) -> tuple[int, dict, dict]:
 
 
 def _get(response_id: str, method: str = "GET") -> tuple[int, dict]:
-    event = load_event("responses-retrieve", path=f"/v1/responses/{response_id}", httpMethod=method,
-                       pathParameters={"response_id": response_id})
+    event = load_event(
+        "responses-retrieve",
+        path=f"/v1/responses/{response_id}",
+        httpMethod=method,
+        pathParameters={"response_id": response_id},
+    )
     status, _, body = invoke("responses", event)
     return status, body
 
 
 def _image_input(text: str, *images: Image.Image) -> list[dict]:
-    return [{"role": "user", "content": [{"type": "input_text", "text": text},
-                                         *({"type": "input_image", "image_url": _data_url(i)} for i in images)]}]
+    return [
+        {
+            "role": "user",
+            "content": [
+                {"type": "input_text", "text": text},
+                *({"type": "input_image", "image_url": _data_url(i)} for i in images),
+            ],
+        }
+    ]
 
 
 def test_replayed_event_answers_in_text(tenant):
@@ -66,8 +77,13 @@ def test_a_text_model_gets_images_described_by_its_fallback(tenant):
 
 
 def test_the_image_tool_generates_and_stores(tenant, svc):
-    status, _, body = _create({"model": "local-text", "input": "a lighthouse at dusk",
-                               "tools": [{"type": "image_generation", "size": "256x256", "output_format": "webp"}]})
+    status, _, body = _create(
+        {
+            "model": "local-text",
+            "input": "a lighthouse at dusk",
+            "tools": [{"type": "image_generation", "size": "256x256", "output_format": "webp"}],
+        }
+    )
     assert status == 200, body
     (call,) = body["output"]
     assert call["type"] == "image_generation_call" and call["status"] == "completed" and call["action"] == "generate"
@@ -80,12 +96,19 @@ def test_the_image_tool_generates_and_stores(tenant, svc):
 
 def test_the_image_tool_edits_an_input_image_and_threading_edits_the_last_image(tenant):
     photo = Image.effect_noise((96, 64), 50).convert("RGB")
-    status, _, first = _create({"model": "local-text", "input": _image_input("add a hat", photo),
-                                "tools": [{"type": "image_generation"}]})
+    status, _, first = _create(
+        {"model": "local-text", "input": _image_input("add a hat", photo), "tools": [{"type": "image_generation"}]}
+    )
     assert status == 200, first
     assert first["output"][0]["action"] == "edit" and first["output"][0]["size"] == "96x64"
-    status, _, second = _create({"model": "local-text", "input": "now make it blue",
-                                 "previous_response_id": first["id"], "tools": [{"type": "image_generation"}]})
+    status, _, second = _create(
+        {
+            "model": "local-text",
+            "input": "now make it blue",
+            "previous_response_id": first["id"],
+            "tools": [{"type": "image_generation"}],
+        }
+    )
     assert status == 200, second
     call = second["output"][0]
     assert call["action"] == "edit" and call["size"] == "96x64"
@@ -96,15 +119,17 @@ def test_the_image_tool_edits_an_input_image_and_threading_edits_the_last_image(
 
 def test_threading_carries_images_to_analysis(tenant):
     status, _, first = _create({"model": "local-vision", "input": _image_input("remember this", RED)})
-    status, _, second = _create({"model": "local-vision", "input": "and what was it?",
-                                 "previous_response_id": first["id"]})
+    status, _, second = _create(
+        {"model": "local-vision", "input": "and what was it?", "previous_response_id": first["id"]}
+    )
     assert status == 200 and "PNG, 64x48" in second["output"][0]["content"][0]["text"]
     assert "3 message(s)" in second["output"][0]["content"][0]["text"]
 
 
 def test_stored_responses_are_retrieved_deleted_and_scoped_to_the_tenant(tenant, svc):
-    status, _, created = _create({"model": "local-text", "input": "x", "tools": [{"type": "image_generation"}],
-                                  "metadata": {"ticket": "42"}})
+    status, _, created = _create(
+        {"model": "local-text", "input": "x", "tools": [{"type": "image_generation"}], "metadata": {"ticket": "42"}}
+    )
     status, fetched = _get(created["id"])
     assert status == 200 and fetched["metadata"] == {"ticket": "42"}
     assert fetched["output"][0]["result"] == created["output"][0]["result"] and fetched["output"][0]["url"]
@@ -131,19 +156,39 @@ def test_stream_returns_the_whole_event_sequence(tenant):
     assert [e["sequence_number"] for e in events] == list(range(len(events)))
 
 
-@pytest.mark.parametrize("body,param,code", [
-    ({"model": "nope", "input": "x"}, "model", "model_not_found"),
-    ({"model": "local-text", "input": "x", "seed_of_chaos": 1}, "seed_of_chaos", "unknown_parameter"),
-    ({"model": "local-text", "input": "x", "tools": [{"type": "web_search"}]}, "tools[0].type", "unsupported_value"),
-    ({"model": "local-text", "input": "x", "tools": [{"type": "image_generation", "size": "3x3"}]},
-     "tools[0].size", "invalid_value"),
-    ({"model": "local-text", "input": "x", "previous_response_id": "resp_missing"}, "previous_response_id",
-     "previous_response_not_found"),
-    ({"model": "local-vision", "input": [{"role": "user", "content": [{"type": "input_image",
-                                                                       "image_url": "data:image/png;base64,!!"}]}]},
-     "input[0].content[0].image_url", "invalid_base64"),
-    ({"model": "local-vision", "input": [{"role": "robot", "content": "x"}]}, "input[0]", "invalid_value"),
-])
+@pytest.mark.parametrize(
+    "body,param,code",
+    [
+        ({"model": "nope", "input": "x"}, "model", "model_not_found"),
+        ({"model": "local-text", "input": "x", "seed_of_chaos": 1}, "seed_of_chaos", "unknown_parameter"),
+        (
+            {"model": "local-text", "input": "x", "tools": [{"type": "web_search"}]},
+            "tools[0].type",
+            "unsupported_value",
+        ),
+        (
+            {"model": "local-text", "input": "x", "tools": [{"type": "image_generation", "size": "3x3"}]},
+            "tools[0].size",
+            "invalid_value",
+        ),
+        (
+            {"model": "local-text", "input": "x", "previous_response_id": "resp_missing"},
+            "previous_response_id",
+            "previous_response_not_found",
+        ),
+        (
+            {
+                "model": "local-vision",
+                "input": [
+                    {"role": "user", "content": [{"type": "input_image", "image_url": "data:image/png;base64,!!"}]}
+                ],
+            },
+            "input[0].content[0].image_url",
+            "invalid_base64",
+        ),
+        ({"model": "local-vision", "input": [{"role": "robot", "content": "x"}]}, "input[0]", "invalid_value"),
+    ],
+)
 def test_bad_requests_are_400s_naming_the_parameter(tenant, body, param, code):
     status, _, answer = _create(body)
     assert status in (400, 404), answer
@@ -151,8 +196,9 @@ def test_bad_requests_are_400s_naming_the_parameter(tenant, body, param, code):
 
 
 def test_sampling_parameters_clients_always_send_are_accepted(tenant):
-    status, _, body = _create({"model": "local-text", "input": "x", "temperature": 0.2, "top_p": 1,
-                               "max_output_tokens": 100})
+    status, _, body = _create(
+        {"model": "local-text", "input": "x", "temperature": 0.2, "top_p": 1, "max_output_tokens": 100}
+    )
     assert status == 200, body
 
 
@@ -184,8 +230,15 @@ def test_the_tool_mask_limits_the_edit(tenant):
     photo = Image.effect_noise((64, 64), 50).convert("RGB")
     mask = Image.new("RGBA", (64, 64), (0, 0, 0, 255))
     mask.paste((0, 0, 0, 0), (0, 0, 32, 64))  # edit the left half only
-    status, _, body = _create({"model": "local-text", "input": _image_input("paint it", photo), "tools": [
-        {"type": "image_generation", "action": "edit", "input_image_mask": {"image_url": _data_url(mask)}}]})
+    status, _, body = _create(
+        {
+            "model": "local-text",
+            "input": _image_input("paint it", photo),
+            "tools": [
+                {"type": "image_generation", "action": "edit", "input_image_mask": {"image_url": _data_url(mask)}}
+            ],
+        }
+    )
     assert status == 200, body
     edited = Image.open(io.BytesIO(base64.b64decode(body["output"][0]["result"]))).convert("RGB")
     difference = ImageChops.difference(edited, photo)

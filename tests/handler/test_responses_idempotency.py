@@ -6,8 +6,12 @@ import uuid
 
 from lambda_harness import invoke, load_event
 
-BACKGROUND = {"model": "local-image", "input": "a lighthouse", "background": True,
-              "tools": [{"type": "image_generation", "size": "256x256"}]}
+BACKGROUND = {
+    "model": "local-image",
+    "input": "a lighthouse",
+    "background": True,
+    "tools": [{"type": "image_generation", "size": "256x256"}],
+}
 
 
 def _create(body: dict, key: str | None) -> tuple[int, dict, dict]:
@@ -22,8 +26,9 @@ def _create(body: dict, key: str | None) -> tuple[int, dict, dict]:
 
 def _queued_jobs(svc) -> int:
     sqs = svc.jobs._sqs
-    attributes = sqs.get_queue_attributes(QueueUrl=svc.settings.jobs_queue_url,
-                                          AttributeNames=["ApproximateNumberOfMessages"])["Attributes"]
+    attributes = sqs.get_queue_attributes(
+        QueueUrl=svc.settings.jobs_queue_url, AttributeNames=["ApproximateNumberOfMessages"]
+    )["Attributes"]
     return int(attributes["ApproximateNumberOfMessages"])
 
 
@@ -36,8 +41,7 @@ def test_a_retried_background_create_returns_the_first_job(svc, tenant):
 
 
 def test_a_retried_synchronous_create_is_answered_from_the_stored_response(svc, tenant):
-    body = {"model": "local-image", "input": "a lighthouse", "tools": [{"type": "image_generation",
-                                                                        "size": "256x256"}]}
+    body = {"model": "local-image", "input": "a lighthouse", "tools": [{"type": "image_generation", "size": "256x256"}]}
     _, _, first = _create(body, "sync-1")
     status, _, again = _create(body, "sync-1")
     assert status == 200 and again["id"] == first["id"]
@@ -77,8 +81,9 @@ def test_an_unstored_response_cannot_be_replayed_so_the_key_is_refused(svc, tena
 
 def test_a_keyed_cancel_retry_is_replayed(svc, tenant):
     _, _, job = _create(BACKGROUND, "job-3")
-    event = load_event("responses-cancel", path=f"/v1/responses/{job['id']}/cancel",
-                       pathParameters={"response_id": job["id"]})
+    event = load_event(
+        "responses-cancel", path=f"/v1/responses/{job['id']}/cancel", pathParameters={"response_id": job["id"]}
+    )
     for attempt in range(2):
         event["requestContext"]["requestId"] = str(uuid.uuid4())
         event["headers"]["Idempotency-Key"] = "cancel-1"

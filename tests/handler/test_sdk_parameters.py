@@ -65,16 +65,21 @@ def _handle(request: httpx.Request) -> httpx.Response:
     body = request.read()
     event = load_event(template)
     event.update(
-        path=path, httpMethod=request.method, headers=headers, multiValueHeaders={k: [v] for k, v in headers.items()},
+        path=path,
+        httpMethod=request.method,
+        headers=headers,
+        multiValueHeaders={k: [v] for k, v in headers.items()},
         pathParameters={name: match.group(name) for name in names} or None,
         queryStringParameters={k: v[-1] for k, v in query.items()} or None,
         multiValueQueryStringParameters=query or None,
-        body=base64.b64encode(body).decode() if body else "", isBase64Encoded=bool(body),
+        body=base64.b64encode(body).decode() if body else "",
+        isBase64Encoded=bool(body),
         requestContext={**event["requestContext"], "httpMethod": request.method, "requestId": str(uuid.uuid4())},
     )
     status, answer_headers, text = invoke(function, event, raw=True)
-    return httpx.Response(status, headers={"content-type": answer_headers.get("content-type", "application/json")},
-                          content=text.encode())
+    return httpx.Response(
+        status, headers={"content-type": answer_headers.get("content-type", "application/json")}, content=text.encode()
+    )
 
 
 @pytest.fixture
@@ -184,25 +189,38 @@ TOOL = {
     "svg": (REFUSED, {"model": "svg-author"}),
 }
 FILE_CREATE = {"file": SUPPORTED, "purpose": SUPPORTED, "expires_after": REFUSED}
-UPLOAD_CREATE = {"bytes": SUPPORTED, "filename": SUPPORTED, "mime_type": SUPPORTED, "purpose": SUPPORTED,
-                 "expires_after": REFUSED}
+UPLOAD_CREATE = {
+    "bytes": SUPPORTED,
+    "filename": SUPPORTED,
+    "mime_type": SUPPORTED,
+    "purpose": SUPPORTED,
+    "expires_after": REFUSED,
+}
 UPLOAD_COMPLETE = {"part_ids": SUPPORTED, "md5": SUPPORTED}
 FILE_LIST = {"after": SUPPORTED, "limit": SUPPORTED, "order": REFUSED, "purpose": REFUSED}
-RESPONSE_RETRIEVE = {"stream": SUPPORTED, "starting_after": SUPPORTED, "include": ACCEPTED,
-                     "include_obfuscation": ACCEPTED}
+RESPONSE_RETRIEVE = {
+    "stream": SUPPORTED,
+    "starting_after": SUPPORTED,
+    "include": ACCEPTED,
+    "include_obfuscation": ACCEPTED,
+}
 
 
-@pytest.mark.parametrize(("typed_dict", "decided"), [
-    (image_generate_params.ImageGenerateParamsNonStreaming, GENERATE),
-    (image_edit_params.ImageEditParamsNonStreaming, EDIT),
-    (response_create_params.ResponseCreateParamsNonStreaming, RESPONSES),
-    (tool_param.ImageGeneration, TOOL),
-    (file_create_params.FileCreateParams, FILE_CREATE),
-    (upload_create_params.UploadCreateParams, UPLOAD_CREATE),
-    (upload_complete_params.UploadCompleteParams, UPLOAD_COMPLETE),
-    (file_list_params.FileListParams, FILE_LIST),
-    (response_retrieve_params.ResponseRetrieveParamsNonStreaming, RESPONSE_RETRIEVE),
-], ids=lambda value: getattr(value, "__name__", ""))
+@pytest.mark.parametrize(
+    ("typed_dict", "decided"),
+    [
+        (image_generate_params.ImageGenerateParamsNonStreaming, GENERATE),
+        (image_edit_params.ImageEditParamsNonStreaming, EDIT),
+        (response_create_params.ResponseCreateParamsNonStreaming, RESPONSES),
+        (tool_param.ImageGeneration, TOOL),
+        (file_create_params.FileCreateParams, FILE_CREATE),
+        (upload_create_params.UploadCreateParams, UPLOAD_CREATE),
+        (upload_complete_params.UploadCompleteParams, UPLOAD_COMPLETE),
+        (file_list_params.FileListParams, FILE_LIST),
+        (response_retrieve_params.ResponseRetrieveParamsNonStreaming, RESPONSE_RETRIEVE),
+    ],
+    ids=lambda value: getattr(value, "__name__", ""),
+)
 def test_every_sdk_parameter_has_a_decision(typed_dict, decided):
     sdk = _keys(typed_dict)
     assert sdk - set(decided) == set(), "a parameter of the installed SDK has no decision: add it here and to README"
@@ -243,8 +261,9 @@ def test_gif_and_svg_output_is_unsupported_value_naming_the_model(client, output
         client.images.generate(prompt="x", model="local-image", output_format=output_format)
     _unsupported(raised.value, "output_format")
     with pytest.raises(openai.BadRequestError) as raised:
-        client.images.edit(image=("a.png", _png(), "image/png"), prompt="x", model="local-image",
-                           output_format=output_format)
+        client.images.edit(
+            image=("a.png", _png(), "image/png"), prompt="x", model="local-image", output_format=output_format
+        )
     _unsupported(raised.value, "output_format")
 
 
@@ -266,8 +285,9 @@ def test_stream_true_is_unsupported_value(client):
 
 def test_edit_takes_every_parameter_it_does_not_refuse(client):
     options = _sendable(EDIT, SUPPORTED, ACCEPTED, RECORDED)
-    result = client.images.edit(image=("a.png", _png(), "image/png"), mask=("m.png", _png(rgba=True), "image/png"),
-                                **options)
+    result = client.images.edit(
+        image=("a.png", _png(), "image/png"), mask=("m.png", _png(rgba=True), "image/png"), **options
+    )
     assert len(result.data) == 2 and result.output_format == "webp"
 
 
@@ -298,11 +318,14 @@ def test_responses_refuse_what_darkroom_cannot_do(client, name):
     _unsupported(raised.value, name, model=None)
 
 
-@pytest.mark.parametrize(("name", "value", "param"), [
-    ("access_programs", {"cyber": "daybreak_red"}, "access_programs.cyber"),
-    ("background_options", {"completion_window": "8h"}, "background_options.completion_window"),
-    ("image", {"context_compression": "enabled"}, "image.context_compression"),
-])
+@pytest.mark.parametrize(
+    ("name", "value", "param"),
+    [
+        ("access_programs", {"cyber": "daybreak_red"}, "access_programs.cyber"),
+        ("background_options", {"completion_window": "8h"}, "background_options.completion_window"),
+        ("image", {"context_compression": "enabled"}, "image.context_compression"),
+    ],
+)
 def test_responses_refuse_values_darkroom_cannot_honour(client, name, value, param):
     with pytest.raises(openai.BadRequestError) as raised:
         client.responses.create(model="local-text", input="hi", **{name: value})
@@ -313,8 +336,9 @@ def test_responses_refuse_values_darkroom_cannot_honour(client, name, value, par
 def test_the_image_tool_refuses_gif_and_svg_naming_the_model(client, name):
     value = "gif" if name == "output_format" else TOOL[name][1]
     with pytest.raises(openai.BadRequestError) as raised:
-        client.responses.create(model="local-text", input="a fox",
-                                tools=[{"type": "image_generation", "model": "local-image", name: value}])
+        client.responses.create(
+            model="local-text", input="a fox", tools=[{"type": "image_generation", "model": "local-image", name: value}]
+        )
     _unsupported(raised.value, f"tools[0].{name}")
 
 
@@ -334,8 +358,9 @@ def test_files_refuse_per_file_expiry_and_list_filters(client):
         client.files.create(file=("a.png", _png(), "image/png"), purpose="vision", expires_after=expiry)
     _unsupported(raised.value, "expires_after", model=None)
     with pytest.raises(openai.BadRequestError) as raised:
-        client.uploads.create(bytes=1024, filename="a.png", mime_type="image/png", purpose="vision",
-                              expires_after=expiry)
+        client.uploads.create(
+            bytes=1024, filename="a.png", mime_type="image/png", purpose="vision", expires_after=expiry
+        )
     _unsupported(raised.value, "expires_after", model=None)
     for name, value in (("order", "desc"), ("purpose", "vision")):
         with pytest.raises(openai.BadRequestError) as raised:
@@ -349,8 +374,15 @@ def test_files_refuse_per_file_expiry_and_list_filters(client):
 
 def _logged(captured, capsys, caplog) -> str:
     out, err = capsys.readouterr()
-    return "\n".join([captured.getvalue(), out, err, caplog.text,
-                      *(json.dumps(record.__dict__, default=str) for record in caplog.records)])
+    return "\n".join(
+        [
+            captured.getvalue(),
+            out,
+            err,
+            caplog.text,
+            *(json.dumps(record.__dict__, default=str) for record in caplog.records),
+        ]
+    )
 
 
 def test_safety_identifier_is_recorded_only_as_a_tenant_salted_hash(client, svc, tenant, capsys, caplog):
@@ -358,10 +390,12 @@ def test_safety_identifier_is_recorded_only_as_a_tenant_salted_hash(client, svc,
 
     caplog.set_level(logging.INFO)
     with powertools_log_stream() as captured:
-        client.images.generate(prompt="x", model="local-image", size="256x256", safety_identifier=SAFETY_ID,
-                               user=LEGACY_USER)
-        client.images.edit(image=("a.png", _png(), "image/png"), prompt="x", model="local-image",
-                           user=LEGACY_USER)  # no safety_identifier: the deprecated user is used
+        client.images.generate(
+            prompt="x", model="local-image", size="256x256", safety_identifier=SAFETY_ID, user=LEGACY_USER
+        )
+        client.images.edit(
+            image=("a.png", _png(), "image/png"), prompt="x", model="local-image", user=LEGACY_USER
+        )  # no safety_identifier: the deprecated user is used
         client.responses.create(model="local-text", input="hi", safety_identifier=SAFETY_ID)
         client.images.generate(prompt="x", model="local-image", size="256x256", safety_identifier="", user="")
     logged = _logged(captured, capsys, caplog)
@@ -384,9 +418,15 @@ def test_a_background_job_keeps_only_the_hash(svc, tenant):
     from darkroom.jobs import run_job
     from darkroom.responses import create_response
 
-    request = ResponseCreateRequest.model_validate({
-        "model": "local-image", "input": "a lighthouse", "background": True, "safety_identifier": SAFETY_ID,
-        "tools": [{"type": "image_generation", "size": "256x256"}]})
+    request = ResponseCreateRequest.model_validate(
+        {
+            "model": "local-image",
+            "input": "a lighthouse",
+            "background": True,
+            "safety_identifier": SAFETY_ID,
+            "tools": [{"type": "image_generation", "size": "256x256"}],
+        }
+    )
     queued = create_response(tenant, request, "req-background-eu", svc)
     table = json.dumps(svc.responses._db.scan(TableName=svc.settings.responses_table)["Items"])
     assert SAFETY_ID not in table and end_user_id(tenant.tenant_id, SAFETY_ID) in table

@@ -35,20 +35,42 @@ def _usage(key: str, **query) -> tuple[int, dict]:
     return status, body
 
 
-def _record(svc, tenant_id: str, request_id: str, day: str, model: str = "local-image", images: int = 1,
-            cost_usd: float = 0.01, input_tokens: int = 10, output_tokens: int = 100) -> None:
-    assert svc.meter.record(UsageEvent(
-        request_id=request_id, tenant_id=tenant_id, operation="generate" if images else "text", model=model,
-        size="512x512", quality="medium", images=images, input_text_tokens=input_tokens, input_image_tokens=0,
-        output_tokens=output_tokens, cost_usd=cost_usd, at=datetime.fromisoformat(day).replace(hour=12, tzinfo=UTC)))
+def _record(
+    svc,
+    tenant_id: str,
+    request_id: str,
+    day: str,
+    model: str = "local-image",
+    images: int = 1,
+    cost_usd: float = 0.01,
+    input_tokens: int = 10,
+    output_tokens: int = 100,
+) -> None:
+    assert svc.meter.record(
+        UsageEvent(
+            request_id=request_id,
+            tenant_id=tenant_id,
+            operation="generate" if images else "text",
+            model=model,
+            size="512x512",
+            quality="medium",
+            images=images,
+            input_text_tokens=input_tokens,
+            input_image_tokens=0,
+            output_tokens=output_tokens,
+            cost_usd=cost_usd,
+            at=datetime.fromisoformat(day).replace(hour=12, tzinfo=UTC),
+        )
+    )
 
 
 @pytest.fixture
 def other(svc):
     from darkroom.tenancy import Limits
 
-    created = svc.directory.create_tenant("globex", Limits(images_per_minute=20, images_per_day=100,
-                                                           requests_per_minute=30))
+    created = svc.directory.create_tenant(
+        "globex", Limits(images_per_minute=20, images_per_day=100, requests_per_minute=30)
+    )
     svc.directory.issue_key(created.tenant_id, secret=OTHER_KEY)
     return created
 
@@ -63,10 +85,16 @@ def test_each_tenant_sees_only_its_own_generations(tenant, other, svc):
     status, mine = _usage(EVENT_KEY)
     assert status == 200 and mine["object"] == "list" and mine["end_date"] == today
     (row,) = mine["data"]
-    assert row == {"object": "usage.day", "date": today, "model": "local-image", "requests": 2, "images": 3,
-                   "input_tokens": first["input_tokens"] + second["input_tokens"],
-                   "output_tokens": first["output_tokens"] + second["output_tokens"],
-                   "cost_usd": row["cost_usd"]}
+    assert row == {
+        "object": "usage.day",
+        "date": today,
+        "model": "local-image",
+        "requests": 2,
+        "images": 3,
+        "input_tokens": first["input_tokens"] + second["input_tokens"],
+        "output_tokens": first["output_tokens"] + second["output_tokens"],
+        "cost_usd": row["cost_usd"],
+    }
     records = svc.meter.records(tenant.tenant_id)
     assert row["cost_usd"] == sum(int(r["cost_micro_usd"]) for r in records) / 1e6 and row["cost_usd"] > 0
     assert mine["totals"] == {k: row[k] for k in ("requests", "images", "input_tokens", "output_tokens", "cost_usd")}
@@ -92,20 +120,26 @@ def test_rows_by_date_then_model_within_the_dates_of_the_replayed_event(tenant, 
     status, headers, body = invoke("usage", load_event("usage"))
     assert status == 200 and headers["x-request-id"] == load_event("usage")["requestContext"]["requestId"]
     assert (body["start_date"], body["end_date"]) == ("2026-11-01", "2026-11-30")
-    rows = [(r["date"], r["model"], r["requests"], r["images"], r["output_tokens"], r["cost_usd"])
-            for r in body["data"]]
-    assert rows == [("2026-11-01", "local-image", 1, 2, 100, 0.021145),
-                    ("2026-11-22", "local-image", 2, 5, 150, 0.1),
-                    ("2026-11-22", "local-text", 1, 0, 100, 0.0005),
-                    ("2026-11-30", "local-image", 1, 1, 100, 0.01)]
-    assert body["totals"] == {"requests": 5, "images": 8, "input_tokens": 50, "output_tokens": 450,
-                              "cost_usd": 0.131645}
+    rows = [
+        (r["date"], r["model"], r["requests"], r["images"], r["output_tokens"], r["cost_usd"]) for r in body["data"]
+    ]
+    assert rows == [
+        ("2026-11-01", "local-image", 1, 2, 100, 0.021145),
+        ("2026-11-22", "local-image", 2, 5, 150, 0.1),
+        ("2026-11-22", "local-text", 1, 0, 100, 0.0005),
+        ("2026-11-30", "local-image", 1, 1, 100, 0.01),
+    ]
+    assert body["totals"] == {
+        "requests": 5,
+        "images": 8,
+        "input_tokens": 50,
+        "output_tokens": 450,
+        "cost_usd": 0.131645,
+    }
 
-    status, body = _usage(EVENT_KEY, start_date="2026-11-22",
-                          end_date="2026-11-22")
+    status, body = _usage(EVENT_KEY, start_date="2026-11-22", end_date="2026-11-22")
     assert status == 200 and [r["model"] for r in body["data"]] == ["local-image", "local-text"]
-    status, body = _usage(EVENT_KEY, start_date="2026-12-01",
-                          end_date="2027-01-15")
+    status, body = _usage(EVENT_KEY, start_date="2026-12-01", end_date="2027-01-15")
     assert status == 200 and [r["date"] for r in body["data"]] == ["2026-12-01"]
 
 
@@ -121,29 +155,34 @@ def test_default_window_is_30_days_ending_today(tenant, svc):
     assert (body["start_date"], body["end_date"]) == ("2026-11-01", "2026-11-30")
 
 
-@pytest.mark.parametrize("query,param,code", [
-    ({"start_date": "2026-13-01"}, "start_date", "invalid_value"),
-    ({"start_date": "2026-02-30", "end_date": "2026-03-01"}, "start_date", "invalid_value"),
-    ({"end_date": "20261122"}, "end_date", "invalid_value"),  # ISO basic format: not YYYY-MM-DD
-    ({"end_date": "2026-W47-1"}, "end_date", "invalid_value"),
-    ({"start_date": ""}, "start_date", "invalid_value"),
-    ({"start_date": "yesterday"}, "start_date", "invalid_value"),
-    ({"start_date": "2026-11-23", "end_date": "2026-11-22"}, "start_date", "invalid_date_range"),
-    ({"start_date": "2025-11-29", "end_date": "2026-11-30"}, "start_date", "invalid_date_range"),  # 367 days
-    ({"start_date": "2000-01-01"}, "start_date", "invalid_date_range"),
-])
+@pytest.mark.parametrize(
+    "query,param,code",
+    [
+        ({"start_date": "2026-13-01"}, "start_date", "invalid_value"),
+        ({"start_date": "2026-02-30", "end_date": "2026-03-01"}, "start_date", "invalid_value"),
+        ({"end_date": "20261122"}, "end_date", "invalid_value"),  # ISO basic format: not YYYY-MM-DD
+        ({"end_date": "2026-W47-1"}, "end_date", "invalid_value"),
+        ({"start_date": ""}, "start_date", "invalid_value"),
+        ({"start_date": "yesterday"}, "start_date", "invalid_value"),
+        ({"start_date": "2026-11-23", "end_date": "2026-11-22"}, "start_date", "invalid_date_range"),
+        ({"start_date": "2025-11-29", "end_date": "2026-11-30"}, "start_date", "invalid_date_range"),  # 367 days
+        ({"start_date": "2000-01-01"}, "start_date", "invalid_date_range"),
+    ],
+)
 def test_bad_dates_are_400_naming_the_parameter(tenant, query, param, code):
     status, body = _usage(EVENT_KEY, **query)
     assert status == 400 and set(body["error"]) == ENVELOPE_KEYS
     assert (body["error"]["param"], body["error"]["code"], body["error"]["type"]) == (
-        param, code, "invalid_request_error")
+        param,
+        code,
+        "invalid_request_error",
+    )
     for value in query.values():
         assert not value or value not in body["error"]["message"]  # names the parameter, never echoes the value
 
 
 def test_366_days_and_the_earliest_day_are_accepted(tenant):
-    status, body = _usage(EVENT_KEY, start_date="2025-11-30",
-                          end_date="2026-11-30")
+    status, body = _usage(EVENT_KEY, start_date="2025-11-30", end_date="2026-11-30")
     assert status == 200 and body["data"] == []
     status, body = _usage(EVENT_KEY, end_date="0001-01-05")
     assert status == 200 and body["start_date"] == "0001-01-01"

@@ -13,16 +13,23 @@ from lambda_harness import Context, WorkerContext, invoke, load_event, load_hand
 
 def _queued(tenant) -> str:
     event = load_event("responses-create")
-    event["body"] = json.dumps({"model": "local-image", "input": "a lighthouse", "background": True,
-                                "tools": [{"type": "image_generation", "size": "256x256"}]})
+    event["body"] = json.dumps(
+        {
+            "model": "local-image",
+            "input": "a lighthouse",
+            "background": True,
+            "tools": [{"type": "image_generation", "size": "256x256"}],
+        }
+    )
     status, _, body = invoke("responses", event)
     assert status == 200 and body["status"] == "queued", body
     return body["id"]
 
 
 def _status(response_id: str) -> dict:
-    event = load_event("responses-retrieve", path=f"/v1/responses/{response_id}",
-                       pathParameters={"response_id": response_id})
+    event = load_event(
+        "responses-retrieve", path=f"/v1/responses/{response_id}", pathParameters={"response_id": response_id}
+    )
     status, _, body = invoke("responses", event)
     assert status == 200, body
     return body
@@ -66,8 +73,13 @@ def test_the_dead_letter_handler_fails_the_job(svc, tenant):
 
 def test_cancel_route_answers_the_cancelled_response(svc, tenant):
     response_id = _queued(tenant)
-    event = load_event("responses-retrieve", path=f"/v1/responses/{response_id}/cancel", httpMethod="POST",
-                       resource="/v1/responses/{response_id}/cancel", pathParameters={"response_id": response_id})
+    event = load_event(
+        "responses-retrieve",
+        path=f"/v1/responses/{response_id}/cancel",
+        httpMethod="POST",
+        resource="/v1/responses/{response_id}/cancel",
+        pathParameters={"response_id": response_id},
+    )
     status, _, body = invoke("responses", event)
     assert status == 200 and body["status"] == "cancelled" and body["background"] is True
 

@@ -34,8 +34,13 @@ def run_cli(stack: dict, *args: str):
     """``python -m darkroom.cli ARGS --json`` against the stack -> parsed JSON."""
     env = clean_environment() | {k: v for k, v in stack.items() if not k.startswith("_")}
     done = subprocess.run(  # this interpreter, the darkroom CLI
-        [sys.executable, "-m", "darkroom.cli", *args, "--json"], env=env, cwd=REPO, capture_output=True,
-        text=True, timeout=CLI_TIMEOUT_SECONDS, stdin=subprocess.DEVNULL,
+        [sys.executable, "-m", "darkroom.cli", *args, "--json"],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=CLI_TIMEOUT_SECONDS,
+        stdin=subprocess.DEVNULL,
     )
     assert done.returncode == 0, f"darkroom {' '.join(args)}: {done.stdout}\n{done.stderr}"
     return json.loads(done.stdout)
@@ -44,9 +49,18 @@ def run_cli(stack: dict, *args: str):
 @pytest.fixture(scope="session")
 def fuzz_tenant(local_stack) -> dict:
     """A tenant with limits far above what the fuzzing can use, and its key: {tenant_id, key, origin}."""
-    tenant = run_cli(local_stack, "tenants", "create", f"fuzz-{uuid.uuid4().hex[:8]}",
-                     "--images-per-minute", "100000", "--images-per-day", "1000000",
-                     "--requests-per-minute", "100000")
+    tenant = run_cli(
+        local_stack,
+        "tenants",
+        "create",
+        f"fuzz-{uuid.uuid4().hex[:8]}",
+        "--images-per-minute",
+        "100000",
+        "--images-per-day",
+        "1000000",
+        "--requests-per-minute",
+        "100000",
+    )
     issued = run_cli(local_stack, "keys", "issue", tenant["tenant_id"])
     origin = local_stack["OPENAI_BASE_URL"].removesuffix("/").removesuffix("/v1")
     return {"tenant_id": tenant["tenant_id"], "key": issued["key"], "origin": origin}

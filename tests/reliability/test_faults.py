@@ -29,8 +29,13 @@ ENVELOPE_KEYS = {"message", "type", "param", "code"}
 
 
 def client_error(code: str, operation: str, status: int = 500) -> ClientError:
-    return ClientError({"Error": {"Code": code, "Message": "injected by the reliability suite"},
-                        "ResponseMetadata": {"HTTPStatusCode": status}}, operation)
+    return ClientError(
+        {
+            "Error": {"Code": code, "Message": "injected by the reliability suite"},
+            "ResponseMetadata": {"HTTPStatusCode": status},
+        },
+        operation,
+    )
 
 
 class FaultyClient:
@@ -130,8 +135,11 @@ def test_usage_transaction_failure_is_a_503_refunded_and_unbilled(tenant, svc, c
 
 
 def test_s3_put_failure_is_a_5xx_refunded_and_unbilled(tenant, svc, counts, monkeypatch):
-    monkeypatch.setattr(svc.store, "_s3", FaultyClient(svc.store._s3, "put_object",
-                                                       client_error("InternalError", "PutObject"), nth=None))
+    monkeypatch.setattr(
+        svc.store,
+        "_s3",
+        FaultyClient(svc.store._s3, "put_object", client_error("InternalError", "PutObject"), nth=None),
+    )
     status, headers, body = invoke("generate", _generate_event())
     _assert_clean_error(status, headers, body, 500)
     assert set(counts(tenant.tenant_id).values()) <= {0}, counts(tenant.tenant_id)
@@ -152,8 +160,7 @@ def _raise(error):
 
 
 @pytest.mark.parametrize(("error", "status_", "code"), BACKEND_FAULTS, ids=["timeout", "upstream-5xx"])
-def test_backend_failure_on_generate_is_refunded_and_unbilled(tenant, svc, counts, monkeypatch, error, status_,
-                                                              code):
+def test_backend_failure_on_generate_is_refunded_and_unbilled(tenant, svc, counts, monkeypatch, error, status_, code):
     monkeypatch.setattr(LocalBackend, "generate", _raise(error))
     status, headers, body = invoke("generate", _generate_event())
     _assert_clean_error(status, headers, body, status_, code)
@@ -171,13 +178,13 @@ def test_backend_failure_on_edit_is_refunded_and_unbilled(tenant, svc, counts, m
 
 
 @pytest.mark.parametrize(("error", "status_", "code"), BACKEND_FAULTS, ids=["timeout", "upstream-5xx"])
-def test_backend_failure_in_responses_is_refunded_and_unbilled(tenant, svc, counts, monkeypatch, error, status_,
-                                                               code):
+def test_backend_failure_in_responses_is_refunded_and_unbilled(tenant, svc, counts, monkeypatch, error, status_, code):
     monkeypatch.setattr(LocalBackend, "generate", _raise(error))
     monkeypatch.setattr(LocalBackend, "respond", _raise(error))
-    for body in ({"model": "local-text", "input": "a lighthouse", "tools": [{"type": "image_generation",
-                                                                             "size": "256x256"}]},
-                 {"model": "local-text", "input": "say something"}):
+    for body in (
+        {"model": "local-text", "input": "a lighthouse", "tools": [{"type": "image_generation", "size": "256x256"}]},
+        {"model": "local-text", "input": "say something"},
+    ):
         status, headers, answer = invoke("responses", _json_event("responses-create", body))
         _assert_clean_error(status, headers, answer, status_, code)
     assert set(counts(tenant.tenant_id).values()) <= {0}, counts(tenant.tenant_id)
@@ -186,8 +193,10 @@ def test_backend_failure_in_responses_is_refunded_and_unbilled(tenant, svc, coun
 
 def test_a_client_error_keeps_counting(tenant, svc, counts):
     """The control: a 4xx after admission is the client's, so it is not refunded (as at OpenAI)."""
-    files = [("image", ("a.png", _png(Image.new("RGB", (32, 32))), "image/png")),
-             ("mask", ("m.png", _png(Image.new("RGBA", (16, 16))), "image/png"))]  # wrong mask size: 400
+    files = [
+        ("image", ("a.png", _png(Image.new("RGB", (32, 32))), "image/png")),
+        ("mask", ("m.png", _png(Image.new("RGBA", (16, 16))), "image/png")),
+    ]  # wrong mask size: 400
     request = httpx.Request("POST", "http://x/v1/images/edits", files=files, data={"prompt": "x"})
     event = load_event("edit")
     event["headers"]["content-type"] = event["multiValueHeaders"]["content-type"] = request.headers["content-type"]
@@ -205,10 +214,17 @@ def test_a_client_error_keeps_counting(tenant, svc, counts):
 # Found by this suite: the inputs were decoded before the refund scope began.
 def test_s3_failure_reading_a_file_input_refunds_the_admission(tenant, svc, counts, monkeypatch):
     stored = svc.files.create(tenant.tenant_id, "in.png", "vision", _png(Image.new("RGB", (32, 32), (9, 9, 9))))
-    monkeypatch.setattr(svc.files, "_s3", FaultyClient(svc.files._s3, "get_object",
-                                                       client_error("InternalError", "GetObject"), nth=None))
-    event = _json_event("generate", {"prompt": "x", "images": [{"file_id": stored.id}]},
-                        path="/v1/images/edits", resource="/v1/images/edits")
+    monkeypatch.setattr(
+        svc.files,
+        "_s3",
+        FaultyClient(svc.files._s3, "get_object", client_error("InternalError", "GetObject"), nth=None),
+    )
+    event = _json_event(
+        "generate",
+        {"prompt": "x", "images": [{"file_id": stored.id}]},
+        path="/v1/images/edits",
+        resource="/v1/images/edits",
+    )
     status, headers, body = invoke("edit", event)
     _assert_clean_error(status, headers, body, 500)  # this part holds: a clean 500
     _nothing_billed(svc, tenant.tenant_id)

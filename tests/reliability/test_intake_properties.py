@@ -25,15 +25,20 @@ pytestmark = pytest.mark.reliability
 
 MAX_SECONDS = 2.0
 LIMITS = IntakeLimits(formats=frozenset({"png", "jpeg", "webp", "gif"}))
-SETTINGS = settings(max_examples=150, derandomize=True, database=None, deadline=None,
-                    suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(
+    max_examples=150, derandomize=True, database=None, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
 B64_ALPHABET = set(string.ascii_letters + string.digits + "+/=")
 
 
 def _seed(fmt: str, mode: str, size=(24, 16), **save) -> bytes:
     image = Image.new(mode, size)
-    image.putdata([((x * 37) % 256, (x * 11) % 256, (x * 5) % 256, 200)[:len(mode)] if len(mode) > 1 else x % 256
-                   for x in range(size[0] * size[1])])
+    image.putdata(
+        [
+            ((x * 37) % 256, (x * 11) % 256, (x * 5) % 256, 200)[: len(mode)] if len(mode) > 1 else x % 256
+            for x in range(size[0] * size[1])
+        ]
+    )
     buffer = io.BytesIO()
     image.save(buffer, format=fmt, **save)
     return buffer.getvalue()
@@ -86,7 +91,7 @@ def mutated(draw):
             end = min(len(data), 64) if draw(st.booleans()) else len(data)
             data[draw(st.integers(0, end - 1))] = draw(st.integers(0, 255))
         elif kind == "truncate" and data:
-            del data[draw(st.integers(0, len(data) - 1)):]
+            del data[draw(st.integers(0, len(data) - 1)) :]
         elif kind == "append":
             data += draw(st.binary(min_size=1, max_size=256))
         elif kind == "splice" and data:
@@ -94,7 +99,7 @@ def mutated(draw):
             data[position:position] = draw(st.binary(min_size=1, max_size=64))
         elif kind == "dup" and len(data) > 8:
             start = draw(st.integers(0, len(data) - 8))
-            data += data[start:start + draw(st.integers(1, 64))]
+            data += data[start : start + draw(st.integers(1, 64))]
     return bytes(data)
 
 
@@ -109,8 +114,10 @@ def test_random_bytes_are_rejected_cleanly(data):
     _check(data)
 
 
-@given(st.sampled_from([b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF89a", b"RIFF\x00\x00\x00\x00WEBPVP8 "]),
-       st.binary(max_size=2048))
+@given(
+    st.sampled_from([b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF89a", b"RIFF\x00\x00\x00\x00WEBPVP8 "]),
+    st.binary(max_size=2048),
+)
 @SETTINGS
 def test_random_bytes_behind_a_valid_magic_number_are_rejected_cleanly(magic, tail):
     _check(magic + tail)
@@ -134,7 +141,7 @@ def _png_declaring(width: int, height: int) -> bytes:
 def _jpeg_declaring(width: int, height: int) -> bytes:
     data = bytearray(SEEDS["jpeg"])
     sof = data.index(b"\xff\xc0")
-    data[sof + 5:sof + 9] = struct.pack(">HH", height, width)
+    data[sof + 5 : sof + 9] = struct.pack(">HH", height, width)
     return bytes(data)
 
 
@@ -165,13 +172,16 @@ def test_strict_base64_refuses_any_character_outside_the_alphabet(text):
     assert refused.value.status == 400 and refused.value.code in ("invalid_base64", "image_too_large")
 
 
-@given(st.binary(min_size=1, max_size=300), st.integers(0, 400), st.sampled_from([" ", "\n", "\r\n", "\t", "*", "-",
-                                                                                   "_", "\x00", "\u00e9", "="]))
+@given(
+    st.binary(min_size=1, max_size=300),
+    st.integers(0, 400),
+    st.sampled_from([" ", "\n", "\r\n", "\t", "*", "-", "_", "\x00", "\u00e9", "="]),
+)
 @SETTINGS
 def test_strict_base64_round_trips_and_refuses_an_injected_character(data, where, junk):
     encoded = base64.b64encode(data).decode()
     assert decode_base64(encoded, param="image", max_bytes=10_000) == data
-    spoiled = encoded[:where % (len(encoded) + 1)] + junk + encoded[where % (len(encoded) + 1):]
+    spoiled = encoded[: where % (len(encoded) + 1)] + junk + encoded[where % (len(encoded) + 1) :]
     with pytest.raises(ImageRejected):
         decode_base64(spoiled, param="image", max_bytes=10_000)
     # A data URL goes through the same strict decoder.

@@ -36,12 +36,20 @@ def scenarios(draw):
 
 
 @given(scenario=scenarios())
-@settings(max_examples=30, derandomize=True, database=None, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(
+    max_examples=30,
+    derandomize=True,
+    database=None,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 def test_concurrent_admissions_never_pass_a_limit_and_refunds_are_exact(svc, counts, scenario):
     per_minute, per_day, sizes = scenario
-    tenant = Tenant(tenant_id=f"tnt_{uuid.uuid4().hex[:16]}", name="prop",
-                    limits=Limits(images_per_minute=per_minute, images_per_day=per_day, requests_per_minute=1000))
+    tenant = Tenant(
+        tenant_id=f"tnt_{uuid.uuid4().hex[:16]}",
+        name="prop",
+        limits=Limits(images_per_minute=per_minute, images_per_day=per_day, requests_per_minute=1000),
+    )
     limiter = RateLimiter(svc.limiter._db, svc.settings.rate_limits_table, clock=lambda: NOW)
     start = threading.Barrier(min(THREADS, len(sizes)))
 

@@ -48,7 +48,7 @@ def _json(name: str, body: dict) -> dict:
 def _b64_probes(encoded: str) -> list[str]:
     """Distinctive pieces of a base64 string (its first bytes are the format's magic, shared by every PNG)."""
     middle = len(encoded) // 2
-    return [piece for piece in (encoded[64:128], encoded[middle:middle + 64], encoded[-96:-32]) if len(piece) >= 32]
+    return [piece for piece in (encoded[64:128], encoded[middle : middle + 64], encoded[-96:-32]) if len(piece) >= 32]
 
 
 def _signatures(url: str) -> list[str]:
@@ -74,9 +74,19 @@ def test_a_full_flow_logs_no_request_data(tenant, svc, captured, capsys, caplog)
     urls: list[str] = []
 
     # generate
-    status, _, body = invoke("generate", _json("generate", {
-        "model": "local-image", "prompt": PROMPTS["generate"], "size": "256x256", "n": 2,
-        "response_format": "b64_json"}))
+    status, _, body = invoke(
+        "generate",
+        _json(
+            "generate",
+            {
+                "model": "local-image",
+                "prompt": PROMPTS["generate"],
+                "size": "256x256",
+                "n": 2,
+                "response_format": "b64_json",
+            },
+        ),
+    )
     assert status == 200, body
     b64 += [item["b64_json"] for item in body["data"]]
     urls += [item["url"] for item in body["data"]]
@@ -87,9 +97,14 @@ def test_a_full_flow_logs_no_request_data(tenant, svc, captured, capsys, caplog)
     mask.paste((0, 0, 0, 0), (32, 32, 96, 96))
     photo_png, mask_png = _png(photo), _png(mask)
     b64 += [base64.b64encode(photo_png).decode(), base64.b64encode(mask_png).decode()]
-    status, _, body = invoke("edit", multipart_event("edit", [
-        ("image", (FILENAMES[0], photo_png, "image/png")), ("mask", (FILENAMES[1], mask_png, "image/png"))],
-        {"prompt": PROMPTS["edit"], "model": "local-image", "response_format": "b64_json"}))
+    status, _, body = invoke(
+        "edit",
+        multipart_event(
+            "edit",
+            [("image", (FILENAMES[0], photo_png, "image/png")), ("mask", (FILENAMES[1], mask_png, "image/png"))],
+            {"prompt": PROMPTS["edit"], "model": "local-image", "response_format": "b64_json"},
+        ),
+    )
     assert status == 200, body
     b64 += [item["b64_json"] for item in body["data"]]
     urls += [item["url"] for item in body["data"]]
@@ -97,27 +112,46 @@ def test_a_full_flow_logs_no_request_data(tenant, svc, captured, capsys, caplog)
     # responses: an input image and the image tool, then a retrieve (fresh presigned URLs)
     red = _png(Image.effect_noise((64, 48), 80).convert("RGB"))
     b64.append(base64.b64encode(red).decode())
-    status, _, body = invoke("responses", _json("responses-create", {
-        "model": "local-text", "tools": [{"type": "image_generation", "size": "256x256"}],
-        "input": [{"role": "user", "content": [
-            {"type": "input_text", "text": PROMPTS["responses"]},
-            {"type": "input_image", "image_url": "data:image/png;base64," + b64[-1]}]}]}))
+    status, _, body = invoke(
+        "responses",
+        _json(
+            "responses-create",
+            {
+                "model": "local-text",
+                "tools": [{"type": "image_generation", "size": "256x256"}],
+                "input": [
+                    {
+                        "role": "user",
+                        "content": [
+                            {"type": "input_text", "text": PROMPTS["responses"]},
+                            {"type": "input_image", "image_url": "data:image/png;base64," + b64[-1]},
+                        ],
+                    }
+                ],
+            },
+        ),
+    )
     assert status == 200, body
     calls = [item for item in body["output"] if item["type"] == "image_generation_call"]
     assert calls, body["output"]
     b64 += [call["result"] for call in calls]
     urls += [call["url"] for call in calls if call.get("url")]
     response_id = body["id"]
-    status, _, body = invoke("responses", load_event(
-        "responses-retrieve", path=f"/v1/responses/{response_id}", pathParameters={"response_id": response_id}))
+    status, _, body = invoke(
+        "responses",
+        load_event(
+            "responses-retrieve", path=f"/v1/responses/{response_id}", pathParameters={"response_id": response_id}
+        ),
+    )
     assert status == 200, body
     urls += [item["url"] for item in body["output"] if item.get("url")]
 
     # files create
     scan = _png(Image.effect_noise((40, 40), 90).convert("RGB"))
     b64.append(base64.b64encode(scan).decode())
-    status, _, body = invoke("files", multipart_event("files-create", [("file", (FILENAMES[2], scan, "image/png"))],
-                                                 {"purpose": "vision"}))
+    status, _, body = invoke(
+        "files", multipart_event("files-create", [("file", (FILENAMES[2], scan, "image/png"))], {"purpose": "vision"})
+    )
     assert status == 200, body
     assert body["filename"] == FILENAMES[2]
 
@@ -126,22 +160,35 @@ def test_a_full_flow_logs_no_request_data(tenant, svc, captured, capsys, caplog)
     assert len(secrets["base64"]) >= 3 * 8 and len(urls) >= 5
 
     out, err = capsys.readouterr()
-    logged = "\n".join([captured.getvalue(), out, err, caplog.text,
-                        *(json.dumps(record.__dict__, default=str) for record in caplog.records)])
+    logged = "\n".join(
+        [
+            captured.getvalue(),
+            out,
+            err,
+            caplog.text,
+            *(json.dumps(record.__dict__, default=str) for record in caplog.records),
+        ]
+    )
     assert "images produced" in logged, "the capture saw none of darkroom's own log lines"
     leaks = {kind: [value[:40] for value in values if value in logged] for kind, values in secrets.items()}
     assert not any(leaks.values()), f"request data in the logs: {leaks}"
 
     # Every line darkroom logged is correlated: the request id of the invocation that wrote it.
-    request_ids = {load_event(name)["requestContext"]["requestId"]
-                   for name in ("generate", "edit", "responses-create", "responses-retrieve", "files-create")}
+    request_ids = {
+        load_event(name)["requestContext"]["requestId"]
+        for name in ("generate", "edit", "responses-create", "responses-retrieve", "files-create")
+    }
     lines = [json.loads(line) for line in captured.getvalue().splitlines() if line.startswith("{")]
     assert lines and {line.get("correlation_id") for line in lines} <= request_ids
     # Metrics (EMF on stdout) carry no tenant, key or request as a dimension.
     documents = [json.loads(line) for line in out.splitlines() if line.startswith("{") and '"_aws"' in line]
     assert documents, "no EMF metrics were written"
-    dimensions = {(name, document[name]) for document in documents
-                  for directive in document["_aws"]["CloudWatchMetrics"]
-                  for dimension_set in directive["Dimensions"] for name in dimension_set}
+    dimensions = {
+        (name, document[name])
+        for document in documents
+        for directive in document["_aws"]["CloudWatchMetrics"]
+        for dimension_set in directive["Dimensions"]
+        for name in dimension_set
+    }
     assert {name for name, _ in dimensions} <= {"service", "Backend", "Window", "Code"}, dimensions
     assert not {value for _, value in dimensions} & {tenant.tenant_id, EVENT_KEY, *request_ids}

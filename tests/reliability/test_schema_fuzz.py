@@ -29,8 +29,14 @@ pytestmark = pytest.mark.reliability
 
 SPEC = Path(__file__).resolve().parents[2] / "docs" / "openapi.json"
 EXAMPLES_PER_OPERATION = 25
-FUZZED_PREFIXES = ("/v1/images/generations", "/v1/images/edits", "/v1/models", "/v1/responses", "/v1/files",
-                   "/v1/usage")
+FUZZED_PREFIXES = (
+    "/v1/images/generations",
+    "/v1/images/edits",
+    "/v1/models",
+    "/v1/responses",
+    "/v1/files",
+    "/v1/usage",
+)
 
 
 def _operations() -> list:
@@ -48,18 +54,33 @@ OPERATIONS = _operations()
 
 def test_the_spec_covers_the_fuzzed_routes():
     labels = {op.label for op in OPERATIONS}
-    assert {"POST /v1/images/generations", "GET /v1/models", "GET /v1/models/{model}", "POST /v1/responses",
-            "GET /v1/responses/{response_id}", "DELETE /v1/responses/{response_id}", "GET /v1/files",
-            "POST /v1/files", "GET /v1/files/{file_id}", "DELETE /v1/files/{file_id}"} <= labels, labels
+    assert {
+        "POST /v1/images/generations",
+        "GET /v1/models",
+        "GET /v1/models/{model}",
+        "POST /v1/responses",
+        "GET /v1/responses/{response_id}",
+        "DELETE /v1/responses/{response_id}",
+        "GET /v1/files",
+        "POST /v1/files",
+        "GET /v1/files/{file_id}",
+        "DELETE /v1/files/{file_id}",
+    } <= labels, labels
     assert json.loads(SPEC.read_text())["servers"] == [{"url": "/"}]  # paths carry /v1 themselves
 
 
 # Positive data for every operation; negative data (wrong types, missing fields, out-of-range values)
 # for the operations whose inputs the spec describes: the JSON bodies and the query/path parameters.
-NEGATIVE = ("POST /v1/images/generations", "POST /v1/responses", "GET /v1/files", "GET /v1/models/{model}",
-            "GET /v1/usage")
+NEGATIVE = (
+    "POST /v1/images/generations",
+    "POST /v1/responses",
+    "GET /v1/files",
+    "GET /v1/models/{model}",
+    "GET /v1/usage",
+)
 CASES = [(op, GenerationMode.POSITIVE) for op in OPERATIONS] + [
-    (op, GenerationMode.NEGATIVE) for op in OPERATIONS if op.label in NEGATIVE]
+    (op, GenerationMode.NEGATIVE) for op in OPERATIONS if op.label in NEGATIVE
+]
 
 
 @pytest.mark.parametrize(("operation", "mode"), CASES, ids=lambda v: getattr(v, "label", None) or v.value)
@@ -70,9 +91,15 @@ def test_generated_requests_never_get_a_5xx_and_match_the_schema(operation, mode
     seen: list[int] = []
 
     @given(case=operation.as_strategy(generation_mode=mode))
-    @settings(max_examples=EXAMPLES_PER_OPERATION, derandomize=True, database=None, deadline=None,
-              phases=[Phase.explicit, Phase.generate], print_blob=False,
-              suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=EXAMPLES_PER_OPERATION,
+        derandomize=True,
+        database=None,
+        deadline=None,
+        phases=[Phase.explicit, Phase.generate],
+        print_blob=False,
+        suppress_health_check=list(HealthCheck),
+    )
     def fuzz(case):
         assert fuzz_tenant["origin"].startswith("http://127.0.0.1:")
         response = case.call(base_url=fuzz_tenant["origin"], session=session, headers=headers, timeout=60)

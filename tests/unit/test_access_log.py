@@ -40,11 +40,28 @@ def test_the_format_is_json_with_exactly_the_operator_fields(stack):
 
 def test_the_format_names_no_key_body_query_or_raw_path(stack):
     variables = set(re.findall(r"\$context\.([A-Za-z0-9_.]+)", stack.access_log_format()))
-    assert variables == {"extendedRequestId", "authorizer.principalId", "httpMethod", "resourcePath", "status",
-                         "responseLatency", "integrationLatency", "responseLength"}
+    assert variables == {
+        "extendedRequestId",
+        "authorizer.principalId",
+        "httpMethod",
+        "resourcePath",
+        "status",
+        "responseLatency",
+        "integrationLatency",
+        "responseLength",
+    }
     lowered = stack.access_log_format().lower()
-    for forbidden in ("$context.path", "querystring", "authorization", "apikey", "identity.", "body", "$input",
-                      "requestoverride", "error.message"):
+    for forbidden in (
+        "$context.path",
+        "querystring",
+        "authorization",
+        "apikey",
+        "identity.",
+        "body",
+        "$input",
+        "requestoverride",
+        "error.message",
+    ):
         assert forbidden not in lowered
 
 

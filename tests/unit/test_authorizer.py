@@ -37,8 +37,9 @@ def _allows_every_route(answer: dict) -> None:
     assert statement["Effect"] == "Allow" and statement["Action"] == "execute-api:Invoke"
     assert statement["Resource"] == "arn:aws:execute-api:us-east-1:000000000000:local/prod/*/*"
     for other in ("POST/v1/images/generations", "DELETE/v1/responses/resp_1", "GET/v1/models"):
-        assert fnmatch.fnmatchcase(f"arn:aws:execute-api:us-east-1:000000000000:local/prod/{other}",
-                                   statement["Resource"])  # a cached answer must serve every route
+        assert fnmatch.fnmatchcase(
+            f"arn:aws:execute-api:us-east-1:000000000000:local/prod/{other}", statement["Resource"]
+        )  # a cached answer must serve every route
 
 
 def test_the_committed_event_is_a_request_authorizer_event_for_its_route():
@@ -59,10 +60,17 @@ def test_a_suspended_tenant_keeps_its_label_and_the_handler_answers_403(tenant, 
     assert _label(_event(f"Bearer {EVENT_KEY}"))["principalId"] == tenant.tenant_id
 
 
-@pytest.mark.parametrize("authorization", [
-    "Bearer dk-unknownunknownunknownunknownunknownunknown0",  # well formed, not issued
-    "Bearer dk-short", "Basic " + EVENT_KEY, EVENT_KEY, "", None,
-])
+@pytest.mark.parametrize(
+    "authorization",
+    [
+        "Bearer dk-unknownunknownunknownunknownunknownunknown0",  # well formed, not issued
+        "Bearer dk-short",
+        "Basic " + EVENT_KEY,
+        EVENT_KEY,
+        "",
+        None,
+    ],
+)
 def test_unknown_malformed_or_missing_keys_get_the_fixed_label_and_still_pass(tenant, authorization):
     answer = _label(_event(authorization))
     assert answer["principalId"] == "-" and answer["context"] == {"tenant": "-"}

@@ -25,15 +25,22 @@ from darkroom.inference.sagemaker import SageMakerBackend
 
 
 def entry(timeout_seconds: float = 20) -> ModelEntry:
-    return ModelEntry.model_validate({
-        "id": "sm-slow", "backend": "sagemaker",
-        "endpoint": {"endpoint_name": "slow-endpoint", "timeout_seconds": timeout_seconds},
-        "capabilities": ["generate"], "sizes": ["64x48"], "default_size": "64x48"})
+    return ModelEntry.model_validate(
+        {
+            "id": "sm-slow",
+            "backend": "sagemaker",
+            "endpoint": {"endpoint_name": "slow-endpoint", "timeout_seconds": timeout_seconds},
+            "capabilities": ["generate"],
+            "sizes": ["64x48"],
+            "default_size": "64x48",
+        }
+    )
 
 
 def job(deadline_seconds: float) -> GenerateJob:
-    return GenerateJob(prompt="a cat", width=64, height=48, n=1, quality="medium", transparent=False,
-                       deadline_seconds=deadline_seconds)
+    return GenerateJob(
+        prompt="a cat", width=64, height=48, n=1, quality="medium", transparent=False, deadline_seconds=deadline_seconds
+    )
 
 
 class Silent(BaseHTTPRequestHandler):
@@ -42,7 +49,7 @@ class Silent(BaseHTTPRequestHandler):
     requests = 0
     release = threading.Event()
 
-    def do_POST(self):  # noqa: N802 - http.server's name
+    def do_POST(self):
         type(self).requests += 1
         self.rfile.read(int(self.headers.get("content-length", 0)))
         self.release.wait(30)

@@ -52,19 +52,34 @@ def image_reply(document) -> dict:
 
 
 def converse_reply(content: list, stop="end_turn") -> dict:
-    return {"output": {"message": {"role": "assistant", "content": content}}, "stopReason": stop,
-            "usage": {"inputTokens": 3, "outputTokens": 4, "totalTokens": 7}, "metrics": {"latencyMs": 12}}
+    return {
+        "output": {"message": {"role": "assistant", "content": content}},
+        "stopReason": stop,
+        "usage": {"inputTokens": 3, "outputTokens": 4, "totalTokens": 7},
+        "metrics": {"latencyMs": 12},
+    }
 
 
 def entry(model_id=NOVA, sizes=("320x320", "1024x1024", "640x384"), **endpoint) -> ModelEntry:
-    return ModelEntry.model_validate({
-        "id": "bedrock-image", "backend": "bedrock",
-        "endpoint": {"model_id": model_id, "family": FAMILY.get(model_id, "nova-canvas"), "timeout_seconds": 30,
-                     **endpoint},
-        "capabilities": ["generate", "edit", "analyze", "text"], "sizes": list(sizes), "default_size": sizes[0],
-        "max_n": 10, "qualities": ["low", "medium", "high"], "default_quality": "medium",
-        "passthrough": ["negative_prompt", "seed", "cfg_scale", "steps"],
-    })
+    return ModelEntry.model_validate(
+        {
+            "id": "bedrock-image",
+            "backend": "bedrock",
+            "endpoint": {
+                "model_id": model_id,
+                "family": FAMILY.get(model_id, "nova-canvas"),
+                "timeout_seconds": 30,
+                **endpoint,
+            },
+            "capabilities": ["generate", "edit", "analyze", "text"],
+            "sizes": list(sizes),
+            "default_size": sizes[0],
+            "max_n": 10,
+            "qualities": ["low", "medium", "high"],
+            "default_quality": "medium",
+            "passthrough": ["negative_prompt", "seed", "cfg_scale", "steps"],
+        }
+    )
 
 
 @pytest.fixture
@@ -93,22 +108,47 @@ def invoke_params(body: Capture, model_id=NOVA) -> dict:
 
 
 def gen_job(width=320, height=320, n=1, quality="high", transparent=False, prompt="a lighthouse", **options):
-    return GenerateJob(prompt=prompt, width=width, height=height, n=n, quality=quality, transparent=transparent,
-                       deadline_seconds=10, options=options)
+    return GenerateJob(
+        prompt=prompt,
+        width=width,
+        height=height,
+        n=n,
+        quality=quality,
+        transparent=transparent,
+        deadline_seconds=10,
+        options=options,
+    )
 
 
 def edit_job(mask=None, images=None, n=1, width=320, height=320, **options) -> EditJob:
     images = images or [Image.new("RGB", (width, height), (10, 200, 10))]
-    return EditJob(prompt="add a moon", images=images, mask=mask, width=width, height=height, n=n, quality="low",
-                   transparent=False, input_fidelity="low", deadline_seconds=10, options=options)
+    return EditJob(
+        prompt="add a moon",
+        images=images,
+        mask=mask,
+        width=width,
+        height=height,
+        n=n,
+        quality="low",
+        transparent=False,
+        input_fidelity="low",
+        deadline_seconds=10,
+        options=options,
+    )
 
 
 def text_job(images=True) -> TextJob:
-    return TextJob(instructions="Be brief.",
-                   messages=[("developer", "Answer in English."), ("user", "hello"), ("assistant", "hi"),
-                             ("user", "what is this?")],
-                   images=[InputImage(Image.new("RGB", (8, 8), (0, 0, 255)), "png")] if images else [],
-                   deadline_seconds=10)
+    return TextJob(
+        instructions="Be brief.",
+        messages=[
+            ("developer", "Answer in English."),
+            ("user", "hello"),
+            ("assistant", "hi"),
+            ("user", "what is this?"),
+        ],
+        images=[InputImage(Image.new("RGB", (8, 8), (0, 0, 255)), "png")] if images else [],
+        deadline_seconds=10,
+    )
 
 
 def assert_neutral(exc: ApiError) -> None:
@@ -121,21 +161,38 @@ def assert_neutral(exc: ApiError) -> None:
 
 
 def test_generate_sends_a_text_image_request_and_returns_validated_images(stubber, backend, model):
-    body = Capture({"taskType": "TEXT_IMAGE",
-                    "textToImageParams": {"text": "a lighthouse", "negativeText": "fog"},
-                    "imageGenerationConfig": {"numberOfImages": 2, "width": 1024, "height": 1024,
-                                              "quality": "premium", "seed": 42, "cfgScale": 6.5}})
-    stubber.add_response("invoke_model", image_reply({"images": [b64(png(1024, 1024)), b64(png(1024, 1024))],
-                                                      "error": None}), invoke_params(body))
+    body = Capture(
+        {
+            "taskType": "TEXT_IMAGE",
+            "textToImageParams": {"text": "a lighthouse", "negativeText": "fog"},
+            "imageGenerationConfig": {
+                "numberOfImages": 2,
+                "width": 1024,
+                "height": 1024,
+                "quality": "premium",
+                "seed": 42,
+                "cfgScale": 6.5,
+            },
+        }
+    )
+    stubber.add_response(
+        "invoke_model",
+        image_reply({"images": [b64(png(1024, 1024)), b64(png(1024, 1024))], "error": None}),
+        invoke_params(body),
+    )
     images = backend.generate(model, gen_job(1024, 1024, n=2, negative_prompt="fog", seed=42, cfg_scale=6.5))
     assert [i.image.size for i in images] == [(1024, 1024)] * 2
 
 
 @pytest.mark.parametrize(("quality", "expected"), [("low", "standard"), ("medium", "standard"), ("high", "premium")])
 def test_qualities_map_to_standard_and_premium(stubber, backend, model, quality, expected):
-    body = Capture({"taskType": "TEXT_IMAGE", "textToImageParams": {"text": "a lighthouse"},
-                    "imageGenerationConfig": {"numberOfImages": 1, "width": 640, "height": 384,
-                                              "quality": expected}})
+    body = Capture(
+        {
+            "taskType": "TEXT_IMAGE",
+            "textToImageParams": {"text": "a lighthouse"},
+            "imageGenerationConfig": {"numberOfImages": 1, "width": 640, "height": 384, "quality": expected},
+        }
+    )
     stubber.add_response("invoke_model", image_reply({"images": [b64(png(640, 384))]}), invoke_params(body))
     (image,) = backend.generate(model, gen_job(640, 384, quality=quality))
     assert image.image.size == (640, 384)
@@ -178,15 +235,20 @@ def test_edit_without_a_mask_is_an_image_variation(stubber, backend, model):
     sent = body.seen
     assert sent["taskType"] == "IMAGE_VARIATION"
     assert [decode_png(i).size for i in sent["imageVariationParams"]["images"]] == [(320, 320), (400, 400)]
-    assert sent["imageGenerationConfig"] == {"numberOfImages": 1, "width": 320, "height": 320,
-                                             "quality": "standard"}
+    assert sent["imageGenerationConfig"] == {"numberOfImages": 1, "width": 320, "height": 320, "quality": "standard"}
 
 
 def test_respond_uses_converse_with_system_alternating_roles_and_png_images(stubber, backend, model):
     messages = Capture()
-    stubber.add_response("converse", converse_reply([{"text": "A blue "}, {"text": "square."}]),
-                         {"modelId": TEXT_MODEL, "messages": messages,
-                          "system": [{"text": "Be brief."}, {"text": "Answer in English."}]})
+    stubber.add_response(
+        "converse",
+        converse_reply([{"text": "A blue "}, {"text": "square."}]),
+        {
+            "modelId": TEXT_MODEL,
+            "messages": messages,
+            "system": [{"text": "Be brief."}, {"text": "Answer in English."}],
+        },
+    )
     text_model = entry(TEXT_MODEL)
     assert backend.respond(text_model, text_job()) == "A blue square."
     first, second, third = messages.seen
@@ -200,27 +262,32 @@ def test_respond_uses_converse_with_system_alternating_roles_and_png_images(stub
 
 def test_respond_without_instructions_sends_no_system(stubber, backend):
     job = TextJob(instructions=None, messages=[("user", "hi")], images=[], deadline_seconds=5)
-    stubber.add_response("converse", converse_reply([{"text": "hello"}]),
-                         {"modelId": TEXT_MODEL, "messages": [{"role": "user", "content": [{"text": "hi"}]}]})
+    stubber.add_response(
+        "converse",
+        converse_reply([{"text": "hello"}]),
+        {"modelId": TEXT_MODEL, "messages": [{"role": "user", "content": [{"text": "hi"}]}]},
+    )
     assert backend.respond(entry(TEXT_MODEL), job) == "hello"
 
 
 # -- what a model cannot do: refused before AWS is called ------------------------------------------
 
 
-@pytest.mark.parametrize(("model_id", "width", "height", "n", "param"), [
-    (NOVA, 1000, 1000, 1, "size"),  # not multiples of 16
-    (NOVA, 304, 304, 1, "size"),  # below 320
-    (NOVA, 4112, 1024, 1, "size"),  # above 4096
-    (NOVA, 4096, 4096, 1, "size"),  # more than 4,194,304 pixels
-    (NOVA, 320, 1600, 1, "size"),  # aspect ratio beyond 1:4
-    (NOVA, 320, 320, 6, "n"),
-    (NOVA, 320, 320, 0, "n"),
-    (TITAN, 1024, 768, 1, "size"),  # not in Titan's list
-    (TITAN, 1024, 1024, 6, "n"),
-])
-def test_sizes_and_counts_a_model_cannot_do_are_400_before_any_call(client, stubber, model_id, width, height, n,
-                                                                    param):
+@pytest.mark.parametrize(
+    ("model_id", "width", "height", "n", "param"),
+    [
+        (NOVA, 1000, 1000, 1, "size"),  # not multiples of 16
+        (NOVA, 304, 304, 1, "size"),  # below 320
+        (NOVA, 4112, 1024, 1, "size"),  # above 4096
+        (NOVA, 4096, 4096, 1, "size"),  # more than 4,194,304 pixels
+        (NOVA, 320, 1600, 1, "size"),  # aspect ratio beyond 1:4
+        (NOVA, 320, 320, 6, "n"),
+        (NOVA, 320, 320, 0, "n"),
+        (TITAN, 1024, 768, 1, "size"),  # not in Titan's list
+        (TITAN, 1024, 1024, 6, "n"),
+    ],
+)
+def test_sizes_and_counts_a_model_cannot_do_are_400_before_any_call(client, stubber, model_id, width, height, n, param):
     model = entry(model_id)
     with pytest.raises(InvalidRequest) as caught:  # nothing queued: a call would fail with a 502, not a 400
         BedrockBackend(model, client=client).generate(model, gen_job(width, height, n=n))
@@ -228,15 +295,18 @@ def test_sizes_and_counts_a_model_cannot_do_are_400_before_any_call(client, stub
     assert (f"{width}x{height}" if param == "size" else "'n'") in caught.value.message
 
 
-@pytest.mark.parametrize(("job", "param"), [
-    (gen_job(steps=30), "steps"),
-    (gen_job(seed=-1), "seed"),
-    (gen_job(seed=True), "seed"),
-    (gen_job(cfg_scale=11), "cfg_scale"),
-    (gen_job(negative_prompt=""), "negative_prompt"),
-    (gen_job(prompt="x" * 1025), "prompt"),
-    (gen_job(transparent=True), "background"),
-])
+@pytest.mark.parametrize(
+    ("job", "param"),
+    [
+        (gen_job(steps=30), "steps"),
+        (gen_job(seed=-1), "seed"),
+        (gen_job(seed=True), "seed"),
+        (gen_job(cfg_scale=11), "cfg_scale"),
+        (gen_job(negative_prompt=""), "negative_prompt"),
+        (gen_job(prompt="x" * 1025), "prompt"),
+        (gen_job(transparent=True), "background"),
+    ],
+)
 def test_unsupported_options_are_400_before_any_call(stubber, backend, model, job, param):
     with pytest.raises(InvalidRequest) as caught:
         backend.generate(model, job)
@@ -260,8 +330,15 @@ def test_edit_inputs_are_checked_before_any_call(stubber, backend, model):
 # -- AWS errors ------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("code", "status"), [("ThrottlingException", 429), ("ServiceUnavailableException", 503),
-                                              ("ModelNotReadyException", 429), ("InternalServerException", 500)])
+@pytest.mark.parametrize(
+    ("code", "status"),
+    [
+        ("ThrottlingException", 429),
+        ("ServiceUnavailableException", 503),
+        ("ModelNotReadyException", 429),
+        ("InternalServerException", 500),
+    ],
+)
 def test_throttling_and_unavailability_are_503_with_retry_after(stubber, backend, model, code, status):
     for operation in ("invoke_model", "converse"):  # retried within the deadline; the last 503 is the client's
         for _ in range(ATTEMPTS):
@@ -273,11 +350,14 @@ def test_throttling_and_unavailability_are_503_with_retry_after(stubber, backend
         assert_neutral(caught.value)
 
 
-@pytest.mark.parametrize("message", [
-    "This request has been blocked by our content filters. " + SECRET_DETAIL,
-    "The generated image has been blocked by our content filters. Please adjust your prompt and try again.",
-    "Our filters flagged the input image as violating the Responsible AI policy.",
-])
+@pytest.mark.parametrize(
+    "message",
+    [
+        "This request has been blocked by our content filters. " + SECRET_DETAIL,
+        "The generated image has been blocked by our content filters. Please adjust your prompt and try again.",
+        "Our filters flagged the input image as violating the Responsible AI policy.",
+    ],
+)
 def test_content_filter_validation_errors_are_400_content_policy(stubber, backend, model, message):
     stubber.add_client_error("invoke_model", "ValidationException", message, http_status_code=400)
     with pytest.raises(InvalidRequest) as caught:
@@ -288,8 +368,9 @@ def test_content_filter_validation_errors_are_400_content_policy(stubber, backen
 
 
 def test_an_error_field_in_the_image_answer_is_400_content_policy(stubber, backend, model):
-    stubber.add_response("invoke_model", image_reply({"images": [], "error": SECRET_DETAIL}),
-                         invoke_params(Capture(json_body=True)))
+    stubber.add_response(
+        "invoke_model", image_reply({"images": [], "error": SECRET_DETAIL}), invoke_params(Capture(json_body=True))
+    )
     with pytest.raises(InvalidRequest) as caught:
         backend.generate(model, gen_job())
     assert caught.value.code == "content_policy_violation"
@@ -304,12 +385,19 @@ def test_a_filtered_converse_answer_is_400_content_policy(stubber, backend, mode
     assert caught.value.code == "content_policy_violation"
 
 
-@pytest.mark.parametrize(("code", "status", "message"), [
-    ("ValidationException", 400, "Malformed input request: #/imageGenerationConfig: extraneous key " + SECRET_DETAIL),
-    ("AccessDeniedException", 403, f"You don't have access to the model {MODEL_ARN}"),
-    ("ResourceNotFoundException", 404, f"Model {MODEL_ARN} not found"),
-    ("ModelErrorException", 424, SECRET_DETAIL),
-])
+@pytest.mark.parametrize(
+    ("code", "status", "message"),
+    [
+        (
+            "ValidationException",
+            400,
+            "Malformed input request: #/imageGenerationConfig: extraneous key " + SECRET_DETAIL,
+        ),
+        ("AccessDeniedException", 403, f"You don't have access to the model {MODEL_ARN}"),
+        ("ResourceNotFoundException", 404, f"Model {MODEL_ARN} not found"),
+        ("ModelErrorException", 424, SECRET_DETAIL),
+    ],
+)
 def test_other_client_errors_are_502(stubber, backend, model, code, status, message):
     stubber.add_client_error("invoke_model", code, message, http_status_code=status)
     stubber.add_client_error("converse", code, message, http_status_code=status)
@@ -340,11 +428,21 @@ def test_read_timeouts_are_504(client, backend, model, monkeypatch, method):
     assert_neutral(caught.value)
 
 
-@pytest.mark.parametrize("reply", [
-    b"not json " + SECRET_DETAIL.encode(), b"[]", {}, {"images": None}, {"images": []},
-    {"images": [b64(png()), b64(png())]}, {"images": ["%%%"]}, {"images": [b64(b"RIFF....WAVEfmt ")]},
-    {"images": [b64(png()[:40])]},
-], ids=["text", "list", "empty", "null", "none", "too-many", "junk-b64", "wav", "truncated"])
+@pytest.mark.parametrize(
+    "reply",
+    [
+        b"not json " + SECRET_DETAIL.encode(),
+        b"[]",
+        {},
+        {"images": None},
+        {"images": []},
+        {"images": [b64(png()), b64(png())]},
+        {"images": ["%%%"]},
+        {"images": [b64(b"RIFF....WAVEfmt ")]},
+        {"images": [b64(png()[:40])]},
+    ],
+    ids=["text", "list", "empty", "null", "none", "too-many", "junk-b64", "wav", "truncated"],
+)
 def test_malformed_image_answers_are_502_invalid_response(stubber, backend, model, reply):
     stubber.add_response("invoke_model", image_reply(reply), invoke_params(Capture(json_body=True)))
     with pytest.raises(UpstreamError) as caught:
@@ -394,15 +492,22 @@ def test_adapter_for_reuses_the_adapter_until_the_entry_changes():
 # -- the family comes from the catalog, never from the model id ------------------------------------
 
 
-@pytest.mark.parametrize(("model_id", "family", "width", "height"), [
-    (NOVA, "titan-image", 1173, 640),  # looks like Nova Canvas, declared Titan: Titan's size list applies
-    ("us.amazon.titan-image-generator-v2:0-profile", "nova-canvas", 1024, 1024),  # looks like Titan, is Nova
-])
-def test_the_declared_family_decides_the_rules_whatever_the_id_looks_like(client, stubber, model_id, family, width,
-                                                                          height):
+@pytest.mark.parametrize(
+    ("model_id", "family", "width", "height"),
+    [
+        (NOVA, "titan-image", 1173, 640),  # looks like Nova Canvas, declared Titan: Titan's size list applies
+        ("us.amazon.titan-image-generator-v2:0-profile", "nova-canvas", 1024, 1024),  # looks like Titan, is Nova
+    ],
+)
+def test_the_declared_family_decides_the_rules_whatever_the_id_looks_like(
+    client, stubber, model_id, family, width, height
+):
     model = entry(model_id, sizes=(f"{width}x{height}",), family=family)
-    stubber.add_response("invoke_model", image_reply({"images": [b64(png(width, height))]}),
-                         invoke_params(Capture(json_body=True), model_id))
+    stubber.add_response(
+        "invoke_model",
+        image_reply({"images": [b64(png(width, height))]}),
+        invoke_params(Capture(json_body=True), model_id),
+    )
     (image,) = BedrockBackend(model, client=client).generate(model, gen_job(width, height))
     assert image.image.size == (width, height)
 

@@ -36,21 +36,26 @@ def _catalog_with(models: dict, defaults: dict | None = None) -> str:
 def test_routing_is_by_capability_not_by_name():
     # A name that "looks like" an image model but is declared text-only cannot generate,
     # and an oddly named model declared as an image model can.
-    text = _catalog_with({
-        "image-gen-xl": {"backend": "local", "capabilities": ["text"]},
-        "zeta": {"backend": "local", "capabilities": ["generate"], "sizes": ["64x64"], "default_size": "64x64"},
-    })
+    text = _catalog_with(
+        {
+            "image-gen-xl": {"backend": "local", "capabilities": ["text"]},
+            "zeta": {"backend": "local", "capabilities": ["generate"], "sizes": ["64x64"], "default_size": "64x64"},
+        }
+    )
     catalog = parse_catalog(text)
     with pytest.raises(InvalidRequest):
         catalog.resolve("image-gen-xl", Capability.GENERATE)
     assert catalog.resolve("zeta", Capability.GENERATE).backend == "local"
 
 
-@pytest.mark.parametrize("bad", [
-    {"m": {"backend": "mystery", "capabilities": ["text"]}},  # no adapter for that backend
-    {"m": {"backend": "local", "capabilities": ["generate"]}},  # an image model without sizes
-    {"m": {"backend": "local", "capabilities": ["text"], "surprise": 1}},  # unknown key
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"m": {"backend": "mystery", "capabilities": ["text"]}},  # no adapter for that backend
+        {"m": {"backend": "local", "capabilities": ["generate"]}},  # an image model without sizes
+        {"m": {"backend": "local", "capabilities": ["text"], "surprise": 1}},  # unknown key
+    ],
+)
 def test_invalid_catalogs_are_refused(bad):
     with pytest.raises(ValueError):
         parse_catalog(_catalog_with(bad))
@@ -64,8 +69,12 @@ def test_default_must_be_capable():
 def test_catalog_override_from_environment_json(monkeypatch):
     from darkroom import services
 
-    monkeypatch.setenv("DARKROOM_CATALOG", _catalog_with(
-        {"only": {"backend": "local", "capabilities": ["generate"], "sizes": ["32x32"], "default_size": "32x32"}}))
+    monkeypatch.setenv(
+        "DARKROOM_CATALOG",
+        _catalog_with(
+            {"only": {"backend": "local", "capabilities": ["generate"], "sizes": ["32x32"], "default_size": "32x32"}}
+        ),
+    )
     services.reset()
     try:
         assert list(get_catalog().models) == ["only"]
@@ -77,18 +86,24 @@ def test_catalog_override_from_environment_json(monkeypatch):
 def test_catalog_override_from_ssm_parameter(aws, monkeypatch):
     from darkroom import config, services
 
-    config.client("ssm").put_parameter(Name="/darkroom/catalog", Type="String", Value=_catalog_with(
-        {"ssm-model": {"backend": "local", "capabilities": ["text"]}}))
+    config.client("ssm").put_parameter(
+        Name="/darkroom/catalog",
+        Type="String",
+        Value=_catalog_with({"ssm-model": {"backend": "local", "capabilities": ["text"]}}),
+    )
     monkeypatch.setenv("DARKROOM_CATALOG_PARAMETER", "/darkroom/catalog")
     services.reset()
     assert list(get_catalog().models) == ["ssm-model"]
 
 
-@pytest.mark.parametrize("backend,endpoint,adapter", [
-    ("openai", {"base_url": "http://127.0.0.1:9/v1"}, "OpenAIBackend"),
-    ("sagemaker", {"endpoint_name": "flux-endpoint"}, "SageMakerBackend"),
-    ("bedrock", {"model_id": "amazon.nova-lite-v1:0", "family": "converse"}, "BedrockBackend"),
-])
+@pytest.mark.parametrize(
+    "backend,endpoint,adapter",
+    [
+        ("openai", {"base_url": "http://127.0.0.1:9/v1"}, "OpenAIBackend"),
+        ("sagemaker", {"endpoint_name": "flux-endpoint"}, "SageMakerBackend"),
+        ("bedrock", {"model_id": "amazon.nova-lite-v1:0", "family": "converse"}, "BedrockBackend"),
+    ],
+)
 def test_each_backend_name_routes_to_its_adapter(backend, endpoint, adapter):
     from darkroom.inference import backend_for
 
@@ -100,8 +115,13 @@ def test_each_backend_name_routes_to_its_adapter(backend, endpoint, adapter):
 
 # -- bedrock entries declare their family -------------------------------------------------------------
 
-_NOVA_CANVAS = {"backend": "bedrock", "capabilities": ["generate"], "sizes": ["1024x1024"],
-                "default_size": "1024x1024", "endpoint": {"model_id": "amazon.nova-canvas-v1:0"}}
+_NOVA_CANVAS = {
+    "backend": "bedrock",
+    "capabilities": ["generate"],
+    "sizes": ["1024x1024"],
+    "default_size": "1024x1024",
+    "endpoint": {"model_id": "amazon.nova-canvas-v1:0"},
+}
 
 
 def test_a_bedrock_entry_without_a_family_is_refused_naming_the_entry():
@@ -113,20 +133,48 @@ def test_a_bedrock_entry_without_a_family_is_refused_naming_the_entry():
 @pytest.mark.parametrize("family", ["nova", "titan", "stability", ""])
 def test_a_bedrock_family_is_one_of_the_supported_ones(family):
     with pytest.raises(ValueError, match="family"):
-        parse_catalog(_catalog_with({"my-canvas": {**_NOVA_CANVAS, "endpoint": {
-            "model_id": "amazon.nova-canvas-v1:0", "family": family}}}))
+        parse_catalog(
+            _catalog_with(
+                {"my-canvas": {**_NOVA_CANVAS, "endpoint": {"model_id": "amazon.nova-canvas-v1:0", "family": family}}}
+            )
+        )
 
 
 def test_a_converse_family_cannot_draw_and_other_backends_have_no_family():
     with pytest.raises(ValueError, match="my-canvas.*draws no images"):
-        parse_catalog(_catalog_with({"my-canvas": {**_NOVA_CANVAS, "endpoint": {
-            "model_id": "amazon.nova-canvas-v1:0", "family": "converse"}}}))
+        parse_catalog(
+            _catalog_with(
+                {
+                    "my-canvas": {
+                        **_NOVA_CANVAS,
+                        "endpoint": {"model_id": "amazon.nova-canvas-v1:0", "family": "converse"},
+                    }
+                }
+            )
+        )
     with pytest.raises(ValueError, match="bedrock backend only"):
-        parse_catalog(_catalog_with({"m": {"backend": "sagemaker", "capabilities": ["text"],
-                                           "endpoint": {"endpoint_name": "e", "family": "converse"}}}))
+        parse_catalog(
+            _catalog_with(
+                {
+                    "m": {
+                        "backend": "sagemaker",
+                        "capabilities": ["text"],
+                        "endpoint": {"endpoint_name": "e", "family": "converse"},
+                    }
+                }
+            )
+        )
 
 
 def test_the_declared_family_is_kept_whatever_the_model_id_looks_like():
-    catalog = parse_catalog(_catalog_with({"my-canvas": {**_NOVA_CANVAS, "endpoint": {
-        "model_id": "amazon.titan-image-generator-v2:0", "family": "nova-canvas"}}}))
+    catalog = parse_catalog(
+        _catalog_with(
+            {
+                "my-canvas": {
+                    **_NOVA_CANVAS,
+                    "endpoint": {"model_id": "amazon.titan-image-generator-v2:0", "family": "nova-canvas"},
+                }
+            }
+        )
+    )
     assert catalog.models["my-canvas"].endpoint.family == "nova-canvas"

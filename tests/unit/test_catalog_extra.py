@@ -6,8 +6,13 @@ import pytest
 
 from darkroom.catalog import BUNDLED_CATALOG, CatalogError, get_catalog, parse_catalog
 
-SAGEMAKER = {"backend": "sagemaker", "endpoint": {"endpoint_name": "model-server-abc"},
-             "capabilities": ["generate", "edit"], "sizes": ["1024x1024"], "default_size": "1024x1024"}
+SAGEMAKER = {
+    "backend": "sagemaker",
+    "endpoint": {"endpoint_name": "model-server-abc"},
+    "capabilities": ["generate", "edit"],
+    "sizes": ["1024x1024"],
+    "default_size": "1024x1024",
+}
 
 
 @pytest.fixture
@@ -41,8 +46,11 @@ def test_entries_are_added_to_a_catalog_from_the_environment_too(fresh):
 def test_entries_are_added_to_a_catalog_from_the_ssm_parameter(aws, fresh):
     from darkroom import config, services
 
-    config.client("ssm").put_parameter(Name="/darkroom/catalog", Type="String", Value=json.dumps(
-        {"models": {"ssm-model": {"backend": "local", "capabilities": ["text"]}}}))
+    config.client("ssm").put_parameter(
+        Name="/darkroom/catalog",
+        Type="String",
+        Value=json.dumps({"models": {"ssm-model": {"backend": "local", "capabilities": ["text"]}}}),
+    )
     fresh.setenv("DARKROOM_CATALOG_PARAMETER", "/darkroom/catalog")
     fresh.setenv("DARKROOM_CATALOG_EXTRA", json.dumps({"darkroom-diffusion": SAGEMAKER}))
     services.reset()
@@ -58,23 +66,31 @@ def test_no_extra_leaves_the_catalog_as_loaded(fresh, unset):
 
 def test_an_id_the_catalog_already_has_is_a_clash_not_a_replacement(fresh):
     fresh.setenv("DARKROOM_CATALOG_EXTRA", json.dumps({"local-image": SAGEMAKER, "other": SAGEMAKER}))
-    with pytest.raises(CatalogError, match=r"DARKROOM_CATALOG_EXTRA adds model ids the catalog already has: "
-                                           r"local-image \("):
+    with pytest.raises(
+        CatalogError,
+        match=r"DARKROOM_CATALOG_EXTRA adds model ids the catalog already has: "
+        r"local-image \(",
+    ):
         get_catalog()
 
 
-@pytest.mark.parametrize("extra,message", [
-    ("{not json", r"DARKROOM_CATALOG_EXTRA is not JSON"),
-    ('["darkroom-diffusion"]', r"must be a non-empty JSON object"),
-    ("{}", r"must be a non-empty JSON object"),
-    ('{"m": "sagemaker"}', r"the entry for 'm' is not a JSON object"),
-    (json.dumps({"m": {**SAGEMAKER, "endpoint": {}}}), r"invalid entry 'm': .*needs endpoint\.endpoint_name"),
-    (json.dumps({"m": {**SAGEMAKER, "sizes": []}}), r"invalid entry 'm': .*sizes and a default_size"),
-    (json.dumps({"m": {**SAGEMAKER, "surprise": 1}}), r"invalid entry 'm': surprise: Extra inputs"),
-    (json.dumps({"m": {**SAGEMAKER, "max_n": 11}}), r"invalid entry 'm': max_n: "),
-    (json.dumps({"t": {"backend": "local", "capabilities": ["text"], "vision_fallback": "nothing"}}),
-     r"the catalog with its entries is invalid: .*vision_fallback 'nothing'"),
-])
+@pytest.mark.parametrize(
+    "extra,message",
+    [
+        ("{not json", r"DARKROOM_CATALOG_EXTRA is not JSON"),
+        ('["darkroom-diffusion"]', r"must be a non-empty JSON object"),
+        ("{}", r"must be a non-empty JSON object"),
+        ('{"m": "sagemaker"}', r"the entry for 'm' is not a JSON object"),
+        (json.dumps({"m": {**SAGEMAKER, "endpoint": {}}}), r"invalid entry 'm': .*needs endpoint\.endpoint_name"),
+        (json.dumps({"m": {**SAGEMAKER, "sizes": []}}), r"invalid entry 'm': .*sizes and a default_size"),
+        (json.dumps({"m": {**SAGEMAKER, "surprise": 1}}), r"invalid entry 'm': surprise: Extra inputs"),
+        (json.dumps({"m": {**SAGEMAKER, "max_n": 11}}), r"invalid entry 'm': max_n: "),
+        (
+            json.dumps({"t": {"backend": "local", "capabilities": ["text"], "vision_fallback": "nothing"}}),
+            r"the catalog with its entries is invalid: .*vision_fallback 'nothing'",
+        ),
+    ],
+)
 def test_an_invalid_extra_is_a_clear_error_naming_the_variable(fresh, extra, message):
     fresh.setenv("DARKROOM_CATALOG_EXTRA", extra)
     with pytest.raises(CatalogError, match=message) as refused:

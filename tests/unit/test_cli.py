@@ -10,8 +10,9 @@ def test_stack_outputs_name_the_tables(aws, monkeypatch, capsys):
     from darkroom import config
 
     template = {
-        "Resources": {"Marker": {"Type": "AWS::SSM::Parameter",
-                                 "Properties": {"Name": "marker", "Type": "String", "Value": "x"}}},
+        "Resources": {
+            "Marker": {"Type": "AWS::SSM::Parameter", "Properties": {"Name": "marker", "Type": "String", "Value": "x"}}
+        },
         "Outputs": {
             "TenantsTableName": {"Value": aws.physical_name("TenantsTable")},
             "UsageTableName": {"Value": aws.physical_name("UsageTable")},
@@ -49,14 +50,28 @@ def _seed_usage(svc, tenant_id: str) -> None:
     from darkroom.metering import UsageEvent
 
     for request_id, day, model, images, tokens, cost in [
-        ("r1", "2026-11-03", "local-image", 2, 1056, 0.021145), ("r2", "2026-11-22", "local-image", 5, 3168, 0.1273),
-        ("r3", "2026-11-22", "local-text", 0, 40, 0.00002), ("r4", "2026-11-22", "local-image", 1, 1200, 0.05),
+        ("r1", "2026-11-03", "local-image", 2, 1056, 0.021145),
+        ("r2", "2026-11-22", "local-image", 5, 3168, 0.1273),
+        ("r3", "2026-11-22", "local-text", 0, 40, 0.00002),
+        ("r4", "2026-11-22", "local-image", 1, 1200, 0.05),
         ("r5", "2026-12-01", "local-image", 1, 1, 0.5),  # outside events/usage.json's November
     ]:
-        svc.meter.record(UsageEvent(
-            request_id=request_id, tenant_id=tenant_id, operation="generate", model=model, size="512x512",
-            quality="medium", images=images, input_text_tokens=20, input_image_tokens=0, output_tokens=tokens,
-            cost_usd=cost, at=datetime.fromisoformat(day).replace(hour=12, tzinfo=UTC)))
+        svc.meter.record(
+            UsageEvent(
+                request_id=request_id,
+                tenant_id=tenant_id,
+                operation="generate",
+                model=model,
+                size="512x512",
+                quality="medium",
+                images=images,
+                input_text_tokens=20,
+                input_image_tokens=0,
+                output_tokens=tokens,
+                cost_usd=cost,
+                at=datetime.fromisoformat(day).replace(hour=12, tzinfo=UTC),
+            )
+        )
 
 
 def _api_usage() -> dict:
@@ -97,8 +112,18 @@ def test_usage_table_is_aligned_with_a_total(tenant, svc, capsys):
     api = _api_usage()
     assert main(["usage", tenant.tenant_id, "--start-date", "2026-11-01", "--end-date", "2026-11-30"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].split() == ["date", "model", "requests", "images", "input", "tokens", "output", "tokens",
-                                "cost", "(USD)"]
+    assert lines[0].split() == [
+        "date",
+        "model",
+        "requests",
+        "images",
+        "input",
+        "tokens",
+        "output",
+        "tokens",
+        "cost",
+        "(USD)",
+    ]
     assert len(lines) == 1 + len(api["data"]) + 1
     assert len({len(line) for line in lines}) == 1  # numbers right-aligned under their headings
     for line, expected in zip(lines[1:-1], api["data"], strict=True):
@@ -115,7 +140,8 @@ def test_usage_table_is_aligned_with_a_total(tenant, svc, capsys):
 def test_usage_dates_are_checked_like_the_apis(tenant, capsys):
     assert main(["usage", tenant.tenant_id, "--start-date", "2026-11-31"]) == 1
     assert capsys.readouterr().err.strip() == (
-        "darkroom: Invalid value for 'start_date': expected a date as YYYY-MM-DD.")
+        "darkroom: Invalid value for 'start_date': expected a date as YYYY-MM-DD."
+    )
     assert main(["usage", tenant.tenant_id, "--start-date", "2026-11-02", "--end-date", "2026-11-01"]) == 1
     assert "'start_date' must not be after 'end_date'" in capsys.readouterr().err
     with pytest.raises(SystemExit):

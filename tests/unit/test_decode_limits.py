@@ -78,8 +78,9 @@ def test_normal_jpegs_are_walked_to_the_scans_their_encoders_wrote_and_decode():
     progressive = hostile.photo_jpeg(512)
     assert decode_work.jpeg_scans(progressive) == 10  # libjpeg's script for YCbCr
     buffer = io.BytesIO()  # restart markers (FF D0-D7) and stuffed bytes (FF 00) inside the scans
-    Image.effect_noise((512, 512), 80).convert("RGB").save(buffer, format="JPEG", progressive=True,
-                                                            restart_marker_blocks=1)
+    Image.effect_noise((512, 512), 80).convert("RGB").save(
+        buffer, format="JPEG", progressive=True, restart_marker_blocks=1
+    )
     restarted = buffer.getvalue()
     assert restarted.count(b"\xff\xd0") > 100 and decode_work.jpeg_scans(restarted) == 10
     for data in (progressive, restarted):
@@ -91,11 +92,14 @@ def test_the_scan_limit_is_exact():
     _refused(hostile.progressive_jpeg(64, decode_work.MAX_JPEG_SCANS + 1), "invalid_image")
 
 
-@pytest.mark.parametrize("name,data", [
-    ("segments before the first scan", hostile.jpeg_with_segments(decode_work.MAX_JPEG_HEADER_SEGMENTS + 1)),
-    ("fill bytes", hostile.jpeg_with_segments(0)[:2] + b"\xff" * 2000 + hostile.jpeg_with_segments(0)[2:]),
-    ("Photoshop segments", hostile.jpeg_with_segments(9, 0xED, b"Photoshop 3.0\x00" + b"8BIM\x04\x04\x00\x00" * 8)),
-])
+@pytest.mark.parametrize(
+    "name,data",
+    [
+        ("segments before the first scan", hostile.jpeg_with_segments(decode_work.MAX_JPEG_HEADER_SEGMENTS + 1)),
+        ("fill bytes", hostile.jpeg_with_segments(0)[:2] + b"\xff" * 2000 + hostile.jpeg_with_segments(0)[2:]),
+        ("Photoshop segments", hostile.jpeg_with_segments(9, 0xED, b"Photoshop 3.0\x00" + b"8BIM\x04\x04\x00\x00" * 8)),
+    ],
+)
 def test_jpeg_headers_pillow_would_parse_in_python_are_bounded(name, data):
     _refused(data, "invalid_image")
 

@@ -62,14 +62,14 @@ class Server:
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 outer.requests.append((self.path, self.headers.get("Host")))
                 try:
                     outer.routes.get(self.path, _serve_png)(self)
                 except OSError:  # the fetcher hung up: that is often the point
                     pass
 
-            do_POST = do_PUT = do_HEAD = do_DELETE = do_GET  # noqa: N815
+            do_POST = do_PUT = do_HEAD = do_DELETE = do_GET
 
             def log_message(self, *args: object) -> None:
                 pass
@@ -84,8 +84,7 @@ class Server:
 
         self.httpd = HTTPServer((host, 0), Handler)
         self.port = self.httpd.server_address[1]
-        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05},
-                                       daemon=True)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self.thread.start()
 
     @property
@@ -123,8 +122,10 @@ def loopback_only(monkeypatch):
 
     def connect(sock, address):
         host = address[0] if isinstance(address, tuple) else str(address)
-        if sock.family in (socket.AF_INET, socket.AF_INET6) and not ipaddress.ip_address(
-                host.split("%")[0]).is_loopback:
+        if (
+            sock.family in (socket.AF_INET, socket.AF_INET6)
+            and not ipaddress.ip_address(host.split("%")[0]).is_loopback
+        ):
             attempts.append(host)
             raise AssertionError(f"test tried to connect outside loopback: {host}")
         return real_connect(sock, address)
@@ -199,21 +200,57 @@ def _refused(url: str, policy: FetchPolicy, code: str = "image_url_unreachable")
 
 # -- the address classifier ---------------------------------------------------------------------------
 
-@pytest.mark.parametrize("address", [
-    "169.254.169.254", "169.254.170.2", "10.0.0.1", "100.64.0.1", "100.127.255.254", "127.0.0.1", "127.1.2.3",
-    "0.0.0.0", "172.16.0.1", "172.31.255.255", "192.168.1.1", "192.0.0.8", "192.0.2.1", "198.18.0.1",  # noqa: S104
-    "224.0.0.1", "240.0.0.1", "255.255.255.255",
-    "::", "::1", "fd00:ec2::254", "fe80::1", "fc00::1", "ff02::1", "2001:db8::1",
-    "::ffff:169.254.169.254", "::ffff:127.0.0.1", "::ffff:10.0.0.1", "::127.0.0.1", "::a9fe:a9fe",
-    "64:ff9b::a9fe:a9fe", "64:ff9b::7f00:1", "64:ff9b::a00:1", "64:ff9b:1::808:808",
-    "2002:7f00:1::", "2002:a9fe:a9fe::", "2002:a00:1::", "2001:0:4136:e378:8000:63bf:3fff:fdd2",
-])
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "169.254.169.254",
+        "169.254.170.2",
+        "10.0.0.1",
+        "100.64.0.1",
+        "100.127.255.254",
+        "127.0.0.1",
+        "127.1.2.3",
+        "0.0.0.0",  # noqa: S104
+        "172.16.0.1",
+        "172.31.255.255",
+        "192.168.1.1",
+        "192.0.0.8",
+        "192.0.2.1",
+        "198.18.0.1",
+        "224.0.0.1",
+        "240.0.0.1",
+        "255.255.255.255",
+        "::",
+        "::1",
+        "fd00:ec2::254",
+        "fe80::1",
+        "fc00::1",
+        "ff02::1",
+        "2001:db8::1",
+        "::ffff:169.254.169.254",
+        "::ffff:127.0.0.1",
+        "::ffff:10.0.0.1",
+        "::127.0.0.1",
+        "::a9fe:a9fe",
+        "64:ff9b::a9fe:a9fe",
+        "64:ff9b::7f00:1",
+        "64:ff9b::a00:1",
+        "64:ff9b:1::808:808",
+        "2002:7f00:1::",
+        "2002:a9fe:a9fe::",
+        "2002:a00:1::",
+        "2001:0:4136:e378:8000:63bf:3fff:fdd2",
+    ],
+)
 def test_internal_addresses_are_not_acceptable(address):
     assert not address_acceptable(ipaddress.ip_address(address))
 
 
-@pytest.mark.parametrize("address", ["93.184.215.14", "8.8.8.8", "2606:4700:4700::1111", "::ffff:8.8.8.8",
-                                     "64:ff9b::808:808", "2002:808:808::"])
+@pytest.mark.parametrize(
+    "address",
+    ["93.184.215.14", "8.8.8.8", "2606:4700:4700::1111", "::ffff:8.8.8.8", "64:ff9b::808:808", "2002:808:808::"],
+)
 def test_public_addresses_are_acceptable(address):
     assert address_acceptable(ipaddress.ip_address(address))
 
@@ -224,9 +261,16 @@ def test_a_zone_id_is_never_acceptable():
 
 # -- loopback in every spelling, against the real resolver and a real canary -------------------------
 
-LOOPBACK_SPELLINGS = ["http://127.0.0.1:{port}/x.png", "http://localhost:{port}/", "http://2130706433:{port}/",
-                      "http://0x7f.1:{port}/", "http://127.1:{port}/", "http://[::ffff:127.0.0.1]:{port}/",
-                      "http://017700000001:{port}/", "http://LocalHost:{port}/"]
+LOOPBACK_SPELLINGS = [
+    "http://127.0.0.1:{port}/x.png",
+    "http://localhost:{port}/",
+    "http://2130706433:{port}/",
+    "http://0x7f.1:{port}/",
+    "http://127.1:{port}/",
+    "http://[::ffff:127.0.0.1]:{port}/",
+    "http://017700000001:{port}/",
+    "http://LocalHost:{port}/",
+]
 
 
 def _reasons(caplog) -> list[str]:
@@ -254,9 +298,19 @@ def test_ipv6_loopback_never_reaches_a_v6_canary(serve):
     assert canary6.connections == 0
 
 
-@pytest.mark.parametrize("template", ["ftp://127.0.0.1:{port}/x.png", "file:///etc/passwd", "gopher://127.0.0.1:{port}/",
-                                      "http://user:pw@127.0.0.1:{port}/", "http://user@127.0.0.1:{port}/",
-                                      "dict://127.0.0.1:{port}/", "http:///x.png", "http://exa_mple.com/"])
+@pytest.mark.parametrize(
+    "template",
+    [
+        "ftp://127.0.0.1:{port}/x.png",
+        "file:///etc/passwd",
+        "gopher://127.0.0.1:{port}/",
+        "http://user:pw@127.0.0.1:{port}/",
+        "http://user@127.0.0.1:{port}/",
+        "dict://127.0.0.1:{port}/",
+        "http:///x.png",
+        "http://exa_mple.com/",
+    ],
+)
 def test_schemes_credentials_and_bad_hosts_are_described_and_not_fetched(canary, template):
     # Even with the canary allowlisted, these are refused before anything is resolved.
     rejected = _refused(template.format(port=canary.port), _policy(canary), code="invalid_image_url")
@@ -266,8 +320,12 @@ def test_schemes_credentials_and_bad_hosts_are_described_and_not_fetched(canary,
 
 def test_non_standard_ports_are_refused_before_resolving(fake_dns, transport_calls, canary, serve):
     fake_dns["images.example.test"] = ["93.184.215.14"]
-    for url in ["http://images.example.test:8080/a.png", "https://images.example.test:8443/a.png",
-                "http://images.example.test:22/", "http://images.example.test:0/"]:
+    for url in [
+        "http://images.example.test:8080/a.png",
+        "https://images.example.test:8443/a.png",
+        "http://images.example.test:22/",
+        "http://images.example.test:0/",
+    ]:
         _refused(url, _policy(canary), code="invalid_image_url")
     # The allow list is "host:port" as written: another spelling of an allowed origin is not allowed.
     public = serve()
@@ -276,11 +334,22 @@ def test_non_standard_ports_are_refused_before_resolving(fake_dns, transport_cal
     assert canary.connections == 0 and public.connections == 0
 
 
-@pytest.mark.parametrize("addresses", [
-    ["169.254.169.254"], ["10.0.0.1"], ["100.64.0.1"], ["fd00:ec2::254"], ["64:ff9b::a9fe:a9fe"],
-    ["2002:7f00:1::"], ["::ffff:169.254.169.254"], ["0.0.0.0"], ["fe80::1%1"],  # noqa: S104
-    ["93.184.215.14", "10.0.0.1"], ["2606:4700:4700::1111", "fd00::1"],  # ANY bad address refuses
-])
+@pytest.mark.parametrize(
+    "addresses",
+    [
+        ["169.254.169.254"],
+        ["10.0.0.1"],
+        ["100.64.0.1"],
+        ["fd00:ec2::254"],
+        ["64:ff9b::a9fe:a9fe"],
+        ["2002:7f00:1::"],
+        ["::ffff:169.254.169.254"],
+        ["0.0.0.0"],  # noqa: S104
+        ["fe80::1%1"],
+        ["93.184.215.14", "10.0.0.1"],
+        ["2606:4700:4700::1111", "fd00::1"],  # ANY bad address refuses
+    ],
+)
 def test_names_resolving_to_internal_addresses_are_never_connected(fake_dns, transport_calls, addresses):
     fake_dns["metadata.example.test"] = addresses
     _refused("http://metadata.example.test/latest/meta-data/", _policy())
@@ -308,10 +377,15 @@ def test_an_unresolvable_name_is_the_neutral_error(fake_dns, transport_calls):
 
 # -- redirects ----------------------------------------------------------------------------------------
 
+
 def test_a_redirect_to_the_canary_is_refused(serve, canary):
-    public = serve({"/r": lambda h: _send(h, 302, Location=f"http://127.0.0.1:{canary.port}/x.png"),
-                    "/r303": lambda h: _send(h, 303, Location=f"//127.0.0.1:{canary.port}/"),
-                    "/r307": lambda h: _send(h, 307, Location=f"http://localhost:{canary.port}/")})
+    public = serve(
+        {
+            "/r": lambda h: _send(h, 302, Location=f"http://127.0.0.1:{canary.port}/x.png"),
+            "/r303": lambda h: _send(h, 303, Location=f"//127.0.0.1:{canary.port}/"),
+            "/r307": lambda h: _send(h, 307, Location=f"http://localhost:{canary.port}/"),
+        }
+    )
     for path in ("/r", "/r303", "/r307"):
         _refused(f"http://{public.origin}{path}", _policy(public))
         _refused(f"http://{public.origin}{path}", _policy(public, ports=frozenset({80, 443, canary.port})))
@@ -320,9 +394,13 @@ def test_a_redirect_to_the_canary_is_refused(serve, canary):
 
 def test_a_redirect_to_a_name_resolving_inside_is_refused(serve, fake_dns, transport_calls):
     fake_dns["inside.example.test"] = ["169.254.169.254"]
-    public = serve({"/r": lambda h: _send(h, 301, Location="http://inside.example.test/latest/meta-data/"),
-                    "/s": lambda h: _send(h, 308, Location="https://user:pw@inside.example.test/"),
-                    "/f": lambda h: _send(h, 302, Location="file:///etc/passwd")})
+    public = serve(
+        {
+            "/r": lambda h: _send(h, 301, Location="http://inside.example.test/latest/meta-data/"),
+            "/s": lambda h: _send(h, 308, Location="https://user:pw@inside.example.test/"),
+            "/f": lambda h: _send(h, 302, Location="file:///etc/passwd"),
+        }
+    )
     for path in ("/r", "/s", "/f"):
         _refused(f"http://{public.origin}{path}", _policy(public))  # neutral, even for the scheme
     assert [r.url.host for r in transport_calls] == ["127.0.0.1"] * 3
@@ -330,9 +408,14 @@ def test_a_redirect_to_a_name_resolving_inside_is_refused(serve, fake_dns, trans
 
 
 def test_relative_redirects_are_followed_and_hops_are_capped(serve):
-    public = serve({"/a": lambda h: _send(h, 302, Location="b"), "/b": lambda h: _send(h, 301, Location="/img.png"),
-                    "/loop": lambda h: _send(h, 302, Location="/loop"),
-                    "/nowhere": lambda h: _send(h, 302)})
+    public = serve(
+        {
+            "/a": lambda h: _send(h, 302, Location="b"),
+            "/b": lambda h: _send(h, 301, Location="/img.png"),
+            "/loop": lambda h: _send(h, 302, Location="/loop"),
+            "/nowhere": lambda h: _send(h, 302),
+        }
+    )
     body, content_type = fetch_image(f"http://{public.origin}/a", param=PARAM, policy=_policy(public))
     assert body == PNG and content_type == "image/png"
     assert [path for path, _ in public.requests] == ["/a", "/b", "/img.png"]
@@ -343,6 +426,7 @@ def test_relative_redirects_are_followed_and_hops_are_capped(serve):
 
 
 # -- what an allowed server can do ---------------------------------------------------------------------
+
 
 def test_an_allowlisted_server_serves_a_png(serve):
     public = serve()
@@ -391,14 +475,14 @@ def _drip(prefix: bytes, drops: bytes, interval: float) -> Route:
             time.sleep(interval)
             handler.wfile.write(bytes([byte]))
             handler.wfile.flush()
+
     return route
 
 
 def test_slow_drip_servers_are_cut_at_the_deadline(serve):
     body_drip = _drip(b"HTTP/1.1 200 OK\r\nContent-Length: 200\r\n\r\n", b"x" * 200, 0.2)
     header_drip = _drip(b"HTTP/1.1 200 OK\r\n", b"X-Slow: " + b"a" * 200, 0.2)
-    public = serve({"/body": body_drip, "/headers": header_drip,
-                    "/silent": lambda h: time.sleep(3)})
+    public = serve({"/body": body_drip, "/headers": header_drip, "/silent": lambda h: time.sleep(3)})
     for path in ("/body", "/headers", "/silent"):
         started = time.monotonic()
         _refused(f"http://{public.origin}{path}", _policy(public, deadline_seconds=1.5))
@@ -407,8 +491,15 @@ def test_slow_drip_servers_are_cut_at_the_deadline(serve):
 
 @pytest.mark.parametrize("status", [404, 403, 500, 204, 100])
 def test_error_statuses_are_the_neutral_error(serve, status):
-    public = serve({"/x": lambda h: _send(h, status, b"secret upstream body") if status != 100
-                    else h.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")})
+    public = serve(
+        {
+            "/x": lambda h: (
+                _send(h, status, b"secret upstream body")
+                if status != 100
+                else h.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            )
+        }
+    )
     if status == 204:  # a 2xx with no body: the intake, not the fetcher, refuses the empty image
         assert fetch_image(f"http://{public.origin}/x", param=PARAM, policy=_policy(public))[0] == b""
         return
@@ -426,7 +517,8 @@ def test_refusals_log_a_reason_and_never_the_url(caplog, canary):
         _refused(f"http://127.0.0.1:{canary.port}/secret-path", _policy(ports=frozenset({80, 443, canary.port})))
     records = [r for r in caplog.records if r.name == "darkroom"]
     assert [(r.levelname, r.getMessage(), r.fetch_reason) for r in records] == [
-        ("INFO", "image url refused", "address")]
+        ("INFO", "image url refused", "address")
+    ]
     logged = repr([r.__dict__ for r in records])
     assert "secret-path" not in logged and "127.0.0.1" not in logged
 
@@ -442,22 +534,39 @@ LIMITS = IntakeLimits(max_image_bytes=256 * 1024)
 
 
 def test_read_reference_fetches_with_a_fetcher_and_the_bytes_decide(serve):
-    public = serve({"/lies.jpg": lambda h: _send(h, 200, PNG, Content_Type="image/jpeg"),
-                    "/page": lambda h: _send(h, 200, b"<html>hi</html>", Content_Type="image/png")})
+    public = serve(
+        {
+            "/lies.jpg": lambda h: _send(h, 200, PNG, Content_Type="image/jpeg"),
+            "/page": lambda h: _send(h, 200, b"<html>hi</html>", Content_Type="image/png"),
+        }
+    )
     fetcher = fetcher_from_settings(Settings(fetch_test_allowlist=f" {public.origin} ,"), LIMITS.max_image_bytes)
-    image = intake.read_reference({"image_url": f"http://{public.origin}/lies.jpg"}, param="images[0]",
-                                  tenant_id="t", files=None, limits=LIMITS, fetcher=fetcher)
+    image = intake.read_reference(
+        {"image_url": f"http://{public.origin}/lies.jpg"},
+        param="images[0]",
+        tenant_id="t",
+        files=None,
+        limits=LIMITS,
+        fetcher=fetcher,
+    )
     assert (image.format, image.size) == ("png", (32, 24))
     with pytest.raises(ImageRejected) as error:
-        intake.read_reference({"image_url": f"http://{public.origin}/page"}, param="images[0]", tenant_id="t",
-                              files=None, limits=LIMITS, fetcher=fetcher)
+        intake.read_reference(
+            {"image_url": f"http://{public.origin}/page"},
+            param="images[0]",
+            tenant_id="t",
+            files=None,
+            limits=LIMITS,
+            fetcher=fetcher,
+        )
     assert (error.value.code, error.value.param) == ("unsupported_image_format", "images[0].image_url")
 
 
 def test_read_reference_without_a_fetcher_still_refuses_urls(canary):
     with pytest.raises(ImageRejected) as error:
-        intake.read_reference({"image_url": f"http://{canary.origin}/x.png"}, param="images[0]", tenant_id="t",
-                              files=None, limits=LIMITS)
+        intake.read_reference(
+            {"image_url": f"http://{canary.origin}/x.png"}, param="images[0]", tenant_id="t", files=None, limits=LIMITS
+        )
     assert error.value.code == "unsupported_image_url"
     assert canary.connections == 0
 
@@ -466,8 +575,14 @@ def test_the_default_settings_allow_nothing(canary):
     assert Settings().fetch_test_allowlist == ""
     fetcher = fetcher_from_settings(Settings(), LIMITS.max_image_bytes)
     with pytest.raises(ImageRejected) as error:
-        intake.read_reference({"image_url": f"http://{canary.origin}/x.png"}, param="images[0]", tenant_id="t",
-                              files=None, limits=LIMITS, fetcher=fetcher)
+        intake.read_reference(
+            {"image_url": f"http://{canary.origin}/x.png"},
+            param="images[0]",
+            tenant_id="t",
+            files=None,
+            limits=LIMITS,
+            fetcher=fetcher,
+        )
     assert (error.value.code, error.value.param) == ("invalid_image_url", "images[0].image_url")
     assert canary.connections == 0
 

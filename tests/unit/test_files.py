@@ -46,7 +46,12 @@ def test_create_get_read_delete(files, s3, bucket):
     created = files.create(TENANT, "photos/holiday.png", "vision", data)
     assert FILE_ID.fullmatch(created.id)
     assert (created.object, created.bytes, created.filename, created.purpose, created.status) == (
-        "file", len(data), "holiday.png", "vision", "processed")
+        "file",
+        len(data),
+        "holiday.png",
+        "vision",
+        "processed",
+    )
     assert (created.format, created.width, created.height) == ("png", 40, 30)
     head = s3.head_object(Bucket=bucket, Key=file_key(TENANT, created.id))
     assert head["ContentType"] == "image/png" and head["ServerSideEncryption"] == "AES256"
@@ -81,17 +86,31 @@ def test_another_tenants_file_is_404(files):
     assert files.list(OTHER).data == []
 
 
-@pytest.mark.parametrize("bad", ["", "file-", "file-XYZ", "file-0123456789abcdef0123456",
-                                 "../file-0123456789abcdef012345", "file-0123456789abcdef01234567/../x",
-                                 "file-0123456789ABCDEF01234567", "x" * 5000, "file-0123456789abcdef01234567\n"])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "",
+        "file-",
+        "file-XYZ",
+        "file-0123456789abcdef0123456",
+        "../file-0123456789abcdef012345",
+        "file-0123456789abcdef01234567/../x",
+        "file-0123456789ABCDEF01234567",
+        "x" * 5000,
+        "file-0123456789abcdef01234567\n",
+    ],
+)
 def test_malformed_ids_are_404_without_touching_s3(bad):
     class NoS3:
         def __getattr__(self, name):
             raise AssertionError(f"S3 called: {name}")
 
     store = FileStore(NoS3(), "bucket", 3600)
-    for call in (lambda: store.get(TENANT, bad), lambda: store.delete(TENANT, bad),
-                 lambda: store.read(TENANT, bad, param="images[0].file_id")):
+    for call in (
+        lambda: store.get(TENANT, bad),
+        lambda: store.delete(TENANT, bad),
+        lambda: store.read(TENANT, bad, param="images[0].file_id"),
+    ):
         with pytest.raises(NotFound) as missing:
             call()
         assert bad not in missing.value.message or not bad
@@ -182,8 +201,9 @@ def _stage(s3, bucket, upload, data: bytes) -> None:
 
 def test_upload_flow(files, s3, bucket):
     data = picture("WEBP", size=(64, 48))
-    upload = files.create_upload(TENANT, filename="big/scan.webp", purpose="user_data", size=len(data),
-                                 mime_type="image/webp")
+    upload = files.create_upload(
+        TENANT, filename="big/scan.webp", purpose="user_data", size=len(data), mime_type="image/webp"
+    )
     assert re.match(r"^upload_[0-9a-f]{24}$", upload.id) and upload.status == "pending" and upload.file is None
     assert upload.expires_at - upload.created_at == 3600 and upload.filename == "scan.webp"
     fields = upload.upload_url.fields
@@ -194,8 +214,12 @@ def test_upload_flow(files, s3, bucket):
     done = files.complete_upload(TENANT, upload.id, md5=hashlib.md5(data, usedforsecurity=False).hexdigest())
     assert done.status == "completed" and done.id == upload.id and done.bytes == len(data)
     assert done.file.id == "file-" + upload.id.removeprefix("upload_")
-    assert (done.file.filename, done.file.purpose, done.file.format, done.file.width) == ("scan.webp", "user_data",
-                                                                                        "webp", 64)
+    assert (done.file.filename, done.file.purpose, done.file.format, done.file.width) == (
+        "scan.webp",
+        "user_data",
+        "webp",
+        64,
+    )
     assert files.read(TENANT, done.file.id, param="file_id") == data
     assert keys(s3, bucket) == [file_key(TENANT, done.file.id)]  # the staged object is gone
     with pytest.raises(NotFound) as again:

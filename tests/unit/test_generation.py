@@ -16,20 +16,34 @@ def _request(**fields) -> ImageGenerateRequest:
 
 
 def test_nulls_mean_defaults(svc):
-    job = resolve_request(_request(model=None, n=None, size=None, quality=None, output_format=None,
-                                   background=None, response_format=None), svc)
+    job = resolve_request(
+        _request(
+            model=None, n=None, size=None, quality=None, output_format=None, background=None, response_format=None
+        ),
+        svc,
+    )
     assert (job.model.id, job.n, job.size, job.quality, job.output_format, job.background, job.response_format) == (
-        "local-image", 1, "1024x1024", "medium", "png", "opaque", "b64_json")
+        "local-image",
+        1,
+        "1024x1024",
+        "medium",
+        "png",
+        "opaque",
+        "b64_json",
+    )
 
 
-@pytest.mark.parametrize("fields,param,code", [
-    ({"size": "1000x1000"}, "size", "invalid_value"),
-    ({"quality": "hd"}, "quality", "invalid_value"),
-    ({"background": "transparent", "output_format": "jpeg"}, "background", "invalid_value"),
-    ({"stream": True}, "stream", "unsupported_value"),
-    ({"model": "local-text"}, "model", "model_not_supported"),
-    ({"prompt": "x" * 40000}, "prompt", "string_above_max_length"),
-])
+@pytest.mark.parametrize(
+    "fields,param,code",
+    [
+        ({"size": "1000x1000"}, "size", "invalid_value"),
+        ({"quality": "hd"}, "quality", "invalid_value"),
+        ({"background": "transparent", "output_format": "jpeg"}, "background", "invalid_value"),
+        ({"stream": True}, "stream", "unsupported_value"),
+        ({"model": "local-text"}, "model", "model_not_supported"),
+        ({"prompt": "x" * 40000}, "prompt", "string_above_max_length"),
+    ],
+)
 def test_what_the_model_cannot_do_is_a_400_naming_the_parameter(svc, fields, param, code):
     if fields.get("prompt"):
         request = ImageGenerateRequest.model_construct(prompt=fields["prompt"])  # past the wire's own cap
@@ -121,11 +135,14 @@ def _remaining_images(svc, tenant) -> int:
     return int(headers["x-ratelimit-remaining-images"]) + 1  # before this probe's own image
 
 
-@pytest.mark.parametrize("error,refunded", [
-    (UpstreamError("the model failed"), True),  # our side: the admission is given back
-    (RuntimeError("bug"), True),
-    (InvalidRequest("refused by the model's content policy", code="content_policy_violation"), False),
-])
+@pytest.mark.parametrize(
+    "error,refunded",
+    [
+        (UpstreamError("the model failed"), True),  # our side: the admission is given back
+        (RuntimeError("bug"), True),
+        (InvalidRequest("refused by the model's content policy", code="content_policy_violation"), False),
+    ],
+)
 def test_failures_on_our_side_refund_the_admission_and_bill_nothing(svc, tenant, error, refunded):
     before = _remaining_images(svc, tenant)
     with pytest.raises(type(error)):
@@ -139,17 +156,23 @@ def test_complexity_reaches_only_backends_whose_catalog_entry_takes_it(svc, monk
     assert resolve_request(_request(complexity="high"), svc).options == {}  # accepted, nothing to plan with
     entry = svc.catalog.models["local-image"]
     planner = entry.model_copy(update={"passthrough": entry.passthrough | {"complexity"}})
-    monkeypatch.setattr(svc, "catalog", svc.catalog.model_copy(
-        update={"models": {**svc.catalog.models, "local-image": planner}}))
+    monkeypatch.setattr(
+        svc, "catalog", svc.catalog.model_copy(update={"models": {**svc.catalog.models, "local-image": planner}})
+    )
     assert resolve_request(_request(complexity="high"), svc).options == {"complexity": "high"}
     assert resolve_request(_request(), svc).options == {}
 
 
-@pytest.mark.parametrize("fields,param", [
-    ({"output_format": "gif"}, "output_format"), ({"output_format": "svg"}, "output_format"),
-    ({"frame_count": 4}, "frame_count"), ({"frame_duration_ms": 100}, "frame_duration_ms"),
-    ({"svg": {"model": "author"}}, "svg"),
-])
+@pytest.mark.parametrize(
+    "fields,param",
+    [
+        ({"output_format": "gif"}, "output_format"),
+        ({"output_format": "svg"}, "output_format"),
+        ({"frame_count": 4}, "frame_count"),
+        ({"frame_duration_ms": 100}, "frame_duration_ms"),
+        ({"svg": {"model": "author"}}, "svg"),
+    ],
+)
 def test_gif_and_svg_are_unsupported_value_naming_the_model(svc, fields, param):
     with pytest.raises(InvalidRequest) as error:
         resolve_request(_request(**fields), svc)

@@ -13,14 +13,21 @@ from darkroom.api.resolver import routed_event
 
 
 def _event(body: bytes, content_type: str, *, encoded: bool = True) -> dict:
-    return {"headers": {"Content-Type": content_type, "Idempotency-Key": "k-1"}, "isBase64Encoded": encoded,
-            "body": base64.b64encode(body).decode() if encoded else body.decode(), "pathParameters": {"id": "x"}}
+    return {
+        "headers": {"Content-Type": content_type, "Idempotency-Key": "k-1"},
+        "isBase64Encoded": encoded,
+        "body": base64.b64encode(body).decode() if encoded else body.decode(),
+        "pathParameters": {"id": "x"},
+    }
 
 
 def test_headers_are_lower_cased_and_the_body_is_decoded_once(monkeypatch):
     request = HttpRequest.from_event(_event(b'{"a": 1}', "application/json; charset=utf-8"))
-    assert (request.media_type, request.idempotency_key, request.path_parameters) == ("application/json", "k-1",
-                                                                                        {"id": "x"})
+    assert (request.media_type, request.idempotency_key, request.path_parameters) == (
+        "application/json",
+        "k-1",
+        {"id": "x"},
+    )
     calls = []
     real = base64.b64decode
     monkeypatch.setattr(base64, "b64decode", lambda *a, **k: calls.append(a) or real(*a, **k))
@@ -29,8 +36,7 @@ def test_headers_are_lower_cased_and_the_body_is_decoded_once(monkeypatch):
 
 
 def test_a_form_is_parsed_once(monkeypatch):
-    sent = httpx.Request("POST", "http://x/", files=[("image", ("a.png", b"bytes", "image/png"))],
-                         data={"prompt": "p"})
+    sent = httpx.Request("POST", "http://x/", files=[("image", ("a.png", b"bytes", "image/png"))], data={"prompt": "p"})
     request = HttpRequest.from_event(_event(sent.read(), sent.headers["content-type"]))
     parses = []
     real = multipart.FormParser
@@ -40,8 +46,10 @@ def test_a_form_is_parsed_once(monkeypatch):
 
 
 def test_a_body_that_is_not_base64_is_a_400():
-    for content_type, code in (("application/json", "invalid_json"), ("multipart/form-data; boundary=x",
-                                                                      "invalid_body")):
+    for content_type, code in (
+        ("application/json", "invalid_json"),
+        ("multipart/form-data; boundary=x", "invalid_body"),
+    ):
         request = HttpRequest.from_event({**_event(b"", content_type), "body": "not base64!"})
         with pytest.raises(InvalidRequest) as raised:
             _ = request.body

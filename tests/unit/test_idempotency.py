@@ -41,8 +41,15 @@ def render(reference: dict):
 
 
 def once(key, produce, *, tenant="tnt_a", route="POST /v1/things", fingerprint="f1", context=None):
-    return run_once(key, tenant_id=tenant, route=route, fingerprint=lambda: fingerprint, produce=produce,
-                    render=render, lambda_context=context or Context())
+    return run_once(
+        key,
+        tenant_id=tenant,
+        route=route,
+        fingerprint=lambda: fingerprint,
+        produce=produce,
+        render=render,
+        lambda_context=context or Context(),
+    )
 
 
 def body(response) -> dict:
@@ -60,8 +67,9 @@ def test_without_a_key_the_request_runs_with_no_record_and_no_fingerprint(svc, m
     monkeypatch.setattr(idempotency, "persistence_layer", untouchable)
     produce = Producer()
     for expected in (1, 2):
-        answer = run_once(None, tenant_id="tnt_a", route="POST /v1/things", fingerprint=untouchable,
-                          produce=produce, render=render)
+        answer = run_once(
+            None, tenant_id="tnt_a", route="POST /v1/things", fingerprint=untouchable, produce=produce, render=render
+        )
         assert body(answer) == {"run": expected} and idempotency.REPLAYED_HEADER not in answer.headers
     assert records(svc) == []
 
@@ -132,8 +140,11 @@ def test_the_same_key_with_a_different_request_is_400(svc):
 
 def test_the_same_key_is_unrelated_across_tenants_and_routes(svc):
     produce = Producer()
-    answers = [once("shared", produce), once("shared", produce, tenant="tnt_b"),
-               once("shared", produce, route="POST /v1/other")]
+    answers = [
+        once("shared", produce),
+        once("shared", produce, tenant="tnt_b"),
+        once("shared", produce, route="POST /v1/other"),
+    ]
     assert [body(a) for a in answers] == [{"run": 1}, {"run": 2}, {"run": 3}]
     assert len(records(svc)) == 3
 
@@ -202,8 +213,12 @@ def test_the_persistence_layer_is_built_once_per_client(svc):
 
 
 def _json_event(text: str, path: dict | None = None) -> dict:
-    return {"headers": {"Content-Type": "application/json"}, "body": text, "isBase64Encoded": False,
-            "pathParameters": path}
+    return {
+        "headers": {"Content-Type": "application/json"},
+        "body": text,
+        "isBase64Encoded": False,
+        "pathParameters": path,
+    }
 
 
 def _fingerprint(event: dict) -> str:
@@ -212,8 +227,11 @@ def _fingerprint(event: dict) -> str:
 
 def _multipart_event(files, data) -> dict:
     request = httpx.Request("POST", "http://x/v1/images/edits", files=files, data=data)  # a new random boundary
-    return {"headers": {"content-type": request.headers["content-type"]}, "isBase64Encoded": True,
-            "body": base64.b64encode(request.read()).decode()}
+    return {
+        "headers": {"content-type": request.headers["content-type"]},
+        "isBase64Encoded": True,
+        "body": base64.b64encode(request.read()).decode(),
+    }
 
 
 def test_json_fingerprints_ignore_key_order_and_spacing_but_not_values_or_path():
@@ -239,13 +257,30 @@ def test_multipart_fingerprints_ignore_the_boundary_but_not_the_files_or_fields(
 
 def test_an_images_reference_holds_keys_and_settings_never_images_urls_or_prompts():
     response = ImagesResponse(
-        created=1, size="64x64", quality="medium", output_format="png", background="opaque",
-        data=[ImageData(b64_json="iVBORw0KGgoAAAA", url="https://bucket/k?X-Amz-Signature=abc",
-                        revised_prompt="a revised lighthouse")],
-        usage=ImagesUsage(input_tokens=1, output_tokens=2, total_tokens=3,
-                          input_tokens_details=InputTokensDetails(text_tokens=1, image_tokens=0)))
-    result = GenerateResult(response=response, keys=("tenants/t/images/0.png",),
-                            headers={"x-ratelimit-remaining-images": "3", "x-darkroom-b64-omitted": "x"})
+        created=1,
+        size="64x64",
+        quality="medium",
+        output_format="png",
+        background="opaque",
+        data=[
+            ImageData(
+                b64_json="iVBORw0KGgoAAAA",
+                url="https://bucket/k?X-Amz-Signature=abc",
+                revised_prompt="a revised lighthouse",
+            )
+        ],
+        usage=ImagesUsage(
+            input_tokens=1,
+            output_tokens=2,
+            total_tokens=3,
+            input_tokens_details=InputTokensDetails(text_tokens=1, image_tokens=0),
+        ),
+    )
+    result = GenerateResult(
+        response=response,
+        keys=("tenants/t/images/0.png",),
+        headers={"x-ratelimit-remaining-images": "3", "x-darkroom-b64-omitted": "x"},
+    )
     outcome = idempotency.images_outcome(result)
     assert json.loads(outcome.response.body) == response.model_dump(mode="json", exclude_none=True)
     reference = outcome.reference

@@ -53,7 +53,9 @@ def dev_only(name: str) -> bool:
 def test_the_reader_sees_every_form_of_import():
     found = imported_names(
         "import darkroom.local.stack\nfrom darkroom import cli\nfrom .local import aws\nfrom .. import cli as c\n"
-        "importlib.import_module('darkroom.local.bridge')\nfrom darkroom.inference import local\n", "darkroom.api")
+        "importlib.import_module('darkroom.local.bridge')\nfrom darkroom.inference import local\n",
+        "darkroom.api",
+    )
     assert {n for n in found if dev_only(n)} == {"darkroom.local.stack", "darkroom.cli", "darkroom.local.bridge"}
     assert "darkroom.inference.local" in found and not dev_only("darkroom.inference.local")
     assert dev_only("darkroom.local") and dev_only("darkroom.cli") and not dev_only("darkroom.client")
@@ -68,6 +70,10 @@ def test_no_handler_or_darkroom_module_imports_the_local_stack_or_the_cli():
     modules = deployed_modules()
     assert ROOT / "functions" / "console" / "app.py" in modules and PACKAGE / "catalog.py" in modules
     assert PACKAGE / "cli.py" not in modules and PACKAGE / "local" / "stack.py" not in modules
-    offending = {f"{path.relative_to(ROOT)}: {name}" for path, package in modules.items()
-                 for name in imported_names(path.read_text(), package) if dev_only(name)}
+    offending = {
+        f"{path.relative_to(ROOT)}: {name}"
+        for path, package in modules.items()
+        for name in imported_names(path.read_text(), package)
+        if dev_only(name)
+    }
     assert not offending

@@ -13,8 +13,9 @@ from darkroom import intake
 from darkroom.intake import ImageRejected, IntakeLimits, open_image
 from memory_probe import peak_growth
 
-LIMITS = IntakeLimits(max_images=4, max_image_bytes=2 * 1024 * 1024, max_total_bytes=3 * 1024 * 1024,
-                      max_pixels=4_000_000, max_side=4096)
+LIMITS = IntakeLimits(
+    max_images=4, max_image_bytes=2 * 1024 * 1024, max_total_bytes=3 * 1024 * 1024, max_pixels=4_000_000, max_side=4096
+)
 
 
 def _encoded(image: Image.Image, fmt: str, **save) -> bytes:
@@ -25,12 +26,14 @@ def _encoded(image: Image.Image, fmt: str, **save) -> bytes:
 
 def _png_header_claiming(width: int, height: int) -> bytes:
     """A tiny PNG whose header declares width x height, with a few bytes of pixel data."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 64))
-            + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")
+    )
 
 
 def _rejected(data: bytes, code: str, limits: IntakeLimits = LIMITS, **kwargs) -> ImageRejected:
@@ -77,17 +80,20 @@ def test_truncated_and_corrupt_files_are_invalid():
     _rejected(b"\x89PNG\r\n\x1a\n" + b"\x00" * 100, "invalid_image")
 
 
-@pytest.mark.parametrize("data", [
-    b"<svg xmlns='http://www.w3.org/2000/svg'><script>alert(1)</script></svg>",
-    b"<?xml version='1.0'?><!DOCTYPE x [<!ENTITY a 'aaaa'>]><svg/>",
-    b"GIF89a" + b"\x00" * 32,  # GIF is not an edit format
-    b"BM" + b"\x00" * 64,  # BMP
-    b"II*\x00" + b"\x00" * 64,  # TIFF
-    b"8BPS" + b"\x00" * 64,  # PSD
-    b"RIFF\x00\x00\x00\x00WAVEfmt ",  # RIFF that is not WebP
-    b"%PDF-1.7\n",
-    b"",
-])
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"<svg xmlns='http://www.w3.org/2000/svg'><script>alert(1)</script></svg>",
+        b"<?xml version='1.0'?><!DOCTYPE x [<!ENTITY a 'aaaa'>]><svg/>",
+        b"GIF89a" + b"\x00" * 32,  # GIF is not an edit format
+        b"BM" + b"\x00" * 64,  # BMP
+        b"II*\x00" + b"\x00" * 64,  # TIFF
+        b"8BPS" + b"\x00" * 64,  # PSD
+        b"RIFF\x00\x00\x00\x00WAVEfmt ",  # RIFF that is not WebP
+        b"%PDF-1.7\n",
+        b"",
+    ],
+)
 def test_anything_not_an_allowed_format_by_its_bytes_is_refused(data):
     _rejected(data, "unsupported_image_format")
 
@@ -149,8 +155,13 @@ def test_data_urls():
 
 def test_references():
     png = _encoded(Image.new("RGB", (4, 4)), "PNG")
-    ok = intake.read_reference({"image_url": "data:image/png;base64," + base64.b64encode(png).decode()},
-                               param="images[0]", tenant_id="t", files=None, limits=LIMITS)
+    ok = intake.read_reference(
+        {"image_url": "data:image/png;base64," + base64.b64encode(png).decode()},
+        param="images[0]",
+        tenant_id="t",
+        files=None,
+        limits=LIMITS,
+    )
     assert ok.size == (4, 4)
     cases = [
         ({"image_url": "https://169.254.169.254/latest/meta-data"}, "images[0].image_url", "unsupported_image_url"),

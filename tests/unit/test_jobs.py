@@ -19,8 +19,12 @@ WORKER_MS = 900_000
 
 
 def _background(svc, tenant, **fields):
-    body = {"model": "local-image", "input": "a lighthouse at dusk", "background": True,
-            "tools": [{"type": "image_generation", "size": "256x256"}]} | fields
+    body = {
+        "model": "local-image",
+        "input": "a lighthouse at dusk",
+        "background": True,
+        "tools": [{"type": "image_generation", "size": "256x256"}],
+    } | fields
     return create_response(tenant, ResponseCreateRequest.model_validate(body), "req-" + body["input"][:8], svc)
 
 
@@ -204,8 +208,10 @@ def test_a_client_side_error_fails_the_job_at_once(svc, tenant, monkeypatch):
     monkeypatch.setattr(LocalBackend, "generate", refused)
     _run(svc, tenant, queued.id)
     failed = retrieve_response(tenant, queued.id, svc)
-    assert failed.status == "failed" and failed.error == {"code": "invalid_prompt",  # the spec's code for it
-                                                          "message": "Refused by the model's content policy."}
+    assert failed.status == "failed" and failed.error == {
+        "code": "invalid_prompt",  # the spec's code for it
+        "message": "Refused by the model's content policy.",
+    }
     assert _images_counted(svc, tenant) == 0
     assert cancel_response(tenant, queued.id, svc).status == "failed"  # cancelling a failed job changes nothing
     assert _images_counted(svc, tenant) == 0
@@ -266,8 +272,9 @@ def test_slow_requests_are_refused_synchronously_but_accepted_in_background(svc,
         assert refused.value.code == "use_background_mode" and refused.value.param == "tools[0].quality"
         assert "background" in refused.value.message
         assert _images_counted(svc, tenant) == 0  # refused before admission
-        queued = create_response(tenant, ResponseCreateRequest.model_validate(body | {"background": True}),
-                                 "req-slow-bg", svc)
+        queued = create_response(
+            tenant, ResponseCreateRequest.model_validate(body | {"background": True}), "req-slow-bg", svc
+        )
         _run(svc, tenant, queued.id)
         assert retrieve_response(tenant, queued.id, svc).status == "completed"
     finally:
@@ -310,12 +317,19 @@ def test_upstream_work_that_outlives_invocations_is_paused_and_collected_later(s
 def test_a_model_on_an_async_endpoint_answers_text_only_in_background(svc, tenant, monkeypatch):
     from darkroom.catalog import ModelEntry
 
-    slow = ModelEntry.model_validate({"id": "sm-async-vision", "backend": "sagemaker", "capabilities": ["analyze"],
-                                      "endpoint": {"endpoint_name": "vision-async", "async_inference": True}})
+    slow = ModelEntry.model_validate(
+        {
+            "id": "sm-async-vision",
+            "backend": "sagemaker",
+            "capabilities": ["analyze"],
+            "endpoint": {"endpoint_name": "vision-async", "async_inference": True},
+        }
+    )
     monkeypatch.setitem(svc.catalog.models, slow.id, slow)
     with pytest.raises(InvalidRequest) as refused:
         create_response(tenant, ResponseCreateRequest(model=slow.id, input="hi"), "req-async-text", svc)
     assert refused.value.code == "use_background_mode" and refused.value.param == "model"
-    queued = create_response(tenant, ResponseCreateRequest(model=slow.id, input="hi", background=True),
-                             "req-async-text-bg", svc)
+    queued = create_response(
+        tenant, ResponseCreateRequest(model=slow.id, input="hi", background=True), "req-async-text-bg", svc
+    )
     assert queued.status == "queued"

@@ -37,4 +37,3 @@ def test_a_surrogate_in_a_nested_string_names_its_path():
     with pytest.raises(MalformedJson) as caught:
         loads('{"input": {"text": "\\udc00"}}')
     assert caught.value.param == "input.text"
-

@@ -65,7 +65,7 @@ Resources:
 """
 
 # The authorizer: its answer depends on the key; every call is counted in a file (the containers are processes).
-LABEL = '''
+LABEL = """
 import os
 
 def handler(event, context):
@@ -81,14 +81,14 @@ def handler(event, context):
     return {"principalId": "tnt_" + key, "context": {"tenant": "tnt_" + key},
             "policyDocument": {"Version": "2012-10-17",
                                "Statement": [{"Action": "execute-api:Invoke", "Effect": effect, "Resource": resource}]}}
-'''
+"""
 
-ECHO = '''
+ECHO = """
 import json
 
 def handler(event, context):
     return {"statusCode": 201, "body": json.dumps({"authorizer": event["requestContext"].get("authorizer")})}
-'''
+"""
 
 
 @pytest.fixture(scope="module")
@@ -120,8 +120,15 @@ def test_the_label_reaches_the_function_and_the_access_log(api):
     response, body, line = _request(api, "POST", "/v1/things/secret-id?token=hidden", "acme")
     assert response.status == 201
     assert body["authorizer"]["principalId"] == "tnt_acme" and body["authorizer"]["tenant"] == "tnt_acme"
-    assert set(line) == {"requestId", "tenant", "route", "status", "responseLatency", "integrationLatency",
-                         "responseLength"}
+    assert set(line) == {
+        "requestId",
+        "tenant",
+        "route",
+        "status",
+        "responseLatency",
+        "integrationLatency",
+        "responseLength",
+    }
     assert line["tenant"] == "tnt_acme" and line["route"] == "POST /v1/things/{thing}" and line["status"] == "201"
     assert line["responseLength"] == str(len(response.body)) and int(line["integrationLatency"]) >= 0
     assert int(line["responseLatency"]) >= int(line["integrationLatency"])

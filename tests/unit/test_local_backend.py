@@ -9,8 +9,16 @@ from darkroom.inference.local import LocalBackend, render
 
 
 def _job(prompt="a red fox", width=320, height=200, transparent=False, **options) -> GenerateJob:
-    return GenerateJob(prompt=prompt, width=width, height=height, n=1, quality="medium", transparent=transparent,
-                       deadline_seconds=5, options=options)
+    return GenerateJob(
+        prompt=prompt,
+        width=width,
+        height=height,
+        n=1,
+        quality="medium",
+        transparent=transparent,
+        deadline_seconds=5,
+        options=options,
+    )
 
 
 @pytest.mark.parametrize("output_format,pil_format", [("png", "PNG"), ("jpeg", "JPEG"), ("webp", "WEBP")])

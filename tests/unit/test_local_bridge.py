@@ -54,7 +54,7 @@ Resources:
           Properties: {RestApiId: !Ref Api, Path: "/v1/things/{thing}", Method: POST}
 """
 
-APP = '''
+APP = """
 import json, os, time
 
 def handler(event, context):
@@ -69,7 +69,7 @@ def handler(event, context):
             "body": json.dumps({"thing": event["pathParameters"]["thing"], "resource": event["resource"],
                                 "stage": event["requestContext"]["stage"], "query": event["queryStringParameters"],
                                 "request_id": event["requestContext"]["requestId"]})}
-'''
+"""
 
 
 @pytest.fixture(scope="module")

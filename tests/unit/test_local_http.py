@@ -55,7 +55,7 @@ Resources:
           Properties: {RestApiId: !Ref Api, Path: "/v1/{proxy+}", Method: ANY}
 """
 
-APP = '''
+APP = """
 import hashlib, json, time
 
 def handler(event, context):
@@ -64,10 +64,10 @@ def handler(event, context):
         time.sleep(json.loads(body)["sleep"])
     return {"statusCode": 200, "body": json.dumps({
         "path": event["path"], "length": len(body), "sha256": hashlib.sha256(body.encode()).hexdigest()})}
-'''
+"""
 
 # Run as a script (the containers are spawned: their parent's main module must be import-safe).
-SERVE = '''
+SERVE = """
 import sys
 from pathlib import Path
 
@@ -94,7 +94,7 @@ def main():
 
 if __name__ == "__main__":
     main()
-'''
+"""
 
 
 class Server:
@@ -103,7 +103,11 @@ class Server:
         with self.log_path.open("wb") as log:
             self.process = subprocess.Popen(
                 [sys.executable, str(root / "serve.py"), str(root), str(IDLE_TIMEOUT)],
-                stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL, text=True, start_new_session=True,
+                stdout=subprocess.PIPE,
+                stderr=log,
+                stdin=subprocess.DEVNULL,
+                text=True,
+                start_new_session=True,
             )
         line = self.process.stdout.readline()
         if not line.strip().isdigit():
@@ -175,7 +179,7 @@ def _closed(sock: socket.socket) -> bool:
 
 def _chunked(body: bytes, pieces: int = 3) -> bytes:
     size = -(-len(body) // pieces)
-    parts = [body[i:i + size] for i in range(0, len(body), size)]
+    parts = [body[i : i + size] for i in range(0, len(body), size)]
     return b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in parts) + b"0\r\n\r\n"
 
 
@@ -187,8 +191,10 @@ def test_a_chunked_body_arrives_whole_and_the_connection_serves_the_next_request
     first = json.dumps({"model": "m", "prompt": "a cat " * 1000}).encode()
     second = b'{"n": 2}'
     with server.connect() as sock:
-        sock.sendall(b"POST /v1/images/edits HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                     b"Transfer-Encoding: chunked\r\n\r\n" + _chunked(first))
+        sock.sendall(
+            b"POST /v1/images/edits HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n" + _chunked(first)
+        )
         status, _, body = _response(sock)
         assert status == 200 and json.loads(body) == {"path": "/v1/images/edits", **_echo(first)}
         sock.sendall(b"POST /v1/models HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" % (len(second), second))
@@ -200,16 +206,21 @@ def test_a_streamed_multipart_upload_then_a_second_request_on_the_same_client(se
     # openai-node sends a file stream this way: multipart, Transfer-Encoding: chunked, no Content-Length.
     boundary = b"darkroom-test"
     png = b"\x89PNG" + bytes(range(256)) * 400
-    upload = (b"--" + boundary + b'\r\nContent-Disposition: form-data; name="image"; filename="a.png"\r\n'
-              b"Content-Type: image/png\r\n\r\n" + png + b"\r\n--" + boundary + b"--\r\n")
+    upload = (
+        b"--" + boundary + b'\r\nContent-Disposition: form-data; name="image"; filename="a.png"\r\n'
+        b"Content-Type: image/png\r\n\r\n" + png + b"\r\n--" + boundary + b"--\r\n"
+    )
 
     def stream():
         for i in range(0, len(upload), 8192):
-            yield upload[i:i + 8192]
+            yield upload[i : i + 8192]
 
     with httpx.Client(base_url=server.base_url, timeout=30) as client:
-        response = client.post("/v1/images/edits", content=stream(),
-                               headers={"content-type": f"multipart/form-data; boundary={boundary.decode()}"})
+        response = client.post(
+            "/v1/images/edits",
+            content=stream(),
+            headers={"content-type": f"multipart/form-data; boundary={boundary.decode()}"},
+        )
         assert response.status_code == 200
         # Not a binary media type in this template: the event body is the bytes read as UTF-8, "replace"d.
         assert response.json()["length"] == len(upload.decode("utf-8", "replace"))
@@ -219,8 +230,10 @@ def test_a_streamed_multipart_upload_then_a_second_request_on_the_same_client(se
 def test_expect_100_continue_is_answered_before_the_body_is_sent(server):
     payload = b'{"prompt": "a cat"}'
     with server.connect() as sock:
-        sock.sendall(b"POST /v1/images/generations HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
-                     b"Content-Length: %d\r\n\r\n" % len(payload))
+        sock.sendall(
+            b"POST /v1/images/generations HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+            b"Content-Length: %d\r\n\r\n" % len(payload)
+        )
         assert sock.recv(1024).startswith(b"HTTP/1.1 100 Continue\r\n")
         sock.sendall(payload)
         status, _, body = _response(sock)
@@ -238,8 +251,10 @@ def test_an_invalid_content_length_is_a_400_and_the_connection_closes(server, le
 
 def test_a_declared_body_over_10_mb_is_refused_from_the_headers_alone(server):
     with server.connect() as sock:
-        sock.sendall(b"POST /v1/images/generations HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                     b"Content-Length: %d\r\n\r\n" % (API_GATEWAY_MAX_BODY + 1))  # and not one byte of it
+        sock.sendall(
+            b"POST /v1/images/generations HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n" % (API_GATEWAY_MAX_BODY + 1)
+        )  # and not one byte of it
         status, headers, body = _response(sock)
         assert status == 413 and json.loads(body)["error"]["code"] == "request_too_large"
         assert headers["connection"] == "close"
@@ -271,11 +286,14 @@ def test_the_header_block_is_bounded(server):
         assert status == 400 and headers["connection"].lower() == "close"
 
 
-@pytest.mark.parametrize("opening", [
-    b"",  # connects and says nothing
-    b"GET /v1/models HTTP/1.1\r\n",  # slowloris: headers, one byte at a time, never finished
-    b"POST /v1/models HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{",  # a body that stops
-])
+@pytest.mark.parametrize(
+    "opening",
+    [
+        b"",  # connects and says nothing
+        b"GET /v1/models HTTP/1.1\r\n",  # slowloris: headers, one byte at a time, never finished
+        b"POST /v1/models HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{",  # a body that stops
+    ],
+)
 def test_idle_and_trickling_connections_are_closed_after_the_timeout(server, opening):
     with server.connect() as sock:
         started = time.monotonic()
@@ -314,8 +332,9 @@ def test_ctrl_c_lets_a_request_in_flight_finish_closes_the_rest_and_stops(tmp_pa
 
     running = _start(tmp_path)
     answers = []
-    request = threading.Thread(target=lambda: answers.append(
-        httpx.post(f"{running.base_url}/v1/slow", content=b'{"sleep": 1}', timeout=30)))
+    request = threading.Thread(
+        target=lambda: answers.append(httpx.post(f"{running.base_url}/v1/slow", content=b'{"sleep": 1}', timeout=30))
+    )
     request.start()
     idle, refused = running.connect(), running.connect()  # open, and open after a 413 (lingering)
     refused.sendall(b"POST /v1/x HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % (API_GATEWAY_MAX_BODY + 1))

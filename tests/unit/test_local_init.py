@@ -47,10 +47,10 @@ Resources:
           Properties: {RestApiId: !Ref Api, Path: /v1/things, Method: GET}
 """
 
-HANDLER = '''
+HANDLER = """
 def handler(event, context):
     return {"statusCode": 200, "body": '{"ok": true}'}
-'''
+"""
 
 
 def _api(tmp_path, module_code: str, timeout: int = 20) -> LocalApi:
@@ -81,7 +81,8 @@ def test_the_init_limits_are_lambdas():
 
 
 def test_an_init_past_the_init_limit_continues_within_the_timeout_and_the_first_request_succeeds(
-        tmp_path, monkeypatch, log):
+    tmp_path, monkeypatch, log
+):
     # A loaded machine, scaled down: the imports take longer than the init phase's limit.
     monkeypatch.setattr(containers, "INIT_SECONDS", 0.2)
     api = _api(tmp_path, "import time\ntime.sleep(1.5)\n")
@@ -94,7 +95,8 @@ def test_an_init_past_the_init_limit_continues_within_the_timeout_and_the_first_
 
 
 def test_an_init_past_the_init_limit_and_the_function_timeout_is_the_gateways_504_with_the_reason_logged(
-        tmp_path, monkeypatch, log):
+    tmp_path, monkeypatch, log
+):
     monkeypatch.setattr(containers, "INIT_SECONDS", 0.2)
     api = _api(tmp_path, "import time\ntime.sleep(30)\n", timeout=1)
     try:
@@ -102,8 +104,10 @@ def test_an_init_past_the_init_limit_and_the_function_timeout_is_the_gateways_50
     finally:
         api.stop()
     assert status == 504 and body["error"]["code"] == "timeout"
-    assert any("ThingsFunction timed out: its init did not finish within 0.2s + the function's 1s timeout" in m
-               for m in _messages(log))
+    assert any(
+        "ThingsFunction timed out: its init did not finish within 0.2s + the function's 1s timeout" in m
+        for m in _messages(log)
+    )
 
 
 def test_an_import_error_is_logged_with_its_reason_and_the_client_gets_the_generic_502(tmp_path, log):
@@ -115,8 +119,9 @@ def test_an_import_error_is_logged_with_its_reason_and_the_client_gets_the_gener
         api.stop()
     assert status == 502
     # The template's gateway response, as sent: nothing of the reason reaches the client.
-    assert body == {"error": {"message": "failed", "type": "server_error", "param": None,
-                              "code": "integration_failure"}}
+    assert body == {
+        "error": {"message": "failed", "type": "server_error", "param": None, "code": "integration_failure"}
+    }
     reason = "ModuleNotFoundError: No module named 'darkroom_no_such_module'"
     logged = _messages(log)
     assert len(logged) == 2 and all(m.startswith(f"darkroom: ThingsFunction did not start: {reason} (") for m in logged)
@@ -129,8 +134,9 @@ def test_a_process_that_dies_during_init_is_a_502_with_its_exit_code_logged(tmp_
         assert _get(api)[0] == 502
     finally:
         api.stop()
-    assert _messages(log) == ["darkroom: ThingsFunction did not start: its process exited during the init "
-                              "(exit code 3)"]
+    assert _messages(log) == [
+        "darkroom: ThingsFunction did not start: its process exited during the init (exit code 3)"
+    ]
 
 
 def test_warm_waits_for_the_init_so_the_first_request_pays_none_of_it(tmp_path, monkeypatch, log):

@@ -48,8 +48,10 @@ def test_a_dead_aws_endpoint_is_forgotten_with_a_one_line_warning(log):
     environ = {"AWS_ENDPOINT_URL": dead, "AWS_ACCESS_KEY_ID": "local"}
     forget_dead_endpoints(environ)
     assert environ == {"AWS_ACCESS_KEY_ID": "local"}  # the stack then starts its own moto
-    assert _warnings(log) == [f"darkroom: nothing answers at AWS_ENDPOINT_URL={dead} (left over from an earlier "
-                              f"run?); starting an embedded moto instead"]
+    assert _warnings(log) == [
+        f"darkroom: nothing answers at AWS_ENDPOINT_URL={dead} (left over from an earlier "
+        f"run?); starting an embedded moto instead"
+    ]
 
 
 def test_an_endpoint_that_answers_is_kept(listening, log):
@@ -66,8 +68,10 @@ def test_an_earlier_model_servers_endpoint_and_its_models_are_forgotten(log):
     environ = {"AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": dead, "DARKROOM_CATALOG_EXTRA": MODELS}
     forget_dead_endpoints(environ)
     assert environ == {}
-    assert _warnings(log) == [f"darkroom: nothing answers at AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME={dead} (left over "
-                              f"from an earlier run?); ignoring it and its models (DARKROOM_CATALOG_EXTRA)"]
+    assert _warnings(log) == [
+        f"darkroom: nothing answers at AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME={dead} (left over "
+        f"from an earlier run?); ignoring it and its models (DARKROOM_CATALOG_EXTRA)"
+    ]
     # Entries of the operator's own are theirs to keep; a run with its own model server replaces both.
     mine = {"AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": dead, "DARKROOM_CATALOG_EXTRA": '{"mine": {}}'}
     forget_dead_endpoints(mine)
@@ -85,8 +89,16 @@ def test_the_model_servers_own_entries_exported_by_an_earlier_run_are_not_a_clas
 def test_a_busy_port_is_one_line_naming_it_and_how_to_choose_another(listening):
     server, _ = listening
     port = server.getsockname()[1]
-    done = subprocess.run([sys.executable, "-m", "darkroom.cli", "serve", "--port", str(port)], cwd=PROJECT_ROOT,
-                          env=clean_environment(), capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "darkroom.cli", "serve", "--port", str(port)],
+        cwd=PROJECT_ROOT,
+        env=clean_environment(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 1 and done.stdout == ""
-    assert done.stderr == (f"darkroom: port {port} on 127.0.0.1 is already in use; choose another with "
-                           f"PORT=8080 make run (or darkroom serve --port 8080)\n")
+    assert done.stderr == (
+        f"darkroom: port {port} on 127.0.0.1 is already in use; choose another with "
+        f"PORT=8080 make run (or darkroom serve --port 8080)\n"
+    )

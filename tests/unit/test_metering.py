@@ -4,9 +4,20 @@ from darkroom.metering import UsageEvent
 
 
 def _event(request_id: str, day: int = 22, **changes) -> UsageEvent:
-    values = dict(request_id=request_id, tenant_id="tnt_1", operation="generate", model="local-image",
-                  size="512x512", quality="medium", images=2, input_text_tokens=5, input_image_tokens=0,
-                  output_tokens=528, cost_usd=0.021145, at=datetime(2026, 11, day, 12, tzinfo=UTC))
+    values = dict(
+        request_id=request_id,
+        tenant_id="tnt_1",
+        operation="generate",
+        model="local-image",
+        size="512x512",
+        quality="medium",
+        images=2,
+        input_text_tokens=5,
+        input_image_tokens=0,
+        output_tokens=528,
+        cost_usd=0.021145,
+        at=datetime(2026, 11, day, 12, tzinfo=UTC),
+    )
     values.update(changes)
     return UsageEvent(**values)
 
@@ -42,15 +53,15 @@ def test_tenants_usage_is_separate(svc):
 def test_usage_by_day_and_model_is_counted_once_per_request(svc):
     svc.meter.record(_event("a"))
     svc.meter.record(_event("a"))  # a retried invocation: no aggregate counts it twice
-    svc.meter.record(_event("b", model="local-text", images=0, input_text_tokens=7, output_tokens=30,
-                            cost_usd=0.0001))
+    svc.meter.record(_event("b", model="local-text", images=0, input_text_tokens=7, output_tokens=30, cost_usd=0.0001))
     svc.meter.record(_event("c", images=3, input_image_tokens=100, cost_usd=0.5))
     svc.meter.record(_event("d", day=21))
     svc.meter.record(_event("e", day=23))
     svc.meter.record(_event("f", tenant_id="tnt_2"))
     rows = svc.meter.by_day_and_model("tnt_1", date(2026, 11, 22), date(2026, 11, 22))
-    assert [(r.day, r.model, r.requests, r.images, r.input_tokens, r.output_tokens, r.cost_micro_usd)
-            for r in rows] == [
+    assert [
+        (r.day, r.model, r.requests, r.images, r.input_tokens, r.output_tokens, r.cost_micro_usd) for r in rows
+    ] == [
         ("2026-11-22", "local-image", 2, 5, 5 + 105, 528 * 2, 21145 + 500000),
         ("2026-11-22", "local-text", 1, 0, 7, 30, 100),
     ]
@@ -58,9 +69,14 @@ def test_usage_by_day_and_model_is_counted_once_per_request(svc):
     (day,) = svc.meter.daily("tnt_1", since=date(2026, 11, 22))[:1]  # the day's aggregate agrees
     assert (day.requests, day.images, day.input_tokens) == (3, 5, 117)
     assert [r.day for r in svc.meter.by_day_and_model("tnt_1", date(2026, 11, 21), date(2026, 11, 23))] == [
-        "2026-11-21", "2026-11-22", "2026-11-22", "2026-11-23"]
+        "2026-11-21",
+        "2026-11-22",
+        "2026-11-22",
+        "2026-11-23",
+    ]
     assert [r.day for r in svc.meter.by_day_and_model("tnt_1", date(2026, 11, 23), date(2026, 12, 31))] == [
-        "2026-11-23"]
+        "2026-11-23"
+    ]
     assert svc.meter.by_day_and_model("tnt_1", date(2026, 11, 24), date(2026, 11, 30)) == []
     assert [r.images for r in svc.meter.by_day_and_model("tnt_2", date(2026, 11, 1), date(2026, 11, 30))] == [2]
     assert len(svc.meter.daily("tnt_1")) == 3  # the per-model items are not days
@@ -77,11 +93,13 @@ def test_usage_window_defaults_and_limits():
     assert usage_window("2026-11-01", None, today) == (date(2026, 11, 1), today)
     assert usage_window(None, "2026-01-30", today) == (date(2026, 1, 1), date(2026, 1, 30))
     assert usage_window("2025-11-22", "2026-11-22", today) == (date(2025, 11, 22), today)  # 366 days
-    for start, end, param, code in [("2025-11-21", None, "start_date", "invalid_date_range"),  # 367
-                                    ("2026-11-23", None, "start_date", "invalid_date_range"),
-                                    ("2026-1-5", None, "start_date", "invalid_value"),
-                                    (None, "2026-11-22T00:00", "end_date", "invalid_value"),
-                                    (None, "٢٠٢٦-١١-٢٢", "end_date", "invalid_value")]:  # non-ASCII digits
+    for start, end, param, code in [
+        ("2025-11-21", None, "start_date", "invalid_date_range"),  # 367
+        ("2026-11-23", None, "start_date", "invalid_date_range"),
+        ("2026-1-5", None, "start_date", "invalid_value"),
+        (None, "2026-11-22T00:00", "end_date", "invalid_value"),
+        (None, "٢٠٢٦-١١-٢٢", "end_date", "invalid_value"),
+    ]:  # non-ASCII digits
         with pytest.raises(InvalidRequest) as raised:
             usage_window(start, end, today)
         assert (raised.value.param, raised.value.code) == (param, code)

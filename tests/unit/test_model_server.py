@@ -20,7 +20,7 @@ from darkroom.inference import aws_runtime
 from darkroom.local import model_server
 from darkroom.local.template import PROJECT_ROOT
 
-STAND_IN = r'''
+STAND_IN = r"""
 import json, os, sys, time
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
@@ -60,7 +60,7 @@ class Handler(BaseHTTPRequestHandler):
         pass
 
 HTTPServer((args[args.index("--host") + 1], port), Handler).serve_forever()
-'''
+"""
 
 
 @pytest.fixture
@@ -69,7 +69,7 @@ def stand_in(tmp_path, monkeypatch):
     script = tmp_path / "stand_in.py"
     script.write_text(STAND_IN)
     python = tmp_path / "python"
-    python.write_text(f"#!/bin/sh\nexec {sys.executable} {script} \"$@\"\n")
+    python.write_text(f'#!/bin/sh\nexec {sys.executable} {script} "$@"\n')
     python.chmod(0o755)
     record = tmp_path / "record.jsonl"
     monkeypatch.setenv("STAND_IN_RECORD", str(record))
@@ -141,13 +141,15 @@ def test_the_catalog_is_the_bundled_one_plus_the_model_servers_entries(monkeypat
     monkeypatch.delenv("DARKROOM_CATALOG_EXTRA", raising=False)
     catalog = parse_catalog(BUNDLED_CATALOG.read_text(), model_server.catalog_extra())
     assert {"local-image", "local-vision", "tiny-diffusion", "tiny-diffusion-async", "tiny-vlm"} <= set(catalog.models)
-    diffusion, background, vlm = (catalog.models[name] for name in ("tiny-diffusion", "tiny-diffusion-async",
-                                                                     "tiny-vlm"))
+    diffusion, background, vlm = (
+        catalog.models[name] for name in ("tiny-diffusion", "tiny-diffusion-async", "tiny-vlm")
+    )
     assert diffusion.backend == background.backend == vlm.backend == "sagemaker"
     assert diffusion.endpoint.endpoint_name == "tiny-diffusion" and not diffusion.endpoint.async_inference
     assert background.endpoint.async_inference is True
-    assert {c.value for c in diffusion.capabilities} == {"generate", "edit"} == {c.value for c in
-                                                                                 background.capabilities}
+    assert (
+        {c.value for c in diffusion.capabilities} == {"generate", "edit"} == {c.value for c in background.capabilities}
+    )
     assert {c.value for c in vlm.capabilities} == {"analyze", "text"}
     assert diffusion.sizes == ("256x256", "512x512") and diffusion.default_size == "256x256"
     assert diffusion.qualities == ("low", "medium", "high") and diffusion.max_n == 4
@@ -199,8 +201,11 @@ def test_launch_waits_for_ping_and_hands_darkroom_the_runtime_address_and_catalo
     assert server.environment["AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME"] == server.url
     assert server.url.startswith("http://127.0.0.1:")
     catalog = parse_catalog(BUNDLED_CATALOG.read_text(), server.environment["DARKROOM_CATALOG_EXTRA"])
-    assert "tiny-diffusion" in catalog.models and server.models == ["tiny-diffusion", "tiny-diffusion-async",
-                                                                    "tiny-vlm"]
+    assert "tiny-diffusion" in catalog.models and server.models == [
+        "tiny-diffusion",
+        "tiny-diffusion-async",
+        "tiny-vlm",
+    ]
     seconds = server.wait_ready(timeout=30)
     assert 0.5 <= seconds < 30 and server.ready_seconds == seconds
 
@@ -218,8 +223,7 @@ def test_launch_waits_for_ping_and_hands_darkroom_the_runtime_address_and_catalo
     server.stop()  # twice is harmless
 
 
-def test_a_server_that_exits_before_it_is_ready_is_reported_with_its_output(stand_in, tmp_path, monkeypatch,
-                                                                           running):
+def test_a_server_that_exits_before_it_is_ready_is_reported_with_its_output(stand_in, tmp_path, monkeypatch, running):
     python, _ = stand_in
     monkeypatch.setenv("STAND_IN_MODE", "crash")
     server = model_server.launch(python, "bucket", model_dir=tmp_path)

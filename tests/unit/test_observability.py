@@ -21,7 +21,9 @@ def test_a_point_with_dimensions_is_its_own_document_with_a_total_for_alarms(cap
     errors = named(points, observability.UPSTREAM_ERRORS)
     assert [p.dimensions for p in calls] == [{"Backend": "sagemaker", "service": "darkroom"}, {"service": "darkroom"}]
     assert [p.dimensions for p in errors] == [
-        {"Backend": "sagemaker", "Code": "upstream_timeout", "service": "darkroom"}, {"service": "darkroom"}]
+        {"Backend": "sagemaker", "Code": "upstream_timeout", "service": "darkroom"},
+        {"service": "darkroom"},
+    ]
     assert {p.namespace for p in points} == {"darkroom"}
     assert all(p.values == [1.0] for p in points)
 
@@ -52,14 +54,32 @@ def test_an_openai_call_counts_once_and_its_5xx_is_an_upstream_error(capsys):
     resilience = _resilience()
     breaker = CircuitBreaker(threshold=1)
     capsys.readouterr()
-    assert resilience.run(label="m", breaker=breaker, deadline=resilience.deadline(5),
-                          send=lambda _: Reply(200, {}, b"ok"), handle=lambda reply: reply.body) == b"ok"
+    assert (
+        resilience.run(
+            label="m",
+            breaker=breaker,
+            deadline=resilience.deadline(5),
+            send=lambda _: Reply(200, {}, b"ok"),
+            handle=lambda reply: reply.body,
+        )
+        == b"ok"
+    )
     with pytest.raises(ServiceUnavailable):
-        resilience.run(label="m", breaker=breaker, deadline=resilience.deadline(5),
-                       send=lambda _: Reply(503, {}, b""), handle=lambda reply: reply.body)
+        resilience.run(
+            label="m",
+            breaker=breaker,
+            deadline=resilience.deadline(5),
+            send=lambda _: Reply(503, {}, b""),
+            handle=lambda reply: reply.body,
+        )
     with pytest.raises(ServiceUnavailable):  # the breaker is open now: a fast failure, still an upstream error
-        resilience.run(label="m", breaker=breaker, deadline=resilience.deadline(5),
-                       send=lambda _: Reply(200, {}, b""), handle=lambda reply: reply.body)
+        resilience.run(
+            label="m",
+            breaker=breaker,
+            deadline=resilience.deadline(5),
+            send=lambda _: Reply(200, {}, b""),
+            handle=lambda reply: reply.body,
+        )
     points = emitted(capsys.readouterr().out)
     calls = [p for p in named(points, observability.UPSTREAM_CALLS) if "Backend" in p.dimensions]
     assert [p.dimensions["Backend"] for p in calls] == ["openai"] * 3
@@ -75,8 +95,14 @@ def test_a_refusal_the_client_caused_is_a_call_but_no_upstream_error(capsys):
 
     capsys.readouterr()
     with pytest.raises(InvalidRequest):
-        resilience.run(label="m", breaker=CircuitBreaker(), deadline=resilience.deadline(5),
-                       send=lambda _: Reply(400, {}, b""), handle=refuse, backend="openai")
+        resilience.run(
+            label="m",
+            breaker=CircuitBreaker(),
+            deadline=resilience.deadline(5),
+            send=lambda _: Reply(400, {}, b""),
+            handle=refuse,
+            backend="openai",
+        )
     points = emitted(capsys.readouterr().out)
     assert named(points, observability.UPSTREAM_CALLS) and not named(points, observability.UPSTREAM_ERRORS)
 

@@ -37,13 +37,21 @@ def b64png(width=64, height=48) -> str:
 
 
 def images_body(count=1, width=64, height=48) -> dict:
-    return {"created": 1, "data": [{"b64_json": b64png(width, height), "revised_prompt": f"revised {i}"}
-                                   for i in range(count)]}
+    return {
+        "created": 1,
+        "data": [{"b64_json": b64png(width, height), "revised_prompt": f"revised {i}"} for i in range(count)],
+    }
 
 
 def error_body(code=None, type_="invalid_request_error") -> dict:
-    return {"error": {"message": f"{SECRET_DETAIL} at http://127.0.0.1/internal", "type": type_, "param": None,
-                      "code": code}}
+    return {
+        "error": {
+            "message": f"{SECRET_DETAIL} at http://127.0.0.1/internal",
+            "type": type_,
+            "param": None,
+            "code": code,
+        }
+    }
 
 
 class FakeUpstream:
@@ -62,7 +70,7 @@ class FakeUpstream:
             def log_message(self, *args):  # quiet
                 pass
 
-            def do_POST(self):  # noqa: N802 - http.server's name
+            def do_POST(self):
                 raw = self.rfile.read(int(self.headers.get("content-length", 0)))
                 upstream._record(self.path, dict(self.headers.items()), raw)
                 status, body, headers, delay = upstream._next()
@@ -93,7 +101,8 @@ class FakeUpstream:
             entry["json"] = json.loads(raw)
         elif ctype.startswith("multipart/form-data"):
             message = email.parser.BytesParser(policy=email.policy.default).parsebytes(
-                f"Content-Type: {ctype}\r\nMIME-Version: 1.0\r\n\r\n".encode() + raw)
+                f"Content-Type: {ctype}\r\nMIME-Version: 1.0\r\n\r\n".encode() + raw
+            )
             assert message.is_multipart()
             parts = []
             for part in message.iter_parts():
@@ -144,13 +153,26 @@ class FakeClock:
 
 def entry(base_url: str, **endpoint) -> ModelEntry:
     """A catalog entry for a remote OpenAI-compatible image model (what catalog.json would hold)."""
-    return ModelEntry.model_validate({
-        "id": "remote-image", "backend": "openai",
-        "endpoint": {"base_url": base_url, "upstream_model": "upstream-image-v2",
-                     "api_key_secret": "darkroom/upstream-key", "timeout_seconds": 20, **endpoint},
-        "capabilities": ["generate", "edit", "analyze"], "sizes": ["64x48", "1024x1024"], "default_size": "64x48",
-        "max_n": 4, "qualities": ["low", "medium", "high"], "default_quality": "medium", "passthrough": ["seed"],
-    })
+    return ModelEntry.model_validate(
+        {
+            "id": "remote-image",
+            "backend": "openai",
+            "endpoint": {
+                "base_url": base_url,
+                "upstream_model": "upstream-image-v2",
+                "api_key_secret": "darkroom/upstream-key",
+                "timeout_seconds": 20,
+                **endpoint,
+            },
+            "capabilities": ["generate", "edit", "analyze"],
+            "sizes": ["64x48", "1024x1024"],
+            "default_size": "64x48",
+            "max_n": 4,
+            "qualities": ["low", "medium", "high"],
+            "default_quality": "medium",
+            "passthrough": ["seed"],
+        }
+    )
 
 
 @pytest.fixture
@@ -180,8 +202,16 @@ def model(upstream):
 
 
 def gen_job(n=1, deadline=10.0, **options) -> GenerateJob:
-    return GenerateJob(prompt="a lighthouse at dusk", width=64, height=48, n=n, quality="high", transparent=False,
-                       deadline_seconds=deadline, options=options)
+    return GenerateJob(
+        prompt="a lighthouse at dusk",
+        width=64,
+        height=48,
+        n=n,
+        quality="high",
+        transparent=False,
+        deadline_seconds=deadline,
+        options=options,
+    )
 
 
 def assert_neutral(exc: ApiError, base_url: str) -> None:
@@ -201,8 +231,15 @@ def test_generate_returns_valid_images_and_sends_the_upstream_model_and_key(upst
     [request] = upstream.requests
     assert request["path"] == "/v1/images/generations"
     assert request["headers"]["authorization"] == f"Bearer {API_KEY}"
-    assert request["json"] == {"model": "upstream-image-v2", "prompt": "a lighthouse at dusk", "n": 2,
-                               "size": "64x48", "quality": "high", "response_format": "b64_json", "seed": 7}
+    assert request["json"] == {
+        "model": "upstream-image-v2",
+        "prompt": "a lighthouse at dusk",
+        "n": 2,
+        "size": "64x48",
+        "quality": "high",
+        "response_format": "b64_json",
+        "seed": 7,
+    }
     assert secrets == [("darkroom/upstream-key", {"max_age": 300})]
 
 
@@ -236,19 +273,39 @@ def test_edit_uploads_png_images_and_an_rgba_mask(upstream, backend, model):
     first, second = Image.new("RGB", (64, 48), (10, 200, 10)), Image.new("RGB", (32, 32), (0, 0, 255))
     mask = Image.new("L", (64, 48), 255)
     mask.paste(0, (0, 0, 32, 48))  # edit the left half
-    job = EditJob(prompt="add a balloon", images=[first, second], mask=mask, width=64, height=48, n=1,
-                  quality="medium", transparent=False, input_fidelity="high", deadline_seconds=10)
+    job = EditJob(
+        prompt="add a balloon",
+        images=[first, second],
+        mask=mask,
+        width=64,
+        height=48,
+        n=1,
+        quality="medium",
+        transparent=False,
+        input_fidelity="high",
+        deadline_seconds=10,
+    )
     [result] = backend.edit(model, job)
     assert result.image.size == (64, 48)
     [request] = upstream.requests
     assert request["path"] == "/v1/images/edits"
     parts = request["parts"]
     fields = {name: payload.decode() for name, filename, _, payload in parts if filename is None}
-    assert fields == {"model": "upstream-image-v2", "prompt": "add a balloon", "n": "1", "size": "64x48",
-                      "quality": "medium", "response_format": "b64_json", "input_fidelity": "high"}
+    assert fields == {
+        "model": "upstream-image-v2",
+        "prompt": "add a balloon",
+        "n": "1",
+        "size": "64x48",
+        "quality": "medium",
+        "response_format": "b64_json",
+        "input_fidelity": "high",
+    }
     uploads = [(name, Image.open(io.BytesIO(payload))) for name, filename, _, payload in parts if filename]
     assert [(name, image.format, image.size) for name, image in uploads] == [
-        ("image[]", "PNG", (64, 48)), ("image[]", "PNG", (32, 32)), ("mask", "PNG", (64, 48))]
+        ("image[]", "PNG", (64, 48)),
+        ("image[]", "PNG", (32, 32)),
+        ("mask", "PNG", (64, 48)),
+    ]
     sent_mask = uploads[2][1]
     assert sent_mask.mode == "RGBA"
     assert sent_mask.getpixel((5, 5))[3] == 0 and sent_mask.getpixel((60, 5))[3] == 255
@@ -257,8 +314,7 @@ def test_edit_uploads_png_images_and_an_rgba_mask(upstream, backend, model):
 def test_respond_sends_chat_completions_with_image_parts(upstream, backend, model):
     upstream.default = (200, {"choices": [{"index": 0, "message": {"role": "assistant", "content": "A red square."}}]})
     picture = InputImage(image=Image.new("RGB", (20, 10), (255, 0, 0)), format="jpeg", detail="high")
-    job = TextJob(instructions="Be brief.", messages=[("user", "What is this?")], images=[picture],
-                  deadline_seconds=10)
+    job = TextJob(instructions="Be brief.", messages=[("user", "What is this?")], images=[picture], deadline_seconds=10)
     assert backend.respond(model, job) == "A red square."
     [request] = upstream.requests
     assert request["path"] == "/v1/chat/completions"
@@ -271,7 +327,7 @@ def test_respond_sends_chat_completions_with_image_parts(upstream, backend, mode
     assert image["type"] == "image_url" and image["image_url"]["detail"] == "high"
     prefix = "data:image/png;base64,"
     assert image["image_url"]["url"].startswith(prefix)
-    assert Image.open(io.BytesIO(base64.b64decode(image["image_url"]["url"][len(prefix):]))).size == (20, 10)
+    assert Image.open(io.BytesIO(base64.b64decode(image["image_url"]["url"][len(prefix) :]))).size == (20, 10)
 
 
 # -- retries --------------------------------------------------------------------------------------------
@@ -327,16 +383,20 @@ def test_connection_refused_is_retried_then_503(sleeps, clock, secrets):
 # -- what the client sees -------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("body", [
-    b"<html>" + SECRET_DETAIL.encode() + b"</html>",
-    {"data": []},
-    {"created": 1},
-    {"data": [{"b64_json": "!!!" + SECRET_DETAIL}]},
-    {"data": [{"b64_json": base64.b64encode(b"not an image " + SECRET_DETAIL.encode()).decode()}]},
-    {"data": [{"url": "http://169.254.169.254/latest/meta-data/"}]},
-    images_body(count=2),
-    [1, 2, 3],
-], ids=["garbage", "empty-data", "no-data", "undecodable-b64", "not-an-image", "url-only", "wrong-count", "list"])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"<html>" + SECRET_DETAIL.encode() + b"</html>",
+        {"data": []},
+        {"created": 1},
+        {"data": [{"b64_json": "!!!" + SECRET_DETAIL}]},
+        {"data": [{"b64_json": base64.b64encode(b"not an image " + SECRET_DETAIL.encode()).decode()}]},
+        {"data": [{"url": "http://169.254.169.254/latest/meta-data/"}]},
+        images_body(count=2),
+        [1, 2, 3],
+    ],
+    ids=["garbage", "empty-data", "no-data", "undecodable-b64", "not-an-image", "url-only", "wrong-count", "list"],
+)
 def test_invalid_upstream_answers_are_502(upstream, backend, model, body):
     upstream.default = (200, body)
     with pytest.raises(UpstreamError) as caught:
@@ -346,9 +406,14 @@ def test_invalid_upstream_answers_are_502(upstream, backend, model, body):
     assert_neutral(caught.value, upstream.url)
 
 
-@pytest.mark.parametrize("body", [error_body("moderation_blocked", "image_generation_user_error"),
-                                  error_body("content_policy_violation"),
-                                  error_body(None, "image_generation_user_error")])
+@pytest.mark.parametrize(
+    "body",
+    [
+        error_body("moderation_blocked", "image_generation_user_error"),
+        error_body("content_policy_violation"),
+        error_body(None, "image_generation_user_error"),
+    ],
+)
 def test_content_policy_refusals_are_400(upstream, backend, model, body):
     upstream.default = (400, body)
     with pytest.raises(InvalidRequest) as caught:
@@ -358,8 +423,16 @@ def test_content_policy_refusals_are_400(upstream, backend, model, body):
     assert_neutral(caught.value, upstream.url)
 
 
-@pytest.mark.parametrize("status,code", [(400, "upstream_error"), (404, "upstream_error"), (422, "upstream_error"),
-                                         (401, "upstream_auth"), (403, "upstream_auth")])
+@pytest.mark.parametrize(
+    "status,code",
+    [
+        (400, "upstream_error"),
+        (404, "upstream_error"),
+        (422, "upstream_error"),
+        (401, "upstream_auth"),
+        (403, "upstream_auth"),
+    ],
+)
 def test_other_client_errors_are_502_and_never_retried(upstream, backend, model, status, code, sleeps):
     upstream.default = (status, error_body("invalid_value"))
     with pytest.raises(UpstreamError) as caught:
@@ -424,14 +497,30 @@ def test_refusals_do_not_count_against_the_breaker(upstream, sleeps, clock, secr
 
 
 def test_backend_for_builds_one_adapter_per_model_and_one_client_per_base_url(upstream):
-    catalog = parse_catalog(json.dumps({"models": {
-        "remote-a": {"backend": "openai", "endpoint": {"base_url": upstream.url + "/"},
-                     "capabilities": ["text"]},
-        "remote-b": {"backend": "openai", "endpoint": {"base_url": upstream.url, "upstream_model": "b"},
-                     "capabilities": ["text"]},
-        "local-image": {"backend": "local", "capabilities": ["generate"], "sizes": ["64x64"],
-                        "default_size": "64x64"},
-    }}))
+    catalog = parse_catalog(
+        json.dumps(
+            {
+                "models": {
+                    "remote-a": {
+                        "backend": "openai",
+                        "endpoint": {"base_url": upstream.url + "/"},
+                        "capabilities": ["text"],
+                    },
+                    "remote-b": {
+                        "backend": "openai",
+                        "endpoint": {"base_url": upstream.url, "upstream_model": "b"},
+                        "capabilities": ["text"],
+                    },
+                    "local-image": {
+                        "backend": "local",
+                        "capabilities": ["generate"],
+                        "sizes": ["64x64"],
+                        "default_size": "64x64",
+                    },
+                }
+            }
+        )
+    )
     a, b = catalog.models["remote-a"], catalog.models["remote-b"]
     assert backend_for(a) is backend_for(a)
     assert backend_for(a) is not backend_for(b)
@@ -447,8 +536,18 @@ def test_the_catalog_needs_a_base_url_for_openai_models():
 
 def test_a_retried_edit_sends_the_whole_upload_again(upstream, backend, model):
     upstream.replies = [(502, error_body())]
-    job = EditJob(prompt="p", images=[Image.new("RGB", (64, 48))], mask=None, width=64, height=48, n=1,
-                  quality="low", transparent=False, input_fidelity="", deadline_seconds=10)
+    job = EditJob(
+        prompt="p",
+        images=[Image.new("RGB", (64, 48))],
+        mask=None,
+        width=64,
+        height=48,
+        n=1,
+        quality="low",
+        transparent=False,
+        input_fidelity="",
+        deadline_seconds=10,
+    )
     assert len(backend.edit(model, job)) == 1
     first, second = upstream.requests
     assert first["raw"] == second["raw"] and [p[0] for p in second["parts"]].count("image[]") == 1

@@ -33,11 +33,17 @@ def png_b64() -> str:
 
 
 def response(**changes) -> ResponseObject:
-    fields = dict(id="resp_1", created_at=1_700_000_000, model="local-text",
-                  output=[OutputMessage(id="msg_1", content=[OutputText(text="hello")]),
-                          ImageGenerationCall(id="ig_1", result=png_b64(), size="256x256", output_format="png")],
-                  tools=[{"type": "image_generation", "partial_images": 2}],
-                  usage=ResponseUsage(input_tokens=3, output_tokens=4, total_tokens=7))
+    fields = dict(
+        id="resp_1",
+        created_at=1_700_000_000,
+        model="local-text",
+        output=[
+            OutputMessage(id="msg_1", content=[OutputText(text="hello")]),
+            ImageGenerationCall(id="ig_1", result=png_b64(), size="256x256", output_format="png"),
+        ],
+        tools=[{"type": "image_generation", "partial_images": 2}],
+        usage=ResponseUsage(input_tokens=3, output_tokens=4, total_tokens=7),
+    )
     return ResponseObject(**(fields | changes))
 
 
@@ -65,19 +71,41 @@ def test_each_schema_file_names_the_spec_commit_and_its_license(path):
 def test_darkroom_wire_models_conform():
     bodies = [
         ("POST", "/responses", response().model_dump_json(exclude_none=True)),
-        ("GET", "/responses/resp_1", response(status="failed", error={"code": "server_error", "message": "x"},
-                                              usage=None, output=[]).model_dump_json(exclude_none=True)),
+        (
+            "GET",
+            "/responses/resp_1",
+            response(
+                status="failed", error={"code": "server_error", "message": "x"}, usage=None, output=[]
+            ).model_dump_json(exclude_none=True),
+        ),
         ("DELETE", "/responses/resp_1", ResponseDeleted(id="resp_1").model_dump_json()),
-        ("POST", "/images/generations", ImagesResponse(
-            created=1, data=[ImageData(b64_json="eA==")], size="1024x1024", quality="low", output_format="png",
-            background="opaque", usage=ImagesUsage(input_tokens=1, output_tokens=2, total_tokens=3,
-                                                   input_tokens_details=InputTokensDetails(text_tokens=1,
-                                                                                           image_tokens=0)),
-        ).model_dump_json(exclude_none=True)),
+        (
+            "POST",
+            "/images/generations",
+            ImagesResponse(
+                created=1,
+                data=[ImageData(b64_json="eA==")],
+                size="1024x1024",
+                quality="low",
+                output_format="png",
+                background="opaque",
+                usage=ImagesUsage(
+                    input_tokens=1,
+                    output_tokens=2,
+                    total_tokens=3,
+                    input_tokens_details=InputTokensDetails(text_tokens=1, image_tokens=0),
+                ),
+            ).model_dump_json(exclude_none=True),
+        ),
         ("GET", "/files", FileList(data=[]).model_dump_json(exclude_none=True)),
         ("DELETE", "/files/file-1", FileDeleted(id="file-1").model_dump_json()),
-        ("POST", "/uploads", Upload(id="upload_1", bytes=3, created_at=1, expires_at=2, filename="a.png",
-                                    purpose="vision", status="pending").model_dump_json(exclude_none=True)),
+        (
+            "POST",
+            "/uploads",
+            Upload(
+                id="upload_1", bytes=3, created_at=1, expires_at=2, filename="a.png", purpose="vision", status="pending"
+            ).model_dump_json(exclude_none=True),
+        ),
     ]
     for method, path, body in bodies:
         assert check(method, path, body) == [], (method, path)
@@ -94,8 +122,11 @@ def test_darkroom_streams_conform_event_by_event():
 
 
 def test_images_response_bad_bodies_are_rejected():
-    found = check("POST", "/images/generations", {"data": [{"b64_json": 7}], "output_format": "gif",
-                                                  "usage": {"input_tokens": 1, "output_tokens": 1}})
+    found = check(
+        "POST",
+        "/images/generations",
+        {"data": [{"b64_json": 7}], "output_format": "gif", "usage": {"input_tokens": 1, "output_tokens": 1}},
+    )
     assert {"/data/0/b64_json", "/output_format", "/usage"} <= pointers(found)
     assert any("created" in item.message for item in found)
 
@@ -132,19 +163,35 @@ def test_error_envelope_bad_bodies_are_rejected():
 
 def test_model_bad_bodies_are_rejected():
     assert pointers(check("GET", "/models", {"object": "list", "data": [{"id": "m", "object": "model"}]})) == {
-        "/data/0"}
+        "/data/0"
+    }
     assert pointers(check("GET", "/models/m", {"id": "m", "object": "engine", "created": 1, "owned_by": "x"})) == {
-        "/object"}
+        "/object"
+    }
 
 
 def test_file_bad_bodies_are_rejected():
     good = FileObject(id="file-1", bytes=3, created_at=1, filename="a.png", purpose="vision").model_dump()
     assert pointers(check("POST", "/files", {**good, "purpose": "pictures"})) == {"/purpose"}
     assert pointers(check("DELETE", "/files/file-1", {"id": "file-1", "object": "file", "deleted": "yes"})) == {
-        "/deleted"}
-    assert pointers(check("POST", "/uploads/u/complete", {"id": "u", "object": "upload", "status": "done",
-                                                          "bytes": 1, "created_at": 1, "expires_at": 2,
-                                                          "filename": "a", "purpose": "vision"})) == {"/status"}
+        "/deleted"
+    }
+    assert pointers(
+        check(
+            "POST",
+            "/uploads/u/complete",
+            {
+                "id": "u",
+                "object": "upload",
+                "status": "done",
+                "bytes": 1,
+                "created_at": 1,
+                "expires_at": 2,
+                "filename": "a",
+                "purpose": "vision",
+            },
+        )
+    ) == {"/status"}
     assert pointers(check("GET", "/files", {"object": "list", "data": [], "has_more": False})) == {""}
 
 
@@ -165,21 +212,38 @@ def test_deviations_allow_only_what_they_name():
     assert pointers(check("POST", "/images/edits", body | {"size": "auto"})) == {"/size"}
     assert pointers(check("POST", "/images/edits", body | {"quality": "standard"})) == {"/quality"}
     # first_id may be null on a file list, and nowhere else
-    assert check("GET", "/files", {"object": "list", "data": [], "first_id": None, "last_id": None,
-                                   "has_more": False}) == []
-    assert pointers(check("GET", "/files", {"object": "list", "data": [], "first_id": 1, "last_id": None,
-                                            "has_more": False})) == {"/first_id"}
+    assert (
+        check("GET", "/files", {"object": "list", "data": [], "first_id": None, "last_id": None, "has_more": False})
+        == []
+    )
+    assert pointers(
+        check("GET", "/files", {"object": "list", "data": [], "first_id": 1, "last_id": None, "has_more": False})
+    ) == {"/first_id"}
 
 
 def test_a_response_stored_before_these_fields_existed_conforms_when_read_back():
     stored = {  # as _record() kept responses before cache_write_tokens and the required nulls were sent
-        "id": "resp_1", "object": "response", "created_at": 1, "status": "completed", "background": False,
-        "model": "local-text", "output": [{"type": "image_generation_call", "id": "ig_1", "status": "completed",
-                                           "size": "256x256"}],
-        "metadata": {}, "store": True, "tools": [], "tool_choice": "auto", "parallel_tool_calls": True,
+        "id": "resp_1",
+        "object": "response",
+        "created_at": 1,
+        "status": "completed",
+        "background": False,
+        "model": "local-text",
+        "output": [{"type": "image_generation_call", "id": "ig_1", "status": "completed", "size": "256x256"}],
+        "metadata": {},
+        "store": True,
+        "tools": [],
+        "tool_choice": "auto",
+        "parallel_tool_calls": True,
         "text": {"format": {"type": "text"}},
-        "usage": {"input_tokens": 1, "input_tokens_details": {"cached_tokens": 0}, "output_tokens": 2,
-                  "output_tokens_details": {"reasoning_tokens": 0}, "total_tokens": 3, "images": 1},
+        "usage": {
+            "input_tokens": 1,
+            "input_tokens_details": {"cached_tokens": 0},
+            "output_tokens": 2,
+            "output_tokens_details": {"reasoning_tokens": 0},
+            "total_tokens": 3,
+            "images": 1,
+        },
     }
     read_back = ResponseObject.model_validate(stored)
     assert check("GET", "/responses/resp_1", read_back.model_dump_json(exclude_none=True)) == []

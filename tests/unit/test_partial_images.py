@@ -43,8 +43,10 @@ def test_each_partial_is_the_final_size_and_format(output_format):
 def test_partials_sharpen_towards_the_final_image():
     final_b64 = final_image("png")
     final = decoded(final_b64).convert("RGB")
-    distances = [sum(ImageStat.Stat(ImageChops.difference(decoded(p).convert("RGB"), final)).mean)
-                 for p in partial_images(final_b64, 3, "png")]
+    distances = [
+        sum(ImageStat.Stat(ImageChops.difference(decoded(p).convert("RGB"), final)).mean)
+        for p in partial_images(final_b64, 3, "png")
+    ]
     assert distances[0] > distances[1] > distances[2] > 0  # coarse to fine, and none is the final image itself
 
 

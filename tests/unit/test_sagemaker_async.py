@@ -33,18 +33,33 @@ def png(width=64, height=48, colour=(200, 30, 30)) -> bytes:
 
 
 def entry(**endpoint) -> ModelEntry:
-    return ModelEntry.model_validate({
-        "id": "sm-async", "backend": "sagemaker",
-        "endpoint": {"endpoint_name": ENDPOINT_NAME, "async_inference": True, "timeout_seconds": 20, **endpoint},
-        "capabilities": ["generate", "edit", "analyze"], "sizes": ["64x48"], "default_size": "64x48", "max_n": 4,
-        "qualities": ["low", "medium", "high"], "default_quality": "medium",
-        "passthrough": ["negative_prompt", "steps", "seed"],
-    })
+    return ModelEntry.model_validate(
+        {
+            "id": "sm-async",
+            "backend": "sagemaker",
+            "endpoint": {"endpoint_name": ENDPOINT_NAME, "async_inference": True, "timeout_seconds": 20, **endpoint},
+            "capabilities": ["generate", "edit", "analyze"],
+            "sizes": ["64x48"],
+            "default_size": "64x48",
+            "max_n": 4,
+            "qualities": ["low", "medium", "high"],
+            "default_quality": "medium",
+            "passthrough": ["negative_prompt", "steps", "seed"],
+        }
+    )
 
 
 def gen_job(n=1, deadline=60.0, **options) -> GenerateJob:
-    return GenerateJob(prompt="a lighthouse at dusk", width=64, height=48, n=n, quality="high", transparent=False,
-                       deadline_seconds=deadline, options=options)
+    return GenerateJob(
+        prompt="a lighthouse at dusk",
+        width=64,
+        height=48,
+        n=n,
+        quality="high",
+        transparent=False,
+        deadline_seconds=deadline,
+        options=options,
+    )
 
 
 class Capture:
@@ -90,8 +105,7 @@ def s3(aws):
 
 @pytest.fixture
 def client():
-    return boto3.client("sagemaker-runtime", region_name="us-east-1", aws_access_key_id="x",
-                        aws_secret_access_key="x")
+    return boto3.client("sagemaker-runtime", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x")
 
 
 @pytest.fixture
@@ -112,25 +126,48 @@ def model():
 
 @pytest.fixture
 def backend(client, clock, model):
-    return SageMakerBackend(model, client=client, breaker=CircuitBreaker(threshold=100), resilience=no_wait(),
-                            sleep=clock.sleep, clock=clock.time)
+    return SageMakerBackend(
+        model,
+        client=client,
+        breaker=CircuitBreaker(threshold=100),
+        resilience=no_wait(),
+        sleep=clock.sleep,
+        clock=clock.time,
+    )
 
 
 class Invocation:
     """One expected ``InvokeEndpointAsync``: the parameters it must carry and what SageMaker answers."""
 
-    def __init__(self, stubber: Stubber, bucket: str, *, ttl=60, timeout=900, output_key=OUTPUT_KEY,
-                 failure_key: str | None = FAILURE_KEY, output_bucket: str | None = None) -> None:
+    def __init__(
+        self,
+        stubber: Stubber,
+        bucket: str,
+        *,
+        ttl=60,
+        timeout=900,
+        output_key=OUTPUT_KEY,
+        failure_key: str | None = FAILURE_KEY,
+        output_bucket: str | None = None,
+    ) -> None:
         self.input_location = Capture()
         self.inference_id = Capture()
-        answer = {"InferenceId": "answer-1",
-                  "OutputLocation": f"s3://{output_bucket or bucket}/{output_key}"}
+        answer = {"InferenceId": "answer-1", "OutputLocation": f"s3://{output_bucket or bucket}/{output_key}"}
         if failure_key:
             answer["FailureLocation"] = f"s3://{bucket}/{failure_key}"
-        stubber.add_response("invoke_endpoint_async", answer, {
-            "EndpointName": ENDPOINT_NAME, "InputLocation": self.input_location, "ContentType": "application/json",
-            "Accept": "application/json", "InferenceId": self.inference_id, "InvocationTimeoutSeconds": timeout,
-            "RequestTTLSeconds": ttl})
+        stubber.add_response(
+            "invoke_endpoint_async",
+            answer,
+            {
+                "EndpointName": ENDPOINT_NAME,
+                "InputLocation": self.input_location,
+                "ContentType": "application/json",
+                "Accept": "application/json",
+                "InferenceId": self.inference_id,
+                "InvocationTimeoutSeconds": timeout,
+                "RequestTTLSeconds": ttl,
+            },
+        )
         self.bucket = bucket
 
     @property
@@ -168,8 +205,9 @@ def assert_neutral(exc: ApiError, bucket: str) -> None:
 # -- answers ---------------------------------------------------------------------------------------
 
 
-def test_generate_sends_the_contract_through_s3_and_returns_the_endpoints_images(stubber, backend, model, clock,
-                                                                                 s3, bucket):
+def test_generate_sends_the_contract_through_s3_and_returns_the_endpoints_images(
+    stubber, backend, model, clock, s3, bucket
+):
     invocation = Invocation(stubber, bucket)
     seen: list[dict] = []
     images = [b64(png(colour=(1, 2, 3))), b64(png(128, 96, colour=(9, 8, 7)))]  # the second is cover-fitted
@@ -177,8 +215,19 @@ def test_generate_sends_the_contract_through_s3_and_returns_the_endpoints_images
 
     result = backend.generate(model, gen_job(n=2, negative_prompt="fog", steps=30, seed=7))
 
-    assert seen == [{"task": "generate", "prompt": "a lighthouse at dusk", "width": 64, "height": 48,
-                     "num_images": 2, "quality": "high", "negative_prompt": "fog", "steps": 30, "seed": 7}]
+    assert seen == [
+        {
+            "task": "generate",
+            "prompt": "a lighthouse at dusk",
+            "width": 64,
+            "height": 48,
+            "num_images": 2,
+            "quality": "high",
+            "negative_prompt": "fog",
+            "steps": 30,
+            "seed": 7,
+        }
+    ]
     assert invocation.input_key == f"{INPUT_PREFIX}{invocation.inference_id.value}.json"
     assert [image.image.size for image in result] == [(64, 48), (64, 48)]
     assert result[0].image.getpixel((5, 5)) == (1, 2, 3) and result[1].image.getpixel((30, 20)) == (9, 8, 7)
@@ -192,8 +241,18 @@ def test_edit_sends_the_same_contract_with_its_white_is_edit_mask(stubber, backe
     clock.on_sleep = endpoint_writes(s3, bucket, 1, OUTPUT_KEY, answer({"images": [b64(png())]}), seen)
     mask = Image.new("L", (64, 48), 255)
     mask.paste(0, (0, 0, 32, 48))  # darkroom: alpha 0 = edit the left half
-    job = EditJob(prompt="add a moon", images=[Image.new("RGB", (64, 48), (10, 200, 10))], mask=mask, width=64,
-                  height=48, n=1, quality="medium", transparent=False, input_fidelity="low", deadline_seconds=60)
+    job = EditJob(
+        prompt="add a moon",
+        images=[Image.new("RGB", (64, 48), (10, 200, 10))],
+        mask=mask,
+        width=64,
+        height=48,
+        n=1,
+        quality="medium",
+        transparent=False,
+        input_fidelity="low",
+        deadline_seconds=60,
+    )
 
     (image,) = backend.edit(model, job)
 
@@ -209,8 +268,12 @@ def test_respond_returns_the_endpoints_text(stubber, backend, model, clock, s3, 
     Invocation(stubber, bucket)
     seen: list[dict] = []
     clock.on_sleep = endpoint_writes(s3, bucket, 2, OUTPUT_KEY, answer({"text": "A blue square."}), seen)
-    job = TextJob(instructions="Be brief.", messages=[("user", "what?")],
-                  images=[InputImage(Image.new("RGB", (8, 8), (0, 0, 255)), "png")], deadline_seconds=60)
+    job = TextJob(
+        instructions="Be brief.",
+        messages=[("user", "what?")],
+        images=[InputImage(Image.new("RGB", (8, 8), (0, 0, 255)), "png")],
+        deadline_seconds=60,
+    )
 
     assert backend.respond(model, job) == "A blue square."
     assert seen[0]["messages"] == [{"role": "user", "content": "what?"}] and seen[0]["instructions"] == "Be brief."
@@ -228,8 +291,9 @@ def test_the_catalogs_invocation_timeout_is_sent(client, stubber, clock, s3, buc
 # -- failures ----------------------------------------------------------------------------------------
 
 
-def test_a_failure_object_is_a_502_that_never_repeats_its_text_or_location(stubber, backend, model, clock, s3, bucket,
-                                                                           caplog):
+def test_a_failure_object_is_a_502_that_never_repeats_its_text_or_location(
+    stubber, backend, model, clock, s3, bucket, caplog
+):
     Invocation(stubber, bucket)
     failure = f"Traceback: {SECRET_DETAIL} in s3://{bucket}/{FAILURE_KEY}".encode()
     clock.on_sleep = endpoint_writes(s3, bucket, 2, FAILURE_KEY, failure)
@@ -246,14 +310,20 @@ def test_a_failure_object_is_a_502_that_never_repeats_its_text_or_location(stubb
 
 def refusal(**extra) -> bytes:
     """The model server's safety refusal, as the failure object holds it (its error answer)."""
-    return answer({"error": {"code": "content_policy_violation", "message": f"blocked: {SECRET_DETAIL}",
-                             "param": "prompt"}, **extra})
+    return answer(
+        {
+            "error": {"code": "content_policy_violation", "message": f"blocked: {SECRET_DETAIL}", "param": "prompt"},
+            **extra,
+        }
+    )
 
 
-def test_a_content_policy_refusal_in_the_failure_object_is_a_400_that_spares_the_breaker(stubber, model, client,
-                                                                                         clock, s3, bucket, caplog):
-    backend = SageMakerBackend(model, client=client, breaker=CircuitBreaker(threshold=1), sleep=clock.sleep,
-                               clock=clock.time)
+def test_a_content_policy_refusal_in_the_failure_object_is_a_400_that_spares_the_breaker(
+    stubber, model, client, clock, s3, bucket, caplog
+):
+    backend = SageMakerBackend(
+        model, client=client, breaker=CircuitBreaker(threshold=1), sleep=clock.sleep, clock=clock.time
+    )
     Invocation(stubber, bucket)
     clock.on_sleep = endpoint_writes(s3, bucket, 2, FAILURE_KEY, refusal())
 
@@ -271,10 +341,16 @@ def test_a_content_policy_refusal_in_the_failure_object_is_a_400_that_spares_the
     assert input_keys(s3, bucket) == []
 
 
-@pytest.mark.parametrize("failure", [
-    answer({"error": {"code": "model_error", "message": SECRET_DETAIL}}), b"Traceback " + SECRET_DETAIL.encode(),
-    b"", "oversized",
-], ids=["other-code", "text", "empty", "oversized"])
+@pytest.mark.parametrize(
+    "failure",
+    [
+        answer({"error": {"code": "model_error", "message": SECRET_DETAIL}}),
+        b"Traceback " + SECRET_DETAIL.encode(),
+        b"",
+        "oversized",
+    ],
+    ids=["other-code", "text", "empty", "oversized"],
+)
 def test_any_other_failure_object_stays_a_502(stubber, backend, model, clock, s3, bucket, failure):
     if failure == "oversized":  # a refusal padded past the cap: only the prefix is fetched, and it is not parsed
         failure = refusal(pad="x" * sagemaker_async.MAX_FAILURE_BYTES)
@@ -286,8 +362,7 @@ def test_any_other_failure_object_stays_a_502(stubber, backend, model, clock, s3
     assert_neutral(caught.value, bucket)
 
 
-def test_only_a_capped_prefix_of_the_failure_object_is_fetched(stubber, backend, model, clock, s3, bucket,
-                                                               monkeypatch):
+def test_only_a_capped_prefix_of_the_failure_object_is_fetched(stubber, backend, model, clock, s3, bucket, monkeypatch):
     Invocation(stubber, bucket)
     clock.on_sleep = endpoint_writes(s3, bucket, 1, FAILURE_KEY, refusal())
     ranges = []
@@ -303,10 +378,12 @@ def test_only_a_capped_prefix_of_the_failure_object_is_fetched(stubber, backend,
     assert ranges == [f"bytes=0-{sagemaker_async.MAX_FAILURE_BYTES}"]
 
 
-def test_an_unreadable_failure_object_is_still_the_endpoints_502(stubber, model, client, clock, s3, bucket,
-                                                                 monkeypatch):
-    backend = SageMakerBackend(model, client=client, breaker=CircuitBreaker(threshold=1), sleep=clock.sleep,
-                               clock=clock.time)
+def test_an_unreadable_failure_object_is_still_the_endpoints_502(
+    stubber, model, client, clock, s3, bucket, monkeypatch
+):
+    backend = SageMakerBackend(
+        model, client=client, breaker=CircuitBreaker(threshold=1), sleep=clock.sleep, clock=clock.time
+    )
     Invocation(stubber, bucket)
     clock.on_sleep = endpoint_writes(s3, bucket, 1, FAILURE_KEY, refusal())
 
@@ -321,8 +398,9 @@ def test_an_unreadable_failure_object_is_still_the_endpoints_502(stubber, model,
 
 
 def test_no_answer_by_the_deadline_is_the_real_time_paths_504(stubber, model, client, clock, s3, bucket):
-    backend = SageMakerBackend(model, client=client, breaker=CircuitBreaker(threshold=1), sleep=clock.sleep,
-                               clock=clock.time)
+    backend = SageMakerBackend(
+        model, client=client, breaker=CircuitBreaker(threshold=1), sleep=clock.sleep, clock=clock.time
+    )
     Invocation(stubber, bucket)
     started = clock.now
 
@@ -331,17 +409,28 @@ def test_no_answer_by_the_deadline_is_the_real_time_paths_504(stubber, model, cl
 
     real_time = aws_runtime.transport_outcome(ReadTimeoutError(endpoint_url="https://x")).error
     assert (caught.value.status, caught.value.code, caught.value.message) == (
-        real_time.status, real_time.code, real_time.message)
+        real_time.status,
+        real_time.code,
+        real_time.message,
+    )
     assert clock.sleeps == [0.5, 1.0, 2.0, 4.0, 5.0, 5.0, 5.0, 5.0, 2.5]  # grows, caps, and stops at the deadline
     assert clock.now - started == 30
     assert input_keys(s3, bucket) == []
     assert backend.breaker.state == "open"  # a timeout counts against the endpoint, as in real time
 
 
-@pytest.mark.parametrize("reply", [
-    b"<html>" + SECRET_DETAIL.encode(), b"[1, 2]", answer({"images": []}), answer({"images": ["not base64!"]}),
-    answer({"images": [b64(png()), b64(png())]}), answer({"text": "words where an image was asked for"}),
-], ids=["html", "list", "none", "junk-b64", "too-many", "text"])
+@pytest.mark.parametrize(
+    "reply",
+    [
+        b"<html>" + SECRET_DETAIL.encode(),
+        b"[1, 2]",
+        answer({"images": []}),
+        answer({"images": ["not base64!"]}),
+        answer({"images": [b64(png()), b64(png())]}),
+        answer({"text": "words where an image was asked for"}),
+    ],
+    ids=["html", "list", "none", "junk-b64", "too-many", "text"],
+)
 def test_a_malformed_output_is_a_502_invalid_response(stubber, backend, model, clock, s3, bucket, reply):
     Invocation(stubber, bucket)
     clock.on_sleep = endpoint_writes(s3, bucket, 1, OUTPUT_KEY, reply)
@@ -361,14 +450,20 @@ def test_an_oversized_output_is_refused(stubber, backend, model, clock, s3, buck
     assert caught.value.code == "upstream_invalid_response"
 
 
-@pytest.mark.parametrize(("code", "status", "error"), [
-    ("ThrottlingException", 400, ServiceUnavailable), ("ServiceUnavailable", 503, ServiceUnavailable),
-    ("InternalFailure", 500, ServiceUnavailable), ("ValidationError", 400, UpstreamError)])
-def test_invoke_errors_map_as_in_real_time_and_drop_the_input(stubber, backend, model, s3, bucket, code, status,
-                                                              error):
+@pytest.mark.parametrize(
+    ("code", "status", "error"),
+    [
+        ("ThrottlingException", 400, ServiceUnavailable),
+        ("ServiceUnavailable", 503, ServiceUnavailable),
+        ("InternalFailure", 500, ServiceUnavailable),
+        ("ValidationError", 400, UpstreamError),
+    ],
+)
+def test_invoke_errors_map_as_in_real_time_and_drop_the_input(stubber, backend, model, s3, bucket, code, status, error):
     for _ in range(ATTEMPTS if error is ServiceUnavailable else 1):  # a submission is retried like a real-time call
-        stubber.add_client_error("invoke_endpoint_async", code, f"{SECRET_DETAIL} {ENDPOINT_NAME}",
-                                 http_status_code=status)
+        stubber.add_client_error(
+            "invoke_endpoint_async", code, f"{SECRET_DETAIL} {ENDPOINT_NAME}", http_status_code=status
+        )
     with pytest.raises(error) as caught:
         backend.generate(model, gen_job())
     assert caught.value.status == (503 if error is ServiceUnavailable else 502)
@@ -378,10 +473,14 @@ def test_invoke_errors_map_as_in_real_time_and_drop_the_input(stubber, backend, 
     assert input_keys(s3, bucket) == []
 
 
-@pytest.mark.parametrize("where", [{"output_bucket": "someone-elses-bucket"}, {"output_key": "elsewhere/a.out"},
-                                   {"failure_key": None}], ids=["other-bucket", "other-prefix", "no-failure-path"])
-def test_an_endpoint_writing_outside_async_inference_is_refused_at_submit(stubber, backend, model, clock, s3, bucket,
-                                                                         where):
+@pytest.mark.parametrize(
+    "where",
+    [{"output_bucket": "someone-elses-bucket"}, {"output_key": "elsewhere/a.out"}, {"failure_key": None}],
+    ids=["other-bucket", "other-prefix", "no-failure-path"],
+)
+def test_an_endpoint_writing_outside_async_inference_is_refused_at_submit(
+    stubber, backend, model, clock, s3, bucket, where
+):
     Invocation(stubber, bucket, **where)
     with pytest.raises(UpstreamError) as caught:
         backend.generate(model, gen_job())
@@ -396,10 +495,12 @@ def test_only_the_exact_output_key_is_an_answer(stubber, backend, model, clock, 
         backend.generate(model, gen_job(deadline=3))
 
 
-def test_a_storage_failure_is_a_502_that_leaves_the_breaker_alone(stubber, model, client, clock, s3, bucket,
-                                                                  monkeypatch):
-    backend = SageMakerBackend(model, client=client, breaker=CircuitBreaker(threshold=1), sleep=clock.sleep,
-                               clock=clock.time)
+def test_a_storage_failure_is_a_502_that_leaves_the_breaker_alone(
+    stubber, model, client, clock, s3, bucket, monkeypatch
+):
+    backend = SageMakerBackend(
+        model, client=client, breaker=CircuitBreaker(threshold=1), sleep=clock.sleep, clock=clock.time
+    )
     Invocation(stubber, bucket)
 
     def denied(**kwargs):
@@ -434,8 +535,9 @@ def test_submit_then_collect_in_a_later_invocation(stubber, backend, model, s3, 
     assert input_keys(s3, bucket) == []
 
 
-def test_a_handle_without_a_deadline_lasts_as_long_as_sagemaker_may_keep_the_request(stubber, backend, model,
-                                                                                    clock, bucket):
+def test_a_handle_without_a_deadline_lasts_as_long_as_sagemaker_may_keep_the_request(
+    stubber, backend, model, clock, bucket
+):
     Invocation(stubber, bucket, ttl=21_600)
     handle = backend.submit_async(model, "generate", generate_request(gen_job()))
     clock.now += 21_600 + 900 - 1
@@ -445,13 +547,24 @@ def test_a_handle_without_a_deadline_lasts_as_long_as_sagemaker_may_keep_the_req
         backend.collect_async(model, handle)
 
 
-def test_collect_reports_a_failure_and_answers_even_while_the_breaker_is_open(stubber, model, client, clock, s3,
-                                                                             bucket):
-    backend = SageMakerBackend(model, client=client, breaker=CircuitBreaker(threshold=1, cooldown_seconds=60),
-                               sleep=clock.sleep, clock=clock.time)
+def test_collect_reports_a_failure_and_answers_even_while_the_breaker_is_open(
+    stubber, model, client, clock, s3, bucket
+):
+    backend = SageMakerBackend(
+        model,
+        client=client,
+        breaker=CircuitBreaker(threshold=1, cooldown_seconds=60),
+        sleep=clock.sleep,
+        clock=clock.time,
+    )
     Invocation(stubber, bucket, ttl=21_600)
-    Invocation(stubber, bucket, ttl=21_600, output_key="async-inference/output/answer-2.out",
-               failure_key="async-inference/failure/answer-2-error.out")
+    Invocation(
+        stubber,
+        bucket,
+        ttl=21_600,
+        output_key="async-inference/output/answer-2.out",
+        failure_key="async-inference/failure/answer-2-error.out",
+    )
     first = backend.submit_async(model, "generate", generate_request(gen_job()))
     second = backend.submit_async(model, "generate", generate_request(gen_job()))
 
@@ -471,18 +584,22 @@ def test_collect_reports_a_failure_and_answers_even_while_the_breaker_is_open(st
 def test_the_catalog_allows_async_inference_only_on_a_sagemaker_endpoint():
     assert Endpoint(endpoint_name="e").async_timeout_seconds == 900
     assert Endpoint(endpoint_name="e").async_inference is False
-    for bad in ({"async_inference": True}, {"async_inference": True, "base_url": "https://x/v1"},
-                {"async_inference": True, "model_id": "amazon.nova-canvas-v1:0"},
-                {"async_inference": True, "endpoint_name": "e", "model_id": "amazon.nova-canvas-v1:0"},
-                {"endpoint_name": "e", "async_timeout_seconds": 0},
-                {"endpoint_name": "e", "async_timeout_seconds": 3601}):
+    for bad in (
+        {"async_inference": True},
+        {"async_inference": True, "base_url": "https://x/v1"},
+        {"async_inference": True, "model_id": "amazon.nova-canvas-v1:0"},
+        {"async_inference": True, "endpoint_name": "e", "model_id": "amazon.nova-canvas-v1:0"},
+        {"endpoint_name": "e", "async_timeout_seconds": 0},
+        {"endpoint_name": "e", "async_timeout_seconds": 3601},
+    ):
         with pytest.raises(ValidationError):
             Endpoint.model_validate(bad)
     assert Endpoint(endpoint_name="e", async_inference=True, async_timeout_seconds=3600).async_timeout_seconds == 3600
 
 
-def test_in_a_background_job_a_pending_answer_pauses_and_the_next_invocation_collects_it(stubber, backend, model,
-                                                                                        clock, s3, bucket):
+def test_in_a_background_job_a_pending_answer_pauses_and_the_next_invocation_collects_it(
+    stubber, backend, model, clock, s3, bucket
+):
     from darkroom.inference import checkpoint
 
     Invocation(stubber, bucket, ttl=21_600)  # made for the endpoint's own limit, not this invocation's deadline

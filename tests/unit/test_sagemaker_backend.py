@@ -48,19 +48,25 @@ def body(document) -> dict:
 
 
 def entry(**endpoint) -> ModelEntry:
-    return ModelEntry.model_validate({
-        "id": "sm-image", "backend": "sagemaker",
-        "endpoint": {"endpoint_name": ENDPOINT_NAME, "timeout_seconds": 20, **endpoint},
-        "capabilities": ["generate", "edit", "analyze"], "sizes": ["64x48"], "default_size": "64x48", "max_n": 4,
-        "qualities": ["low", "medium", "high"], "default_quality": "medium",
-        "passthrough": ["negative_prompt", "steps", "seed"],
-    })
+    return ModelEntry.model_validate(
+        {
+            "id": "sm-image",
+            "backend": "sagemaker",
+            "endpoint": {"endpoint_name": ENDPOINT_NAME, "timeout_seconds": 20, **endpoint},
+            "capabilities": ["generate", "edit", "analyze"],
+            "sizes": ["64x48"],
+            "default_size": "64x48",
+            "max_n": 4,
+            "qualities": ["low", "medium", "high"],
+            "default_quality": "medium",
+            "passthrough": ["negative_prompt", "steps", "seed"],
+        }
+    )
 
 
 @pytest.fixture
 def client():
-    return boto3.client("sagemaker-runtime", region_name="us-east-1", aws_access_key_id="x",
-                        aws_secret_access_key="x")
+    return boto3.client("sagemaker-runtime", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x")
 
 
 @pytest.fixture
@@ -84,19 +90,41 @@ def expected(matcher: JsonBody, content_type="application/json", accept="applica
 
 
 def gen_job(n=1, transparent=False, **options) -> GenerateJob:
-    return GenerateJob(prompt="a lighthouse at dusk", width=64, height=48, n=n, quality="high",
-                       transparent=transparent, deadline_seconds=10, options=options)
+    return GenerateJob(
+        prompt="a lighthouse at dusk",
+        width=64,
+        height=48,
+        n=n,
+        quality="high",
+        transparent=transparent,
+        deadline_seconds=10,
+        options=options,
+    )
 
 
 def edit_job(mask: Image.Image | None, images=None, n=1) -> EditJob:
     images = images or [Image.new("RGB", (64, 48), (10, 200, 10))]
-    return EditJob(prompt="add a moon", images=images, mask=mask, width=64, height=48, n=n, quality="medium",
-                   transparent=False, input_fidelity="low", deadline_seconds=10)
+    return EditJob(
+        prompt="add a moon",
+        images=images,
+        mask=mask,
+        width=64,
+        height=48,
+        n=n,
+        quality="medium",
+        transparent=False,
+        input_fidelity="low",
+        deadline_seconds=10,
+    )
 
 
 def text_job() -> TextJob:
-    return TextJob(instructions="Be brief.", messages=[("user", "hello"), ("assistant", "hi"), ("user", "what?")],
-                   images=[InputImage(Image.new("RGB", (8, 8), (0, 0, 255)), "png")], deadline_seconds=10)
+    return TextJob(
+        instructions="Be brief.",
+        messages=[("user", "hello"), ("assistant", "hi"), ("user", "what?")],
+        images=[InputImage(Image.new("RGB", (8, 8), (0, 0, 255)), "png")],
+        deadline_seconds=10,
+    )
 
 
 def assert_neutral(exc: ApiError) -> None:
@@ -109,10 +137,22 @@ def assert_neutral(exc: ApiError) -> None:
 
 
 def test_generate_sends_the_contract_and_returns_validated_images(stubber, backend, model):
-    matcher = JsonBody({"task": "generate", "prompt": "a lighthouse at dusk", "width": 64, "height": 48,
-                        "num_images": 2, "quality": "high", "negative_prompt": "fog", "steps": 30, "seed": 7})
-    stubber.add_response("invoke_endpoint", body({"images": [b64(png()), b64(png(colour=(1, 2, 3)))]}),
-                         expected(matcher))
+    matcher = JsonBody(
+        {
+            "task": "generate",
+            "prompt": "a lighthouse at dusk",
+            "width": 64,
+            "height": 48,
+            "num_images": 2,
+            "quality": "high",
+            "negative_prompt": "fog",
+            "steps": 30,
+            "seed": 7,
+        }
+    )
+    stubber.add_response(
+        "invoke_endpoint", body({"images": [b64(png()), b64(png(colour=(1, 2, 3)))]}), expected(matcher)
+    )
     images = backend.generate(model, gen_job(n=2, negative_prompt="fog", steps=30, seed=7))
     assert [i.image.size for i in images] == [(64, 48), (64, 48)]
     assert images[1].image.getpixel((0, 0)) == (1, 2, 3)
@@ -122,8 +162,11 @@ def test_generate_fits_other_sizes_and_honours_content_type_and_transparency(cli
     model = entry(content_type="application/json; charset=utf-8", accept="application/json; verbose=true")
     backend = SageMakerBackend(model, client=client)
     matcher = JsonBody()
-    stubber.add_response("invoke_endpoint", body({"images": [b64(png(128, 96))]}),
-                         expected(matcher, "application/json; charset=utf-8", "application/json; verbose=true"))
+    stubber.add_response(
+        "invoke_endpoint",
+        body({"images": [b64(png(128, 96))]}),
+        expected(matcher, "application/json; charset=utf-8", "application/json; verbose=true"),
+    )
     (image,) = backend.generate(model, gen_job(transparent=True))
     assert matcher.seen["background"] == "transparent"
     assert image.image.size == (64, 48) and image.image.mode == "RGBA"
@@ -139,7 +182,13 @@ def test_edit_sends_image_references_and_a_white_is_edit_mask(stubber, backend, 
     assert image.image.size == (64, 48)
     sent = matcher.seen
     assert {k: sent[k] for k in ("task", "prompt", "width", "height", "num_images", "quality")} == {
-        "task": "edit", "prompt": "add a moon", "width": 64, "height": 48, "num_images": 1, "quality": "medium"}
+        "task": "edit",
+        "prompt": "add a moon",
+        "width": 64,
+        "height": 48,
+        "num_images": 1,
+        "quality": "medium",
+    }
     assert decode_png(sent["image"]).getpixel((5, 5)) == (10, 200, 10)
     assert [decode_png(r).size for r in sent["reference_images"]] == [(16, 16)]
     contract_mask = decode_png(sent["mask"])
@@ -161,16 +210,26 @@ def test_respond_sends_messages_instructions_and_images(stubber, backend, model)
     assert backend.respond(model, text_job()) == "A blue square."
     sent = matcher.seen
     assert sent["task"] == "analyze" and sent["instructions"] == "Be brief."
-    assert sent["messages"] == [{"role": "user", "content": "hello"}, {"role": "assistant", "content": "hi"},
-                                {"role": "user", "content": "what?"}]
+    assert sent["messages"] == [
+        {"role": "user", "content": "hello"},
+        {"role": "assistant", "content": "hi"},
+        {"role": "user", "content": "what?"},
+    ]
     assert [decode_png(i).getpixel((0, 0)) for i in sent["images"]] == [(0, 0, 255)]
 
 
 # -- AWS errors ------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("code", "status"), [("ThrottlingException", 400), ("ServiceUnavailable", 503),
-                                              ("ModelNotReadyException", 429), ("InternalFailure", 500)])
+@pytest.mark.parametrize(
+    ("code", "status"),
+    [
+        ("ThrottlingException", 400),
+        ("ServiceUnavailable", 503),
+        ("ModelNotReadyException", 429),
+        ("InternalFailure", 500),
+    ],
+)
 def test_throttling_and_unavailability_are_503_with_retry_after(stubber, backend, model, code, status):
     for _ in range(ATTEMPTS):  # retried within the deadline; the last attempt's 503 is the client's
         stubber.add_client_error("invoke_endpoint", code, f"{SECRET_DETAIL} {ENDPOINT_NAME}", http_status_code=status)
@@ -182,10 +241,13 @@ def test_throttling_and_unavailability_are_503_with_retry_after(stubber, backend
 
 @pytest.mark.parametrize("original", [400, 422, 500, 503])
 def test_model_errors_are_502_without_the_containers_words(stubber, backend, model, original):
-    stubber.add_client_error("invoke_endpoint", "ModelError", f"Received server error from {ENDPOINT_NAME}",
-                             http_status_code=424, modeled_fields={
-                                 "OriginalStatusCode": original, "OriginalMessage": SECRET_DETAIL,
-                                 "LogStreamArn": LOG_ARN})
+    stubber.add_client_error(
+        "invoke_endpoint",
+        "ModelError",
+        f"Received server error from {ENDPOINT_NAME}",
+        http_status_code=424,
+        modeled_fields={"OriginalStatusCode": original, "OriginalMessage": SECRET_DETAIL, "LogStreamArn": LOG_ARN},
+    )
     with pytest.raises(UpstreamError) as caught:
         backend.generate(model, gen_job())
     assert caught.value.status == 502 and caught.value.code == "upstream_error"
@@ -194,8 +256,9 @@ def test_model_errors_are_502_without_the_containers_words(stubber, backend, mod
 
 def test_a_container_429_is_503(stubber, backend, model):
     for _ in range(ATTEMPTS):
-        stubber.add_client_error("invoke_endpoint", "ModelError", "busy", http_status_code=424,
-                                 modeled_fields={"OriginalStatusCode": 429})
+        stubber.add_client_error(
+            "invoke_endpoint", "ModelError", "busy", http_status_code=424, modeled_fields={"OriginalStatusCode": 429}
+        )
     with pytest.raises(ServiceUnavailable):
         backend.generate(model, gen_job())
 
@@ -206,22 +269,31 @@ def refusal_body(code="content_policy_violation", **extra) -> str:
 
 
 def container_error(stubber, original_status: int, original_message: str) -> None:
-    stubber.add_client_error("invoke_endpoint", "ModelError",
-                             f"Received client error ({original_status}) from primary with message "
-                             f"\"{original_message}\". See {LOG_ARN} for more information.",
-                             http_status_code=424, modeled_fields={
-                                 "OriginalStatusCode": original_status, "OriginalMessage": original_message,
-                                 "LogStreamArn": LOG_ARN})
+    stubber.add_client_error(
+        "invoke_endpoint",
+        "ModelError",
+        f"Received client error ({original_status}) from primary with message "
+        f'"{original_message}". See {LOG_ARN} for more information.',
+        http_status_code=424,
+        modeled_fields={
+            "OriginalStatusCode": original_status,
+            "OriginalMessage": original_message,
+            "LogStreamArn": LOG_ARN,
+        },
+    )
 
 
 @pytest.mark.parametrize("operation", ["generate", "edit", "respond"])
-def test_a_content_policy_refusal_is_a_400_with_neutral_words_that_spares_the_breaker(client, stubber, model,
-                                                                                      caplog, operation):
+def test_a_content_policy_refusal_is_a_400_with_neutral_words_that_spares_the_breaker(
+    client, stubber, model, caplog, operation
+):
     backend = SageMakerBackend(model, client=client, breaker=CircuitBreaker(threshold=1))
     container_error(stubber, 400, refusal_body())
-    call = {"generate": lambda: backend.generate(model, gen_job()),
-            "edit": lambda: backend.edit(model, edit_job(None)),
-            "respond": lambda: backend.respond(model, text_job())}[operation]
+    call = {
+        "generate": lambda: backend.generate(model, gen_job()),
+        "edit": lambda: backend.edit(model, edit_job(None)),
+        "respond": lambda: backend.respond(model, text_job()),
+    }[operation]
 
     with caplog.at_level("DEBUG", logger="darkroom"), pytest.raises(InvalidRequest) as caught:
         call()
@@ -237,16 +309,21 @@ def test_a_content_policy_refusal_is_a_400_with_neutral_words_that_spares_the_br
     assert backend.breaker.state == "closed"
 
 
-@pytest.mark.parametrize(("original", "message", "error"), [
-    (400, refusal_body(code="invalid_request"), UpstreamError),  # another deliberate refusal: still a 502
-    (400, "content_policy_violation", UpstreamError),  # the words, not the contract's object
-    (400, json.dumps({"code": "content_policy_violation"}), UpstreamError),  # not under "error"
-    (400, json.dumps(["content_policy_violation"]), UpstreamError),
-    (500, refusal_body(), UpstreamError),  # a crash is a crash whatever its body says
-    (429, refusal_body(), ServiceUnavailable),
-], ids=["other-code", "plain-text", "top-level-code", "list", "5xx", "429"])
-def test_only_the_contracts_refusal_in_a_4xx_is_a_content_policy_violation(stubber, backend, model, original,
-                                                                           message, error):
+@pytest.mark.parametrize(
+    ("original", "message", "error"),
+    [
+        (400, refusal_body(code="invalid_request"), UpstreamError),  # another deliberate refusal: still a 502
+        (400, "content_policy_violation", UpstreamError),  # the words, not the contract's object
+        (400, json.dumps({"code": "content_policy_violation"}), UpstreamError),  # not under "error"
+        (400, json.dumps(["content_policy_violation"]), UpstreamError),
+        (500, refusal_body(), UpstreamError),  # a crash is a crash whatever its body says
+        (429, refusal_body(), ServiceUnavailable),
+    ],
+    ids=["other-code", "plain-text", "top-level-code", "list", "5xx", "429"],
+)
+def test_only_the_contracts_refusal_in_a_4xx_is_a_content_policy_violation(
+    stubber, backend, model, original, message, error
+):
     for _ in range(ATTEMPTS if original == 429 else 1):  # a busy container is tried again
         container_error(stubber, original, message)
     with pytest.raises(error) as caught:
@@ -271,8 +348,19 @@ def test_a_refusal_body_is_read_only_up_to_its_cap(model):
 @pytest.mark.parametrize("param", ["seed", "steps"])
 def test_a_refused_passthrough_value_is_the_clients_400_for_that_parameter(client, stubber, model, param):
     backend = SageMakerBackend(model, client=client, breaker=CircuitBreaker(threshold=1))
-    container_error(stubber, 400, json.dumps({"error": {"code": "invalid_request", "param": param,
-                                                        "message": f"'{param}' must be an integer: {SECRET_DETAIL}"}}))
+    container_error(
+        stubber,
+        400,
+        json.dumps(
+            {
+                "error": {
+                    "code": "invalid_request",
+                    "param": param,
+                    "message": f"'{param}' must be an integer: {SECRET_DETAIL}",
+                }
+            }
+        ),
+    )
     with pytest.raises(InvalidRequest) as caught:
         backend.generate(model, gen_job())
     assert (caught.value.status, caught.value.code, caught.value.param) == (400, "invalid_value", param)
@@ -289,16 +377,25 @@ def test_a_refusal_naming_anything_but_a_passthrough_parameter_stays_a_502(stubb
 
 
 def test_validation_error_is_502(stubber, backend, model):
-    stubber.add_client_error("invoke_endpoint", "ValidationError",
-                             f"Endpoint {ENDPOINT_NAME} of account 123456789012 not found.", http_status_code=400)
+    stubber.add_client_error(
+        "invoke_endpoint",
+        "ValidationError",
+        f"Endpoint {ENDPOINT_NAME} of account 123456789012 not found.",
+        http_status_code=400,
+    )
     with pytest.raises(UpstreamError) as caught:
         backend.respond(model, text_job())
     assert caught.value.status == 502 and caught.value.code == "upstream_error"
     assert_neutral(caught.value)
 
 
-@pytest.mark.parametrize("error", [ReadTimeoutError(endpoint_url="https://runtime.sagemaker/" + ENDPOINT_NAME),
-                                   ConnectTimeoutError(endpoint_url="https://runtime.sagemaker/" + ENDPOINT_NAME)])
+@pytest.mark.parametrize(
+    "error",
+    [
+        ReadTimeoutError(endpoint_url="https://runtime.sagemaker/" + ENDPOINT_NAME),
+        ConnectTimeoutError(endpoint_url="https://runtime.sagemaker/" + ENDPOINT_NAME),
+    ],
+)
 def test_timeouts_are_504(client, backend, model, monkeypatch, error):
     def invoke_endpoint(**kwargs):
         raise error
@@ -316,13 +413,37 @@ def huge_side_png() -> bytes:
     return buffer.getvalue()
 
 
-@pytest.mark.parametrize("reply", [
-    b"<html>" + SECRET_DETAIL.encode(), b"[1, 2]", {}, {"images": "abc"}, {"images": []},
-    {"images": [b64(png()), b64(png())]}, {"images": ["not base64!"]}, {"images": [b64(b"GIF89a not an image")]},
-    {"images": [b64(b"\x89PNG\r\n\x1a\ntruncated")]}, {"images": [42]}, {"images": [b64(huge_side_png())]},
-    {"text": "an answer where images were asked for"},
-], ids=["html", "list", "empty", "string", "none", "too-many", "junk-b64", "gif", "truncated", "number",
-        "huge", "text"])
+@pytest.mark.parametrize(
+    "reply",
+    [
+        b"<html>" + SECRET_DETAIL.encode(),
+        b"[1, 2]",
+        {},
+        {"images": "abc"},
+        {"images": []},
+        {"images": [b64(png()), b64(png())]},
+        {"images": ["not base64!"]},
+        {"images": [b64(b"GIF89a not an image")]},
+        {"images": [b64(b"\x89PNG\r\n\x1a\ntruncated")]},
+        {"images": [42]},
+        {"images": [b64(huge_side_png())]},
+        {"text": "an answer where images were asked for"},
+    ],
+    ids=[
+        "html",
+        "list",
+        "empty",
+        "string",
+        "none",
+        "too-many",
+        "junk-b64",
+        "gif",
+        "truncated",
+        "number",
+        "huge",
+        "text",
+    ],
+)
 def test_malformed_image_answers_are_502_invalid_response(stubber, backend, model, reply):
     stubber.add_response("invoke_endpoint", body(reply), expected(JsonBody()))
     with pytest.raises(UpstreamError) as caught:
@@ -350,8 +471,9 @@ def test_an_oversized_body_is_refused_without_reading_it_all(stubber, backend, m
 def test_the_breaker_opens_and_then_fails_fast_without_calling(client, stubber, model):
     backend = SageMakerBackend(model, client=client, breaker=CircuitBreaker(threshold=2, cooldown_seconds=30))
     for _ in range(2):
-        stubber.add_client_error("invoke_endpoint", "ModelError", "x", http_status_code=424,
-                                 modeled_fields={"OriginalStatusCode": 500})
+        stubber.add_client_error(
+            "invoke_endpoint", "ModelError", "x", http_status_code=424, modeled_fields={"OriginalStatusCode": 500}
+        )
         with pytest.raises(UpstreamError):
             backend.generate(model, gen_job())
     with pytest.raises(ServiceUnavailable) as caught:  # nothing queued: a call would be a StubResponseError
@@ -361,8 +483,9 @@ def test_the_breaker_opens_and_then_fails_fast_without_calling(client, stubber, 
 
 def test_a_deliberate_4xx_does_not_open_the_breaker(client, stubber, model):
     backend = SageMakerBackend(model, client=client, breaker=CircuitBreaker(threshold=1))
-    stubber.add_client_error("invoke_endpoint", "ModelError", "x", http_status_code=424,
-                             modeled_fields={"OriginalStatusCode": 400})
+    stubber.add_client_error(
+        "invoke_endpoint", "ModelError", "x", http_status_code=424, modeled_fields={"OriginalStatusCode": 400}
+    )
     with pytest.raises(UpstreamError):
         backend.generate(model, gen_job())
     assert backend.breaker.state == "closed"

@@ -31,15 +31,25 @@ def message() -> OutputMessage:
 
 def image_call() -> ImageGenerationCall:
     return ImageGenerationCall(
-        id="ig_0001", result=PNG, revised_prompt="a red fox in snow", action="generate", size="1024x1024",
-        quality="low", output_format="png", background="opaque",
+        id="ig_0001",
+        result=PNG,
+        revised_prompt="a red fox in snow",
+        action="generate",
+        size="1024x1024",
+        quality="low",
+        output_format="png",
+        background="opaque",
     )
 
 
 def response(*output, partial_images: int | None = None) -> ResponseObject:
     tool = {"type": "image_generation"} | ({} if partial_images is None else {"partial_images": partial_images})
     return ResponseObject(
-        id="resp_0001", created_at=1_700_000_000, model="gpt-image-1", output=list(output), tools=[tool],
+        id="resp_0001",
+        created_at=1_700_000_000,
+        model="gpt-image-1",
+        output=list(output),
+        tools=[tool],
         usage=ResponseUsage(input_tokens=12, output_tokens=34, total_tokens=46, images=1),
     )
 
@@ -49,12 +59,18 @@ IMAGE_ONLY = response(image_call())
 BOTH = response(image_call(), message())
 
 MESSAGE_TYPES = [
-    "response.output_item.added", "response.content_part.added", "response.output_text.delta",
-    "response.output_text.done", "response.content_part.done", "response.output_item.done",
+    "response.output_item.added",
+    "response.content_part.added",
+    "response.output_text.delta",
+    "response.output_text.done",
+    "response.content_part.done",
+    "response.output_item.done",
 ]
 IMAGE_TYPES = [
-    "response.output_item.added", "response.image_generation_call.in_progress",
-    "response.image_generation_call.generating", "response.image_generation_call.completed",
+    "response.output_item.added",
+    "response.image_generation_call.in_progress",
+    "response.image_generation_call.generating",
+    "response.image_generation_call.completed",
     "response.output_item.done",
 ]  # no partial_image: the tool does not ask for any
 
@@ -110,8 +126,12 @@ def test_text_deltas_reassemble_and_item_events_point_at_the_item():
         assert d["item_id"] == "msg_0001" and d["output_index"] == 1 and d["content_index"] == 0
         assert d["logprobs"] == []
     added = [e for e in events if e["type"] == "response.output_item.added"]
-    assert added[0]["item"] == {"type": "image_generation_call", "id": "ig_0001", "status": "in_progress",
-                                "result": None}
+    assert added[0]["item"] == {
+        "type": "image_generation_call",
+        "id": "ig_0001",
+        "status": "in_progress",
+        "result": None,
+    }
     assert added[1]["item"]["status"] == "in_progress" and added[1]["item"]["content"] == []
     done = [e for e in events if e["type"] == "response.output_item.done"]
     assert done[0]["item"]["result"] == PNG and done[0]["item"]["status"] == "completed"
@@ -148,8 +168,11 @@ def test_partials_that_would_push_the_stream_past_lambdas_6_mb_are_left_out_fine
 
 
 def test_empty_text_has_no_deltas_and_image_without_result_has_no_partial():
-    resp = response(OutputMessage(id="msg_e", content=[OutputText(text="")]), ImageGenerationCall(id="ig_u", url="u"),
-                    partial_images=2)
+    resp = response(
+        OutputMessage(id="msg_e", content=[OutputText(text="")]),
+        ImageGenerationCall(id="ig_u", url="u"),
+        partial_images=2,
+    )
     types = [e["type"] for e in response_events(resp)]
     assert "response.output_text.delta" not in types
     assert "response.image_generation_call.partial_image" not in types
@@ -165,7 +188,7 @@ def test_sse_format():
         event_line, data_line = block.split("\n")
         assert event_line == f"event: {event['type']}"
         assert data_line.startswith("data: {") and ", " not in data_line[:40]
-        assert json.loads(data_line[len("data: "):]) == event
+        assert json.loads(data_line[len("data: ") :]) == event
     assert "[DONE]" not in body
 
 

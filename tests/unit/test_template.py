@@ -45,8 +45,16 @@ def test_function_policies_name_actions_and_resources(stack):
         assert "DynamoDBCrudPolicy" not in text and "S3CrudPolicy" not in text, name
 
 
-@pytest.mark.parametrize("kind,status", [("REQUEST_TOO_LARGE", 413), ("INTEGRATION_TIMEOUT", 504),
-                                         ("DEFAULT_4XX", 400), ("DEFAULT_5XX", 500), ("THROTTLED", 429)])
+@pytest.mark.parametrize(
+    "kind,status",
+    [
+        ("REQUEST_TOO_LARGE", 413),
+        ("INTEGRATION_TIMEOUT", 504),
+        ("DEFAULT_4XX", 400),
+        ("DEFAULT_5XX", 500),
+        ("THROTTLED", 429),
+    ],
+)
 def test_gateway_errors_use_the_openai_envelope(stack, kind, status):
     got_status, body = stack.gateway_response(kind)
     assert got_status == status
@@ -76,8 +84,9 @@ def _watched(alarm: dict) -> list[tuple[str, str, dict]]:
     if "MetricName" in alarm:
         return [(alarm["Namespace"], alarm["MetricName"], {d["Name"]: d["Value"] for d in alarm.get("Dimensions", [])})]
     metrics = [query["MetricStat"]["Metric"] for query in alarm["Metrics"] if "MetricStat" in query]
-    return [(m["Namespace"], m["MetricName"], {d["Name"]: d["Value"] for d in m.get("Dimensions", [])})
-            for m in metrics]
+    return [
+        (m["Namespace"], m["MetricName"], {d["Name"]: d["Value"] for d in m.get("Dimensions", [])}) for m in metrics
+    ]
 
 
 def _alarm_watching(stack, namespace: str, metric: str) -> dict:
@@ -176,10 +185,15 @@ def test_dashboard_is_json_naming_existing_resources_and_metrics(stack):
 def test_waf_is_optional_and_guards_the_api_stage(stack):
     parameters = stack.template["Parameters"]
     assert parameters["EnableWaf"]["Default"] == "false" and set(parameters["EnableWaf"]["AllowedValues"]) == {
-        "true", "false"}
+        "true",
+        "false",
+    }
     assert stack.template["Conditions"]["WafEnabled"] == {"Fn::Equals": [{"Ref": "EnableWaf"}, "true"]}
-    waf = {name: stack.resources[name] for kind in ("AWS::WAFv2::WebACL", "AWS::WAFv2::WebACLAssociation")
-           for name in stack.of_type(kind)}
+    waf = {
+        name: stack.resources[name]
+        for kind in ("AWS::WAFv2::WebACL", "AWS::WAFv2::WebACLAssociation")
+        for name in stack.of_type(kind)
+    }
     assert len(waf) == 2 and {r.get("Condition") for r in waf.values()} == {"WafEnabled"}
     acl = next(r["Properties"] for r in waf.values() if r["Type"] == "AWS::WAFv2::WebACL")
     statements = [rule["Statement"] for rule in acl["Rules"]]

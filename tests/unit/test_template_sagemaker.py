@@ -50,8 +50,13 @@ class Rendered:
         return self._stack.condition(name)
 
     def ref(self, name: str):
-        pseudo = {"AWS::AccountId": ACCOUNT, "AWS::Region": REGION, "AWS::Partition": PARTITION,
-                  "AWS::StackName": STACK, "AWS::NoValue": NO_VALUE}
+        pseudo = {
+            "AWS::AccountId": ACCOUNT,
+            "AWS::Region": REGION,
+            "AWS::Partition": PARTITION,
+            "AWS::StackName": STACK,
+            "AWS::NoValue": NO_VALUE,
+        }
         if name in pseudo:
             return pseudo[name]
         if name in self.parameters:
@@ -62,8 +67,9 @@ class Rendered:
         return {
             "AWS::S3::Bucket": BUCKET,
             "AWS::SageMaker::Endpoint": f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:endpoint/{ENDPOINT_NAME.lower()}",
-            "AWS::ApplicationAutoScaling::ScalingPolicy":
-                f"arn:aws:autoscaling:{REGION}:{ACCOUNT}:scalingPolicy:{name}",
+            "AWS::ApplicationAutoScaling::ScalingPolicy": (
+                f"arn:aws:autoscaling:{REGION}:{ACCOUNT}:scalingPolicy:{name}"
+            ),
         }.get(kind, f"{STACK}-{name}")
 
     def get_att(self, name: str, attribute: str) -> str:
@@ -92,7 +98,7 @@ class Rendered:
         if not isinstance(expression, dict):
             return expression
         if len(expression) == 1:
-            (function, argument), = expression.items()
+            ((function, argument),) = expression.items()
             if function == "Ref":
                 return self.ref(argument)
             if function == "Fn::If":
@@ -117,9 +123,11 @@ class Rendered:
 
     @property
     def resources(self) -> dict[str, dict]:
-        return {name: {"Type": resource["Type"], "Properties": self.value(resource.get("Properties", {}))}
-                for name, resource in self.template["Resources"].items()
-                if "Condition" not in resource or self.condition(resource["Condition"])}
+        return {
+            name: {"Type": resource["Type"], "Properties": self.value(resource.get("Properties", {}))}
+            for name, resource in self.template["Resources"].items()
+            if "Condition" not in resource or self.condition(resource["Condition"])
+        }
 
     def of_type(self, kind: str) -> dict[str, dict]:
         return {name: r["Properties"] for name, r in self.resources.items() if r["Type"] == kind}
@@ -150,8 +158,11 @@ class Rendered:
 
     @property
     def outputs(self) -> dict[str, str]:
-        return {name: self.value(output["Value"]) for name, output in self.template["Outputs"].items()
-                if "Condition" not in output or self.condition(output["Condition"])}
+        return {
+            name: self.value(output["Value"])
+            for name, output in self.template["Outputs"].items()
+            if "Condition" not in output or self.condition(output["Condition"])
+        }
 
 
 def _statements(role: dict) -> list[dict]:
@@ -166,11 +177,17 @@ def _model_server(mode: str = "realtime", data: str = ARCHIVE, **more: str) -> R
     return Rendered(ModelServerImageUri=IMAGE, ModelServerModelDataUrl=data, ModelServerMode=mode, **more)
 
 
-SAGEMAKER_KINDS = ("AWS::SageMaker::Model", "AWS::SageMaker::EndpointConfig", "AWS::SageMaker::Endpoint",
-                   "AWS::ApplicationAutoScaling::ScalableTarget", "AWS::ApplicationAutoScaling::ScalingPolicy")
+SAGEMAKER_KINDS = (
+    "AWS::SageMaker::Model",
+    "AWS::SageMaker::EndpointConfig",
+    "AWS::SageMaker::Endpoint",
+    "AWS::ApplicationAutoScaling::ScalableTarget",
+    "AWS::ApplicationAutoScaling::ScalingPolicy",
+)
 
 
 # -- nothing unless asked for ---------------------------------------------------------------------------------
+
 
 def test_default_parameters_create_no_model_server_and_set_no_catalog_extra():
     stack = Rendered()
@@ -192,6 +209,7 @@ def test_an_image_without_model_data_or_the_reverse_is_refused_not_ignored(param
 
 
 # -- real-time ------------------------------------------------------------------------------------------------
+
 
 def test_realtime_creates_model_config_endpoint_and_role_without_async_or_scaling():
     stack = _model_server("realtime")
@@ -230,6 +248,7 @@ def test_model_data_is_a_tarball_or_an_uncompressed_prefix(data, kind, compressi
 
 # -- async ----------------------------------------------------------------------------------------------------
 
+
 def test_async_writes_where_darkroom_reads_one_job_at_a_time():
     stack = _model_server("async")
     (config,) = stack.of_type("AWS::SageMaker::EndpointConfig").values()
@@ -242,7 +261,7 @@ def test_async_writes_where_darkroom_reads_one_job_at_a_time():
 
 def test_async_scales_to_zero_and_back_from_zero_on_backlog_without_capacity():
     stack = _model_server("async", ModelServerMaxInstances="3")
-    (target_name, target), = stack.of_type("AWS::ApplicationAutoScaling::ScalableTarget").items()
+    ((target_name, target),) = stack.of_type("AWS::ApplicationAutoScaling::ScalableTarget").items()
     (config,) = stack.of_type("AWS::SageMaker::EndpointConfig").values()
     (variant,) = config["ProductionVariants"]
     assert target["ServiceNamespace"] == "sagemaker"
@@ -257,13 +276,16 @@ def test_async_scales_to_zero_and_back_from_zero_on_backlog_without_capacity():
     assert (metric["Namespace"], metric["MetricName"]) == ("AWS/SageMaker", "ApproximateBacklogSizePerInstance")
     assert metric["Dimensions"] == [{"Name": "EndpointName", "Value": ENDPOINT_NAME}]
 
-    (step_name, step), = [(n, p) for n, p in policies.items() if p["PolicyType"] == "StepScaling"]
+    ((step_name, step),) = [(n, p) for n, p in policies.items() if p["PolicyType"] == "StepScaling"]
     configuration = step["StepScalingPolicyConfiguration"]
     assert configuration["AdjustmentType"] == "ChangeInCapacity"
     assert configuration["StepAdjustments"] == [{"MetricIntervalLowerBound": 0, "ScalingAdjustment": 1}]
 
-    alarms = [a for a in stack.of_type("AWS::CloudWatch::Alarm").values()
-              if a.get("MetricName") == "HasBacklogWithoutCapacity"]
+    alarms = [
+        a
+        for a in stack.of_type("AWS::CloudWatch::Alarm").values()
+        if a.get("MetricName") == "HasBacklogWithoutCapacity"
+    ]
     assert len(alarms) == 1
     (alarm,) = alarms
     assert alarm["Namespace"] == "AWS/SageMaker"
@@ -273,6 +295,7 @@ def test_async_scales_to_zero_and_back_from_zero_on_backlog_without_capacity():
 
 
 # -- the SageMaker execution role -----------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("mode", ["realtime", "async"])
 @pytest.mark.parametrize("data", [ARCHIVE, PREFIX])
@@ -291,7 +314,9 @@ def test_execution_role_is_least_privilege(mode, data):
             by_action.setdefault(action, set()).update(_as_list(statement["Resource"]))
     # "*" only where the action has no resource-level permissions
     assert {a for a, resources in by_action.items() if "*" in resources} == {
-        "ecr:GetAuthorizationToken", "cloudwatch:PutMetricData"}
+        "ecr:GetAuthorizationToken",
+        "cloudwatch:PutMetricData",
+    }
     assert by_action["ecr:GetAuthorizationToken"] == {"*"}
 
     repository = f"arn:aws:ecr:{REGION}:{ACCOUNT}:repository/darkroom-endpoint"
@@ -299,7 +324,11 @@ def test_execution_role_is_least_privilege(mode, data):
         assert by_action[action] == {repository, repository + "/*"}
     logs = f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:/aws/sagemaker/Endpoints/*"
     assert {a for a in by_action if a.startswith("logs:")} == {
-        "logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"}
+        "logs:CreateLogGroup",
+        "logs:CreateLogStream",
+        "logs:PutLogEvents",
+        "logs:DescribeLogStreams",
+    }
     assert all(by_action[a] == {logs} for a in by_action if a.startswith("logs:"))
 
     # S3: the model data, and in async mode exactly darkroom's request and answer prefixes
@@ -319,25 +348,40 @@ def test_execution_role_is_least_privilege(mode, data):
     assert s3 <= {"s3:GetObject", "s3:PutObject", "s3:ListBucket"}
 
 
-@pytest.mark.parametrize("image,repository", [
-    (f"{ACCOUNT}.dkr.ecr.us-east-1.amazonaws.com/darkroom:latest",
-     f"arn:aws:ecr:us-east-1:{ACCOUNT}:repository/darkroom"),
-    (f"{ACCOUNT}.dkr.ecr.us-east-1.amazonaws.com/darkroom@sha256:{'a' * 64}",
-     f"arn:aws:ecr:us-east-1:{ACCOUNT}:repository/darkroom"),
-    (f"{ACCOUNT}.dkr.ecr.us-east-1.amazonaws.com/team/darkroom:2", f"arn:aws:ecr:us-east-1:{ACCOUNT}:repository/team"),
-])
+@pytest.mark.parametrize(
+    "image,repository",
+    [
+        (
+            f"{ACCOUNT}.dkr.ecr.us-east-1.amazonaws.com/darkroom:latest",
+            f"arn:aws:ecr:us-east-1:{ACCOUNT}:repository/darkroom",
+        ),
+        (
+            f"{ACCOUNT}.dkr.ecr.us-east-1.amazonaws.com/darkroom@sha256:{'a' * 64}",
+            f"arn:aws:ecr:us-east-1:{ACCOUNT}:repository/darkroom",
+        ),
+        (
+            f"{ACCOUNT}.dkr.ecr.us-east-1.amazonaws.com/team/darkroom:2",
+            f"arn:aws:ecr:us-east-1:{ACCOUNT}:repository/team",
+        ),
+    ],
+)
 def test_image_pull_is_limited_to_the_images_repository(image, repository):
     stack = Rendered(ModelServerImageUri=image, ModelServerModelDataUrl=ARCHIVE)
-    pull = next(s for s in _statements(stack.resources["ModelServerRole"]["Properties"])
-                if "ecr:BatchGetImage" in _as_list(s["Action"]))
+    pull = next(
+        s
+        for s in _statements(stack.resources["ModelServerRole"]["Properties"])
+        if "ecr:BatchGetImage" in _as_list(s["Action"])
+    )
     assert set(pull["Resource"]) == {repository, repository + "/*"}  # team/* covers team/darkroom
     assert re.match(stack.template["Parameters"]["ModelServerImageUri"]["AllowedPattern"], image)
 
 
 # -- what darkroom's functions may call -----------------------------------------------------------------------
 
-@pytest.mark.parametrize("mode,action", [("realtime", "sagemaker:InvokeEndpoint"),
-                                         ("async", "sagemaker:InvokeEndpointAsync")])
+
+@pytest.mark.parametrize(
+    "mode,action", [("realtime", "sagemaker:InvokeEndpoint"), ("async", "sagemaker:InvokeEndpointAsync")]
+)
 def test_functions_may_invoke_the_new_endpoint_and_only_async_gets_the_s3_prefix(mode, action):
     stack = _model_server(mode)
     endpoint_arn = stack.ref("ModelServerEndpoint")
@@ -362,14 +406,21 @@ def test_existing_sagemaker_endpoint_arns_still_get_their_grants_next_to_the_mod
 
 # -- the catalog entry reaches every function -----------------------------------------------------------------
 
+
 @pytest.mark.parametrize("mode", ["realtime", "async"])
 def test_catalog_extra_is_one_valid_entry_routed_to_the_sagemaker_backend(mode):
     from darkroom.inference import backend_for
 
-    stack = _model_server(mode, ModelServerModelId="acme-sdxl", ModelServerSizes="1024x1024,768x1344",
-                          ModelServerMaxImages="2", ModelServerCapabilities="generate,edit,analyze")
-    values = {stack.function_environment(f)["DARKROOM_CATALOG_EXTRA"] for f in stack.of_type(
-        "AWS::Serverless::Function")}
+    stack = _model_server(
+        mode,
+        ModelServerModelId="acme-sdxl",
+        ModelServerSizes="1024x1024,768x1344",
+        ModelServerMaxImages="2",
+        ModelServerCapabilities="generate,edit,analyze",
+    )
+    values = {
+        stack.function_environment(f)["DARKROOM_CATALOG_EXTRA"] for f in stack.of_type("AWS::Serverless::Function")
+    }
     assert len(values) == 1  # the same entry for every function
     (extra,) = values
     assert list(json.loads(extra)) == ["acme-sdxl"]
@@ -401,17 +452,28 @@ def test_a_measured_seconds_per_image_reaches_the_catalog_and_refuses_long_synch
     entry = parse_catalog(BUNDLED_CATALOG.read_text(encoding="utf-8"), extra).models["darkroom-diffusion"]
     assert entry.seconds_per_image == {"low": 5, "medium": 8.5, "high": 13}
     assert entry.expected_seconds("medium", 1024, 1024, 4) == 34  # over the synchronous budget: background mode
-    assert "seconds_per_image" not in json.loads(
-        _model_server().function_environment("GenerateFunction")["DARKROOM_CATALOG_EXTRA"])["darkroom-diffusion"]
+    assert (
+        "seconds_per_image"
+        not in json.loads(_model_server().function_environment("GenerateFunction")["DARKROOM_CATALOG_EXTRA"])[
+            "darkroom-diffusion"
+        ]
+    )
 
 
-@pytest.mark.parametrize("parameter,accepted,refused", [
-    ("ModelServerSecondsPerImage", ["", "5,8,13", "0.5,1.25,2"], ["05,8,13", "5,8", "5;8;13", "1e3,1,1"]),
-    ("ModelServerSizes", ["1024x1024", "1024x1024,768x1344"], ["", "1024", "1024x1024,", "1024*1024"]),
-    ("ModelServerCapabilities", ["generate", "generate,edit,analyze,text"], ["", "draw", "generate,"]),
-    ("ModelServerModelId", ["darkroom-diffusion", "acme.sdxl_2"], ["", "Darkroom", 'a"b', "-x"]),
-    ("ModelServerModelDataUrl", ["", ARCHIVE, PREFIX], ["s3://acme-models/", "s3://acme-models/flux", "https://x/"]),
-])
+@pytest.mark.parametrize(
+    "parameter,accepted,refused",
+    [
+        ("ModelServerSecondsPerImage", ["", "5,8,13", "0.5,1.25,2"], ["05,8,13", "5,8", "5;8;13", "1e3,1,1"]),
+        ("ModelServerSizes", ["1024x1024", "1024x1024,768x1344"], ["", "1024", "1024x1024,", "1024*1024"]),
+        ("ModelServerCapabilities", ["generate", "generate,edit,analyze,text"], ["", "draw", "generate,"]),
+        ("ModelServerModelId", ["darkroom-diffusion", "acme.sdxl_2"], ["", "Darkroom", 'a"b', "-x"]),
+        (
+            "ModelServerModelDataUrl",
+            ["", ARCHIVE, PREFIX],
+            ["s3://acme-models/", "s3://acme-models/flux", "https://x/"],
+        ),
+    ],
+)
 def test_parameter_patterns_admit_only_values_the_catalog_json_and_sagemaker_can_take(parameter, accepted, refused):
     pattern = re.compile(_template()["Parameters"][parameter]["AllowedPattern"])
     assert all(pattern.fullmatch(value) for value in accepted)

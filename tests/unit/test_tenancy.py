@@ -24,8 +24,9 @@ def test_authenticate_returns_the_tenant(svc):
     assert found.tenant_id == tenant.tenant_id and found.limits.images_per_minute == 3
 
 
-@pytest.mark.parametrize("header", [None, "", "Bearer", "Basic abc", "Bearer dk-short",
-                                    "Bearer dk-" + "A" * 43, "bearer sk-" + "A" * 43])
+@pytest.mark.parametrize(
+    "header", [None, "", "Bearer", "Basic abc", "Bearer dk-short", "Bearer dk-" + "A" * 43, "bearer sk-" + "A" * 43]
+)
 def test_missing_malformed_or_unknown_keys_are_401(svc, header):
     with pytest.raises(InvalidApiKey) as error:
         svc.authenticator.authenticate(header)

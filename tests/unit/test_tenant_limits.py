@@ -49,8 +49,10 @@ def test_set_limits_changes_only_the_given_limits(aws, capsys):
     row = json.loads(capsys.readouterr().out)
     assert (row["images_per_minute"], row["images_per_day"], row["requests_per_minute"]) == (8, 50, 10)
     assert directory.get_tenant(tenant.tenant_id).limits == Limits(8, 50, 10)
-    assert main(["tenants", "set-limits", tenant.tenant_id, "--images-per-day", "900", "--requests-per-minute",
-                 "120"]) == 0
+    assert (
+        main(["tenants", "set-limits", tenant.tenant_id, "--images-per-day", "900", "--requests-per-minute", "120"])
+        == 0
+    )
     text = capsys.readouterr().out
     assert "ipm=8 ipd=900 rpm=120" in text and "takes effect within" in text
     assert directory.get_tenant(tenant.tenant_id).limits == Limits(8, 900, 120)
@@ -74,17 +76,24 @@ def test_set_limits_refuses_nothing_zero_and_unknown_tenants(aws, capsys):
 def test_stack_parameters_are_the_clis_default_limits(aws, monkeypatch, capsys):
     """`--stack NAME` reads the stack's Default* parameters as well as its table outputs (a moto stack here)."""
     template = {
-        "Parameters": {name: {"Type": "Number"} for name in
-                       ("DefaultImagesPerMinute", "DefaultImagesPerDay", "DefaultRequestsPerMinute")},
-        "Resources": {"Marker": {"Type": "AWS::SSM::Parameter",
-                                 "Properties": {"Name": "marker", "Type": "String", "Value": "x"}}},
+        "Parameters": {
+            name: {"Type": "Number"}
+            for name in ("DefaultImagesPerMinute", "DefaultImagesPerDay", "DefaultRequestsPerMinute")
+        },
+        "Resources": {
+            "Marker": {"Type": "AWS::SSM::Parameter", "Properties": {"Name": "marker", "Type": "String", "Value": "x"}}
+        },
         "Outputs": {"TenantsTableName": {"Value": aws.physical_name("TenantsTable")}},
     }
     config.client("cloudformation").create_stack(
-        StackName="darkroom-prod", TemplateBody=json.dumps(template),
-        Parameters=[{"ParameterKey": "DefaultImagesPerMinute", "ParameterValue": "6"},
-                    {"ParameterKey": "DefaultImagesPerDay", "ParameterValue": "60"},
-                    {"ParameterKey": "DefaultRequestsPerMinute", "ParameterValue": "16"}])
+        StackName="darkroom-prod",
+        TemplateBody=json.dumps(template),
+        Parameters=[
+            {"ParameterKey": "DefaultImagesPerMinute", "ParameterValue": "6"},
+            {"ParameterKey": "DefaultImagesPerDay", "ParameterValue": "60"},
+            {"ParameterKey": "DefaultRequestsPerMinute", "ParameterValue": "16"},
+        ],
+    )
     monkeypatch.setenv("DARKROOM_DEFAULT_IMAGES_PER_MINUTE", "1")  # the stack's parameters win
     assert main(["tenants", "create", "acme", "--stack", "darkroom-prod", "--json"]) == 0
     row = json.loads(capsys.readouterr().out)

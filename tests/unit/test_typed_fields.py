@@ -9,15 +9,33 @@ from darkroom.end_users import end_user_id
 
 
 def test_fields_are_typed_by_the_parameter_and_objects_nested():
-    fields = {"prompt": "7", "n": "2", "stream": "FALSE", "size": "256x256", "svg[model]": "author",
-              "svg[reasoning][effort]": "low", "seed": "12"}
+    fields = {
+        "prompt": "7",
+        "n": "2",
+        "stream": "FALSE",
+        "size": "256x256",
+        "svg[model]": "author",
+        "svg[reasoning][effort]": "low",
+        "seed": "12",
+    }
     assert typed_fields(ImageEditRequest, fields) == {
-        "prompt": "7", "n": 2, "stream": False, "size": "256x256", "seed": "12",  # unknown names stay text
-        "svg": {"model": "author", "reasoning": {"effort": "low"}}}
+        "prompt": "7",
+        "n": 2,
+        "stream": False,
+        "size": "256x256",
+        "seed": "12",  # unknown names stay text
+        "svg": {"model": "author", "reasoning": {"effort": "low"}},
+    }
 
 
-@pytest.mark.parametrize("fields", [{"svg": "x", "svg[model]": "y"}, {"svg[model]": "y", "svg": "x"},
-                                    {"svg[reasoning][effort]": "low", "svg[reasoning]": "x"}])
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"svg": "x", "svg[model]": "y"},
+        {"svg[model]": "y", "svg": "x"},
+        {"svg[reasoning][effort]": "low", "svg[reasoning]": "x"},
+    ],
+)
 def test_a_name_sent_as_value_and_object_is_refused(fields):
     with pytest.raises(InvalidRequest) as raised:
         typed_fields(ImageEditRequest, fields)

@@ -48,8 +48,9 @@ def label(event: dict, authenticator: Authenticator, on_lookup_error=None) -> di
         "principalId": principal,
         "policyDocument": {
             "Version": "2012-10-17",
-            "Statement": [{"Action": "execute-api:Invoke", "Effect": "Allow",
-                           "Resource": stage_resource(event["methodArn"])}],
+            "Statement": [
+                {"Action": "execute-api:Invoke", "Effect": "Allow", "Resource": stage_resource(event["methodArn"])}
+            ],
         },
         "context": {"tenant": principal},
     }

@@ -59,13 +59,22 @@ class ErrorResponse(BaseModel):
 
 def error_responses(*statuses: int) -> dict[int, dict]:
     """OpenAPI ``responses`` entries for the given error statuses."""
-    descriptions = {400: "Invalid request", 401: "Missing, malformed, unknown or revoked API key",
-                    403: "Tenant suspended", 404: "Unknown model or route",
-                    409: "A request with this Idempotency-Key is still in progress", 429: "Rate limit reached",
-                    500: "Internal error", 502: "Inference backend error", 503: "Temporarily unavailable",
-                    504: "Inference timed out"}
-    return {status: {"description": descriptions[status],
-                     "content": {"application/json": {"model": ErrorResponse}}} for status in statuses}
+    descriptions = {
+        400: "Invalid request",
+        401: "Missing, malformed, unknown or revoked API key",
+        403: "Tenant suspended",
+        404: "Unknown model or route",
+        409: "A request with this Idempotency-Key is still in progress",
+        429: "Rate limit reached",
+        500: "Internal error",
+        502: "Inference backend error",
+        503: "Temporarily unavailable",
+        504: "Inference timed out",
+    }
+    return {
+        status: {"description": descriptions[status], "content": {"application/json": {"model": ErrorResponse}}}
+        for status in statuses
+    }
 
 
 class InvalidRequest(ApiError):
@@ -75,10 +84,18 @@ class InvalidRequest(ApiError):
 # pydantic error types that mean "the wrong JSON type", and the type that was expected. Request models are
 # strict (``n: true`` and ``n: "2"`` are refused, as OpenAI refuses them): these answer ``invalid_type``.
 _EXPECTED_TYPES = {
-    "int_type": "an integer", "int_parsing": "an integer", "int_from_float": "an integer",
-    "bool_type": "a boolean", "bool_parsing": "a boolean", "string_type": "a string",
-    "float_type": "a number", "float_parsing": "a number", "dict_type": "an object", "model_type": "an object",
-    "model_attributes_type": "an object", "list_type": "an array",
+    "int_type": "an integer",
+    "int_parsing": "an integer",
+    "int_from_float": "an integer",
+    "bool_type": "a boolean",
+    "bool_parsing": "a boolean",
+    "string_type": "a string",
+    "float_type": "a number",
+    "float_parsing": "a number",
+    "dict_type": "an object",
+    "model_type": "an object",
+    "model_attributes_type": "an object",
+    "list_type": "an array",
 }
 # The member tags pydantic adds to ``loc`` inside a union (``input: str | list[dict]`` -> ``input.str``).
 _UNION_TAG = re.compile(r"^(str|int|bool|float|none|dict\[.*\]|list\[.*\]|[a-z-]+\[.*\])$")
@@ -88,8 +105,14 @@ def _json_type(value: object) -> str:
     """The JSON type of a value as OpenAI's messages name it; never the value itself."""
     if value is None:
         return "null"
-    for kind, name in ((bool, "a boolean"), (int, "an integer"), (float, "a decimal number"), (str, "a string"),
-                       (dict, "an object"), (list, "an array")):
+    for kind, name in (
+        (bool, "a boolean"),
+        (int, "an integer"),
+        (float, "a decimal number"),
+        (str, "a string"),
+        (dict, "an object"),
+        (list, "an array"),
+    ):
         if isinstance(value, kind):
             return name
     return "another type"
@@ -121,17 +144,22 @@ def invalid_from_validation(errors: list[dict]) -> InvalidRequest:
     if param is None or kind == "json_invalid":  # the body as a whole: empty, null, a list, not JSON
         return InvalidRequest("The request body must be a JSON object.", code="invalid_json")
     if kind == "missing":
-        return InvalidRequest(f"Missing required parameter: '{param}'.", param=param,
-                              code="missing_required_parameter")
+        return InvalidRequest(f"Missing required parameter: '{param}'.", param=param, code="missing_required_parameter")
     if kind == "extra_forbidden":
         return UnknownParameter(param)
     if kind in _EXPECTED_TYPES and not _in_url(error):
         # A union (``str | list``) fails once per member: name every type it would have taken.
-        expected = list(dict.fromkeys(_EXPECTED_TYPES[e.get("type", "")] for e in errors
-                                      if _param(e) == param and e.get("type") in _EXPECTED_TYPES))
+        expected = list(
+            dict.fromkeys(
+                _EXPECTED_TYPES[e.get("type", "")]
+                for e in errors
+                if _param(e) == param and e.get("type") in _EXPECTED_TYPES
+            )
+        )
         got = f", but got {_json_type(error['input'])} instead" if "input" in error else ""
-        return InvalidRequest(f"Invalid type for '{param}': expected {' or '.join(expected)}{got}.", param=param,
-                              code="invalid_type")
+        return InvalidRequest(
+            f"Invalid type for '{param}': expected {' or '.join(expected)}{got}.", param=param, code="invalid_type"
+        )
     # pydantic's msg describes the constraint ("Input should be 'png', 'jpeg' or 'webp'"), not the value.
     return InvalidRequest(f"Invalid value for '{param}': {error.get('msg', 'invalid')}.", param=param)
 
@@ -182,8 +210,10 @@ class RequestInProgress(ApiError):
     default_code = "idempotency_request_in_progress"
 
     def __init__(self, retry_after_seconds: int) -> None:
-        super().__init__("A request with this Idempotency-Key is still in progress. Retry after a few seconds.",
-                         headers={"retry-after": str(retry_after_seconds)})
+        super().__init__(
+            "A request with this Idempotency-Key is still in progress. Retry after a few seconds.",
+            headers={"retry-after": str(retry_after_seconds)},
+        )
 
 
 class RateLimited(ApiError):

@@ -72,7 +72,8 @@ class UploadCreateRequest(BaseModel):
     bytes: int = Field(ge=1, description="The exact size of the file; at most DARKROOM_MAX_UPLOAD_BYTES.")
     mime_type: ImageMediaType = Field(description="Informational: the format is decided by the bytes.")
     expires_after: ExpiresAfter | None = Field(
-        default=None, description="Refused (unsupported_value): files expire with the bucket lifecycle.")
+        default=None, description="Refused (unsupported_value): files expire with the bucket lifecycle."
+    )
 
 
 class UploadCompleteRequest(BaseModel):

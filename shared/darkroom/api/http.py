@@ -37,9 +37,12 @@ class HttpRequest:
     @classmethod
     def from_event(cls, event: dict) -> HttpRequest:
         """The request an API Gateway proxy event carries; reads no body yet."""
-        return cls(headers={name.lower(): value for name, value in (event.get("headers") or {}).items()},
-                   path_parameters=dict(event.get("pathParameters") or {}),
-                   encoded_body=event.get("body") or "", base64_encoded=bool(event.get("isBase64Encoded")))
+        return cls(
+            headers={name.lower(): value for name, value in (event.get("headers") or {}).items()},
+            path_parameters=dict(event.get("pathParameters") or {}),
+            encoded_body=event.get("body") or "",
+            base64_encoded=bool(event.get("isBase64Encoded")),
+        )
 
     @property
     def content_type(self) -> str:

@@ -51,23 +51,29 @@ class ImageOptions(BaseModel):
     n: int | None = Field(default=None, ge=1, le=10)
     size: str | None = Field(default=None, max_length=32, description="WIDTHxHEIGHT or auto.")
     quality: Literal["auto", "low", "medium", "high", "xhigh", "max", "standard", "hd"] | None = Field(
-        default=None, description="auto or one of the model's qualities (another is a 400 listing them).")
+        default=None, description="auto or one of the model's qualities (another is a 400 listing them)."
+    )
     output_format: RequestedFormat | None = Field(
-        default=None, description="png, jpeg or webp; gif and svg are refused (unsupported_value): no model here "
-                                  "produces them.")
+        default=None,
+        description="png, jpeg or webp; gif and svg are refused (unsupported_value): no model here produces them.",
+    )
     output_compression: int | None = Field(default=None, ge=0, le=100)
     background: Background | None = None
     moderation: Literal["low", "auto"] | None = None
     complexity: Literal["low", "medium", "high"] | None = Field(
-        default=None, description="Planning effort: passed to models whose catalog entry lists it in passthrough, "
-                                  "otherwise accepted with no effect.")
+        default=None,
+        description="Planning effort: passed to models whose catalog entry lists it in passthrough, "
+        "otherwise accepted with no effect.",
+    )
     frame_count: int | None = Field(default=None, ge=2, le=16, description="GIF only (refused: no GIF output).")
     frame_duration_ms: int | None = Field(default=None, ge=0, description="GIF only (refused: no GIF output).")
     svg: SvgOptions | None = Field(default=None, description="SVG only (refused: no SVG output).")
     safety_identifier: str | None = Field(
-        default=None, max_length=256, description="Your end user's stable id: recorded only as a salted hash.")
-    user: str | None = Field(default=None, max_length=256, description="Deprecated for safety_identifier; "
-                                                                       "used when that is empty.")
+        default=None, max_length=256, description="Your end user's stable id: recorded only as a salted hash."
+    )
+    user: str | None = Field(
+        default=None, max_length=256, description="Deprecated for safety_identifier; used when that is empty."
+    )
     response_format: ResponseFormat | None = None
     stream: bool | None = None
     partial_images: int | None = Field(default=None, ge=0, le=3)
@@ -86,8 +92,10 @@ class ImageEditRequest(ImageOptions):
     input_fidelity: Literal["high", "low"] | None = None
     images: list[dict] | None = Field(default=None, description="[{image_url | file_id}], JSON form only.")
     mask: dict | None = Field(default=None, description="{image_url | file_id}, JSON form only.")
-    markup: dict | None = Field(default=None, description="A guide overlay (multipart: a file part). No model "
-                                                          "here supports it: refused (unsupported_value).")
+    markup: dict | None = Field(
+        default=None,
+        description="A guide overlay (multipart: a file part). No model here supports it: refused (unsupported_value).",
+    )
 
 
 class ImageData(BaseModel):

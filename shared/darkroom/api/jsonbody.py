@@ -45,8 +45,9 @@ def loads(data: str | bytes) -> Any:
     else:
         text = data
     try:
-        document = json.loads(text, object_pairs_hook=_object, parse_constant=_constant, parse_int=_integer,
-                              parse_float=_float)
+        document = json.loads(
+            text, object_pairs_hook=_object, parse_constant=_constant, parse_int=_integer, parse_float=_float
+        )
     except MalformedJson:
         raise
     except RecursionError:
@@ -112,4 +113,3 @@ def _param(path: str) -> str | None:
     if len(path) > _MAX_PARAM_LENGTH or not path.isprintable() or _LONE_SURROGATE.search(path):
         return None
     return path
-

@@ -69,11 +69,17 @@ def parse_form(content_type: str, body: bytes) -> Form:
         name = part.field_name.decode("utf-8", "replace")
         filename = part.file_name.decode("utf-8", "replace") if part.file_name else None
         form.files.setdefault(name, []).append(
-            FilePart(name=name, filename=filename, content_type=part.content_type, data=part.file_object.read()))
+            FilePart(name=name, filename=filename, content_type=part.content_type, data=part.file_object.read())
+        )
 
     # Keep parts in memory: a Lambda body is at most 6 MB, and /tmp must not collect client files.
-    parser = FormParser("multipart/form-data", on_field, on_file, boundary=boundary,
-                        config={"MAX_MEMORY_FILE_SIZE": float("inf"), "MAX_BODY_SIZE": len(body) + 1})
+    parser = FormParser(
+        "multipart/form-data",
+        on_field,
+        on_file,
+        boundary=boundary,
+        config={"MAX_MEMORY_FILE_SIZE": float("inf"), "MAX_BODY_SIZE": len(body) + 1},
+    )
     try:
         parser.write(body)
         parser.finalize()
@@ -96,8 +102,9 @@ def _typed(model: type[BaseModel], name: str, text: str) -> object:
     if bool in kinds:
         if text.lower() in ("true", "false"):
             return text.lower() == "true"
-        raise InvalidRequest(f"Invalid type for '{name}': expected a boolean ('true' or 'false').", param=name,
-                             code="invalid_type")
+        raise InvalidRequest(
+            f"Invalid type for '{name}': expected a boolean ('true' or 'false').", param=name, code="invalid_type"
+        )
     if int in kinds:
         if _INTEGER.match(text):
             return int(text)
@@ -124,7 +131,8 @@ def typed_fields(model: type[BaseModel], fields: dict[str, str]) -> dict[str, ob
             if not isinstance(target, dict):
                 break
         if not isinstance(target, dict) or keys[-1] in target:
-            raise InvalidRequest(f"'{keys[0]}' was sent both as a value and as an object.", param=keys[0],
-                                 code="duplicate_parameter")
+            raise InvalidRequest(
+                f"'{keys[0]}' was sent both as a value and as an object.", param=keys[0], code="duplicate_parameter"
+            )
         target[keys[-1]] = _typed(model, name, text) if match is None else text
     return typed

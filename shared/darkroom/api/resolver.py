@@ -49,15 +49,18 @@ def build_resolver() -> APIGatewayRestResolver:
 
     @app.exception_handler(RequestUnsupportedContentType)
     def _unsupported_type(exc: RequestUnsupportedContentType) -> Response:
-        return json_response(400, error_envelope(
-            "Send the request body as JSON with 'Content-Type: application/json'.",
-            type_="invalid_request_error", code="unsupported_content_type"))
+        return json_response(
+            400,
+            error_envelope(
+                "Send the request body as JSON with 'Content-Type: application/json'.",
+                type_="invalid_request_error",
+                code="unsupported_content_type",
+            ),
+        )
 
     @app.not_found
     def _not_found(exc: NotFoundError) -> Response:
-        return json_response(
-            404, error_envelope("Unknown route.", type_="invalid_request_error", code="not_found")
-        )
+        return json_response(404, error_envelope("Unknown route.", type_="invalid_request_error", code="not_found"))
 
     @app.exception_handler(Exception)
     def _unexpected(exc: Exception) -> Response:

@@ -81,12 +81,15 @@ class ResponseCreateRequest(BaseModel):
     tools: list[dict[str, Any]] | None = Field(default=None, max_length=8)
     tool_choice: str | dict[str, Any] | None = None
     stream: bool | None = None
-    background: bool | None = Field(default=None,
-                                    description="Answer at once (queued) and run the work in a background job.")
-    safety_identifier: str | None = Field(default=None, max_length=128,
-                                          description="Your end user's stable id: recorded only as a salted hash.")
-    user: str | None = Field(default=None, max_length=256, description="Deprecated: recorded like "
-                                                                       "safety_identifier when that is empty.")
+    background: bool | None = Field(
+        default=None, description="Answer at once (queued) and run the work in a background job."
+    )
+    safety_identifier: str | None = Field(
+        default=None, max_length=128, description="Your end user's stable id: recorded only as a salted hash."
+    )
+    user: str | None = Field(
+        default=None, max_length=256, description="Deprecated: recorded like safety_identifier when that is empty."
+    )
 
 
 class OutputText(BaseModel):
@@ -148,17 +151,36 @@ class ResponseUsage(BaseModel):
 REQUIRED_NULLABLE = ("error", "incomplete_details", "instructions", "temperature", "top_p")
 
 # ResponseErrorCode: the codes a failed response's ``error.code`` may have.
-RESPONSE_ERROR_CODES = frozenset({
-    "server_error", "rate_limit_exceeded", "invalid_prompt", "data_residency_mismatch", "bio_policy",
-    "vector_store_timeout", "invalid_image", "invalid_image_format", "invalid_base64_image", "invalid_image_url",
-    "image_too_large", "image_too_small", "image_parse_error", "image_content_policy_violation", "invalid_image_mode",
-    "image_file_too_large", "unsupported_image_media_type", "empty_image_file", "failed_to_download_image",
-    "image_file_not_found",
-})
+RESPONSE_ERROR_CODES = frozenset(
+    {
+        "server_error",
+        "rate_limit_exceeded",
+        "invalid_prompt",
+        "data_residency_mismatch",
+        "bio_policy",
+        "vector_store_timeout",
+        "invalid_image",
+        "invalid_image_format",
+        "invalid_base64_image",
+        "invalid_image_url",
+        "image_too_large",
+        "image_too_small",
+        "image_parse_error",
+        "image_content_policy_violation",
+        "invalid_image_mode",
+        "image_file_too_large",
+        "unsupported_image_media_type",
+        "empty_image_file",
+        "failed_to_download_image",
+        "image_file_not_found",
+    }
+)
 # darkroom's own codes (its HTTP errors) with a ResponseErrorCode of the same meaning; any other is server_error.
 _RESPONSE_ERROR_EQUIVALENTS = {
-    "content_policy_violation": "invalid_prompt", "moderation_blocked": "invalid_prompt",
-    "invalid_base64": "invalid_base64_image", "unsupported_image_format": "invalid_image_format",
+    "content_policy_violation": "invalid_prompt",
+    "moderation_blocked": "invalid_prompt",
+    "invalid_base64": "invalid_base64_image",
+    "unsupported_image_format": "invalid_image_format",
 }
 
 

@@ -40,17 +40,27 @@ class UsageList(BaseModel):
 
 
 def _row(usage: ModelDayUsage) -> UsageDay:
-    return UsageDay(date=usage.day, model=usage.model, requests=usage.requests, images=usage.images,
-                    input_tokens=usage.input_tokens, output_tokens=usage.output_tokens, cost_usd=usage.cost_usd)
+    return UsageDay(
+        date=usage.day,
+        model=usage.model,
+        requests=usage.requests,
+        images=usage.images,
+        input_tokens=usage.input_tokens,
+        output_tokens=usage.output_tokens,
+        cost_usd=usage.cost_usd,
+    )
 
 
 def usage_list(meter: UsageMeter, tenant_id: str, start: date, end: date) -> UsageList:
     """The tenant's usage from ``start`` to ``end`` (inclusive): rows from ``UsageMeter.by_day_and_model``."""
     rows = meter.by_day_and_model(tenant_id, start, end)
     totals = UsageTotals(
-        requests=sum(r.requests for r in rows), images=sum(r.images for r in rows),
-        input_tokens=sum(r.input_tokens for r in rows), output_tokens=sum(r.output_tokens for r in rows),
+        requests=sum(r.requests for r in rows),
+        images=sum(r.images for r in rows),
+        input_tokens=sum(r.input_tokens for r in rows),
+        output_tokens=sum(r.output_tokens for r in rows),
         cost_usd=sum(r.cost_micro_usd for r in rows) / 1_000_000,  # summed in micro-USD: no float drift
     )
-    return UsageList(data=[_row(r) for r in rows], totals=totals, start_date=start.isoformat(),
-                     end_date=end.isoformat())
+    return UsageList(
+        data=[_row(r) for r in rows], totals=totals, start_date=start.isoformat(), end_date=end.isoformat()
+    )

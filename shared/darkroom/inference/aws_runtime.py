@@ -47,8 +47,14 @@ from darkroom.observability import logger, upstream_call
 
 
 MAX_RESPONSE_BYTES = 128 * 1024 * 1024
-OUTPUT_LIMITS = IntakeLimits(max_images=10, max_image_bytes=32 * 1024 * 1024, max_total_bytes=MAX_RESPONSE_BYTES,
-                             max_pixels=40_000_000, max_side=12_000, formats=EDIT_FORMATS)
+OUTPUT_LIMITS = IntakeLimits(
+    max_images=10,
+    max_image_bytes=32 * 1024 * 1024,
+    max_total_bytes=MAX_RESPONSE_BYTES,
+    max_pixels=40_000_000,
+    max_side=12_000,
+    formats=EDIT_FORMATS,
+)
 
 INVALID_RESPONSE = "The model's backend returned an invalid response."
 UNAVAILABLE_MESSAGE = "The model's backend is temporarily unavailable. Retry later."
@@ -62,7 +68,7 @@ RETRY_AFTER_SECONDS = 2
 # Helpers shared with darkroom.inference.bedrock
 
 
-class Outcome(Exception):  # noqa: N818 - a carrier, not an error type of its own
+class Outcome(Exception):
     """An ``ApiError`` plus whether it says the endpoint is unhealthy (counts against the breaker) and whether
     another attempt may succeed (throttling, an endpoint briefly unavailable, no connection)."""
 
@@ -155,16 +161,23 @@ def json_object(data: bytes) -> dict:
     return document
 
 
-def decode_images(encoded: object, n: int, width: int, height: int, transparent: bool,
-                  param: str = "images") -> list[GeneratedImage]:
+def decode_images(
+    encoded: object, n: int, width: int, height: int, transparent: bool, param: str = "images"
+) -> list[GeneratedImage]:
     """Exactly ``n`` base64 images -> validated ``GeneratedImage``s of ``width`` x ``height``; every header is
     read (and charged to the request's decode budget) before any image is decoded."""
     if not isinstance(encoded, list) or len(encoded) != n or not all(isinstance(item, str) for item in encoded):
         raise Outcome(invalid_response(), unhealthy=True)
     images = []
     try:
-        headers = [read_header(decode_base64(item, param=f"{param}[{i}]", max_bytes=OUTPUT_LIMITS.max_image_bytes),
-                               param=f"{param}[{i}]", limits=OUTPUT_LIMITS) for i, item in enumerate(encoded)]
+        headers = [
+            read_header(
+                decode_base64(item, param=f"{param}[{i}]", max_bytes=OUTPUT_LIMITS.max_image_bytes),
+                param=f"{param}[{i}]",
+                limits=OUTPUT_LIMITS,
+            )
+            for i, item in enumerate(encoded)
+        ]
     except ApiError:
         raise Outcome(invalid_response(), unhealthy=True) from None
     for header in headers:
@@ -189,8 +202,16 @@ def transport_outcome(exc: BotoCoreError) -> Outcome:
     return Outcome(UpstreamError(FAILED_MESSAGE, code="upstream_unreachable"), unhealthy=True)
 
 
-def guarded(breaker: CircuitBreaker, model_id: str, operation: str, call: Callable[[], Any], *, backend: str,
-            deadline: Deadline | None = None, resilience: Resilience | None = None) -> Any:
+def guarded(
+    breaker: CircuitBreaker,
+    model_id: str,
+    operation: str,
+    call: Callable[[], Any],
+    *,
+    backend: str,
+    deadline: Deadline | None = None,
+    resilience: Resilience | None = None,
+) -> Any:
     """Run ``call`` behind ``breaker``; ``Outcome``s become their ``ApiError`` (and breaker records).
 
     With a ``deadline``, ``call`` is one attempt: a retryable ``Outcome`` is tried again (``resilience``'s
@@ -212,8 +233,15 @@ def guarded(breaker: CircuitBreaker, model_id: str, operation: str, call: Callab
     except Outcome as outcome:
         (breaker.failure if outcome.unhealthy else breaker.success)()
         record_outcome(backend, outcome.error)
-        logger.warning("upstream call failed", extra={"model": model_id, "operation": operation,
-                                                      "code": outcome.error.code, "status": outcome.error.status})
+        logger.warning(
+            "upstream call failed",
+            extra={
+                "model": model_id,
+                "operation": operation,
+                "code": outcome.error.code,
+                "status": outcome.error.status,
+            },
+        )
         raise outcome.error from None
     except ApiError:
         breaker.success()  # refused before or without a call (a request the model cannot serve)
@@ -235,8 +263,9 @@ def _attempts(call: Callable[[], Any], deadline: Deadline, resilience: Resilienc
         finally:
             _attempt_read_timeout.reset(token)
 
-    return resilience.retry(deadline, attempt, reserve=CONNECT_SECONDS,
-                            retryable=lambda exc: isinstance(exc, Outcome) and exc.retryable)
+    return resilience.retry(
+        deadline, attempt, reserve=CONNECT_SECONDS, retryable=lambda exc: isinstance(exc, Outcome) and exc.retryable
+    )
 
 
 def record_outcome(backend: str, error: ApiError) -> None:
@@ -264,8 +293,14 @@ class AwsBackend:
 
     SERVICE = ""
 
-    def __init__(self, model: ModelEntry, client=None, *, breaker: CircuitBreaker | None = None,
-                 resilience: Resilience | None = None) -> None:
+    def __init__(
+        self,
+        model: ModelEntry,
+        client=None,
+        *,
+        breaker: CircuitBreaker | None = None,
+        resilience: Resilience | None = None,
+    ) -> None:
         self.model = model
         self._client = client
         self.breaker = breaker or CircuitBreaker()

@@ -81,13 +81,24 @@ from darkroom.inference.aws_runtime import (
 from darkroom.observability import logger
 
 CONTENT_POLICY_MESSAGE = "The request was rejected by the model's content filters."
-_UNAVAILABLE_CODES = frozenset({"ThrottlingException", "ServiceUnavailableException", "ModelNotReadyException",
-                                "InternalServerException", "ServiceQuotaExceededException"})
-_CONFIG_CODES = frozenset({"AccessDeniedException", "ResourceNotFoundException", "UnrecognizedClientException",
-                           "ExpiredTokenException"})
+_UNAVAILABLE_CODES = frozenset(
+    {
+        "ThrottlingException",
+        "ServiceUnavailableException",
+        "ModelNotReadyException",
+        "InternalServerException",
+        "ServiceQuotaExceededException",
+    }
+)
+_CONFIG_CODES = frozenset(
+    {"AccessDeniedException", "ResourceNotFoundException", "UnrecognizedClientException", "ExpiredTokenException"}
+)
 # What Bedrock says when its filters block a prompt, an input image or a generated image.
-_CONTENT_FILTERED = re.compile(r"content filter|blocked by our|content moderation|responsible ai|"
-                               r"violates? (?:our|the) (?:content|acceptable use)|\baup\b", re.IGNORECASE)
+_CONTENT_FILTERED = re.compile(
+    r"content filter|blocked by our|content moderation|responsible ai|"
+    r"violates? (?:our|the) (?:content|acceptable use)|\baup\b",
+    re.IGNORECASE,
+)
 _PASSTHROUGH = frozenset({"negative_prompt", "seed", "cfg_scale"})
 _QUALITY = {"low": "standard", "medium": "standard", "high": "premium"}
 _ROLES = {"user": "user", "assistant": "assistant"}
@@ -112,11 +123,40 @@ class ImageRules:
 
 NOVA_CANVAS = ImageRules("Nova Canvas")
 TITAN_IMAGE = ImageRules(
-    "Titan Image Generator", max_side=1408, max_prompt_chars=512, max_seed=2_147_483_646,
-    sizes=frozenset({(1024, 1024), (768, 768), (512, 512), (768, 1152), (384, 576), (1152, 768), (576, 384),
-                     (768, 1280), (384, 640), (1280, 768), (640, 384), (896, 1152), (448, 576), (1152, 896),
-                     (576, 448), (768, 1408), (384, 704), (1408, 768), (704, 384), (640, 1408), (320, 704),
-                     (1408, 640), (704, 320), (1152, 640), (1173, 640)}))
+    "Titan Image Generator",
+    max_side=1408,
+    max_prompt_chars=512,
+    max_seed=2_147_483_646,
+    sizes=frozenset(
+        {
+            (1024, 1024),
+            (768, 768),
+            (512, 512),
+            (768, 1152),
+            (384, 576),
+            (1152, 768),
+            (576, 384),
+            (768, 1280),
+            (384, 640),
+            (1280, 768),
+            (640, 384),
+            (896, 1152),
+            (448, 576),
+            (1152, 896),
+            (576, 448),
+            (768, 1408),
+            (384, 704),
+            (1408, 768),
+            (704, 384),
+            (640, 1408),
+            (320, 704),
+            (1408, 640),
+            (704, 320),
+            (1152, 640),
+            (1173, 640),
+        }
+    ),
+)
 
 
 _RULES = {"nova-canvas": NOVA_CANVAS, "titan-image": TITAN_IMAGE}
@@ -146,21 +186,31 @@ def check_output_size(rules: ImageRules, width: int, height: int) -> None:
             raise _refuse(f"{rules.name} cannot produce {width}x{height}; supported sizes: {allowed}.", "size")
         return
     if width % rules.multiple or height % rules.multiple:
-        raise _refuse(f"{rules.name} needs a width and height that are multiples of {rules.multiple}; "
-                      f"{width}x{height} is not.", "size")
+        raise _refuse(
+            f"{rules.name} needs a width and height that are multiples of {rules.multiple}; {width}x{height} is not.",
+            "size",
+        )
     _check_bounds(rules, width, height, "size", "sizes")
 
 
 def _check_bounds(rules: ImageRules, width: int, height: int, param: str, what: str) -> None:
     if not (rules.min_side <= width <= rules.max_side and rules.min_side <= height <= rules.max_side):
-        raise _refuse(f"{rules.name} {what} must be between {rules.min_side} and {rules.max_side} pixels a side; "
-                      f"{width}x{height} is not.", param)
+        raise _refuse(
+            f"{rules.name} {what} must be between {rules.min_side} and {rules.max_side} pixels a side; "
+            f"{width}x{height} is not.",
+            param,
+        )
     if width * height > rules.max_pixels:
-        raise _refuse(f"{rules.name} {what} must be at most {rules.max_pixels} pixels; {width}x{height} is "
-                      f"{width * height}.", param)
+        raise _refuse(
+            f"{rules.name} {what} must be at most {rules.max_pixels} pixels; {width}x{height} is {width * height}.",
+            param,
+        )
     if max(width, height) > rules.max_aspect * min(width, height):
-        raise _refuse(f"{rules.name} {what} must have an aspect ratio between 1:{rules.max_aspect:g} and "
-                      f"{rules.max_aspect:g}:1; {width}x{height} does not.", param)
+        raise _refuse(
+            f"{rules.name} {what} must have an aspect ratio between 1:{rules.max_aspect:g} and "
+            f"{rules.max_aspect:g}:1; {width}x{height} does not.",
+            param,
+        )
 
 
 def check_common(rules: ImageRules, prompt: str, n: int, options: Mapping[str, Any]) -> None:
@@ -169,15 +219,19 @@ def check_common(rules: ImageRules, prompt: str, n: int, options: Mapping[str, A
     if not prompt:
         raise _refuse(f"{rules.name} needs a non-empty prompt.", "prompt")
     if len(prompt) > rules.max_prompt_chars:
-        raise _refuse(f"'prompt' is too long: {rules.name} accepts at most {rules.max_prompt_chars} characters.",
-                      "prompt", "string_above_max_length")
+        raise _refuse(
+            f"'prompt' is too long: {rules.name} accepts at most {rules.max_prompt_chars} characters.",
+            "prompt",
+            "string_above_max_length",
+        )
     for name in options:
         if name not in _PASSTHROUGH:
             raise _refuse(f"'{name[:64]}' is not supported by this model.", name[:64], "unsupported_parameter")
     negative = options.get("negative_prompt")
     if negative is not None and (not isinstance(negative, str) or not 1 <= len(negative) <= rules.max_prompt_chars):
-        raise _refuse(f"'negative_prompt' must be a string of 1 to {rules.max_prompt_chars} characters.",
-                      "negative_prompt")
+        raise _refuse(
+            f"'negative_prompt' must be a string of 1 to {rules.max_prompt_chars} characters.", "negative_prompt"
+        )
     seed = options.get("seed")
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= rules.max_seed):
         raise _refuse(f"'seed' must be an integer between 0 and {rules.max_seed}.", "seed")
@@ -201,9 +255,16 @@ class BedrockBackend(AwsBackend):
         params: dict[str, Any] = {"text": job.prompt}
         if job.options.get("negative_prompt"):
             params["negativeText"] = job.options["negative_prompt"]
-        body = {"taskType": "TEXT_IMAGE", "textToImageParams": params,
-                "imageGenerationConfig": {"numberOfImages": job.n, "width": job.width, "height": job.height,
-                                          **self._config(job.quality, job.options)}}
+        body = {
+            "taskType": "TEXT_IMAGE",
+            "textToImageParams": params,
+            "imageGenerationConfig": {
+                "numberOfImages": job.n,
+                "width": job.width,
+                "height": job.height,
+                **self._config(job.quality, job.options),
+            },
+        }
         return self._images(model, "generate", body, job.n, job.width, job.height, job.deadline_seconds)
 
     def edit(self, model: ModelEntry, job: EditJob) -> list[GeneratedImage]:
@@ -211,8 +272,7 @@ class BedrockBackend(AwsBackend):
         self._check_transparency(rules, job.transparent)
         check_common(rules, job.prompt, job.n, job.options)
         for index, image in enumerate(job.images):
-            _check_bounds(rules, *image.size, f"image[{index}]" if len(job.images) > 1 else "image",
-                          "input images")
+            _check_bounds(rules, *image.size, f"image[{index}]" if len(job.images) > 1 else "image", "input images")
         params: dict[str, Any] = {"text": job.prompt}
         if job.options.get("negative_prompt"):
             params["negativeText"] = job.options["negative_prompt"]
@@ -224,8 +284,9 @@ class BedrockBackend(AwsBackend):
             body = {"taskType": "INPAINTING", "inPaintingParams": params}
         else:
             if len(job.images) > rules.max_variation_images:
-                raise _refuse(f"{rules.name} takes at most {rules.max_variation_images} images without a mask.",
-                              "image")
+                raise _refuse(
+                    f"{rules.name} takes at most {rules.max_variation_images} images without a mask.", "image"
+                )
             check_output_size(rules, job.width, job.height)  # a variation is drawn at the configured size
             params["images"] = [b64png(image.convert("RGB")) for image in job.images]
             body = {"taskType": "IMAGE_VARIATION", "imageVariationParams": params}
@@ -242,8 +303,9 @@ class BedrockBackend(AwsBackend):
                 continue
             self._append(messages, _ROLES.get(role, "user"), [{"text": text}])
         if job.images:
-            blocks = [{"image": {"format": "png", "source": {"bytes": png_bytes(picture.image)}}}
-                      for picture in job.images]
+            blocks = [
+                {"image": {"format": "png", "source": {"bytes": png_bytes(picture.image)}}} for picture in job.images
+            ]
             self._append(messages, "user", blocks)
         if not messages:
             raise _refuse("The conversation has no message for the model to answer.", "input")
@@ -262,8 +324,15 @@ class BedrockBackend(AwsBackend):
                 raise transport_outcome(exc) from None
             return self._text(response)
 
-        return guarded(self.breaker, model.id, "converse", call, backend=model.backend,
-                       deadline=self.deadline(model, job.deadline_seconds), resilience=self.resilience)
+        return guarded(
+            self.breaker,
+            model.id,
+            "converse",
+            call,
+            backend=model.backend,
+            deadline=self.deadline(model, job.deadline_seconds),
+            resilience=self.resilience,
+        )
 
     # -- requests -------------------------------------------------------------------------------
 
@@ -291,26 +360,37 @@ class BedrockBackend(AwsBackend):
 
     # -- answers --------------------------------------------------------------------------------
 
-    def _images(self, model: ModelEntry, operation: str, body: dict, n: int, width: int,
-                height: int, deadline_seconds: float) -> list[GeneratedImage]:
+    def _images(
+        self, model: ModelEntry, operation: str, body: dict, n: int, width: int, height: int, deadline_seconds: float
+    ) -> list[GeneratedImage]:
         payload = json.dumps(body, separators=(",", ":")).encode("utf-8")
 
         def call() -> list[GeneratedImage]:
             try:
-                response = self.client.invoke_model(modelId=model.endpoint.model_id, body=payload,
-                                                    contentType="application/json", accept="application/json")
+                response = self.client.invoke_model(
+                    modelId=model.endpoint.model_id,
+                    body=payload,
+                    contentType="application/json",
+                    accept="application/json",
+                )
             except ClientError as exc:
                 raise self._client_error(model, exc) from None
             except BotoCoreError as exc:
                 raise transport_outcome(exc) from None
             document = json_object(read_body(response.get("body")))
             if document.get("error"):  # Bedrock's filters removed what it drew
-                raise Outcome(InvalidRequest(CONTENT_POLICY_MESSAGE, code="content_policy_violation"),
-                              unhealthy=False)
+                raise Outcome(InvalidRequest(CONTENT_POLICY_MESSAGE, code="content_policy_violation"), unhealthy=False)
             return decode_images(document.get("images"), n, width, height, transparent=False)
 
-        return guarded(self.breaker, model.id, operation, call, backend=model.backend,
-                       deadline=self.deadline(model, deadline_seconds), resilience=self.resilience)
+        return guarded(
+            self.breaker,
+            model.id,
+            operation,
+            call,
+            backend=model.backend,
+            deadline=self.deadline(model, deadline_seconds),
+            resilience=self.resilience,
+        )
 
     @staticmethod
     def _text(response: Mapping[str, Any]) -> str:
@@ -321,8 +401,9 @@ class BedrockBackend(AwsBackend):
         content = message.get("content") if isinstance(message, Mapping) else None
         if not isinstance(content, list):
             raise Outcome(invalid_response(), unhealthy=True)
-        texts = [block["text"] for block in content
-                 if isinstance(block, Mapping) and isinstance(block.get("text"), str)]
+        texts = [
+            block["text"] for block in content if isinstance(block, Mapping) and isinstance(block.get("text"), str)
+        ]
         if not texts:
             raise Outcome(invalid_response(), unhealthy=True)
         return "".join(texts)

@@ -53,7 +53,7 @@ def describe(picture: InputImage) -> str:
     counts = sorted(quantized.getcolors() or [], reverse=True)
     total = sum(count for count, _ in counts) or 1
     colours = ", ".join(
-        "#{:02x}{:02x}{:02x} ({}%)".format(*palette[index * 3:index * 3 + 3], round(100 * count / total))
+        "#{:02x}{:02x}{:02x} ({}%)".format(*palette[index * 3 : index * 3 + 3], round(100 * count / total))
         for count, index in counts[:3]
     )
     alpha = "with transparency" if "A" in image.getbands() and image.getchannel("A").getextrema()[0] < 255 else "opaque"
@@ -66,9 +66,19 @@ def render_edit(job: EditJob, index: int) -> Image.Image:
     base = job.images[0].convert("RGBA")
     # Extra images change the composition, so a request with references differs from one without.
     seed = "".join(f"{i.size}{i.resize((4, 4)).tobytes().hex()}" for i in job.images[1:])
-    layer = render(GenerateJob(prompt=job.prompt, width=job.width, height=job.height, n=job.n, quality=job.quality,
-                               transparent=False, deadline_seconds=job.deadline_seconds,
-                               options={**job.options, "references": seed}), index)
+    layer = render(
+        GenerateJob(
+            prompt=job.prompt,
+            width=job.width,
+            height=job.height,
+            n=job.n,
+            quality=job.quality,
+            transparent=False,
+            deadline_seconds=job.deadline_seconds,
+            options={**job.options, "references": seed},
+        ),
+        index,
+    )
     if job.mask is None:
         blended = Image.blend(base, layer, 0.5)
         band = _band_height(min(job.width, job.height))  # one legible caption, not two overlaid

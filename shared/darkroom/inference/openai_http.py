@@ -35,8 +35,14 @@ from darkroom.observability import logger
 KEY_MAX_AGE_SECONDS = 300
 MAX_RESPONSE_BYTES = 128 * 1024 * 1024
 # Upstream outputs: the edit formats, at most 32 MB and 40 Mpx an image.
-OUTPUT_LIMITS = IntakeLimits(max_images=10, max_image_bytes=32 * 1024 * 1024, max_total_bytes=MAX_RESPONSE_BYTES,
-                             max_pixels=40_000_000, max_side=12_000, formats=EDIT_FORMATS)
+OUTPUT_LIMITS = IntakeLimits(
+    max_images=10,
+    max_image_bytes=32 * 1024 * 1024,
+    max_total_bytes=MAX_RESPONSE_BYTES,
+    max_pixels=40_000_000,
+    max_side=12_000,
+    formats=EDIT_FORMATS,
+)
 CONTENT_POLICY_CODES = frozenset({"moderation_blocked", "content_policy_violation", "content_filter"})
 CONTENT_POLICY_TYPES = frozenset({"image_generation_user_error"})
 CLIENT_TIMEOUT = httpx.Timeout(30.0, connect=5.0)
@@ -83,12 +89,14 @@ def api_key(endpoint: Endpoint, model_id: str) -> str | None:
 class Upstream:
     """One base_url: its HTTP client (built once per container) and its circuit breaker."""
 
-    def __init__(self, base_url: str, *, client: httpx.Client | None = None,
-                 breaker: CircuitBreaker | None = None) -> None:
+    def __init__(
+        self, base_url: str, *, client: httpx.Client | None = None, breaker: CircuitBreaker | None = None
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         # No proxies or .netrc from the environment, no redirects: the catalog names exactly where to go.
-        self.client = client or httpx.Client(timeout=CLIENT_TIMEOUT, limits=CLIENT_LIMITS, trust_env=False,
-                                             follow_redirects=False)
+        self.client = client or httpx.Client(
+            timeout=CLIENT_TIMEOUT, limits=CLIENT_LIMITS, trust_env=False, follow_redirects=False
+        )
         self.breaker = breaker or CircuitBreaker()
 
 
@@ -133,8 +141,13 @@ def _error_fields(body: bytes) -> tuple[str, str]:
 class OpenAIBackend:
     """The ``Backend`` port over an OpenAI-compatible HTTP API."""
 
-    def __init__(self, upstream: Upstream, *, resilience: Resilience | None = None,
-                 key: Callable[[Endpoint, str], str | None] = api_key) -> None:
+    def __init__(
+        self,
+        upstream: Upstream,
+        *,
+        resilience: Resilience | None = None,
+        key: Callable[[Endpoint, str], str | None] = api_key,
+    ) -> None:
         self.upstream = upstream
         self.resilience = resilience or Resilience()
         self._key = key
@@ -142,19 +155,35 @@ class OpenAIBackend:
     # -- the port -------------------------------------------------------------------------------
 
     def generate(self, model: ModelEntry, job: GenerateJob) -> list[GeneratedImage]:
-        body = {**job.options, "model": self._upstream_model(model), "prompt": job.prompt, "n": job.n,
-                "size": f"{job.width}x{job.height}", "quality": job.quality}
+        body = {
+            **job.options,
+            "model": self._upstream_model(model),
+            "prompt": job.prompt,
+            "n": job.n,
+            "size": f"{job.width}x{job.height}",
+            "quality": job.quality,
+        }
         if model.endpoint.send_response_format:
             body["response_format"] = "b64_json"
         if job.transparent:
             body["background"] = "transparent"
-        return self._call(model, job.deadline_seconds, "/images/generations", {"json": body},
-                          lambda reply: self._images(reply, job.n, job.width, job.height, job.transparent))
+        return self._call(
+            model,
+            job.deadline_seconds,
+            "/images/generations",
+            {"json": body},
+            lambda reply: self._images(reply, job.n, job.width, job.height, job.transparent),
+        )
 
     def edit(self, model: ModelEntry, job: EditJob) -> list[GeneratedImage]:
-        fields = {**{k: str(v) for k, v in job.options.items()}, "model": self._upstream_model(model),
-                  "prompt": job.prompt, "n": str(job.n), "size": f"{job.width}x{job.height}",
-                  "quality": job.quality}
+        fields = {
+            **{k: str(v) for k, v in job.options.items()},
+            "model": self._upstream_model(model),
+            "prompt": job.prompt,
+            "n": str(job.n),
+            "size": f"{job.width}x{job.height}",
+            "quality": job.quality,
+        }
         if model.endpoint.send_response_format:
             fields["response_format"] = "b64_json"
         if job.input_fidelity:
@@ -164,8 +193,13 @@ class OpenAIBackend:
         files = [("image[]", (f"image_{i}.png", _png(image), "image/png")) for i, image in enumerate(job.images)]
         if job.mask is not None:
             files.append(("mask", ("mask.png", _mask_png(job.images[0], job.mask), "image/png")))
-        return self._call(model, job.deadline_seconds, "/images/edits", {"data": fields, "files": files},
-                          lambda reply: self._images(reply, job.n, job.width, job.height, job.transparent))
+        return self._call(
+            model,
+            job.deadline_seconds,
+            "/images/edits",
+            {"data": fields, "files": files},
+            lambda reply: self._images(reply, job.n, job.width, job.height, job.transparent),
+        )
 
     def respond(self, model: ModelEntry, job: TextJob) -> str:
         messages: list[dict] = []
@@ -174,9 +208,16 @@ class OpenAIBackend:
         for role, text in job.messages:
             messages.append({"role": "system" if role == "developer" else role, "content": text})
         if job.images:
-            parts = [{"type": "image_url", "image_url": {
-                "url": "data:image/png;base64," + base64.b64encode(_png(picture.image)).decode("ascii"),
-                "detail": picture.detail}} for picture in job.images]
+            parts = [
+                {
+                    "type": "image_url",
+                    "image_url": {
+                        "url": "data:image/png;base64," + base64.b64encode(_png(picture.image)).decode("ascii"),
+                        "detail": picture.detail,
+                    },
+                }
+                for picture in job.images
+            ]
             if messages and messages[-1]["role"] == "user":
                 last = messages.pop()
                 parts = [{"type": "text", "text": last["content"]}, *parts]
@@ -190,22 +231,28 @@ class OpenAIBackend:
     def _upstream_model(model: ModelEntry) -> str:
         return (model.endpoint.upstream_model if model.endpoint else None) or model.id
 
-    def _call(self, model: ModelEntry, deadline_seconds: float, path: str, content: dict,
-              parse: Callable[[Reply], object]):
+    def _call(
+        self, model: ModelEntry, deadline_seconds: float, path: str, content: dict, parse: Callable[[Reply], object]
+    ):
         endpoint = model.endpoint
         deadline = self.resilience.deadline(min(deadline_seconds, endpoint.timeout_seconds))
         headers = {"accept": "application/json", "accept-encoding": "identity", "user-agent": "darkroom"}
         key = self._key(endpoint, model.id)
         if key:
             headers["authorization"] = f"Bearer {key}"
-        request = self.upstream.client.build_request("POST", self.upstream.base_url + path, headers=headers,
-                                                     **content)
+        request = self.upstream.client.build_request("POST", self.upstream.base_url + path, headers=headers, **content)
 
         def send(remaining: float) -> Reply:
             return self._send(request, remaining, deadline)
 
-        return self.resilience.run(label=model.id, breaker=self.upstream.breaker, deadline=deadline, send=send,
-                                   handle=lambda reply: self._answer(model, reply, parse), backend=model.backend)
+        return self.resilience.run(
+            label=model.id,
+            breaker=self.upstream.breaker,
+            deadline=deadline,
+            send=send,
+            handle=lambda reply: self._answer(model, reply, parse),
+            backend=model.backend,
+        )
 
     def _send(self, request: httpx.Request, remaining: float, deadline: Deadline) -> Reply:
         timeout = httpx.Timeout(remaining, connect=min(remaining, 5.0), pool=min(remaining, 1.0))
@@ -238,8 +285,9 @@ class OpenAIBackend:
         if status == 400:
             code, type_ = _error_fields(reply.body)
             if code in CONTENT_POLICY_CODES or type_ in CONTENT_POLICY_TYPES:
-                raise InvalidRequest("The request was rejected by the model's content policy.",
-                                     code="content_policy_violation")
+                raise InvalidRequest(
+                    "The request was rejected by the model's content policy.", code="content_policy_violation"
+                )
         raise UpstreamError("The model's backend refused the request.", code="upstream_error")
 
     # -- answers --------------------------------------------------------------------------------
@@ -295,4 +343,3 @@ class OpenAIBackend:
         if not isinstance(content, str):
             raise _invalid()
         return content
-

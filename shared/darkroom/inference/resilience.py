@@ -34,8 +34,9 @@ T = TypeVar("T")
 RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
 # Outcomes that say the endpoint is unhealthy (they count against the breaker). A 4xx the upstream
 # answered deliberately (a refused prompt, a request it did not accept, bad credentials) does not.
-UNHEALTHY_CODES = frozenset({"service_unavailable", "upstream_timeout", "upstream_invalid_response",
-                             "upstream_unreachable"})
+UNHEALTHY_CODES = frozenset(
+    {"service_unavailable", "upstream_timeout", "upstream_invalid_response", "upstream_unreachable"}
+)
 
 UNAVAILABLE_MESSAGE = "The model's backend is temporarily unavailable. Retry later."
 TIMEOUT_MESSAGE = "The model's backend did not answer in time."
@@ -100,8 +101,9 @@ class CircuitBreaker:
     """Closed -> open after ``threshold`` consecutive failures -> half-open after ``cooldown_seconds``
     (one trial call; others keep failing fast) -> closed on its success, open again on its failure."""
 
-    def __init__(self, threshold: int = 5, cooldown_seconds: float = 30.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, threshold: int = 5, cooldown_seconds: float = 30.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.threshold = threshold
         self.cooldown_seconds = cooldown_seconds
         self._clock = clock
@@ -148,8 +150,14 @@ class CircuitBreaker:
 class Resilience:
     """Runs one remote call: breaker check, attempts with retries inside the deadline, breaker record."""
 
-    def __init__(self, policy: RetryPolicy | None = None, *, sleep: Callable[[float], None] = time.sleep,
-                 random: Callable[[], float] = _random.random, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        policy: RetryPolicy | None = None,
+        *,
+        sleep: Callable[[float], None] = time.sleep,
+        random: Callable[[], float] = _random.random,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.policy = policy or RetryPolicy()
         self.sleep = sleep
         self.random = random
@@ -158,8 +166,16 @@ class Resilience:
     def deadline(self, seconds: float) -> Deadline:
         return Deadline(seconds, self.clock)
 
-    def run(self, *, label: str, breaker: CircuitBreaker, deadline: Deadline,
-            send: Callable[[float], Reply], handle: Callable[[Reply], T], backend: str = "openai") -> T:
+    def run(
+        self,
+        *,
+        label: str,
+        breaker: CircuitBreaker,
+        deadline: Deadline,
+        send: Callable[[float], Reply],
+        handle: Callable[[Reply], T],
+        backend: str = "openai",
+    ) -> T:
         """``send(remaining_seconds)`` performs one attempt; ``handle`` turns the final reply into a
         result or an :class:`ApiError`. Raises ``ApiError`` only (503, 504, or ``handle``'s).
 
@@ -179,9 +195,16 @@ class Resilience:
             else:
                 breaker.success()  # the endpoint answered deliberately
             upstream_call(backend, exc.code if exc.status >= 500 else None)
-            logger.warning("upstream call failed", extra={
-                "model": label, "status": state["status"], "attempts": state["attempts"],
-                "elapsed_ms": deadline.elapsed_ms(), "code": exc.code})
+            logger.warning(
+                "upstream call failed",
+                extra={
+                    "model": label,
+                    "status": state["status"],
+                    "attempts": state["attempts"],
+                    "elapsed_ms": deadline.elapsed_ms(),
+                    "code": exc.code,
+                },
+            )
             raise
         except BaseException:
             breaker.failure()
@@ -189,12 +212,20 @@ class Resilience:
             raise
         breaker.success()
         upstream_call(backend)
-        logger.info("upstream call", extra={"model": label, "status": state["status"],
-                                            "attempts": state["attempts"], "elapsed_ms": deadline.elapsed_ms()})
+        logger.info(
+            "upstream call",
+            extra={
+                "model": label,
+                "status": state["status"],
+                "attempts": state["attempts"],
+                "elapsed_ms": deadline.elapsed_ms(),
+            },
+        )
         return result
 
-    def _attempts(self, deadline: Deadline, send: Callable[[float], Reply], handle: Callable[[Reply], T],
-                  state: dict) -> T:
+    def _attempts(
+        self, deadline: Deadline, send: Callable[[float], Reply], handle: Callable[[Reply], T], state: dict
+    ) -> T:
         policy = self.policy
         while True:
             remaining = deadline.remaining()
@@ -219,8 +250,7 @@ class Resilience:
                 self.sleep(delay)
                 continue
             except httpx.HTTPError:  # a broken connection mid-answer, a protocol error: not retried
-                raise UpstreamError("The model's backend could not be reached.",
-                                    code="upstream_unreachable") from None
+                raise UpstreamError("The model's backend could not be reached.", code="upstream_unreachable") from None
             state["status"] = reply.status
             if reply.status in RETRYABLE_STATUSES:
                 retry_after = retry_after_seconds(reply.headers)
@@ -231,8 +261,14 @@ class Resilience:
                 continue
             return handle(reply)
 
-    def retry(self, deadline: Deadline, attempt: Callable[[float], T], *, retryable: Callable[[BaseException], bool],
-              reserve: float = 0.0) -> T:
+    def retry(
+        self,
+        deadline: Deadline,
+        attempt: Callable[[float], T],
+        *,
+        retryable: Callable[[BaseException], bool],
+        reserve: float = 0.0,
+    ) -> T:
         """``attempt(remaining_seconds)`` until it returns, fails with what ``retryable`` refuses, or no further
         attempt fits: the policy's count, or the deadline less the backoff (full jitter), ``min_attempt_seconds``
         and ``reserve`` (what an attempt needs before its own timeout starts, e.g. a connect timeout). The last
@@ -250,8 +286,7 @@ class Resilience:
                     raise
                 self.sleep(delay)
 
-    def _delay(self, attempt: int, retry_after: float | None, deadline: Deadline,
-               reserve: float = 0.0) -> float | None:
+    def _delay(self, attempt: int, retry_after: float | None, deadline: Deadline, reserve: float = 0.0) -> float | None:
         """The wait before the next attempt, or None when there is no next attempt (count or time)."""
         policy = self.policy
         if attempt >= policy.max_attempts:

@@ -103,9 +103,19 @@ CONTENT_POLICY_MESSAGE = "The request was rejected by the model's content filter
 # (and botocore's sagemaker-runtime model caps ModelError.OriginalMessage at 2048 characters, shape "Message");
 # anything longer is not a refusal, so a huge or hostile body is never parsed.
 MAX_REFUSAL_BYTES = 64 * 1024
-_UNAVAILABLE_CODES = frozenset({"ThrottlingException", "Throttling", "TooManyRequestsException", "ServiceUnavailable",
-                                "ServiceUnavailableException", "ModelNotReadyException", "InternalFailure",
-                                "InternalDependencyException", "InternalServerException"})
+_UNAVAILABLE_CODES = frozenset(
+    {
+        "ThrottlingException",
+        "Throttling",
+        "TooManyRequestsException",
+        "ServiceUnavailable",
+        "ServiceUnavailableException",
+        "ModelNotReadyException",
+        "InternalFailure",
+        "InternalDependencyException",
+        "InternalServerException",
+    }
+)
 
 
 def container_refusal(model: ModelEntry, body: object) -> Outcome | None:
@@ -133,8 +143,9 @@ def container_refusal(model: ModelEntry, body: object) -> Outcome | None:
         return Outcome(InvalidRequest(CONTENT_POLICY_MESSAGE, code=CONTENT_POLICY_CODE), unhealthy=False)
     param = error.get("param")
     if isinstance(param, str) and param in model.passthrough:
-        return Outcome(InvalidRequest(f"Invalid value for '{param}': {model.id} cannot take it.", param=param),
-                       unhealthy=False)
+        return Outcome(
+            InvalidRequest(f"Invalid value for '{param}': {model.id} cannot take it.", param=param), unhealthy=False
+        )
     return None
 
 
@@ -147,13 +158,13 @@ def edit_mask_png(mask: Image.Image) -> bytes:
 
 
 def generate_request(job: GenerateJob) -> dict[str, Any]:
-    return _image_request("generate", job.prompt, job.width, job.height, job.n, job.quality, job.transparent,
-                          job.options)
+    return _image_request(
+        "generate", job.prompt, job.width, job.height, job.n, job.quality, job.transparent, job.options
+    )
 
 
 def edit_request(job: EditJob) -> dict[str, Any]:
-    body = _image_request("edit", job.prompt, job.width, job.height, job.n, job.quality, job.transparent,
-                          job.options)
+    body = _image_request("edit", job.prompt, job.width, job.height, job.n, job.quality, job.transparent, job.options)
     body["image"] = b64png(job.images[0])
     if len(job.images) > 1:
         body["reference_images"] = [b64png(image) for image in job.images[1:]]
@@ -163,19 +174,29 @@ def edit_request(job: EditJob) -> dict[str, Any]:
 
 
 def analyze_request(job: TextJob) -> dict[str, Any]:
-    body: dict[str, Any] = {"task": "analyze",
-                            "messages": [{"role": role, "content": text} for role, text in job.messages],
-                            "images": [b64png(picture.image) for picture in job.images]}
+    body: dict[str, Any] = {
+        "task": "analyze",
+        "messages": [{"role": role, "content": text} for role, text in job.messages],
+        "images": [b64png(picture.image) for picture in job.images],
+    }
     if job.instructions:
         body["instructions"] = job.instructions
     return body
 
 
-def _image_request(task: str, prompt: str, width: int, height: int, n: int, quality: str, transparent: bool,
-                   options: Mapping[str, Any]) -> dict[str, Any]:
+def _image_request(
+    task: str, prompt: str, width: int, height: int, n: int, quality: str, transparent: bool, options: Mapping[str, Any]
+) -> dict[str, Any]:
     # Pass-through first (negative_prompt, steps, seed, ...): the contract's own keys always win.
-    body: dict[str, Any] = {**options, "task": task, "prompt": prompt, "width": width, "height": height,
-                            "num_images": n, "quality": quality}
+    body: dict[str, Any] = {
+        **options,
+        "task": task,
+        "prompt": prompt,
+        "width": width,
+        "height": height,
+        "num_images": n,
+        "quality": quality,
+    }
     if transparent:
         body["background"] = "transparent"
     return body
@@ -186,8 +207,12 @@ def expectation(task: str, body: Mapping[str, Any]) -> dict[str, Any]:
     invocations, and both paths parse with it, so an async answer is checked exactly like a real-time one."""
     if task == "analyze":
         return {}
-    return {"n": body["num_images"], "width": body["width"], "height": body["height"],
-            "transparent": body.get("background") == "transparent"}
+    return {
+        "n": body["num_images"],
+        "width": body["width"],
+        "height": body["height"],
+        "transparent": body.get("background") == "transparent",
+    }
 
 
 def parse_answer(task: str, expect: Mapping[str, Any], document: dict) -> Any:
@@ -197,8 +222,7 @@ def parse_answer(task: str, expect: Mapping[str, Any], document: dict) -> Any:
         if not isinstance(text, str):
             raise Outcome(invalid_response(), unhealthy=True)
         return text
-    return decode_images(document.get("images"), expect["n"], expect["width"], expect["height"],
-                         expect["transparent"])
+    return decode_images(document.get("images"), expect["n"], expect["width"], expect["height"], expect["transparent"])
 
 
 class SageMakerBackend(AwsBackend):
@@ -206,9 +230,16 @@ class SageMakerBackend(AwsBackend):
 
     SERVICE = "sagemaker-runtime"
 
-    def __init__(self, model: ModelEntry, client=None, *, breaker: CircuitBreaker | None = None,
-                 resilience: Resilience | None = None, sleep: Callable[[float], None] = time.sleep,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        model: ModelEntry,
+        client=None,
+        *,
+        breaker: CircuitBreaker | None = None,
+        resilience: Resilience | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         super().__init__(model, client, breaker=breaker, resilience=resilience)
         self._sleep = sleep  # injectable so tests poll an async endpoint without waiting
         self._clock = clock
@@ -227,8 +258,7 @@ class SageMakerBackend(AwsBackend):
 
     # -- an async endpoint, across invocations --------------------------------------------------
 
-    def submit_async(self, model: ModelEntry, task: str, body: dict, *,
-                     deadline_seconds: float | None = None) -> dict:
+    def submit_async(self, model: ModelEntry, task: str, body: dict, *, deadline_seconds: float | None = None) -> dict:
         """Queue a contract body (``generate_request`` & co.) on the model's async endpoint; the handle
         returned is plain JSON for :meth:`collect_async`, in this invocation or a later one."""
         return self.async_endpoint.submit(model, task, body, expectation(task, body), deadline_seconds)
@@ -242,10 +272,18 @@ class SageMakerBackend(AwsBackend):
     def async_endpoint(self) -> AsyncEndpoint:
         """Built on first use: a real-time model never needs the S3 client or the bucket."""
         if self._async is None:
-            self._async = AsyncEndpoint(self.client, config.client("s3"), config.get_settings().images_bucket,
-                                        self.breaker, parse=parse_answer, client_error=self._client_error,
-                                        refusal=container_refusal, resilience=self.resilience,
-                                        sleep=self._sleep, clock=self._clock)
+            self._async = AsyncEndpoint(
+                self.client,
+                config.client("s3"),
+                config.get_settings().images_bucket,
+                self.breaker,
+                parse=parse_answer,
+                client_error=self._client_error,
+                refusal=container_refusal,
+                resilience=self.resilience,
+                sleep=self._sleep,
+                clock=self._clock,
+            )
         return self._async
 
     # -- one call -------------------------------------------------------------------------------
@@ -259,16 +297,27 @@ class SageMakerBackend(AwsBackend):
 
         def call():
             try:
-                response = self.client.invoke_endpoint(EndpointName=endpoint.endpoint_name, Body=payload,
-                                                       ContentType=endpoint.content_type, Accept=endpoint.accept)
+                response = self.client.invoke_endpoint(
+                    EndpointName=endpoint.endpoint_name,
+                    Body=payload,
+                    ContentType=endpoint.content_type,
+                    Accept=endpoint.accept,
+                )
             except ClientError as exc:
                 raise self._client_error(model, exc) from None
             except BotoCoreError as exc:
                 raise transport_outcome(exc) from None
             return parse_answer(task, expect, json_object(read_body(response.get("Body"))))
 
-        return guarded(self.breaker, model.id, task, call, backend=model.backend,
-                       deadline=self.deadline(model, deadline_seconds), resilience=self.resilience)
+        return guarded(
+            self.breaker,
+            model.id,
+            task,
+            call,
+            backend=model.backend,
+            deadline=self.deadline(model, deadline_seconds),
+            resilience=self.resilience,
+        )
 
     @staticmethod
     def _client_error(model: ModelEntry, exc: ClientError) -> Outcome:

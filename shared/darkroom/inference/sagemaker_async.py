@@ -72,9 +72,20 @@ Refusal = Callable[[ModelEntry, bytes], Outcome | None]
 class AsyncEndpoint:
     """Submits contract bodies to a SageMaker async endpoint and collects the answers from S3."""
 
-    def __init__(self, runtime, s3, bucket: str, breaker: CircuitBreaker, *, parse: Parse,
-                 client_error: MapClientError, refusal: Refusal, sleep: Callable[[float], None],
-                 clock: Callable[[], float], resilience: Resilience | None = None) -> None:
+    def __init__(
+        self,
+        runtime,
+        s3,
+        bucket: str,
+        breaker: CircuitBreaker,
+        *,
+        parse: Parse,
+        client_error: MapClientError,
+        refusal: Refusal,
+        sleep: Callable[[float], None],
+        clock: Callable[[], float],
+        resilience: Resilience | None = None,
+    ) -> None:
         self.runtime = runtime
         self.s3 = s3
         self.bucket = bucket
@@ -88,8 +99,7 @@ class AsyncEndpoint:
 
     # -- the three ways in ------------------------------------------------------------------------
 
-    def run(self, model: ModelEntry, task: str, body: dict, expect: Mapping[str, Any],
-            deadline_seconds: float) -> Any:
+    def run(self, model: ModelEntry, task: str, body: dict, expect: Mapping[str, Any], deadline_seconds: float) -> Any:
         """Submit, then poll at a growing interval until the answer, a failure, or the deadline.
 
         In a background job (:mod:`darkroom.inference.checkpoint`) the submission may outlive this
@@ -111,17 +121,24 @@ class AsyncEndpoint:
                 raise checkpoint.StillRunning(handle)
             delay = min(delay * 2, MAX_POLL_SECONDS)
 
-    def submit(self, model: ModelEntry, task: str, body: dict, expect: Mapping[str, Any],
-               deadline_seconds: float | None = None) -> dict:
+    def submit(
+        self, model: ModelEntry, task: str, body: dict, expect: Mapping[str, Any], deadline_seconds: float | None = None
+    ) -> dict:
         """Queue ``body``; returns the JSON handle :meth:`collect` needs. The breaker is asked first: a
         submission is a new call on the endpoint. Without a deadline the handle lasts as long as
         SageMaker may keep the request (queue time plus the invocation timeout). The submission itself (the
         input's put, ``InvokeEndpointAsync``) is retried like a real-time call, within the endpoint's timeout."""
         seconds = model.endpoint.timeout_seconds
         deadline = self.resilience.deadline(seconds if deadline_seconds is None else min(deadline_seconds, seconds))
-        return guarded(self.breaker, model.id, task,
-                       lambda: self._submit(model, task, body, dict(expect), deadline_seconds), backend=model.backend,
-                       deadline=deadline, resilience=self.resilience)
+        return guarded(
+            self.breaker,
+            model.id,
+            task,
+            lambda: self._submit(model, task, body, dict(expect), deadline_seconds),
+            backend=model.backend,
+            deadline=deadline,
+            resilience=self.resilience,
+        )
 
     def collect(self, model: ModelEntry, handle: Mapping[str, Any]) -> Any | None:
         """The result, or None while the endpoint is still working; raises the mapped ``ApiError``.
@@ -134,8 +151,15 @@ class AsyncEndpoint:
             (self.breaker.failure if outcome.unhealthy else self.breaker.success)()
             if outcome.error.status >= 500:  # the submission counted the call (UpstreamCalls)
                 upstream_error(model.backend, outcome.error.code)
-            logger.warning("upstream call failed", extra={"model": model.id, "operation": handle["task"],
-                                                          "code": outcome.error.code, "status": outcome.error.status})
+            logger.warning(
+                "upstream call failed",
+                extra={
+                    "model": model.id,
+                    "operation": handle["task"],
+                    "code": outcome.error.code,
+                    "status": outcome.error.status,
+                },
+            )
             raise outcome.error from None
         if result is not None:
             self.breaker.success()
@@ -149,15 +173,24 @@ class AsyncEndpoint:
         inference_id = uuid.uuid4().hex
         input_location = f"s3://{self.bucket}/{INPUT_PREFIX}{inference_id}.json"
         payload = json.dumps(body, separators=(",", ":")).encode("utf-8")
-        self._s3(lambda: self.s3.put_object(Bucket=self.bucket, Key=self._key(input_location), Body=payload,
-                                            ContentType=endpoint.content_type))
+        self._s3(
+            lambda: self.s3.put_object(
+                Bucket=self.bucket, Key=self._key(input_location), Body=payload, ContentType=endpoint.content_type
+            )
+        )
         queue_seconds = _queue_seconds(deadline_seconds)
         lifetime = queue_seconds + endpoint.async_timeout_seconds if deadline_seconds is None else deadline_seconds
         try:
             response = self._invoke(model, input_location, inference_id, queue_seconds)
-            handle = {"task": task, "expect": expect, "inference_id": inference_id,
-                      "input_location": input_location, "output_location": response.get("OutputLocation"),
-                      "failure_location": response.get("FailureLocation"), "expires_at": started + lifetime}
+            handle = {
+                "task": task,
+                "expect": expect,
+                "inference_id": inference_id,
+                "input_location": input_location,
+                "output_location": response.get("OutputLocation"),
+                "failure_location": response.get("FailureLocation"),
+                "expires_at": started + lifetime,
+            }
             for name in ("output_location", "failure_location"):
                 self._key(handle[name], model)  # refuse a misconfigured endpoint now, not at the first poll
         except BaseException:
@@ -169,9 +202,14 @@ class AsyncEndpoint:
         endpoint = model.endpoint
         try:
             return self.runtime.invoke_endpoint_async(
-                EndpointName=endpoint.endpoint_name, InputLocation=input_location, ContentType=endpoint.content_type,
-                Accept=endpoint.accept, InferenceId=inference_id,
-                InvocationTimeoutSeconds=endpoint.async_timeout_seconds, RequestTTLSeconds=queue_seconds)
+                EndpointName=endpoint.endpoint_name,
+                InputLocation=input_location,
+                ContentType=endpoint.content_type,
+                Accept=endpoint.accept,
+                InferenceId=inference_id,
+                InvocationTimeoutSeconds=endpoint.async_timeout_seconds,
+                RequestTTLSeconds=queue_seconds,
+            )
         except ClientError as exc:
             raise self.client_error(model, exc) from None
         except BotoCoreError as exc:
@@ -216,8 +254,10 @@ class AsyncEndpoint:
             bucket, _, key = location.removeprefix("s3://").partition("/")
             if location.startswith("s3://") and bucket == self.bucket and key.startswith(PREFIX):
                 return key
-        logger.error("sagemaker async location outside darkroom's bucket prefix",
-                     extra={"model": model.id if model else None, "code": "async_location"})
+        logger.error(
+            "sagemaker async location outside darkroom's bucket prefix",
+            extra={"model": model.id if model else None, "code": "async_location"},
+        )
         raise Outcome(UpstreamError(CONFIG_MESSAGE, code="upstream_error"), unhealthy=False)
 
     def _exists(self, key: str) -> bool:

@@ -45,8 +45,11 @@ class GatewayRequest:
     def variables(self, status: int, response_length: int) -> dict[str, object]:
         """The ``$context`` variables of this request once answered with ``status`` and a body of that length."""
         variables: dict[str, object] = {
-            "extendedRequestId": self.request_id, "httpMethod": self.http_method, "resourcePath": self.resource_path,
-            "status": status, "responseLength": response_length,
+            "extendedRequestId": self.request_id,
+            "httpMethod": self.http_method,
+            "resourcePath": self.resource_path,
+            "status": status,
+            "responseLength": response_length,
             "responseLatency": round((time.monotonic() - self.started) * 1000),
             "integrationLatency": self.integration_latency_ms,
         }

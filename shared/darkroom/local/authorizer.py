@@ -28,8 +28,10 @@ Invoke = Callable[[str, dict], "dict | None"]  # (function logical id, event) ->
 def method_arn(region: str, event: dict) -> str:
     """``arn:aws:execute-api:region:account:api/stage/METHOD/path`` of a proxy event's request."""
     context = event["requestContext"]
-    return (f"arn:aws:execute-api:{region}:{context['accountId']}:{context['apiId']}/{context['stage']}/"
-            f"{event['httpMethod']}{event['path']}")
+    return (
+        f"arn:aws:execute-api:{region}:{context['accountId']}:{context['apiId']}/{context['stage']}/"
+        f"{event['httpMethod']}{event['path']}"
+    )
 
 
 def authorizer_event(region: str, event: dict) -> dict:
@@ -59,8 +61,9 @@ def _allows(policy: dict, arn: str) -> bool:
 class LocalAuthorizer:
     """One authorizer of the API with API Gateway's result cache (one per authorizer, per identity)."""
 
-    def __init__(self, spec: Authorizer, invoke: Invoke, region: str,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, spec: Authorizer, invoke: Invoke, region: str, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.spec = spec
         self._invoke = invoke
         self._region = region
@@ -96,8 +99,7 @@ class LocalAuthorizer:
                     if len(self._cache) > 10_000:
                         self._cache.clear()
                     self._cache[identity] = (now + self.spec.ttl_seconds, result)
-        context = {"principalId": result["principalId"], **(result.get("context") or {}),
-                   "integrationLatency": latency}
+        context = {"principalId": result["principalId"], **(result.get("context") or {}), "integrationLatency": latency}
         if not _allows(result["policyDocument"], method_arn(self._region, event)):
             return "ACCESS_DENIED", context
         return None, context

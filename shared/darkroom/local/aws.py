@@ -12,7 +12,7 @@ from darkroom.local.template import Stack
 
 LOCAL_CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "local",
-    "AWS_SECRET_ACCESS_KEY": "local",  # noqa: S105 - moto accepts any credentials
+    "AWS_SECRET_ACCESS_KEY": "local",
     "AWS_DEFAULT_REGION": "us-east-1",
 }
 
@@ -95,8 +95,11 @@ def create_resources(stack: Stack, dynamodb, s3, sqs=None) -> None:
         }
         if props.get("GlobalSecondaryIndexes"):
             args["GlobalSecondaryIndexes"] = [
-                {"IndexName": g["IndexName"], "KeySchema": [dict(k) for k in g["KeySchema"]],
-                 "Projection": dict(g["Projection"])}
+                {
+                    "IndexName": g["IndexName"],
+                    "KeySchema": [dict(k) for k in g["KeySchema"]],
+                    "Projection": dict(g["Projection"]),
+                }
                 for g in props["GlobalSecondaryIndexes"]
             ]
         dynamodb.create_table(**args)
@@ -127,14 +130,16 @@ def create_queues(stack: Stack, sqs) -> None:
         if logical_id in arns:
             return
         props = queues[logical_id]
-        attributes = {name: str(props[name]) for name in ("VisibilityTimeout", "MessageRetentionPeriod")
-                      if name in props}
+        attributes = {
+            name: str(props[name]) for name in ("VisibilityTimeout", "MessageRetentionPeriod") if name in props
+        }
         redrive = props.get("RedrivePolicy")
         if redrive:
             target = redrive["deadLetterTargetArn"]["Fn::GetAtt"][0]
             create(str(target))
-            attributes["RedrivePolicy"] = json.dumps({"deadLetterTargetArn": arns[str(target)],
-                                                      "maxReceiveCount": int(redrive["maxReceiveCount"])})
+            attributes["RedrivePolicy"] = json.dumps(
+                {"deadLetterTargetArn": arns[str(target)], "maxReceiveCount": int(redrive["maxReceiveCount"])}
+            )
         url = sqs.create_queue(QueueName=stack.physical_name(logical_id), Attributes=attributes)["QueueUrl"]
         arns[logical_id] = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
 

@@ -41,7 +41,10 @@ class HttpResponse:
 def _route_pattern(path: str) -> re.Pattern:
     parts = re.split(r"(\{[^}]+\})", path)
     regex = "".join(
-        f"(?P<{p[1:-1].rstrip('+')}>.+)" if p.endswith("+}") else f"(?P<{p[1:-1]}>[^/]+)" if p.startswith("{")
+        f"(?P<{p[1:-1].rstrip('+')}>.+)"
+        if p.endswith("+}")
+        else f"(?P<{p[1:-1]}>[^/]+)"
+        if p.startswith("{")
         else re.escape(p)
         for p in parts
     )
@@ -52,15 +55,17 @@ class LocalApi:
     """Dispatches HTTP requests to the stack's functions as API Gateway would, and SQS messages to the
     functions with queue event sources as Lambda's event source mappings would."""
 
-    def __init__(self, stack: Stack, environment: dict[str, str], stage: str = "local",
-                 containers_per_function: int = 4) -> None:
+    def __init__(
+        self, stack: Stack, environment: dict[str, str], stage: str = "local", containers_per_function: int = 4
+    ) -> None:
         self.stack = stack
         self.stage = stage
         self._routes = [(r, _route_pattern(r.path)) for r in stack.routes()]
         self._pools = {f.logical_id: Pool(f, environment, containers_per_function) for f in stack.functions()}
         self._binary_types = stack.binary_media_types()
-        self._authorizers = {name: LocalAuthorizer(spec, self._invoke, stack.region)
-                             for name, spec in stack.authorizers().items()}
+        self._authorizers = {
+            name: LocalAuthorizer(spec, self._invoke, stack.region) for name, spec in stack.authorizers().items()
+        }
         self._access_log_format = stack.access_log_format()
         self._containers_per_function = containers_per_function
         self._stopping = threading.Event()
@@ -71,8 +76,9 @@ class LocalApi:
         for source in self.stack.queue_sources():
             url = self.stack.queue_url(source.queue)
             arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-            thread = threading.Thread(target=self._poll, args=(sqs, source, url, arn), daemon=True,
-                                      name=f"darkroom-sqs-{source.queue}")
+            thread = threading.Thread(
+                target=self._poll, args=(sqs, source, url, arn), daemon=True, name=f"darkroom-sqs-{source.queue}"
+            )
             thread.start()
             self._pollers.append(thread)
 
@@ -83,8 +89,9 @@ class LocalApi:
                 continue
             try:
                 # No long polling: the embedded moto serializes every call, so a waiting receive would stall all.
-                messages = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=source.batch_size,
-                                               AttributeNames=["All"]).get("Messages", [])
+                messages = sqs.receive_message(
+                    QueueUrl=url, MaxNumberOfMessages=source.batch_size, AttributeNames=["All"]
+                ).get("Messages", [])
             except Exception:  # noqa: BLE001 - the stack is stopping, or moto hiccuped: try again
                 messages = []
             if not messages:
@@ -101,11 +108,22 @@ class LocalApi:
             threading.Thread(target=deliver, args=(messages,), daemon=True).start()
 
     def _deliver(self, sqs, source: QueueSource, url: str, arn: str, messages: list[dict]) -> None:
-        event = {"Records": [{
-            "messageId": m["MessageId"], "receiptHandle": m["ReceiptHandle"], "body": m["Body"],
-            "attributes": m.get("Attributes", {}), "messageAttributes": {}, "md5OfBody": m.get("MD5OfBody", ""),
-            "eventSource": "aws:sqs", "eventSourceARN": arn, "awsRegion": self.stack.region,
-        } for m in messages]}
+        event = {
+            "Records": [
+                {
+                    "messageId": m["MessageId"],
+                    "receiptHandle": m["ReceiptHandle"],
+                    "body": m["Body"],
+                    "attributes": m.get("Attributes", {}),
+                    "messageAttributes": {},
+                    "md5OfBody": m.get("MD5OfBody", ""),
+                    "eventSource": "aws:sqs",
+                    "eventSourceARN": arn,
+                    "awsRegion": self.stack.region,
+                }
+                for m in messages
+            ]
+        }
         try:
             result = self._invoke(source.function, event)
         except TimeoutError:
@@ -122,18 +140,27 @@ class LocalApi:
         status, body = self.stack.gateway_response(kind)
         return HttpResponse(status, [("content-type", "application/json")], body.encode())
 
-    def handle(self, method: str, target: str, headers: list[tuple[str, str]], body: bytes,
-               source_ip: str = "127.0.0.1") -> HttpResponse:
+    def handle(
+        self, method: str, target: str, headers: list[tuple[str, str]], body: bytes, source_ip: str = "127.0.0.1"
+    ) -> HttpResponse:
         """The request answered as API Gateway would, with its access-log line in the template's Format."""
         request = GatewayRequest(http_method=method)
         response = self._handle(method, target, headers, body, source_ip, request)
         if self._access_log_format:
-            response.access_log = render(self._access_log_format,
-                                         request.variables(response.status, len(response.body)))
+            response.access_log = render(
+                self._access_log_format, request.variables(response.status, len(response.body))
+            )
         return response
 
-    def _handle(self, method: str, target: str, headers: list[tuple[str, str]], body: bytes, source_ip: str,
-                request: GatewayRequest) -> HttpResponse:
+    def _handle(
+        self,
+        method: str,
+        target: str,
+        headers: list[tuple[str, str]],
+        body: bytes,
+        source_ip: str,
+        request: GatewayRequest,
+    ) -> HttpResponse:
         url = urlsplit(target)
         if len(body) > API_GATEWAY_MAX_BODY:
             return self.gateway_response("REQUEST_TOO_LARGE")
@@ -188,11 +215,17 @@ class LocalApi:
             "pathParameters": path_parameters or None,
             "stageVariables": None,
             "requestContext": {
-                "resourcePath": route.path, "httpMethod": method, "path": f"/{self.stage}{url.path}",
-                "stage": self.stage, "requestId": str(uuid.uuid4()), "accountId": "000000000000",
+                "resourcePath": route.path,
+                "httpMethod": method,
+                "path": f"/{self.stage}{url.path}",
+                "stage": self.stage,
+                "requestId": str(uuid.uuid4()),
+                "accountId": "000000000000",
                 # API Gateway's own id, which a caller cannot set (darkroom.api.resolver.REQUEST_ID_PATH)
                 "extendedRequestId": base64.b64encode(uuid.uuid4().bytes[:9]).decode(),
-                "apiId": "local", "protocol": "HTTP/1.1", "domainName": "127.0.0.1",
+                "apiId": "local",
+                "protocol": "HTTP/1.1",
+                "domainName": "127.0.0.1",
                 "requestTime": time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime(now)),
                 "requestTimeEpoch": int(now * 1000),
                 "identity": {"sourceIp": source_ip, "userAgent": single.get("user-agent")},

@@ -57,7 +57,9 @@ class Container:
         self.function = function
         self._conn = parent
         self.process = _SPAWN.Process(
-            target=_container_main, args=(function, environment, child), daemon=True,
+            target=_container_main,
+            args=(function, environment, child),
+            daemon=True,
             name=f"darkroom-{function.logical_id}",
         )
         self.process.start()
@@ -85,12 +87,21 @@ class Container:
         name = self.function.logical_id
         try:
             if not self._await_init(self._init_deadline - time.monotonic()):
-                logger.warning("darkroom: %s: init is taking over %ss; it continues within the function's %ss "
-                               "timeout, as Lambda retries it", name, INIT_SECONDS, timeout)
+                logger.warning(
+                    "darkroom: %s: init is taking over %ss; it continues within the function's %ss "
+                    "timeout, as Lambda retries it",
+                    name,
+                    INIT_SECONDS,
+                    timeout,
+                )
                 started = time.monotonic()
                 if not self._await_init(timeout):
-                    logger.error("darkroom: %s timed out: its init did not finish within %ss + the function's "
-                                 "%ss timeout", name, INIT_SECONDS, timeout)
+                    logger.error(
+                        "darkroom: %s timed out: its init did not finish within %ss + the function's %ss timeout",
+                        name,
+                        INIT_SECONDS,
+                        timeout,
+                    )
                     self.stop()
                     raise TimeoutError
                 timeout -= time.monotonic() - started
@@ -107,8 +118,9 @@ class Container:
             return self._conn.recv()
         except (EOFError, OSError):  # the process died mid-invocation (e.g. out of memory)
             self.stop()
-            logger.error("darkroom: %s's process exited during an invocation (exit code %s)", name,
-                         self.process.exitcode)
+            logger.error(
+                "darkroom: %s's process exited during an invocation (exit code %s)", name, self.process.exitcode
+            )
             return None
 
     def _await_init(self, seconds: float) -> bool:
@@ -174,15 +186,18 @@ def _container_main(function: Function, environment: dict[str, str], conn) -> No
         except EOFError:
             return
         context = SimpleNamespace(
-            function_name=function.logical_id, memory_limit_in_mb=function.memory_mb,
+            function_name=function.logical_id,
+            memory_limit_in_mb=function.memory_mb,
             invoked_function_arn=f"arn:aws:lambda:local:000000000000:function:{function.logical_id}",
-            aws_request_id=str(uuid.uuid4()), function_version="$LATEST",
-            log_group_name=f"/aws/lambda/{function.logical_id}", log_stream_name="local",
+            aws_request_id=str(uuid.uuid4()),
+            function_version="$LATEST",
+            log_group_name=f"/aws/lambda/{function.logical_id}",
+            log_stream_name="local",
             get_remaining_time_in_millis=lambda: function.timeout_seconds * 1000,
         )
         try:
             result = handler(event, context)
-        except Exception:  # noqa: BLE001 - a crashed invocation is a 502 from the gateway, as on AWS
+        except Exception:
             logger.exception("function invocation failed", extra={"function": function.logical_id})
             result = None
         conn.send(result)

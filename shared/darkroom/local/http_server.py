@@ -222,8 +222,11 @@ class GatewayApp:
 
     @staticmethod
     async def _send(send, response: HttpResponse, close: bool) -> None:
-        headers = [(name.lower().encode("latin-1"), value.encode("latin-1"))
-                   for name, value in response.headers if name.lower() not in _HOP_BY_HOP]
+        headers = [
+            (name.lower().encode("latin-1"), value.encode("latin-1"))
+            for name, value in response.headers
+            if name.lower() not in _HOP_BY_HOP
+        ]
         if not any(name == b"content-type" for name, _ in headers):
             headers.append((b"content-type", b"application/json"))
         headers.append((b"content-length", str(len(response.body)).encode()))
@@ -238,17 +241,32 @@ class LocalServer:
     printed) before serving starts. The calls mirror ``socketserver``'s: ``serve_forever`` (Ctrl-C and
     SIGTERM end it gracefully in the main thread), ``shutdown`` from another thread, ``server_close``."""
 
-    def __init__(self, api: LocalApi, host: str = "127.0.0.1", port: int = 3000, quiet: bool = False,
-                 idle_timeout: float = IDLE_TIMEOUT_SECONDS, listener: socket.socket | None = None) -> None:
+    def __init__(
+        self,
+        api: LocalApi,
+        host: str = "127.0.0.1",
+        port: int = 3000,
+        quiet: bool = False,
+        idle_timeout: float = IDLE_TIMEOUT_SECONDS,
+        listener: socket.socket | None = None,
+    ) -> None:
         self.socket = listener or listen(host, port)
         self.server_address = self.socket.getsockname()[:2]
         config = uvicorn.Config(
-            GatewayApp(api, access_log=not quiet), http=_Protocol, ws="none", lifespan="off", interface="asgi3",
-            loop="asyncio", timeout_keep_alive=idle_timeout, timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS,
+            GatewayApp(api, access_log=not quiet),
+            http=_Protocol,
+            ws="none",
+            lifespan="off",
+            interface="asgi3",
+            loop="asyncio",
+            timeout_keep_alive=idle_timeout,
+            timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS,
             # The peer is the client (no X-Forwarded-For trust), as API Gateway's sourceIp is.
-            proxy_headers=False, server_header=False,
+            proxy_headers=False,
+            server_header=False,
             # uvicorn's own access lines are replaced by GatewayApp's; its warnings (e.g. a malformed request) stay.
-            access_log=False, log_level="error" if quiet else "warning",
+            access_log=False,
+            log_level="error" if quiet else "warning",
         )
         self._server = uvicorn.Server(config)
         self._stopped = threading.Event()
@@ -279,8 +297,14 @@ def listen(host: str = "127.0.0.1", port: int = 3000) -> socket.socket:
     return socket.create_server((host, port), family=family)
 
 
-def make_server(api: LocalApi, host: str = "127.0.0.1", port: int = 3000, quiet: bool = False,
-                idle_timeout: float = IDLE_TIMEOUT_SECONDS, listener: socket.socket | None = None) -> LocalServer:
+def make_server(
+    api: LocalApi,
+    host: str = "127.0.0.1",
+    port: int = 3000,
+    quiet: bool = False,
+    idle_timeout: float = IDLE_TIMEOUT_SECONDS,
+    listener: socket.socket | None = None,
+) -> LocalServer:
     """The local HTTP server for ``api``, on ``listener`` or else bound to ``host:port`` (0: any free port), not
     yet serving."""
     return LocalServer(api, host, port, quiet=quiet, idle_timeout=idle_timeout, listener=listener)

@@ -46,8 +46,11 @@ def forget_dead_endpoints(environ: MutableMapping[str, str], model_server: bool 
     endpoint = environ.get("AWS_ENDPOINT_URL")
     if endpoint and not answers(endpoint):
         del environ["AWS_ENDPOINT_URL"]
-        logger.warning("darkroom: nothing answers at AWS_ENDPOINT_URL=%s (left over from an earlier run?); "
-                       "starting an embedded moto instead", endpoint)
+        logger.warning(
+            "darkroom: nothing answers at AWS_ENDPOINT_URL=%s (left over from an earlier run?); "
+            "starting an embedded moto instead",
+            endpoint,
+        )
     runtime = environ.get(RUNTIME_VARIABLE)
     if model_server or not runtime or answers(runtime):
         return  # a model server of this run replaces both variables
@@ -56,5 +59,9 @@ def forget_dead_endpoints(environ: MutableMapping[str, str], model_server: bool 
     if environ.get(EXTRA_VARIABLE) == json.dumps(endpoint_models()):
         del environ[EXTRA_VARIABLE]
         dropped = f" and its models ({EXTRA_VARIABLE})"
-    logger.warning("darkroom: nothing answers at %s=%s (left over from an earlier run?); ignoring it%s",
-                   RUNTIME_VARIABLE, runtime, dropped)
+    logger.warning(
+        "darkroom: nothing answers at %s=%s (left over from an earlier run?); ignoring it%s",
+        RUNTIME_VARIABLE,
+        runtime,
+        dropped,
+    )

@@ -60,8 +60,10 @@ def interpreter(environ: Mapping[str, str] = os.environ) -> Path:
     if not python.is_absolute():
         python = PROJECT_ROOT / python
     if not os.access(python, os.X_OK):
-        raise SystemExit(f"darkroom: the model server's Python environment is missing ({python}). "
-                         f"Run `make run-endpoint` (it creates endpoint/.venv), or set DARKROOM_ENDPOINT_PYTHON.")
+        raise SystemExit(
+            f"darkroom: the model server's Python environment is missing ({python}). "
+            f"Run `make run-endpoint` (it creates endpoint/.venv), or set DARKROOM_ENDPOINT_PYTHON."
+        )
     return python
 
 
@@ -76,12 +78,21 @@ def ensure_tiny_models(python: Path, directory: Path = TINY_MODELS) -> Path:
     staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}-", dir=directory.parent))
     try:
         done = subprocess.run(  # noqa: S603 - the configured interpreter, fixed arguments
-            [str(python), "-m", "darkroom_endpoint", "tiny", str(staging)], env=_child_environment({}),
-            cwd=ENDPOINT_DIR, stdin=subprocess.DEVNULL, capture_output=True, text=True, errors="replace",
-            timeout=TINY_MODELS_TIMEOUT_SECONDS, check=False)
+            [str(python), "-m", "darkroom_endpoint", "tiny", str(staging)],
+            env=_child_environment({}),
+            cwd=ENDPOINT_DIR,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            errors="replace",
+            timeout=TINY_MODELS_TIMEOUT_SECONDS,
+            check=False,
+        )
         if done.returncode != 0 or not _complete(staging):
-            raise SystemExit(f"darkroom: writing the tiny models failed (exit {done.returncode}):\n"
-                             f"{_last_lines(done.stdout + done.stderr)}")
+            raise SystemExit(
+                f"darkroom: writing the tiny models failed (exit {done.returncode}):\n"
+                f"{_last_lines(done.stdout + done.stderr)}"
+            )
         if not _complete(directory):
             shutil.rmtree(directory, ignore_errors=True)
             staging.rename(directory)  # atomic on one file system
@@ -93,8 +104,9 @@ def ensure_tiny_models(python: Path, directory: Path = TINY_MODELS) -> Path:
 
 
 def _complete(directory: Path) -> bool:
-    return all((directory / name).is_file() for name in ("diffusion/model_index.json", "vlm/config.json",
-                                                           "quality.json"))
+    return all(
+        (directory / name).is_file() for name in ("diffusion/model_index.json", "vlm/config.json", "quality.json")
+    )
 
 
 def endpoint_models() -> dict[str, dict]:
@@ -108,8 +120,10 @@ def catalog_extra(environ: Mapping[str, str] = os.environ) -> str:
     extra = json.dumps(endpoint_models())
     # These same entries were exported by an earlier run (a restart in a shell that sourced its exports).
     if environ.get(EXTRA_VARIABLE) and environ[EXTRA_VARIABLE] != extra:
-        raise SystemExit(f"darkroom: {EXTRA_VARIABLE} is already set; the model server brings its own entries "
-                         f"(unset it, or add yours to DARKROOM_CATALOG)")
+        raise SystemExit(
+            f"darkroom: {EXTRA_VARIABLE} is already set; the model server brings its own entries "
+            f"(unset it, or add yours to DARKROOM_CATALOG)"
+        )
     try:
         merge_extra({"models": {}}, extra)
     except CatalogError as exc:
@@ -147,14 +161,18 @@ class ModelServer:
         deadline = time.monotonic() + timeout
         while True:
             if self.process.poll() is not None:
-                raise SystemExit(f"darkroom: the model server exited with {self.process.returncode} before it "
-                                 f"was ready. Its output ({self.log}):\n{self.tail()}")
+                raise SystemExit(
+                    f"darkroom: the model server exited with {self.process.returncode} before it "
+                    f"was ready. Its output ({self.log}):\n{self.tail()}"
+                )
             if _pings(self.url):
                 self.ready_seconds = time.monotonic() - self.started_at
                 return self.ready_seconds
             if time.monotonic() >= deadline:
-                raise SystemExit(f"darkroom: the model server was not ready within {timeout:g}s. "
-                                 f"Its output ({self.log}):\n{self.tail()}")
+                raise SystemExit(
+                    f"darkroom: the model server was not ready within {timeout:g}s. "
+                    f"Its output ({self.log}):\n{self.tail()}"
+                )
             time.sleep(0.25)
 
     def tail(self, lines: int = TAIL_LINES) -> str:
@@ -185,19 +203,29 @@ def launch(python: Path, bucket: str, *, host: str = "127.0.0.1", model_dir: Pat
     run_dir = Path(tempfile.mkdtemp(prefix="darkroom-model-server-"))
     port = free_port(host)
     url = f"http://{host}:{port}"
-    env = _child_environment({
-        "SM_MODEL_DIR": str(model_dir),
-        "DARKROOM_ENDPOINT_ASYNC_OUTPUT_PATH": f"s3://{bucket}/{ASYNC_OUTPUT}",
-        "DARKROOM_ENDPOINT_ASYNC_FAILURE_PATH": f"s3://{bucket}/{ASYNC_FAILURE}",
-    })
+    env = _child_environment(
+        {
+            "SM_MODEL_DIR": str(model_dir),
+            "DARKROOM_ENDPOINT_ASYNC_OUTPUT_PATH": f"s3://{bucket}/{ASYNC_OUTPUT}",
+            "DARKROOM_ENDPOINT_ASYNC_FAILURE_PATH": f"s3://{bucket}/{ASYNC_FAILURE}",
+        }
+    )
     with (run_dir / "model-server.log").open("wb") as log:
         process = subprocess.Popen(  # noqa: S603 - the configured interpreter, fixed arguments
-            [str(python), "-m", "darkroom_endpoint", "serve", "--host", host, "--port", str(port),
-             "--emulate-runtime"], env=env, cwd=ENDPOINT_DIR, stdin=subprocess.DEVNULL, stdout=log,
-            stderr=subprocess.STDOUT)
-    return ModelServer(process, url, run_dir,
-                       {"AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": url, EXTRA_VARIABLE: extra},
-                       models=sorted(endpoint_models()))
+            [str(python), "-m", "darkroom_endpoint", "serve", "--host", host, "--port", str(port), "--emulate-runtime"],
+            env=env,
+            cwd=ENDPOINT_DIR,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    return ModelServer(
+        process,
+        url,
+        run_dir,
+        {"AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": url, EXTRA_VARIABLE: extra},
+        models=sorted(endpoint_models()),
+    )
 
 
 def _child_environment(extra: Mapping[str, str]) -> dict[str, str]:

@@ -62,8 +62,9 @@ def function_environment(stack: Stack) -> dict[str, str]:
 
 
 @contextmanager
-def in_process_aws(prefix: str, set_env: Callable[[str, str], None] = os.environ.__setitem__,
-                   overrides: dict[str, str] | None = None) -> Iterator[Stack]:
+def in_process_aws(
+    prefix: str, set_env: Callable[[str, str], None] = os.environ.__setitem__, overrides: dict[str, str] | None = None
+) -> Iterator[Stack]:
     """moto inside this process with the template's tables, bucket and queues, and the ``DARKROOM_*``
     settings pointing at them (tests and benchmarks; ``set_env`` lets a test undo what it set)."""
     from moto import mock_aws
@@ -82,8 +83,13 @@ def in_process_aws(prefix: str, set_env: Callable[[str, str], None] = os.environ
             services.reset()
 
 
-def start(host: str = "127.0.0.1", port: int = 3000, demo_key: str | None = None, quiet: bool = False,
-          model_server: bool = False) -> LocalStack:
+def start(
+    host: str = "127.0.0.1",
+    port: int = 3000,
+    demo_key: str | None = None,
+    quiet: bool = False,
+    model_server: bool = False,
+) -> LocalStack:
     """Bind the HTTP port, create (or reuse) AWS resources from template.yaml, seed the demo tenant, start the
     functions' containers; with ``model_server``, also run the model server and serve its models. ``SystemExit``
     (one line) when it cannot start: a busy port, a bad demo key, a missing model server environment."""
@@ -98,10 +104,13 @@ def start(host: str = "127.0.0.1", port: int = 3000, demo_key: str | None = None
         stack = Stack()
         # The template's values, except DARKROOM_* settings the caller already set (e.g. a short key cache). The
         # names of the stack's own resources are always this run's: an earlier run's exports name its moto's queue.
-        own = {stack.physical_name(r) for r in stack.resources} | {stack.queue_url(q)
-                                                                  for q in stack.of_type("AWS::SQS::Queue")}
-        environment = {name: os.environ.get(name) or value if name.startswith("DARKROOM_") and value not in own
-                       else value for name, value in function_environment(stack).items()}
+        own = {stack.physical_name(r) for r in stack.resources} | {
+            stack.queue_url(q) for q in stack.of_type("AWS::SQS::Queue")
+        }
+        environment = {
+            name: os.environ.get(name) or value if name.startswith("DARKROOM_") and value not in own else value
+            for name, value in function_environment(stack).items()
+        }
         # Local-only switches: no X-Ray daemon here, and metrics stay out of the terminal.
         environment |= {"POWERTOOLS_TRACE_DISABLED": "true", "POWERTOOLS_METRICS_DISABLED": "true"}
         os.environ.update(environment)
@@ -129,9 +138,17 @@ def start(host: str = "127.0.0.1", port: int = 3000, demo_key: str | None = None
         raise
     bound_port = server.server_address[1]
     exported = {k: v for k, v in environment.items() if k.startswith("DARKROOM_")}
-    exported |= {name: os.environ[name] for name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME",
-                                                    "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")
-                 if os.environ.get(name)}
+    exported |= {
+        name: os.environ[name]
+        for name in (
+            "AWS_ENDPOINT_URL",
+            "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME",
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+            "AWS_DEFAULT_REGION",
+        )
+        if os.environ.get(name)
+    }
     base_url = f"http://{host}:{bound_port}/v1"
     exported |= {"OPENAI_BASE_URL": base_url, "OPENAI_API_KEY": demo_key}
     return LocalStack(stack, exported, base_url, demo_key, tenant_id, server, api, aws, running)
@@ -142,8 +159,10 @@ def _listen(host: str, port: int) -> socket.socket:
         return listen(host, port)
     except OSError as exc:
         problem = "is already in use" if exc.errno == errno.EADDRINUSE else f"cannot be used ({exc.strerror})"
-        raise SystemExit(f"darkroom: port {port} on {host} {problem}; choose another with PORT=8080 make run "
-                         f"(or darkroom serve --port 8080)") from None
+        raise SystemExit(
+            f"darkroom: port {port} on {host} {problem}; choose another with PORT=8080 make run "
+            f"(or darkroom serve --port 8080)"
+        ) from None
 
 
 def seed_demo_tenant(demo_key: str | None) -> tuple[str, str]:

@@ -16,9 +16,15 @@ PROJECT_ROOT = Path(__file__).resolve().parents[3]
 DEFAULT_TEMPLATE = PROJECT_ROOT / "template.yaml"
 LOCAL_ACCOUNT_ID = "123456789012"  # moto's default account
 # Default statuses of the gateway response types the local stack answers with, where the template sets none.
-_GATEWAY_STATUS = {"UNAUTHORIZED": 401, "ACCESS_DENIED": 403, "MISSING_AUTHENTICATION_TOKEN": 403,
-                   "REQUEST_TOO_LARGE": 413, "THROTTLED": 429, "INTEGRATION_FAILURE": 504,
-                   "INTEGRATION_TIMEOUT": 504}
+_GATEWAY_STATUS = {
+    "UNAUTHORIZED": 401,
+    "ACCESS_DENIED": 403,
+    "MISSING_AUTHENTICATION_TOKEN": 403,
+    "REQUEST_TOO_LARGE": 413,
+    "THROTTLED": 429,
+    "INTEGRATION_FAILURE": 504,
+    "INTEGRATION_TIMEOUT": 504,
+}
 
 
 @dataclass(frozen=True)
@@ -61,8 +67,13 @@ class Function:
 class Stack:
     """A parsed template plus the physical names its resources get in one local deployment."""
 
-    def __init__(self, path: Path = DEFAULT_TEMPLATE, prefix: str = "darkroom-local",
-                 parameters: dict[str, str] | None = None, region: str = "us-east-1") -> None:
+    def __init__(
+        self,
+        path: Path = DEFAULT_TEMPLATE,
+        prefix: str = "darkroom-local",
+        parameters: dict[str, str] | None = None,
+        region: str = "us-east-1",
+    ) -> None:
         self.path = path
         self.template = cfn_yaml.load(str(path))
         self.prefix = prefix
@@ -155,8 +166,9 @@ class Stack:
                     queue = event["Properties"]["Queue"]
                     attribute = queue["Fn::GetAtt"] if isinstance(queue, dict) else str(queue)
                     name = attribute[0] if isinstance(attribute, list) else str(attribute).split(".")[0]
-                    sources.append(QueueSource(str(logical_id), str(name),
-                                               int(event["Properties"].get("BatchSize", 10))))
+                    sources.append(
+                        QueueSource(str(logical_id), str(name), int(event["Properties"].get("BatchSize", 10)))
+                    )
         return sources
 
     def _function_property(self, props: dict, name: str, default=None):
@@ -167,13 +179,16 @@ class Stack:
         functions = []
         for logical_id, props in self.of_type("AWS::Serverless::Function").items():
             module, _, attribute = props["Handler"].rpartition(".")
-            functions.append(Function(
-                logical_id=str(logical_id),
-                code_dir=(self.path.parent / str(props["CodeUri"])).resolve(),
-                module=str(module), attribute=str(attribute),
-                memory_mb=int(self._function_property(props, "MemorySize", 128)),
-                timeout_seconds=int(self._function_property(props, "Timeout", 3)),
-            ))
+            functions.append(
+                Function(
+                    logical_id=str(logical_id),
+                    code_dir=(self.path.parent / str(props["CodeUri"])).resolve(),
+                    module=str(module),
+                    attribute=str(attribute),
+                    memory_mb=int(self._function_property(props, "MemorySize", 128)),
+                    timeout_seconds=int(self._function_property(props, "Timeout", 3)),
+                )
+            )
         return functions
 
     def routes(self) -> list[Route]:
@@ -184,8 +199,14 @@ class Stack:
                 if event["Type"] == "Api":
                     properties = event["Properties"]
                     authorizer = properties.get("Auth", {}).get("Authorizer", default)
-                    routes.append(Route(str(properties["Method"]).upper(), str(properties["Path"]), str(logical_id),
-                                        None if authorizer in (None, "NONE") else str(authorizer)))
+                    routes.append(
+                        Route(
+                            str(properties["Method"]).upper(),
+                            str(properties["Path"]),
+                            str(logical_id),
+                            None if authorizer in (None, "NONE") else str(authorizer),
+                        )
+                    )
         return routes
 
     def authorizers(self) -> dict[str, Authorizer]:
@@ -196,9 +217,11 @@ class Stack:
                 raise ValueError(f"the local stack runs REQUEST authorizers only, not {name}")
             identity = spec.get("Identity", {})
             found[str(name)] = Authorizer(
-                name=str(name), function=str(spec["FunctionArn"]["Fn::GetAtt"][0]),
+                name=str(name),
+                function=str(spec["FunctionArn"]["Fn::GetAtt"][0]),
                 identity_headers=tuple(str(h) for h in identity.get("Headers", [])),
-                ttl_seconds=int(self.resolve(identity.get("ReauthorizeEvery", 300))))
+                ttl_seconds=int(self.resolve(identity.get("ReauthorizeEvery", 300))),
+            )
         return found
 
     def access_log_format(self) -> str | None:
