@@ -217,6 +217,8 @@ def decode_image(encoded: object, param: str, size: tuple[int, int] | None = Non
         raw = base64.b64decode(encoded, validate=True)
     except (binascii.Error, ValueError):
         raise ContractError(f"'{param}' is not valid base64.", param=param) from None
+    if len(encoded) != 4 * -(-len(raw) // 3):  # validate=True still takes padding after a full group ("AAAA=")
+        raise ContractError(f"'{param}' is not valid base64.", param=param)
     try:
         image = Image.open(io.BytesIO(raw), formats=IMAGE_FORMATS)
         if image.width * image.height > MAX_INPUT_PIXELS:

@@ -16,7 +16,14 @@ import pytest
 from starlette.testclient import TestClient
 
 from darkroom_endpoint.__main__ import main
-from darkroom_endpoint.contract import AnalyzeTask, ContentPolicyViolation, ImageTask, Unsupported
+from darkroom_endpoint.contract import (
+    AnalyzeTask,
+    ContentPolicyViolation,
+    ContractError,
+    ImageTask,
+    Unsupported,
+    decode_image,
+)
 from darkroom_endpoint.server import INTERNAL_MESSAGE, create_app
 from server_fixtures import FakeModels, decode_png, make_settings, png_b64, running_server, wait_ready, wait_until
 
@@ -230,6 +237,16 @@ def test_invalid_requests_are_400_without_echo(serve, body):
     client, models = serve()
     assert_error(client.post("/invocations", json=body), 400, "invalid_request")
     assert models.ran == []
+
+
+def test_base64_with_padding_after_a_complete_group_is_refused():
+    """base64.b64decode(validate=True) still takes "AAAA=": a PNG whose length is a multiple of 3 decodes
+    with or without the extra "=", so only the length check refuses it."""
+    encoded = next(e for c in range(256) if len(e := png_b64((8, 8), color=(c, 0, 0))) % 4 == 0 and not e.endswith("="))
+    assert decode_image(encoded, "image").size == (8, 8)
+    with pytest.raises(ContractError) as refused:
+        decode_image(encoded + "=", "image")
+    assert refused.value.param == "image"
 
 
 @pytest.mark.parametrize("headers", [{"content-type": "text/plain"}, {}, {"content-type": "application/jsonx"}])

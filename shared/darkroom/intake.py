@@ -201,6 +201,10 @@ def decode_base64(text: str, *, param: str, max_bytes: int) -> bytes:
         raise ImageRejected(f"'{param}' is not valid base64.", param=param, code="invalid_base64") from None
     if not data:
         raise ImageRejected(f"'{param}' is empty.", param=param, code="invalid_base64")
+    # binascii's strict mode still accepts padding after a complete group ("AAAA=", "AAAA===="): the text
+    # must be exactly the length of the bytes' one padded encoding.
+    if len(text) != 4 * math.ceil(len(data) / 3):
+        raise ImageRejected(f"'{param}' is not valid base64.", param=param, code="invalid_base64")
     return data
 
 

@@ -126,7 +126,9 @@ def test_exif_orientation_is_applied():
     assert decoded.size == (20, 40)
 
 
-@pytest.mark.parametrize("text", ["aGVs!!bG8=", "aGVs\nbG8=", "aGVsbG8=aGVsbG8=", "-_-_", "aGVsbG8", ""])
+@pytest.mark.parametrize(
+    "text", ["aGVs!!bG8=", "aGVs\nbG8=", "aGVsbG8=aGVsbG8=", "-_-_", "aGVsbG8", "", "AAAA=", "AAAA====", "aGVsbG8=="]
+)
 def test_base64_is_strict(text):
     with pytest.raises(ImageRejected) as error:
         intake.decode_base64(text, param="images[0].image_url", max_bytes=1024)
