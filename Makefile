@@ -17,7 +17,7 @@ ENDPOINT_BIN := $(ENDPOINT_VENV)/bin
 # ENDPOINT_PIP_ARGS='--extra-index-url <a CPU-only torch index>' keeps PyPI's CUDA build away.
 ENDPOINT_PIP_ARGS ?=
 
-.PHONY: run run-endpoint test test-endpoint test-reliability lint template openapi events bench bench-endpoint \
+.PHONY: run run-endpoint test test-endpoint test-reliability lint typecheck template openapi events bench bench-endpoint \
 	bench-artifacts build clean
 
 # The dev environment: runtime pins first (what Lambda gets), then the package and its dev tools.
@@ -56,6 +56,11 @@ test-endpoint: $(ENDPOINT_VENV)/.installed
 lint: $(BIN)/darkroom
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+# mypy: strict over the package, and the handlers with the package's types (pyproject.toml [tool.mypy]).
+typecheck: $(BIN)/darkroom
+	$(BIN)/mypy --strict shared/darkroom
+	$(BIN)/mypy functions
 
 # cfn-lint through SAM (`sam validate --lint`), then the SAM transform offline, which cfn-lint does not run.
 template: $(SAM_INSTALLED)
