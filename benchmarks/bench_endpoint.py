@@ -71,7 +71,7 @@ torch.set_num_threads(int(sys.argv[1]))
 from pathlib import Path
 from darkroom_endpoint.contract import parse_task
 from darkroom_endpoint.loading import load_models
-from darkroom_endpoint.server import GpuWorker
+from darkroom_endpoint.gpu_worker import GpuWorker
 from darkroom_endpoint.settings import Settings
 
 def load():

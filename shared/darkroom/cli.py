@@ -13,8 +13,15 @@ import os
 import shlex
 import signal
 import sys
+from collections.abc import Callable, Sequence
+from types import FrameType
+from typing import TYPE_CHECKING, Any
 
 from darkroom import config, services
+
+if TYPE_CHECKING:
+    from darkroom.services import Services
+    from darkroom.tenancy import Tenant
 
 _STACK_OUTPUTS = {
     "TenantsTableName": "DARKROOM_TENANTS_TABLE",
@@ -49,8 +56,12 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     add = commands.add_parser
 
-    def command(group, name: str, **kwargs) -> argparse.ArgumentParser:
-        return group.add_parser(name, parents=[common], **kwargs)
+    def command(
+        group: argparse._SubParsersAction[argparse.ArgumentParser], name: str, summary: str | None = None
+    ) -> argparse.ArgumentParser:
+        if summary is None:  # no help=: argparse would list the subcommand with an empty line of help
+            return group.add_parser(name, parents=[common])
+        return group.add_parser(name, parents=[common], help=summary)
 
     serve = add("serve", help="serve the API locally from template.yaml")
     serve.add_argument("--host", default="127.0.0.1")
@@ -73,7 +84,7 @@ def _parser() -> argparse.ArgumentParser:
     command(tenants, "list")
     command(tenants, "suspend").add_argument("tenant_id")
     command(tenants, "activate").add_argument("tenant_id")
-    set_limits = command(tenants, "set-limits", help="change a tenant's limits (the ones given; the others stay)")
+    set_limits = command(tenants, "set-limits", summary="change a tenant's limits (the ones given; the others stay)")
     set_limits.add_argument("tenant_id")
     set_limits.add_argument("--images-per-minute", type=_limit)
     set_limits.add_argument("--images-per-day", type=_limit)
@@ -84,7 +95,7 @@ def _parser() -> argparse.ArgumentParser:
     command(keys, "list").add_argument("tenant_id")
     command(keys, "revoke").add_argument("key_id")
 
-    usage = command(commands, "usage", help="a tenant's usage by day (UTC) and model, as GET /v1/usage shows it")
+    usage = command(commands, "usage", summary="a tenant's usage by day (UTC) and model, as GET /v1/usage shows it")
     usage.add_argument("tenant_id")
     usage.add_argument(
         "--start-date",
@@ -108,16 +119,16 @@ def _use_stack(name: str) -> None:
     services.reset()
 
 
-def _print(args, rows: list[dict] | dict, text: str) -> None:
+def _print(args: argparse.Namespace, rows: list[dict[str, Any]] | dict[str, Any], text: str) -> None:
     print(json.dumps(rows, indent=2) if args.json else text)
 
 
-def _interrupt(signum, frame) -> None:
+def _interrupt(signum: int, frame: FrameType | None) -> None:
     signal.signal(signum, signal.SIG_IGN)  # once: a second TERM must not interrupt the clean-up
     raise KeyboardInterrupt
 
 
-def _serve(args) -> None:
+def _serve(args: argparse.Namespace) -> None:
     from darkroom.local import stack
 
     if args.model_server:  # the first run writes the tiny models, and torch takes a while to import
@@ -152,6 +163,7 @@ def _serve(args) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the ``darkroom`` command ``argv`` (default: the process's arguments); its exit code."""
     parser = _parser()
     args = parser.parse_args(argv)
     if getattr(args, "csv", False) and args.json:
@@ -162,76 +174,97 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "stack", None):
         _use_stack(args.stack)
     from darkroom.api.errors import ApiError
-    from darkroom.tenancy import Limits
 
+    run = _ADMIN_COMMANDS[(args.command, getattr(args, "action", None))]
     svc = services.services()
-    directory = svc.directory
     try:
-        if args.command == "tenants" and args.action == "create":
-            defaults = directory.default_limits  # the stack's Default* parameters (DARKROOM_DEFAULT_*)
-            tenant = directory.create_tenant(
-                args.name,
-                Limits(
-                    images_per_minute=args.images_per_minute or defaults.images_per_minute,
-                    images_per_day=args.images_per_day or defaults.images_per_day,
-                    requests_per_minute=args.requests_per_minute or defaults.requests_per_minute,
-                ),
-            )
-            _print(args, _tenant_row(tenant), f"{tenant.tenant_id}\t{tenant.name}")
-        elif args.command == "tenants" and args.action == "list":
-            rows = [_tenant_row(t) for t in directory.list_tenants()]
-            _print(
-                args,
-                rows,
-                "\n".join(
-                    f"{r['tenant_id']}\t{r['name']}\t{r['status']}\tipm={r['images_per_minute']} "
-                    f"ipd={r['images_per_day']} rpm={r['requests_per_minute']}"
-                    for r in rows
-                ),
-            )
-        elif args.command == "tenants" and args.action == "set-limits":
-            changes = {
-                name: getattr(args, name) for name in ("images_per_minute", "images_per_day", "requests_per_minute")
-            }
-            if all(value is None for value in changes.values()):
-                print(
-                    "darkroom: give at least one of --images-per-minute, --images-per-day, --requests-per-minute",
-                    file=sys.stderr,
-                )
-                return 2
-            tenant = directory.set_limits(args.tenant_id, **changes)
-            limits = tenant.limits
-            _print(
-                args,
-                _tenant_row(tenant),
-                f"{tenant.tenant_id}\tipm={limits.images_per_minute} "
-                f"ipd={limits.images_per_day} rpm={limits.requests_per_minute} (takes effect within "
-                f"{svc.settings.key_cache_seconds:g}s)",
-            )
-        elif args.command == "tenants":
-            tenant = directory.set_status(args.tenant_id, "suspended" if args.action == "suspend" else "active")
-            _print(args, _tenant_row(tenant), f"{tenant.tenant_id}\t{tenant.status}")
-        elif args.command == "keys" and args.action == "issue":
-            key, secret = directory.issue_key(args.tenant_id)
-            row = {"key_id": key.key_id, "tenant_id": key.tenant_id, "key": secret}
-            _print(args, row, f"{key.key_id}\t{secret}\n(shown once: store it now; darkroom keeps only its hash)")
-        elif args.command == "keys" and args.action == "list":
-            rows = [vars(k) for k in directory.list_keys(args.tenant_id)]
-            _print(
-                args,
-                rows,
-                "\n".join(f"{r['key_id']}\t{r['prefix']}...\t{r['status']}\t{r['created_at']}" for r in rows),
-            )
-        elif args.command == "keys" and args.action == "revoke":
-            key = directory.revoke_key(args.key_id)
-            _print(
-                args, vars(key), f"{key.key_id}\t{key.status} (takes effect within {svc.settings.key_cache_seconds:g}s)"
-            )
-        elif args.command == "usage":
-            _usage(args, svc)
+        return run(args, svc)
     except ApiError as exc:
         print(f"darkroom: {exc.message}", file=sys.stderr)
         return 1
+
+
+def _tenants_create(args: argparse.Namespace, svc: Services) -> int:
+    from darkroom.tenancy import Limits
+
+    defaults = svc.directory.default_limits  # the stack's Default* parameters (DARKROOM_DEFAULT_*)
+    tenant = svc.directory.create_tenant(
+        args.name,
+        Limits(
+            images_per_minute=args.images_per_minute or defaults.images_per_minute,
+            images_per_day=args.images_per_day or defaults.images_per_day,
+            requests_per_minute=args.requests_per_minute or defaults.requests_per_minute,
+        ),
+    )
+    _print(args, _tenant_row(tenant), f"{tenant.tenant_id}\t{tenant.name}")
+    return 0
+
+
+def _tenants_list(args: argparse.Namespace, svc: Services) -> int:
+    rows = [_tenant_row(t) for t in svc.directory.list_tenants()]
+    _print(
+        args,
+        rows,
+        "\n".join(
+            f"{r['tenant_id']}\t{r['name']}\t{r['status']}\tipm={r['images_per_minute']} "
+            f"ipd={r['images_per_day']} rpm={r['requests_per_minute']}"
+            for r in rows
+        ),
+    )
+    return 0
+
+
+def _tenants_set_limits(args: argparse.Namespace, svc: Services) -> int:
+    if args.images_per_minute is None and args.images_per_day is None and args.requests_per_minute is None:
+        print(
+            "darkroom: give at least one of --images-per-minute, --images-per-day, --requests-per-minute",
+            file=sys.stderr,
+        )
+        return 2
+    tenant = svc.directory.set_limits(
+        args.tenant_id,
+        images_per_minute=args.images_per_minute,
+        images_per_day=args.images_per_day,
+        requests_per_minute=args.requests_per_minute,
+    )
+    limits = tenant.limits
+    _print(
+        args,
+        _tenant_row(tenant),
+        f"{tenant.tenant_id}\tipm={limits.images_per_minute} "
+        f"ipd={limits.images_per_day} rpm={limits.requests_per_minute} (takes effect within "
+        f"{svc.settings.key_cache_seconds:g}s)",
+    )
+    return 0
+
+
+def _tenants_set_status(args: argparse.Namespace, svc: Services) -> int:
+    """``suspend`` and ``activate``."""
+    tenant = svc.directory.set_status(args.tenant_id, "suspended" if args.action == "suspend" else "active")
+    _print(args, _tenant_row(tenant), f"{tenant.tenant_id}\t{tenant.status}")
+    return 0
+
+
+def _keys_issue(args: argparse.Namespace, svc: Services) -> int:
+    key, secret = svc.directory.issue_key(args.tenant_id)
+    row: dict[str, object] = {"key_id": key.key_id, "tenant_id": key.tenant_id, "key": secret}
+    _print(args, row, f"{key.key_id}\t{secret}\n(shown once: store it now; darkroom keeps only its hash)")
+    return 0
+
+
+def _keys_list(args: argparse.Namespace, svc: Services) -> int:
+    rows = [vars(k) for k in svc.directory.list_keys(args.tenant_id)]
+    _print(
+        args,
+        rows,
+        "\n".join(f"{r['key_id']}\t{r['prefix']}...\t{r['status']}\t{r['created_at']}" for r in rows),
+    )
+    return 0
+
+
+def _keys_revoke(args: argparse.Namespace, svc: Services) -> int:
+    key = svc.directory.revoke_key(args.key_id)
+    _print(args, vars(key), f"{key.key_id}\t{key.status} (takes effect within {svc.settings.key_cache_seconds:g}s)")
     return 0
 
 
@@ -239,7 +272,7 @@ _USAGE_COLUMNS = ("date", "model", "requests", "images", "input_tokens", "output
 _USAGE_HEADINGS = ("date", "model", "requests", "images", "input tokens", "output tokens", "cost (USD)")
 
 
-def _usage(args, svc) -> None:
+def _usage(args: argparse.Namespace, svc: Services) -> int:
     """The rows GET /v1/usage answers (one function: ``UsageMeter.by_day_and_model``), as a table, CSV or JSON."""
     from darkroom.api.usage import usage_list
     from darkroom.metering import usage_window
@@ -258,13 +291,28 @@ def _usage(args, svc) -> None:
     else:
         totals = usage.totals.model_dump() | {"date": "total", "model": ""}
         print(_table([_USAGE_HEADINGS, *(_usage_cells(r) for r in rows), _usage_cells(totals)]))
+    return 0
 
 
-def _usage_cells(row: dict) -> list[str]:
+# (command, action) -> what runs it against the stack's services; its exit code.
+_ADMIN_COMMANDS: dict[tuple[str, str | None], Callable[[argparse.Namespace, Services], int]] = {
+    ("tenants", "create"): _tenants_create,
+    ("tenants", "list"): _tenants_list,
+    ("tenants", "set-limits"): _tenants_set_limits,
+    ("tenants", "suspend"): _tenants_set_status,
+    ("tenants", "activate"): _tenants_set_status,
+    ("keys", "issue"): _keys_issue,
+    ("keys", "list"): _keys_list,
+    ("keys", "revoke"): _keys_revoke,
+    ("usage", None): _usage,
+}
+
+
+def _usage_cells(row: dict[str, Any]) -> list[str]:
     return [row["date"], row["model"], *(f"{row[c]:,}" for c in _USAGE_COLUMNS[2:-1]), f"{row['cost_usd']:.6f}"]
 
 
-def _table(lines: list) -> str:
+def _table(lines: list[Sequence[object]]) -> str:
     """Aligned columns: the first two (date, model) to the left, the numbers to the right."""
     widths = [max(len(str(line[i])) for line in lines) for i in range(len(lines[0]))]
     return "\n".join(
@@ -276,7 +324,7 @@ def _table(lines: list) -> str:
     )
 
 
-def _tenant_row(tenant) -> dict:
+def _tenant_row(tenant: Tenant) -> dict[str, Any]:
     return {
         "tenant_id": tenant.tenant_id,
         "name": tenant.name,

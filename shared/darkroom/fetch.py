@@ -5,8 +5,8 @@ URL"), each applied to the client's URL and again to every redirect hop:
 
 * scheme ``http``/``https``, port 80/443, no userinfo, a host that is a DNS name or a literal IP;
 * resolve the host with ``getaddrinfo`` (A and AAAA) and refuse if ANY address is not acceptable
-  (:func:`address_acceptable`). The resolved socket address is what is checked, never the string:
-  ``2130706433``, ``0x7f.1`` and ``127.1`` are all loopback to the resolver;
+  (:func:`~darkroom.fetch_policy.address_acceptable`). The resolved socket address is what is checked,
+  never the string: ``2130706433``, ``0x7f.1`` and ``127.1`` are all loopback to the resolver;
 * connect only to an address that was checked: the request goes to the IP (with the original ``Host``
   header, and the hostname as TLS SNI so the certificate is verified against the name), and the
   network backend refuses to open a socket to anything else. No DNS rebinding window, no proxies
@@ -22,129 +22,51 @@ wrote (scheme, port, credentials, host syntax) say so (``invalid_image_url``); e
 depends on the network (DNS, refused addresses, connection, TLS, status, redirects, timeouts) gets
 ONE neutral message and code (``image_url_unreachable``), so answers cannot be used to map networks.
 Messages never contain the URL, addresses or the upstream's body; logs get a short reason code only.
+
+The URL and address rules are :mod:`darkroom.fetch_policy`; this module does the HTTP: the pinned
+connection, the redirects, the bounded body.
 """
 
 from __future__ import annotations
 
-import ipaddress
-import re
-import socket
 import ssl
-import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from functools import cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpcore
 import httpx
 
+from darkroom.fetch_policy import (
+    FetchPolicy,
+    IPAddress,
+    Refused,
+    address_acceptable,
+    check_url,
+    parse_url,
+    remaining,
+    resolve,
+)
 from darkroom.intake import ImageRejected
 from darkroom.observability import logger
 
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+if TYPE_CHECKING:
+    from darkroom.config import Settings
+
+# FetchPolicy and address_acceptable are imported from here by callers and tests.
+__all__ = [
+    "UNREACHABLE_CODE",
+    "UNREACHABLE_MESSAGE",
+    "FetchPolicy",
+    "address_acceptable",
+    "fetch_image",
+    "fetcher_from_settings",
+]
 
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
-MAX_URL_LENGTH = 2048
 UNREACHABLE_CODE = "image_url_unreachable"
 UNREACHABLE_MESSAGE = "The image URL could not be fetched."
-
-# Ranges refused outright, after IPv4-mapped addresses are unwrapped. Most are not global anyway;
-# they are listed because ``is_global`` misses some (CGNAT before 3.12, the embedding prefixes) and
-# CPython's tables were wrong before 3.11.10 / 3.12.4 (CVE-2024-4032).
-_DENY_V4 = tuple(
-    ipaddress.IPv4Network(n)
-    for n in (
-        "0.0.0.0/8",
-        "10.0.0.0/8",
-        "100.64.0.0/10",
-        "127.0.0.0/8",
-        "169.254.0.0/16",
-        "172.16.0.0/12",
-        "192.0.0.0/24",
-        "192.0.2.0/24",
-        "192.88.99.0/24",
-        "192.168.0.0/16",
-        "198.18.0.0/15",
-        "198.51.100.0/24",
-        "203.0.113.0/24",
-        "224.0.0.0/4",
-        "240.0.0.0/4",
-    )
-)
-_DENY_V6 = tuple(
-    ipaddress.IPv6Network(n)
-    for n in (
-        "::/128",
-        "::1/128",
-        "::/96",  # unspecified, loopback, IPv4-compatible (deprecated, embeds IPv4)
-        "64:ff9b:1::/48",  # local-use NAT64 (RFC 8215): translates to whatever the operator routes
-        "100::/64",
-        "2001::/32",
-        "2001:db8::/32",  # discard, Teredo (embeds IPv4), documentation
-        "fc00::/7",
-        "fe80::/10",
-        "fec0::/10",
-        "ff00::/8",  # unique-local, link-local, site-local, multicast
-        "fd00:ec2::254/128",  # EC2 instance metadata over IPv6 (inside fc00::/7; named for the record)
-    )
-)
-_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")  # well-known NAT64 prefix: the last 32 bits are the IPv4
-_SIX_TO_FOUR = ipaddress.IPv6Network("2002::/16")  # 6to4: bits 16-48 are the IPv4
-
-_DNS_LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
-
-
-@dataclass(frozen=True)
-class FetchPolicy:
-    """Bounds for one fetch. ``allow`` is for tests ONLY: see :func:`fetcher_from_settings`."""
-
-    max_bytes: int
-    deadline_seconds: float = 5.0
-    max_redirects: int = 3
-    ports: frozenset[int] = frozenset({80, 443})
-    schemes: frozenset[str] = frozenset({"http", "https"})
-    # "host:port" exactly as in the URL (lower case, IPv6 in brackets) whose port and address checks
-    # are skipped. Tests use it to reach a loopback server; a deployment must leave it empty.
-    allow: frozenset[str] = field(default_factory=frozenset)
-
-    def __post_init__(self) -> None:
-        if not self.schemes <= {"http", "https"}:
-            raise ValueError("only http and https can be fetched")
-        if self.max_bytes < 1 or self.deadline_seconds <= 0 or self.max_redirects < 0:
-            raise ValueError("max_bytes and deadline_seconds must be positive, max_redirects >= 0")
-
-
-class _Refused(Exception):
-    """Internal: a reason code for the log, and whether the client may be told what was wrong."""
-
-    def __init__(self, reason: str, message: str | None = None) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.message = message  # None: the neutral answer
-
-
-def address_acceptable(address: IPAddress) -> bool:
-    """Whether darkroom may connect to ``address``: globally routable and in no denied range.
-
-    IPv4-mapped IPv6 (``::ffff:a.b.c.d``) is judged as its IPv4; the well-known NAT64 prefix and 6to4
-    are judged by the IPv4 they embed (and must also be global themselves)."""
-    if isinstance(address, ipaddress.IPv6Address):
-        if address.scope_id:  # a zone (fe80::1%eth0) only exists for local addresses
-            return False
-        if address.ipv4_mapped is not None:
-            return address_acceptable(address.ipv4_mapped)
-        if any(address in net for net in _DENY_V6):
-            return False
-        if address in _NAT64:
-            return address_acceptable(ipaddress.IPv4Address(int(address) & 0xFFFFFFFF))
-        if address in _SIX_TO_FOUR:
-            return address_acceptable(ipaddress.IPv4Address((int(address) >> 80) & 0xFFFFFFFF))
-        return address.is_global
-    if any(address in net for net in _DENY_V4):
-        return False
-    return address.is_global
 
 
 def fetch_image(url: str, *, param: str, policy: FetchPolicy) -> tuple[bytes, str | None]:
@@ -154,7 +76,7 @@ def fetch_image(url: str, *, param: str, policy: FetchPolicy) -> tuple[bytes, st
     deadline = time.monotonic() + policy.deadline_seconds
     try:
         return _fetch(url, policy, deadline)
-    except _Refused as refused:
+    except Refused as refused:
         logger.info("image url refused", extra={"fetch_reason": refused.reason})
         if refused.reason == "too_large":
             raise ImageRejected(
@@ -165,7 +87,7 @@ def fetch_image(url: str, *, param: str, policy: FetchPolicy) -> tuple[bytes, st
         raise ImageRejected(UNREACHABLE_MESSAGE, param=param, code=UNREACHABLE_CODE) from None
 
 
-def fetcher_from_settings(settings: Any, max_bytes: int) -> Callable[[str, str], bytes]:
+def fetcher_from_settings(settings: Settings, max_bytes: int) -> Callable[[str, str], bytes]:
     """A ``(url, param) -> bytes`` fetcher for :func:`darkroom.intake.read_reference`.
 
     ``settings.fetch_test_allowlist`` (``DARKROOM_FETCH_TEST_ALLOWLIST``, comma-separated ``host:port``)
@@ -183,101 +105,18 @@ def fetcher_from_settings(settings: Any, max_bytes: int) -> Callable[[str, str],
 # -- the fetch ---------------------------------------------------------------------------------------
 
 
-def _remaining(deadline: float) -> float:
-    left = deadline - time.monotonic()
-    if left <= 0:
-        raise _Refused("deadline")
-    return left
-
-
 def _fetch(url: str, policy: FetchPolicy, deadline: float) -> tuple[bytes, str | None]:
-    current = _parse(url)
+    current = parse_url(url)
     for hop in range(policy.max_redirects + 1):
-        target, host, port = _check(current, policy, first=hop == 0)
-        addresses = _resolve(host, port, deadline)
+        target, host, port = check_url(current, policy, first=hop == 0)
+        addresses = resolve(host, port, deadline)
         if f"{target}:{port}" not in policy.allow and not all(address_acceptable(a) for a in addresses):
-            raise _Refused("address")
+            raise Refused("address")
         outcome = _get(current, addresses, port, policy, deadline)
         if isinstance(outcome, tuple):
             return outcome
         current = outcome  # a redirect: the next hop is checked from scratch
-    raise _Refused("redirects")
-
-
-def _parse(url: str) -> httpx.URL:
-    if len(url) > MAX_URL_LENGTH:
-        raise _Refused("url_length", f"'{{param}}' is longer than {MAX_URL_LENGTH} characters.")
-    try:
-        return httpx.URL(url)
-    except (httpx.InvalidURL, UnicodeError, ValueError, TypeError):
-        raise _Refused("url_syntax", "'{param}' is not a valid URL.") from None
-
-
-def _check(url: httpx.URL, policy: FetchPolicy, *, first: bool) -> tuple[str, str, int]:
-    """Scheme, userinfo, host syntax, port: (host as written for the allow list, host, port).
-
-    Only the client's own URL gets a descriptive message; a redirect's target stays neutral."""
-
-    def refuse(reason: str, message: str) -> _Refused:
-        return _Refused(reason, message if first else None)
-
-    if url.scheme not in policy.schemes:
-        raise refuse("scheme", "'{param}' must be an http(s) URL or a base64 data URL.")
-    if url.userinfo:
-        raise refuse("userinfo", "'{param}' must not contain a user name or password.")
-    try:
-        host = url.raw_host.decode("ascii").lower()
-    except UnicodeError:
-        raise refuse("host", "'{param}' does not have a valid host name.") from None
-    if not _valid_host(host):
-        raise refuse("host", "'{param}' does not have a valid host name.")
-    port = url.port if url.port is not None else (443 if url.scheme == "https" else 80)
-    written = f"[{host}]" if ":" in host else host
-    if port not in policy.ports and f"{written}:{port}" not in policy.allow:
-        ports = " or ".join(str(p) for p in sorted(policy.ports))
-        raise refuse("port", f"'{{param}}' must use port {ports}.")
-    return written, host, port
-
-
-def _valid_host(host: str) -> bool:
-    """A literal IP (IPv6 without brackets) or a DNS name of letters, digits and hyphens."""
-    try:
-        ipaddress.ip_address(host)
-        return True
-    except ValueError:
-        pass
-    name = host[:-1] if host.endswith(".") else host
-    return 0 < len(name) <= 253 and all(_DNS_LABEL.fullmatch(label) for label in name.split("."))
-
-
-def _resolve(host: str, port: int, deadline: float) -> list[IPAddress]:
-    """Every address ``getaddrinfo`` gives for ``host`` (A and AAAA), within the deadline.
-
-    ``getaddrinfo`` cannot be interrupted; it runs in a daemon thread that is abandoned at the deadline."""
-    box: dict[str, Any] = {}
-
-    def run() -> None:
-        try:
-            box["infos"] = socket.getaddrinfo(host, port, socket.AF_UNSPEC, socket.SOCK_STREAM)
-        except (OSError, UnicodeError, ValueError):
-            box["infos"] = []
-
-    worker = threading.Thread(target=run, name="darkroom-fetch-dns", daemon=True)
-    worker.start()
-    worker.join(_remaining(deadline))
-    if worker.is_alive():
-        raise _Refused("dns_timeout")
-    addresses = []
-    for family, _type, _proto, _canon, sockaddr in box.get("infos", []):
-        if family not in (socket.AF_INET, socket.AF_INET6):
-            raise _Refused("dns_family")
-        try:
-            addresses.append(ipaddress.ip_address(sockaddr[0]))
-        except ValueError:
-            raise _Refused("dns_address") from None
-    if not addresses:
-        raise _Refused("dns")
-    return list(dict.fromkeys(addresses))
+    raise Refused("redirects")
 
 
 def _get(
@@ -296,8 +135,8 @@ def _get(
     for address in addresses:
         pinned = url.copy_with(host=str(address), port=port)
         backend = _PinnedBackend(str(address), port, deadline)
-        remaining = _remaining(deadline)
-        timeout = httpx.Timeout(remaining, read=min(remaining, 1.0))
+        left = remaining(deadline)
+        timeout = httpx.Timeout(left, read=min(left, 1.0))
         try:
             with httpx.Client(
                 transport=_PinnedTransport(backend), trust_env=False, follow_redirects=False, timeout=timeout
@@ -311,12 +150,12 @@ def _get(
         except (httpx.ConnectError, httpx.ConnectTimeout):
             if not backend.connected:
                 continue  # this address did not take the connection: the next checked one may
-            raise _Refused("connect") from None
+            raise Refused("connect") from None
         except httpx.TimeoutException:
-            raise _Refused("timeout") from None
+            raise Refused("timeout") from None
         except (httpx.HTTPError, httpx.InvalidURL, httpx.StreamError, OSError, ssl.SSLError):
-            raise _Refused("transport") from None
-    raise _Refused("connect")
+            raise Refused("transport") from None
+    raise Refused("connect")
 
 
 def _answer(
@@ -325,28 +164,28 @@ def _answer(
     if response.status_code in REDIRECT_STATUSES:
         location = response.headers.get("location")
         if not location:
-            raise _Refused("redirect_location")
+            raise Refused("redirect_location")
         try:
             return url.join(location.strip())
         except (httpx.InvalidURL, UnicodeError, ValueError, TypeError):
-            raise _Refused("redirect_location") from None
+            raise Refused("redirect_location") from None
     if not 200 <= response.status_code < 300:
-        raise _Refused(f"status_{response.status_code // 100}xx")
+        raise Refused(f"status_{response.status_code // 100}xx")
     if response.headers.get("content-encoding", "identity").strip().lower() != "identity":
-        raise _Refused("content_encoding")
+        raise Refused("content_encoding")
     declared = response.headers.get("content-length")
     if declared is not None:
         try:
             if int(declared) > policy.max_bytes:
-                raise _Refused("too_large")
+                raise Refused("too_large")
         except ValueError:
-            raise _Refused("content_length") from None
+            raise Refused("content_length") from None
     body = bytearray()
     for chunk in response.iter_raw():
         body += chunk
         if len(body) > policy.max_bytes:
-            raise _Refused("too_large")
-        _remaining(deadline)
+            raise Refused("too_large")
+        remaining(deadline)
     content_type = response.headers.get("content-type")
     return bytes(body), content_type.split(";")[0].strip().lower()[:100] if content_type else None
 

@@ -21,6 +21,8 @@ import hashlib
 import re
 import secrets
 import time
+from collections.abc import Callable, Mapping
+from typing import Any
 from urllib.parse import quote, unquote
 
 from botocore.exceptions import ClientError
@@ -75,7 +77,7 @@ def encode_filename(name: str) -> str:
     return "".join(encoded)
 
 
-def _int(metadata: dict, name: str, default: int = 0) -> int:
+def _int(metadata: Mapping[str, str], name: str, default: int = 0) -> int:
     try:
         return int(metadata.get(name, default))
     except (TypeError, ValueError):
@@ -147,7 +149,7 @@ class FileStore:
 
     def __init__(
         self,
-        s3,
+        s3: Any,  # a boto3 S3 client (untyped: only boto3-stubs' base package is installed)
         bucket: str,
         presign_seconds: int,
         max_bytes: int = 50 * 1024 * 1024,
@@ -194,7 +196,7 @@ class FileStore:
             )
         return data
 
-    def delete(self, tenant_id: str, file_id: str) -> dict:
+    def delete(self, tenant_id: str, file_id: str) -> dict[str, Any]:
         """Delete the tenant's file: ``{"id", "object": "file", "deleted": true}``; 404 when there is none."""
         self.get(tenant_id, file_id)  # S3 deletes are idempotent; the API answers 404 for unknown ids
         self._s3.delete_object(Bucket=self._bucket, Key=file_key(tenant_id, file_id))
@@ -369,7 +371,7 @@ class FileStore:
             height=height,
         )
 
-    def _bounded_get(self, key: str, *, missing) -> bytes:
+    def _bounded_get(self, key: str, *, missing: Callable[[], NotFound]) -> bytes:
         # One byte past the cap is enough to know the object is too large, without reading all of it.
         try:
             response = self._s3.get_object(Bucket=self._bucket, Key=key, Range=f"bytes=0-{self.max_bytes}")
@@ -378,10 +380,11 @@ class FileStore:
                 raise missing() from None
             raise
         with response["Body"] as body:
-            return body.read(self.max_bytes + 1)
+            data: bytes = body.read(self.max_bytes + 1)
+        return data
 
     @staticmethod
-    def _file_object(file_id: str, head: dict) -> FileObject:
+    def _file_object(file_id: str, head: Mapping[str, Any]) -> FileObject:  # a HeadObject response
         metadata = head.get("Metadata", {})
         created = head.get("LastModified")
         return FileObject(

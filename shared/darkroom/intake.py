@@ -113,9 +113,10 @@ _request_budget: ContextVar[DecodeBudget | None] = ContextVar("darkroom_decode_b
 def request_decode_budget(budget: DecodeBudget | None = None) -> Iterator[DecodeBudget]:
     """One decode budget for the request handled inside the block (the entry point opens one per request,
     the worker one per job); ``budget`` defaults to :meth:`DecodeBudget.for_function`."""
-    token = _request_budget.set(budget or DecodeBudget.for_function())
+    budget = budget or DecodeBudget.for_function()
+    token = _request_budget.set(budget)
     try:
-        yield _request_budget.get()
+        yield budget
     finally:
         _request_budget.reset(token)
 

@@ -9,12 +9,14 @@ conditional claim (darkroom.response_store) makes duplicates harmless.
 from __future__ import annotations
 
 import json
+from typing import Any
 
 MAX_DELAY_SECONDS = 900  # SQS's limit
 
 
 class JobQueue:
-    def __init__(self, sqs, queue_url: str) -> None:
+    # ``sqs``: a boto3 SQS client (untyped: only boto3-stubs' base package is installed), None when disabled.
+    def __init__(self, sqs: Any, queue_url: str) -> None:
         self._sqs = sqs
         self._url = queue_url
 

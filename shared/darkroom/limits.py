@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any, Literal
 
 from botocore.exceptions import ClientError
 
@@ -26,9 +27,12 @@ from darkroom.tenancy import Tenant
 _TTL_GRACE_SECONDS = 300
 
 
+WindowName = Literal["requests", "images"]  # the suffix of the x-ratelimit-* headers
+
+
 @dataclass(frozen=True)
 class Window:
-    name: str  # "requests" or "images": the suffix of the x-ratelimit-* headers
+    name: WindowName
     seconds: int
     label: str  # for messages: "requests per minute"
 
@@ -83,7 +87,8 @@ def _limits_for(tenant: Tenant) -> list[tuple[Window, int]]:
 class RateLimiter:
     """Admits or refuses one request of ``images`` images for a tenant, atomically per window."""
 
-    def __init__(self, dynamodb, table: str, clock: Callable[[], float] = time.time) -> None:
+    # ``dynamodb``: a boto3 DynamoDB client (untyped: only boto3-stubs' base package is installed).
+    def __init__(self, dynamodb: Any, table: str, clock: Callable[[], float] = time.time) -> None:
         self._db = dynamodb
         self._table = table
         self._clock = clock
@@ -130,7 +135,9 @@ class RateLimiter:
                 if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
                     self._give_back(taken)
                     raise
-                used = int(exc.response.get("Item", {}).get("count", {}).get("N", limit))
+                # ReturnValuesOnConditionCheckFailure puts the item in the error, a key botocore's stubs lack.
+                refusal: Mapping[str, Any] = exc.response
+                used = int(refusal.get("Item", {}).get("count", {}).get("N", limit))
                 refused = WindowState(window, limit, used, reset_at)
                 states.append(refused)
                 break

@@ -19,6 +19,7 @@ import re
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
+from typing import Any, NotRequired, TypedDict
 
 from botocore.exceptions import ClientError
 
@@ -37,7 +38,7 @@ class UsageEvent:
 
     request_id: str
     tenant_id: str
-    operation: str  # "generate"
+    operation: str  # "generate", "edit", "analyze" or "text"
     model: str
     size: str
     quality: str
@@ -52,6 +53,25 @@ class UsageEvent:
     @property
     def input_tokens(self) -> int:
         return self.input_text_tokens + self.input_image_tokens
+
+
+class UsageRecord(TypedDict):
+    """A request's ``REQ#`` item, as Python values (written once, never updated)."""
+
+    pk: str  # TENANT#<tenant id>
+    sk: str  # REQ#<request id>
+    request_id: str
+    operation: str
+    model: str
+    size: str
+    quality: str
+    images: int
+    input_text_tokens: int
+    input_image_tokens: int
+    output_tokens: int
+    cost_micro_usd: int
+    at: str  # UTC, YYYY-MM-DDTHH:MM:SSZ
+    end_user: NotRequired[str]
 
 
 @dataclass(frozen=True)
@@ -117,7 +137,8 @@ def usage_window(start_date: str | None, end_date: str | None, today: date | Non
 
 
 class UsageMeter:
-    def __init__(self, dynamodb, table: str) -> None:
+    # ``dynamodb``: a boto3 DynamoDB client (untyped: only boto3-stubs' base package is installed).
+    def __init__(self, dynamodb: Any, table: str) -> None:
         self._db = dynamodb
         self._table = table
 
@@ -133,6 +154,23 @@ class UsageMeter:
         names = {f"#b{i}": name for i, name in enumerate(breakdown)}
         values = {f":b{i}": {"N": str(count)} for i, count in enumerate(breakdown.values())}
         cost_micro = round(event.cost_usd * 1_000_000)
+        record = UsageRecord(
+            pk=f"TENANT#{event.tenant_id}",
+            sk=f"REQ#{event.request_id}",
+            request_id=event.request_id,
+            operation=event.operation,
+            model=event.model,
+            size=event.size,
+            quality=event.quality,
+            images=event.images,
+            input_text_tokens=event.input_text_tokens,
+            input_image_tokens=event.input_image_tokens,
+            output_tokens=event.output_tokens,
+            cost_micro_usd=cost_micro,
+            at=event.at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        )
+        if event.end_user:
+            record["end_user"] = event.end_user
         add = ", ".join(
             ["requests :one", "images :images", "input_tokens :in", "output_tokens :out", "cost_micro_usd :cost"]
             + [f"{n} :b{i}" for i, n in enumerate(names)]
@@ -144,24 +182,7 @@ class UsageMeter:
                     {
                         "Put": {
                             "TableName": self._table,
-                            "Item": to_item(
-                                {
-                                    "pk": f"TENANT#{event.tenant_id}",
-                                    "sk": f"REQ#{event.request_id}",
-                                    "request_id": event.request_id,
-                                    "operation": event.operation,
-                                    "model": event.model,
-                                    "size": event.size,
-                                    "quality": event.quality,
-                                    "images": event.images,
-                                    "input_text_tokens": event.input_text_tokens,
-                                    "input_image_tokens": event.input_image_tokens,
-                                    "output_tokens": event.output_tokens,
-                                    "cost_micro_usd": cost_micro,
-                                    "at": event.at.strftime("%Y-%m-%dT%H:%M:%SZ"),
-                                    **({"end_user": event.end_user} if event.end_user else {}),
-                                }
-                            ),
+                            "Item": to_item(record),
                             "ConditionExpression": "attribute_not_exists(pk)",
                         }
                     },
@@ -211,7 +232,7 @@ class UsageMeter:
     def daily(self, tenant_id: str, since: date | None = None) -> list[DailyUsage]:
         """The tenant's daily aggregates from ``since`` (inclusive) on, oldest first."""
         start = f"DAY#{since.isoformat()}" if since else "DAY#"
-        days = []
+        days: list[DailyUsage] = []
         for page in self._db.get_paginator("query").paginate(
             TableName=self._table,
             KeyConditionExpression="pk = :pk AND sk BETWEEN :from AND :to",
@@ -242,7 +263,7 @@ class UsageMeter:
         The one source of GET /v1/usage and ``darkroom usage``. One Query on the tenant's partition,
         bounded by the dates: it reads one item per day and model used, never the per-request records.
         """
-        rows = []
+        rows: list[ModelDayUsage] = []
         for page in self._db.get_paginator("query").paginate(
             TableName=self._table,
             KeyConditionExpression="pk = :pk AND sk BETWEEN :from AND :to",
@@ -268,9 +289,9 @@ class UsageMeter:
                 )
         return sorted(rows, key=lambda row: (row.day, row.model))
 
-    def records(self, tenant_id: str) -> list[dict]:
+    def records(self, tenant_id: str) -> list[dict[str, Any]]:
         """Every per-request record of the tenant (for audits and tests)."""
-        items = []
+        items: list[dict[str, Any]] = []
         for page in self._db.get_paginator("query").paginate(
             TableName=self._table,
             KeyConditionExpression="pk = :pk AND begins_with(sk, :r)",

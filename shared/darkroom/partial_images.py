@@ -24,11 +24,11 @@ def partial_images(result_b64: str, count: int, output_format: str | None) -> li
     """``count`` base64 images, coarsest first, each the size of ``result_b64``'s and in ``output_format``."""
     if count <= 0:
         return []
-    final = Image.open(io.BytesIO(base64.b64decode(result_b64)))
+    final: Image.Image = Image.open(io.BytesIO(base64.b64decode(result_b64)))
     final.load()
     transparent = "A" in final.getbands()
     final = final.convert("RGBA" if transparent else "RGB")
-    partials = []
+    partials: list[str] = []
     for index in range(count):
         factor = 2 ** (count - index + 1)
         coarse = final.resize((max(1, final.width // factor), max(1, final.height // factor)), Image.Resampling.BOX)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 CONTENT_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
 
@@ -15,7 +16,8 @@ def image_key(tenant_id: str, request_id: str, index: int, output_format: str, n
 
 
 class ImageStore:
-    def __init__(self, s3, bucket: str, presign_seconds: int) -> None:
+    # ``s3``: a boto3 S3 client (untyped: only boto3-stubs' base package is installed).
+    def __init__(self, s3: Any, bucket: str, presign_seconds: int) -> None:
         self._s3 = s3
         self._bucket = bucket
         self._presign_seconds = presign_seconds
@@ -33,12 +35,13 @@ class ImageStore:
         self._s3.delete_object(Bucket=self._bucket, Key=key)
 
     def get(self, key: str) -> bytes:
-        return self._s3.get_object(Bucket=self._bucket, Key=key)["Body"].read()
+        data: bytes = self._s3.get_object(Bucket=self._bucket, Key=key)["Body"].read()
+        return data
 
     def presign(self, key: str, output_format: str) -> str:
         """A SigV4 GET URL that serves the object with a fixed type, inline, for ``presign_seconds``."""
         filename = key.rsplit("/", 1)[-1]
-        return self._s3.generate_presigned_url(
+        url: str = self._s3.generate_presigned_url(
             "get_object",
             Params={
                 "Bucket": self._bucket,
@@ -48,3 +51,4 @@ class ImageStore:
             },
             ExpiresIn=self._presign_seconds,
         )
+        return url

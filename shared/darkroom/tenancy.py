@@ -12,9 +12,10 @@ import re
 import secrets
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any, Final, Literal, TypedDict
 
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
@@ -26,9 +27,11 @@ KEY_PREFIX = "dk-"
 KEY_PATTERN = re.compile(r"^dk-[A-Za-z0-9_-]{43}$")
 DISPLAY_PREFIX_CHARS = 8
 
-ACTIVE = "active"
-SUSPENDED = "suspended"
-REVOKED = "revoked"
+ACTIVE: Final = "active"
+SUSPENDED: Final = "suspended"
+REVOKED: Final = "revoked"
+TenantStatus = Literal["active", "suspended"]
+KeyStatus = Literal["active", "revoked"]
 
 
 @dataclass(frozen=True)
@@ -44,7 +47,7 @@ class Limits:
 class Tenant:
     tenant_id: str
     name: str
-    status: str = ACTIVE
+    status: TenantStatus = ACTIVE
     limits: Limits = field(default_factory=Limits)
     created_at: str = ""
 
@@ -56,7 +59,7 @@ class ApiKey:
     key_id: str
     tenant_id: str
     prefix: str
-    status: str
+    status: KeyStatus
     created_at: str
 
 
@@ -73,19 +76,65 @@ def _now_iso() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+class AttributeValue(TypedDict, total=False):
+    """One DynamoDB attribute as the low-level client sends it (``{"S": "x"}``, ``{"N": "1"}``, ...)."""
+
+    S: str
+    N: str
+    B: bytes
+    SS: Sequence[str]
+    NS: Sequence[str]
+    BS: Sequence[bytes]
+    M: Mapping[str, Any]
+    L: Sequence[Any]
+    NULL: bool
+    BOOL: bool
+
+
+Item = dict[str, AttributeValue]  # a DynamoDB item (or key) in the low-level client's format
+
+
+class TenantItem(TypedDict):
+    """A tenant's item in the tenants table, as Python values."""
+
+    pk: str  # TENANT#<tenant id>
+    sk: Literal["TENANT"]
+    tenant_id: str
+    name: str
+    status: TenantStatus
+    created_at: str
+    images_per_minute: int
+    images_per_day: int
+    requests_per_minute: int
+
+
+class KeyItem(TypedDict):
+    """A key's item in the tenants table, as Python values: its hash is the key, the secret is not stored."""
+
+    pk: str  # KEY#<sha256 of the secret>
+    sk: Literal["KEY"]
+    key_id: str
+    tenant_id: str
+    prefix: str
+    status: KeyStatus
+    created_at: str
+
+
 _serializer = TypeSerializer()
 _deserializer = TypeDeserializer()
 
 
-def to_item(values: dict) -> dict:
+def to_item(values: Mapping[str, object]) -> Item:
+    """Python values -> a DynamoDB item; None values are left out."""
     return {k: _serializer.serialize(v) for k, v in values.items() if v is not None}
 
 
-def from_item(item: dict) -> dict:
+def from_item(item: Mapping[str, AttributeValue]) -> dict[str, Any]:
+    """A DynamoDB item -> Python values (numbers as ``Decimal``)."""
     return {k: _deserializer.deserialize(v) for k, v in item.items()}
 
 
-def _tenant_from(values: dict) -> Tenant:
+def _tenant_from(values: Mapping[str, Any]) -> Tenant:
     return Tenant(
         tenant_id=values["tenant_id"],
         name=values["name"],
@@ -99,7 +148,7 @@ def _tenant_from(values: dict) -> Tenant:
     )
 
 
-def _key_from(values: dict) -> ApiKey:
+def _key_from(values: Mapping[str, Any]) -> ApiKey:
     return ApiKey(
         key_id=values["key_id"],
         tenant_id=values["tenant_id"],
@@ -112,7 +161,8 @@ def _key_from(values: dict) -> ApiKey:
 class TenantDirectory:
     """Tenants and key hashes in the tenants table (``pk``/``sk`` plus the ``ByTenant``/``ByKeyId`` indexes)."""
 
-    def __init__(self, dynamodb, table: str, default_limits: Limits | None = None) -> None:
+    # ``dynamodb``: a boto3 DynamoDB client (untyped: only boto3-stubs' base package is installed).
+    def __init__(self, dynamodb: Any, table: str, default_limits: Limits | None = None) -> None:
         self._db = dynamodb
         self._table = table
         self.default_limits = default_limits or Limits()  # for tenants created without limits of their own
@@ -125,17 +175,17 @@ class TenantDirectory:
         self._db.put_item(
             TableName=self._table,
             Item=to_item(
-                {
-                    "pk": f"TENANT#{tenant.tenant_id}",
-                    "sk": "TENANT",
-                    "tenant_id": tenant.tenant_id,
-                    "name": name,
-                    "status": ACTIVE,
-                    "created_at": tenant.created_at,
-                    "images_per_minute": limits.images_per_minute,
-                    "images_per_day": limits.images_per_day,
-                    "requests_per_minute": limits.requests_per_minute,
-                }
+                TenantItem(
+                    pk=f"TENANT#{tenant.tenant_id}",
+                    sk="TENANT",
+                    tenant_id=tenant.tenant_id,
+                    name=name,
+                    status=ACTIVE,
+                    created_at=tenant.created_at,
+                    images_per_minute=limits.images_per_minute,
+                    images_per_day=limits.images_per_day,
+                    requests_per_minute=limits.requests_per_minute,
+                )
             ),
             ConditionExpression="attribute_not_exists(pk)",
         )
@@ -148,14 +198,14 @@ class TenantDirectory:
         return _tenant_from(from_item(item)) if item else None
 
     def list_tenants(self) -> list[Tenant]:
-        tenants = []
+        tenants: list[Tenant] = []
         for page in self._db.get_paginator("scan").paginate(
             TableName=self._table, FilterExpression="sk = :t", ExpressionAttributeValues={":t": {"S": "TENANT"}}
         ):
             tenants.extend(_tenant_from(from_item(item)) for item in page["Items"])
         return sorted(tenants, key=lambda t: (t.created_at, t.tenant_id))
 
-    def set_status(self, tenant_id: str, status: str) -> Tenant:
+    def set_status(self, tenant_id: str, status: TenantStatus) -> Tenant:
         return self._update_tenant(tenant_id, {"status": {"S": status}})
 
     def set_limits(
@@ -182,7 +232,7 @@ class TenantDirectory:
             raise ValueError("limits are whole numbers of at least 1")
         return self._update_tenant(tenant_id, {name: {"N": str(value)} for name, value in changes.items()})
 
-    def _update_tenant(self, tenant_id: str, values: dict[str, dict]) -> Tenant:
+    def _update_tenant(self, tenant_id: str, values: Item) -> Tenant:
         """Set attributes of an existing tenant; 404 when there is none."""
         try:
             item = self._db.update_item(
@@ -219,22 +269,22 @@ class TenantDirectory:
         self._db.put_item(
             TableName=self._table,
             Item=to_item(
-                {
-                    "pk": f"KEY#{hash_key(secret)}",
-                    "sk": "KEY",
-                    "key_id": key.key_id,
-                    "tenant_id": tenant_id,
-                    "prefix": key.prefix,
-                    "status": ACTIVE,
-                    "created_at": key.created_at,
-                }
+                KeyItem(
+                    pk=f"KEY#{hash_key(secret)}",
+                    sk="KEY",
+                    key_id=key.key_id,
+                    tenant_id=tenant_id,
+                    prefix=key.prefix,
+                    status=ACTIVE,
+                    created_at=key.created_at,
+                )
             ),
             ConditionExpression="attribute_not_exists(pk)",
         )
         return key, secret
 
     def list_keys(self, tenant_id: str) -> list[ApiKey]:
-        keys = []
+        keys: list[ApiKey] = []
         for page in self._db.get_paginator("query").paginate(
             TableName=self._table,
             IndexName="ByTenant",

@@ -23,7 +23,7 @@ def render(format_: str, variables: Mapping[str, object]) -> str:
     """``format_`` with each ``$context.NAME`` replaced by ``variables[NAME]`` (``-`` when absent or empty),
     escaped as JSON string content: the Format quotes its values, so a value cannot break the line's JSON."""
 
-    def value(match: re.Match) -> str:
+    def value(match: re.Match[str]) -> str:
         found = variables.get(match.group(1))
         text = MISSING if found is None or found == "" else str(found)
         return json.dumps(text)[1:-1]
@@ -38,7 +38,7 @@ class GatewayRequest:
     http_method: str
     request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     resource_path: str | None = None  # the matched route's resource path; None: no route matched
-    authorizer: dict = field(default_factory=dict)  # principalId and the authorizer's context
+    authorizer: dict[str, object] = field(default_factory=dict)  # principalId and the authorizer's context
     integration_latency_ms: int | None = None  # None: the function was never invoked
     started: float = field(default_factory=time.monotonic)
 

@@ -19,13 +19,16 @@ import fnmatch
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
+from darkroom.local.events import Event, ProxyEvent, Result
 from darkroom.local.template import Authorizer
 
-Invoke = Callable[[str, dict], "dict | None"]  # (function logical id, event) -> result; raises TimeoutError
+# (function logical id, event) -> its result, None when it failed; raises TimeoutError
+Invoke = Callable[[str, Event], Result | None]
 
 
-def method_arn(region: str, event: dict) -> str:
+def method_arn(region: str, event: ProxyEvent) -> str:
     """``arn:aws:execute-api:region:account:api/stage/METHOD/path`` of a proxy event's request."""
     context = event["requestContext"]
     return (
@@ -34,13 +37,13 @@ def method_arn(region: str, event: dict) -> str:
     )
 
 
-def authorizer_event(region: str, event: dict) -> dict:
+def authorizer_event(region: str, event: ProxyEvent) -> dict[str, object]:
     """The REQUEST authorizer's event for a proxy event: its request without the body, and the method ARN."""
     request = {name: value for name, value in event.items() if name not in ("body", "isBase64Encoded")}
     return {"type": "REQUEST", "methodArn": method_arn(region, event), **request}
 
 
-def _allows(policy: dict, arn: str) -> bool:
+def _allows(policy: dict[str, Any], arn: str) -> bool:
     """IAM's rule, for the statements an authorizer returns: some Allow matches and no Deny does."""
     statements = policy.get("Statement", [])
     statements = [statements] if isinstance(statements, dict) else statements
@@ -68,10 +71,10 @@ class LocalAuthorizer:
         self._invoke = invoke
         self._region = region
         self._clock = clock
-        self._cache: dict[tuple[str, ...], tuple[float, dict]] = {}
+        self._cache: dict[tuple[str, ...], tuple[float, Result]] = {}
         self._lock = threading.Lock()
 
-    def authorize(self, event: dict) -> tuple[str | None, dict]:
+    def authorize(self, event: ProxyEvent) -> tuple[str | None, dict[str, object]]:
         """(the gateway response kind that refuses the request, or None; ``requestContext.authorizer``)."""
         headers = {name.lower(): value for name, value in (event.get("headers") or {}).items()}
         identity = tuple(headers.get(name.lower(), "") for name in self.spec.identity_headers)
@@ -86,14 +89,15 @@ class LocalAuthorizer:
         else:
             started = time.monotonic()
             try:
-                result = self._invoke(self.spec.function, authorizer_event(self._region, event))
+                answer = self._invoke(self.spec.function, authorizer_event(self._region, event))
             except TimeoutError:
-                result = None
+                answer = None
             latency = round((time.monotonic() - started) * 1000)
-            if result is None:
+            if answer is None:
                 return "AUTHORIZER_FAILURE", {}
-            if not result.get("principalId") or not isinstance(result.get("policyDocument"), dict):
+            if not answer.get("principalId") or not isinstance(answer.get("policyDocument"), dict):
                 return "AUTHORIZER_CONFIGURATION_ERROR", {}
+            result = answer
             if self.spec.ttl_seconds > 0:
                 with self._lock:
                     if len(self._cache) > 10_000:

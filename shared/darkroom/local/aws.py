@@ -7,8 +7,13 @@ import logging
 import os
 import threading
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from darkroom.local.template import Stack
+
+if TYPE_CHECKING:
+    from botocore.awsrequest import AWSPreparedRequest, AWSResponse
+    from moto.moto_server.threaded_moto_server import ThreadedMotoServer
 
 LOCAL_CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "local",
@@ -21,7 +26,7 @@ LOCAL_CREDENTIALS = {
 class EmbeddedAws:
     """A moto server on loopback; serializes requests, as DynamoDB serializes writes to one item."""
 
-    server: object
+    server: ThreadedMotoServer
     endpoint: str
 
     def stop(self) -> None:
@@ -58,18 +63,21 @@ def make_moto_linearizable() -> None:
     lock = threading.RLock()
     dispatch = DomainDispatcherApplication.__call__
 
-    def locked_dispatch(self, environ, start_response):
+    def locked_dispatch(self: DomainDispatcherApplication, environ: dict[str, Any], start_response: Any) -> Any:
         with lock:
             return dispatch(self, environ, start_response)
 
-    DomainDispatcherApplication.__call__ = locked_dispatch
+    # Patched on the classes, on purpose: every moto server and mock in this process goes through the lock.
+    DomainDispatcherApplication.__call__ = locked_dispatch  # type: ignore[method-assign]
     stub = BotocoreStubber.__call__
 
-    def locked_stub(self, event_name, request, **kwargs):
+    def locked_stub(
+        self: BotocoreStubber, event_name: str, request: AWSPreparedRequest, **kwargs: Any
+    ) -> AWSResponse | None:
         with lock:
             return stub(self, event_name, request, **kwargs)
 
-    BotocoreStubber.__call__ = locked_stub
+    BotocoreStubber.__call__ = locked_stub  # type: ignore[method-assign]
     _patched = True
 
 
@@ -80,8 +88,10 @@ def use_endpoint(endpoint: str) -> None:
         os.environ.setdefault(name, value)
 
 
-def create_resources(stack: Stack, dynamodb, s3, sqs=None) -> None:
-    """Create the template's DynamoDB tables, S3 buckets and (given a client) SQS queues (idempotent)."""
+def create_resources(stack: Stack, dynamodb: Any, s3: Any, sqs: Any = None) -> None:
+    """Create the template's DynamoDB tables, S3 buckets and (given a client) SQS queues (idempotent).
+
+    The clients are boto3's (untyped: only boto3-stubs' base package is installed)."""
     existing = set(dynamodb.list_tables()["TableNames"])
     for logical_id, props in stack.of_type("AWS::DynamoDB::Table").items():
         name = stack.physical_name(logical_id)
@@ -121,7 +131,7 @@ def create_resources(stack: Stack, dynamodb, s3, sqs=None) -> None:
         create_queues(stack, sqs)
 
 
-def create_queues(stack: Stack, sqs) -> None:
+def create_queues(stack: Stack, sqs: Any) -> None:
     """The template's queues, dead-letter queues first, with their visibility timeouts and redrive policies."""
     queues = stack.of_type("AWS::SQS::Queue")
     arns: dict[str, str] = {}
@@ -130,7 +140,7 @@ def create_queues(stack: Stack, sqs) -> None:
         if logical_id in arns:
             return
         props = queues[logical_id]
-        attributes = {
+        attributes: dict[str, str] = {
             name: str(props[name]) for name in ("VisibilityTimeout", "MessageRetentionPeriod") if name in props
         }
         redrive = props.get("RedrivePolicy")

@@ -18,12 +18,14 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
-from urllib.parse import parse_qs, urlsplit
+from typing import Any
+from urllib.parse import SplitResult, parse_qs, urlsplit
 
 from darkroom.local.access_log import GatewayRequest, render
 from darkroom.local.authorizer import LocalAuthorizer
 from darkroom.local.containers import Pool
-from darkroom.local.template import QueueSource, Stack
+from darkroom.local.events import Event, ProxyEvent, Result
+from darkroom.local.template import QueueSource, Route, Stack
 
 API_GATEWAY_MAX_BODY = 10 * 1024 * 1024
 LAMBDA_MAX_PAYLOAD = 6 * 1024 * 1024
@@ -38,7 +40,7 @@ class HttpResponse:
     access_log: str = ""  # the request's line in the template's access log Format (set by LocalApi.handle)
 
 
-def _route_pattern(path: str) -> re.Pattern:
+def _route_pattern(path: str) -> re.Pattern[str]:
     parts = re.split(r"(\{[^}]+\})", path)
     regex = "".join(
         f"(?P<{p[1:-1].rstrip('+')}>.+)"
@@ -71,7 +73,8 @@ class LocalApi:
         self._stopping = threading.Event()
         self._pollers: list[threading.Thread] = []
 
-    def start_queue_pollers(self, sqs) -> None:
+    # ``sqs``: a boto3 SQS client (untyped: only boto3-stubs' base package is installed).
+    def start_queue_pollers(self, sqs: Any) -> None:
         """One thread per SQS event source: receive, invoke the function, delete what it did not report failed."""
         for source in self.stack.queue_sources():
             url = self.stack.queue_url(source.queue)
@@ -82,7 +85,7 @@ class LocalApi:
             thread.start()
             self._pollers.append(thread)
 
-    def _poll(self, sqs, source: QueueSource, url: str, arn: str) -> None:
+    def _poll(self, sqs: Any, source: QueueSource, url: str, arn: str) -> None:
         slots = threading.Semaphore(self._containers_per_function)
         while not self._stopping.is_set():
             if not slots.acquire(timeout=0.5):
@@ -99,7 +102,7 @@ class LocalApi:
                 self._stopping.wait(0.2)
                 continue
 
-            def deliver(batch: list[dict]) -> None:
+            def deliver(batch: list[dict[str, Any]]) -> None:
                 try:
                     self._deliver(sqs, source, url, arn, batch)
                 finally:
@@ -107,7 +110,7 @@ class LocalApi:
 
             threading.Thread(target=deliver, args=(messages,), daemon=True).start()
 
-    def _deliver(self, sqs, source: QueueSource, url: str, arn: str, messages: list[dict]) -> None:
+    def _deliver(self, sqs: Any, source: QueueSource, url: str, arn: str, messages: list[dict[str, Any]]) -> None:
         event = {
             "Records": [
                 {
@@ -194,7 +197,16 @@ class LocalApi:
             return self.gateway_response("INTEGRATION_FAILURE")
         return self._response(result)
 
-    def _event(self, method, url, route, path_parameters, headers, body, source_ip) -> dict:
+    def _event(
+        self,
+        method: str,
+        url: SplitResult,
+        route: Route,
+        path_parameters: dict[str, str],
+        headers: list[tuple[str, str]],
+        body: bytes,
+        source_ip: str,
+    ) -> ProxyEvent:
         single: dict[str, str] = {}
         multi: dict[str, list[str]] = {}
         for name, value in headers:
@@ -234,7 +246,7 @@ class LocalApi:
             "isBase64Encoded": binary,
         }
 
-    def _invoke(self, logical_id: str, event: dict) -> dict | None:
+    def _invoke(self, logical_id: str, event: Event) -> Result | None:
         pool = self._pools[logical_id]
         container = pool.acquire()
         try:
@@ -259,7 +271,7 @@ class LocalApi:
             pool.stop()
 
     @staticmethod
-    def _response(result: dict) -> HttpResponse:
+    def _response(result: Result) -> HttpResponse:
         headers: list[tuple[str, str]] = []
         for name, value in (result.get("headers") or {}).items():
             headers.append((name, str(value)))

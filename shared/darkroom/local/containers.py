@@ -23,9 +23,12 @@ import threading
 import time
 import traceback
 import uuid
+from multiprocessing.connection import Connection
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
+from darkroom.local.events import Event, Result
 from darkroom.local.template import PROJECT_ROOT, Function
 
 logger = logging.getLogger("darkroom.local")
@@ -55,7 +58,8 @@ class Container:
     def __init__(self, function: Function, environment: dict[str, str]) -> None:
         parent, child = _SPAWN.Pipe()
         self.function = function
-        self._conn = parent
+        # Events go in; the init's message, then one result per event, come back (unpickled, so untyped).
+        self._conn: Connection[Event, Any] = parent
         self.process = _SPAWN.Process(
             target=_container_main,
             args=(function, environment, child),
@@ -80,7 +84,7 @@ class Container:
         self.stop()
         return False
 
-    def invoke(self, event: dict, timeout: float) -> dict | None:
+    def invoke(self, event: Event, timeout: float) -> Result | None:
         """The handler's result; None when the init failed or the handler crashed (the reason is logged);
         raises TimeoutError past ``timeout``, which counts from the invocation, or from the end of the init's own
         ``INIT_SECONDS`` when the init is still running then."""
@@ -115,7 +119,8 @@ class Container:
             self.stop()  # a timed-out environment is discarded, as Lambda does
             raise TimeoutError
         try:
-            return self._conn.recv()
+            result: Result | None = self._conn.recv()
+            return result
         except (EOFError, OSError):  # the process died mid-invocation (e.g. out of memory)
             self.stop()
             logger.error(
@@ -127,6 +132,7 @@ class Container:
         """Whether the handler is imported within ``seconds``; raises :class:`InitFailed` when its import failed."""
         if self._ready:
             return True
+        message: object
         try:
             if not self._conn.poll(max(seconds, 0.0)):
                 return False
@@ -164,7 +170,7 @@ def _failure(exc: Exception) -> str:
     return reason
 
 
-def _container_main(function: Function, environment: dict[str, str], conn) -> None:
+def _container_main(function: Function, environment: dict[str, str], conn: Connection[object, dict[str, Any]]) -> None:
     # Ctrl-C reaches the terminal's whole process group: the server stops its containers, which must not each
     # print a KeyboardInterrupt traceback (a container whose server is gone ends at its pipe's EOF).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -172,7 +178,10 @@ def _container_main(function: Function, environment: dict[str, str], conn) -> No
     os.environ.update({"AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(function.memory_mb), **environment})
     sys.path.insert(0, str(function.code_dir))
     try:
-        spec = importlib.util.spec_from_file_location(function.module, function.code_dir / f"{function.module}.py")
+        path = function.code_dir / f"{function.module}.py"
+        spec = importlib.util.spec_from_file_location(function.module, path)
+        if spec is None or spec.loader is None:
+            raise ImportError(f"no module {function.module} at {path}")
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
         handler = getattr(module, function.attribute)

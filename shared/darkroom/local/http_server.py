@@ -14,7 +14,7 @@ import asyncio
 import socket
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -32,6 +32,10 @@ IDLE_TIMEOUT_SECONDS = 30.0
 SHUTDOWN_GRACE_SECONDS = 3
 _HOP_BY_HOP = {"content-length", "connection", "transfer-encoding"}
 _T = TypeVar("_T")
+# ASGI's callables (https://asgi.readthedocs.io/en/latest/specs/main.html): messages are dicts keyed by "type".
+Message = dict[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
 
 
 class _Protocol(H11Protocol):
@@ -166,7 +170,7 @@ class _Disconnected(Exception):
     pass
 
 
-async def _read_body(receive, limit: int) -> bytes | None:
+async def _read_body(receive: Receive, limit: int) -> bytes | None:
     """The whole request body; None as soon as it passes ``limit`` (the rest is never read)."""
     body = bytearray()
     while True:
@@ -187,7 +191,7 @@ class GatewayApp:
         self.api = api
         self.access_log = access_log
 
-    async def __call__(self, scope: dict, receive, send) -> None:
+    async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         if scope["type"] != "http":  # lifespan is off and websockets are not served
             return
         method = scope["method"]
@@ -221,7 +225,7 @@ class GatewayApp:
             sys.stderr.write((response.access_log or f"{method} {urlsplit(target).path} {response.status}") + "\n")
 
     @staticmethod
-    async def _send(send, response: HttpResponse, close: bool) -> None:
+    async def _send(send: Send, response: HttpResponse, close: bool) -> None:
         headers = [
             (name.lower().encode("latin-1"), value.encode("latin-1"))
             for name, value in response.headers
@@ -259,7 +263,8 @@ class LocalServer:
             lifespan="off",
             interface="asgi3",
             loop="asyncio",
-            timeout_keep_alive=idle_timeout,
+            # uvicorn annotates int, but only hands the value to loop.call_later, which takes float seconds.
+            timeout_keep_alive=idle_timeout,  # type: ignore[arg-type]
             timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS,
             # The peer is the client (no X-Forwarded-For trust), as API Gateway's sourceIp is.
             proxy_headers=False,

@@ -33,6 +33,7 @@ import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from darkroom.catalog import EXTRA_VARIABLE, CatalogError, merge_extra
 from darkroom.local.template import PROJECT_ROOT
@@ -109,9 +110,10 @@ def _complete(directory: Path) -> bool:
     )
 
 
-def endpoint_models() -> dict[str, dict]:
+def endpoint_models() -> dict[str, dict[str, Any]]:
     """The catalog entries the model server backs (``endpoint_catalog.json``)."""
-    return json.loads(ENDPOINT_CATALOG.read_text(encoding="utf-8"))["models"]
+    models: dict[str, dict[str, Any]] = json.loads(ENDPOINT_CATALOG.read_text(encoding="utf-8"))["models"]
+    return models
 
 
 def catalog_extra(environ: Mapping[str, str] = os.environ) -> str:
@@ -135,14 +137,15 @@ def free_port(host: str) -> int:
     """A port nobody listens on now (the server binds it a moment later; loopback makes a race unlikely)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind((host, 0))
-        return probe.getsockname()[1]
+        port: int = probe.getsockname()[1]
+        return port
 
 
 @dataclass
 class ModelServer:
     """The running model server: its process, where it listens, and what darkroom's side needs to reach it."""
 
-    process: subprocess.Popen
+    process: subprocess.Popen[bytes]
     url: str
     run_dir: Path  # the server's log; removed when it stops
     environment: dict[str, str]  # AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME, DARKROOM_CATALOG_EXTRA
@@ -240,7 +243,8 @@ def _child_environment(extra: Mapping[str, str]) -> dict[str, str]:
 def _pings(url: str) -> bool:
     try:
         with urllib.request.urlopen(f"{url}/ping", timeout=2) as response:  # noqa: S310 - our loopback server
-            return response.status == 200
+            status: int = response.status
+            return status == 200
     except (urllib.error.URLError, OSError, ValueError):
         return False  # not listening yet, or 503 while the models load
 

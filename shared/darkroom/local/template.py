@@ -9,8 +9,14 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cfnlint.decode import cfn_yaml
+
+# A node of the parsed template: mappings, lists and scalars as the YAML has them (cfn-lint's loader is untyped).
+Node = Any
+# What a condition expression evaluates to: a condition, a resolved value, or a list of them (Fn::Split).
+ConditionValue = bool | str | list["ConditionValue"] | None
 
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
 DEFAULT_TEMPLATE = PROJECT_ROOT / "template.yaml"
@@ -75,16 +81,17 @@ class Stack:
         region: str = "us-east-1",
     ) -> None:
         self.path = path
-        self.template = cfn_yaml.load(str(path))
+        self.template: dict[str, Node] = cfn_yaml.load(str(path))
         self.prefix = prefix
         self.region = region
         self._parameters = parameters or {}
 
     @property
-    def resources(self) -> dict:
-        return self.template["Resources"]
+    def resources(self) -> dict[str, Node]:
+        resources: dict[str, Node] = self.template["Resources"]
+        return resources
 
-    def of_type(self, kind: str) -> dict[str, dict]:
+    def of_type(self, kind: str) -> dict[str, dict[str, Node]]:
         return {name: r.get("Properties", {}) for name, r in self.resources.items() if r["Type"] == kind}
 
     def physical_name(self, logical_id: str) -> str:
@@ -95,7 +102,7 @@ class Stack:
             return self._parameters[name]
         return str(self.template["Parameters"][name].get("Default", ""))
 
-    def resolve(self, value):
+    def resolve(self, value: Node) -> str | None:
         """Resolve ``Ref`` to parameters and resource names, and ``Fn::If`` by its condition (``None`` for
         ``AWS::NoValue``); other intrinsics are not needed locally."""
         if isinstance(value, dict) and set(value) == {"Fn::If"}:
@@ -122,11 +129,11 @@ class Stack:
         """A template condition, evaluated with this stack's parameters."""
         return self.holds(self.template["Conditions"][name])
 
-    def holds(self, expression) -> bool:
+    def holds(self, expression: Node) -> bool:
         """A condition expression (a condition's body, a rule's ``RuleCondition`` or ``Assert``)."""
         return bool(self._condition_value(expression))
 
-    def _condition_value(self, value):
+    def _condition_value(self, value: Node) -> ConditionValue:
         """The condition functions, and what they compare (``Ref``, ``Fn::Join``/``Split``/``Select``), with this
         stack's parameters."""
         if isinstance(value, dict) and len(value) == 1:
@@ -142,13 +149,12 @@ class Stack:
             if function == "Fn::Equals":
                 left, right = (self._condition_value(item) for item in argument)
                 return str(left) == str(right)
-            if function == "Fn::Join":  # of a list, or of a CommaDelimitedList parameter (its text here)
-                items = self._condition_value(argument[1])
-                return str(argument[0]).join(items.split(",") if isinstance(items, str) else map(str, items))
+            if function == "Fn::Join":
+                return str(argument[0]).join(map(str, _items(self._condition_value(argument[1]))))
             if function == "Fn::Split":
-                return str(self._condition_value(argument[1])).split(str(argument[0]))
+                return [*str(self._condition_value(argument[1])).split(str(argument[0]))]
             if function == "Fn::Select":
-                return self._condition_value(argument[1])[int(argument[0])]
+                return _items(self._condition_value(argument[1]))[int(argument[0])]
         if isinstance(value, list):
             return [self._condition_value(item) for item in value]
         return self.resolve(value)
@@ -171,7 +177,7 @@ class Stack:
                     )
         return sources
 
-    def _function_property(self, props: dict, name: str, default=None):
+    def _function_property(self, props: dict[str, Node], name: str, default: int) -> Node:
         globals_ = self.template.get("Globals", {}).get("Function", {})
         return props.get(name, globals_.get(name, default))
 
@@ -216,11 +222,12 @@ class Stack:
             if spec.get("FunctionPayloadType") != "REQUEST":
                 raise ValueError(f"the local stack runs REQUEST authorizers only, not {name}")
             identity = spec.get("Identity", {})
+            ttl = self.resolve(identity.get("ReauthorizeEvery", 300))
             found[str(name)] = Authorizer(
                 name=str(name),
                 function=str(spec["FunctionArn"]["Fn::GetAtt"][0]),
                 identity_headers=tuple(str(h) for h in identity.get("Headers", [])),
-                ttl_seconds=int(self.resolve(identity.get("ReauthorizeEvery", 300))),
+                ttl_seconds=300 if ttl is None else int(ttl),  # AWS::NoValue: API Gateway's default
             )
         return found
 
@@ -229,7 +236,7 @@ class Stack:
         setting = self._api().get("AccessLogSetting")
         return str(setting["Format"]) if setting else None
 
-    def _api(self) -> dict:
+    def _api(self) -> dict[str, Node]:
         return next(iter(self.of_type("AWS::Serverless::Api").values()))
 
     def environment(self, logical_id: str) -> dict[str, str]:
@@ -253,3 +260,12 @@ class Stack:
     def binary_media_types(self) -> list[str]:
         api = next(iter(self.of_type("AWS::Serverless::Api").values()))
         return [str(t) for t in api.get("BinaryMediaTypes", [])]
+
+
+def _items(value: ConditionValue) -> list[ConditionValue]:
+    """A list operand: a list, or a CommaDelimitedList parameter (its comma-separated text here)."""
+    if isinstance(value, str):
+        return [*value.split(",")]
+    if isinstance(value, list):
+        return value
+    raise ValueError(f"the local stack expected a list, not {value!r}")
