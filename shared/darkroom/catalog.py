@@ -17,7 +17,7 @@ import json
 from enum import StrEnum
 from functools import cache
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Annotated, Any, Literal, TypeVar, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -54,45 +54,105 @@ class Price(BaseModel):
     output_text_per_million: float = 0.0
 
 
-class Endpoint(BaseModel):
-    """Where a non-local backend is reached. Secrets are named here, never stored here."""
+class _Endpoint(BaseModel):
+    """What every remote endpoint has. ``backend`` is the entry's, copied in when the entry is read, so that
+    pydantic picks the endpoint's model by it (a discriminated union): a field of one backend is not even
+    an option on another's."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    # openai: any OpenAI-compatible server (vLLM, SGLang, OpenAI, hosted providers)
-    base_url: str | None = None
+    timeout_seconds: float = Field(default=25, gt=0, le=900)
+
+
+class OpenAIEndpoint(_Endpoint):
+    """Any OpenAI-compatible server (vLLM, SGLang, OpenAI, hosted providers). Secrets are named here, never stored."""
+
+    backend: Literal["openai"] = "openai"
+    base_url: str = Field(min_length=1)
     upstream_model: str | None = None  # the model name the upstream knows (default: the public id)
     api_key_secret: str | None = None  # Secrets Manager secret id holding the upstream API key
     api_key_parameter: str | None = None  # or an SSM SecureString parameter name
     # vLLM-style servers need response_format b64_json to return bytes; OpenAI's GPT image models
     # refuse the parameter (they always return b64_json): set false for those.
     send_response_format: bool = True
-    # sagemaker: a real-time endpoint speaking darkroom's documented JSON contract
-    endpoint_name: str | None = None
-    content_type: str = "application/json"
-    accept: str = "application/json"
-    # sagemaker: an *asynchronous* endpoint (input and answer through S3; minutes of GPU work are fine),
-    # and how long one invocation may run there (InvokeEndpointAsync's InvocationTimeoutSeconds).
-    async_inference: bool = False
-    async_timeout_seconds: int = Field(default=900, ge=1, le=3600)
-    # bedrock: a model id, and its family (required): "nova-canvas" or "titan-image" for an image model,
-    # "converse" for a text or vision model reached through the Converse API
-    model_id: str | None = None
-    family: BedrockFamily | None = None
-    region: str | None = None  # default: the function's region
-    timeout_seconds: float = Field(default=25, gt=0, le=900)
 
     @model_validator(mode="after")
-    def _one_key_source(self) -> Endpoint:
+    def _one_key_source(self) -> OpenAIEndpoint:
         if self.api_key_secret and self.api_key_parameter:
             raise ValueError("name the API key by api_key_secret or api_key_parameter, not both")
         return self
 
-    @model_validator(mode="after")
-    def _async_only_for_sagemaker(self) -> Endpoint:
-        if self.async_inference and (not self.endpoint_name or self.base_url or self.model_id):
-            raise ValueError("async_inference is for a sagemaker endpoint: endpoint_name, no base_url or model_id")
-        return self
+
+class AwsEndpoint(_Endpoint):
+    """What SageMaker and Bedrock endpoints share: the AWS region their runtime client calls."""
+
+    region: str | None = None  # default: the function's region
+
+
+class SageMakerEndpoint(AwsEndpoint):
+    """A SageMaker endpoint speaking darkroom's documented JSON contract."""
+
+    backend: Literal["sagemaker"] = "sagemaker"
+    endpoint_name: str = Field(min_length=1)
+    content_type: str = "application/json"
+    accept: str = "application/json"
+    # An *asynchronous* endpoint (input and answer through S3; minutes of GPU work are fine), and how long
+    # one invocation may run there (InvokeEndpointAsync's InvocationTimeoutSeconds).
+    async_inference: bool = False
+    async_timeout_seconds: int = Field(default=900, ge=1, le=3600)
+
+
+class BedrockEndpoint(AwsEndpoint):
+    """An Amazon Bedrock model id and its family (the request shape): "nova-canvas" or "titan-image" for an
+    image model, "converse" for a text or vision model reached through the Converse API."""
+
+    backend: Literal["bedrock"] = "bedrock"
+    model_id: str = Field(min_length=1)
+    family: BedrockFamily
+
+
+# Where a remote backend's model is reached: one kind per backend, picked by the ``backend`` tag.
+Endpoint = OpenAIEndpoint | SageMakerEndpoint | BedrockEndpoint
+E = TypeVar("E", bound=_Endpoint)
+_ENDPOINTS: dict[str, type[Endpoint]] = {
+    "openai": OpenAIEndpoint,
+    "sagemaker": SageMakerEndpoint,
+    "bedrock": BedrockEndpoint,
+}
+# The field that says where each backend's model is: an entry without it cannot be reached.
+_ADDRESS = {"openai": "base_url", "sagemaker": "endpoint_name", "bedrock": "model_id"}
+
+
+def _tagged_endpoint(data: dict[str, Any]) -> dict[str, Any]:
+    """An entry (raw JSON) whose endpoint carries the entry's backend, for pydantic to pick its model by. The
+    mistakes a catalog author most often makes are refused here in the catalog's words (which field, which
+    backend) rather than as a union's validation errors."""
+    model_id, backend, endpoint = data.get("id"), data.get("backend"), data.get("endpoint")
+    if backend == "local" and endpoint is not None:
+        raise ValueError(f"{model_id}: the local backend has no endpoint")
+    if not isinstance(backend, str) or backend not in _ENDPOINTS:
+        return data  # local, or a backend the entry's Literal refuses
+    if endpoint is None:
+        endpoint = {}
+    if not isinstance(endpoint, dict):
+        return data  # an endpoint object already (checked after), or a type pydantic refuses
+    _check_endpoint_fields(model_id, backend, endpoint)
+    return {**data, "endpoint": {**endpoint, "backend": backend}}
+
+
+def _check_endpoint_fields(model_id: object, backend: str, endpoint: dict[str, Any]) -> None:
+    kind = _ENDPOINTS[backend]
+    for name in endpoint:
+        owner = next((other for other, cls in _ENDPOINTS.items() if name in cls.model_fields), None)
+        if owner is not None and name not in kind.model_fields:
+            raise ValueError(f"{model_id}: endpoint.{name} is for the {owner} backend only")
+    if not endpoint.get(_ADDRESS[backend]):
+        raise ValueError(f"{model_id}: the {backend} backend needs endpoint.{_ADDRESS[backend]}")
+    if backend == "bedrock" and endpoint.get("family") is None:
+        raise ValueError(
+            f"{model_id}: the bedrock backend needs endpoint.family: one of "
+            f"{', '.join(get_args(BedrockFamily))} (the request shape; never guessed from model_id)"
+        )
 
 
 class ModelEntry(BaseModel):
@@ -103,7 +163,8 @@ class ModelEntry(BaseModel):
     id: str
     # Backends with an adapter today; the HTTP, SageMaker and Bedrock adapters extend this list.
     backend: Literal["local", "openai", "sagemaker", "bedrock"]
-    endpoint: Endpoint | None = None
+    # Every backend but local has one, of its own kind (see _tagged_endpoint).
+    endpoint: Annotated[Endpoint, Field(discriminator="backend")] | None = None
     description: str = ""
     capabilities: frozenset[Capability]
     sizes: tuple[str, ...] = ()
@@ -123,28 +184,25 @@ class ModelEntry(BaseModel):
     seconds_per_image: dict[str, float] = Field(default_factory=dict)
     price: Price = Field(default_factory=Price)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _endpoint_of_the_backend(cls, data: Any) -> Any:
+        return _tagged_endpoint(data) if isinstance(data, dict) else data
+
     @model_validator(mode="after")
-    def _remote_backends_have_an_endpoint(self) -> ModelEntry:
-        needs = {"openai": "base_url", "sagemaker": "endpoint_name", "bedrock": "model_id"}.get(self.backend)
-        if needs and (self.endpoint is None or not getattr(self.endpoint, needs)):
-            raise ValueError(f"{self.id}: the {self.backend} backend needs endpoint.{needs}")
+    def _endpoint_matches_the_backend(self) -> ModelEntry:
+        kind = _ENDPOINTS.get(self.backend)
+        if (kind is None) != (self.endpoint is None) or (kind is not None and not isinstance(self.endpoint, kind)):
+            raise ValueError(f"{self.id}: the {self.backend} backend needs its own endpoint")
         return self
 
     @model_validator(mode="after")
-    def _bedrock_models_declare_their_family(self) -> ModelEntry:
-        family = self.endpoint.family if self.endpoint else None
-        if self.backend != "bedrock":
-            if family is not None:
-                raise ValueError(f"{self.id}: endpoint.family is for the bedrock backend only")
-            return self
-        if family is None:
+    def _bedrock_images_need_an_image_family(self) -> ModelEntry:
+        endpoint = self.endpoint
+        draws = self.can(Capability.GENERATE) or self.can(Capability.EDIT)
+        if isinstance(endpoint, BedrockEndpoint) and draws and endpoint.family not in BEDROCK_IMAGE_FAMILIES:
             raise ValueError(
-                f"{self.id}: the bedrock backend needs endpoint.family: one of "
-                f"{', '.join(get_args(BedrockFamily))} (the request shape; never guessed from model_id)"
-            )
-        if family not in BEDROCK_IMAGE_FAMILIES and (self.can(Capability.GENERATE) or self.can(Capability.EDIT)):
-            raise ValueError(
-                f"{self.id}: endpoint.family {family!r} draws no images; generate and edit need "
+                f"{self.id}: endpoint.family {endpoint.family!r} draws no images; generate and edit need "
                 f"{' or '.join(sorted(BEDROCK_IMAGE_FAMILIES))}"
             )
         return self
@@ -162,6 +220,18 @@ class ModelEntry(BaseModel):
 
     def can(self, capability: Capability) -> bool:
         return capability in self.capabilities
+
+    @property
+    def async_inference(self) -> bool:
+        """Whether the model is a SageMaker *asynchronous* endpoint (answers through S3; background mode only)."""
+        return isinstance(self.endpoint, SageMakerEndpoint) and self.endpoint.async_inference
+
+    def endpoint_as(self, kind: type[E]) -> E:
+        """The endpoint as the adapter of ``kind`` reads it. The registry routes by ``backend`` and the catalog
+        gives each backend its own kind of endpoint, so another kind here is a bug, not a request's fault."""
+        if not isinstance(self.endpoint, kind):
+            raise TypeError(f"{self.id}: a {self.backend} entry has no {kind.__name__}")
+        return self.endpoint
 
     def expected_seconds(self, quality: str, width: int, height: int, n: int) -> float:
         """The catalog's estimate of how long ``n`` images take (0 when the catalog gives none)."""
@@ -186,7 +256,7 @@ class Catalog(BaseModel):
 
     @model_validator(mode="before")
     @classmethod
-    def _ids_from_keys(cls, data):
+    def _ids_from_keys(cls, data: Any) -> Any:
         if isinstance(data, dict) and isinstance(data.get("models"), dict):
             data = dict(data)
             data["models"] = {
@@ -248,7 +318,7 @@ def parse_catalog(text: str, extra: str | None = None) -> Catalog:
         raise CatalogError(f"{EXTRA_VARIABLE}: the catalog with its entries is invalid: {_summary(exc)}") from None
 
 
-def merge_extra(document: object, extra: str) -> dict:
+def merge_extra(document: object, extra: str) -> dict[str, Any]:
     """``document`` (a catalog's JSON) with the model entries of ``extra`` (a JSON object: model id -> entry)
     added. Every entry is validated on its own first, so an error names the entry; an id ``document``
     already has is refused rather than silently replaced."""
@@ -258,9 +328,9 @@ def merge_extra(document: object, extra: str) -> dict:
         raise CatalogError(f"{EXTRA_VARIABLE} is not JSON ({exc.msg}, character {exc.pos})") from None
     if not isinstance(entries, dict) or not entries:
         raise CatalogError(f"{EXTRA_VARIABLE} must be a non-empty JSON object of model id -> catalog entry")
-    models = document.get("models") if isinstance(document, dict) else None
-    if not isinstance(models, dict):
+    if not isinstance(document, dict) or not isinstance(document.get("models"), dict):
         raise CatalogError(f'{EXTRA_VARIABLE}: the loaded catalog has no "models" object to add entries to')
+    models = document["models"]
     clashes = sorted(set(entries) & set(models))
     if clashes:
         raise CatalogError(

@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from functools import cache
+from typing import Any
 
 import boto3
 from botocore.config import Config
@@ -78,8 +82,24 @@ def get_settings() -> Settings:
 
 _BOTO_CONFIG = Config(retries={"mode": "standard", "max_attempts": 3}, connect_timeout=2, read_timeout=10)
 
+# A *runtime* client (SageMaker, Bedrock: the model calls) makes one attempt per call, and darkroom's resilience
+# wrapper retries inside the call's deadline. botocore's ``standard`` mode would retry throttling, 5xx and
+# timeouts on its own, each attempt with the client's full ``read_timeout``; with ``max_attempts: 3`` (three
+# *retries*: four attempts, botocore.config.Config) one call could last four times the endpoint's timeout, far
+# past the request's deadline. ``total_max_attempts: 1``: "a value of 1 indicates that no requests will be
+# retried" (botocore.config.Config). Each attempt's read timeout is what remains of the call's deadline less
+# RUNTIME_CONNECT_SECONDS (:func:`attempt_read_timeout`), set in botocore's request context
+# (``context["read_timeout"]``, read by ``URLLib3Session.send``; boto/botocore#3770, "Add support for per-API
+# invocation read timeouts") by a ``before-parameter-build`` handler; ``tests/unit/test_aws_deadline.py`` pins
+# it against a real socket.
+RUNTIME_CONNECT_SECONDS = 1.0
+_RUNTIME_CONFIG = Config(connect_timeout=RUNTIME_CONNECT_SECONDS, retries={"mode": "standard", "total_max_attempts": 1})
+_attempt_read_timeout: ContextVar[float | None] = ContextVar("darkroom_attempt_read_timeout", default=None)
+
 
 _session_lock = threading.Lock()  # boto3 sessions are not thread-safe for creating clients
+_clients: dict[tuple[str, str | None, bool, Config | None], Any] = {}
+_clients_lock = threading.Lock()
 
 
 @cache
@@ -88,11 +108,54 @@ def _session() -> boto3.session.Session:
     return boto3.session.Session()
 
 
-@cache
-def client(service: str, extra: Config | None = None):
-    """One boto3 client per service per container (honours ``AWS_ENDPOINT_URL`` for local stacks)."""
+def client(service: str, extra: Config | None = None, *, region: str | None = None, runtime: bool = False) -> Any:
+    """One boto3 client per (service, region, kind) per container, the container's only client cache (honours
+    ``AWS_ENDPOINT_URL`` for local stacks). ``runtime``: a model call's client, one attempt per call with each
+    attempt's read timeout from :func:`attempt_read_timeout`. ``extra`` is merged into the configuration and is
+    part of the key by identity (``Config`` has no equality): pass the same object to share the client.
+
+    ``Any``: boto3 builds each service's client class at run time; boto3-stubs types one per literal name."""
+    key = (service, region, runtime, extra)
+    with _clients_lock:
+        built = _clients.get(key)
+        if built is None:
+            built = _clients[key] = _build(service, extra, region, runtime)
+        return built
+
+
+def _build(service: str, extra: Config | None, region: str | None, runtime: bool) -> Any:
+    settings = _BOTO_CONFIG.merge(_RUNTIME_CONFIG) if runtime else _BOTO_CONFIG
+    for more in (extra, Config(region_name=region) if region else None):
+        settings = settings.merge(more) if more is not None else settings
     with _session_lock:
-        return _session().client(service, config=_BOTO_CONFIG.merge(extra) if extra else _BOTO_CONFIG)
+        # boto3-stubs declares client() per literal service name; darkroom names services in variables.
+        built = _session().client(service, config=settings)  # type: ignore[call-overload]
+    if runtime:
+        built.meta.events.register("before-parameter-build", _set_attempt_read_timeout)
+    return built
+
+
+@contextmanager
+def attempt_read_timeout(seconds: float) -> Iterator[None]:
+    """Inside the block, a runtime client's calls wait at most ``seconds`` for the answer (one attempt's read)."""
+    token = _attempt_read_timeout.set(seconds)
+    try:
+        yield
+    finally:
+        _attempt_read_timeout.reset(token)
+
+
+def _set_attempt_read_timeout(context: dict[str, Any] | None = None, **_: Any) -> None:
+    """botocore ``before-parameter-build`` handler: this attempt's read timeout into the request context."""
+    seconds = _attempt_read_timeout.get()
+    if seconds is not None and context is not None:
+        context["read_timeout"] = seconds
+
+
+def reset_clients() -> None:
+    """Forget every client built (the next call builds it again, e.g. for a new ``AWS_ENDPOINT_URL``)."""
+    with _clients_lock:
+        _clients.clear()
 
 
 # Lambda sets AWS_LAMBDA_FUNCTION_MEMORY_SIZE (the function's MemorySize, in MB) in every function's
@@ -110,5 +173,5 @@ def function_memory_mb() -> int:
 def reset() -> None:
     """Forget cached settings and clients (tests and the local stack change the environment)."""
     get_settings.cache_clear()
-    client.cache_clear()
+    reset_clients()
     function_memory_mb.cache_clear()

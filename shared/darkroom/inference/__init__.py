@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from PIL import Image
 
-from darkroom.catalog import ModelEntry
+from darkroom.catalog import ModelEntry, OpenAIEndpoint
 
 
 @dataclass(frozen=True)
@@ -22,7 +22,7 @@ class GenerateJob:
     quality: str
     transparent: bool
     deadline_seconds: float
-    options: dict = field(default_factory=dict)  # catalog-approved pass-through parameters
+    options: dict[str, Any] = field(default_factory=dict)  # catalog-approved pass-through parameters
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,7 @@ class EditJob:
     transparent: bool
     input_fidelity: str
     deadline_seconds: float
-    options: dict = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -110,4 +110,4 @@ def _build_adapter(model: ModelEntry) -> Backend:
         return BedrockBackend(model)
     from darkroom.inference.openai_http import OpenAIBackend, upstream_for
 
-    return OpenAIBackend(upstream_for(model.endpoint.base_url))
+    return OpenAIBackend(upstream_for(model.endpoint_as(OpenAIEndpoint).base_url))

@@ -1,18 +1,13 @@
-"""What the AWS-hosted backends (SageMaker, Bedrock) share: one boto3 client per service and region; one
-call path (a circuit breaker, and attempts with jittered retries that all fit inside the call's deadline);
-reading, parsing and validating what the service sends back (images go through the intake like any
-untrusted input); and the neutral errors clients see.
+"""What the AWS-hosted backends (SageMaker, Bedrock) share: their runtime client (one per service and region,
+from the container's one cache, :func:`darkroom.config.client`); their call path, :func:`guarded`, which is
+:meth:`Resilience.call` (the one wrapper every adapter goes through) with each attempt's read timeout ending by
+the call's deadline; reading, parsing and validating what the service sends back (images go through the
+intake like any untrusted input); and the neutral errors clients see.
 
-**Retries are darkroom's, not botocore's.** botocore's ``standard`` mode retries throttling, 5xx and
-timeouts on its own, each attempt with the client's full ``read_timeout``; with ``max_attempts: 3`` (three
-*retries*: four attempts, botocore.config.Config) one call could last four times the endpoint's timeout,
-far past the request's deadline. The runtime clients make one attempt per call
-(``retries={"total_max_attempts": 1}``: "a value of 1 indicates that no requests will be retried",
-botocore.config.Config), and :func:`guarded` retries through :meth:`Resilience.retry`: an attempt starts
-only while time remains, and its read timeout is what remains, less the connect timeout. The read timeout
-is set per attempt in botocore's request context (``context["read_timeout"]``, read by
-``URLLib3Session.send``; boto/botocore#3770, "Add support for per-API invocation read timeouts"), from a
-``before-parameter-build`` handler; ``tests/unit/test_aws_deadline.py`` pins it against a real socket.
+**Retries are darkroom's, not botocore's.** A runtime client makes one attempt per call (why, with botocore's
+own words: :mod:`darkroom.config`), and :func:`guarded` retries through :meth:`Resilience.call`: an attempt
+starts only while time remains, and its read timeout is what remains, less the connect timeout
+(``config.RUNTIME_CONNECT_SECONDS``). ``tests/unit/test_aws_deadline.py`` pins it against a real socket.
 """
 
 from __future__ import annotations
@@ -20,12 +15,9 @@ from __future__ import annotations
 import base64
 import io
 import json
-import threading
 from collections.abc import Callable, Mapping
-from contextvars import ContextVar
-from typing import Any
+from typing import Any, TypeVar
 
-from botocore.config import Config
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
@@ -37,15 +29,22 @@ from PIL import Image, ImageOps
 
 from darkroom import config
 from darkroom.api.errors import ApiError, ServiceUnavailable, UpstreamError, UpstreamTimeout
-from darkroom.catalog import ModelEntry
+from darkroom.catalog import AwsEndpoint, ModelEntry
+from darkroom.config import reset_clients as reset_clients  # the runtime clients live in config's one cache
 from darkroom.inference import GeneratedImage
-from darkroom.inference.resilience import CircuitBreaker, Deadline, Resilience
+from darkroom.inference.resilience import (
+    TIMEOUT_MESSAGE,
+    UNAVAILABLE_MESSAGE,
+    CircuitBreaker,
+    Deadline,
+    Outcome,
+    Resilience,
+)
 from darkroom.intake import EDIT_FORMATS, IntakeLimits, decode_base64, read_header
-from darkroom.observability import logger, upstream_call
+
+T = TypeVar("T")
 
 # The answer as a whole, and each image in it (formats, bytes, pixels): an upstream is untrusted input.
-
-
 MAX_RESPONSE_BYTES = 128 * 1024 * 1024
 OUTPUT_LIMITS = IntakeLimits(
     max_images=10,
@@ -57,26 +56,10 @@ OUTPUT_LIMITS = IntakeLimits(
 )
 
 INVALID_RESPONSE = "The model's backend returned an invalid response."
-UNAVAILABLE_MESSAGE = "The model's backend is temporarily unavailable. Retry later."
-TIMEOUT_MESSAGE = "The model's backend did not answer in time."
 REFUSED_MESSAGE = "The model's backend refused the request."
 FAILED_MESSAGE = "The model's backend failed to process the request."
 CONFIG_MESSAGE = "The model's backend is not configured correctly."
 RETRY_AFTER_SECONDS = 2
-
-# ---------------------------------------------------------------------------------------------------
-# Helpers shared with darkroom.inference.bedrock
-
-
-class Outcome(Exception):
-    """An ``ApiError`` plus whether it says the endpoint is unhealthy (counts against the breaker) and whether
-    another attempt may succeed (throttling, an endpoint briefly unavailable, no connection)."""
-
-    def __init__(self, error: ApiError, *, unhealthy: bool, retryable: bool = False) -> None:
-        super().__init__(error.message)
-        self.error = error
-        self.unhealthy = unhealthy
-        self.retryable = retryable
 
 
 def invalid_response() -> UpstreamError:
@@ -92,42 +75,10 @@ def throttled() -> Outcome:
     return Outcome(unavailable(), unhealthy=True, retryable=True)
 
 
-# An attempt's connect timeout; its read timeout is the call's remaining time less this, so that an attempt
-# that has to connect first still ends by the deadline.
-CONNECT_SECONDS = 1.0
-_RUNTIME_CONFIG = {"connect_timeout": CONNECT_SECONDS, "retries": {"mode": "standard", "total_max_attempts": 1}}
-_attempt_read_timeout: ContextVar[float | None] = ContextVar("darkroom_attempt_read_timeout", default=None)
-
-_clients: dict[tuple, Any] = {}
-_clients_lock = threading.Lock()
-
-
-def aws_client(service: str, *, region: str | None = None):
-    """One boto3 client per (service, region) per container, built by :func:`config.client`, with botocore's
-    retries off and each attempt's read timeout taken from :func:`guarded`'s deadline.
-
-    ``config.client`` caches by its arguments, and two equal ``Config`` objects are different keys, so the
-    client is kept here too: a backend built per request still reuses the container's connection pool."""
-    key = (service, region)
-    with _clients_lock:
-        client = _clients.get(key)
-        if client is None:
-            extra = Config(**_RUNTIME_CONFIG, **({"region_name": region} if region else {}))
-            client = _clients[key] = config.client(service, extra)
-            client.meta.events.register("before-parameter-build", _set_attempt_read_timeout)
-        return client
-
-
-def _set_attempt_read_timeout(context: dict | None = None, **_: Any) -> None:
-    """botocore ``before-parameter-build`` handler: this attempt's read timeout into the request context."""
-    seconds = _attempt_read_timeout.get()
-    if seconds is not None and context is not None:
-        context["read_timeout"] = seconds
-
-
-def reset_clients() -> None:
-    with _clients_lock:
-        _clients.clear()
+def aws_client(service: str, *, region: str | None = None) -> Any:
+    """The container's runtime client for ``service`` (and ``region``): botocore's retries off, each attempt's
+    read timeout taken from :func:`guarded`'s deadline."""
+    return config.client(service, region=region, runtime=True)
 
 
 def png_bytes(image: Image.Image) -> bytes:
@@ -151,7 +102,7 @@ def read_body(body: Any) -> bytes:
     return bytes(data)
 
 
-def json_object(data: bytes) -> dict:
+def json_object(data: bytes) -> dict[str, Any]:
     try:
         document = json.loads(data)
     except (ValueError, UnicodeDecodeError):
@@ -168,7 +119,7 @@ def decode_images(
     read (and charged to the request's decode budget) before any image is decoded."""
     if not isinstance(encoded, list) or len(encoded) != n or not all(isinstance(item, str) for item in encoded):
         raise Outcome(invalid_response(), unhealthy=True)
-    images = []
+    images: list[GeneratedImage] = []
     try:
         headers = [
             read_header(
@@ -206,71 +157,31 @@ def guarded(
     breaker: CircuitBreaker,
     model_id: str,
     operation: str,
-    call: Callable[[], Any],
+    call: Callable[[], T],
     *,
     backend: str,
     deadline: Deadline | None = None,
     resilience: Resilience | None = None,
-) -> Any:
-    """Run ``call`` behind ``breaker``; ``Outcome``s become their ``ApiError`` (and breaker records).
+) -> T:
+    """``call`` (one attempt at an AWS runtime client) through :meth:`Resilience.call`: behind ``breaker``, an
+    ``Outcome`` becomes its ``ApiError``, a retryable one is tried again while another attempt fits before
+    ``deadline``, and each attempt's read timeout ends by the deadline. Without one, ``call`` runs once."""
 
-    With a ``deadline``, ``call`` is one attempt: a retryable ``Outcome`` is tried again (``resilience``'s
-    policy, jittered backoff) only while another attempt fits, and each attempt's read timeout ends by the
-    deadline. Without one, ``call`` runs once as it is. Counts the call for ``backend`` (metrics
-    ``UpstreamCalls``, and ``UpstreamErrors`` when it fails with a 5xx); retries are one call."""
-    resilience = resilience or Resilience()
-    if deadline is not None and deadline.remaining() <= CONNECT_SECONDS + resilience.policy.min_attempt_seconds:
-        # No time to start an attempt: the request's budget is spent, which says nothing about the endpoint.
-        logger.warning("upstream call not started: no time left", extra={"model": model_id, "operation": operation})
-        raise UpstreamTimeout(TIMEOUT_MESSAGE)
-    try:
-        breaker.acquire()
-    except ApiError:
-        upstream_call(backend, "circuit_open")
-        raise
-    try:
-        result = call() if deadline is None else _attempts(call, deadline, resilience)
-    except Outcome as outcome:
-        (breaker.failure if outcome.unhealthy else breaker.success)()
-        record_outcome(backend, outcome.error)
-        logger.warning(
-            "upstream call failed",
-            extra={
-                "model": model_id,
-                "operation": operation,
-                "code": outcome.error.code,
-                "status": outcome.error.status,
-            },
-        )
-        raise outcome.error from None
-    except ApiError:
-        breaker.success()  # refused before or without a call (a request the model cannot serve)
-        raise
-    except BaseException:
-        breaker.failure()
-        upstream_call(backend, "internal")
-        raise
-    breaker.success()
-    upstream_call(backend)
-    return result
-
-
-def _attempts(call: Callable[[], Any], deadline: Deadline, resilience: Resilience) -> Any:
-    def attempt(remaining: float) -> Any:
-        token = _attempt_read_timeout.set(max(remaining - CONNECT_SECONDS, 0.01))
-        try:
+    def attempt(remaining: float) -> T:
+        if deadline is None:
             return call()
-        finally:
-            _attempt_read_timeout.reset(token)
+        with config.attempt_read_timeout(max(remaining - config.RUNTIME_CONNECT_SECONDS, 0.01)):
+            return call()
 
-    return resilience.retry(
-        deadline, attempt, reserve=CONNECT_SECONDS, retryable=lambda exc: isinstance(exc, Outcome) and exc.retryable
+    return (resilience or Resilience()).call(
+        attempt,
+        breaker=breaker,
+        deadline=deadline,
+        backend=backend,
+        model=model_id,
+        operation=operation,
+        reserve=config.RUNTIME_CONNECT_SECONDS,
     )
-
-
-def record_outcome(backend: str, error: ApiError) -> None:
-    """Count a call that ended in ``error``: an upstream error when the client gets a 5xx for it."""
-    upstream_call(backend, error.code if error.status >= 500 else None)
 
 
 def error_code(exc: ClientError) -> str:
@@ -296,7 +207,7 @@ class AwsBackend:
     def __init__(
         self,
         model: ModelEntry,
-        client=None,
+        client: Any = None,
         *,
         breaker: CircuitBreaker | None = None,
         resilience: Resilience | None = None,
@@ -307,11 +218,11 @@ class AwsBackend:
         self.resilience = resilience or Resilience()
 
     @property
-    def client(self):
+    def client(self) -> Any:
         if self._client is None:
-            self._client = aws_client(self.SERVICE, region=self.model.endpoint.region)
+            self._client = aws_client(self.SERVICE, region=self.model.endpoint_as(AwsEndpoint).region)
         return self._client
 
     def deadline(self, model: ModelEntry, deadline_seconds: float) -> Deadline:
         """One call's deadline: the job's remaining time, at most the endpoint's timeout."""
-        return self.resilience.deadline(min(deadline_seconds, model.endpoint.timeout_seconds))
+        return self.resilience.deadline(min(deadline_seconds, model.endpoint_as(AwsEndpoint).timeout_seconds))

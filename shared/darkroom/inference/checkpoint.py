@@ -12,18 +12,19 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from typing import Any
 
 
 class StillRunning(Exception):
     """The upstream is still working on ``handle``: collect it in a later invocation."""
 
-    def __init__(self, handle: dict) -> None:
+    def __init__(self, handle: dict[str, Any]) -> None:
         super().__init__("the upstream is still working")
         self.handle = handle
 
 
 class _Checkpoint:
-    def __init__(self, handle: dict | None) -> None:
+    def __init__(self, handle: dict[str, Any] | None) -> None:
         self.handle = handle
 
 
@@ -31,7 +32,7 @@ _current: ContextVar[_Checkpoint | None] = ContextVar("darkroom_checkpoint", def
 
 
 @contextmanager
-def resumable(handle: dict | None) -> Iterator[None]:
+def resumable(handle: dict[str, Any] | None) -> Iterator[None]:
     """Inside the block, upstream work may be left running and resumed from ``handle`` (None: not started)."""
     token = _current.set(_Checkpoint(handle))
     try:
@@ -44,13 +45,13 @@ def active() -> bool:
     return _current.get() is not None
 
 
-def load() -> dict | None:
+def load() -> dict[str, Any] | None:
     """The handle of work started in an earlier invocation, if any."""
     checkpoint = _current.get()
     return checkpoint.handle if checkpoint else None
 
 
-def save(handle: dict) -> None:
+def save(handle: dict[str, Any]) -> None:
     checkpoint = _current.get()
     if checkpoint is not None:
         checkpoint.handle = handle

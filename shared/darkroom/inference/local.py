@@ -50,14 +50,24 @@ def describe(picture: InputImage) -> str:
     thumbnail.thumbnail((64, 64))
     quantized = thumbnail.quantize(colors=4)
     palette = quantized.getpalette() or []
-    counts = sorted(quantized.getcolors() or [], reverse=True)
+    # A palette image's colours are palette indexes (Pillow types getcolors() for every mode at once).
+    counts = sorted(
+        ((count, index) for count, index in quantized.getcolors() or [] if isinstance(index, int)), reverse=True
+    )
     total = sum(count for count, _ in counts) or 1
     colours = ", ".join(
         "#{:02x}{:02x}{:02x} ({}%)".format(*palette[index * 3 : index * 3 + 3], round(100 * count / total))
         for count, index in counts[:3]
     )
-    alpha = "with transparency" if "A" in image.getbands() and image.getchannel("A").getextrema()[0] < 255 else "opaque"
+    alpha = "with transparency" if _has_transparency(image) else "opaque"
     return f"{picture.format.upper()}, {image.width}x{image.height}, {alpha}; dominant colours {colours}."
+
+
+def _has_transparency(image: Image.Image) -> bool:
+    if "A" not in image.getbands():
+        return False
+    lowest = image.getchannel("A").getextrema()[0]  # one band: (min, max) as numbers
+    return isinstance(lowest, int | float) and lowest < 255
 
 
 def render_edit(job: EditJob, index: int) -> Image.Image:

@@ -9,7 +9,8 @@ images are decoded strictly and validated by :mod:`darkroom.intake`, and an imag
 URL is refused (darkroom does not fetch what an upstream points at). The API key comes from Secrets
 Manager or an SSM SecureString (Powertools parameters, cached), never from the catalog, never logged.
 Errors the client sees are neutral: never the upstream's body, URL, headers or base_url.
-Faults (deadline, retries, circuit breaker) are :mod:`darkroom.inference.resilience`'s.
+Faults (deadline, retries, circuit breaker, metrics) are :mod:`darkroom.inference.resilience`'s: every call goes
+through :meth:`Resilience.run` (HTTP replies into :meth:`Resilience.call`, the wrapper every adapter shares).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import io
 import json
 import threading
 from collections.abc import Callable
+from typing import Any, TypeVar
 
 import httpx
 from aws_lambda_powertools.utilities import parameters
@@ -26,9 +28,9 @@ from botocore.exceptions import BotoCoreError, ClientError
 from PIL import Image, ImageOps
 
 from darkroom.api.errors import ApiError, InvalidRequest, UpstreamError
-from darkroom.catalog import Endpoint, ModelEntry
+from darkroom.catalog import ModelEntry, OpenAIEndpoint
 from darkroom.inference import EditJob, GeneratedImage, GenerateJob, TextJob
-from darkroom.inference.resilience import CircuitBreaker, Deadline, Reply, Resilience
+from darkroom.inference.resilience import CircuitBreaker, Deadline, Outcome, Reply, Resilience
 from darkroom.intake import EDIT_FORMATS, IntakeLimits, decode_base64, read_header
 from darkroom.observability import logger
 
@@ -50,19 +52,23 @@ CLIENT_LIMITS = httpx.Limits(max_connections=20, max_keepalive_connections=10, k
 
 INVALID_RESPONSE = "The model's backend returned an invalid response."
 
+T = TypeVar("T")
 
-def _invalid() -> UpstreamError:
-    return UpstreamError(INVALID_RESPONSE, code="upstream_invalid_response")
+
+def _invalid() -> Outcome:
+    """An answer that breaks the wire format: the endpoint's fault (it counts against the breaker)."""
+    return Outcome(UpstreamError(INVALID_RESPONSE, code="upstream_invalid_response"), unhealthy=True)
 
 
 class _DeadlineReached(httpx.ReadTimeout):
     """The body was still arriving when the call's deadline passed (a slow drip)."""
 
 
-def api_key(endpoint: Endpoint, model_id: str) -> str | None:
+def api_key(endpoint: OpenAIEndpoint, model_id: str) -> str | None:
     """The upstream key from Secrets Manager or SSM (cached ``KEY_MAX_AGE_SECONDS``); None when none is named.
 
     A secret may hold the bare key or JSON with an ``api_key`` field."""
+    value: object
     try:
         if endpoint.api_key_secret:
             value = parameters.get_secret(endpoint.api_key_secret, max_age=KEY_MAX_AGE_SECONDS)
@@ -146,7 +152,7 @@ class OpenAIBackend:
         upstream: Upstream,
         *,
         resilience: Resilience | None = None,
-        key: Callable[[Endpoint, str], str | None] = api_key,
+        key: Callable[[OpenAIEndpoint, str], str | None] = api_key,
     ) -> None:
         self.upstream = upstream
         self.resilience = resilience or Resilience()
@@ -163,7 +169,7 @@ class OpenAIBackend:
             "size": f"{job.width}x{job.height}",
             "quality": job.quality,
         }
-        if model.endpoint.send_response_format:
+        if model.endpoint_as(OpenAIEndpoint).send_response_format:
             body["response_format"] = "b64_json"
         if job.transparent:
             body["background"] = "transparent"
@@ -184,7 +190,7 @@ class OpenAIBackend:
             "size": f"{job.width}x{job.height}",
             "quality": job.quality,
         }
-        if model.endpoint.send_response_format:
+        if model.endpoint_as(OpenAIEndpoint).send_response_format:
             fields["response_format"] = "b64_json"
         if job.input_fidelity:
             fields["input_fidelity"] = job.input_fidelity
@@ -202,7 +208,7 @@ class OpenAIBackend:
         )
 
     def respond(self, model: ModelEntry, job: TextJob) -> str:
-        messages: list[dict] = []
+        messages: list[dict[str, Any]] = []
         if job.instructions:
             messages.append({"role": "system", "content": job.instructions})
         for role, text in job.messages:
@@ -229,12 +235,17 @@ class OpenAIBackend:
 
     @staticmethod
     def _upstream_model(model: ModelEntry) -> str:
-        return (model.endpoint.upstream_model if model.endpoint else None) or model.id
+        return model.endpoint_as(OpenAIEndpoint).upstream_model or model.id
 
     def _call(
-        self, model: ModelEntry, deadline_seconds: float, path: str, content: dict, parse: Callable[[Reply], object]
-    ):
-        endpoint = model.endpoint
+        self,
+        model: ModelEntry,
+        deadline_seconds: float,
+        path: str,
+        content: dict[str, Any],
+        parse: Callable[[Reply], T],
+    ) -> T:
+        endpoint = model.endpoint_as(OpenAIEndpoint)
         deadline = self.resilience.deadline(min(deadline_seconds, endpoint.timeout_seconds))
         headers = {"accept": "application/json", "accept-encoding": "identity", "user-agent": "darkroom"}
         key = self._key(endpoint, model.id)
@@ -252,6 +263,7 @@ class OpenAIBackend:
             send=send,
             handle=lambda reply: self._answer(model, reply, parse),
             backend=model.backend,
+            operation=path,
         )
 
     def _send(self, request: httpx.Request, remaining: float, deadline: Deadline) -> Reply:
@@ -275,7 +287,7 @@ class OpenAIBackend:
         finally:
             response.close()
 
-    def _answer(self, model: ModelEntry, reply: Reply, parse: Callable[[Reply], object]):
+    def _answer(self, model: ModelEntry, reply: Reply, parse: Callable[[Reply], T]) -> T:
         status = reply.status
         if 200 <= status < 300:
             return parse(reply)
@@ -293,7 +305,7 @@ class OpenAIBackend:
     # -- answers --------------------------------------------------------------------------------
 
     @staticmethod
-    def _json(reply: Reply) -> dict:
+    def _json(reply: Reply) -> dict[str, Any]:
         try:
             document = json.loads(reply.body)
         except (ValueError, UnicodeDecodeError):

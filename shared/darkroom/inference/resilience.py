@@ -1,14 +1,22 @@
-"""Faults at the edge of a remote backend: one deadline per call, bounded retries, a circuit breaker.
+"""Faults at the edge of a remote backend: one deadline per call, bounded retries, a circuit breaker; and
+:meth:`Resilience.call`, the one way every adapter calls its upstream.
 
 * **One deadline per call**: ``min(job deadline, endpoint timeout)`` from the start of the call, on a
-  monotonic clock. Every attempt's timeouts and every backoff sleep come out of what remains.
+  monotonic clock. Every attempt's timeouts and every backoff sleep come out of what remains; a call with no
+  time left for an attempt is not started (a 504 that says nothing about the endpoint).
 * **Retries only for what can succeed on a second try**: connection failures, read timeouts while
-  time remains, and 429/500/502/503/504. Never another 4xx: that is our request or the client's prompt.
-  Backoff is full-jitter exponential; a ``Retry-After`` is honoured when it fits before the deadline,
+  time remains, throttling, and 429/500/502/503/504. Never another 4xx: that is our request or the client's
+  prompt. Backoff is full-jitter exponential; a ``Retry-After`` is honoured when it fits before the deadline,
   and a wait that does not fit ends the call now instead of sleeping into a timeout.
-* **A circuit breaker per endpoint**: after ``threshold`` consecutive failed calls it opens for
+* **One definition of an unhealthy endpoint**: a call that ends in an :class:`Outcome` marked ``unhealthy``
+  (throttling, timeouts, no connection, an invalid answer, the upstream's own failure), or in an exception
+  nobody expected. The adapter decides ``unhealthy`` where it reads the upstream's answer; a refusal of the
+  client's request, darkroom's own configuration, or any other ``ApiError`` is not the endpoint's health.
+* **A circuit breaker per endpoint**: after ``threshold`` consecutive unhealthy calls it opens for
   ``cooldown_seconds`` and calls fail fast with a 503 and ``retry-after``; after the cool-down one
   call (half-open) is let through and decides whether it closes or opens again.
+* **Metrics**: every call the breaker let through is one ``UpstreamCalls``; one the client gets a 5xx for is
+  also an ``UpstreamErrors`` by code (``circuit_open`` when the breaker refused it). Retries are one call.
 
 Clock, sleep and random are injectable so tests neither wait nor flake.
 """
@@ -27,20 +35,38 @@ from typing import TypeVar
 import httpx
 
 from darkroom.api.errors import ApiError, ServiceUnavailable, UpstreamError, UpstreamTimeout
-from darkroom.observability import logger, upstream_call
+from darkroom.observability import logger, upstream_call, upstream_error
 
 T = TypeVar("T")
 
 RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
-# Outcomes that say the endpoint is unhealthy (they count against the breaker). A 4xx the upstream
-# answered deliberately (a refused prompt, a request it did not accept, bad credentials) does not.
-UNHEALTHY_CODES = frozenset(
-    {"service_unavailable", "upstream_timeout", "upstream_invalid_response", "upstream_unreachable"}
-)
-
 UNAVAILABLE_MESSAGE = "The model's backend is temporarily unavailable. Retry later."
 TIMEOUT_MESSAGE = "The model's backend did not answer in time."
+UNREACHABLE_MESSAGE = "The model's backend could not be reached."
 MAX_RETRY_AFTER_SECONDS = 120
+
+
+class Outcome(Exception):
+    """A failed attempt, as the adapter that read the upstream's answer classifies it: the ``ApiError`` the
+    client gets; ``unhealthy``, whether it counts against the endpoint's breaker; ``retryable``, whether another
+    attempt may succeed; ``retry_after``, the upstream's own ``Retry-After`` in seconds; and ``when_spent``, the
+    error instead when no time is left for another attempt (a refused connection at the deadline is a timeout)."""
+
+    def __init__(
+        self,
+        error: ApiError,
+        *,
+        unhealthy: bool,
+        retryable: bool = False,
+        retry_after: float | None = None,
+        when_spent: ApiError | None = None,
+    ) -> None:
+        super().__init__(error.message)
+        self.error = error
+        self.unhealthy = unhealthy
+        self.retryable = retryable
+        self.retry_after = retry_after
+        self.when_spent = when_spent
 
 
 @dataclass(frozen=True)
@@ -147,8 +173,15 @@ class CircuitBreaker:
             self._probing = False
 
 
+@dataclass
+class _Tally:
+    """What one call did, for its log line."""
+
+    attempts: int = 0
+
+
 class Resilience:
-    """Runs one remote call: breaker check, attempts with retries inside the deadline, breaker record."""
+    """Runs one remote call (:meth:`call`): the deadline, the breaker, attempts with retries, the metrics."""
 
     def __init__(
         self,
@@ -166,6 +199,53 @@ class Resilience:
     def deadline(self, seconds: float) -> Deadline:
         return Deadline(seconds, self.clock)
 
+    def call(
+        self,
+        attempt: Callable[[float], T],
+        *,
+        breaker: CircuitBreaker,
+        deadline: Deadline | None,
+        backend: str,
+        model: str,
+        operation: str,
+        reserve: float = 0.0,
+    ) -> T:
+        """``attempt(remaining_seconds)`` behind ``breaker``, tried again while its :class:`Outcome` is retryable
+        and another attempt fits before ``deadline`` (less ``reserve``: what an attempt needs before its own
+        timeout starts, e.g. a connect timeout). Raises ``ApiError`` only: an ``Outcome`` becomes its error.
+
+        Without a deadline, ``attempt`` runs once (with an infinite remaining time). Counts the call for
+        ``backend`` (``UpstreamCalls``; ``UpstreamErrors`` by code when the client gets a 5xx)."""
+        if deadline is not None and deadline.remaining() <= reserve + self.policy.min_attempt_seconds:
+            # No time to start an attempt: the request's budget is spent, which says nothing about the endpoint.
+            logger.warning("upstream call not started: no time left", extra={"model": model, "operation": operation})
+            raise UpstreamTimeout(TIMEOUT_MESSAGE)
+        try:
+            breaker.acquire()
+        except ApiError:
+            upstream_call(backend, "circuit_open")
+            raise
+        tally = _Tally()
+        try:
+            result = self._attempts(attempt, deadline, reserve, tally)
+        except Outcome as outcome:
+            self.settle(breaker, outcome, backend=backend, model=model, operation=operation, tally=tally)
+            raise outcome.error from None
+        except ApiError as error:  # darkroom refused the request or the answer on the client's account
+            healthy = Outcome(error, unhealthy=False)
+            self.settle(breaker, healthy, backend=backend, model=model, operation=operation, tally=tally)
+            raise
+        except BaseException:
+            breaker.failure()
+            upstream_call(backend, "internal")
+            raise
+        breaker.success()
+        upstream_call(backend)
+        elapsed_ms = deadline.elapsed_ms() if deadline is not None else None
+        extra = {"model": model, "operation": operation, "attempts": tally.attempts, "elapsed_ms": elapsed_ms}
+        logger.info("upstream call", extra=extra)
+        return result
+
     def run(
         self,
         *,
@@ -175,118 +255,63 @@ class Resilience:
         send: Callable[[float], Reply],
         handle: Callable[[Reply], T],
         backend: str = "openai",
+        operation: str = "call",
     ) -> T:
-        """``send(remaining_seconds)`` performs one attempt; ``handle`` turns the final reply into a
-        result or an :class:`ApiError`. Raises ``ApiError`` only (503, 504, or ``handle``'s).
-
-        Counts the call (metric ``UpstreamCalls``) and, when the client gets a 5xx, ``UpstreamErrors``
-        by ``backend`` and error code (``circuit_open`` when the breaker refused the call)."""
-        try:
-            breaker.acquire()
-        except ApiError:
-            upstream_call(backend, "circuit_open")
-            raise
-        state = {"attempts": 0, "status": None}
-        try:
-            result = self._attempts(deadline, send, handle, state)
-        except ApiError as exc:
-            if exc.code in UNHEALTHY_CODES:
-                breaker.failure()
-            else:
-                breaker.success()  # the endpoint answered deliberately
-            upstream_call(backend, exc.code if exc.status >= 500 else None)
-            logger.warning(
-                "upstream call failed",
-                extra={
-                    "model": label,
-                    "status": state["status"],
-                    "attempts": state["attempts"],
-                    "elapsed_ms": deadline.elapsed_ms(),
-                    "code": exc.code,
-                },
-            )
-            raise
-        except BaseException:
-            breaker.failure()
-            upstream_call(backend, "internal")
-            raise
-        breaker.success()
-        upstream_call(backend)
-        logger.info(
-            "upstream call",
-            extra={
-                "model": label,
-                "status": state["status"],
-                "attempts": state["attempts"],
-                "elapsed_ms": deadline.elapsed_ms(),
-            },
+        """An HTTP call through :meth:`call`: ``send(remaining_seconds)`` is one attempt, whose connection
+        failures, timeouts and retryable statuses become :class:`Outcome` failures (:func:`http_reply`); ``handle``
+        turns the final reply into a result, or raises (an ``Outcome``, or an ``ApiError`` of the client's)."""
+        return self.call(
+            lambda remaining: handle(http_reply(send, remaining)),
+            breaker=breaker,
+            deadline=deadline,
+            backend=backend,
+            model=label,
+            operation=operation,
         )
-        return result
 
-    def _attempts(
-        self, deadline: Deadline, send: Callable[[float], Reply], handle: Callable[[Reply], T], state: dict
-    ) -> T:
-        policy = self.policy
-        while True:
-            remaining = deadline.remaining()
-            if remaining <= policy.min_attempt_seconds:
-                raise UpstreamTimeout(TIMEOUT_MESSAGE)
-            state["attempts"] += 1
-            attempt = state["attempts"]
-            try:
-                reply = send(remaining)
-            except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout):
-                delay = self._delay(attempt, None, deadline)
-                if delay is None:
-                    if deadline.remaining() <= policy.min_attempt_seconds:
-                        raise UpstreamTimeout(TIMEOUT_MESSAGE) from None
-                    raise ServiceUnavailable(UNAVAILABLE_MESSAGE, headers=_client_retry_after(None)) from None
-                self.sleep(delay)
-                continue
-            except httpx.TimeoutException:
-                delay = self._delay(attempt, None, deadline)
-                if delay is None:
-                    raise UpstreamTimeout(TIMEOUT_MESSAGE) from None
-                self.sleep(delay)
-                continue
-            except httpx.HTTPError:  # a broken connection mid-answer, a protocol error: not retried
-                raise UpstreamError("The model's backend could not be reached.", code="upstream_unreachable") from None
-            state["status"] = reply.status
-            if reply.status in RETRYABLE_STATUSES:
-                retry_after = retry_after_seconds(reply.headers)
-                delay = self._delay(attempt, retry_after, deadline)
-                if delay is None:
-                    raise ServiceUnavailable(UNAVAILABLE_MESSAGE, headers=_client_retry_after(retry_after))
-                self.sleep(delay)
-                continue
-            return handle(reply)
-
-    def retry(
-        self,
-        deadline: Deadline,
-        attempt: Callable[[float], T],
+    @staticmethod
+    def settle(
+        breaker: CircuitBreaker,
+        outcome: Outcome,
         *,
-        retryable: Callable[[BaseException], bool],
-        reserve: float = 0.0,
-    ) -> T:
-        """``attempt(remaining_seconds)`` until it returns, fails with what ``retryable`` refuses, or no further
-        attempt fits: the policy's count, or the deadline less the backoff (full jitter), ``min_attempt_seconds``
-        and ``reserve`` (what an attempt needs before its own timeout starts, e.g. a connect timeout). The last
-        failure is raised as it is; whether the first attempt has time is the caller's to check."""
-        number = 0
+        backend: str,
+        model: str,
+        operation: str,
+        counted: bool = False,
+        tally: _Tally | None = None,
+    ) -> None:
+        """Record a failed call: the breaker by ``outcome.unhealthy``, the metrics, one log line. ``counted``: the
+        call was counted already (an asynchronous job's answer: its submission was the call)."""
+        (breaker.failure if outcome.unhealthy else breaker.success)()
+        error = outcome.error
+        code = error.code if error.status >= 500 else None
+        if not counted:
+            upstream_call(backend, code)
+        elif code is not None:
+            upstream_error(backend, code)
+        extra = {"model": model, "operation": operation, "code": error.code, "status": error.status}
+        logger.warning("upstream call failed", extra={**extra, "attempts": tally.attempts if tally else None})
+
+    def _attempts(self, attempt: Callable[[float], T], deadline: Deadline | None, reserve: float, tally: _Tally) -> T:
         while True:
-            number += 1
+            tally.attempts += 1
+            if deadline is None:
+                return attempt(math.inf)
             try:
                 return attempt(deadline.remaining())
-            except BaseException as exc:
-                if not retryable(exc):
+            except Outcome as outcome:
+                if not outcome.retryable:
                     raise
-                delay = self._delay(number, None, deadline, reserve)
-                if delay is None:
-                    raise
-                self.sleep(delay)
+                delay = self._delay(tally.attempts, outcome.retry_after, deadline, reserve)
+                if delay is not None:
+                    self.sleep(delay)
+                    continue
+                spent = deadline.remaining() <= self.policy.min_attempt_seconds + reserve
+                if outcome.when_spent is not None and spent:
+                    raise Outcome(outcome.when_spent, unhealthy=outcome.unhealthy) from None
+                raise
 
-    def _delay(self, attempt: int, retry_after: float | None, deadline: Deadline, reserve: float = 0.0) -> float | None:
+    def _delay(self, attempt: int, retry_after: float | None, deadline: Deadline, reserve: float) -> float | None:
         """The wait before the next attempt, or None when there is no next attempt (count or time)."""
         policy = self.policy
         if attempt >= policy.max_attempts:
@@ -298,3 +323,24 @@ class Resilience:
         if delay + policy.min_attempt_seconds + reserve >= deadline.remaining():
             return None
         return delay
+
+
+def http_reply(send: Callable[[float], Reply], remaining: float) -> Reply:
+    """One HTTP attempt: its reply, unless a connection failure, a timeout or a retryable status makes it an
+    :class:`Outcome` (each unhealthy; all but a broken answer retryable)."""
+    try:
+        reply = send(remaining)
+    except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout):
+        unavailable = ServiceUnavailable(UNAVAILABLE_MESSAGE, headers=_client_retry_after(None))
+        raise Outcome(
+            unavailable, unhealthy=True, retryable=True, when_spent=UpstreamTimeout(TIMEOUT_MESSAGE)
+        ) from None
+    except httpx.TimeoutException:
+        raise Outcome(UpstreamTimeout(TIMEOUT_MESSAGE), unhealthy=True, retryable=True) from None
+    except httpx.HTTPError:  # a broken connection mid-answer, a protocol error: not retried
+        raise Outcome(UpstreamError(UNREACHABLE_MESSAGE, code="upstream_unreachable"), unhealthy=True) from None
+    if reply.status in RETRYABLE_STATUSES:
+        hint = retry_after_seconds(reply.headers)
+        unavailable = ServiceUnavailable(UNAVAILABLE_MESSAGE, headers=_client_retry_after(hint))
+        raise Outcome(unavailable, unhealthy=True, retryable=True, retry_after=hint)
+    return reply

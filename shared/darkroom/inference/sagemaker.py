@@ -60,7 +60,7 @@ import base64
 import json
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Literal, overload
 
 from botocore.exceptions import (
     BotoCoreError,
@@ -70,16 +70,13 @@ from PIL import Image
 
 from darkroom import config
 from darkroom.api.errors import InvalidRequest, UpstreamError
-from darkroom.catalog import ModelEntry
+from darkroom.catalog import ModelEntry, SageMakerEndpoint
 from darkroom.inference import EditJob, GeneratedImage, GenerateJob, TextJob
-
-# The answer as a whole, and each image in it (formats, bytes, pixels): an upstream is untrusted input.
 from darkroom.inference.aws_runtime import (
     CONFIG_MESSAGE,
     FAILED_MESSAGE,
     REFUSED_MESSAGE,
     AwsBackend,
-    Outcome,
     b64png,
     decode_images,
     error_code,
@@ -91,8 +88,8 @@ from darkroom.inference.aws_runtime import (
     throttled,
     transport_outcome,
 )
-from darkroom.inference.resilience import CircuitBreaker, Resilience
-from darkroom.inference.sagemaker_async import AsyncEndpoint
+from darkroom.inference.resilience import CircuitBreaker, Outcome, Resilience
+from darkroom.inference.sagemaker_async import Answer, AsyncEndpoint, Task
 from darkroom.observability import logger
 
 # The contract's safety refusal (a 4xx whose body is {"error": {"code": "content_policy_violation"}}) and the
@@ -185,7 +182,14 @@ def analyze_request(job: TextJob) -> dict[str, Any]:
 
 
 def _image_request(
-    task: str, prompt: str, width: int, height: int, n: int, quality: str, transparent: bool, options: Mapping[str, Any]
+    task: Literal["generate", "edit"],
+    prompt: str,
+    width: int,
+    height: int,
+    n: int,
+    quality: str,
+    transparent: bool,
+    options: Mapping[str, Any],
 ) -> dict[str, Any]:
     # Pass-through first (negative_prompt, steps, seed, ...): the contract's own keys always win.
     body: dict[str, Any] = {
@@ -202,7 +206,7 @@ def _image_request(
     return body
 
 
-def expectation(task: str, body: Mapping[str, Any]) -> dict[str, Any]:
+def expectation(task: Task, body: Mapping[str, Any]) -> dict[str, Any]:
     """What a valid answer to ``body`` must hold, as plain JSON: an async handle carries it between
     invocations, and both paths parse with it, so an async answer is checked exactly like a real-time one."""
     if task == "analyze":
@@ -215,7 +219,7 @@ def expectation(task: str, body: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def parse_answer(task: str, expect: Mapping[str, Any], document: dict) -> Any:
+def parse_answer(task: str, expect: Mapping[str, Any], document: dict[str, Any]) -> Answer:
     """The container's (untrusted) answer -> validated images or text; anything else is an ``Outcome``."""
     if task == "analyze":
         text = document.get("text")
@@ -233,7 +237,7 @@ class SageMakerBackend(AwsBackend):
     def __init__(
         self,
         model: ModelEntry,
-        client=None,
+        client: Any = None,
         *,
         breaker: CircuitBreaker | None = None,
         resilience: Resilience | None = None,
@@ -258,12 +262,14 @@ class SageMakerBackend(AwsBackend):
 
     # -- an async endpoint, across invocations --------------------------------------------------
 
-    def submit_async(self, model: ModelEntry, task: str, body: dict, *, deadline_seconds: float | None = None) -> dict:
+    def submit_async(
+        self, model: ModelEntry, task: Task, body: dict[str, Any], *, deadline_seconds: float | None = None
+    ) -> dict[str, Any]:
         """Queue a contract body (``generate_request`` & co.) on the model's async endpoint; the handle
         returned is plain JSON for :meth:`collect_async`, in this invocation or a later one."""
         return self.async_endpoint.submit(model, task, body, expectation(task, body), deadline_seconds)
 
-    def collect_async(self, model: ModelEntry, handle: Mapping[str, Any]) -> Any | None:
+    def collect_async(self, model: ModelEntry, handle: Mapping[str, Any]) -> Answer | None:
         """The images (or text) once the endpoint has answered, None while it is still working; raises
         the same ``ApiError``s as a real-time call (504 once the handle's deadline has passed)."""
         return self.async_endpoint.collect(model, handle)
@@ -288,14 +294,24 @@ class SageMakerBackend(AwsBackend):
 
     # -- one call -------------------------------------------------------------------------------
 
-    def _call(self, model: ModelEntry, task: str, body: dict, deadline_seconds: float):
-        endpoint = model.endpoint
+    @overload
+    def _call(
+        self, model: ModelEntry, task: Literal["generate", "edit"], body: dict[str, Any], deadline_seconds: float
+    ) -> list[GeneratedImage]: ...
+
+    @overload
+    def _call(
+        self, model: ModelEntry, task: Literal["analyze"], body: dict[str, Any], deadline_seconds: float
+    ) -> str: ...
+
+    def _call(self, model: ModelEntry, task: Task, body: dict[str, Any], deadline_seconds: float) -> Answer:
+        endpoint = model.endpoint_as(SageMakerEndpoint)
         expect = expectation(task, body)
         if endpoint.async_inference:
             return self.async_endpoint.run(model, task, body, expect, deadline_seconds)
         payload = json.dumps(body, separators=(",", ":")).encode("utf-8")
 
-        def call():
+        def call() -> Answer:
             try:
                 response = self.client.invoke_endpoint(
                     EndpointName=endpoint.endpoint_name,
@@ -325,8 +341,8 @@ class SageMakerBackend(AwsBackend):
         if code in _UNAVAILABLE_CODES:
             return throttled()
         if code == "ModelError":
-            status = exc.response.get("OriginalStatusCode")
-            status = status if isinstance(status, int) else 500
+            original = exc.response.get("OriginalStatusCode")
+            status = original if isinstance(original, int) else 500
             if 400 <= status < 500 and status != 429:
                 refused = container_refusal(model, exc.response.get("OriginalMessage"))
                 if refused is not None:  # the client's request, not an operator's problem: guarded() logs it

@@ -30,26 +30,24 @@ import json
 import math
 import uuid
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Literal
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from darkroom.api.errors import UpstreamError, UpstreamTimeout
-from darkroom.catalog import ModelEntry
-from darkroom.inference import checkpoint
+from darkroom.catalog import ModelEntry, SageMakerEndpoint
+from darkroom.inference import GeneratedImage, checkpoint
 from darkroom.inference.aws_runtime import (
     CONFIG_MESSAGE,
     FAILED_MESSAGE,
-    TIMEOUT_MESSAGE,
-    Outcome,
     error_code,
     guarded,
     json_object,
     read_body,
     transport_outcome,
 )
-from darkroom.inference.resilience import CircuitBreaker, Resilience
-from darkroom.observability import logger, upstream_error
+from darkroom.inference.resilience import TIMEOUT_MESSAGE, CircuitBreaker, Outcome, Resilience
+from darkroom.observability import logger
 
 PREFIX = "async-inference/"
 INPUT_PREFIX = PREFIX + "input/"
@@ -62,8 +60,11 @@ MAX_QUEUE_SECONDS = 21_600
 # traceback's worth; a longer object is not a refusal (sagemaker.MAX_REFUSAL_BYTES refuses it unparsed).
 MAX_FAILURE_BYTES = 64 * 1024
 
+# What the contract asks a container for, and what it answers: images (generate, edit) or text (analyze).
+Task = Literal["generate", "edit", "analyze"]
+Answer = list[GeneratedImage] | str
 # (task, expected answer, document) -> the backend's result; a contract violation raises an Outcome.
-Parse = Callable[[str, Mapping[str, Any], dict], Any]
+Parse = Callable[[str, Mapping[str, Any], dict[str, Any]], Answer]
 MapClientError = Callable[[ModelEntry, ClientError], Outcome]
 # (model, the first bytes of a failure object) -> the contract's refusal as an Outcome, or None for a plain failure.
 Refusal = Callable[[ModelEntry, bytes], Outcome | None]
@@ -74,8 +75,8 @@ class AsyncEndpoint:
 
     def __init__(
         self,
-        runtime,
-        s3,
+        runtime: Any,
+        s3: Any,
         bucket: str,
         breaker: CircuitBreaker,
         *,
@@ -99,7 +100,9 @@ class AsyncEndpoint:
 
     # -- the three ways in ------------------------------------------------------------------------
 
-    def run(self, model: ModelEntry, task: str, body: dict, expect: Mapping[str, Any], deadline_seconds: float) -> Any:
+    def run(
+        self, model: ModelEntry, task: Task, body: dict[str, Any], expect: Mapping[str, Any], deadline_seconds: float
+    ) -> Answer:
         """Submit, then poll at a growing interval until the answer, a failure, or the deadline.
 
         In a background job (:mod:`darkroom.inference.checkpoint`) the submission may outlive this
@@ -122,13 +125,18 @@ class AsyncEndpoint:
             delay = min(delay * 2, MAX_POLL_SECONDS)
 
     def submit(
-        self, model: ModelEntry, task: str, body: dict, expect: Mapping[str, Any], deadline_seconds: float | None = None
-    ) -> dict:
+        self,
+        model: ModelEntry,
+        task: Task,
+        body: dict[str, Any],
+        expect: Mapping[str, Any],
+        deadline_seconds: float | None = None,
+    ) -> dict[str, Any]:
         """Queue ``body``; returns the JSON handle :meth:`collect` needs. The breaker is asked first: a
         submission is a new call on the endpoint. Without a deadline the handle lasts as long as
         SageMaker may keep the request (queue time plus the invocation timeout). The submission itself (the
         input's put, ``InvokeEndpointAsync``) is retried like a real-time call, within the endpoint's timeout."""
-        seconds = model.endpoint.timeout_seconds
+        seconds = model.endpoint_as(SageMakerEndpoint).timeout_seconds
         deadline = self.resilience.deadline(seconds if deadline_seconds is None else min(deadline_seconds, seconds))
         return guarded(
             self.breaker,
@@ -140,26 +148,17 @@ class AsyncEndpoint:
             resilience=self.resilience,
         )
 
-    def collect(self, model: ModelEntry, handle: Mapping[str, Any]) -> Any | None:
+    def collect(self, model: ModelEntry, handle: Mapping[str, Any]) -> Answer | None:
         """The result, or None while the endpoint is still working; raises the mapped ``ApiError``.
 
         The breaker records the outcome but is not asked first: the job already runs, and an open
         breaker must not strand its answer. A pending job records nothing."""
         try:
             result = self._finish_or_wait(model, handle)
-        except Outcome as outcome:
-            (self.breaker.failure if outcome.unhealthy else self.breaker.success)()
-            if outcome.error.status >= 500:  # the submission counted the call (UpstreamCalls)
-                upstream_error(model.backend, outcome.error.code)
-            logger.warning(
-                "upstream call failed",
-                extra={
-                    "model": model.id,
-                    "operation": handle["task"],
-                    "code": outcome.error.code,
-                    "status": outcome.error.status,
-                },
-            )
+        except Outcome as outcome:  # the submission counted the call (UpstreamCalls)
+            operation = str(handle["task"])
+            settle = self.resilience.settle
+            settle(self.breaker, outcome, backend=model.backend, model=model.id, operation=operation, counted=True)
             raise outcome.error from None
         if result is not None:
             self.breaker.success()
@@ -167,9 +166,16 @@ class AsyncEndpoint:
 
     # -- submitting -------------------------------------------------------------------------------
 
-    def _submit(self, model: ModelEntry, task: str, body: dict, expect: dict, deadline_seconds: float | None) -> dict:
+    def _submit(
+        self,
+        model: ModelEntry,
+        task: Task,
+        body: dict[str, Any],
+        expect: dict[str, Any],
+        deadline_seconds: float | None,
+    ) -> dict[str, Any]:
         started = self.clock()
-        endpoint = model.endpoint
+        endpoint = model.endpoint_as(SageMakerEndpoint)
         inference_id = uuid.uuid4().hex
         input_location = f"s3://{self.bucket}/{INPUT_PREFIX}{inference_id}.json"
         payload = json.dumps(body, separators=(",", ":")).encode("utf-8")
@@ -198,10 +204,10 @@ class AsyncEndpoint:
             raise
         return handle
 
-    def _invoke(self, model: ModelEntry, input_location: str, inference_id: str, queue_seconds: int) -> dict:
-        endpoint = model.endpoint
+    def _invoke(self, model: ModelEntry, input_location: str, inference_id: str, queue_seconds: int) -> dict[str, Any]:
+        endpoint = model.endpoint_as(SageMakerEndpoint)
         try:
-            return self.runtime.invoke_endpoint_async(
+            response: dict[str, Any] = self.runtime.invoke_endpoint_async(
                 EndpointName=endpoint.endpoint_name,
                 InputLocation=input_location,
                 ContentType=endpoint.content_type,
@@ -214,10 +220,11 @@ class AsyncEndpoint:
             raise self.client_error(model, exc) from None
         except BotoCoreError as exc:
             raise transport_outcome(exc) from None
+        return response
 
     # -- collecting -------------------------------------------------------------------------------
 
-    def _finish_or_wait(self, model: ModelEntry, handle: Mapping[str, Any]) -> Any | None:
+    def _finish_or_wait(self, model: ModelEntry, handle: Mapping[str, Any]) -> Answer | None:
         """One look at S3; the input object goes as soon as the job is over, whatever the outcome."""
         try:
             result = self._look(model, handle)
@@ -228,7 +235,7 @@ class AsyncEndpoint:
             self._discard(handle["input_location"])
         return result
 
-    def _look(self, model: ModelEntry, handle: Mapping[str, Any]) -> Any | None:
+    def _look(self, model: ModelEntry, handle: Mapping[str, Any]) -> Answer | None:
         output_key = self._key(handle["output_location"], model)
         if self._exists(output_key):
             answer = self._s3(lambda: read_body(self.s3.get_object(Bucket=self.bucket, Key=output_key).get("Body")))

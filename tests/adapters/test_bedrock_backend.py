@@ -15,7 +15,7 @@ from backend_stubs import ATTEMPTS, b64, decode_png, no_wait, png_of, stubbed
 from darkroom import config
 from darkroom.api.errors import ApiError, InvalidRequest, ServiceUnavailable, UpstreamError, UpstreamTimeout
 from darkroom.catalog import ModelEntry
-from darkroom.inference import EditJob, GenerateJob, InputImage, TextJob, aws_runtime, backend_for
+from darkroom.inference import EditJob, GenerateJob, InputImage, TextJob, backend_for
 from darkroom.inference.bedrock import BedrockBackend
 from darkroom.inference.resilience import CircuitBreaker
 
@@ -465,22 +465,23 @@ def test_converse_answers_without_text_are_502(stubber, backend, model, content)
 def test_the_client_is_built_lazily_with_the_endpoint_region_without_botocore_retries(monkeypatch):
     built = []
 
-    def fake_client(service, extra=None):
-        built.append((service, extra))
-        return boto3.client(service, region_name="us-east-1")
+    class Spy:  # the session config.client builds every client with
+        def client(self, service, config=None):
+            built.append((service, config))
+            return boto3.session.Session().client(service, config=config)
 
-    monkeypatch.setattr(config, "client", fake_client)
-    aws_runtime.reset_clients()
+    monkeypatch.setattr(config, "_session", Spy)
+    config.reset_clients()
     try:
         backend = BedrockBackend(entry(region="us-west-2"))
         assert built == []
         assert backend.client is backend.client
-        ((service, extra),) = built
+        ((service, settings),) = built
         assert service == "bedrock-runtime"
-        assert extra.region_name == "us-west-2" and extra.connect_timeout == aws_runtime.CONNECT_SECONDS
-        assert extra.retries == {"mode": "standard", "total_max_attempts": 1}  # darkroom retries, in the deadline
+        assert settings.region_name == "us-west-2" and settings.connect_timeout == config.RUNTIME_CONNECT_SECONDS
+        assert settings.retries == {"mode": "standard", "total_max_attempts": 1}  # darkroom retries, in the deadline
     finally:
-        aws_runtime.reset_clients()
+        config.reset_clients()
 
 
 def test_adapter_for_reuses_the_adapter_until_the_entry_changes():

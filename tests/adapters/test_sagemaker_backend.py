@@ -497,24 +497,25 @@ def test_a_deliberate_4xx_does_not_open_the_breaker(client, stubber, model):
 def test_the_client_is_built_lazily_once_per_region_without_botocore_retries(monkeypatch, model):
     built = []
 
-    def fake_client(service, extra=None):
-        built.append((service, extra))
-        return boto3.client(service, region_name="us-east-1")
+    class Spy:  # the session config.client builds every client with
+        def client(self, service, config=None):
+            built.append((service, config))
+            return boto3.session.Session().client(service, config=config)
 
-    monkeypatch.setattr(config, "client", fake_client)
-    aws_runtime.reset_clients()
+    monkeypatch.setattr(config, "_session", Spy)
+    config.reset_clients()
     try:
         backend = SageMakerBackend(entry(region="eu-west-1"))
         assert built == []
         assert backend.client is backend.client
         assert SageMakerBackend(entry(region="eu-west-1")).client is backend.client  # one per container
-        ((service, extra),) = built
+        ((service, settings),) = built
         assert service == "sagemaker-runtime"
         assert SageMakerBackend(entry(region="eu-west-1", timeout_seconds=5)).client is backend.client
-        assert extra.region_name == "eu-west-1" and extra.connect_timeout == aws_runtime.CONNECT_SECONDS
-        assert extra.retries == {"mode": "standard", "total_max_attempts": 1}  # darkroom retries, in the deadline
+        assert settings.region_name == "eu-west-1" and settings.connect_timeout == config.RUNTIME_CONNECT_SECONDS
+        assert settings.retries == {"mode": "standard", "total_max_attempts": 1}  # darkroom retries, in the deadline
     finally:
-        aws_runtime.reset_clients()
+        config.reset_clients()
 
 
 def test_adapter_for_reuses_the_adapter_until_the_entry_changes():

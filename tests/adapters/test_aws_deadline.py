@@ -19,7 +19,7 @@ from backend_stubs import stubbed
 from darkroom import config
 from darkroom.api.errors import ServiceUnavailable, UpstreamTimeout
 from darkroom.catalog import ModelEntry
-from darkroom.inference import GenerateJob, aws_runtime
+from darkroom.inference import GenerateJob
 from darkroom.inference.resilience import CircuitBreaker, Resilience
 from darkroom.inference.sagemaker import SageMakerBackend
 
@@ -68,8 +68,7 @@ def silent_endpoint(monkeypatch):
     thread.start()
     monkeypatch.setenv("AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME", f"http://127.0.0.1:{server.server_address[1]}")
     config._session.cache_clear()  # the session remembers the endpoints it was built with
-    config.reset()
-    aws_runtime.reset_clients()
+    config.reset()  # and the clients built against another endpoint
     try:
         yield Silent
     finally:
@@ -78,14 +77,13 @@ def silent_endpoint(monkeypatch):
         server.server_close()
         config._session.cache_clear()
         config.reset()
-        aws_runtime.reset_clients()
 
 
 def test_a_slow_endpoint_costs_at_most_the_deadline_on_a_real_socket(silent_endpoint):
     # Before: botocore's standard retries (max_attempts 3: four attempts), each with the endpoint's full
     # read timeout: about 4 x 1.5 s here. Now one attempt, whose read timeout ends before the deadline.
     model = entry(timeout_seconds=1.5)
-    backend = SageMakerBackend(model)  # the container's client: aws_runtime.aws_client
+    backend = SageMakerBackend(model)  # the container's client: config.client(runtime=True)
     started = time.monotonic()
     with pytest.raises(UpstreamTimeout):
         backend.generate(model, job(deadline_seconds=1.5))
@@ -126,7 +124,7 @@ class FakeTime:
 def test_throttling_is_retried_with_jitter_only_while_an_attempt_fits(attempt_seconds):
     fake = FakeTime(attempt_seconds)
     client = boto3.client("sagemaker-runtime", region_name="us-east-1")
-    client.meta.events.register("before-parameter-build", aws_runtime._set_attempt_read_timeout)  # as aws_client
+    client.meta.events.register("before-parameter-build", config._set_attempt_read_timeout)  # as a runtime client
     client.meta.events.register("before-parameter-build", fake.attempt)
     resilience = Resilience(sleep=fake.sleep, random=lambda: 1.0, clock=fake.clock)  # the longest backoffs
     model = entry()
@@ -141,8 +139,8 @@ def test_throttling_is_retried_with_jitter_only_while_an_attempt_fits(attempt_se
     assert fake.now - started <= 3.0
     assert 1 <= len(fake.attempts) <= resilience.policy.max_attempts
     for left, read_timeout in fake.attempts:  # each attempt started with time for it, and ends by the deadline
-        assert left > aws_runtime.CONNECT_SECONDS
-        assert read_timeout == pytest.approx(left - aws_runtime.CONNECT_SECONDS)
+        assert left > config.RUNTIME_CONNECT_SECONDS
+        assert read_timeout == pytest.approx(left - config.RUNTIME_CONNECT_SECONDS)
     if attempt_seconds == 0.0:
         assert len(fake.attempts) == resilience.policy.max_attempts  # fast throttles: every attempt, then 503
     if attempt_seconds == 2.5:

@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from backend_stubs import ATTEMPTS, b64, decode_png, no_wait, png_of, stubbed
 from darkroom import config
 from darkroom.api.errors import ApiError, InvalidRequest, ServiceUnavailable, UpstreamError, UpstreamTimeout
-from darkroom.catalog import Endpoint, ModelEntry
+from darkroom.catalog import ModelEntry, SageMakerEndpoint
 from darkroom.inference import EditJob, GenerateJob, InputImage, TextJob, aws_runtime, sagemaker_async
 from darkroom.inference.resilience import CircuitBreaker
 from darkroom.inference.sagemaker import SageMakerBackend, generate_request
@@ -582,8 +582,8 @@ def test_collect_reports_a_failure_and_answers_even_while_the_breaker_is_open(
 
 
 def test_the_catalog_allows_async_inference_only_on_a_sagemaker_endpoint():
-    assert Endpoint(endpoint_name="e").async_timeout_seconds == 900
-    assert Endpoint(endpoint_name="e").async_inference is False
+    assert SageMakerEndpoint(endpoint_name="e").async_timeout_seconds == 900
+    assert SageMakerEndpoint(endpoint_name="e").async_inference is False
     for bad in (
         {"async_inference": True},
         {"async_inference": True, "base_url": "https://x/v1"},
@@ -593,8 +593,15 @@ def test_the_catalog_allows_async_inference_only_on_a_sagemaker_endpoint():
         {"endpoint_name": "e", "async_timeout_seconds": 3601},
     ):
         with pytest.raises(ValidationError):
-            Endpoint.model_validate(bad)
-    assert Endpoint(endpoint_name="e", async_inference=True, async_timeout_seconds=3600).async_timeout_seconds == 3600
+            SageMakerEndpoint.model_validate(bad)
+    for backend, endpoint in (
+        ("openai", {"base_url": "https://x/v1", "async_inference": True}),
+        ("bedrock", {"model_id": "amazon.nova-lite-v1:0", "family": "converse", "async_inference": True}),
+    ):
+        with pytest.raises(ValidationError, match="async_inference is for the sagemaker backend only"):
+            ModelEntry.model_validate({"id": "m", "backend": backend, "capabilities": ["text"], "endpoint": endpoint})
+    endpoint = SageMakerEndpoint(endpoint_name="e", async_inference=True, async_timeout_seconds=3600)
+    assert endpoint.async_timeout_seconds == 3600
 
 
 def test_in_a_background_job_a_pending_answer_pauses_and_the_next_invocation_collects_it(
