@@ -68,7 +68,7 @@ template: $(SAM_INSTALLED)
 	$(SAM_VENV)/bin/python scripts/sam_transform.py template.yaml
 
 # test-endpoint first: it builds the environment tests/e2e/test_endpoint_e2e.py starts the model server from.
-test: lint template test-endpoint
+test: lint typecheck template test-endpoint
 	DARKROOM_ENDPOINT_PYTHON=$(abspath $(ENDPOINT_BIN))/python $(BIN)/pytest --cov --cov-report=term
 
 # Property tests, schema fuzzing on loopback, fault injection, log hygiene (also part of `make test`).

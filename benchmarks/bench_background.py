@@ -28,6 +28,7 @@ from darkroom import services  # noqa: E402
 from darkroom.api.responses import ResponseCreateRequest  # noqa: E402
 from darkroom.jobs import run_job  # noqa: E402
 from darkroom.local.stack import in_process_aws  # noqa: E402
+from darkroom.ports import RequestContext  # noqa: E402
 from darkroom.responses import create_response  # noqa: E402
 from darkroom.tenancy import Limits  # noqa: E402
 
@@ -57,6 +58,7 @@ def main() -> None:
     args = parser.parse_args()
     with in_process_aws("bench"):
         svc = services.services()
+        ports = svc.response_ports
         tenant = svc.directory.create_tenant(
             "bench", Limits(images_per_minute=10_000, images_per_day=100_000, requests_per_minute=10_000)
         )
@@ -73,13 +75,15 @@ def main() -> None:
         accepted: list[str] = []
 
         def accept() -> None:
-            accepted.append(create_response(tenant, background, f"bg-{next(counter)}", svc).id)
+            accepted.append(create_response(RequestContext(tenant, f"bg-{next(counter)}"), background, ports).id)
 
-        sync_ms, sync_calls = _timed(lambda: create_response(tenant, sync, f"sync-{next(counter)}", svc), args.rounds)
+        sync_ms, sync_calls = _timed(
+            lambda: create_response(RequestContext(tenant, f"sync-{next(counter)}"), sync, ports), args.rounds
+        )
         accept_ms, accept_calls = _timed(accept, args.rounds)
         jobs = iter(list(accepted))
         worker_ms, worker_calls = _timed(
-            lambda: run_job(tenant.tenant_id, next(jobs), 900_000, svc), min(args.rounds, len(accepted) - 1)
+            lambda: run_job(tenant.tenant_id, next(jobs), 900_000, svc.worker), min(args.rounds, len(accepted) - 1)
         )
     print(f"image tool, {args.size}, local stand-in, {args.rounds} rounds (medians):")
     print(f"  synchronous create (baseline) {sync_ms:8.1f} ms  {sync_calls:4.1f} AWS calls")

@@ -94,7 +94,7 @@ with in_process_aws("bench", overrides={"DARKROOM_MAX_IMAGE_BYTES": str(64 * 102
     elif sys.argv[2] == "intake":
         from darkroom.editing import intake_limits
         from darkroom.intake import open_image
-        _, growth = peak_growth(lambda: open_image(png, param="image", limits=intake_limits(svc)))
+        _, growth = peak_growth(lambda: open_image(png, param="image", limits=intake_limits(svc.settings)))
     else:
         result, growth = peak_growth(lambda: handler(event, lambda_harness.Context()))
         assert result["statusCode"] == 200, result["body"][:300]

@@ -39,7 +39,7 @@ from PIL import Image  # noqa: E402
 os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")  # before Powertools' loggers are built
 import conftest  # noqa: E402, F401  (sets test credentials and Powertools switches before imports)
 import lambda_harness  # noqa: E402
-from darkroom import editing, generation, inference, responses, services  # noqa: E402
+from darkroom import services  # noqa: E402
 from darkroom.inference import GeneratedImage, GenerateJob  # noqa: E402
 from darkroom.inference.local import render  # noqa: E402
 from darkroom.local.stack import in_process_aws  # noqa: E402
@@ -164,11 +164,10 @@ def main() -> None:
     args = parser.parse_args()
     warnings.filterwarnings("ignore", message="No application metrics to publish")
     stub = InstantBackend()
-    for module in (inference, generation, editing, responses):
-        module.backend_for = lambda model: stub
     os.environ["POWERTOOLS_LOG_LEVEL"] = "WARNING"
     with in_process_aws("bench"):
         svc = services.services()
+        svc.backends = lambda model: stub  # every use case's backend lookup
         tenant = svc.directory.create_tenant("bench", Limits(10**6, 10**6, 10**6))
         svc.directory.issue_key(tenant.tenant_id, secret=lambda_harness.EVENT_KEY)
         counter = CallCounter()

@@ -8,9 +8,9 @@ from aws_lambda_powertools.event_handler import Depends
 from darkroom.api.errors import error_responses
 from darkroom.api.http import current_request
 from darkroom.api.images import ImagesResponse
-from darkroom.api.resolver import authenticated_tenant, build_resolver, entrypoint, request_id
+from darkroom.api.resolver import authenticated_tenant, build_resolver, entrypoint, request_context
 from darkroom.editing import edit_images, read_edit_request
-from darkroom.idempotency import images_outcome, replay_images, respond_once
+from darkroom.idempotency import images_outcome, images_replay, respond_once
 from darkroom.services import services
 from darkroom.tenancy import Tenant
 
@@ -27,13 +27,16 @@ app = build_resolver()
     },
 )
 def edit_image(tenant: Annotated[Tenant, Depends(authenticated_tenant)]):  # the body is read by darkroom.editing
-    request = read_edit_request(current_request(app), tenant.tenant_id, services())  # 400s before any record
+    container = services()
+    ports = container.images
+    # 400s before any idempotency record
+    request = read_edit_request(current_request(app), tenant.tenant_id, ports.settings, container.sources)
     return respond_once(
         app,
         tenant,
         "POST /v1/images/edits",
-        render=replay_images,
-        produce=lambda: images_outcome(edit_images(tenant, request, request_id(app), services())),
+        render=images_replay(ports.store),
+        produce=lambda: images_outcome(edit_images(request_context(app), request, ports)),
     )
 
 

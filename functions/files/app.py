@@ -107,7 +107,7 @@ def create_upload(
         app,
         tenant,
         "POST /v1/uploads",
-        render=upload_replay(tenant.tenant_id, body.mime_type),
+        render=upload_replay(services().files, tenant.tenant_id, body.mime_type),
         produce=lambda: upload_outcome(
             services().files.create_upload(
                 tenant.tenant_id,

@@ -8,9 +8,9 @@ from aws_lambda_powertools.event_handler.openapi.params import Body
 
 from darkroom.api.errors import error_responses
 from darkroom.api.images import ImageGenerateRequest, ImagesResponse
-from darkroom.api.resolver import authenticated_tenant, build_resolver, entrypoint, request_id
+from darkroom.api.resolver import authenticated_tenant, build_resolver, entrypoint, request_context
 from darkroom.generation import generate_images
-from darkroom.idempotency import images_outcome, replay_images, respond_once
+from darkroom.idempotency import images_outcome, images_replay, respond_once
 from darkroom.services import services
 from darkroom.tenancy import Tenant
 
@@ -30,12 +30,13 @@ def create_image(
     body: Annotated[ImageGenerateRequest, Body()],
     tenant: Annotated[Tenant, Depends(authenticated_tenant)],
 ):  # the 200 schema is declared in responses=; the body is already JSON
+    ports = services().images
     return respond_once(
         app,
         tenant,
         "POST /v1/images/generations",
-        render=replay_images,
-        produce=lambda: images_outcome(generate_images(tenant, body, request_id(app), services())),
+        render=images_replay(ports.store),
+        produce=lambda: images_outcome(generate_images(request_context(app), body, ports)),
     )
 
 

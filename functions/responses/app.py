@@ -8,16 +8,20 @@ from aws_lambda_powertools.event_handler.openapi.params import Body, Query
 
 from darkroom.api.errors import InvalidRequest, error_responses
 from darkroom.api.http import current_request
-from darkroom.api.resolver import authenticated_tenant, build_resolver, entrypoint, json_response, request_id
+from darkroom.api.resolver import authenticated_tenant, build_resolver, entrypoint, json_response, request_context
 from darkroom.api.responses import ResponseCreateRequest, ResponseDeleted, ResponseObject
 from darkroom.idempotency import Outcome, respond_once
-from darkroom.responses import create_response
+from darkroom.ports import ResponsePorts
+from darkroom.responses import cancel_response, create_response, delete_response, retrieve_response
 from darkroom.services import services
-from darkroom.stored_responses import cancel_response, delete_response, retrieve_response
 from darkroom.streaming import response_events, sse
 from darkroom.tenancy import Tenant
 
 app = build_resolver()
+
+
+def _ports() -> ResponsePorts:
+    return services().response_ports
 
 
 @app.post(
@@ -49,7 +53,7 @@ def create(body: Annotated[ResponseCreateRequest, Body()], tenant: Annotated[Ten
                 param="store",
                 code="unsupported_value",
             )
-        response = create_response(tenant, body, request_id(app), services())
+        response = create_response(request_context(app), body, _ports())
         return Outcome(answer(response), {"response_id": response.id})
 
     # A retry gets the stored response as it is now (a background job: its current state).
@@ -58,7 +62,7 @@ def create(body: Annotated[ResponseCreateRequest, Body()], tenant: Annotated[Ten
         tenant,
         "POST /v1/responses",
         produce,
-        render=lambda reference: answer(retrieve_response(tenant, reference["response_id"], services())),
+        render=lambda reference: answer(retrieve_response(tenant, reference["response_id"], _ports())),
     )
 
 
@@ -82,7 +86,7 @@ def retrieve(
         int | None, Query(ge=0, description="With stream: only the events after this sequence_number.")
     ] = None,
 ):  # include and include_obfuscation (SDK) change nothing here: the stored response is returned whole, unpadded
-    response = retrieve_response(tenant, response_id, services())
+    response = retrieve_response(tenant, response_id, _ports())
     if not stream:
         return json_response(200, response.model_dump_json(exclude_none=True))
     if response.status != "completed":  # the events of unfinished work do not exist yet: poll instead
@@ -113,7 +117,7 @@ def retrieve(
 )
 def cancel(response_id: str, tenant: Annotated[Tenant, Depends(authenticated_tenant)]):
     def produce() -> Outcome:
-        response = cancel_response(tenant, response_id, services())
+        response = cancel_response(tenant, response_id, _ports())
         return Outcome(json_response(200, response.model_dump_json(exclude_none=True)), {"response_id": response.id})
 
     # Cancelling is idempotent by nature; with a key, a retry is answered like any keyed POST.
@@ -123,7 +127,7 @@ def cancel(response_id: str, tenant: Annotated[Tenant, Depends(authenticated_ten
         "POST /v1/responses/{response_id}/cancel",
         produce,
         render=lambda reference: json_response(
-            200, retrieve_response(tenant, reference["response_id"], services()).model_dump_json(exclude_none=True)
+            200, retrieve_response(tenant, reference["response_id"], _ports()).model_dump_json(exclude_none=True)
         ),
     )
 
@@ -138,7 +142,7 @@ def cancel(response_id: str, tenant: Annotated[Tenant, Depends(authenticated_ten
     },
 )
 def delete(response_id: str, tenant: Annotated[Tenant, Depends(authenticated_tenant)]) -> ResponseDeleted:
-    return delete_response(tenant, response_id, services())
+    return delete_response(tenant, response_id, _ports())
 
 
 lambda_handler = entrypoint(app)

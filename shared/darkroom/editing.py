@@ -12,25 +12,27 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from PIL import Image
 from pydantic import ValidationError
 
-from darkroom import deadline, intake
+from darkroom import intake
 from darkroom.api.errors import InvalidRequest, UnknownParameter, invalid_from_validation
 from darkroom.api.http import HttpRequest
 from darkroom.api.images import ImageEditRequest
 from darkroom.api.multipart import FilePart, Form, typed_fields
 from darkroom.catalog import Capability
+from darkroom.config import Settings
 from darkroom.end_users import identify
-from darkroom.generation import GenerateResult, check_time_budget, deliver, resolve_request
-from darkroom.inference import Backend, EditJob, backend_for
+from darkroom.generation import Delivery, ImagesResult, admitted, deliver
+from darkroom.image_job import ImageJob, check_time_budget, resolve_request
+from darkroom.inference import EditJob
 from darkroom.limits import Admission
 from darkroom.observability import inference_latency
-from darkroom.services import Services
-from darkroom.tenancy import Tenant
+from darkroom.ports import ImagePorts, ImageSources, RequestContext
 
 _IMAGE_FIELD = re.compile(r"^image(\[(\d*)\])?$")
 
@@ -46,13 +48,14 @@ class EditRequest:
     encoded_bytes: int  # what the request carried, for the total-size bound
 
 
-def read_edit_request(http: HttpRequest, tenant_id: str, services: Services) -> EditRequest:
-    """Read either wire form of ``http`` into an :class:`EditRequest` (400s for anything malformed)."""
-    limits = intake_limits(services)
+def read_edit_request(http: HttpRequest, tenant_id: str, settings: Settings, sources: ImageSources) -> EditRequest:
+    """Read either wire form of ``http`` into an :class:`EditRequest` (400s for anything malformed); JSON
+    references are read from ``sources`` when the edit runs."""
+    limits = intake_limits(settings)
     if http.media_type == "multipart/form-data":
         request = _from_multipart(http.form, limits)
     elif http.media_type in ("application/json", ""):
-        request = _from_json(http, tenant_id, services, limits)
+        request = _from_json(http, tenant_id, sources, limits)
     else:
         raise InvalidRequest(
             "Send multipart/form-data (as the openai SDK does) or application/json.", code="unsupported_content_type"
@@ -68,8 +71,7 @@ def read_edit_request(http: HttpRequest, tenant_id: str, services: Services) -> 
     return request
 
 
-def intake_limits(services: Services) -> intake.IntakeLimits:
-    settings = services.settings
+def intake_limits(settings: Settings) -> intake.IntakeLimits:
     return intake.IntakeLimits(
         max_images=settings.max_input_images,
         max_image_bytes=settings.max_image_bytes,
@@ -77,7 +79,7 @@ def intake_limits(services: Services) -> intake.IntakeLimits:
     )
 
 
-def _validate(fields: dict) -> ImageEditRequest:
+def _validate(fields: dict[str, Any]) -> ImageEditRequest:
     try:
         return ImageEditRequest.model_validate(fields)
     except ValidationError as exc:
@@ -132,7 +134,7 @@ def _from_multipart(form: Form, limits: intake.IntakeLimits) -> EditRequest:
     )
 
 
-def _from_json(http: HttpRequest, tenant_id: str, services: Services, limits: intake.IntakeLimits) -> EditRequest:
+def _from_json(http: HttpRequest, tenant_id: str, sources: ImageSources, limits: intake.IntakeLimits) -> EditRequest:
     fields = http.json
     if not isinstance(fields, dict):
         raise InvalidRequest("The request body must be a JSON object.", code="invalid_json")
@@ -142,7 +144,7 @@ def _from_json(http: HttpRequest, tenant_id: str, services: Services, limits: in
 
     def decoder(ref: object, param: str) -> Callable[[], intake.ImageHeader]:
         return lambda: intake.read_reference(
-            ref, param=param, tenant_id=tenant_id, files=services.files, limits=limits, fetcher=services.fetcher
+            ref, param=param, tenant_id=tenant_id, files=sources.files, limits=limits, fetcher=sources.fetcher
         )
 
     return EditRequest(
@@ -154,68 +156,99 @@ def _from_json(http: HttpRequest, tenant_id: str, services: Services, limits: in
 
 
 def edit_images(
-    tenant: Tenant,
+    context: RequestContext,
     request: EditRequest,
-    request_id: str,
-    services: Services,
-    backend: Backend | None = None,
-    admitted: Admission | None = None,
+    ports: ImagePorts,
+    admission: Admission | None = None,
     end_user: str | None = None,
-) -> GenerateResult:
+) -> ImagesResult:
     """Edit the first image (inside the mask, if any) ``n`` times; store, meter and answer as generate does.
 
-    ``admitted``: a background job's admission, owned (refunded, billed) by the job, as in ``generate_images``;
+    ``admission``: a background job's, owned (refunded, billed) by the job, as in ``generate_images``;
     ``end_user`` as there.
     """
     options = request.options
-    end_user = end_user or identify(tenant.tenant_id, options.safety_identifier, options.user)
-    job = resolve_request(options, services, Capability.EDIT)  # every option checked before admission
-    check_time_budget(job, services)
-    if admitted is not None:
-        return _edit(tenant, request, request_id, services, backend, admitted, bill=False, end_user=end_user)
-    admission = services.limiter.admit(tenant, job.n)
+    end_user = end_user or identify(context.tenant.tenant_id, options.safety_identifier, options.user)
+    job = resolve_request(options, ports.catalog, Capability.EDIT)  # every option checked before admission
+    check_time_budget(job, ports.settings, context.deadline.background)
+
     # An image the client sent that does not decode keeps counting (a 4xx); failing to read a stored
     # file, or anything after, is ours and gives the admission back.
-    with services.limiter.refunded_on_failure(admission):
-        return _edit(tenant, request, request_id, services, backend, admission, bill=True, end_user=end_user)
+    def work(taken: Admission, bill: bool) -> ImagesResult:
+        headers = [read() for read in request.images]  # each charged to the request's decode budget
+        mask = request.mask() if request.mask else None
+        edit = _prepare(context, options, headers, mask, ports)
+        delivery = Delivery("edit", taken, bill, end_user, tuple(i.size for i in edit.images))
+        return _run(context, edit, ports, delivery)
+
+    return admitted(ports, context.tenant, job.n, admission, work)
 
 
-def _edit(
-    tenant: Tenant,
-    request: EditRequest,
-    request_id: str,
-    services: Services,
-    backend: Backend | None,
-    admission: Admission,
-    bill: bool,
-    end_user: str | None,
-) -> GenerateResult:
-    options = request.options
-    headers = [read() for read in request.images]  # each charged to the request's decode budget
-    mask_header = request.mask() if request.mask else None
-    intake.check_totals(headers, param="image", limits=intake_limits(services))
+def edit_decoded(
+    context: RequestContext,
+    options: ImageEditRequest,
+    images: list[intake.IntakeImage],
+    mask: intake.IntakeImage | None,
+    ports: ImagePorts,
+    admission: Admission | None = None,
+    end_user: str | None = None,
+) -> ImagesResult:
+    """:func:`edit_images` for inputs decoded already (the Responses image tool decodes them while it plans)."""
+    job = resolve_request(options, ports.catalog, Capability.EDIT, input_size=images[0].size)
+
+    def work(taken: Admission, bill: bool) -> ImagesResult:
+        edit = _prepare(context, options, images, mask, ports)
+        delivery = Delivery("edit", taken, bill, end_user, tuple(i.size for i in edit.images))
+        return _run(context, edit, ports, delivery)
+
+    return admitted(ports, context.tenant, job.n, admission, work)
+
+
+@dataclass(frozen=True)
+class _Edit:
+    """An edit ready to run: the job resolved at the input's size, the inputs decoded, the mask's alpha."""
+
+    job: ImageJob
+    options: ImageEditRequest
+    images: list[intake.IntakeImage]
+    mask: Image.Image | None
+
+
+def _prepare(
+    context: RequestContext,
+    options: ImageEditRequest,
+    inputs: Sequence[intake.ImageHeader | intake.IntakeImage],
+    mask: intake.ImageHeader | intake.IntakeImage | None,
+    ports: ImagePorts,
+) -> _Edit:
+    intake.check_totals(inputs, param="image", limits=intake_limits(ports.settings))
     # Now the input's size is known, "auto" is judged at it (before admission it could only be judged at the
     # model's default size): the time budget, and the images this edit will produce against the decode budget,
     # before anything is decoded. EXIF orientation, applied when decoding, may swap the sides, never the pixel
     # count that both checks depend on.
-    job = resolve_request(options, services, Capability.EDIT, input_size=headers[0].size)
+    job = resolve_request(options, ports.catalog, Capability.EDIT, input_size=inputs[0].size)
     intake.request_budget().ensure_room(job.n * job.width * job.height, param="n")  # memory first: no mode helps
-    check_time_budget(job, services)
-    images = [header.decode() for header in headers]
+    check_time_budget(job, ports.settings, context.deadline.background)
+    images = [header.decode() for header in inputs]
     first = images[0]
-    mask = intake.edit_mask(mask_header.decode(), first) if mask_header else None
-    if (options.size or "auto") == "auto" and first.size != headers[0].size:  # turned by its EXIF orientation
-        job = resolve_request(options, services, Capability.EDIT, input_size=first.size)
-    base = first.image
+    alpha = intake.edit_mask(mask.decode(), first) if mask else None
+    if (options.size or "auto") == "auto" and first.size != inputs[0].size:  # turned by its EXIF orientation
+        job = resolve_request(options, ports.catalog, Capability.EDIT, input_size=first.size)
+    return _Edit(job, options, images, alpha)
+
+
+def _run(context: RequestContext, edit: _Edit, ports: ImagePorts, delivery: Delivery) -> ImagesResult:
+    job, options = edit.job, edit.options
+    base, mask = edit.images[0].image, edit.mask
     if base.size != (job.width, job.height):  # an explicit size: edit at that size
         base = base.resize((job.width, job.height), Image.Resampling.LANCZOS)
         mask = mask.resize((job.width, job.height), Image.Resampling.NEAREST) if mask else None
     started = time.monotonic()
-    edited = (backend or backend_for(job.model)).edit(
+    edited = ports.backends(job.model).edit(
         job.model,
         EditJob(
             prompt=options.prompt,
-            images=[base, *(i.image for i in images[1:])],
+            images=[base, *(i.image for i in edit.images[1:])],
             mask=mask,
             width=job.width,
             height=job.height,
@@ -223,21 +256,9 @@ def _edit(
             quality=job.quality,
             transparent=job.background == "transparent",
             input_fidelity=options.input_fidelity or "low",
-            deadline_seconds=deadline.inference_budget(services.settings),
+            deadline_seconds=context.deadline.inference_budget(ports.settings),
             options=job.options,
         ),
     )
     inference_latency(job.model.backend, (time.monotonic() - started) * 1000)
-    return deliver(
-        tenant,
-        job,
-        edited,
-        options,
-        request_id,
-        services,
-        admission,
-        operation="edit",
-        input_sizes=[i.size for i in images],
-        bill=bill,
-        end_user=end_user,
-    )
+    return deliver(context, job, edited, options, ports, delivery)

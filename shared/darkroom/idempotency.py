@@ -23,19 +23,19 @@ Using it in a handler (``produce`` does the work and returns an :class:`Outcome`
 now plus its reference; ``render`` turns a stored reference back into that answer)::
 
     return respond_once(app, tenant, "POST /v1/images/generations",
-                        produce=lambda: images_outcome(generate_images(tenant, body, request_id(app), services())),
-                        render=replay_images)
+                        produce=lambda: images_outcome(generate_images(context, body, ports)),
+                        render=images_replay(ports.store))
 
 For ``POST /v1/responses``, whose result is a stored response, the reference is its id and a replay
 reads it back, as ``GET /v1/responses/{id}`` does (a background job's replay then shows the job's
 current state, which is what a client retrying a create wants)::
 
     def produce() -> Outcome:
-        response = create_response(tenant, body, request_id(app), services())
+        response = create_response(context, body, ports)
         return Outcome(answer(response), {"response_id": response.id})
 
     def render(reference: dict) -> Response:
-        return answer(retrieve_response(tenant, reference["response_id"], services()))
+        return answer(retrieve_response(tenant, reference["response_id"], ports))
 
     return respond_once(app, tenant, "POST /v1/responses", produce, render)
 
@@ -77,14 +77,16 @@ from darkroom.api.errors import InvalidRequest, RequestInProgress, ServiceUnavai
 from darkroom.api.files import Upload
 from darkroom.api.http import HttpRequest, current_request, json_response
 from darkroom.api.images import ImagesResponse
+from darkroom.api.rendering import B64_OMITTED_HEADER, images_headers, images_response
 from darkroom.observability import IDEMPOTENT_REPLAYS, count, logger
-from darkroom.services import services
+from darkroom.ports import ImageStorage
 from darkroom.tenancy import Tenant
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.typing import LambdaContext
 
-    from darkroom.generation import GenerateResult
+    from darkroom.files import FileStore
+    from darkroom.generation import ImagesResult
 
 REPLAYED_HEADER = "idempotent-replayed"
 EXPIRES_AFTER_SECONDS = 24 * 3600
@@ -92,14 +94,14 @@ RETRY_AFTER_SECONDS = 5
 _KEY = re.compile(r"[\x20-\x7e]{1,255}")
 _RECORD_PREFIX = "darkroom"  # record ids are "darkroom#<sha256 of tenant, route and key>"
 # Headers of an images answer that describe the answer itself (rate-limit headers describe the moment).
-_REPLAYED_IMAGE_HEADERS = ("x-darkroom-b64-omitted",)
+_REPLAYED_IMAGE_HEADERS = (B64_OMITTED_HEADER,)
 
 
 @dataclass(frozen=True)
 class Outcome:
     """What a first run produced: the answer to send now, and the small JSON a replay renders it from."""
 
-    response: Response
+    response: Response[Any]
     reference: dict[str, Any]
 
 
@@ -108,8 +110,8 @@ def respond_once(
     tenant: Tenant,
     route: str,
     produce: Callable[[], Outcome],
-    render: Callable[[dict], Response],
-) -> Response:
+    render: Callable[[dict[str, Any]], Response[Any]],
+) -> Response[Any]:
     """The route's answer, produced at most once per ``Idempotency-Key`` (see the module docstring)."""
     request = current_request(app)
     return run_once(
@@ -130,9 +132,9 @@ def run_once(
     route: str,
     fingerprint: Callable[[], str],
     produce: Callable[[], Outcome],
-    render: Callable[[dict], Response],
+    render: Callable[[dict[str, Any]], Response[Any]],
     lambda_context: LambdaContext | None = None,
-) -> Response:
+) -> Response[Any]:
     """``produce()``'s answer the first time; ``render(reference)`` for a retry with the same key and request.
 
     ``fingerprint`` is only called when there is a key (it may parse the body, which costs memory).
@@ -143,9 +145,9 @@ def run_once(
         raise InvalidRequest(
             "The Idempotency-Key header must be 1 to 255 printable ASCII characters.", code="invalid_idempotency_key"
         )
-    fresh: list[Response] = []
+    fresh: list[Response[Any]] = []
 
-    def first_run(request: dict) -> dict:  # ``request`` is only what Powertools hashes
+    def first_run(request: dict[str, Any]) -> dict[str, Any]:  # ``request`` is only what Powertools hashes
         outcome = produce()
         fresh.append(outcome.response)
         return outcome.reference
@@ -197,7 +199,7 @@ def persistence_layer() -> DynamoDBPersistenceLayer:
 
 
 @lru_cache(maxsize=1)
-def _layer(client, table: str) -> DynamoDBPersistenceLayer:
+def _layer(client: Any, table: str) -> DynamoDBPersistenceLayer:  # a boto3 DynamoDB client
     return DynamoDBPersistenceLayer(table_name=table, boto3_client=client)
 
 
@@ -236,37 +238,39 @@ def request_fingerprint(request: HttpRequest) -> str:
 # References and their renderings
 
 
-def images_outcome(result: GenerateResult) -> Outcome:
+def images_outcome(result: ImagesResult) -> Outcome:
     """An Images API answer; its reference is the S3 keys and the response without images, URLs or prompts."""
-    response = result.response
+    response, headers = images_response(result), images_headers(result)
     reference = {
         "keys": list(result.keys),
-        "b64_json": any(item.b64_json for item in response.data),
+        "b64_json": any(image.data is not None for image in result.images),
         "response": response.model_dump(
             mode="json", exclude_none=True, exclude={"data": {"__all__": {"b64_json", "url", "revised_prompt"}}}
         ),
-        "headers": {name: value for name, value in result.headers.items() if name in _REPLAYED_IMAGE_HEADERS},
+        "headers": {name: value for name, value in headers.items() if name in _REPLAYED_IMAGE_HEADERS},
     }
-    return Outcome(json_response(200, response.model_dump_json(exclude_none=True), result.headers), reference)
+    return Outcome(json_response(200, response.model_dump_json(exclude_none=True), headers), reference)
 
 
-def replay_images(reference: dict) -> Response:
-    """The images answer again: fresh presigned URLs, and ``b64_json`` read back from S3 if the first had it.
+def images_replay(store: ImageStorage) -> Callable[[dict[str, Any]], Response[Any]]:
+    """Render an images reference again: fresh presigned URLs from ``store``, and ``b64_json`` read back from
+    it if the first answer had it. ``revised_prompt`` is not replayed: it is the prompt, never stored."""
 
-    ``revised_prompt`` is not replayed: it is the prompt, which is never stored.
-    """
-    response = ImagesResponse.model_validate(reference["response"])
-    store, output_format = services().store, response.output_format
+    def render(reference: dict[str, Any]) -> Response[Any]:
+        response = ImagesResponse.model_validate(reference["response"])
+        output_format = response.output_format or "png"
 
-    def render(index: int) -> None:
-        key = reference["keys"][index]
-        response.data[index].url = store.presign(key, output_format)
-        if reference["b64_json"]:
-            response.data[index].b64_json = base64.b64encode(store.get(key)).decode("ascii")
+        def fill(index: int) -> None:
+            key = reference["keys"][index]
+            response.data[index].url = store.presign(key, output_format)
+            if reference["b64_json"]:
+                response.data[index].b64_json = base64.b64encode(store.get(key)).decode("ascii")
 
-    with ThreadPoolExecutor(max_workers=min(4, len(response.data))) as pool:
-        list(pool.map(render, range(len(response.data))))
-    return json_response(200, response.model_dump_json(exclude_none=True), dict(reference["headers"]))
+        with ThreadPoolExecutor(max_workers=min(4, len(response.data))) as pool:
+            list(pool.map(fill, range(len(response.data))))
+        return json_response(200, response.model_dump_json(exclude_none=True), dict(reference["headers"]))
+
+    return render
 
 
 def stored_outcome(answer: BaseModel) -> Outcome:
@@ -275,7 +279,7 @@ def stored_outcome(answer: BaseModel) -> Outcome:
     return Outcome(json_response(200, body), body)
 
 
-def replay_stored(reference: dict) -> Response:
+def replay_stored(reference: dict[str, Any]) -> Response[Any]:
     return json_response(200, reference)
 
 
@@ -287,12 +291,12 @@ def upload_outcome(upload: Upload) -> Outcome:
     )
 
 
-def upload_replay(tenant_id: str, mime_type: str) -> Callable[[dict], Response]:
+def upload_replay(files: FileStore, tenant_id: str, mime_type: str) -> Callable[[dict[str, Any]], Response[Any]]:
     """Render a pending upload's reference with a new signature for the same key and values (``mime_type``
     comes from the retried request, which equals the first one)."""
 
-    def render(reference: dict) -> Response:
-        upload = services().files.sign_upload(tenant_id, Upload.model_validate(reference), mime_type)
+    def render(reference: dict[str, Any]) -> Response[Any]:
+        upload = files.sign_upload(tenant_id, Upload.model_validate(reference), mime_type)
         return json_response(200, upload.model_dump_json(exclude_none=True))
 
     return render

@@ -23,18 +23,21 @@ to the dead-letter queue after ``MAX_ATTEMPTS`` receives. Around that:
 from __future__ import annotations
 
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from datetime import datetime
+from typing import Any
 
-from darkroom import deadline, intake
+from darkroom import intake
 from darkroom.api.errors import ApiError
+from darkroom.deadline import RequestDeadline
 from darkroom.inference import checkpoint
+from darkroom.job_queue import JobQueue
 from darkroom.metering import UsageEvent
 from darkroom.observability import JOB_SECONDS, JOBS_COMPLETED, JOBS_FAILED, count, logger, metrics
-from darkroom.response_store import COMPLETED, IN_PROGRESS, StoredResponse
-from darkroom.responses import answer_job, plan_from_job
-from darkroom.services import Services
-from darkroom.stored_responses import job_admission, refund_job
+from darkroom.ports import RequestContext, ResponsePorts
+from darkroom.response_store import COMPLETED, IN_PROGRESS, ResponseStore, StoredResponse
+from darkroom.responses import answer_job, job_admission, plan_from_job, refund_job
+from darkroom.tenancy import TenantDirectory
 
 MAX_ATTEMPTS = 3  # the jobs queue's maxReceiveCount (template.yaml)
 RETRY_DELAYS_SECONDS = (5, 30)  # before the second and third attempt
@@ -42,6 +45,17 @@ LEASE_MARGIN_SECONDS = 30  # a claim outlives its worker's invocation by this mu
 RESUME_DELAY_SECONDS = 30  # before looking again at upstream work that outlived an invocation
 _TRANSIENT = frozenset({500, 503, 504})
 _GAVE_UP = {"code": "server_error", "message": "The job could not be completed; its admission was refunded."}
+
+
+@dataclass(frozen=True)
+class WorkerPorts:
+    """What the worker calls: the Responses ports (to answer a job), the job states' conditional writes,
+    the queue (to pause a job), and the tenant directory (a job's tenant may be gone)."""
+
+    responses: ResponsePorts
+    states: ResponseStore
+    queue: JobQueue
+    tenants: TenantDirectory
 
 
 class RetryLater(Exception):
@@ -52,45 +66,45 @@ class RetryLater(Exception):
         self.delay_seconds = delay_seconds
 
 
-def run_job(tenant_id: str, response_id: str, remaining_ms: int, services: Services) -> None:
+def run_job(tenant_id: str, response_id: str, remaining_ms: int, ports: WorkerPorts) -> None:
     """One delivery of a job's message (raises :class:`RetryLater` to have it delivered again)."""
-    stored = services.responses.load(tenant_id, response_id)
+    stored = ports.states.load(tenant_id, response_id)
     if stored is None or stored.job is None:
         logger.warning("job has no response", extra={"response_id": response_id})
         return
     _correlate(stored, response_id)
     if stored.status == COMPLETED:
-        _bill(tenant_id, response_id, stored.usage, services)
+        _bill(tenant_id, response_id, stored.usage, ports)
         return
-    claim = services.responses.claim(tenant_id, response_id, remaining_ms / 1000 + LEASE_MARGIN_SECONDS)
-    if claim is None:  # finished, cancelled, or a live worker holds it: this delivery is a duplicate
+    claim = ports.states.claim(tenant_id, response_id, remaining_ms / 1000 + LEASE_MARGIN_SECONDS)
+    if (
+        claim is None or claim.job is None or claim.token is None
+    ):  # finished, cancelled, or a live worker holds it: this delivery is a duplicate
         logger.info("job not claimable", extra={"response_id": response_id, "status": stored.status})
         return
     logger.append_keys(response_id=response_id, attempt=claim.attempts)
-    tenant = services.directory.get_tenant(tenant_id)
+    tenant = ports.tenants.get_tenant(tenant_id)
     if tenant is None:
         _end(
             tenant_id,
             response_id,
             claim,
             {"code": "tenant_not_found", "message": "The account no longer exists."},
-            services,
+            ports,
         )
         return
-    admission = job_admission(claim.job)
+    job, token = claim.job, claim.token
+    context = RequestContext(tenant, job.request_id, RequestDeadline.for_job(remaining_ms))
     started = time.monotonic()
     try:
-        with (
-            deadline.background_job(remaining_ms),
-            checkpoint.resumable(claim.checkpoint),
-            intake.request_decode_budget(),
-        ):  # one decode budget per job, as one per request
-            plan = plan_from_job(tenant, response_id, claim.job, services)
-            record, usage, keys = answer_job(tenant, plan, claim.job["request_id"], admission, services)
+        # one decode budget per job, as one per request
+        with checkpoint.resumable(claim.checkpoint), intake.request_decode_budget():
+            plan = plan_from_job(context, response_id, job, ports.responses)
+            record, usage, keys = answer_job(context, plan, job_admission(job), ports.responses)
     except checkpoint.StillRunning as running:
         # The upstream outlives this invocation: keep its handle, run the job again to collect it.
-        if services.responses.pause(tenant_id, response_id, claim.token, running.handle):
-            services.jobs.send(tenant_id, response_id, delay_seconds=RESUME_DELAY_SECONDS)
+        if ports.states.pause(tenant_id, response_id, token, running.handle):
+            ports.queue.send(tenant_id, response_id, delay_seconds=RESUME_DELAY_SECONDS)
             logger.info("job paused while the upstream works")
         return
     except ApiError as exc:
@@ -100,69 +114,76 @@ def run_job(tenant_id: str, response_id: str, remaining_ms: int, services: Servi
             claim,
             exc.status in _TRANSIENT,
             {"code": exc.code or "server_error", "message": exc.message},
-            services,
+            ports,
         )
         return
     except Exception:  # noqa: BLE001 - logged; the job is retried or failed, never left running
         logger.exception("job attempt failed")
-        _failed_attempt(tenant_id, response_id, claim, True, dict(_GAVE_UP), services)
+        _failed_attempt(tenant_id, response_id, claim, True, dict(_GAVE_UP), ports)
         return
     metrics.add_metric(name=JOB_SECONDS, unit="Seconds", value=time.monotonic() - started)
     usage_item = {**asdict(usage), "at": usage.at.isoformat()}
-    if not services.responses.complete(tenant_id, response_id, claim.token, record, usage_item):
+    if not ports.states.complete(tenant_id, response_id, token, record, usage_item):
         logger.info("job result discarded: the job was cancelled or taken over")
         for key in keys:
-            services.store.delete(key)
+            ports.responses.images.store.delete(key)
         return
     count(JOBS_COMPLETED)
     logger.info("job completed")
-    _bill(tenant_id, response_id, usage_item, services)
+    _bill(tenant_id, response_id, usage_item, ports)
 
 
 def _correlate(stored: StoredResponse, response_id: str) -> None:
     """The worker's log lines carry the accepting request's id as their correlation id (and the response id)."""
-    logger.set_correlation_id(stored.job["request_id"])
+    if stored.job is not None:
+        logger.set_correlation_id(stored.job.request_id)
     logger.append_keys(response_id=response_id)
 
 
 def _failed_attempt(
-    tenant_id: str, response_id: str, claim: StoredResponse, transient: bool, error: dict, services: Services
+    tenant_id: str,
+    response_id: str,
+    claim: StoredResponse,
+    transient: bool,
+    error: dict[str, str],
+    ports: WorkerPorts,
 ) -> None:
-    if transient and claim.attempts < MAX_ATTEMPTS and services.responses.requeue(tenant_id, response_id, claim.token):
+    requeued = transient and claim.attempts < MAX_ATTEMPTS and claim.token is not None
+    if requeued and ports.states.requeue(tenant_id, response_id, claim.token or ""):
         logger.warning("job attempt failed; retrying", extra={"code": error["code"]})
         raise RetryLater(RETRY_DELAYS_SECONDS[min(claim.attempts, len(RETRY_DELAYS_SECONDS)) - 1])
-    _end(tenant_id, response_id, claim, error, services)
+    _end(tenant_id, response_id, claim, error, ports)
 
 
-def _end(tenant_id: str, response_id: str, claim: StoredResponse, error: dict, services: Services) -> None:
-    failed = services.responses.fail(tenant_id, response_id, error, token=claim.token)
-    if failed is not None:
-        refund_job(failed.job, services)
+def _end(tenant_id: str, response_id: str, claim: StoredResponse, error: dict[str, str], ports: WorkerPorts) -> None:
+    failed = ports.states.fail(tenant_id, response_id, error, token=claim.token)
+    if failed is not None and failed.job is not None:
+        refund_job(failed.job, ports.responses.images.admission)
         count(JOBS_FAILED)
         logger.warning("job failed", extra={"code": error["code"]})
 
 
-def _bill(tenant_id: str, response_id: str, usage_item: dict | None, services: Services) -> None:
+def _bill(tenant_id: str, response_id: str, usage_item: dict[str, Any] | None, ports: WorkerPorts) -> None:
     """Record a completed job's usage (once: the meter is idempotent per request id), then forget it."""
     if usage_item is None:
         return
     usage = UsageEvent(**{**usage_item, "at": datetime.fromisoformat(usage_item["at"])})
-    services.meter.record(usage)  # raises when DynamoDB fails: the message comes back and billing is retried
-    services.responses.billed(tenant_id, response_id)
+    ports.responses.images.meter.record(usage)  # raises when DynamoDB fails: the message comes back, billing retried
+    ports.states.billed(tenant_id, response_id)
 
 
-def end_dead_job(tenant_id: str, response_id: str, services: Services) -> None:
+def end_dead_job(tenant_id: str, response_id: str, ports: WorkerPorts) -> None:
     """A job whose message ran out of attempts: fail it (and refund) unless a live worker still holds it."""
-    stored = services.responses.load(tenant_id, response_id)
+    stored = ports.states.load(tenant_id, response_id)
     if stored is None or stored.job is None:
         return
     _correlate(stored, response_id)
     if stored.status == COMPLETED:
-        _bill(tenant_id, response_id, stored.usage, services)
+        _bill(tenant_id, response_id, stored.usage, ports)
         return
-    failed = services.responses.fail(tenant_id, response_id, dict(_GAVE_UP))
-    if failed is not None:
-        refund_job(failed.job, services)
+    failed = ports.states.fail(tenant_id, response_id, dict(_GAVE_UP))
+    if failed is not None and failed.job is not None:
+        refund_job(failed.job, ports.responses.images.admission)
         count(JOBS_FAILED)
         logger.warning("dead job failed", extra={"response_id": response_id, "was": failed.status})
     elif stored.status == IN_PROGRESS:  # a worker's lease is still running: look again when it is over

@@ -20,26 +20,68 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, Final, Literal
 
 from botocore.exceptions import ClientError
+from pydantic import BaseModel, Field
 
 RESPONSE_ID = re.compile(r"^resp_[0-9a-f]{32}$")  # what create_response makes; anything else is not found
 RETENTION_SECONDS = 30 * 24 * 3600  # as OpenAI keeps stored responses
 
-QUEUED, IN_PROGRESS, COMPLETED, FAILED, CANCELLED = "queued", "in_progress", "completed", "failed", "cancelled"
+Status = Literal["queued", "in_progress", "completed", "failed", "cancelled"]  # as ResponseObject.status
+QUEUED: Final = "queued"
+IN_PROGRESS: Final = "in_progress"
+COMPLETED: Final = "completed"
+FAILED: Final = "failed"
+CANCELLED: Final = "cancelled"
+_STATUSES: dict[str, Status] = {s: s for s in (QUEUED, IN_PROGRESS, COMPLETED, FAILED, CANCELLED)}
 FINISHED = frozenset({COMPLETED, FAILED, CANCELLED})
+
+
+Message = tuple[str, str]  # (role, text)
+
+
+class Thread(BaseModel):
+    """What ``previous_response_id`` carries forward: the conversation's text, and its images by S3 key."""
+
+    messages: list[Message] = Field(default_factory=list)
+    images: list[str] = Field(default_factory=list)  # oldest first; the latest is what "make it blue" edits
+
+
+class ResponseRecord(BaseModel):
+    """What a stored response keeps: the response as answered minus image bytes and URLs (JSON), its thread
+    (None until a background response completes), and where each ``image_generation_call``'s image is."""
+
+    response: dict[str, Any]
+    thread: Thread | None = None
+    outputs: dict[str, str] = Field(default_factory=dict)  # output item id -> S3 key
+
+
+class QueuedJob(BaseModel):
+    """The work a background response still has to do, references only: no image bytes, no raw end-user id."""
+
+    request: dict[str, Any]  # the create request as JSON, minus its input, end-user fields and mask
+    request_id: str  # the accepting request's id: the usage record's key and the worker's correlation id
+    messages: list[Message]
+    inputs: list[tuple[str, str]]  # (S3 key, detail) of the turn's input images
+    image_call: bool
+    mask: str | None = None  # S3 key of the image tool's mask
+    history: Thread
+    end_user: str | None = None  # darkroom.end_users' opaque id
+    created_at: int
+    admission: list[tuple[str, int]]  # (window item, amount) the acceptance counted, for a refund
 
 
 @dataclass(frozen=True)
 class StoredResponse:
     """One item: the record (response, thread, outputs), its status, and for background responses the job."""
 
-    record: dict
-    status: str
-    job: dict | None = None  # the work a background response still has to do (references only)
-    error: dict | None = None  # {"code", "message"} of a failed response
-    usage: dict | None = None  # a completed job's usage, until it is billed
-    checkpoint: dict | None = None  # upstream work still running from an earlier attempt (its handle)
+    record: ResponseRecord
+    status: Status
+    job: QueuedJob | None = None  # the work a background response still has to do (references only)
+    error: dict[str, str] | None = None  # {"code", "message"} of a failed response
+    usage: dict[str, Any] | None = None  # a completed job's usage, until it is billed
+    checkpoint: dict[str, Any] | None = None  # upstream work still running from an earlier attempt (its handle)
     attempts: int = 0
     token: str | None = None  # the current claim's token
     lease_until: float = 0.0
@@ -49,14 +91,15 @@ class StoredResponse:
         return self.job is not None
 
 
-def _stored(item: dict) -> StoredResponse:
-    def loaded(name: str) -> dict | None:
+def _stored(item: dict[str, Any]) -> StoredResponse:
+    def loaded(name: str) -> Any:
         return json.loads(item[name]["S"]) if name in item else None
 
+    job = loaded("job")
     return StoredResponse(
-        record=json.loads(item["record"]["S"]),
-        status=item.get("status", {}).get("S", COMPLETED),
-        job=loaded("job"),
+        record=ResponseRecord.model_validate_json(item["record"]["S"]),
+        status=_STATUSES[item.get("status", {}).get("S", COMPLETED)],
+        job=QueuedJob.model_validate(job) if job is not None else None,
         error=loaded("error"),
         usage=loaded("usage"),
         checkpoint=loaded("checkpoint"),
@@ -66,21 +109,23 @@ def _stored(item: dict) -> StoredResponse:
     )
 
 
-def _json(value) -> dict:
+def _json(value: BaseModel | dict[str, Any]) -> dict[str, str]:
+    if isinstance(value, BaseModel):
+        return {"S": value.model_dump_json()}
     return {"S": json.dumps(value, separators=(",", ":"))}
 
 
 class ResponseStore:
-    def __init__(self, dynamodb, table: str, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, dynamodb: Any, table: str, clock: Callable[[], float] = time.time) -> None:
         self._db = dynamodb
         self._table = table
         self._clock = clock
 
     @staticmethod
-    def _key(tenant_id: str, response_id: str) -> dict:
+    def _key(tenant_id: str, response_id: str) -> dict[str, Any]:
         return {"pk": {"S": f"TENANT#{tenant_id}"}, "sk": {"S": f"RESP#{response_id}"}}
 
-    def put(self, tenant_id: str, response_id: str, record: dict, job: dict | None = None) -> None:
+    def put(self, tenant_id: str, response_id: str, record: ResponseRecord, job: QueuedJob | None = None) -> None:
         """Store a finished response, or (with ``job``) a background response, queued."""
         item = {
             **self._key(tenant_id, response_id),
@@ -92,7 +137,7 @@ class ResponseStore:
             item["job"] = _json(job)
         self._db.put_item(TableName=self._table, Item=item, ConditionExpression="attribute_not_exists(pk)")
 
-    def get(self, tenant_id: str, response_id: str) -> dict | None:
+    def get(self, tenant_id: str, response_id: str) -> ResponseRecord | None:
         """The record, or None when this tenant has no such (unexpired) response."""
         found = self.load(tenant_id, response_id)
         return found.record if found else None
@@ -136,7 +181,9 @@ class ResponseStore:
             returns="ALL_NEW",
         )
 
-    def complete(self, tenant_id: str, response_id: str, token: str, record: dict, usage: dict) -> bool:
+    def complete(
+        self, tenant_id: str, response_id: str, token: str, record: ResponseRecord, usage: dict[str, Any]
+    ) -> bool:
         """The claim holder's result; False (nothing written) when the claim is no longer current."""
         return (
             self._update(
@@ -172,7 +219,7 @@ class ResponseStore:
             is not None
         )
 
-    def pause(self, tenant_id: str, response_id: str, token: str, handle: dict) -> bool:
+    def pause(self, tenant_id: str, response_id: str, token: str, handle: dict[str, Any]) -> bool:
         """Give the claim back while the upstream works on ``handle``; the pause is not a failed attempt."""
         return (
             self._update(
@@ -191,7 +238,9 @@ class ResponseStore:
             is not None
         )
 
-    def fail(self, tenant_id: str, response_id: str, error: dict, token: str | None = None) -> StoredResponse | None:
+    def fail(
+        self, tenant_id: str, response_id: str, error: dict[str, str], token: str | None = None
+    ) -> StoredResponse | None:
         """Mark the job failed: by the claim holder (``token``), or, without one, a job no worker holds
         (queued, or running past its lease). The old item when this call failed it, else None."""
         values = {":failed": {"S": FAILED}, ":error": _json(error), ":running": {"S": IN_PROGRESS}}
@@ -222,15 +271,27 @@ class ResponseStore:
         )
 
     def _item(
-        self, tenant_id: str, response_id: str, expression: str, condition: str, values: dict, returns: str
+        self,
+        tenant_id: str,
+        response_id: str,
+        expression: str,
+        condition: str,
+        values: dict[str, Any],
+        returns: str,
     ) -> StoredResponse | None:
         """The item (as ``returns`` says: before or after) when the write happened, None when it did not."""
         attributes = self._update(tenant_id, response_id, expression, condition, values, returns)
         return None if attributes is None else _stored(attributes)
 
     def _update(
-        self, tenant_id: str, response_id: str, expression: str, condition: str, values: dict, returns: str = "NONE"
-    ) -> dict | None:
+        self,
+        tenant_id: str,
+        response_id: str,
+        expression: str,
+        condition: str,
+        values: dict[str, Any],
+        returns: str = "NONE",
+    ) -> dict[str, Any] | None:
         """One conditional write: the returned attributes ({} unless asked for), None when the condition failed."""
         names = {
             "#s": "status",
@@ -258,4 +319,5 @@ class ResponseStore:
             if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
                 return None
             raise
-        return result.get("Attributes", {})
+        attributes: dict[str, Any] = result.get("Attributes", {})
+        return attributes

@@ -12,9 +12,12 @@ from darkroom import config
 from darkroom.catalog import Catalog, get_catalog
 from darkroom.fetch import fetcher_from_settings
 from darkroom.files import FileStore
+from darkroom.inference import backend_for
 from darkroom.job_queue import JobQueue
+from darkroom.jobs import WorkerPorts
 from darkroom.limits import RateLimiter
 from darkroom.metering import UsageMeter
+from darkroom.ports import BackendLookup, ImagePorts, ImageSources, ResponsePorts
 from darkroom.response_store import ResponseStore
 from darkroom.storage import ImageStore
 from darkroom.tenancy import Authenticator, Limits, TenantDirectory
@@ -33,6 +36,26 @@ class Services:
     responses: ResponseStore
     jobs: JobQueue  # where background responses wait for the worker
     fetcher: Callable[[str, str], bytes]  # SSRF-safe image URL fetcher for the intake
+    backends: BackendLookup = backend_for  # the catalog entry's adapter (tests swap in stubs here)
+
+    # What each use case receives: the narrow ports (darkroom.ports), never this container. Built on each
+    # use (a few references), so they always hold the container's current settings and catalog.
+
+    @property
+    def images(self) -> ImagePorts:
+        return ImagePorts(self.settings, self.catalog, self.limiter, self.meter, self.store, self.backends)
+
+    @property
+    def sources(self) -> ImageSources:
+        return ImageSources(self.files, self.fetcher)
+
+    @property
+    def response_ports(self) -> ResponsePorts:
+        return ResponsePorts(self.images, self.sources, self.responses, self.jobs)
+
+    @property
+    def worker(self) -> WorkerPorts:
+        return WorkerPorts(self.response_ports, self.responses, self.jobs, self.directory)
 
 
 @cache

@@ -90,13 +90,12 @@ def test_errors_never_echo_the_input(tenant):
         assert "iVBORw0KGgo" not in json.dumps(answer)
 
 
-def test_unexpected_failures_are_a_plain_500_envelope(tenant, monkeypatch):
-    import darkroom.generation
+def test_unexpected_failures_are_a_plain_500_envelope(tenant, svc, monkeypatch):
 
     def explode(*args, **kwargs):
         raise RuntimeError("secret internal detail /opt/python/darkroom")
 
-    monkeypatch.setattr(darkroom.generation, "backend_for", lambda model: type("B", (), {"generate": explode})())
+    monkeypatch.setattr(svc, "backends", lambda model: type("B", (), {"generate": explode})())
     status, _, body = invoke("generate", load_event("generate"))
     assert status == 500 and body["error"]["type"] == "server_error"
     assert "secret" not in json.dumps(body) and "Traceback" not in json.dumps(body)

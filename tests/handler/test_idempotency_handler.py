@@ -17,7 +17,8 @@ from PIL import Image
 from darkroom import config
 from darkroom.api.http import HttpRequest
 from darkroom.generation import generate_images
-from darkroom.idempotency import images_outcome, replay_images, request_fingerprint, run_once
+from darkroom.idempotency import images_outcome, images_replay, request_fingerprint, run_once
+from darkroom.ports import RequestContext
 from lambda_harness import EVENT_KEY, EVENT_UPLOAD_ID, Context, invoke, load_event
 
 ROUTE = "POST /v1/images/generations"
@@ -120,13 +121,12 @@ def test_the_same_key_from_another_tenant_is_unrelated(tenant, svc, other_key):
 
 
 def test_a_failed_request_leaves_no_record_and_its_retry_generates(tenant, svc, monkeypatch):
-    import darkroom.generation
 
     def explode(*args, **kwargs):
         raise RuntimeError("backend down")
 
     with monkeypatch.context() as patch:
-        patch.setattr(darkroom.generation, "backend_for", lambda model: type("B", (), {"generate": explode})())
+        patch.setattr(svc, "backends", lambda model: type("B", (), {"generate": explode})())
         assert invoke("generate", _generate("gen-after-failure"))[0] == 500
     assert _records(svc) == []
     status, headers, _ = invoke("generate", _generate("gen-after-failure"))
@@ -169,7 +169,9 @@ def test_a_request_still_running_is_409_with_retry_after_then_replayed(tenant, s
         release.wait(10)
         from darkroom.api.images import ImageGenerateRequest
 
-        return images_outcome(generate_images(tenant, ImageGenerateRequest.model_validate(body), "req-first", svc))
+        return images_outcome(
+            generate_images(RequestContext(tenant, "req-first"), ImageGenerateRequest.model_validate(body), svc.images)
+        )
 
     fingerprint = request_fingerprint(HttpRequest.from_event(event))
     worker = threading.Thread(
@@ -180,7 +182,7 @@ def test_a_request_still_running_is_409_with_retry_after_then_replayed(tenant, s
                 route=ROUTE,
                 fingerprint=lambda: fingerprint,
                 produce=slow,
-                render=replay_images,
+                render=images_replay(svc.store),
                 lambda_context=Context(),
             )
         )
@@ -304,3 +306,18 @@ def test_a_retried_upload_complete_returns_the_completed_upload(tenant, svc):
     assert status == 200 and done["status"] == "completed"
     status, headers, again = invoke("files", complete())  # the staged object is gone: a second run would 404
     assert status == 200 and headers["idempotent-replayed"] == "true" and again == done
+
+
+@pytest.mark.parametrize("encoded", [False, True], ids=["text body", "base64 body (binary media type)"])
+def test_a_keyed_json_request_is_parsed_once_for_validation_and_fingerprint(tenant, monkeypatch, encoded):
+    from darkroom.api import jsonbody
+
+    event = _generate("parse-once", {"prompt": "a lighthouse", "size": "256x256"})
+    if encoded:
+        event = {**event, "body": base64.b64encode(event["body"].encode()).decode(), "isBase64Encoded": True}
+    parses = []
+    real = jsonbody._check  # runs once at the end of every parse, whoever holds a reference to loads
+    monkeypatch.setattr(jsonbody, "_check", lambda document: parses.append(1) or real(document))
+    status, _, body = invoke("generate", event)
+    assert status == 200 and body["size"] == "256x256"
+    assert len(parses) == 1  # Powertools' body validation reads the request's own parse

@@ -416,6 +416,7 @@ def test_a_background_job_keeps_only_the_hash(svc, tenant):
     from darkroom.api.responses import ResponseCreateRequest
     from darkroom.end_users import end_user_id
     from darkroom.jobs import run_job
+    from darkroom.ports import RequestContext
     from darkroom.responses import create_response
 
     request = ResponseCreateRequest.model_validate(
@@ -427,9 +428,9 @@ def test_a_background_job_keeps_only_the_hash(svc, tenant):
             "tools": [{"type": "image_generation", "size": "256x256"}],
         }
     )
-    queued = create_response(tenant, request, "req-background-eu", svc)
+    queued = create_response(RequestContext(tenant, "req-background-eu"), request, svc.response_ports)
     table = json.dumps(svc.responses._db.scan(TableName=svc.settings.responses_table)["Items"])
     assert SAFETY_ID not in table and end_user_id(tenant.tenant_id, SAFETY_ID) in table
-    run_job(tenant.tenant_id, queued.id, 900_000, svc)
+    run_job(tenant.tenant_id, queued.id, 900_000, svc.worker)
     (record,) = svc.meter.records(tenant.tenant_id)
     assert record["end_user"] == end_user_id(tenant.tenant_id, SAFETY_ID)

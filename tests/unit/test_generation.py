@@ -1,26 +1,39 @@
-import base64
-import dataclasses
+"""The generate use case on in-memory ports (tests/fakes.py), with sockets disabled: what it stores, meters,
+admits and refunds, and the domain result it returns. The AWS side of each port has its own tests."""
+
 import io
 
 import pytest
-from botocore.exceptions import ClientError
 from PIL import Image
 
-from darkroom.api.errors import InvalidRequest, ServiceUnavailable, UnknownParameter, UpstreamError
+from darkroom.api.errors import InvalidRequest, RateLimited, ServiceUnavailable, UnknownParameter, UpstreamError
 from darkroom.api.images import ImageGenerateRequest
-from darkroom.generation import generate_images, resolve_request
+from darkroom.api.rendering import images_headers, images_response
+from darkroom.config import Settings
+from darkroom.generation import generate_images
+from darkroom.image_job import resolve_request
+from darkroom.ports import RequestContext
+from darkroom.tenancy import Limits, Tenant
+from fakes import MemoryAdmitter, MemoryMeter, MemoryStore, bundled_catalog, image_ports
+
+TENANT = Tenant("tnt_0123456789abcdef", "acme", "active", Limits(images_per_minute=20))
+CATALOG = bundled_catalog()
 
 
 def _request(**fields) -> ImageGenerateRequest:
     return ImageGenerateRequest.model_validate({"prompt": "a lighthouse", **fields})
 
 
-def test_nulls_mean_defaults(svc):
+def _context(request_id: str = "req-1", tenant: Tenant = TENANT) -> RequestContext:
+    return RequestContext(tenant, request_id)
+
+
+def test_nulls_mean_defaults():
     job = resolve_request(
         _request(
             model=None, n=None, size=None, quality=None, output_format=None, background=None, response_format=None
         ),
-        svc,
+        CATALOG,
     )
     assert (job.model.id, job.n, job.size, job.quality, job.output_format, job.background, job.response_format) == (
         "local-image",
@@ -44,67 +57,76 @@ def test_nulls_mean_defaults(svc):
         ({"prompt": "x" * 40000}, "prompt", "string_above_max_length"),
     ],
 )
-def test_what_the_model_cannot_do_is_a_400_naming_the_parameter(svc, fields, param, code):
+def test_what_the_model_cannot_do_is_a_400_naming_the_parameter(fields, param, code):
     if fields.get("prompt"):
         request = ImageGenerateRequest.model_construct(prompt=fields["prompt"])  # past the wire's own cap
     else:
         request = _request(**fields)
     with pytest.raises(InvalidRequest) as error:
-        resolve_request(request, svc)
+        resolve_request(request, CATALOG)
     assert (error.value.param, error.value.code) == (param, code)
 
 
-def test_unknown_parameters_are_refused_by_name_and_catalog_pass_through_is_kept(svc):
+def test_unknown_parameters_are_refused_by_name_and_catalog_pass_through_is_kept():
     with pytest.raises(UnknownParameter) as error:
-        resolve_request(_request(guidance_scale=7), svc)
+        resolve_request(_request(guidance_scale=7), CATALOG)
     assert error.value.param == "guidance_scale" and error.value.code == "unknown_parameter"
-    assert resolve_request(_request(seed=42), svc).options == {"seed": 42}
+    assert resolve_request(_request(seed=42), CATALOG).options == {"seed": 42}
 
 
-def test_generate_stores_under_the_tenant_prefix_and_meters_once(svc, tenant, aws):
-    result = generate_images(tenant, _request(size="256x256", n=2, output_format="jpeg"), "req-1", svc)
-    response = result.response
-    assert len(response.data) == 2 and response.output_format == "jpeg" and response.size == "256x256"
-    image = Image.open(io.BytesIO(base64.b64decode(response.data[0].b64_json)))
-    assert (image.format, image.size) == ("JPEG", (256, 256))
-    s3 = svc.store._s3
-    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=svc.settings.images_bucket)["Contents"]]
-    assert len(keys) == 2 and all(k.startswith(f"tenants/{tenant.tenant_id}/images/") for k in keys)
-    head = s3.head_object(Bucket=svc.settings.images_bucket, Key=keys[0])
-    assert head["ContentType"] == "image/jpeg"
-    assert "X-Amz-Signature=" in response.data[0].url and "X-Amz-Expires=3600" in response.data[0].url
-    (record,) = svc.meter.records(tenant.tenant_id)
-    assert record["images"] == 2 and record["request_id"] == "req-1"
+def test_generate_stores_under_the_tenant_prefix_meters_once_and_returns_what_it_stored():
+    ports = image_ports()
+    result = generate_images(_context("req-1"), _request(size="256x256", n=2, output_format="jpeg"), ports)
+    assert len(result.images) == 2 and (result.output_format, result.size) == ("jpeg", "256x256")
+    assert set(ports.store.objects) == set(result.keys)
+    assert all(key.startswith(f"tenants/{TENANT.tenant_id}/images/") for key in result.keys)
+    data, output_format = ports.store.objects[result.keys[0]]
+    assert output_format == "jpeg" and result.images[0].data == data  # b64_json: the bytes it stored
+    assert Image.open(io.BytesIO(data)).size == (256, 256)
+    assert result.images[0].url == ports.store.presign(result.keys[0], "jpeg")
+    (event,) = ports.meter.events.values()
+    assert (event.images, event.request_id, event.operation) == (2, "req-1", "generate") and event == result.usage
+    assert ports.admission.used == 2
+
+
+def test_the_edge_renders_the_result_as_the_images_api_answer():
+    result = generate_images(_context(), _request(size="256x256"), image_ports())
+    response = images_response(result)
     usage = response.usage
-    assert usage.total_tokens == usage.input_tokens + usage.output_tokens
-    assert usage.input_tokens_details.text_tokens == usage.input_tokens
-    assert result.headers["x-ratelimit-remaining-images"] == str(20 - 2)
+    assert usage.total_tokens == usage.input_tokens + usage.output_tokens == result.output_tokens + usage.input_tokens
+    assert usage.input_tokens_details.text_tokens == usage.input_tokens == result.input_text_tokens
+    assert response.data[0].b64_json and response.data[0].url == result.images[0].url
+    assert "x-darkroom-b64-omitted" not in images_headers(result)
 
 
-def test_url_response_format_leaves_out_b64(svc, tenant):
-    response = generate_images(tenant, _request(size="256x256", response_format="url"), "r", svc).response
-    assert response.data[0].url and response.data[0].b64_json is None
+def test_url_response_format_carries_no_bytes():
+    result = generate_images(_context(), _request(size="256x256", response_format="url"), image_ports())
+    assert result.images[0].url and result.images[0].data is None and not result.inline_omitted
+    assert images_response(result).data[0].b64_json is None
 
 
-def test_b64_that_would_exceed_the_lambda_limit_is_left_out_with_urls_kept(svc, tenant):
-    svc.settings = svc.settings.model_copy(update={"max_response_bytes": 40_000})
-    result = generate_images(tenant, _request(size="1024x1024", n=2), "big", svc)
-    assert all(d.b64_json is None and d.url for d in result.response.data)
-    assert result.headers["x-darkroom-b64-omitted"] == "response-size-limit"
-    assert len(svc.meter.records(tenant.tenant_id)) == 1  # delivered (as URLs) and metered
+def test_b64_that_would_exceed_the_lambda_limit_is_left_out_with_urls_kept():
+    ports = image_ports(Settings(max_response_bytes=40_000))
+    result = generate_images(_context("big"), _request(size="1024x1024", n=2), ports)
+    assert all(image.data is None and image.url for image in result.images) and result.inline_omitted
+    assert images_headers(result)["x-darkroom-b64-omitted"] == "response-size-limit"
+    assert len(ports.meter.events) == 1  # delivered (as URLs) and metered
 
 
-def test_no_delivery_without_a_usage_record(svc, tenant, monkeypatch):
-    def broken(event):
-        raise ClientError({"Error": {"Code": "InternalServerError", "Message": "boom"}}, "TransactWriteItems")
+def test_no_delivery_without_a_usage_record():
+    from botocore.exceptions import ClientError
 
-    monkeypatch.setattr(svc.meter, "record", broken)
+    class BrokenMeter(MemoryMeter):
+        def record(self, event):
+            raise ClientError({"Error": {"Code": "InternalServerError", "Message": "boom"}}, "TransactWriteItems")
+
+    admitter = MemoryAdmitter()
     with pytest.raises(ServiceUnavailable) as error:
-        generate_images(tenant, _request(size="256x256"), "r", svc)
-    assert error.value.status == 503
+        generate_images(_context(), _request(size="256x256"), image_ports(meter=BrokenMeter(), admission=admitter))
+    assert error.value.status == 503 and admitter.used == 0  # and the admission was given back
 
 
-def test_rate_limit_is_checked_before_any_inference(svc, tenant):
+def test_rate_limit_is_checked_before_any_inference():
     calls = []
 
     class CountingBackend:
@@ -112,12 +134,12 @@ def test_rate_limit_is_checked_before_any_inference(svc, tenant):
             calls.append(job.n)
             raise AssertionError("must not be called")
 
-    limited = dataclasses.replace(tenant, limits=dataclasses.replace(tenant.limits, images_per_minute=1))
-    generate_images(limited, _request(size="256x256"), "r1", svc)
-    from darkroom.api.errors import RateLimited
-
+    limited = Tenant(TENANT.tenant_id, "acme", "active", Limits(images_per_minute=1))
+    admitter = MemoryAdmitter()
+    generate_images(_context("r1", limited), _request(size="256x256"), image_ports(admission=admitter))
     with pytest.raises(RateLimited):
-        generate_images(limited, _request(size="256x256"), "r2", svc, backend=CountingBackend())
+        ports = image_ports(admission=admitter, backends=lambda model: CountingBackend())
+        generate_images(_context("r2", limited), _request(size="256x256"), ports)
     assert calls == []
 
 
@@ -129,12 +151,6 @@ class _FailingBackend:
         raise self.error
 
 
-def _remaining_images(svc, tenant) -> int:
-    probe = dataclasses.replace(tenant, limits=dataclasses.replace(tenant.limits, images_per_minute=100))
-    headers = svc.limiter.admit(probe, 1).headers()
-    return int(headers["x-ratelimit-remaining-images"]) + 1  # before this probe's own image
-
-
 @pytest.mark.parametrize(
     "error,refunded",
     [
@@ -143,24 +159,31 @@ def _remaining_images(svc, tenant) -> int:
         (InvalidRequest("refused by the model's content policy", code="content_policy_violation"), False),
     ],
 )
-def test_failures_on_our_side_refund_the_admission_and_bill_nothing(svc, tenant, error, refunded):
-    before = _remaining_images(svc, tenant)
+def test_failures_on_our_side_refund_the_admission_and_bill_nothing(error, refunded):
+    admitter, meter, store = MemoryAdmitter(), MemoryMeter(), MemoryStore()
+    ports = image_ports(admission=admitter, meter=meter, store=store, backends=lambda model: _FailingBackend(error))
     with pytest.raises(type(error)):
-        generate_images(tenant, _request(size="256x256", n=3), "r-fail", svc, backend=_FailingBackend(error))
-    after = _remaining_images(svc, tenant)
-    assert after == (before - 1 if refunded else before - 1 - 3)  # the probe itself used one image
-    assert svc.meter.records(tenant.tenant_id) == []  # no usage for failed work
+        generate_images(_context("r-fail"), _request(size="256x256", n=3), ports)
+    assert admitter.used == (0 if refunded else 3)
+    assert meter.events == {} and store.objects == {}  # no usage and no images for failed work
 
 
-def test_complexity_reaches_only_backends_whose_catalog_entry_takes_it(svc, monkeypatch):
-    assert resolve_request(_request(complexity="high"), svc).options == {}  # accepted, nothing to plan with
-    entry = svc.catalog.models["local-image"]
-    planner = entry.model_copy(update={"passthrough": entry.passthrough | {"complexity"}})
-    monkeypatch.setattr(
-        svc, "catalog", svc.catalog.model_copy(update={"models": {**svc.catalog.models, "local-image": planner}})
+def test_a_background_jobs_admission_is_used_and_its_usage_returned_not_billed():
+    admitter, meter = MemoryAdmitter(), MemoryMeter()
+    taken = admitter.admit(TENANT, 1)
+    result = generate_images(
+        _context("job"), _request(size="256x256"), image_ports(admission=admitter, meter=meter), admission=taken
     )
-    assert resolve_request(_request(complexity="high"), svc).options == {"complexity": "high"}
-    assert resolve_request(_request(), svc).options == {}
+    assert meter.events == {} and result.usage.request_id == "job" and admitter.used == 1
+
+
+def test_complexity_reaches_only_backends_whose_catalog_entry_takes_it():
+    assert resolve_request(_request(complexity="high"), CATALOG).options == {}  # accepted, nothing to plan with
+    entry = CATALOG.models["local-image"]
+    planner = entry.model_copy(update={"passthrough": entry.passthrough | {"complexity"}})
+    catalog = CATALOG.model_copy(update={"models": {**CATALOG.models, "local-image": planner}})
+    assert resolve_request(_request(complexity="high"), catalog).options == {"complexity": "high"}
+    assert resolve_request(_request(), catalog).options == {}
 
 
 @pytest.mark.parametrize(
@@ -173,8 +196,17 @@ def test_complexity_reaches_only_backends_whose_catalog_entry_takes_it(svc, monk
         ({"svg": {"model": "author"}}, "svg"),
     ],
 )
-def test_gif_and_svg_are_unsupported_value_naming_the_model(svc, fields, param):
+def test_gif_and_svg_are_unsupported_value_naming_the_model(fields, param):
     with pytest.raises(InvalidRequest) as error:
-        resolve_request(_request(**fields), svc)
+        resolve_request(_request(**fields), CATALOG)
     assert (error.value.param, error.value.code) == (param, "unsupported_value")
     assert "local-image" in error.value.message
+
+
+def test_no_socket_is_opened_here():
+    import socket
+
+    from pytest_socket import SocketBlockedError
+
+    with pytest.raises(SocketBlockedError):
+        socket.socket()

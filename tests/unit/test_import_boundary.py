@@ -77,3 +77,22 @@ def test_no_handler_or_darkroom_module_imports_the_local_stack_or_the_cli():
         if dev_only(name)
     }
     assert not offending
+
+
+# The edge: the handlers, the resolver (which turns an event into a typed request and a tenant), and the container
+# that wires the ports. Below it, nothing sees the container or the resolver: a use case's inputs are its parameters.
+EDGE_ONLY = ("darkroom.services", "darkroom.api.resolver")
+EDGE = (PACKAGE / "api" / "resolver.py", PACKAGE / "services.py")
+
+
+def test_below_the_edge_no_module_imports_the_container_or_the_resolver():
+    offending = {
+        f"{path.relative_to(ROOT)}: {name}"
+        for path, package in deployed_modules().items()
+        if package and path not in EDGE
+        for name in imported_names(path.read_text(), package)
+        if any(name == edge or name.startswith(edge + ".") for edge in EDGE_ONLY)
+    }
+    assert not offending
+    handler = imported_names((ROOT / "functions" / "generate" / "app.py").read_text(), "")
+    assert {"darkroom.services", "darkroom.api.resolver"} <= handler  # the check sees the edge's own imports

@@ -16,6 +16,9 @@ The key is never logged or returned: the principal is a tenant id or the label, 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from darkroom.tenancy import Authenticator
 
 # API Gateway's own mark for a variable without a value, so a request the authorizer never saw (no
@@ -29,7 +32,9 @@ def stage_resource(method_arn: str) -> str:
     return f"{api}/{stage}/*/*"
 
 
-def label(event: dict, authenticator: Authenticator, on_lookup_error=None) -> dict:
+def label(
+    event: dict[str, Any], authenticator: Authenticator, on_lookup_error: Callable[[], None] | None = None
+) -> dict[str, Any]:
     """The authorizer's answer to a REQUEST authorizer ``event``: the tenant's label and an Allow for the stage.
 
     A failed lookup (the tenants table unreachable) labels the request :data:`UNLABELLED` instead of failing

@@ -7,8 +7,10 @@ name parameters, never their values: an echoed prompt or base64 string in an err
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from typing import Any
 
+from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
 from pydantic import BaseModel
 
 
@@ -35,11 +37,11 @@ class ApiError(Exception):
         self.code = code or self.default_code
         self.headers = dict(headers or {})
 
-    def envelope(self) -> dict:
+    def envelope(self) -> dict[str, Any]:
         return error_envelope(self.message, type_=self.type, param=self.param, code=self.code)
 
 
-def error_envelope(message: str, *, type_: str, param: str | None = None, code: str | None = None) -> dict:
+def error_envelope(message: str, *, type_: str, param: str | None = None, code: str | None = None) -> dict[str, Any]:
     """``{"error": {"message", "type", "param", "code"}}`` as OpenAI sends it."""
     return {"error": {"message": message, "type": type_, "param": param, "code": code}}
 
@@ -57,7 +59,7 @@ class ErrorResponse(BaseModel):
     error: ErrorBody
 
 
-def error_responses(*statuses: int) -> dict[int, dict]:
+def error_responses(*statuses: int) -> dict[int, OpenAPIResponse]:
     """OpenAPI ``responses`` entries for the given error statuses."""
     descriptions = {
         400: "Invalid request",
@@ -118,12 +120,12 @@ def _json_type(value: object) -> str:
     return "another type"
 
 
-def _in_url(error: dict) -> bool:
+def _in_url(error: Mapping[str, Any]) -> bool:
     """Query, path, header and cookie values are text by nature: one that does not parse is invalid_value."""
     return [str(part) for part in error.get("loc", ())][:1] in (["query"], ["path"], ["header"], ["cookie"])
 
 
-def _param(error: dict) -> str | None:
+def _param(error: Mapping[str, Any]) -> str | None:
     loc = [str(part) for part in error.get("loc", ())]
     if _in_url(error):  # Powertools' location, not the parameter's name
         loc = loc[1:]
@@ -131,7 +133,7 @@ def _param(error: dict) -> str | None:
     return ".".join(loc) or None
 
 
-def invalid_from_validation(errors: list[dict]) -> InvalidRequest:
+def invalid_from_validation(errors: Sequence[Mapping[str, Any]]) -> InvalidRequest:
     """One pydantic error as an :class:`InvalidRequest`: the parameter and the constraint, never the input.
 
     A wrong JSON type is ``invalid_type`` ("Invalid type for 'n': expected an integer, but got a boolean

@@ -35,7 +35,7 @@ class HttpRequest:
     base64_encoded: bool = False
 
     @classmethod
-    def from_event(cls, event: dict) -> HttpRequest:
+    def from_event(cls, event: dict[str, Any]) -> HttpRequest:
         """The request an API Gateway proxy event carries; reads no body yet."""
         return cls(
             headers={name.lower(): value for name, value in (event.get("headers") or {}).items()},
@@ -76,9 +76,20 @@ class HttpRequest:
         return len(self.body)
 
     @cached_property
+    def text(self) -> str:
+        """The body as UTF-8 text: the event's own string, or the base64 body decoded once (400 ``invalid_json``
+        if those bytes are not UTF-8). This string is what the route's JSON validation reads too."""
+        if not self.base64_encoded:
+            return self.encoded_body
+        try:
+            return self.body.decode("utf-8")
+        except UnicodeDecodeError:
+            raise jsonbody.MalformedJson("The request body is not valid UTF-8.") from None
+
+    @cached_property
     def json(self) -> Any:
         """The body as strict JSON (:func:`darkroom.api.jsonbody.loads`; 400 ``invalid_json`` if it is not)."""
-        return jsonbody.loads(self.body)
+        return jsonbody.loads(self.text)
 
     @cached_property
     def form(self) -> Form:
@@ -88,10 +99,11 @@ class HttpRequest:
 
 def current_request(app: ApiGatewayResolver) -> HttpRequest:
     """The request the entry point built for the event ``app`` is resolving."""
-    return app.context[CONTEXT_KEY]
+    request: HttpRequest = app.context[CONTEXT_KEY]
+    return request
 
 
-def json_response(status: int, body: dict | str, headers: dict[str, str] | None = None) -> Response:
+def json_response(status: int, body: dict[str, Any] | str, headers: dict[str, str] | None = None) -> Response[Any]:
     return Response(
         status_code=status,
         content_type=content_types.APPLICATION_JSON,

@@ -9,7 +9,7 @@ parameter's type first (:func:`darkroom.api.multipart.typed_fields`).
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -90,9 +90,9 @@ class ImageEditRequest(ImageOptions):
     carries them as file parts and its scalar fields arrive as strings (converted by type before validation)."""
 
     input_fidelity: Literal["high", "low"] | None = None
-    images: list[dict] | None = Field(default=None, description="[{image_url | file_id}], JSON form only.")
-    mask: dict | None = Field(default=None, description="{image_url | file_id}, JSON form only.")
-    markup: dict | None = Field(
+    images: list[dict[str, Any]] | None = Field(default=None, description="[{image_url | file_id}], JSON form only.")
+    mask: dict[str, Any] | None = Field(default=None, description="{image_url | file_id}, JSON form only.")
+    markup: dict[str, Any] | None = Field(
         default=None,
         description="A guide overlay (multipart: a file part). No model here supports it: refused (unsupported_value).",
     )

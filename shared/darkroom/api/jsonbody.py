@@ -63,8 +63,10 @@ def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     document = dict(pairs)
     if len(document) != len(pairs):
         seen: set[str] = set()
-        duplicate = next(key for key, _ in pairs if key in seen or seen.add(key))
-        raise MalformedJson("The request body has a duplicate key in one object.", param=_param(duplicate))
+        for key, _ in pairs:  # the first key that repeats one before it is the one named
+            if key in seen:
+                raise MalformedJson("The request body has a duplicate key in one object.", param=_param(key))
+            seen.add(key)
     return document
 
 

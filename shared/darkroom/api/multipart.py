@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from pydantic import BaseModel
 from python_multipart.exceptions import FormParserError
-from python_multipart.multipart import FormParser, MultipartState, parse_options_header
+from python_multipart.multipart import Field, File, FormParser, MultipartParser, MultipartState, parse_options_header
 
 from darkroom.api.errors import InvalidRequest
 
@@ -52,21 +52,22 @@ def parse_form(content_type: str, body: bytes) -> Form:
     form = Form()
     count = 0
 
-    def on_field(part) -> None:
+    def on_field(part: Field) -> None:
         nonlocal count
         count += 1
         value = part.value or b""
         if count > MAX_PARTS or len(value) > MAX_FIELD_BYTES:
             raise InvalidRequest("Too many or too large form fields.", code="invalid_multipart")
-        form.fields.setdefault(part.field_name.decode("utf-8", "replace"), []).append(value.decode("utf-8", "replace"))
+        name = (part.field_name or b"").decode("utf-8", "replace")
+        form.fields.setdefault(name, []).append(value.decode("utf-8", "replace"))
 
-    def on_file(part) -> None:
+    def on_file(part: File) -> None:
         nonlocal count
         count += 1
         if count > MAX_PARTS:
             raise InvalidRequest("Too many form parts.", code="invalid_multipart")
         part.file_object.seek(0)
-        name = part.field_name.decode("utf-8", "replace")
+        name = (part.field_name or b"").decode("utf-8", "replace")
         filename = part.file_name.decode("utf-8", "replace") if part.file_name else None
         form.files.setdefault(name, []).append(
             FilePart(name=name, filename=filename, content_type=part.content_type, data=part.file_object.read())
@@ -85,7 +86,8 @@ def parse_form(content_type: str, body: bytes) -> Form:
         parser.finalize()
     except (FormParserError, ValueError) as exc:
         raise InvalidRequest("The multipart/form-data body is malformed.", code="invalid_multipart") from exc
-    if parser.parser.state != MultipartState.END:  # truncated: no closing boundary
+    inner = parser.parser
+    if not isinstance(inner, MultipartParser) or inner.state != MultipartState.END:  # truncated: no closing boundary
         raise InvalidRequest("The multipart/form-data body is incomplete.", code="invalid_multipart")
     return form
 
@@ -125,12 +127,11 @@ def typed_fields(model: type[BaseModel], fields: dict[str, str]) -> dict[str, ob
     for name, text in fields.items():
         match = _OBJECT_FIELD.match(name)
         keys = [match.group(1), *re.findall(r"\[([^\]]+)\]", match.group(2))] if match else [name]
-        target = typed
+        target: dict[str, object] | None = typed
         for key in keys[:-1]:
-            target = target.setdefault(key, {})
-            if not isinstance(target, dict):
-                break
-        if not isinstance(target, dict) or keys[-1] in target:
+            nested = target.setdefault(key, {}) if target is not None else None
+            target = nested if isinstance(nested, dict) else None
+        if target is None or keys[-1] in target:
             raise InvalidRequest(
                 f"'{keys[0]}' was sent both as a value and as an object.", param=keys[0], code="duplicate_parameter"
             )

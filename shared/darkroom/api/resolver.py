@@ -19,11 +19,13 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import (
 )
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from darkroom import deadline, intake
+from darkroom import intake
 from darkroom.api import jsonbody
 from darkroom.api.errors import ApiError, error_envelope, invalid_from_validation
 from darkroom.api.http import CONTEXT_KEY, HttpRequest, json_response
+from darkroom.deadline import RequestDeadline
 from darkroom.observability import logger, metrics, tracer
+from darkroom.ports import RequestContext
 from darkroom.services import services
 from darkroom.tenancy import Tenant
 
@@ -34,21 +36,21 @@ _INTERNAL_ERROR = error_envelope(
 
 def build_resolver() -> APIGatewayRestResolver:
     """A REST resolver with validation on, strict JSON bodies, and every error in the OpenAI envelope."""
-    app = APIGatewayRestResolver(enable_validation=True, json_body_deserializer=jsonbody.loads)
+    app = APIGatewayRestResolver(enable_validation=True, json_body_deserializer=lambda text: _parsed(app, text))
 
     @app.exception_handler(ApiError)
-    def _api_error(exc: ApiError) -> Response:
+    def _api_error(exc: ApiError) -> Response[Any]:
         if exc.status >= 500:
             logger.warning("request failed", extra={"status": exc.status, "code": exc.code})
         return json_response(exc.status, exc.envelope(), exc.headers)
 
     @app.exception_handler(RequestValidationError)
-    def _invalid(exc: RequestValidationError) -> Response:
+    def _invalid(exc: RequestValidationError) -> Response[Any]:
         error = invalid_from_validation(exc.errors())
         return json_response(error.status, error.envelope())
 
     @app.exception_handler(RequestUnsupportedContentType)
-    def _unsupported_type(exc: RequestUnsupportedContentType) -> Response:
+    def _unsupported_type(exc: RequestUnsupportedContentType) -> Response[Any]:
         return json_response(
             400,
             error_envelope(
@@ -59,11 +61,11 @@ def build_resolver() -> APIGatewayRestResolver:
         )
 
     @app.not_found
-    def _not_found(exc: NotFoundError) -> Response:
+    def _not_found(exc: NotFoundError) -> Response[Any]:
         return json_response(404, error_envelope("Unknown route.", type_="invalid_request_error", code="not_found"))
 
     @app.exception_handler(Exception)
-    def _unexpected(exc: Exception) -> Response:
+    def _unexpected(exc: Exception) -> Response[Any]:
         # The stack trace goes to the log (it holds no request data); the client gets a plain 500.
         logger.exception("unhandled error")
         return json_response(HTTPStatus.INTERNAL_SERVER_ERROR, _INTERNAL_ERROR)
@@ -71,9 +73,20 @@ def build_resolver() -> APIGatewayRestResolver:
     return app
 
 
+def _parsed(app: APIGatewayRestResolver, text: str) -> Any:
+    """The body Powertools validates, parsed once: the request's own parse when ``text`` is the request's
+    body (as :func:`routed_event` hands it on), shared with the ``Idempotency-Key`` fingerprint and any
+    other reader of ``HttpRequest.json``; any other text (none today) is parsed by the same strict rules."""
+    request = app.context.get(CONTEXT_KEY)
+    if isinstance(request, HttpRequest) and text is request.text:
+        return request.json
+    return jsonbody.loads(text)
+
+
 def authenticated_tenant(request: Request) -> Tenant:
     """``Depends`` target: the tenant the entry point authenticated before routing."""
-    return request.context["tenant"]
+    tenant: Tenant = request.context["tenant"]
+    return tenant
 
 
 # darkroom's request id (usage records' exactly-once key, logs' correlation id, ``x-request-id``) is API
@@ -85,17 +98,22 @@ def authenticated_tenant(request: Request) -> Tenant:
 REQUEST_ID_PATH = "requestContext.extendedRequestId || requestContext.requestId"
 
 
-def event_request_id(event: dict) -> str | None:
+def event_request_id(event: dict[str, Any]) -> str | None:
     """The request id of an API Gateway event (:data:`REQUEST_ID_PATH`), or None."""
     context = event.get("requestContext") or {}
     return context.get("extendedRequestId") or context.get("requestId")
 
 
 def request_id(app: APIGatewayRestResolver) -> str:
-    return event_request_id(app.current_event.raw_event)
+    return event_request_id(app.current_event.raw_event) or ""
 
 
-def _proxy_result(status: int, body: dict, headers: dict[str, str]) -> dict:
+def request_context(app: APIGatewayRestResolver) -> RequestContext:
+    """The use cases' view of the request being routed: its tenant, its id, its deadline."""
+    return RequestContext(app.context["tenant"], request_id(app), app.context["deadline"])
+
+
+def _proxy_result(status: int, body: dict[str, Any], headers: dict[str, str]) -> dict[str, Any]:
     return {
         "statusCode": status,
         "multiValueHeaders": {"Content-Type": [content_types.APPLICATION_JSON]}
@@ -111,7 +129,7 @@ def _authenticate(request: HttpRequest) -> Tenant:
     return tenant
 
 
-def routed_event(event: dict, request: HttpRequest) -> dict:
+def routed_event(event: dict[str, Any], request: HttpRequest) -> dict[str, Any]:
     """``event`` with a base64 JSON body (a binary media type, so it arrived byte for byte) as UTF-8 text.
 
     Everything after this, Powertools' validation included, reads the body as text, as it would
@@ -120,14 +138,10 @@ def routed_event(event: dict, request: HttpRequest) -> dict:
     """
     if not request.base64_encoded or request.media_type != "application/json":
         return event
-    try:
-        text = request.body.decode("utf-8")
-    except UnicodeDecodeError:
-        raise jsonbody.MalformedJson("The request body is not valid UTF-8.") from None
-    return {**event, "body": text, "isBase64Encoded": False}
+    return {**event, "body": request.text, "isBase64Encoded": False}
 
 
-def entrypoint(app: APIGatewayRestResolver) -> Callable[[dict, LambdaContext], dict]:
+def entrypoint(app: APIGatewayRestResolver) -> Callable[[dict[str, Any], LambdaContext], dict[str, Any]]:
     """The Lambda handler for ``app``: logger context, metrics, tracing, and ``x-request-id`` on every answer.
 
     Every darkroom route needs a tenant, so the key is checked before routing and body validation:
@@ -139,8 +153,8 @@ def entrypoint(app: APIGatewayRestResolver) -> Callable[[dict, LambdaContext], d
     @metrics.log_metrics
     @tracer.capture_lambda_handler(capture_response=False)
     def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-        request_context = event.get("requestContext") or {}
-        deadline.start(context.get_remaining_time_in_millis(), request_context.get("requestTimeEpoch"))
+        gateway = event.get("requestContext") or {}
+        deadline = RequestDeadline.for_request(context.get_remaining_time_in_millis(), gateway.get("requestTimeEpoch"))
         try:
             request = HttpRequest.from_event(event)
             tenant = _authenticate(request)
@@ -151,7 +165,7 @@ def entrypoint(app: APIGatewayRestResolver) -> Callable[[dict, LambdaContext], d
             logger.exception("authentication failed")
             result = _proxy_result(500, _INTERNAL_ERROR, {})
         else:
-            app.append_context(tenant=tenant, **{CONTEXT_KEY: request})
+            app.append_context(tenant=tenant, deadline=deadline, **{CONTEXT_KEY: request})
             with intake.request_decode_budget():  # one decode budget per request, as one deadline
                 result = app.resolve(event, context)
         event_id = event_request_id(event)

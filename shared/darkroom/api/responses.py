@@ -95,8 +95,8 @@ class ResponseCreateRequest(BaseModel):
 class OutputText(BaseModel):
     type: Literal["output_text"] = "output_text"
     text: str
-    annotations: list = Field(default_factory=list)
-    logprobs: list = Field(default_factory=list)
+    annotations: list[Any] = Field(default_factory=list[Any])
+    logprobs: list[Any] = Field(default_factory=list[Any])
 
 
 class OutputMessage(BaseModel):
@@ -123,7 +123,8 @@ class ImageGenerationCall(BaseModel):
     url: str | None = None
 
     @model_serializer(mode="wrap")
-    def _wire(self, handler):
+    # Unannotated on purpose: pydantic would take a return annotation as this model's serialization schema.
+    def _wire(self, handler):  # type: ignore[no-untyped-def]
         body = handler(self)
         body.setdefault("result", None)  # required by the spec, null until the image exists
         return body
@@ -184,7 +185,7 @@ _RESPONSE_ERROR_EQUIVALENTS = {
 }
 
 
-def response_error(error: dict) -> dict:
+def response_error(error: dict[str, Any]) -> dict[str, Any]:
     """A failed response's ``error`` as the spec has it: ``{code, message}`` with a ``ResponseErrorCode``."""
     code = error.get("code") or "server_error"
     code = code if code in RESPONSE_ERROR_CODES else _RESPONSE_ERROR_EQUIVALENTS.get(code, "server_error")
@@ -208,13 +209,14 @@ class ResponseObject(BaseModel):
     parallel_tool_calls: bool = True
     temperature: float | None = None
     top_p: float | None = None
-    text: dict = Field(default_factory=lambda: {"format": {"type": "text"}})
-    error: dict | None = None
-    incomplete_details: dict | None = None
+    text: dict[str, Any] = Field(default_factory=lambda: {"format": {"type": "text"}})
+    error: dict[str, Any] | None = None
+    incomplete_details: dict[str, Any] | None = None
     usage: ResponseUsage | None = None
 
     @model_serializer(mode="wrap")
-    def _wire(self, handler):
+    # Unannotated on purpose: pydantic would take a return annotation as this model's serialization schema.
+    def _wire(self, handler):  # type: ignore[no-untyped-def]
         """As OpenAI's ``Response``: the keys it requires are there even when null (``exclude_none`` too), and
         ``usage`` is left out until there is one: the spec makes it optional but not nullable."""
         body = handler(self)

@@ -12,8 +12,8 @@ from darkroom.api.errors import InvalidRequest, ServiceUnavailable, UpstreamErro
 from darkroom.api.responses import ResponseCreateRequest
 from darkroom.inference.local import LocalBackend
 from darkroom.jobs import MAX_ATTEMPTS, RetryLater, end_dead_job, run_job
-from darkroom.responses import create_response
-from darkroom.stored_responses import cancel_response, retrieve_response
+from darkroom.ports import RequestContext
+from darkroom.responses import cancel_response, create_response, retrieve_response
 
 WORKER_MS = 900_000
 
@@ -25,7 +25,8 @@ def _background(svc, tenant, **fields):
         "background": True,
         "tools": [{"type": "image_generation", "size": "256x256"}],
     } | fields
-    return create_response(tenant, ResponseCreateRequest.model_validate(body), "req-" + body["input"][:8], svc)
+    context = RequestContext(tenant, "req-" + body["input"][:8])
+    return create_response(context, ResponseCreateRequest.model_validate(body), svc.response_ports)
 
 
 def _images_counted(svc, tenant) -> int:
@@ -40,7 +41,7 @@ def _messages(svc) -> list[dict]:
 
 
 def _run(svc, tenant, response_id):
-    run_job(tenant.tenant_id, response_id, WORKER_MS, svc)
+    run_job(tenant.tenant_id, response_id, WORKER_MS, svc.worker)
 
 
 def test_accepted_job_is_queued_admitted_and_named_in_one_message(svc, tenant):
@@ -49,14 +50,14 @@ def test_accepted_job_is_queued_admitted_and_named_in_one_message(svc, tenant):
     assert _images_counted(svc, tenant) == 1  # limits hold when the job is accepted
     (message,) = _messages(svc)
     assert json.loads(message["Body"]) == {"tenant_id": tenant.tenant_id, "response_id": queued.id}
-    assert retrieve_response(tenant, queued.id, svc).status == "queued"
+    assert retrieve_response(tenant, queued.id, svc.response_ports).status == "queued"
     assert svc.meter.records(tenant.tenant_id) == []  # nothing billed before it completes
 
 
 def test_worker_completes_the_job_and_bills_it_once(svc, tenant):
     queued = _background(svc, tenant)
     _run(svc, tenant, queued.id)
-    done = retrieve_response(tenant, queued.id, svc)
+    done = retrieve_response(tenant, queued.id, svc.response_ports)
     assert done.status == "completed" and done.usage.images == 1
     (call,) = done.output
     assert call.type == "image_generation_call" and call.result and call.size == "256x256"
@@ -70,7 +71,7 @@ def test_a_completed_background_response_threads_like_any_other(svc, tenant):
     _run(svc, tenant, first.id)
     follow = _background(svc, tenant, input="now make it blue", previous_response_id=first.id)
     _run(svc, tenant, follow.id)
-    (call,) = retrieve_response(tenant, follow.id, svc).output
+    (call,) = retrieve_response(tenant, follow.id, svc.response_ports).output
     assert call.action == "edit"  # the first job's image was carried forward and edited
 
 
@@ -97,7 +98,7 @@ def test_concurrent_duplicate_workers_run_the_job_once(svc, tenant, monkeypatch)
     for worker in workers:
         worker.join()
     assert len(calls) == 1
-    assert retrieve_response(tenant, queued.id, svc).status == "completed"
+    assert retrieve_response(tenant, queued.id, svc.response_ports).status == "completed"
     assert len(svc.meter.records(tenant.tenant_id)) == 1
 
 
@@ -106,11 +107,11 @@ def test_a_crashed_workers_job_is_taken_over_after_its_lease_and_its_late_result
     crashed = svc.responses.claim(tenant.tenant_id, queued.id, lease_seconds=60)  # then the process died
     assert crashed is not None and crashed.status == "in_progress"
     _run(svc, tenant, queued.id)  # redelivered while the lease runs: a live worker may still hold it
-    assert retrieve_response(tenant, queued.id, svc).status == "in_progress"
+    assert retrieve_response(tenant, queued.id, svc.response_ports).status == "in_progress"
     clock = svc.responses._clock
     svc.responses._clock = lambda: clock() + 61
     _run(svc, tenant, queued.id)
-    assert retrieve_response(tenant, queued.id, svc).status == "completed"
+    assert retrieve_response(tenant, queued.id, svc.response_ports).status == "completed"
     late = svc.responses.complete(tenant.tenant_id, queued.id, crashed.token, {"response": {}}, {})
     assert late is False  # the first worker, back from the dead, cannot overwrite the result
     assert len(svc.meter.records(tenant.tenant_id)) == 1
@@ -118,13 +119,13 @@ def test_a_crashed_workers_job_is_taken_over_after_its_lease_and_its_late_result
 
 def test_cancel_while_queued_refunds_and_the_worker_does_nothing(svc, tenant):
     queued = _background(svc, tenant)
-    cancelled = cancel_response(tenant, queued.id, svc)
+    cancelled = cancel_response(tenant, queued.id, svc.response_ports)
     assert cancelled.status == "cancelled"
     assert _images_counted(svc, tenant) == 0
     _run(svc, tenant, queued.id)
-    assert retrieve_response(tenant, queued.id, svc).status == "cancelled"
+    assert retrieve_response(tenant, queued.id, svc.response_ports).status == "cancelled"
     assert svc.meter.records(tenant.tenant_id) == []
-    assert cancel_response(tenant, queued.id, svc).status == "cancelled"  # again: no second refund
+    assert cancel_response(tenant, queued.id, svc.response_ports).status == "cancelled"  # again: no second refund
     assert _images_counted(svc, tenant) == 0
 
 
@@ -133,12 +134,12 @@ def test_cancel_while_running_discards_the_result_deletes_its_images_and_bills_n
     original = LocalBackend.generate
 
     def cancelled_meanwhile(self, model, job):
-        assert cancel_response(tenant, queued.id, svc).status == "cancelled"
+        assert cancel_response(tenant, queued.id, svc.response_ports).status == "cancelled"
         return original(self, model, job)
 
     monkeypatch.setattr(LocalBackend, "generate", cancelled_meanwhile)
     _run(svc, tenant, queued.id)
-    assert retrieve_response(tenant, queued.id, svc).status == "cancelled"
+    assert retrieve_response(tenant, queued.id, svc.response_ports).status == "cancelled"
     assert svc.meter.records(tenant.tenant_id) == []
     assert _images_counted(svc, tenant) == 0
     s3 = svc.store._s3
@@ -149,14 +150,16 @@ def test_cancel_while_running_discards_the_result_deletes_its_images_and_bills_n
 def test_cancel_after_completion_changes_nothing(svc, tenant):
     queued = _background(svc, tenant)
     _run(svc, tenant, queued.id)
-    assert cancel_response(tenant, queued.id, svc).status == "completed"
+    assert cancel_response(tenant, queued.id, svc.response_ports).status == "completed"
     assert _images_counted(svc, tenant) == 1
 
 
 def test_only_background_responses_can_be_cancelled(svc, tenant):
-    done = create_response(tenant, ResponseCreateRequest(model="local-text", input="hi"), "req-sync", svc)
+    done = create_response(
+        RequestContext(tenant, "req-sync"), ResponseCreateRequest(model="local-text", input="hi"), svc.response_ports
+    )
     with pytest.raises(InvalidRequest) as refused:
-        cancel_response(tenant, done.id, svc)
+        cancel_response(tenant, done.id, svc.response_ports)
     assert refused.value.code == "not_cancellable"
 
 
@@ -170,10 +173,10 @@ def test_transient_failures_are_retried_then_the_job_fails_and_refunds(svc, tena
     for _ in range(MAX_ATTEMPTS - 1):
         with pytest.raises(RetryLater):
             _run(svc, tenant, queued.id)
-        assert retrieve_response(tenant, queued.id, svc).status == "queued"
+        assert retrieve_response(tenant, queued.id, svc.response_ports).status == "queued"
         assert _images_counted(svc, tenant) == 1  # still admitted while it may succeed
     _run(svc, tenant, queued.id)
-    failed = retrieve_response(tenant, queued.id, svc)
+    failed = retrieve_response(tenant, queued.id, svc.response_ports)
     assert failed.status == "failed" and failed.error["code"] == "server_error"  # the spec's ResponseErrorCode
     assert svc.responses.load(tenant.tenant_id, queued.id).error["code"] == "service_unavailable"  # as stored
     assert _images_counted(svc, tenant) == 0
@@ -195,7 +198,7 @@ def test_a_retried_job_that_then_succeeds_counts_once(svc, tenant, monkeypatch):
     with pytest.raises(RetryLater):
         _run(svc, tenant, queued.id)
     _run(svc, tenant, queued.id)
-    assert retrieve_response(tenant, queued.id, svc).status == "completed"
+    assert retrieve_response(tenant, queued.id, svc.response_ports).status == "completed"
     assert _images_counted(svc, tenant) == 1 and len(svc.meter.records(tenant.tenant_id)) == 1
 
 
@@ -207,13 +210,15 @@ def test_a_client_side_error_fails_the_job_at_once(svc, tenant, monkeypatch):
 
     monkeypatch.setattr(LocalBackend, "generate", refused)
     _run(svc, tenant, queued.id)
-    failed = retrieve_response(tenant, queued.id, svc)
+    failed = retrieve_response(tenant, queued.id, svc.response_ports)
     assert failed.status == "failed" and failed.error == {
         "code": "invalid_prompt",  # the spec's code for it
         "message": "Refused by the model's content policy.",
     }
     assert _images_counted(svc, tenant) == 0
-    assert cancel_response(tenant, queued.id, svc).status == "failed"  # cancelling a failed job changes nothing
+    assert (
+        cancel_response(tenant, queued.id, svc.response_ports).status == "failed"
+    )  # cancelling a failed job changes nothing
     assert _images_counted(svc, tenant) == 0
 
 
@@ -227,7 +232,7 @@ def test_billing_that_fails_after_completion_is_finished_by_the_next_delivery(sv
     monkeypatch.setattr(svc.meter, "record", down)
     with pytest.raises(ServiceUnavailable):
         _run(svc, tenant, queued.id)
-    assert retrieve_response(tenant, queued.id, svc).status == "completed"
+    assert retrieve_response(tenant, queued.id, svc.response_ports).status == "completed"
     monkeypatch.setattr(svc.meter, "record", record)
     _run(svc, tenant, queued.id)  # SQS redelivers: the usage on the item is billed now
     _run(svc, tenant, queued.id)
@@ -236,11 +241,11 @@ def test_billing_that_fails_after_completion_is_finished_by_the_next_delivery(sv
 
 def test_dead_letter_fails_and_refunds_a_job_no_worker_holds(svc, tenant):
     queued = _background(svc, tenant)
-    end_dead_job(tenant.tenant_id, queued.id, svc)
-    failed = retrieve_response(tenant, queued.id, svc)
+    end_dead_job(tenant.tenant_id, queued.id, svc.worker)
+    failed = retrieve_response(tenant, queued.id, svc.response_ports)
     assert failed.status == "failed" and failed.error["code"] == "server_error"
     assert _images_counted(svc, tenant) == 0
-    end_dead_job(tenant.tenant_id, queued.id, svc)  # a duplicate dead letter refunds nothing more
+    end_dead_job(tenant.tenant_id, queued.id, svc.worker)  # a duplicate dead letter refunds nothing more
     assert _images_counted(svc, tenant) == 0
 
 
@@ -248,9 +253,9 @@ def test_dead_letter_waits_for_a_live_workers_lease(svc, tenant):
     queued = _background(svc, tenant)
     svc.responses.claim(tenant.tenant_id, queued.id, lease_seconds=60)
     with pytest.raises(RetryLater) as later:
-        end_dead_job(tenant.tenant_id, queued.id, svc)
+        end_dead_job(tenant.tenant_id, queued.id, svc.worker)
     assert 0 < later.value.delay_seconds <= 60
-    assert retrieve_response(tenant, queued.id, svc).status == "in_progress"
+    assert retrieve_response(tenant, queued.id, svc.response_ports).status == "in_progress"
 
 
 @pytest.mark.parametrize("fields,param", [({"store": False}, "store"), ({"stream": True}, "stream")])
@@ -268,15 +273,19 @@ def test_slow_requests_are_refused_synchronously_but_accepted_in_background(svc,
     svc.settings = svc_settings.model_copy(update={"inference_timeout_seconds": 5})
     try:
         with pytest.raises(InvalidRequest) as refused:
-            create_response(tenant, ResponseCreateRequest.model_validate(body), "req-slow", svc)
+            create_response(
+                RequestContext(tenant, "req-slow"), ResponseCreateRequest.model_validate(body), svc.response_ports
+            )
         assert refused.value.code == "use_background_mode" and refused.value.param == "tools[0].quality"
         assert "background" in refused.value.message
         assert _images_counted(svc, tenant) == 0  # refused before admission
         queued = create_response(
-            tenant, ResponseCreateRequest.model_validate(body | {"background": True}), "req-slow-bg", svc
+            RequestContext(tenant, "req-slow-bg"),
+            ResponseCreateRequest.model_validate(body | {"background": True}),
+            svc.response_ports,
         )
         _run(svc, tenant, queued.id)
-        assert retrieve_response(tenant, queued.id, svc).status == "completed"
+        assert retrieve_response(tenant, queued.id, svc.response_ports).status == "completed"
     finally:
         svc.settings = svc_settings
 
@@ -304,11 +313,11 @@ def test_upstream_work_that_outlives_invocations_is_paused_and_collected_later(s
     monkeypatch.setattr(jobs, "RESUME_DELAY_SECONDS", 0)  # SQS would hold the message back 30 s
     for _ in range(MAX_ATTEMPTS):  # more pauses than attempts: a pause is not a failed attempt
         _run(svc, tenant, queued.id)
-        assert retrieve_response(tenant, queued.id, svc).status == "queued"
+        assert retrieve_response(tenant, queued.id, svc.response_ports).status == "queued"
         (message,) = _messages(svc)  # a fresh message asks for the next look
         assert json.loads(message["Body"])["response_id"] == queued.id
     _run(svc, tenant, queued.id)
-    done = retrieve_response(tenant, queued.id, svc)
+    done = retrieve_response(tenant, queued.id, svc.response_ports)
     assert done.status == "completed"
     assert submissions == ["a lighthouse at dusk"] and looks == [{"inference_id": "abc"}] * (MAX_ATTEMPTS + 1)
     assert len(svc.meter.records(tenant.tenant_id)) == 1 and _images_counted(svc, tenant) == 1
@@ -327,9 +336,15 @@ def test_a_model_on_an_async_endpoint_answers_text_only_in_background(svc, tenan
     )
     monkeypatch.setitem(svc.catalog.models, slow.id, slow)
     with pytest.raises(InvalidRequest) as refused:
-        create_response(tenant, ResponseCreateRequest(model=slow.id, input="hi"), "req-async-text", svc)
+        create_response(
+            RequestContext(tenant, "req-async-text"),
+            ResponseCreateRequest(model=slow.id, input="hi"),
+            svc.response_ports,
+        )
     assert refused.value.code == "use_background_mode" and refused.value.param == "model"
     queued = create_response(
-        tenant, ResponseCreateRequest(model=slow.id, input="hi", background=True), "req-async-text-bg", svc
+        RequestContext(tenant, "req-async-text-bg"),
+        ResponseCreateRequest(model=slow.id, input="hi", background=True),
+        svc.response_ports,
     )
     assert queued.status == "queued"

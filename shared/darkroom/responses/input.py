@@ -8,6 +8,7 @@ these return.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -42,7 +43,7 @@ ROLES = frozenset({"user", "assistant", "system", "developer"})
 @dataclass
 class Turn:
     messages: list[tuple[str, str]]  # (role, text) of this request's input
-    images: list[tuple[dict, str, str]]  # (reference, param, detail)
+    images: list[tuple[dict[str, Any], str, str]]  # (reference, param, detail)
 
 
 def parse_input(request: ResponseCreateRequest) -> Turn:
@@ -88,7 +89,7 @@ def parse_input(request: ResponseCreateRequest) -> Turn:
     return turn
 
 
-def image_tool(request: ResponseCreateRequest) -> dict | None:
+def image_tool(request: ResponseCreateRequest) -> dict[str, Any] | None:
     tools = request.tools or []
     for i, tool in enumerate(tools):
         if tool.get("type") != "image_generation":

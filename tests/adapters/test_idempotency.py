@@ -14,8 +14,9 @@ from darkroom.api.errors import ApiError, InvalidRequest, ServiceUnavailable, Up
 from darkroom.api.http import HttpRequest
 from darkroom.api.images import ImageData, ImagesResponse, ImagesUsage, InputTokensDetails
 from darkroom.api.resolver import json_response
-from darkroom.generation import GenerateResult
+from darkroom.generation import ImagesResult, ProducedImage
 from darkroom.idempotency import Outcome, request_fingerprint, run_once
+from darkroom.metering import UsageEvent
 from lambda_harness import Context
 
 
@@ -256,6 +257,30 @@ def test_multipart_fingerprints_ignore_the_boundary_but_not_the_files_or_fields(
 
 
 def test_an_images_reference_holds_keys_and_settings_never_images_urls_or_prompts():
+    usage = UsageEvent(
+        request_id="r", tenant_id="t", operation="generate", model="local-image", size="64x64", quality="medium",
+        images=1, input_text_tokens=1, input_image_tokens=0, output_tokens=2, cost_usd=0.0,
+    )  # fmt: skip
+    result = ImagesResult(
+        created=1,
+        images=(
+            ProducedImage(
+                key="tenants/t/images/0.png",
+                url="https://bucket/k?X-Amz-Signature=abc",
+                revised_prompt="a revised lighthouse",
+                data=b"\x89PNG\r\n\x1a\n image bytes",
+            ),
+        ),
+        size="64x64",
+        quality="medium",
+        output_format="png",
+        background="opaque",
+        input_text_tokens=1,
+        input_image_tokens=0,
+        output_tokens=2,
+        usage=usage,
+        inline_omitted=True,  # as for a second image left out; the header is what a replay must repeat
+    )
     response = ImagesResponse(
         created=1,
         size="64x64",
@@ -264,7 +289,7 @@ def test_an_images_reference_holds_keys_and_settings_never_images_urls_or_prompt
         background="opaque",
         data=[
             ImageData(
-                b64_json="iVBORw0KGgoAAAA",
+                b64_json=base64.b64encode(b"\x89PNG\r\n\x1a\n image bytes").decode(),
                 url="https://bucket/k?X-Amz-Signature=abc",
                 revised_prompt="a revised lighthouse",
             )
@@ -276,11 +301,6 @@ def test_an_images_reference_holds_keys_and_settings_never_images_urls_or_prompt
             input_tokens_details=InputTokensDetails(text_tokens=1, image_tokens=0),
         ),
     )
-    result = GenerateResult(
-        response=response,
-        keys=("tenants/t/images/0.png",),
-        headers={"x-ratelimit-remaining-images": "3", "x-darkroom-b64-omitted": "x"},
-    )
     outcome = idempotency.images_outcome(result)
     assert json.loads(outcome.response.body) == response.model_dump(mode="json", exclude_none=True)
     reference = outcome.reference
@@ -288,4 +308,4 @@ def test_an_images_reference_holds_keys_and_settings_never_images_urls_or_prompt
     for leak in ("iVBORw0KGgo", "https://", "X-Amz-Signature", "lighthouse"):
         assert leak not in text
     assert reference["keys"] == ["tenants/t/images/0.png"] and reference["b64_json"] is True
-    assert reference["headers"] == {"x-darkroom-b64-omitted": "x"}
+    assert reference["headers"] == {"x-darkroom-b64-omitted": "response-size-limit"}
