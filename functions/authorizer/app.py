@@ -8,9 +8,8 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from darkroom.api.authorizer import label
+from darkroom.api.authorizer import key_authenticator, label
 from darkroom.observability import logger, tracer
-from darkroom.services import key_authenticator
 
 
 # log_event=False whatever the environment says: the event carries the API key.

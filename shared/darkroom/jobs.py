@@ -23,7 +23,7 @@ to the dead-letter queue after ``MAX_ATTEMPTS`` receives. Around that:
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from datetime import datetime
 from typing import Any
 
@@ -31,13 +31,11 @@ from darkroom import intake
 from darkroom.api.errors import ApiError
 from darkroom.deadline import RequestDeadline
 from darkroom.inference import checkpoint
-from darkroom.job_queue import JobQueue
 from darkroom.metering import UsageEvent
 from darkroom.observability import JOB_SECONDS, JOBS_COMPLETED, JOBS_FAILED, count, logger, metrics
-from darkroom.ports import RequestContext, ResponsePorts
-from darkroom.response_store import COMPLETED, IN_PROGRESS, ResponseStore, StoredResponse
+from darkroom.ports import RequestContext, WorkerPorts
+from darkroom.response_store import COMPLETED, IN_PROGRESS, StoredResponse
 from darkroom.responses import answer_job, job_admission, plan_from_job, refund_job
-from darkroom.tenancy import TenantDirectory
 
 MAX_ATTEMPTS = 3  # the jobs queue's maxReceiveCount (template.yaml)
 RETRY_DELAYS_SECONDS = (5, 30)  # before the second and third attempt
@@ -45,17 +43,6 @@ LEASE_MARGIN_SECONDS = 30  # a claim outlives its worker's invocation by this mu
 RESUME_DELAY_SECONDS = 30  # before looking again at upstream work that outlived an invocation
 _TRANSIENT = frozenset({500, 503, 504})
 _GAVE_UP = {"code": "server_error", "message": "The job could not be completed; its admission was refunded."}
-
-
-@dataclass(frozen=True)
-class WorkerPorts:
-    """What the worker calls: the Responses ports (to answer a job), the job states' conditional writes,
-    the queue (to pause a job), and the tenant directory (a job's tenant may be gone)."""
-
-    responses: ResponsePorts
-    states: ResponseStore
-    queue: JobQueue
-    tenants: TenantDirectory
 
 
 class RetryLater(Exception):

@@ -17,10 +17,11 @@ from darkroom.config import Settings
 from darkroom.deadline import NO_DEADLINE, RequestDeadline
 from darkroom.inference import Backend, backend_for
 from darkroom.intake import FileReader
+from darkroom.job_queue import JobQueue
 from darkroom.limits import Admission
 from darkroom.metering import UsageEvent
-from darkroom.response_store import QueuedJob, ResponseRecord, StoredResponse
-from darkroom.tenancy import Tenant
+from darkroom.response_store import QueuedJob, ResponseRecord, ResponseStore, StoredResponse
+from darkroom.tenancy import Tenant, TenantDirectory
 
 
 class Admitter(Protocol):
@@ -114,3 +115,14 @@ class ResponsePorts:
     sources: ImageSources
     records: ResponseRecords
     jobs: JobSender
+
+
+@dataclass(frozen=True)
+class WorkerPorts:
+    """What the worker calls: the Responses ports (to answer a job), the job states' conditional writes,
+    the queue (to pause a job), and the tenant directory (a job's tenant may be gone)."""
+
+    responses: ResponsePorts
+    states: ResponseStore
+    queue: JobQueue
+    tenants: TenantDirectory

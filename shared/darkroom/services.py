@@ -9,15 +9,15 @@ from functools import cache
 from botocore.config import Config
 
 from darkroom import config
+from darkroom.api.authorizer import key_authenticator
 from darkroom.catalog import Catalog, get_catalog
 from darkroom.fetch import fetcher_from_settings
 from darkroom.files import FileStore
 from darkroom.inference import backend_for
 from darkroom.job_queue import JobQueue
-from darkroom.jobs import WorkerPorts
 from darkroom.limits import RateLimiter
 from darkroom.metering import UsageMeter
-from darkroom.ports import BackendLookup, ImagePorts, ImageSources, ResponsePorts
+from darkroom.ports import BackendLookup, ImagePorts, ImageSources, ResponsePorts, WorkerPorts
 from darkroom.response_store import ResponseStore
 from darkroom.storage import ImageStore
 from darkroom.tenancy import Authenticator, Limits, TenantDirectory
@@ -89,16 +89,9 @@ def services() -> Services:
     )
 
 
-@cache
-def key_authenticator() -> Authenticator:
-    """The key lookup alone, for the gateway's authorizer: no catalog, bucket or queue to build on a cold start."""
-    settings = config.get_settings()
-    return Authenticator(TenantDirectory(config.client("dynamodb"), settings.tenants_table), settings.key_cache_seconds)
-
-
 def reset() -> None:
     """Forget everything built from the environment (tests and the local stack change it)."""
     services.cache_clear()
-    key_authenticator.cache_clear()
+    key_authenticator.cache_clear()  # the authorizer's own, built without this container
     get_catalog.cache_clear()
     config.reset()

@@ -90,9 +90,10 @@ def test_an_unreadable_tenants_table_labels_and_logs_instead_of_failing(tenant, 
     caplog.set_level(logging.INFO)
     with powertools_log_stream() as stream:
         from darkroom import services
+        from darkroom.api import authorizer
 
         services.reset()
-        monkeypatch.setattr(services.key_authenticator()._directory, "lookup", broken)
+        monkeypatch.setattr(authorizer.key_authenticator()._directory, "lookup", broken)
         answer = load_handler("authorizer")(_event(f"Bearer {EVENT_KEY}"), Context())
     assert answer["principalId"] == "-"
     _allows_every_route(answer)

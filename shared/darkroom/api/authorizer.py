@@ -17,9 +17,11 @@ The key is never logged or returned: the principal is a tenant id or the label, 
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import cache
 from typing import Any
 
-from darkroom.tenancy import Authenticator
+from darkroom import config
+from darkroom.tenancy import Authenticator, TenantDirectory
 
 # API Gateway's own mark for a variable without a value, so a request the authorizer never saw (no
 # Authorization header: API Gateway answers 401 itself) and one it could not label read the same in the log.
@@ -30,6 +32,14 @@ def stage_resource(method_arn: str) -> str:
     """``arn:...:execute-api:region:account:api/stage/*/*`` from the method ARN of one request."""
     api, stage = method_arn.split("/")[:2]
     return f"{api}/{stage}/*/*"
+
+
+@cache
+def key_authenticator() -> Authenticator:
+    """The key lookup alone, built on first use: the authorizer function imports this module and the tenancy
+    one, never :mod:`darkroom.services` (no catalog, bucket, queue or use case to import on a cold start)."""
+    settings = config.get_settings()
+    return Authenticator(TenantDirectory(config.client("dynamodb"), settings.tenants_table), settings.key_cache_seconds)
 
 
 def label(

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
 from pydantic import BaseModel
+
+if TYPE_CHECKING:  # Powertools' OpenAPI types: for the annotation only, not worth importing on a cold start
+    from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
 
 
 class ApiError(Exception):
