@@ -97,7 +97,7 @@ def image_ports(settings: Settings | None = None, **overrides: object) -> ImageP
         "meter": MemoryMeter(),
         "store": MemoryStore(),
     }
-    return ImagePorts(**{**fields, **overrides})  # type: ignore[arg-type]  # tests pass the fakes they build
+    return ImagePorts(**{**fields, **overrides})  # tests pass the fakes they build
 
 
 @dataclass
@@ -152,4 +152,4 @@ def response_ports(images: ImagePorts | None = None, **overrides: object) -> Res
         "records": MemoryRecords(),
         "jobs": MemoryJobs(),
     }
-    return ResponsePorts(**{**fields, **overrides})  # type: ignore[arg-type]  # tests pass the fakes they build
+    return ResponsePorts(**{**fields, **overrides})  # tests pass the fakes they build
