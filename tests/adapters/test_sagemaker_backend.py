@@ -254,6 +254,24 @@ def test_model_errors_are_502_without_the_containers_words(stubber, backend, mod
     assert_neutral(caught.value)
 
 
+def test_a_container_that_never_answered_is_a_504_tried_once(stubber, backend, model):
+    # SageMaker's own 60 s timeout: ModelError with OriginalStatusCode 0 ("Received server error (0) from primary
+    # with message \"Your invocation timed out while waiting for a response from container primary...\"").
+    stubber.add_client_error(
+        "invoke_endpoint",
+        "ModelError",
+        'Received server error (0) from primary with message "Your invocation timed out while waiting for a '
+        'response from container primary."',
+        http_status_code=424,
+        modeled_fields={"OriginalStatusCode": 0, "OriginalMessage": SECRET_DETAIL, "LogStreamArn": LOG_ARN},
+    )
+    with pytest.raises(UpstreamTimeout) as caught:
+        backend.generate(model, gen_job())
+    assert caught.value.status == 504 and caught.value.code == "upstream_timeout"
+    assert_neutral(caught.value)
+    stubber.assert_no_pending_responses()  # one attempt: a retry would wait another 60 s
+
+
 def test_a_container_429_is_503(stubber, backend, model):
     for _ in range(ATTEMPTS):
         stubber.add_client_error(

@@ -44,7 +44,11 @@ or the container's body. AWS errors map as follows:
   ``MAX_REFUSAL_BYTES`` of it (:func:`container_refusal`);
 * any other ``ModelError`` (the container answered 4xx/5xx) and ``ValidationError`` (darkroom's request did
   not fit the endpoint: an operator issue) -> 502 ``upstream_error``;
-* botocore ``ReadTimeoutError`` / ``ConnectTimeoutError`` -> 504 ``upstream_timeout``.
+* botocore ``ReadTimeoutError`` / ``ConnectTimeoutError`` -> 504 ``upstream_timeout``; so is a ``ModelError``
+  with ``OriginalStatusCode`` 0, SageMaker's answer when the container did not answer within its 60 s ("Received
+  server error (0) from primary with message \"Your invocation timed out while waiting for a response from
+  container primary...\"", as reported in aws/amazon-sagemaker-examples#799 and #1407): no retry, which would
+  take another 60 s.
 
 Each backend has a circuit breaker (:class:`darkroom.inference.resilience.CircuitBreaker`): throttling,
 timeouts, invalid answers and 5xx count against the endpoint; deliberate 4xx answers (refusals included) do not.
@@ -69,7 +73,7 @@ from botocore.exceptions import (
 from PIL import Image
 
 from darkroom import config
-from darkroom.api.errors import InvalidRequest, UpstreamError
+from darkroom.api.errors import InvalidRequest, UpstreamError, UpstreamTimeout
 from darkroom.catalog import ModelEntry, SageMakerEndpoint
 from darkroom.inference import EditJob, GeneratedImage, GenerateJob, TextJob
 from darkroom.inference.aws_runtime import (
@@ -88,7 +92,7 @@ from darkroom.inference.aws_runtime import (
     throttled,
     transport_outcome,
 )
-from darkroom.inference.resilience import CircuitBreaker, Outcome, Resilience
+from darkroom.inference.resilience import TIMEOUT_MESSAGE, CircuitBreaker, Outcome, Resilience
 from darkroom.inference.sagemaker_async import Answer, AsyncEndpoint, Task
 from darkroom.observability import logger
 
@@ -343,6 +347,9 @@ class SageMakerBackend(AwsBackend):
         if code == "ModelError":
             original = exc.response.get("OriginalStatusCode")
             status = original if isinstance(original, int) else 500
+            if status == 0:  # no container answer at all: SageMaker gave up waiting (60 s)
+                logger.error("sagemaker container timed out", extra={"model": model.id})
+                return Outcome(UpstreamTimeout(TIMEOUT_MESSAGE), unhealthy=True)
             if 400 <= status < 500 and status != 429:
                 refused = container_refusal(model, exc.response.get("OriginalMessage"))
                 if refused is not None:  # the client's request, not an operator's problem: guarded() logs it
