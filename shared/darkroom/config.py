@@ -90,7 +90,7 @@ _BOTO_CONFIG = Config(retries={"mode": "standard", "max_attempts": 3}, connect_t
 # retried" (botocore.config.Config). Each attempt's read timeout is what remains of the call's deadline less
 # RUNTIME_CONNECT_SECONDS (:func:`attempt_read_timeout`), set in botocore's request context
 # (``context["read_timeout"]``, read by ``URLLib3Session.send``; boto/botocore#3770, "Add support for per-API
-# invocation read timeouts") by a ``before-parameter-build`` handler; ``tests/unit/test_aws_deadline.py`` pins
+# invocation read timeouts") by a ``before-parameter-build`` handler; ``tests/adapters/test_aws_deadline.py`` pins
 # it against a real socket.
 RUNTIME_CONNECT_SECONDS = 1.0
 _RUNTIME_CONFIG = Config(connect_timeout=RUNTIME_CONNECT_SECONDS, retries={"mode": "standard", "total_max_attempts": 1})

@@ -197,7 +197,7 @@ def edit_decoded(
     job = resolve_request(options, ports.catalog, Capability.EDIT, input_size=images[0].size)
 
     def work(taken: Admission, bill: bool) -> ImagesResult:
-        edit = _prepare(context, options, images, mask, ports)
+        edit = _prepare(context, options, images, mask, ports, at_input_size=job)
         delivery = Delivery("edit", taken, bill, end_user, tuple(i.size for i in edit.images))
         return _run(context, edit, ports, delivery)
 
@@ -220,13 +220,15 @@ def _prepare(
     inputs: Sequence[intake.ImageHeader | intake.IntakeImage],
     mask: intake.ImageHeader | intake.IntakeImage | None,
     ports: ImagePorts,
+    at_input_size: ImageJob | None = None,
 ) -> _Edit:
+    """``at_input_size``: the job already resolved at ``inputs[0]``'s size, when the caller has it."""
     intake.check_totals(inputs, param="image", limits=intake_limits(ports.settings))
     # Now the input's size is known, "auto" is judged at it (before admission it could only be judged at the
     # model's default size): the time budget, and the images this edit will produce against the decode budget,
     # before anything is decoded. EXIF orientation, applied when decoding, may swap the sides, never the pixel
     # count that both checks depend on.
-    job = resolve_request(options, ports.catalog, Capability.EDIT, input_size=inputs[0].size)
+    job = at_input_size or resolve_request(options, ports.catalog, Capability.EDIT, input_size=inputs[0].size)
     intake.request_budget().ensure_room(job.n * job.width * job.height, param="n")  # memory first: no mode helps
     check_time_budget(job, ports.settings, context.deadline.background)
     images = [header.decode() for header in inputs]

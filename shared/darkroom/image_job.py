@@ -120,7 +120,8 @@ def _transparent(request: ImageOptions, model: ModelEntry, output_format: str) -
 
 def _output_format(request: ImageOptions, model: ModelEntry) -> OutputFormat:
     """The format to encode in; ``unsupported_value`` naming ``model`` for outputs no darkroom model produces:
-    GIF and SVG (darkroom encodes from pixels and writes neither), their options, and edit ``markup``."""
+    GIF and SVG (darkroom encodes from pixels, :mod:`darkroom.encoding`, and writes no animated GIF and no
+    SVG), their options, and edit ``markup``."""
     requested = request.output_format
     if requested == "gif" or requested == "svg":
         raise InvalidRequest(

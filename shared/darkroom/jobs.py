@@ -135,8 +135,12 @@ def _failed_attempt(
     error: dict[str, str],
     ports: WorkerPorts,
 ) -> None:
-    requeued = transient and claim.attempts < MAX_ATTEMPTS and claim.token is not None
-    if requeued and ports.states.requeue(tenant_id, response_id, claim.token or ""):
+    if (
+        transient
+        and claim.attempts < MAX_ATTEMPTS
+        and claim.token is not None
+        and ports.states.requeue(tenant_id, response_id, claim.token)
+    ):
         logger.warning("job attempt failed; retrying", extra={"code": error["code"]})
         raise RetryLater(RETRY_DELAYS_SECONDS[min(claim.attempts, len(RETRY_DELAYS_SECONDS)) - 1])
     _end(tenant_id, response_id, claim, error, ports)

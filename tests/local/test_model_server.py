@@ -188,7 +188,7 @@ def test_the_service_specific_endpoint_wins_for_sagemaker_runtime_only(monkeypat
 def _forget_clients() -> None:
     config._session.cache_clear()
     config.reset()
-    aws_runtime.reset_clients()
+    config.reset_clients()
 
 
 # -- the process ----------------------------------------------------------------------------------------

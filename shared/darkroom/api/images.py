@@ -17,9 +17,6 @@ OutputFormat = Literal["png", "jpeg", "webp"]  # what darkroom's encoder writes,
 RequestedFormat = Literal["png", "jpeg", "webp", "gif", "svg"]  # what the SDK can ask for
 Background = Literal["transparent", "opaque", "auto"]
 ResponseFormat = Literal["url", "b64_json"]
-# Formats no darkroom model can produce: images are encoded by darkroom from pixels (darkroom.encoding),
-# which writes no animated GIF and no SVG. Asking for one is ``unsupported_value`` naming the model.
-UNSUPPORTED_FORMATS = frozenset({"gif", "svg"})
 
 
 class SvgReasoning(BaseModel):

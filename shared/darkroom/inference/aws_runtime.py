@@ -7,7 +7,7 @@ intake like any untrusted input); and the neutral errors clients see.
 **Retries are darkroom's, not botocore's.** A runtime client makes one attempt per call (why, with botocore's
 own words: :mod:`darkroom.config`), and :func:`guarded` retries through :meth:`Resilience.call`: an attempt
 starts only while time remains, and its read timeout is what remains, less the connect timeout
-(``config.RUNTIME_CONNECT_SECONDS``). ``tests/unit/test_aws_deadline.py`` pins it against a real socket.
+(``config.RUNTIME_CONNECT_SECONDS``). ``tests/adapters/test_aws_deadline.py`` pins it against a real socket.
 """
 
 from __future__ import annotations
@@ -30,7 +30,6 @@ from PIL import Image, ImageOps
 from darkroom import config
 from darkroom.api.errors import ApiError, ServiceUnavailable, UpstreamError, UpstreamTimeout
 from darkroom.catalog import AwsEndpoint, ModelEntry
-from darkroom.config import reset_clients as reset_clients  # the runtime clients live in config's one cache
 from darkroom.inference import GeneratedImage
 from darkroom.inference.resilience import (
     TIMEOUT_MESSAGE,
