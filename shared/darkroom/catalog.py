@@ -14,22 +14,29 @@ already has, or an invalid entry, fails the catalog load with a :class:`CatalogE
 from __future__ import annotations
 
 import json
+from datetime import UTC, date, datetime
 from enum import StrEnum
 from functools import cache
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar, get_args
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from darkroom import config
 from darkroom.api.errors import InvalidRequest, ModelNotFound
+from darkroom.catalog_endpoints import (
+    BEDROCK_FAMILY_CAPABILITIES,
+    ENDPOINT_KINDS,
+    BedrockEndpoint,
+    E,
+    Endpoint,
+    SageMakerEndpoint,
+    tagged_endpoint,
+)
+from darkroom.observability import logger
 
 BUNDLED_CATALOG = Path(__file__).with_name("catalog.json")
 EXTRA_VARIABLE = "DARKROOM_CATALOG_EXTRA"
-# The Bedrock request and response shapes darkroom speaks: an image family's InvokeModel body (and the rules
-# checked before calling), or the Converse API for text and vision. Declared per entry, never guessed from an id.
-BedrockFamily = Literal["nova-canvas", "titan-image", "converse"]
-BEDROCK_IMAGE_FAMILIES = frozenset({"nova-canvas", "titan-image"})
 
 
 class CatalogError(ValueError):
@@ -44,115 +51,23 @@ class Capability(StrEnum):
 
 
 class Price(BaseModel):
-    """US dollars per million tokens, used to price usage records."""
+    """What a model costs, in US dollars, used to price usage records: per million tokens, and per image for
+    models billed by the image (Bedrock's image models, most hosted ones). An entry may give both; they add."""
 
     model_config = ConfigDict(extra="forbid")
 
-    input_text_per_million: float = 0.0
-    input_image_per_million: float = 0.0
-    output_image_per_million: float = 0.0
-    output_text_per_million: float = 0.0
+    input_text_per_million: float = Field(default=0.0, ge=0)
+    input_image_per_million: float = Field(default=0.0, ge=0)
+    output_image_per_million: float = Field(default=0.0, ge=0)
+    output_text_per_million: float = Field(default=0.0, ge=0)
+    # USD per output image, by quality, then by size ("*": any size the entry does not name). When given, it
+    # covers every quality and size the entry offers (checked at load).
+    per_image: dict[str, dict[str, Annotated[float, Field(ge=0)]]] = Field(default_factory=dict)
 
-
-class _Endpoint(BaseModel):
-    """What every remote endpoint has. ``backend`` is the entry's, copied in when the entry is read, so that
-    pydantic picks the endpoint's model by it (a discriminated union): a field of one backend is not even
-    an option on another's."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    timeout_seconds: float = Field(default=25, gt=0, le=900)
-
-
-class OpenAIEndpoint(_Endpoint):
-    """Any OpenAI-compatible server (vLLM, SGLang, OpenAI, hosted providers). Secrets are named here, never stored."""
-
-    backend: Literal["openai"] = "openai"
-    base_url: str = Field(min_length=1)
-    upstream_model: str | None = None  # the model name the upstream knows (default: the public id)
-    api_key_secret: str | None = None  # Secrets Manager secret id holding the upstream API key
-    api_key_parameter: str | None = None  # or an SSM SecureString parameter name
-    # vLLM-style servers need response_format b64_json to return bytes; OpenAI's GPT image models
-    # refuse the parameter (they always return b64_json): set false for those.
-    send_response_format: bool = True
-
-    @model_validator(mode="after")
-    def _one_key_source(self) -> OpenAIEndpoint:
-        if self.api_key_secret and self.api_key_parameter:
-            raise ValueError("name the API key by api_key_secret or api_key_parameter, not both")
-        return self
-
-
-class AwsEndpoint(_Endpoint):
-    """What SageMaker and Bedrock endpoints share: the AWS region their runtime client calls."""
-
-    region: str | None = None  # default: the function's region
-
-
-class SageMakerEndpoint(AwsEndpoint):
-    """A SageMaker endpoint speaking darkroom's documented JSON contract."""
-
-    backend: Literal["sagemaker"] = "sagemaker"
-    endpoint_name: str = Field(min_length=1)
-    content_type: str = "application/json"
-    accept: str = "application/json"
-    # An *asynchronous* endpoint (input and answer through S3; minutes of GPU work are fine), and how long
-    # one invocation may run there (InvokeEndpointAsync's InvocationTimeoutSeconds).
-    async_inference: bool = False
-    async_timeout_seconds: int = Field(default=900, ge=1, le=3600)
-
-
-class BedrockEndpoint(AwsEndpoint):
-    """An Amazon Bedrock model id and its family (the request shape): "nova-canvas" or "titan-image" for an
-    image model, "converse" for a text or vision model reached through the Converse API."""
-
-    backend: Literal["bedrock"] = "bedrock"
-    model_id: str = Field(min_length=1)
-    family: BedrockFamily
-
-
-# Where a remote backend's model is reached: one kind per backend, picked by the ``backend`` tag.
-Endpoint = OpenAIEndpoint | SageMakerEndpoint | BedrockEndpoint
-E = TypeVar("E", bound=_Endpoint)
-_ENDPOINTS: dict[str, type[Endpoint]] = {
-    "openai": OpenAIEndpoint,
-    "sagemaker": SageMakerEndpoint,
-    "bedrock": BedrockEndpoint,
-}
-# The field that says where each backend's model is: an entry without it cannot be reached.
-_ADDRESS = {"openai": "base_url", "sagemaker": "endpoint_name", "bedrock": "model_id"}
-
-
-def _tagged_endpoint(data: dict[str, Any]) -> dict[str, Any]:
-    """An entry (raw JSON) whose endpoint carries the entry's backend, for pydantic to pick its model by. The
-    mistakes a catalog author most often makes are refused here in the catalog's words (which field, which
-    backend) rather than as a union's validation errors."""
-    model_id, backend, endpoint = data.get("id"), data.get("backend"), data.get("endpoint")
-    if backend == "local" and endpoint is not None:
-        raise ValueError(f"{model_id}: the local backend has no endpoint")
-    if not isinstance(backend, str) or backend not in _ENDPOINTS:
-        return data  # local, or a backend the entry's Literal refuses
-    if endpoint is None:
-        endpoint = {}
-    if not isinstance(endpoint, dict):
-        return data  # an endpoint object already (checked after), or a type pydantic refuses
-    _check_endpoint_fields(model_id, backend, endpoint)
-    return {**data, "endpoint": {**endpoint, "backend": backend}}
-
-
-def _check_endpoint_fields(model_id: object, backend: str, endpoint: dict[str, Any]) -> None:
-    kind = _ENDPOINTS[backend]
-    for name in endpoint:
-        owner = next((other for other, cls in _ENDPOINTS.items() if name in cls.model_fields), None)
-        if owner is not None and name not in kind.model_fields:
-            raise ValueError(f"{model_id}: endpoint.{name} is for the {owner} backend only")
-    if not endpoint.get(_ADDRESS[backend]):
-        raise ValueError(f"{model_id}: the {backend} backend needs endpoint.{_ADDRESS[backend]}")
-    if backend == "bedrock" and endpoint.get("family") is None:
-        raise ValueError(
-            f"{model_id}: the bedrock backend needs endpoint.family: one of "
-            f"{', '.join(get_args(BedrockFamily))} (the request shape; never guessed from model_id)"
-        )
+    def image_price(self, quality: str, size: str) -> float | None:
+        """The price of one image of ``size`` at ``quality``; None when the entry prices no images that way."""
+        by_size = self.per_image.get(quality, {})
+        return by_size.get(size, by_size.get("*"))
 
 
 class ModelEntry(BaseModel):
@@ -183,28 +98,52 @@ class ModelEntry(BaseModel):
     # expected to outlast a synchronous request's budget is refused up front and sent to background mode.
     seconds_per_image: dict[str, float] = Field(default_factory=dict)
     price: Price = Field(default_factory=Price)
+    # The provider retires the model on this date (Bedrock's model lifecycle): /v1/models shows it, the catalog
+    # load warns, and from that day on a request naming the model is a 400 that says so.
+    end_of_life: date | None = None
+    # False for an upstream that ignores masks (vLLM-Omni's /images/edits takes none): darkroom sends it the
+    # edit without the mask and keeps the input's own pixels outside the mask (editing.keep_outside_mask).
+    honours_mask: bool = True
 
     @model_validator(mode="before")
     @classmethod
     def _endpoint_of_the_backend(cls, data: Any) -> Any:
-        return _tagged_endpoint(data) if isinstance(data, dict) else data
+        return tagged_endpoint(data) if isinstance(data, dict) else data
 
     @model_validator(mode="after")
     def _endpoint_matches_the_backend(self) -> ModelEntry:
-        kind = _ENDPOINTS.get(self.backend)
+        kind = ENDPOINT_KINDS.get(self.backend)
         if (kind is None) != (self.endpoint is None) or (kind is not None and not isinstance(self.endpoint, kind)):
             raise ValueError(f"{self.id}: the {self.backend} backend needs its own endpoint")
         return self
 
     @model_validator(mode="after")
-    def _bedrock_images_need_an_image_family(self) -> ModelEntry:
+    def _bedrock_family_can_do_it(self) -> ModelEntry:
         endpoint = self.endpoint
-        draws = self.can(Capability.GENERATE) or self.can(Capability.EDIT)
-        if isinstance(endpoint, BedrockEndpoint) and draws and endpoint.family not in BEDROCK_IMAGE_FAMILIES:
-            raise ValueError(
-                f"{self.id}: endpoint.family {endpoint.family!r} draws no images; generate and edit need "
-                f"{' or '.join(sorted(BEDROCK_IMAGE_FAMILIES))}"
-            )
+        if isinstance(endpoint, BedrockEndpoint):
+            beyond = sorted(set(self.capabilities) - BEDROCK_FAMILY_CAPABILITIES[endpoint.family])
+            if beyond:
+                able = [name for name, can in BEDROCK_FAMILY_CAPABILITIES.items() if set(beyond) <= can]
+                raise ValueError(
+                    f"{self.id}: the Bedrock family {endpoint.family!r} cannot {' or '.join(beyond)}; "
+                    f"families that can: {', '.join(able) or 'none'}"
+                )
+        return self
+
+    @model_validator(mode="after")
+    def _prices_cover_every_image(self) -> ModelEntry:
+        table = self.price.per_image
+        for quality, by_size in table.items():
+            if quality not in self.qualities:
+                raise ValueError(f"{self.id}: price.per_image names quality {quality!r}, which is not in qualities")
+            for size in by_size:
+                if size != "*" and size not in self.sizes:
+                    raise ValueError(f"{self.id}: price.per_image[{quality!r}] names size {size!r}, not in sizes")
+        if table:
+            for quality in self.qualities:
+                for size in self.sizes:
+                    if self.price.image_price(quality, size) is None:
+                        raise ValueError(f"{self.id}: price.per_image has no price for quality {quality!r} at {size}")
         return self
 
     @model_validator(mode="after")
@@ -220,6 +159,14 @@ class ModelEntry(BaseModel):
 
     def can(self, capability: Capability) -> bool:
         return capability in self.capabilities
+
+    def retired(self, today: date | None = None) -> bool:
+        """Whether the provider has retired the model (its end-of-life date has come)."""
+        return self.end_of_life is not None and (today or datetime.now(UTC).date()) >= self.end_of_life
+
+    def image_cost(self, quality: str, size: str, n: int) -> float:
+        """US dollars for ``n`` images at the catalog's per-image price (0 when the entry prices none)."""
+        return (self.price.image_price(quality, size) or 0.0) * n
 
     @property
     def async_inference(self) -> bool:
@@ -293,6 +240,13 @@ class Catalog(BaseModel):
         entry = self.models.get(model_id)
         if entry is None:
             raise ModelNotFound(model_id)
+        if entry.retired():
+            raise InvalidRequest(
+                f"The model '{entry.id}' reached its end of life on {entry.end_of_life}: its provider retired it. "
+                f"Models that {capability.value}: {', '.join(self.ids_for(capability)) or 'none'}.",
+                param="model",
+                code="model_end_of_life",
+            )
         if not entry.can(capability):
             raise InvalidRequest(
                 f"The model '{entry.id}' does not support {capability.value}. "
@@ -303,7 +257,21 @@ class Catalog(BaseModel):
         return entry
 
     def ids_for(self, capability: Capability) -> list[str]:
-        return sorted(m.id for m in self.models.values() if m.can(capability))
+        return sorted(m.id for m in self.models.values() if m.can(capability) and not m.retired())
+
+    def warn_end_of_life(self, today: date | None = None) -> list[str]:
+        """Log a warning for each model with an end-of-life date, and return the warnings (the CLI prints them)."""
+        warnings = []
+        for entry in sorted(self.models.values(), key=lambda m: m.id):
+            if entry.end_of_life is None:
+                continue
+            if entry.retired(today):
+                warnings.append(f"{entry.id} reached its end of life on {entry.end_of_life}: requests are refused")
+            else:
+                warnings.append(f"{entry.id} reaches its end of life on {entry.end_of_life}: plan its replacement")
+        for warning in warnings:
+            logger.warning("catalog model end of life", extra={"detail": warning})
+        return warnings
 
 
 def parse_catalog(text: str, extra: str | None = None) -> Catalog:
@@ -366,4 +334,6 @@ def get_catalog() -> Catalog:
         text = response["Parameter"]["Value"]
     else:
         text = BUNDLED_CATALOG.read_text(encoding="utf-8")
-    return parse_catalog(text, (settings.catalog_extra or "").strip() or None)
+    catalog = parse_catalog(text, (settings.catalog_extra or "").strip() or None)
+    catalog.warn_end_of_life()
+    return catalog

@@ -15,6 +15,7 @@ from backend_stubs import ATTEMPTS, b64, decode_png, no_wait, png_of, stubbed
 from darkroom import config
 from darkroom.api.errors import ApiError, InvalidRequest, ServiceUnavailable, UpstreamError, UpstreamTimeout
 from darkroom.catalog import ModelEntry
+from darkroom.catalog_endpoints import BEDROCK_FAMILY_CAPABILITIES
 from darkroom.inference import EditJob, GenerateJob, InputImage, TextJob, backend_for
 from darkroom.inference.bedrock import BedrockBackend
 from darkroom.inference.resilience import CircuitBreaker
@@ -61,17 +62,18 @@ def converse_reply(content: list, stop="end_turn") -> dict:
 
 
 def entry(model_id=NOVA, sizes=("320x320", "1024x1024", "640x384"), **endpoint) -> ModelEntry:
+    family = endpoint.pop("family", FAMILY.get(model_id, "nova-canvas"))
     return ModelEntry.model_validate(
         {
             "id": "bedrock-image",
             "backend": "bedrock",
             "endpoint": {
                 "model_id": model_id,
-                "family": FAMILY.get(model_id, "nova-canvas"),
+                "family": family,
                 "timeout_seconds": 30,
                 **endpoint,
             },
-            "capabilities": ["generate", "edit", "analyze", "text"],
+            "capabilities": sorted(BEDROCK_FAMILY_CAPABILITIES[family]),
             "sizes": list(sizes),
             "default_size": sizes[0],
             "max_n": 10,

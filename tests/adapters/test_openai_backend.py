@@ -237,16 +237,19 @@ def test_generate_returns_valid_images_and_sends_the_upstream_model_and_key(upst
         "n": 2,
         "size": "64x48",
         "quality": "high",
-        "response_format": "b64_json",
         "seed": 7,
     }
     assert secrets == [("darkroom/upstream-key", {"max_age": 300})]
 
 
-def test_response_format_is_left_out_for_upstreams_that_refuse_it(upstream, sleeps, clock, secrets):
-    model = entry(upstream.url, send_response_format=False)  # e.g. OpenAI's GPT image models
-    make_backend(upstream.url, sleeps, clock).generate(model, gen_job())
-    assert "response_format" not in upstream.requests[0]["json"]
+def test_response_format_is_sent_only_to_upstreams_that_ask_for_it(upstream, sleeps, clock, secrets):
+    # OpenAI's GPT image models refuse response_format, so by default it is left out; a server that answers
+    # with URLs unless asked (LocalAI's generations) opts in.
+    backend = make_backend(upstream.url, sleeps, clock)
+    backend.generate(entry(upstream.url), gen_job())
+    backend.generate(entry(upstream.url, send_response_format=True), gen_job())
+    assert ["response_format" in request["json"] for request in upstream.requests] == [False, True]
+    assert upstream.requests[1]["json"]["response_format"] == "b64_json"
 
 
 def test_no_key_configured_sends_no_authorization(upstream, sleeps, clock, secrets):
@@ -297,7 +300,6 @@ def test_edit_uploads_png_images_and_an_rgba_mask(upstream, backend, model):
         "n": "1",
         "size": "64x48",
         "quality": "medium",
-        "response_format": "b64_json",
         "input_fidelity": "high",
     }
     uploads = [(name, Image.open(io.BytesIO(payload))) for name, filename, _, payload in parts if filename]

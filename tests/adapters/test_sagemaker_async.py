@@ -16,7 +16,8 @@ from pydantic import ValidationError
 from backend_stubs import ATTEMPTS, b64, decode_png, no_wait, png_of, stubbed
 from darkroom import config
 from darkroom.api.errors import ApiError, InvalidRequest, ServiceUnavailable, UpstreamError, UpstreamTimeout
-from darkroom.catalog import ModelEntry, SageMakerEndpoint
+from darkroom.catalog import ModelEntry
+from darkroom.catalog_endpoints import SageMakerEndpoint
 from darkroom.inference import EditJob, GenerateJob, InputImage, TextJob, aws_runtime, sagemaker_async
 from darkroom.inference.resilience import CircuitBreaker
 from darkroom.inference.sagemaker import SageMakerBackend, generate_request

@@ -141,7 +141,7 @@ def test_a_bedrock_family_is_one_of_the_supported_ones(family):
 
 
 def test_a_converse_family_cannot_draw_and_other_backends_have_no_family():
-    with pytest.raises(ValueError, match="my-canvas.*draws no images"):
+    with pytest.raises(ValueError, match="my-canvas: the Bedrock family .converse. cannot generate"):
         parse_catalog(
             _catalog_with(
                 {

@@ -8,7 +8,8 @@ from typing import Any, Protocol
 
 from PIL import Image
 
-from darkroom.catalog import ModelEntry, OpenAIEndpoint
+from darkroom.catalog import ModelEntry
+from darkroom.catalog_endpoints import OpenAIEndpoint
 
 
 @dataclass(frozen=True)

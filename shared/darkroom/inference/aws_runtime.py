@@ -29,7 +29,8 @@ from PIL import Image, ImageOps
 
 from darkroom import config
 from darkroom.api.errors import ApiError, ServiceUnavailable, UpstreamError, UpstreamTimeout
-from darkroom.catalog import AwsEndpoint, ModelEntry
+from darkroom.catalog import ModelEntry
+from darkroom.catalog_endpoints import AwsEndpoint
 from darkroom.inference import GeneratedImage
 from darkroom.inference.resilience import (
     TIMEOUT_MESSAGE,

@@ -30,7 +30,8 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from darkroom.api.errors import InvalidRequest, UpstreamError, UpstreamTimeout
-from darkroom.catalog import BedrockEndpoint, ModelEntry
+from darkroom.catalog import ModelEntry
+from darkroom.catalog_endpoints import BedrockEndpoint
 from darkroom.inference import EditJob, GeneratedImage, GenerateJob, TextJob
 from darkroom.inference.aws_runtime import (
     CONFIG_MESSAGE,

@@ -40,7 +40,8 @@ from typing import Any
 from PIL import Image
 
 from darkroom.api.errors import InvalidRequest
-from darkroom.catalog import BedrockEndpoint, ModelEntry
+from darkroom.catalog import ModelEntry
+from darkroom.catalog_endpoints import BedrockEndpoint
 from darkroom.inference import EditJob, GenerateJob
 from darkroom.inference.aws_runtime import b64png, png_bytes
 

@@ -28,7 +28,8 @@ from botocore.exceptions import BotoCoreError, ClientError
 from PIL import Image, ImageOps
 
 from darkroom.api.errors import ApiError, InvalidRequest, UpstreamError
-from darkroom.catalog import ModelEntry, OpenAIEndpoint
+from darkroom.catalog import ModelEntry
+from darkroom.catalog_endpoints import OpenAIEndpoint
 from darkroom.inference import EditJob, GeneratedImage, GenerateJob, TextJob
 from darkroom.inference.resilience import CircuitBreaker, Deadline, Outcome, Reply, Resilience
 from darkroom.intake import EDIT_FORMATS, IntakeLimits, decode_base64, read_header

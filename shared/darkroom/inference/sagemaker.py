@@ -74,7 +74,8 @@ from PIL import Image
 
 from darkroom import config
 from darkroom.api.errors import InvalidRequest, UpstreamError, UpstreamTimeout
-from darkroom.catalog import ModelEntry, SageMakerEndpoint
+from darkroom.catalog import ModelEntry
+from darkroom.catalog_endpoints import SageMakerEndpoint
 from darkroom.inference import EditJob, GeneratedImage, GenerateJob, TextJob
 from darkroom.inference.aws_runtime import (
     CONFIG_MESSAGE,

@@ -35,7 +35,8 @@ from typing import Any, Literal
 from botocore.exceptions import BotoCoreError, ClientError
 
 from darkroom.api.errors import UpstreamError, UpstreamTimeout
-from darkroom.catalog import ModelEntry, SageMakerEndpoint
+from darkroom.catalog import ModelEntry
+from darkroom.catalog_endpoints import SageMakerEndpoint
 from darkroom.inference import GeneratedImage, checkpoint
 from darkroom.inference.aws_runtime import (
     CONFIG_MESSAGE,
