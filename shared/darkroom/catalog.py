@@ -139,11 +139,12 @@ class ModelEntry(BaseModel):
             for size in by_size:
                 if size != "*" and size not in self.sizes:
                     raise ValueError(f"{self.id}: price.per_image[{quality!r}] names size {size!r}, not in sizes")
-        if table:
-            for quality in self.qualities:
-                for size in self.sizes:
-                    if self.price.image_price(quality, size) is None:
-                        raise ValueError(f"{self.id}: price.per_image has no price for quality {quality!r} at {size}")
+        # An edit at size "auto" is drawn at its input's size, which need not be listed: edits need a "*" price.
+        sizes = [*self.sizes, *(["*"] if self.can(Capability.EDIT) else [])]
+        for quality in self.qualities if table else ():
+            for size in sizes:
+                if self.price.image_price(quality, size) is None:
+                    raise ValueError(f"{self.id}: price.per_image has no price for quality {quality!r} at {size}")
         return self
 
     @model_validator(mode="after")

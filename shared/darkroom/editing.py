@@ -29,7 +29,7 @@ from darkroom.config import Settings
 from darkroom.end_users import identify
 from darkroom.generation import Delivery, ImagesResult, admitted, deliver
 from darkroom.image_job import ImageJob, check_time_budget, resolve_request
-from darkroom.inference import EditJob
+from darkroom.inference import EditJob, GeneratedImage
 from darkroom.limits import Admission
 from darkroom.observability import inference_latency
 from darkroom.ports import ImagePorts, ImageSources, RequestContext
@@ -245,13 +245,15 @@ def _run(context: RequestContext, edit: _Edit, ports: ImagePorts, delivery: Deli
     if base.size != (job.width, job.height):  # an explicit size: edit at that size
         base = base.resize((job.width, job.height), Image.Resampling.LANCZOS)
         mask = mask.resize((job.width, job.height), Image.Resampling.NEAREST) if mask else None
+    # An upstream that ignores masks is sent none; its answer is kept inside the mask only.
+    composite = mask is not None and not job.model.honours_mask
     started = time.monotonic()
     edited = ports.backends(job.model).edit(
         job.model,
         EditJob(
             prompt=options.prompt,
             images=[base, *(i.image for i in edit.images[1:])],
-            mask=mask,
+            mask=None if composite else mask,
             width=job.width,
             height=job.height,
             n=job.n,
@@ -263,4 +265,15 @@ def _run(context: RequestContext, edit: _Edit, ports: ImagePorts, delivery: Deli
         ),
     )
     inference_latency(job.model.backend, (time.monotonic() - started) * 1000)
+    if composite and mask is not None:
+        edited = [keep_outside_mask(base, mask, image) for image in edited]
     return deliver(context, job, edited, options, ports, delivery)
+
+
+def keep_outside_mask(base: Image.Image, mask: Image.Image, edited: GeneratedImage) -> GeneratedImage:
+    """``edited`` inside the mask and ``base``'s own pixels outside it, so an upstream that redrew the whole
+    image (it ignores masks) changes only what the mask allows, as OpenAI's edits do. ``mask`` is darkroom's
+    ("L", 0 = edit here, 255 = keep; values between blend), at the size of both images."""
+    drawn = edited.image
+    kept = Image.composite(base.convert(drawn.mode), drawn, mask)
+    return GeneratedImage(kept, edited.revised_prompt)

@@ -192,7 +192,8 @@ def deliver(
             + image_tokens * price.input_image_per_million
             + output_tokens * price.output_image_per_million
         )
-        / 1e6,
+        / 1e6
+        + job.model.image_cost(job.quality, job.size, job.n),
         end_user=delivery.end_user,
     )
     if delivery.bill:

@@ -178,3 +178,40 @@ def test_the_declared_family_is_kept_whatever_the_model_id_looks_like():
         )
     )
     assert catalog.models["my-canvas"].endpoint.family == "nova-canvas"
+
+
+def _priced(per_image: dict, capabilities=("generate",)) -> str:
+    entry = {
+        "backend": "local",
+        "capabilities": list(capabilities),
+        "sizes": ["512x512", "1024x1024"],
+        "default_size": "1024x1024",
+        "qualities": ["medium", "high"],
+        "default_quality": "medium",
+        "price": {"per_image": per_image},
+    }
+    return _catalog_with({"m": entry})
+
+
+def test_per_image_prices_resolve_by_quality_then_size_with_a_fallback():
+    catalog = parse_catalog(_priced({"medium": {"*": 0.04, "512x512": 0.018}, "high": {"*": 0.08}}))
+    model = catalog.models["m"]
+    assert model.image_cost("medium", "512x512", 2) == pytest.approx(0.036)
+    assert model.image_cost("medium", "1024x1024", 1) == pytest.approx(0.04)
+    assert model.image_cost("high", "512x512", 3) == pytest.approx(0.24)
+
+
+@pytest.mark.parametrize(
+    ("per_image", "capabilities", "complaint"),
+    [
+        ({"medium": {"*": 0.04}}, ("generate",), "no price for quality 'high'"),
+        ({"medium": {"512x512": 0.02}, "high": {"*": 0.08}}, ("generate",), "'medium' at 1024x1024"),
+        ({"medium": {"*": 0.04}, "high": {"*": 0.08}, "ultra": {"*": 1}}, ("generate",), "quality 'ultra'"),
+        ({"medium": {"*": 0.04, "9x9": 1}, "high": {"*": 0.08}}, ("generate",), "size '9x9'"),
+        # an edit at size auto is drawn at its input's size: it needs the "*" price
+        ({q: {"512x512": 0.02, "1024x1024": 0.04} for q in ("medium", "high")}, ("edit",), "'medium' at \\*"),
+    ],
+)
+def test_per_image_prices_must_cover_every_image_the_model_offers(per_image, capabilities, complaint):
+    with pytest.raises(ValueError, match=complaint):
+        parse_catalog(_priced(per_image, capabilities))

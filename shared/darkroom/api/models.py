@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Literal
 
 from pydantic import BaseModel
@@ -19,6 +20,8 @@ class ModelObject(BaseModel):
     owned_by: str = "darkroom"
     capabilities: list[str]
     description: str = ""
+    # The date the provider retires the model (ISO 8601); from that day on requests naming it are refused.
+    end_of_life: date | None = None
 
 
 class ModelList(BaseModel):
@@ -27,7 +30,12 @@ class ModelList(BaseModel):
 
 
 def model_object(entry: ModelEntry) -> ModelObject:
-    return ModelObject(id=entry.id, capabilities=sorted(entry.capabilities), description=entry.description)
+    return ModelObject(
+        id=entry.id,
+        capabilities=sorted(entry.capabilities),
+        description=entry.description,
+        end_of_life=entry.end_of_life,
+    )
 
 
 def model_list(catalog: Catalog) -> ModelList:
