@@ -282,6 +282,7 @@ def test_respond_without_instructions_sends_no_system(stubber, backend):
         (NOVA, 304, 304, 1, "size"),  # below 320
         (NOVA, 4112, 1024, 1, "size"),  # above 4096
         (NOVA, 4096, 4096, 1, "size"),  # more than 4,194,304 pixels
+        (NOVA, 2048, 2048, 1, "size"),  # exactly 4,194,304: Nova wants "less than 4,194,304" (image-gen-access.html)
         (NOVA, 320, 1600, 1, "size"),  # aspect ratio beyond 1:4
         (NOVA, 320, 320, 6, "n"),
         (NOVA, 320, 320, 0, "n"),
@@ -520,3 +521,11 @@ def test_a_size_only_the_id_lookalike_family_takes_is_refused_by_the_declared_on
     with pytest.raises(InvalidRequest) as caught:
         BedrockBackend(model, client=client).generate(model, gen_job(1024, 768))
     assert caught.value.param == "size" and "Titan Image Generator" in caught.value.message
+
+
+def test_the_largest_nova_size_below_the_pixel_bound_is_sent(client, stubber):
+    # 2048x2032 has 4,161,536 pixels, under Nova Canvas's "less than 4,194,304"; 2048x2048 is refused above.
+    model = entry(NOVA, sizes=("2048x2032",))
+    stubber.add_response("invoke_model", image_reply({"images": [b64(png(2048, 2032))]}), invoke_params(Capture()))
+    images = BedrockBackend(model, client=client).generate(model, gen_job(2048, 2032))
+    assert [i.image.size for i in images] == [(2048, 2032)]

@@ -1,35 +1,46 @@
 """The ``bedrock`` backend: Amazon Bedrock foundation models through ``bedrock-runtime``.
 
-* generate -> ``InvokeModel`` with the Nova Canvas / Titan Image Generator ``TEXT_IMAGE`` task;
-* edit with a mask -> ``INPAINTING`` (one input image); edit without a mask -> ``IMAGE_VARIATION``
-  (1-5 input images guide a new picture);
-* respond -> the ``Converse`` API (text, and PNG images for models that see).
+* image models -> ``InvokeModel``, with the request and answer shapes of the family the catalog entry declares
+  (``endpoint.family``, never guessed from the model id: an inference profile or a new version need not look
+  like the family it belongs to):
 
-The image families' request shapes, masks and limits (checked before AWS is called) are
-:mod:`darkroom.inference.bedrock_images`'. Which family a model is comes from its catalog entry
-(``endpoint.family``: ``nova-canvas``, ``titan-image``, or ``converse`` for text and vision), never from its
-model id: an inference profile or a new version need not look like the family it belongs to.
+  - ``nova-canvas``, ``titan-image``: generate -> the ``TEXT_IMAGE`` task; edit with a mask -> ``INPAINTING``
+    (one input image); edit without one -> ``IMAGE_VARIATION`` (1-5 input images guide a new picture); one call
+    returns all ``n`` images (:mod:`darkroom.inference.bedrock_images`);
+  - ``stability-image`` (SD3.5 Large, Stable Image Core and Ultra): generate -> text-to-image at the aspect
+    ratio of the job's size; edit -> image-to-image (no mask); ``stability-inpaint`` (Stability AI Image
+    Services' Inpaint): edit -> an image and its mask. One image per call, so ``n`` images are ``n`` calls
+    made one after another within the one deadline (:mod:`darkroom.inference.bedrock_stability`);
+
+* respond -> the ``Converse`` API (text, and PNG images for models that see); family ``converse``.
+
+Each family's planner checks what its models accept before AWS is called (400 naming the parameter) and
+returns :class:`~darkroom.inference.bedrock_images.ImageCalls`: the bodies to send and how to read an answer.
+Each call goes through :func:`~darkroom.inference.aws_runtime.guarded` (breaker, retries) on the one deadline;
+a further call is not started when less time remains than the slowest call so far took (a 504 then, rather
+than paying for an image the deadline would discard).
 
 **Errors.** ``ThrottlingException``, ``ServiceUnavailableException``, ``ModelNotReadyException``,
 ``InternalServerException``, ``ServiceQuotaExceededException`` -> 503 + ``retry-after``;
 ``ValidationException`` saying the content filters blocked the request (or an image answer with an
-``error`` field) -> 400 ``content_policy_violation`` with a neutral message; any other
-``ValidationException``, ``AccessDeniedException``, ``ResourceNotFoundException``,
-``ModelErrorException`` -> 502 ``upstream_error``; ``ModelTimeoutException`` and botocore read/connect
-timeouts -> 504; a malformed answer -> 502 ``upstream_invalid_response``. No message names the model
-ARN or repeats what Bedrock said. Images in answers pass through :mod:`darkroom.intake`.
+``error`` field or a "Filter reason" finish reason) -> 400 ``content_policy_violation`` with a neutral message;
+any other ``ValidationException``, ``AccessDeniedException``, ``ResourceNotFoundException``,
+``ModelErrorException`` (and Stability's "Inference error") -> 502 ``upstream_error``; ``ModelTimeoutException``
+and botocore read/connect timeouts -> 504; a malformed answer -> 502 ``upstream_invalid_response``. No message
+names the model ARN or repeats what Bedrock said. Images in answers pass through :mod:`darkroom.intake`.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from functools import partial
+from typing import Any, TypeVar
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from darkroom.api.errors import InvalidRequest, UpstreamError, UpstreamTimeout
+from darkroom.api.errors import UpstreamError, UpstreamTimeout
 from darkroom.catalog import ModelEntry
 from darkroom.catalog_endpoints import BedrockEndpoint
 from darkroom.inference import EditJob, GeneratedImage, GenerateJob, TextJob
@@ -37,7 +48,6 @@ from darkroom.inference.aws_runtime import (
     CONFIG_MESSAGE,
     FAILED_MESSAGE,
     AwsBackend,
-    decode_images,
     error_code,
     error_message,
     guarded,
@@ -48,11 +58,33 @@ from darkroom.inference.aws_runtime import (
     throttled,
     transport_outcome,
 )
-from darkroom.inference.bedrock_images import edit_body, generate_body, refuse, rules_for
+from darkroom.inference.bedrock_images import (
+    CONTENT_POLICY_MESSAGE,
+    ImageCalls,
+    amazon_edit,
+    amazon_generate,
+    content_policy,
+    refuse,
+)
+from darkroom.inference.bedrock_stability import edit_calls, generate_calls, inpaint_calls
 from darkroom.inference.resilience import TIMEOUT_MESSAGE, Outcome
 from darkroom.observability import logger
 
-CONTENT_POLICY_MESSAGE = "The request was rejected by the model's content filters."
+__all__ = ["CONTENT_POLICY_MESSAGE", "BedrockBackend"]
+
+J = TypeVar("J", GenerateJob, EditJob)
+# Each image family's planner, by the family its catalog entry declares.
+_GENERATE: dict[str, Callable[[ModelEntry, GenerateJob], ImageCalls]] = {
+    "nova-canvas": amazon_generate,
+    "titan-image": amazon_generate,
+    "stability-image": lambda _model, job: generate_calls(job),
+}
+_EDIT: dict[str, Callable[[ModelEntry, EditJob], ImageCalls]] = {
+    "nova-canvas": amazon_edit,
+    "titan-image": amazon_edit,
+    "stability-image": lambda _model, job: edit_calls(job),
+    "stability-inpaint": lambda _model, job: inpaint_calls(job),
+}
 _UNAVAILABLE_CODES = frozenset(
     {
         "ThrottlingException",
@@ -82,12 +114,10 @@ class BedrockBackend(AwsBackend):
     # -- the port -------------------------------------------------------------------------------
 
     def generate(self, model: ModelEntry, job: GenerateJob) -> list[GeneratedImage]:
-        body = generate_body(rules_for(model), job)
-        return self._images(model, "generate", body, job.n, job.width, job.height, job.deadline_seconds)
+        return self._images(model, "generate", _plan(_GENERATE, model, job), job.deadline_seconds)
 
     def edit(self, model: ModelEntry, job: EditJob) -> list[GeneratedImage]:
-        body = edit_body(rules_for(model), job)
-        return self._images(model, "edit", body, job.n, job.width, job.height, job.deadline_seconds)
+        return self._images(model, "edit", _plan(_EDIT, model, job), job.deadline_seconds)
 
     def respond(self, model: ModelEntry, job: TextJob) -> str:
         system = [{"text": job.instructions}] if job.instructions else []
@@ -142,48 +172,52 @@ class BedrockBackend(AwsBackend):
     # -- answers --------------------------------------------------------------------------------
 
     def _images(
-        self,
-        model: ModelEntry,
-        operation: str,
-        body: dict[str, Any],
-        n: int,
-        width: int,
-        height: int,
-        deadline_seconds: float,
+        self, model: ModelEntry, operation: str, calls: ImageCalls, deadline_seconds: float
     ) -> list[GeneratedImage]:
-        payload = json.dumps(body, separators=(",", ":")).encode("utf-8")
-
-        def call() -> list[GeneratedImage]:
-            try:
-                response = self.client.invoke_model(
-                    modelId=model.endpoint_as(BedrockEndpoint).model_id,
-                    body=payload,
-                    contentType="application/json",
-                    accept="application/json",
+        deadline = self.deadline(model, deadline_seconds)
+        images: list[GeneratedImage] = []
+        slowest = 0.0
+        for body in calls.bodies:
+            before = deadline.remaining()
+            if images and before < slowest:  # another call like the slowest would end past the deadline
+                logger.warning("bedrock image call not started: no time left", extra={"model": model.id})
+                raise UpstreamTimeout(TIMEOUT_MESSAGE)
+            payload = json.dumps(body, separators=(",", ":")).encode("utf-8")
+            images.extend(
+                guarded(
+                    self.breaker,
+                    model.id,
+                    operation,
+                    partial(self._invoke, model, payload, calls.read),
+                    backend=model.backend,
+                    deadline=deadline,
+                    resilience=self.resilience,
                 )
-            except ClientError as exc:
-                raise self._client_error(model, exc) from None
-            except BotoCoreError as exc:
-                raise transport_outcome(exc) from None
-            document = json_object(read_body(response.get("body")))
-            if document.get("error"):  # Bedrock's filters removed what it drew
-                raise Outcome(InvalidRequest(CONTENT_POLICY_MESSAGE, code="content_policy_violation"), unhealthy=False)
-            return decode_images(document.get("images"), n, width, height, transparent=False)
+            )
+            slowest = max(slowest, before - deadline.remaining())
+        return images
 
-        return guarded(
-            self.breaker,
-            model.id,
-            operation,
-            call,
-            backend=model.backend,
-            deadline=self.deadline(model, deadline_seconds),
-            resilience=self.resilience,
-        )
+    def _invoke(
+        self, model: ModelEntry, payload: bytes, read: Callable[[dict[str, Any]], list[GeneratedImage]]
+    ) -> list[GeneratedImage]:
+        """One ``InvokeModel`` attempt -> the answer's images (or an ``Outcome``)."""
+        try:
+            response = self.client.invoke_model(
+                modelId=model.endpoint_as(BedrockEndpoint).model_id,
+                body=payload,
+                contentType="application/json",
+                accept="application/json",
+            )
+        except ClientError as exc:
+            raise self._client_error(model, exc) from None
+        except BotoCoreError as exc:
+            raise transport_outcome(exc) from None
+        return read(json_object(read_body(response.get("body"))))
 
     @staticmethod
     def _text(response: Mapping[str, Any]) -> str:
         if response.get("stopReason") in ("content_filtered", "guardrail_intervened"):
-            raise Outcome(InvalidRequest(CONTENT_POLICY_MESSAGE, code="content_policy_violation"), unhealthy=False)
+            raise content_policy()
         output = response.get("output")
         message = output.get("message") if isinstance(output, Mapping) else None
         content = message.get("content") if isinstance(message, Mapping) else None
@@ -204,9 +238,17 @@ class BedrockBackend(AwsBackend):
         if code == "ModelTimeoutException":
             return Outcome(UpstreamTimeout(TIMEOUT_MESSAGE), unhealthy=True)
         if code == "ValidationException" and _CONTENT_FILTERED.search(error_message(exc)):
-            return Outcome(InvalidRequest(CONTENT_POLICY_MESSAGE, code="content_policy_violation"), unhealthy=False)
+            return content_policy()
         if code in _CONFIG_CODES or code == "ValidationException":
             logger.error("bedrock rejected darkroom's request", extra={"model": model.id, "code": code})
             return Outcome(UpstreamError(CONFIG_MESSAGE, code="upstream_error"), unhealthy=False)
         logger.error("bedrock call failed", extra={"model": model.id, "code": code[:64]})
         return Outcome(UpstreamError(FAILED_MESSAGE, code="upstream_error"), unhealthy=code == "ModelErrorException")
+
+
+def _plan(planners: Mapping[str, Callable[[ModelEntry, J], ImageCalls]], model: ModelEntry, job: J) -> ImageCalls:
+    """The declared family's planner for ``job`` (the catalog admits no capability a family lacks)."""
+    planner = planners.get(model.endpoint_as(BedrockEndpoint).family)
+    if planner is None:
+        raise refuse(f"The model '{model.id}' does not draw images this way.", "model", "model_not_supported")
+    return planner(model, job)

@@ -23,18 +23,24 @@ converts: alpha 0 -> black, anything else -> white.
 
 **What a model can do is checked before AWS is called** (400 ``invalid_value`` naming ``size``, ``n``,
 ``image``, ``prompt``, ``seed``...): Nova Canvas sides are multiples of 16 in [320, 4096], at most
-4,194,304 pixels, aspect ratio within 1:4..4:1; Titan Image Generator takes a fixed list of sizes;
-both return 1-5 images. An inpainting edit keeps the input's size (Bedrock answers at the input image's size),
+4,194,303 pixels (fewer than 4,194,304, so not 2048x2048), aspect ratio within 1:4..4:1; Titan Image
+Generator takes a fixed list of sizes; both return 1-5 images. An inpainting edit keeps the input's size
+(Bedrock answers at the input image's size),
 which must be within the same side and pixel bounds (multiples of 16 are not needed for inputs); a
 variation (no mask) is drawn at the job's size, which must be a size the model can produce.
 Which family a model is comes from its catalog entry (``endpoint.family``), never from its model id.
+
+:class:`ImageCalls` is what every Bedrock image family's planner returns to :mod:`darkroom.inference.bedrock`:
+the ``InvokeModel`` bodies to send (Nova Canvas and Titan: one body for all ``n`` images; Stability's models:
+one call per image, :mod:`darkroom.inference.bedrock_stability`) and how to read each answer.
 """
 
 from __future__ import annotations
 
 import base64
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from PIL import Image
@@ -42,11 +48,29 @@ from PIL import Image
 from darkroom.api.errors import InvalidRequest
 from darkroom.catalog import ModelEntry
 from darkroom.catalog_endpoints import BedrockEndpoint
-from darkroom.inference import EditJob, GenerateJob
-from darkroom.inference.aws_runtime import b64png, png_bytes
+from darkroom.inference import EditJob, GeneratedImage, GenerateJob
+from darkroom.inference.aws_runtime import b64png, decode_images, png_bytes
+from darkroom.inference.resilience import Outcome
 
+CONTENT_POLICY_MESSAGE = "The request was rejected by the model's content filters."
 _PASSTHROUGH = frozenset({"negative_prompt", "seed", "cfg_scale"})
 _QUALITY = {"low": "standard", "medium": "standard", "high": "premium"}
+
+
+@dataclass(frozen=True)
+class ImageCalls:
+    """What one generate or edit sends to a Bedrock image model: an ``InvokeModel`` body per call (sent in
+    order, within the one deadline), and ``read``, which turns one answer into its images or raises an
+    :class:`Outcome` (content filters, the model's own failure, a malformed answer)."""
+
+    bodies: tuple[dict[str, Any], ...]
+    read: Callable[[dict[str, Any]], list[GeneratedImage]]
+
+
+def content_policy() -> Outcome:
+    """The model's filters refused the prompt, an input image or what it drew: the client's 400, not the
+    endpoint's health."""
+    return Outcome(InvalidRequest(CONTENT_POLICY_MESSAGE, code="content_policy_violation"), unhealthy=False)
 
 
 @dataclass(frozen=True)
@@ -57,7 +81,9 @@ class ImageRules:
     min_side: int = 320
     max_side: int = 4096
     multiple: int = 16
-    max_pixels: int = 4_194_304
+    # Nova Canvas: "The total pixel count must be less than 4,194,304" (image-gen-access.html; AWS Labs' Nova
+    # Canvas MCP server enforces `total_pixels >= 4194304` as an error): so 2048x2048 is refused.
+    max_pixels: int = 4_194_303
     max_aspect: float = 4.0
     sizes: frozenset[tuple[int, int]] | None = None  # a fixed list replaces the rules above for outputs
     max_n: int = 5
@@ -105,6 +131,25 @@ TITAN_IMAGE = ImageRules(
 
 
 _RULES = {"nova-canvas": NOVA_CANVAS, "titan-image": TITAN_IMAGE}
+
+
+def amazon_generate(model: ModelEntry, job: GenerateJob) -> ImageCalls:
+    """Nova Canvas / Titan: one ``TEXT_IMAGE`` call returns all ``job.n`` images."""
+    body = generate_body(rules_for(model), job)
+    return ImageCalls((body,), partial(read_amazon, n=job.n, width=job.width, height=job.height))
+
+
+def amazon_edit(model: ModelEntry, job: EditJob) -> ImageCalls:
+    """Nova Canvas / Titan: one ``INPAINTING`` or ``IMAGE_VARIATION`` call returns all ``job.n`` images."""
+    body = edit_body(rules_for(model), job)
+    return ImageCalls((body,), partial(read_amazon, n=job.n, width=job.width, height=job.height))
+
+
+def read_amazon(document: dict[str, Any], *, n: int, width: int, height: int) -> list[GeneratedImage]:
+    """``{"images": [b64...], "error"?}``: an ``error`` means Bedrock's filters removed what the model drew."""
+    if document.get("error"):
+        raise content_policy()
+    return decode_images(document.get("images"), n, width, height, transparent=False)
 
 
 def rules_for(model: ModelEntry) -> ImageRules:
