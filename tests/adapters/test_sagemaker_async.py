@@ -5,6 +5,7 @@ playing the endpoint by writing its output or failure object on a chosen poll.""
 from __future__ import annotations
 
 import json
+import os
 
 import boto3
 import pytest
@@ -20,7 +21,8 @@ from darkroom.catalog import ModelEntry
 from darkroom.catalog_endpoints import SageMakerEndpoint
 from darkroom.inference import EditJob, GenerateJob, InputImage, TextJob, aws_runtime, sagemaker_async
 from darkroom.inference.resilience import CircuitBreaker
-from darkroom.inference.sagemaker import SageMakerBackend, generate_request
+from darkroom.inference.sagemaker import SageMakerBackend
+from darkroom.inference.sagemaker_contracts import generate_request
 
 ENDPOINT_NAME = "darkroom-async-endpoint-7f3a"
 SECRET_DETAIL = "CONTAINER-TRACEBACK-DETAIL-9c1e"
@@ -138,32 +140,38 @@ def backend(client, clock, model):
 
 
 class Invocation:
-    """One expected ``InvokeEndpointAsync``: the parameters it must carry and what SageMaker answers."""
+    """One expected ``InvokeEndpointAsync``: the parameters it must carry and what SageMaker answers. ``inline``:
+    the request travels as ``Body`` (at most 128,000 bytes), else in S3, named by ``InputLocation``: exactly one of
+    them (botocore's sagemaker-runtime service model, InvokeEndpointAsyncInput.Body)."""
 
     def __init__(
         self,
         stubber: Stubber,
         bucket: str,
         *,
+        inline=True,
         ttl=60,
         timeout=900,
         output_key=OUTPUT_KEY,
         failure_key: str | None = FAILURE_KEY,
         output_bucket: str | None = None,
+        headers=("application/json", "application/json"),
     ) -> None:
         self.input_location = Capture()
+        self.body = Capture()
         self.inference_id = Capture()
         answer = {"InferenceId": "answer-1", "OutputLocation": f"s3://{output_bucket or bucket}/{output_key}"}
         if failure_key:
             answer["FailureLocation"] = f"s3://{bucket}/{failure_key}"
+        source = {"Body": self.body} if inline else {"InputLocation": self.input_location}
         stubber.add_response(
             "invoke_endpoint_async",
             answer,
             {
                 "EndpointName": ENDPOINT_NAME,
-                "InputLocation": self.input_location,
-                "ContentType": "application/json",
-                "Accept": "application/json",
+                **source,
+                "ContentType": headers[0],
+                "Accept": headers[1],
                 "InferenceId": self.inference_id,
                 "InvocationTimeoutSeconds": timeout,
                 "RequestTTLSeconds": ttl,
@@ -174,6 +182,12 @@ class Invocation:
     @property
     def input_key(self) -> str:
         return self.input_location.value.removeprefix(f"s3://{self.bucket}/")
+
+    @property
+    def sent(self) -> dict:
+        """The inline request body, as the endpoint reads it."""
+        assert isinstance(self.body.value, bytes) and len(self.body.value) <= sagemaker_async.MAX_INLINE_BYTES
+        return json.loads(self.body.value)
 
 
 def input_keys(s3, bucket) -> list[str]:
@@ -206,17 +220,20 @@ def assert_neutral(exc: ApiError, bucket: str) -> None:
 # -- answers ---------------------------------------------------------------------------------------
 
 
-def test_generate_sends_the_contract_through_s3_and_returns_the_endpoints_images(
-    stubber, backend, model, clock, s3, bucket
-):
-    invocation = Invocation(stubber, bucket)
-    seen: list[dict] = []
+def test_a_small_generate_travels_inline_and_returns_the_endpoints_images(stubber, backend, model, clock, s3, bucket):
+    invocation = Invocation(stubber, bucket)  # Body, no InputLocation: the Stubber checks both
     images = [b64(png(colour=(1, 2, 3))), b64(png(128, 96, colour=(9, 8, 7)))]  # the second is cover-fitted
-    clock.on_sleep = endpoint_writes(s3, bucket, 3, OUTPUT_KEY, answer({"images": images}), seen)
+    written: list[list[str]] = []
+
+    def endpoint(count: int) -> None:
+        written.append(input_keys(s3, bucket))
+        endpoint_writes(s3, bucket, 3, OUTPUT_KEY, answer({"images": images}))(count)
+
+    clock.on_sleep = endpoint
 
     result = backend.generate(model, gen_job(n=2, negative_prompt="fog", steps=30, seed=7))
 
-    assert seen == [
+    assert [invocation.sent] == [
         {
             "task": "generate",
             "prompt": "a lighthouse at dusk",
@@ -229,22 +246,23 @@ def test_generate_sends_the_contract_through_s3_and_returns_the_endpoints_images
             "seed": 7,
         }
     ]
-    assert invocation.input_key == f"{INPUT_PREFIX}{invocation.inference_id.value}.json"
     assert [image.image.size for image in result] == [(64, 48), (64, 48)]
     assert result[0].image.getpixel((5, 5)) == (1, 2, 3) and result[1].image.getpixel((30, 20)) == (9, 8, 7)
     assert clock.sleeps == [0.5, 1.0, 2.0]  # answered on the third poll, not a poll more
-    assert input_keys(s3, bucket) == []  # the input is deleted once the answer is in
+    assert written == [[], [], []] and input_keys(s3, bucket) == []  # nothing was put in S3, nor left there
 
 
-def test_edit_sends_the_same_contract_with_its_white_is_edit_mask(stubber, backend, model, clock, s3, bucket):
-    Invocation(stubber, bucket)
-    seen: list[dict] = []
-    clock.on_sleep = endpoint_writes(s3, bucket, 1, OUTPUT_KEY, answer({"images": [b64(png())]}), seen)
+def noise(width: int, height: int) -> Image.Image:
+    """An image that does not compress: its PNG alone is past the 128,000 bytes an inline body may hold."""
+    return Image.frombytes("RGB", (width, height), os.urandom(width * height * 3))
+
+
+def large_edit(deadline=60.0) -> EditJob:
     mask = Image.new("L", (64, 48), 255)
     mask.paste(0, (0, 0, 32, 48))  # darkroom: alpha 0 = edit the left half
-    job = EditJob(
+    return EditJob(
         prompt="add a moon",
-        images=[Image.new("RGB", (64, 48), (10, 200, 10))],
+        images=[Image.new("RGB", (64, 48), (10, 200, 10)), noise(256, 192)],
         mask=mask,
         width=64,
         height=48,
@@ -252,23 +270,39 @@ def test_edit_sends_the_same_contract_with_its_white_is_edit_mask(stubber, backe
         quality="medium",
         transparent=False,
         input_fidelity="low",
-        deadline_seconds=60,
+        deadline_seconds=deadline,
     )
 
-    (image,) = backend.edit(model, job)
+
+def test_a_large_edit_goes_through_s3_with_its_white_is_edit_mask(stubber, backend, model, clock, s3, bucket):
+    invocation = Invocation(stubber, bucket, inline=False)
+    seen: list[dict] = []
+    clock.on_sleep = endpoint_writes(s3, bucket, 1, OUTPUT_KEY, answer({"images": [b64(png())]}), seen)
+
+    (image,) = backend.edit(model, large_edit())
 
     assert image.image.size == (64, 48)
-    (sent,) = seen
+    assert invocation.input_key == f"{INPUT_PREFIX}{invocation.inference_id.value}.json"
+    (sent,) = seen  # read from S3 while the job was pending
+    assert len(json.dumps(sent, separators=(",", ":"))) > sagemaker_async.MAX_INLINE_BYTES
     assert sent["task"] == "edit" and sent["num_images"] == 1
     assert decode_png(sent["image"]).getpixel((5, 5)) == (10, 200, 10)
+    assert [decode_png(r).size for r in sent["reference_images"]] == [(256, 192)]
     contract_mask = decode_png(sent["mask"])
     assert contract_mask.getpixel((5, 5)) == 255 and contract_mask.getpixel((60, 5)) == 0
+    assert input_keys(s3, bucket) == []  # the input is deleted once the answer is in
+
+
+def test_a_large_edit_whose_invocation_fails_leaves_no_input(stubber, backend, model, s3, bucket):
+    stubber.add_client_error("invoke_endpoint_async", "ValidationError", SECRET_DETAIL, http_status_code=400)
+    with pytest.raises(UpstreamError):
+        backend.edit(model, large_edit())
+    assert input_keys(s3, bucket) == []
 
 
 def test_respond_returns_the_endpoints_text(stubber, backend, model, clock, s3, bucket):
-    Invocation(stubber, bucket)
-    seen: list[dict] = []
-    clock.on_sleep = endpoint_writes(s3, bucket, 2, OUTPUT_KEY, answer({"text": "A blue square."}), seen)
+    invocation = Invocation(stubber, bucket)
+    clock.on_sleep = endpoint_writes(s3, bucket, 2, OUTPUT_KEY, answer({"text": "A blue square."}))
     job = TextJob(
         instructions="Be brief.",
         messages=[("user", "what?")],
@@ -277,7 +311,8 @@ def test_respond_returns_the_endpoints_text(stubber, backend, model, clock, s3, 
     )
 
     assert backend.respond(model, job) == "A blue square."
-    assert seen[0]["messages"] == [{"role": "user", "content": "what?"}] and seen[0]["instructions"] == "Be brief."
+    sent = invocation.sent
+    assert sent["messages"] == [{"role": "user", "content": "what?"}] and sent["instructions"] == "Be brief."
     assert input_keys(s3, bucket) == []
 
 
@@ -520,15 +555,14 @@ def test_a_storage_failure_is_a_502_that_leaves_the_breaker_alone(
 
 
 def test_submit_then_collect_in_a_later_invocation(stubber, backend, model, s3, bucket):
-    Invocation(stubber, bucket, ttl=21_600)
+    invocation = Invocation(stubber, bucket, ttl=21_600)
     body = generate_request(gen_job(n=1))
     handle = json.loads(json.dumps(backend.submit_async(model, "generate", body)))  # stored as JSON between them
 
     later = SageMakerBackend(model, client=object(), clock=FakeTime().time)  # no SageMaker call is left to make
     assert later.collect_async(model, handle) is None
     assert later.collect_async(model, handle) is None
-    (input_key,) = input_keys(s3, bucket)  # kept while the job is pending
-    assert json.loads(s3.get_object(Bucket=bucket, Key=input_key)["Body"].read()) == body
+    assert invocation.sent == body and input_keys(s3, bucket) == []  # inline: nothing in S3 to keep or delete
 
     s3.put_object(Bucket=bucket, Key=OUTPUT_KEY, Body=answer({"images": [b64(png(colour=(4, 5, 6)))]}))
     (image,) = later.collect_async(model, handle)
@@ -613,7 +647,7 @@ def test_in_a_background_job_a_pending_answer_pauses_and_the_next_invocation_col
     Invocation(stubber, bucket, ttl=21_600)  # made for the endpoint's own limit, not this invocation's deadline
     with checkpoint.resumable(None), pytest.raises(checkpoint.StillRunning) as paused:
         backend.generate(model, gen_job(deadline=20.0))
-    assert 20.0 <= sum(clock.sleeps) < 21 and len(input_keys(s3, bucket)) == 1  # still queued at SageMaker
+    assert 20.0 <= sum(clock.sleeps) < 21 and input_keys(s3, bucket) == []  # still queued, inline
     handle = json.loads(json.dumps(paused.value.handle))  # as the job stores it
 
     s3.put_object(Bucket=bucket, Key=OUTPUT_KEY, Body=answer({"images": [b64(png(colour=(7, 7, 7)))]}))

@@ -1,8 +1,21 @@
-"""The ``sagemaker`` backend: a SageMaker real-time endpoint that speaks darkroom's JSON contract.
+"""The ``sagemaker`` backend: a SageMaker endpoint, real-time or asynchronous, in the entry's ``contract``.
 
-darkroom calls ``sagemaker-runtime:InvokeEndpoint`` with the endpoint's ``content_type``/``accept``
-(both ``application/json`` unless the catalog says otherwise) and one JSON object as the body. A model
-container that wants to be served by darkroom implements exactly this (docs/deploying-backends.md):
+The catalog's ``endpoint.contract`` says what the container speaks (:mod:`darkroom.inference.sagemaker_contracts`
+builds each request and parses each answer, with sources):
+
+* ``darkroom`` (the default): darkroom's own JSON contract, below;
+* ``jumpstart-sd``: SageMaker JumpStart's Stable Diffusion containers (generate; edit with a mask on an inpainting
+  model); ``num_images_per_prompt`` = n, ``Accept: application/json;jpeg``, ``generated_images`` in the answer;
+* ``hf-diffusers``: the Hugging Face inference toolkit's diffusers handler (generate only): ``{"inputs", "parameters"}``
+  in, one bare base64 PNG string out, so ``n`` images are ``n`` invocations, one after another within the job's
+  deadline (real time; an async endpoint takes n = 1 only).
+
+Neither off-the-shelf container answers text: analyze is the client's 400 (``param: model``) there, as are sizes,
+transparency and pass-through values they cannot take, all refused before a call.
+
+For darkroom's contract, darkroom calls ``sagemaker-runtime:InvokeEndpoint`` with the endpoint's
+``content_type``/``accept`` (both ``application/json`` unless the catalog says otherwise) and one JSON object as the
+body. A model container that wants to be served by darkroom implements exactly this (docs/deploying-backends.md):
 
 Request (keys with no value are left out)::
 
@@ -42,6 +55,10 @@ or the container's body. AWS errors map as follows:
   model's ``passthrough`` names -> 400 ``invalid_value`` for that parameter (the client's value, e.g. a ``seed``
   the model cannot take); only ``code`` and ``param`` are read from the container's body, and at most
   ``MAX_REFUSAL_BYTES`` of it (:func:`container_refusal`);
+* a 4xx ``ModelError`` from a ``jumpstart-sd`` or ``hf-diffusers`` container -> 502 ``upstream_error`` that counts
+  against the endpoint: the Hugging Face container both run in answers *every* exception with a 400
+  (``handler_service.handle``: ``raise PredictionException(str(e), 400)``), a CUDA out-of-memory included, so
+  nothing tells a deliberate refusal apart; their error bodies are never read as darkroom refusals;
 * any other ``ModelError`` (the container answered 4xx/5xx) and ``ValidationError`` (darkroom's request did
   not fit the endpoint: an operator issue) -> 502 ``upstream_error``;
 * botocore ``ReadTimeoutError`` / ``ConnectTimeoutError`` -> 504 ``upstream_timeout``; so is a ``ModelError``
@@ -53,24 +70,22 @@ or the container's body. AWS errors map as follows:
 Each backend has a circuit breaker (:class:`darkroom.inference.resilience.CircuitBreaker`): throttling,
 timeouts, invalid answers and 5xx count against the endpoint; deliberate 4xx answers (refusals included) do not.
 
-An endpoint with ``async_inference`` is a SageMaker *asynchronous* endpoint: the same body and answer
-travel through S3 instead (:mod:`darkroom.inference.sagemaker_async`); ``submit_async`` and
+An endpoint with ``async_inference`` is a SageMaker *asynchronous* endpoint: the same body (inline up to 128,000
+bytes, else through S3) and answer (through S3) (:mod:`darkroom.inference.sagemaker_async`); ``submit_async`` and
 ``collect_async`` split one call in two for a background job that outlives a Lambda invocation.
 """
 
 from __future__ import annotations
 
-import base64
 import json
 import time
 from collections.abc import Callable, Mapping
-from typing import Any, Literal, overload
+from typing import Any, Literal, cast, overload
 
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
 )
-from PIL import Image
 
 from darkroom import config
 from darkroom.api.errors import InvalidRequest, UpstreamError, UpstreamTimeout
@@ -82,19 +97,21 @@ from darkroom.inference.aws_runtime import (
     FAILED_MESSAGE,
     REFUSED_MESSAGE,
     AwsBackend,
-    b64png,
-    decode_images,
     error_code,
     guarded,
-    invalid_response,
-    json_object,
-    png_bytes,
     read_body,
     throttled,
     transport_outcome,
 )
-from darkroom.inference.resilience import TIMEOUT_MESSAGE, CircuitBreaker, Outcome, Resilience
+from darkroom.inference.resilience import TIMEOUT_MESSAGE, CircuitBreaker, Deadline, Outcome, Resilience
 from darkroom.inference.sagemaker_async import Answer, AsyncEndpoint, Task
+from darkroom.inference.sagemaker_contracts import (
+    ContractCall,
+    expectation,
+    parse_answer,
+    prepare,
+    refuse,
+)
 from darkroom.observability import logger
 
 # The contract's safety refusal (a 4xx whose body is {"error": {"code": "content_policy_violation"}}) and the
@@ -131,6 +148,8 @@ def container_refusal(model: ModelEntry, body: object) -> Outcome | None:
     of at most ``MAX_REFUSAL_BYTES``, and ``param`` is used only when it is one of the catalog's own names. A refusal
     is the client's request, not the endpoint's health (``unhealthy=False``); nothing of the container's text
     reaches the client or the logs."""
+    if not isinstance(model.endpoint, SageMakerEndpoint) or model.endpoint.contract != "darkroom":
+        return None  # an off-the-shelf container's error body is not darkroom's: never read as a refusal
     data = body.encode("utf-8", "replace") if isinstance(body, str) else body
     if not isinstance(data, bytes | bytearray) or len(data) > MAX_REFUSAL_BYTES:
         return None
@@ -149,89 +168,6 @@ def container_refusal(model: ModelEntry, body: object) -> Outcome | None:
             InvalidRequest(f"Invalid value for '{param}': {model.id} cannot take it.", param=param), unhealthy=False
         )
     return None
-
-
-def edit_mask_png(mask: Image.Image) -> bytes:
-    """darkroom's mask ("L", 0 = edit here) -> the contract's grayscale PNG: 255 = edit, 0 = keep."""
-    return png_bytes(mask.convert("L").point(lambda alpha: 255 if alpha == 0 else 0))
-
-
-# -- the contract: request bodies and what a valid answer to each looks like ---------------------------
-
-
-def generate_request(job: GenerateJob) -> dict[str, Any]:
-    return _image_request(
-        "generate", job.prompt, job.width, job.height, job.n, job.quality, job.transparent, job.options
-    )
-
-
-def edit_request(job: EditJob) -> dict[str, Any]:
-    body = _image_request("edit", job.prompt, job.width, job.height, job.n, job.quality, job.transparent, job.options)
-    body["image"] = b64png(job.images[0])
-    if len(job.images) > 1:
-        body["reference_images"] = [b64png(image) for image in job.images[1:]]
-    if job.mask is not None:
-        body["mask"] = base64.b64encode(edit_mask_png(job.mask)).decode("ascii")
-    return body
-
-
-def analyze_request(job: TextJob) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "task": "analyze",
-        "messages": [{"role": role, "content": text} for role, text in job.messages],
-        "images": [b64png(picture.image) for picture in job.images],
-    }
-    if job.instructions:
-        body["instructions"] = job.instructions
-    return body
-
-
-def _image_request(
-    task: Literal["generate", "edit"],
-    prompt: str,
-    width: int,
-    height: int,
-    n: int,
-    quality: str,
-    transparent: bool,
-    options: Mapping[str, Any],
-) -> dict[str, Any]:
-    # Pass-through first (negative_prompt, steps, seed, ...): the contract's own keys always win.
-    body: dict[str, Any] = {
-        **options,
-        "task": task,
-        "prompt": prompt,
-        "width": width,
-        "height": height,
-        "num_images": n,
-        "quality": quality,
-    }
-    if transparent:
-        body["background"] = "transparent"
-    return body
-
-
-def expectation(task: Task, body: Mapping[str, Any]) -> dict[str, Any]:
-    """What a valid answer to ``body`` must hold, as plain JSON: an async handle carries it between
-    invocations, and both paths parse with it, so an async answer is checked exactly like a real-time one."""
-    if task == "analyze":
-        return {}
-    return {
-        "n": body["num_images"],
-        "width": body["width"],
-        "height": body["height"],
-        "transparent": body.get("background") == "transparent",
-    }
-
-
-def parse_answer(task: str, expect: Mapping[str, Any], document: dict[str, Any]) -> Answer:
-    """The container's (untrusted) answer -> validated images or text; anything else is an ``Outcome``."""
-    if task == "analyze":
-        text = document.get("text")
-        if not isinstance(text, str):
-            raise Outcome(invalid_response(), unhealthy=True)
-        return text
-    return decode_images(document.get("images"), expect["n"], expect["width"], expect["height"], expect["transparent"])
 
 
 class SageMakerBackend(AwsBackend):
@@ -257,20 +193,20 @@ class SageMakerBackend(AwsBackend):
     # -- the port -------------------------------------------------------------------------------
 
     def generate(self, model: ModelEntry, job: GenerateJob) -> list[GeneratedImage]:
-        return self._call(model, "generate", generate_request(job), job.deadline_seconds)
+        return self._call(model, "generate", prepare(model, "generate", job), job.deadline_seconds)
 
     def edit(self, model: ModelEntry, job: EditJob) -> list[GeneratedImage]:
-        return self._call(model, "edit", edit_request(job), job.deadline_seconds)
+        return self._call(model, "edit", prepare(model, "edit", job), job.deadline_seconds)
 
     def respond(self, model: ModelEntry, job: TextJob) -> str:
-        return self._call(model, "analyze", analyze_request(job), job.deadline_seconds)
+        return self._call(model, "analyze", prepare(model, "analyze", job), job.deadline_seconds)
 
     # -- an async endpoint, across invocations --------------------------------------------------
 
     def submit_async(
         self, model: ModelEntry, task: Task, body: dict[str, Any], *, deadline_seconds: float | None = None
     ) -> dict[str, Any]:
-        """Queue a contract body (``generate_request`` & co.) on the model's async endpoint; the handle
+        """Queue a darkroom-contract body (``generate_request`` & co.) on the model's async endpoint; the handle
         returned is plain JSON for :meth:`collect_async`, in this invocation or a later one."""
         return self.async_endpoint.submit(model, task, body, expectation(task, body), deadline_seconds)
 
@@ -301,34 +237,50 @@ class SageMakerBackend(AwsBackend):
 
     @overload
     def _call(
-        self, model: ModelEntry, task: Literal["generate", "edit"], body: dict[str, Any], deadline_seconds: float
+        self, model: ModelEntry, task: Literal["generate", "edit"], request: ContractCall, deadline_seconds: float
     ) -> list[GeneratedImage]: ...
 
     @overload
     def _call(
-        self, model: ModelEntry, task: Literal["analyze"], body: dict[str, Any], deadline_seconds: float
+        self, model: ModelEntry, task: Literal["analyze"], request: ContractCall, deadline_seconds: float
     ) -> str: ...
 
-    def _call(self, model: ModelEntry, task: Task, body: dict[str, Any], deadline_seconds: float) -> Answer:
+    def _call(self, model: ModelEntry, task: Task, request: ContractCall, deadline_seconds: float) -> Answer:
         endpoint = model.endpoint_as(SageMakerEndpoint)
-        expect = expectation(task, body)
+        headers = (request.content_type, request.accept)
         if endpoint.async_inference:
-            return self.async_endpoint.run(model, task, body, expect, deadline_seconds)
-        payload = json.dumps(body, separators=(",", ":")).encode("utf-8")
+            if request.repeat > 1:  # one async handle is one inference: n answers would need n handles
+                raise refuse(f"'n' must be 1 for {model.id}: it answers one image per request.", "n")
+            return self.async_endpoint.run(model, task, request.body, request.expect, deadline_seconds, headers)
+        if request.repeat == 1:
+            return self._invoke(model, task, request, self.deadline(model, deadline_seconds))
+        # hf-diffusers answers one image per invocation: n invocations, one after another, within the job's deadline
+        # (each at most the endpoint's timeout). The catalog's seconds_per_image already scales the estimate by n.
+        job = self.resilience.deadline(deadline_seconds)
+        images: list[GeneratedImage] = []
+        timeout = endpoint.timeout_seconds
+        for _ in range(request.repeat):
+            answer = self._invoke(model, task, request, self.resilience.deadline(min(job.remaining(), timeout)))
+            images += cast(list[GeneratedImage], answer)  # an image task's answer
+        return images
+
+    def _invoke(self, model: ModelEntry, task: Task, request: ContractCall, deadline: Deadline) -> Answer:
+        endpoint = model.endpoint_as(SageMakerEndpoint)
+        payload = json.dumps(request.body, separators=(",", ":")).encode("utf-8")
 
         def call() -> Answer:
             try:
                 response = self.client.invoke_endpoint(
                     EndpointName=endpoint.endpoint_name,
                     Body=payload,
-                    ContentType=endpoint.content_type,
-                    Accept=endpoint.accept,
+                    ContentType=request.content_type,
+                    Accept=request.accept,
                 )
             except ClientError as exc:
                 raise self._client_error(model, exc) from None
             except BotoCoreError as exc:
                 raise transport_outcome(exc) from None
-            return parse_answer(task, expect, json_object(read_body(response.get("Body"))))
+            return parse_answer(task, request.expect, read_body(response.get("Body")))
 
         return guarded(
             self.breaker,
@@ -336,7 +288,7 @@ class SageMakerBackend(AwsBackend):
             task,
             call,
             backend=model.backend,
-            deadline=self.deadline(model, deadline_seconds),
+            deadline=deadline,
             resilience=self.resilience,
         )
 
@@ -358,7 +310,10 @@ class SageMakerBackend(AwsBackend):
             logger.error("sagemaker container error", extra={"model": model.id, "original_status": status})
             if status == 429:
                 return throttled()
-            if 400 <= status < 500:  # the container refused this request deliberately
+            # Only darkroom's contract answers 4xx on purpose; the Hugging Face container behind hf-diffusers and
+            # jumpstart-sd turns every exception (CUDA out of memory included) into a 400: a fault of the endpoint.
+            deliberate = model.endpoint_as(SageMakerEndpoint).contract == "darkroom"
+            if 400 <= status < 500 and deliberate:  # the container refused this request deliberately
                 return Outcome(UpstreamError(REFUSED_MESSAGE, code="upstream_error"), unhealthy=False)
             return Outcome(UpstreamError(FAILED_MESSAGE, code="upstream_error"), unhealthy=True)
         if code == "ValidationError":  # our request does not fit the endpoint (name, content type, size)

@@ -2,9 +2,15 @@
 
 An async endpoint reads its request from S3 and writes its answer to S3, so one invocation may run for up
 to an hour: far longer than a synchronous call, or one Lambda invocation, can wait. darkroom sends the
-same JSON contract body as to a real-time endpoint (:mod:`darkroom.inference.sagemaker`):
+same request body as to a real-time endpoint, in the endpoint's contract (:mod:`darkroom.inference.sagemaker`,
+:mod:`darkroom.inference.sagemaker_contracts`), with the contract's ``ContentType`` and ``Accept``:
 
-1. the body is put at ``s3://<images bucket>/async-inference/input/<inference id>.json``;
+1. a body of at most ``MAX_INLINE_BYTES`` (128,000) travels inline, as ``InvokeEndpointAsync``'s ``Body``: no S3
+   object, nothing to delete. botocore's sagemaker-runtime service model (2017-05-13, as installed: botocore
+   1.44.8) has ``Body`` (blob, max 128000; "``Body`` and ``InputLocation`` are mutually exclusive. Provide exactly
+   one of them."); https://docs.aws.amazon.com/sagemaker/latest/dg/async-inference-invoke-endpoint.html.
+   A larger body (an edit's images, usually) is put at ``s3://<images bucket>/async-inference/input/<inference
+   id>.json`` and named by ``InputLocation``;
 2. ``InvokeEndpointAsync`` queues it and says where the answer (``OutputLocation``) or the failure
    (``FailureLocation``) will appear. The endpoint's ``AsyncInferenceConfig`` must put both under
    ``async-inference/`` in the same bucket: the only prefix darkroom's functions may read;
@@ -19,7 +25,7 @@ same JSON contract body as to a real-time endpoint (:mod:`darkroom.inference.sag
    real-time path's 504.
 
 Submitting and collecting are separate steps joined by a small JSON handle, so a background job can
-submit in one Lambda invocation and collect in a later one. The input object is deleted once the job
+submit in one Lambda invocation and collect in a later one. An S3 input object is deleted once the job
 is over either way; deleting it after a timeout also makes a still-queued request fail fast at
 SageMaker instead of spending GPU time on an answer nobody waits for.
 """
@@ -43,7 +49,6 @@ from darkroom.inference.aws_runtime import (
     FAILED_MESSAGE,
     error_code,
     guarded,
-    json_object,
     read_body,
     transport_outcome,
 )
@@ -52,6 +57,9 @@ from darkroom.observability import logger
 
 PREFIX = "async-inference/"
 INPUT_PREFIX = PREFIX + "input/"
+# InvokeEndpointAsync's inline ``Body`` (botocore's sagemaker-runtime model: blob, max 128000, exclusive of
+# InputLocation): a request body up to this size travels in the call itself, with nothing put in S3.
+MAX_INLINE_BYTES = 128_000
 FIRST_POLL_SECONDS = 0.5
 MAX_POLL_SECONDS = 5.0
 # RequestTTLSeconds: how long a request may wait in the endpoint's queue (SageMaker allows 60..21600).
@@ -64,8 +72,10 @@ MAX_FAILURE_BYTES = 64 * 1024
 # What the contract asks a container for, and what it answers: images (generate, edit) or text (analyze).
 Task = Literal["generate", "edit", "analyze"]
 Answer = list[GeneratedImage] | str
-# (task, expected answer, document) -> the backend's result; a contract violation raises an Outcome.
-Parse = Callable[[str, Mapping[str, Any], dict[str, Any]], Answer]
+# (task, expected answer, the answer's bytes) -> the backend's result; a contract violation raises an Outcome.
+Parse = Callable[[str, Mapping[str, Any], bytes], Answer]
+# (ContentType, Accept) of one submission: the contract's (None: the catalog's content_type and accept).
+Headers = tuple[str, str] | None
 MapClientError = Callable[[ModelEntry, ClientError], Outcome]
 # (model, the first bytes of a failure object) -> the contract's refusal as an Outcome, or None for a plain failure.
 Refusal = Callable[[ModelEntry, bytes], Outcome | None]
@@ -102,7 +112,13 @@ class AsyncEndpoint:
     # -- the three ways in ------------------------------------------------------------------------
 
     def run(
-        self, model: ModelEntry, task: Task, body: dict[str, Any], expect: Mapping[str, Any], deadline_seconds: float
+        self,
+        model: ModelEntry,
+        task: Task,
+        body: dict[str, Any],
+        expect: Mapping[str, Any],
+        deadline_seconds: float,
+        headers: Headers = None,
     ) -> Answer:
         """Submit, then poll at a growing interval until the answer, a failure, or the deadline.
 
@@ -112,7 +128,7 @@ class AsyncEndpoint:
         resumable = checkpoint.active()
         handle = checkpoint.load() if resumable else None
         if handle is None:
-            handle = self.submit(model, task, body, expect, None if resumable else deadline_seconds)
+            handle = self.submit(model, task, body, expect, None if resumable else deadline_seconds, headers)
             checkpoint.save(handle)
         stop_at = min(handle["expires_at"], self.clock() + deadline_seconds) if resumable else handle["expires_at"]
         delay = FIRST_POLL_SECONDS
@@ -132,6 +148,7 @@ class AsyncEndpoint:
         body: dict[str, Any],
         expect: Mapping[str, Any],
         deadline_seconds: float | None = None,
+        headers: Headers = None,
     ) -> dict[str, Any]:
         """Queue ``body``; returns the JSON handle :meth:`collect` needs. The breaker is asked first: a
         submission is a new call on the endpoint. Without a deadline the handle lasts as long as
@@ -143,7 +160,7 @@ class AsyncEndpoint:
             self.breaker,
             model.id,
             task,
-            lambda: self._submit(model, task, body, dict(expect), deadline_seconds),
+            lambda: self._submit(model, task, body, dict(expect), deadline_seconds, headers),
             backend=model.backend,
             deadline=deadline,
             resilience=self.resilience,
@@ -174,21 +191,24 @@ class AsyncEndpoint:
         body: dict[str, Any],
         expect: dict[str, Any],
         deadline_seconds: float | None,
+        headers: Headers,
     ) -> dict[str, Any]:
         started = self.clock()
         endpoint = model.endpoint_as(SageMakerEndpoint)
+        content_type, accept = headers or (endpoint.content_type, endpoint.accept)
         inference_id = uuid.uuid4().hex
-        input_location = f"s3://{self.bucket}/{INPUT_PREFIX}{inference_id}.json"
         payload = json.dumps(body, separators=(",", ":")).encode("utf-8")
-        self._s3(
-            lambda: self.s3.put_object(
-                Bucket=self.bucket, Key=self._key(input_location), Body=payload, ContentType=endpoint.content_type
-            )
-        )
+        source: dict[str, Any] = {"Body": payload}
+        input_location: str | None = None
+        if len(payload) > MAX_INLINE_BYTES:  # too big to travel inline: put in S3, InputLocation names it
+            input_location = f"s3://{self.bucket}/{INPUT_PREFIX}{inference_id}.json"
+            key = self._key(input_location)
+            self._s3(lambda: self.s3.put_object(Bucket=self.bucket, Key=key, Body=payload, ContentType=content_type))
+            source = {"InputLocation": input_location}
         queue_seconds = _queue_seconds(deadline_seconds)
         lifetime = queue_seconds + endpoint.async_timeout_seconds if deadline_seconds is None else deadline_seconds
         try:
-            response = self._invoke(model, input_location, inference_id, queue_seconds)
+            response = self._invoke(model, source, (content_type, accept), inference_id, queue_seconds)
             handle = {
                 "task": task,
                 "expect": expect,
@@ -205,14 +225,21 @@ class AsyncEndpoint:
             raise
         return handle
 
-    def _invoke(self, model: ModelEntry, input_location: str, inference_id: str, queue_seconds: int) -> dict[str, Any]:
+    def _invoke(
+        self,
+        model: ModelEntry,
+        source: dict[str, Any],
+        headers: tuple[str, str],
+        inference_id: str,
+        queue_seconds: int,
+    ) -> dict[str, Any]:
         endpoint = model.endpoint_as(SageMakerEndpoint)
         try:
             response: dict[str, Any] = self.runtime.invoke_endpoint_async(
                 EndpointName=endpoint.endpoint_name,
-                InputLocation=input_location,
-                ContentType=endpoint.content_type,
-                Accept=endpoint.accept,
+                **source,  # Body (inline) or InputLocation: exactly one of them
+                ContentType=headers[0],
+                Accept=headers[1],
                 InferenceId=inference_id,
                 InvocationTimeoutSeconds=endpoint.async_timeout_seconds,
                 RequestTTLSeconds=queue_seconds,
@@ -240,7 +267,7 @@ class AsyncEndpoint:
         output_key = self._key(handle["output_location"], model)
         if self._exists(output_key):
             answer = self._s3(lambda: read_body(self.s3.get_object(Bucket=self.bucket, Key=output_key).get("Body")))
-            return self.parse(handle["task"], handle["expect"], json_object(answer))
+            return self.parse(handle["task"], handle["expect"], answer)
         failure_key = self._key(handle["failure_location"], model)
         if self._exists(failure_key):
             refused = self.refusal(model, self._failure_prefix(failure_key))
@@ -297,8 +324,11 @@ class AsyncEndpoint:
             logger.error("async inference storage call failed", extra={"code": type(exc).__name__})
         raise Outcome(UpstreamError(FAILED_MESSAGE, code="upstream_error"), unhealthy=False)
 
-    def _discard(self, input_location: str) -> None:
-        """Best effort: the bucket's lifecycle rule expires whatever is left under ``async-inference/``."""
+    def _discard(self, input_location: str | None) -> None:
+        """Best effort: the bucket's lifecycle rule expires whatever is left under ``async-inference/``. An inline
+        request (no ``input_location``) left nothing in S3."""
+        if input_location is None:
+            return
         try:
             self.s3.delete_object(Bucket=self.bucket, Key=self._key(input_location))
         except (ClientError, BotoCoreError, Outcome) as exc:
