@@ -75,7 +75,8 @@ _DNS_LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
 
 @dataclass(frozen=True)
 class FetchPolicy:
-    """Bounds for one fetch. ``allow`` is for tests ONLY: see :func:`darkroom.fetch.fetcher_from_settings`."""
+    """Bounds for one fetch. ``allow`` is for tests (see :func:`darkroom.fetch.fetcher_from_settings`) and for
+    :meth:`origin_only`, never for what a client names."""
 
     max_bytes: int
     deadline_seconds: float = 5.0
@@ -83,7 +84,8 @@ class FetchPolicy:
     ports: frozenset[int] = frozenset({80, 443})
     schemes: frozenset[str] = frozenset({"http", "https"})
     # "host:port" exactly as in the URL (lower case, IPv6 in brackets) whose port and address checks
-    # are skipped. Tests use it to reach a loopback server; a deployment must leave it empty.
+    # are skipped. Tests use it to reach a loopback server, and origin_only to reach a catalog-named model
+    # server; a deployment's client-URL fetcher (fetcher_from_settings) must leave it empty.
     allow: frozenset[str] = field(default_factory=frozenset)
 
     def __post_init__(self) -> None:
@@ -91,6 +93,27 @@ class FetchPolicy:
             raise ValueError("only http and https can be fetched")
         if self.max_bytes < 1 or self.deadline_seconds <= 0 or self.max_redirects < 0:
             raise ValueError("max_bytes and deadline_seconds must be positive, max_redirects >= 0")
+
+    @classmethod
+    def origin_only(cls, base_url: str, *, max_bytes: int, deadline_seconds: float) -> FetchPolicy:
+        """Exactly ``base_url``'s origin (its scheme, host and port) and nothing else, whatever its address, with
+        no redirects: for a model server the operator named in the catalog (often a private address in the
+        VPC), never for a URL a client wrote. No port is open but that origin's, so any other host is refused
+        before DNS."""
+        url = parse_url(base_url)
+        if url.scheme not in ("http", "https"):
+            raise ValueError("only http and https can be fetched")
+        host = url.raw_host.decode("ascii").lower()
+        port = url.port if url.port is not None else (443 if url.scheme == "https" else 80)
+        written = f"[{host}]" if ":" in host else host
+        return cls(
+            max_bytes=max_bytes,
+            deadline_seconds=deadline_seconds,
+            max_redirects=0,
+            ports=frozenset(),
+            schemes=frozenset({url.scheme}),
+            allow=frozenset({f"{written}:{port}"}),
+        )
 
 
 class Refused(Exception):

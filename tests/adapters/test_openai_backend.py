@@ -272,7 +272,7 @@ def test_upstream_images_of_another_size_are_fitted_to_the_job(upstream, backend
     assert backend.generate(model, gen_job())[0].image.size == (64, 48)
 
 
-def test_edit_uploads_png_images_and_an_rgba_mask(upstream, backend, model):
+def test_edit_uploads_png_images_and_a_compact_rgba_mask(upstream, backend, model):
     first, second = Image.new("RGB", (64, 48), (10, 200, 10)), Image.new("RGB", (32, 32), (0, 0, 255))
     mask = Image.new("L", (64, 48), 255)
     mask.paste(0, (0, 0, 32, 48))  # edit the left half
@@ -310,7 +310,7 @@ def test_edit_uploads_png_images_and_an_rgba_mask(upstream, backend, model):
     ]
     sent_mask = uploads[2][1]
     assert sent_mask.mode == "RGBA"
-    assert sent_mask.getpixel((5, 5))[3] == 0 and sent_mask.getpixel((60, 5))[3] == 255
+    assert sent_mask.getpixel((5, 5)) == (0, 0, 0, 0) and sent_mask.getpixel((60, 5)) == (0, 0, 0, 255)
 
 
 def test_respond_sends_chat_completions_with_image_parts(upstream, backend, model):

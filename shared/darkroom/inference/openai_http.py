@@ -1,14 +1,23 @@
-"""The ``openai`` backend: any OpenAI-compatible server (vLLM, SGLang, OpenAI, hosted providers) over HTTP.
+"""The ``openai`` backend: any OpenAI-compatible server (OpenAI, vLLM(-Omni), SGLang, LocalAI, hosted providers).
 
-* generate -> ``POST {base_url}/images/generations`` (JSON, ``response_format: b64_json``);
-* edit -> ``POST {base_url}/images/edits`` (multipart ``image[]`` PNGs, optional RGBA ``mask`` PNG);
+* generate -> ``POST {base_url}/images/generations`` (JSON; ``response_format: b64_json`` only when the entry
+  sets ``send_response_format``: OpenAI's GPT image models refuse it, LocalAI answers with URLs without it);
+* edit, by the entry's ``edit_route``:
+  ``edits`` -> ``POST {base_url}/images/edits`` (multipart ``image[]`` PNGs, optional ``mask`` PNG), or
+  ``inpainting`` -> ``POST {base_url}/images/inpainting`` (LocalAI: ``model``, ``prompt``, one ``image``, a
+  required ``mask``; more images or ``n`` > 1 are a 400);
+* the mask in the entry's ``mask_convention`` (default: the route's): ``alpha``, an RGBA PNG whose alpha 0
+  marks what to change (OpenAI; refused with a 400 before any request when it reaches OpenAI's 4 MB limit),
+  or ``white``, a greyscale PNG, 255 where to repaint (LocalAI, diffusers). :mod:`.openai_images` builds both;
 * respond -> ``POST {base_url}/chat/completions`` (images as PNG data URLs in ``image_url`` parts).
 
 The upstream is untrusted like any client: bodies are read with a byte cap inside the call's deadline,
-images are decoded strictly and validated by :mod:`darkroom.intake`, and an image offered only as a
-URL is refused (darkroom does not fetch what an upstream points at). The API key comes from Secrets
-Manager or an SSM SecureString (Powertools parameters, cached), never from the catalog, never logged.
-Errors the client sees are neutral: never the upstream's body, URL, headers or base_url.
+images are decoded strictly and validated by :mod:`darkroom.intake`. An image offered only as a URL is a 502,
+unless the entry sets ``fetch_answer_urls``: then a URL on base_url's own origin (scheme, host, port) is
+fetched through :mod:`darkroom.fetch` (pinned to that origin, no redirects, within the call's deadline, capped
+like a b64 answer) and decoded the same way; a URL anywhere else is a 502 and never fetched. The API key comes
+from Secrets Manager or an SSM SecureString (Powertools parameters, cached), never from the catalog, never
+logged. Errors the client sees are neutral: never the upstream's body, URL, headers or base_url.
 Faults (deadline, retries, circuit breaker, metrics) are :mod:`darkroom.inference.resilience`'s: every call goes
 through :meth:`Resilience.run` (HTTP replies into :meth:`Resilience.call`, the wrapper every adapter shares).
 """
@@ -16,7 +25,6 @@ through :meth:`Resilience.run` (HTTP replies into :meth:`Resilience.call`, the w
 from __future__ import annotations
 
 import base64
-import io
 import json
 import threading
 from collections.abc import Callable
@@ -31,34 +39,19 @@ from darkroom.api.errors import ApiError, InvalidRequest, UpstreamError
 from darkroom.catalog import ModelEntry
 from darkroom.catalog_endpoints import OpenAIEndpoint
 from darkroom.inference import EditJob, GeneratedImage, GenerateJob, TextJob
-from darkroom.inference.resilience import CircuitBreaker, Deadline, Outcome, Reply, Resilience
-from darkroom.intake import EDIT_FORMATS, IntakeLimits, decode_base64, read_header
+from darkroom.inference.openai_images import MAX_RESPONSE_BYTES, OUTPUT_LIMITS, answer_image, edit_form, png
+from darkroom.inference.openai_images import invalid as _invalid
+from darkroom.inference.resilience import CircuitBreaker, Deadline, Reply, Resilience
+from darkroom.intake import read_header
 from darkroom.observability import logger
 
 KEY_MAX_AGE_SECONDS = 300
-MAX_RESPONSE_BYTES = 128 * 1024 * 1024
-# Upstream outputs: the edit formats, at most 32 MB and 40 Mpx an image.
-OUTPUT_LIMITS = IntakeLimits(
-    max_images=10,
-    max_image_bytes=32 * 1024 * 1024,
-    max_total_bytes=MAX_RESPONSE_BYTES,
-    max_pixels=40_000_000,
-    max_side=12_000,
-    formats=EDIT_FORMATS,
-)
 CONTENT_POLICY_CODES = frozenset({"moderation_blocked", "content_policy_violation", "content_filter"})
 CONTENT_POLICY_TYPES = frozenset({"image_generation_user_error"})
 CLIENT_TIMEOUT = httpx.Timeout(30.0, connect=5.0)
 CLIENT_LIMITS = httpx.Limits(max_connections=20, max_keepalive_connections=10, keepalive_expiry=30.0)
 
-INVALID_RESPONSE = "The model's backend returned an invalid response."
-
 T = TypeVar("T")
-
-
-def _invalid() -> Outcome:
-    """An answer that breaks the wire format: the endpoint's fault (it counts against the breaker)."""
-    return Outcome(UpstreamError(INVALID_RESPONSE, code="upstream_invalid_response"), unhealthy=True)
 
 
 class _DeadlineReached(httpx.ReadTimeout):
@@ -120,19 +113,6 @@ def upstream_for(base_url: str) -> Upstream:
         return upstream
 
 
-def _png(image: Image.Image) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def _mask_png(first: Image.Image, mask: Image.Image) -> bytes:
-    """OpenAI's mask: the first image as RGBA whose alpha is the job's mask (0 = edit here)."""
-    rgba = first.convert("RGBA")
-    rgba.putalpha(mask.convert("L").resize(rgba.size) if mask.size != rgba.size else mask.convert("L"))
-    return _png(rgba)
-
-
 def _error_fields(body: bytes) -> tuple[str, str]:
     """(code, type) of an OpenAI error envelope, lower-cased; empty strings when absent or unreadable."""
     try:
@@ -179,33 +159,17 @@ class OpenAIBackend:
             job.deadline_seconds,
             "/images/generations",
             {"json": body},
-            lambda reply: self._images(reply, job.n, job.width, job.height, job.transparent),
+            lambda reply, deadline: self._images(model, reply, deadline, job.n, job.width, job.height, job.transparent),
         )
 
     def edit(self, model: ModelEntry, job: EditJob) -> list[GeneratedImage]:
-        fields = {
-            **{k: str(v) for k, v in job.options.items()},
-            "model": self._upstream_model(model),
-            "prompt": job.prompt,
-            "n": str(job.n),
-            "size": f"{job.width}x{job.height}",
-            "quality": job.quality,
-        }
-        if model.endpoint_as(OpenAIEndpoint).send_response_format:
-            fields["response_format"] = "b64_json"
-        if job.input_fidelity:
-            fields["input_fidelity"] = job.input_fidelity
-        if job.transparent:
-            fields["background"] = "transparent"
-        files = [("image[]", (f"image_{i}.png", _png(image), "image/png")) for i, image in enumerate(job.images)]
-        if job.mask is not None:
-            files.append(("mask", ("mask.png", _mask_png(job.images[0], job.mask), "image/png")))
+        path, content = edit_form(model.endpoint_as(OpenAIEndpoint), job, self._upstream_model(model))
         return self._call(
             model,
             job.deadline_seconds,
-            "/images/edits",
-            {"data": fields, "files": files},
-            lambda reply: self._images(reply, job.n, job.width, job.height, job.transparent),
+            path,
+            content,
+            lambda reply, deadline: self._images(model, reply, deadline, job.n, job.width, job.height, job.transparent),
         )
 
     def respond(self, model: ModelEntry, job: TextJob) -> str:
@@ -219,7 +183,7 @@ class OpenAIBackend:
                 {
                     "type": "image_url",
                     "image_url": {
-                        "url": "data:image/png;base64," + base64.b64encode(_png(picture.image)).decode("ascii"),
+                        "url": "data:image/png;base64," + base64.b64encode(png(picture.image)).decode("ascii"),
                         "detail": picture.detail,
                     },
                 }
@@ -230,7 +194,7 @@ class OpenAIBackend:
                 parts = [{"type": "text", "text": last["content"]}, *parts]
             messages.append({"role": "user", "content": parts})
         body = {"model": self._upstream_model(model), "messages": messages}
-        return self._call(model, job.deadline_seconds, "/chat/completions", {"json": body}, self._text)
+        return self._call(model, job.deadline_seconds, "/chat/completions", {"json": body}, lambda r, _: self._text(r))
 
     # -- one call -------------------------------------------------------------------------------
 
@@ -244,7 +208,7 @@ class OpenAIBackend:
         deadline_seconds: float,
         path: str,
         content: dict[str, Any],
-        parse: Callable[[Reply], T],
+        parse: Callable[[Reply, Deadline], T],
     ) -> T:
         endpoint = model.endpoint_as(OpenAIEndpoint)
         deadline = self.resilience.deadline(min(deadline_seconds, endpoint.timeout_seconds))
@@ -262,7 +226,7 @@ class OpenAIBackend:
             breaker=self.upstream.breaker,
             deadline=deadline,
             send=send,
-            handle=lambda reply: self._answer(model, reply, parse),
+            handle=lambda reply: self._answer(model, reply, lambda ok: parse(ok, deadline)),
             backend=model.backend,
             operation=path,
         )
@@ -315,18 +279,19 @@ class OpenAIBackend:
             raise _invalid()
         return document
 
-    def _images(self, reply: Reply, n: int, width: int, height: int, transparent: bool) -> list[GeneratedImage]:
+    def _images(
+        self, model: ModelEntry, reply: Reply, deadline: Deadline, n: int, width: int, height: int, transparent: bool
+    ) -> list[GeneratedImage]:
         data = self._json(reply).get("data")
-        if not isinstance(data, list) or len(data) != n:
+        if not isinstance(data, list) or len(data) != n or not all(isinstance(item, dict) for item in data):
             raise _invalid()
+        endpoint = model.endpoint_as(OpenAIEndpoint)
         headers = []  # every header read (and charged to the request's decode budget) before any decoding
         for index, item in enumerate(data):
-            encoded = item.get("b64_json") if isinstance(item, dict) else None
-            if not isinstance(encoded, str):  # a url-only item included: darkroom does not fetch upstream URLs
-                raise _invalid()
-            param = f"data[{index}].b64_json"
+            param, raw = answer_image(
+                item, index, endpoint=endpoint, base_url=self.upstream.base_url, deadline=deadline
+            )
             try:
-                raw = decode_base64(encoded, param=param, max_bytes=OUTPUT_LIMITS.max_image_bytes)
                 headers.append(read_header(raw, param=param, limits=OUTPUT_LIMITS))
             except ApiError:
                 raise _invalid() from None
