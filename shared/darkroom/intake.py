@@ -73,6 +73,18 @@ class IntakeLimits:
     formats: frozenset[str] = EDIT_FORMATS
 
 
+# What an upstream model's answer may hold (it is untrusted input like any client's): the edit formats, 128 MB
+# in all, 32 MB and 40 Mpx an image. Every inference adapter reads answers within these.
+UPSTREAM_LIMITS = IntakeLimits(
+    max_images=10,
+    max_image_bytes=32 * 1024 * 1024,
+    max_total_bytes=128 * 1024 * 1024,
+    max_pixels=40_000_000,
+    max_side=12_000,
+    formats=EDIT_FORMATS,
+)
+
+
 def budget_pixels(memory_mb: int) -> int:
     """The decoded pixels one request may hold in a function with ``memory_mb`` MB of memory."""
     return int(memory_mb * 1024 * 1024 * MEMORY_FRACTION / BYTES_PER_PIXEL)

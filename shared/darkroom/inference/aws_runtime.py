@@ -40,20 +40,12 @@ from darkroom.inference.resilience import (
     Outcome,
     Resilience,
 )
-from darkroom.intake import EDIT_FORMATS, IntakeLimits, decode_base64, read_header
+from darkroom.intake import UPSTREAM_LIMITS, decode_base64, read_header
 
 T = TypeVar("T")
 
-# The answer as a whole, and each image in it (formats, bytes, pixels): an upstream is untrusted input.
-MAX_RESPONSE_BYTES = 128 * 1024 * 1024
-OUTPUT_LIMITS = IntakeLimits(
-    max_images=10,
-    max_image_bytes=32 * 1024 * 1024,
-    max_total_bytes=MAX_RESPONSE_BYTES,
-    max_pixels=40_000_000,
-    max_side=12_000,
-    formats=EDIT_FORMATS,
-)
+# The answer as a whole (each image in it is read within UPSTREAM_LIMITS): an upstream is untrusted input.
+MAX_RESPONSE_BYTES = UPSTREAM_LIMITS.max_total_bytes
 
 INVALID_RESPONSE = "The model's backend returned an invalid response."
 REFUSED_MESSAGE = "The model's backend refused the request."
@@ -113,19 +105,27 @@ def json_object(data: bytes) -> dict[str, Any]:
 
 
 def decode_images(
-    encoded: object, n: int, width: int, height: int, transparent: bool, param: str = "images"
+    encoded: object,
+    n: int,
+    width: int,
+    height: int,
+    transparent: bool,
+    param: str = "images",
+    aspect_tolerance: float | None = None,
 ) -> list[GeneratedImage]:
     """Exactly ``n`` base64 images -> validated ``GeneratedImage``s of ``width`` x ``height``; every header is
-    read (and charged to the request's decode budget) before any image is decoded."""
+    read (and charged to the request's decode budget) before any image is decoded. An image of another size is
+    covered and cropped to it; with ``aspect_tolerance``, one whose aspect ratio is further off than that is a
+    502 instead (cropping it would cut away what the model drew), so only a resize remains."""
     if not isinstance(encoded, list) or len(encoded) != n or not all(isinstance(item, str) for item in encoded):
         raise Outcome(invalid_response(), unhealthy=True)
     images: list[GeneratedImage] = []
     try:
         headers = [
             read_header(
-                decode_base64(item, param=f"{param}[{i}]", max_bytes=OUTPUT_LIMITS.max_image_bytes),
+                decode_base64(item, param=f"{param}[{i}]", max_bytes=UPSTREAM_LIMITS.max_image_bytes),
                 param=f"{param}[{i}]",
-                limits=OUTPUT_LIMITS,
+                limits=UPSTREAM_LIMITS,
             )
             for i, item in enumerate(encoded)
         ]
@@ -136,6 +136,11 @@ def decode_images(
             image = header.decode().image
         except ApiError:
             raise Outcome(invalid_response(), unhealthy=True) from None
+        got_width, got_height = image.size
+        if aspect_tolerance is not None and abs(got_width * height - got_height * width) > (
+            aspect_tolerance * width * got_height
+        ):
+            raise Outcome(invalid_response(), unhealthy=True)
         if image.size != (width, height):  # the port's contract is exactly width x height: cover, then crop
             image = ImageOps.fit(image, (width, height), method=Image.Resampling.LANCZOS)
         if transparent and image.mode != "RGBA":

@@ -39,10 +39,10 @@ from darkroom.api.errors import ApiError, InvalidRequest, UpstreamError
 from darkroom.catalog import ModelEntry
 from darkroom.catalog_endpoints import OpenAIEndpoint
 from darkroom.inference import EditJob, GeneratedImage, GenerateJob, TextJob
-from darkroom.inference.openai_images import MAX_RESPONSE_BYTES, OUTPUT_LIMITS, answer_image, edit_form, png
+from darkroom.inference.openai_images import MAX_RESPONSE_BYTES, answer_image, edit_form, png
 from darkroom.inference.openai_images import invalid as _invalid
 from darkroom.inference.resilience import CircuitBreaker, Deadline, Reply, Resilience
-from darkroom.intake import read_header
+from darkroom.intake import UPSTREAM_LIMITS, read_header
 from darkroom.observability import logger
 
 KEY_MAX_AGE_SECONDS = 300
@@ -292,7 +292,7 @@ class OpenAIBackend:
                 item, index, endpoint=endpoint, base_url=self.upstream.base_url, deadline=deadline
             )
             try:
-                headers.append(read_header(raw, param=param, limits=OUTPUT_LIMITS))
+                headers.append(read_header(raw, param=param, limits=UPSTREAM_LIMITS))
             except ApiError:
                 raise _invalid() from None
         images = []

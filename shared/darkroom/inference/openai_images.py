@@ -23,19 +23,10 @@ from darkroom.catalog_endpoints import OpenAIEndpoint
 from darkroom.fetch import FetchPolicy, fetch_image
 from darkroom.inference import EditJob
 from darkroom.inference.resilience import TIMEOUT_MESSAGE, Deadline, Outcome
-from darkroom.intake import EDIT_FORMATS, IntakeLimits, decode_base64
+from darkroom.intake import UPSTREAM_LIMITS, decode_base64
 from darkroom.observability import logger
 
-MAX_RESPONSE_BYTES = 128 * 1024 * 1024
-# Upstream outputs: the edit formats, at most 32 MB and 40 Mpx an image.
-OUTPUT_LIMITS = IntakeLimits(
-    max_images=10,
-    max_image_bytes=32 * 1024 * 1024,
-    max_total_bytes=MAX_RESPONSE_BYTES,
-    max_pixels=40_000_000,
-    max_side=12_000,
-    formats=EDIT_FORMATS,
-)
+MAX_RESPONSE_BYTES = UPSTREAM_LIMITS.max_total_bytes
 # OpenAI's mask rule for /images/edits: "Must be a valid PNG file, less than 4MB, and have the same dimensions
 # as `image`" (openai-python, src/openai/types/image_edit_params.py, ``mask``). "4MB" is read as 4,000,000
 # bytes, the stricter reading.
@@ -148,7 +139,7 @@ def answer_image(
     if isinstance(encoded, str):
         param = f"data[{index}].b64_json"
         try:
-            return param, decode_base64(encoded, param=param, max_bytes=OUTPUT_LIMITS.max_image_bytes)
+            return param, decode_base64(encoded, param=param, max_bytes=UPSTREAM_LIMITS.max_image_bytes)
         except ApiError:
             raise invalid() from None
     url = item.get("url")
@@ -164,7 +155,7 @@ def answer_image(
     left = deadline.remaining()
     if left <= 0:
         raise Outcome(UpstreamTimeout(TIMEOUT_MESSAGE), unhealthy=True)
-    policy = FetchPolicy.origin_only(base_url, max_bytes=OUTPUT_LIMITS.max_image_bytes, deadline_seconds=left)
+    policy = FetchPolicy.origin_only(base_url, max_bytes=UPSTREAM_LIMITS.max_image_bytes, deadline_seconds=left)
     param = f"data[{index}].url"
     try:
         body, _ = fetch_image(url, param=param, policy=policy)

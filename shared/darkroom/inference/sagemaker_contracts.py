@@ -47,14 +47,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from PIL import Image, ImageOps
+from PIL import Image
 
-from darkroom.api.errors import ApiError, InvalidRequest
+from darkroom.api.errors import InvalidRequest
 from darkroom.catalog import ModelEntry
 from darkroom.catalog_endpoints import SageMakerEndpoint
 from darkroom.inference import EditJob, GeneratedImage, GenerateJob, TextJob
 from darkroom.inference.aws_runtime import (
-    OUTPUT_LIMITS,
     b64png,
     decode_images,
     invalid_response,
@@ -63,7 +62,6 @@ from darkroom.inference.aws_runtime import (
 )
 from darkroom.inference.resilience import Outcome
 from darkroom.inference.sagemaker_async import Answer, Task
-from darkroom.intake import decode_base64, read_header
 
 Job = GenerateJob | EditJob | TextJob
 
@@ -234,11 +232,11 @@ def parse_answer(task: str, expect: Mapping[str, Any], data: bytes) -> Answer:
             image = json.loads(data)
         except (ValueError, UnicodeDecodeError):
             raise Outcome(invalid_response(), unhealthy=True) from None
-        return same_shape([image], expect["n"], expect["width"], expect["height"], "image")
+        return _same_shape([image], expect, "image")
     document = json_object(data)
     if contract == "jumpstart-sd":
         images = document.get("generated_images")
-        return same_shape(images, expect["n"], expect["width"], expect["height"], "generated_images")
+        return _same_shape(images, expect, "generated_images")
     if task == "analyze":
         text = document.get("text")
         if not isinstance(text, str):
@@ -247,30 +245,7 @@ def parse_answer(task: str, expect: Mapping[str, Any], data: bytes) -> Answer:
     return decode_images(document.get("images"), expect["n"], expect["width"], expect["height"], expect["transparent"])
 
 
-def same_shape(encoded: object, n: int, width: int, height: int, param: str) -> list[GeneratedImage]:
-    """Exactly ``n`` base64 images of the job's aspect ratio, resized to ``width`` x ``height`` where needed; an image
-    of another shape is a 502 (cropping it would cut away what the model drew). Headers are read (and charged to the
-    request's decode budget) before any image is decoded, as :func:`darkroom.inference.aws_runtime.decode_images`."""
-    if not isinstance(encoded, list) or len(encoded) != n or not all(isinstance(item, str) for item in encoded):
-        raise Outcome(invalid_response(), unhealthy=True)
-    try:
-        headers = [
-            read_header(
-                decode_base64(item, param=f"{param}[{i}]", max_bytes=OUTPUT_LIMITS.max_image_bytes),
-                param=f"{param}[{i}]",
-                limits=OUTPUT_LIMITS,
-            )
-            for i, item in enumerate(encoded)
-        ]
-        images = [header.decode().image for header in headers]
-    except ApiError:
-        raise Outcome(invalid_response(), unhealthy=True) from None
-    fitted: list[GeneratedImage] = []
-    for image in images:
-        got_width, got_height = image.size
-        if abs(got_width * height - got_height * width) > ASPECT_TOLERANCE * width * got_height:
-            raise Outcome(invalid_response(), unhealthy=True)
-        if image.size != (width, height):  # the same shape: a resize, nothing cut away
-            image = ImageOps.fit(image, (width, height), method=Image.Resampling.LANCZOS)
-        fitted.append(GeneratedImage(image=image))
-    return fitted
+def _same_shape(encoded: object, expect: Mapping[str, Any], param: str) -> list[GeneratedImage]:
+    """The off-the-shelf containers' images: of the job's aspect ratio (resized where needed), else a 502."""
+    width, height = expect["width"], expect["height"]
+    return decode_images(encoded, expect["n"], width, height, False, param, aspect_tolerance=ASPECT_TOLERANCE)
