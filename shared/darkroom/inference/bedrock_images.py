@@ -203,28 +203,51 @@ def check_bounds(rules: ImageRules, width: int, height: int, param: str, what: s
         )
 
 
-def check_common(rules: ImageRules, prompt: str, n: int, options: Mapping[str, Any]) -> None:
-    if not 1 <= n <= rules.max_n:
-        raise refuse(f"{rules.name} returns between 1 and {rules.max_n} images per request; 'n' was {n}.", "n")
+def check_request(
+    name: str,
+    prompt: str,
+    n: int,
+    options: Mapping[str, Any],
+    *,
+    max_n: int,
+    max_prompt_chars: int,
+    max_seed: int,
+    allowed: frozenset[str],
+) -> None:
+    """What every Bedrock image family checks before AWS is called: ``n``, the prompt, which pass-through options
+    it takes, and the ``negative_prompt`` and ``seed`` it shares (400s naming each)."""
+    if not 1 <= n <= max_n:
+        raise refuse(f"{name} returns between 1 and {max_n} images per request; 'n' was {n}.", "n")
     if not prompt:
-        raise refuse(f"{rules.name} needs a non-empty prompt.", "prompt")
-    if len(prompt) > rules.max_prompt_chars:
+        raise refuse(f"{name} needs a non-empty prompt.", "prompt")
+    if len(prompt) > max_prompt_chars:
         raise refuse(
-            f"'prompt' is too long: {rules.name} accepts at most {rules.max_prompt_chars} characters.",
+            f"'prompt' is too long: {name} accepts at most {max_prompt_chars} characters.",
             "prompt",
             "string_above_max_length",
         )
-    for name in options:
-        if name not in _PASSTHROUGH:
-            raise refuse(f"'{name[:64]}' is not supported by this model.", name[:64], "unsupported_parameter")
+    for option in options:
+        if option not in allowed:
+            raise refuse(f"'{option[:64]}' is not supported by this model.", option[:64], "unsupported_parameter")
     negative = options.get("negative_prompt")
-    if negative is not None and (not isinstance(negative, str) or not 1 <= len(negative) <= rules.max_prompt_chars):
-        raise refuse(
-            f"'negative_prompt' must be a string of 1 to {rules.max_prompt_chars} characters.", "negative_prompt"
-        )
+    if negative is not None and (not isinstance(negative, str) or not 1 <= len(negative) <= max_prompt_chars):
+        raise refuse(f"'negative_prompt' must be a string of 1 to {max_prompt_chars} characters.", "negative_prompt")
     seed = options.get("seed")
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= rules.max_seed):
-        raise refuse(f"'seed' must be an integer between 0 and {rules.max_seed}.", "seed")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= max_seed):
+        raise refuse(f"'seed' must be an integer between 0 and {max_seed}.", "seed")
+
+
+def check_common(rules: ImageRules, prompt: str, n: int, options: Mapping[str, Any]) -> None:
+    check_request(
+        rules.name,
+        prompt,
+        n,
+        options,
+        max_n=rules.max_n,
+        max_prompt_chars=rules.max_prompt_chars,
+        max_seed=rules.max_seed,
+        allowed=_PASSTHROUGH,
+    )
     cfg = options.get("cfg_scale")
     if cfg is not None and (isinstance(cfg, bool) or not isinstance(cfg, int | float) or not 1.1 <= cfg <= 10):
         raise refuse("'cfg_scale' must be a number between 1.1 and 10.", "cfg_scale")

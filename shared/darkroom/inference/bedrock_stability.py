@@ -73,7 +73,7 @@ from PIL import Image
 from darkroom.api.errors import UpstreamError
 from darkroom.inference import EditJob, GeneratedImage, GenerateJob
 from darkroom.inference.aws_runtime import FAILED_MESSAGE, b64png, decode_images, invalid_response, png_bytes
-from darkroom.inference.bedrock_images import ImageCalls, content_policy, refuse
+from darkroom.inference.bedrock_images import ImageCalls, check_request, content_policy, refuse
 from darkroom.inference.resilience import Outcome
 from darkroom.observability import logger
 
@@ -237,22 +237,13 @@ def _one_image(job: EditJob) -> Image.Image:
 def _check_common(prompt: str, n: int, transparent: bool, options: Mapping[str, Any], allowed: frozenset[str]) -> None:
     if transparent:
         raise refuse(f"{_NAME} cannot produce a transparent background.", "background")
-    if not 1 <= n <= MAX_CALLS:
-        raise refuse(f"{_NAME} returns between 1 and {MAX_CALLS} images per request; 'n' was {n}.", "n")
-    if not prompt:
-        raise refuse(f"{_NAME} needs a non-empty prompt.", "prompt")
-    if len(prompt) > MAX_PROMPT_CHARS:
-        raise refuse(
-            f"'prompt' is too long: {_NAME} accepts at most {MAX_PROMPT_CHARS} characters.",
-            "prompt",
-            "string_above_max_length",
-        )
-    for name in options:
-        if name not in allowed:
-            raise refuse(f"'{name[:64]}' is not supported by this model.", name[:64], "unsupported_parameter")
-    negative = options.get("negative_prompt")
-    if negative is not None and (not isinstance(negative, str) or not 1 <= len(negative) <= MAX_PROMPT_CHARS):
-        raise refuse(f"'negative_prompt' must be a string of 1 to {MAX_PROMPT_CHARS} characters.", "negative_prompt")
-    seed = options.get("seed")
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED):
-        raise refuse(f"'seed' must be an integer between 0 and {MAX_SEED}.", "seed")
+    check_request(
+        _NAME,
+        prompt,
+        n,
+        options,
+        max_n=MAX_CALLS,
+        max_prompt_chars=MAX_PROMPT_CHARS,
+        max_seed=MAX_SEED,
+        allowed=allowed,
+    )
