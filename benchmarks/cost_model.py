@@ -1,8 +1,10 @@
 """Cost model: AWS cost per 1,000 images from bench_overhead.py's measured figures and stated assumptions.
 
 Inputs: the handler medians and AWS call counts of ``bench_overhead.py --json`` (measured), the functions'
-MemorySize from template.yaml (configured), and the prices and assumptions below (NOT measured: prices as
-published for us-east-1 as remembered, without internet access; verify before relying on them).
+MemorySize from template.yaml (configured), and the prices and assumptions below (NOT measured). Prices are
+us-east-1 list prices checked on 2026-12-02 against stored copies of public pages; each constant names its
+source. AWS's own pricing pages render most figures client-side, so many figures come from secondary pages and
+are marked "secondary"; figures that could not be found are marked "NOT VERIFIED" and keep their old value.
 
     /tmp/dv/bin/python benchmarks/bench_overhead.py --json benchmarks/results/overhead.json
     /tmp/dv/bin/python benchmarks/cost_model.py [--input benchmarks/results/overhead.json] [--inference-seconds 5]
@@ -18,16 +20,96 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# Prices, us-east-1, public price lists as remembered (no internet here); verify before relying on them.
-LAMBDA_GB_SECOND = 0.0000166667  # x86_64, first 6 billion GB-s a month
+# Prices, us-east-1, USD, checked 2026-12-02. "primary" = an AWS-owned page; "secondary" = a third-party page
+# (AWS's pricing pages fill their tables in client-side, so their stored copies mostly lack the figures).
+# Lambda duration, x86_64, first 6 billion GB-s a month: secondary, https://cloudchipr.com/blog/aws-lambda-pricing
+# (checked 2026-12-02); AWS's own pages show it rounded to $0.00001667 (primary,
+# https://docs.aws.amazon.com/whitepapers/latest/how-aws-pricing-works/lambda.html, checked 2026-12-02).
+LAMBDA_GB_SECOND = 0.0000166667
+# Lambda duration, arm64, first 7.5 billion GB-s a month: secondary, https://cloudchipr.com/blog/aws-lambda-pricing
+# and https://app.unpkg.com/artillery@2.0.28/files/lib/platform/aws-lambda/prices.js (checked 2026-12-02).
+LAMBDA_ARM_GB_SECOND = 0.0000133334
+# Lambda requests, $0.20 per million (both architectures): primary,
+# https://docs.aws.amazon.com/whitepapers/latest/how-aws-pricing-works/lambda.html and the worked example on
+# https://aws.amazon.com/lambda/pricing/ (checked 2026-12-02).
 LAMBDA_REQUEST = 0.20 / 1e6
-APIGW_REST_REQUEST = 3.50 / 1e6  # REST API, first 333 million a month
-DYNAMODB_WRU = 0.625 / 1e6  # on-demand write request unit (after the November 2024 price cut)
-S3_PUT = 0.005 / 1000  # S3 Standard PUT/COPY/POST/LIST
+# Lambda SnapStart (Python/.NET): cache charge per GB-second of cached snapshot, and restore charge per GB restored:
+# secondary, https://awsnegotiations.com/lambda-snapstart-cost-impact.html and
+# https://awsnegotiations.com/blog/lambda-snapstart-cost-impact/ (checked 2026-12-02; the second page calls the
+# restore unit "GB-second", the first "GB restored"; not confirmed on an AWS page).
+LAMBDA_SNAPSTART_CACHE_GB_SECOND = 0.0000015046
+LAMBDA_SNAPSTART_RESTORE_GB = 0.0001397998
+# API Gateway REST API, $3.50 per million for the first 333 million a month (then $2.80 for the next 667 million):
+# primary, https://docs.aws.amazon.com/pt_br/whitepapers/latest/best-practices-api-gateway-private-apis-integration/cost-optimization.html
+# (English text, Table 4; checked 2026-12-02).
+APIGW_REST_REQUEST = 3.50 / 1e6
+APIGW_REST_FIRST_TIER_REQUESTS = 333_000_000
+# DynamoDB on-demand (Standard table class), after the November 2024 50% cut: $0.625 per million WRU, $0.125 per
+# million RRU: secondary, https://airbyte.com/data-engineering-resources/dynamodb-pricing (checked 2026-12-02).
+DYNAMODB_WRU = 0.625 / 1e6
+DYNAMODB_RRU = 0.125 / 1e6
+# S3 Standard requests, PUT/COPY/POST/LIST $0.005 and GET $0.0004 per 1,000: secondary,
+# https://c3x.dev/blog/s3-request-fees-explained and https://awsi.click/en/articles/s3-request-pricing-get-put-difference/
+# (checked 2026-12-02).
+S3_PUT = 0.005 / 1000
 S3_GET = 0.0004 / 1000
-S3_GB_MONTH = 0.023  # S3 Standard, first 50 TB
-DATA_OUT_GB = 0.09  # data transfer out to the internet, first 10 TB a month
-SAGEMAKER_G5_XLARGE_HOUR = 1.408  # real-time inference hosting, ml.g5.xlarge (1x A10G)
+# S3 Standard storage, first 50 TB a month: secondary, https://deepeshsoni.com/archives/256 ("around $0.023")
+# and https://www.cloudtoggle.com/?p=1823 ("around $23" per TB-month) (checked 2026-12-02).
+S3_GB_MONTH = 0.023
+# SQS standard queue, $0.40 per million requests after the 1 million free a month (first 100 billion): secondary,
+# https://cloudburn.io/blog/amazon-sqs-pricing and https://unanswered.io/guide/aws-sqs-pricing-and-cost-optimization
+# (checked 2026-12-02).
+SQS_REQUEST = 0.40 / 1e6
+# CloudWatch Logs ingestion (standard log class), $0.50 per GB: secondary,
+# https://www.factualminds.com/blog/amazon-cloudwatch-pricing-metrics-logs-alarms-dashboards/ (checked 2026-12-02).
+CLOUDWATCH_LOGS_INGEST_GB = 0.50
+# CloudWatch custom metrics, first 10,000 metrics, $0.30 per metric-month: secondary,
+# https://c3x.dev/blog/aws-cloudwatch-metrics-cost/ (checked 2026-12-02).
+# EMF-embedded metrics are billed as custom metrics plus the log ingestion of the EMF lines (NOT VERIFIED: the
+# billing rule was not found on a checked page; taken from the brief).
+CLOUDWATCH_CUSTOM_METRIC_MONTH = 0.30
+# Data transfer out to the internet, first 10 TB a month (after 100 GB free): secondary,
+# https://wring.co/blog/aws-data-transfer-pricing-guide and https://www.egresscost.com/aws, consistent with a bill
+# line "$0.090 per GB - first 10 TB / month data transfer out" quoted on
+# https://repost.aws/questions/QUAT1NfOeZSAK5z8KXXO9jgA/do-amazon-aws-ec-2-free-tier-have-a-bandwidth-limit
+# (checked 2026-12-02).
+DATA_OUT_GB = 0.09
+# SageMaker real-time inference, ml.g5.xlarge (1x A10G): NOT VERIFIED, old value kept: no AWS page with the figure
+# was found; secondary pages disagree: "about $1.41/hour" (us-east-1, Oct 2025)
+# https://zircon.tech/blog/the-real-cost-of-running-ai-models-on-aws-sagemaker-inference-deep-dive vs $1.21
+# https://www.wring.co/blog/aws-sagemaker-inference-guide (checked 2026-12-02).
+# ml.g6.xlarge: NOT VERIFIED, no figure found (checked 2026-12-02), so no constant.
+SAGEMAKER_G5_XLARGE_HOUR = 1.408
+
+# Amazon Bedrock on-demand, USD per generated image (model -> {description: usd}); None = NOT VERIFIED.
+# Stability figures: secondary and weak: an unattributed public script (scripts/fetch-bedrock.py, search-index file
+# 52006719581) whose overrides cite https://aws.amazon.com/bedrock/pricing/ (checked 2026-12-02); no AWS page with the
+# figures was found. Another public script prices Stable Image Ultra at $0.08, so confirm before relying on them.
+# Nova Canvas and Titan Image Generator v2 by resolution and quality: NOT VERIFIED (only flat or conflicting
+# third-party figures: Nova Canvas $0.04 and $0.08 in different public scripts; Titan v2 $0.008 flat). Both are
+# Legacy models: Titan Image Generator G1 v2 EOL 2026-06-30 (AWS model card,
+# https://docs---aws.amazon.com.rproxy.govskope.ca/bedrock/latest/userguide/model-card-amazon-titan-image-generator-g1-v2.html),
+# Nova Canvas EOL 2026-09-30 (secondary, https://www.skills.sh/calesthio/generative-media-skills/amazon-nova-canvas),
+# both checked 2026-12-02, so both may no longer be callable on 2026-12-02.
+# Stability AI Image Services (Inpaint and the other eight tools): NOT VERIFIED, no figure found.
+BEDROCK_PER_IMAGE: dict[str, dict[str, float | None]] = {
+    "stability.sd3-5-large-v1:0": {"SD3.5 Large, per image": 0.08},
+    "stability.stable-image-core-v1:1": {"Stable Image Core, per image": 0.04},
+    "stability.stable-image-ultra-v1:1": {"Stable Image Ultra, per image": 0.14},
+    "stability.stable-image-inpaint-v1:0": {"Stability AI Image Services (Inpaint), per image": None},
+    "amazon.nova-canvas-v1:0": {
+        "up to 1024x1024, standard": None,
+        "up to 1024x1024, premium": None,
+        "up to 2048x2048, standard": None,
+        "up to 2048x2048, premium": None,
+    },
+    "amazon.titan-image-generator-v2:0": {
+        "up to 512x512, standard": None,
+        "up to 512x512, premium": None,
+        "larger than 512x512, standard": None,
+        "larger than 512x512, premium": None,
+    },
+}
 
 # Assumptions (stated, not measured).
 STORED_IMAGE_BYTES = 1_000_000  # one 1024x1024 output as a real model would return it (PNG/JPEG of a photo)
