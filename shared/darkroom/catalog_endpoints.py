@@ -71,7 +71,8 @@ class OpenAIEndpoint(_Endpoint):
     fetch_answer_urls: bool = False
 
     @property
-    def mask_format(self) -> MaskConvention:
+    def route_mask_convention(self) -> MaskConvention:
+        """The declared mask_convention, or the edit route's own."""
         return self.mask_convention or ("alpha" if self.edit_route == "edits" else "white")
 
     @model_validator(mode="after")

@@ -28,7 +28,7 @@ from botocore.exceptions import (
 from PIL import Image, ImageOps
 
 from darkroom import config
-from darkroom.api.errors import ApiError, ServiceUnavailable, UpstreamError, UpstreamTimeout
+from darkroom.api.errors import ApiError, InvalidRequest, ServiceUnavailable, UpstreamError, UpstreamTimeout
 from darkroom.catalog import ModelEntry
 from darkroom.catalog_endpoints import AwsEndpoint
 from darkroom.inference import GeneratedImage
@@ -49,9 +49,27 @@ MAX_RESPONSE_BYTES = UPSTREAM_LIMITS.max_total_bytes
 
 INVALID_RESPONSE = "The model's backend returned an invalid response."
 REFUSED_MESSAGE = "The model's backend refused the request."
+CONTENT_POLICY_MESSAGE = "The request was rejected by the model's content filters."
 FAILED_MESSAGE = "The model's backend failed to process the request."
 CONFIG_MESSAGE = "The model's backend is not configured correctly."
 RETRY_AFTER_SECONDS = 2
+
+
+def refuse(message: str, param: str, code: str = "invalid_value") -> InvalidRequest:
+    """The client's 400 for what a model cannot take, raised before AWS is called."""
+    return InvalidRequest(message, param=param, code=code)
+
+
+def content_policy() -> Outcome:
+    """The model's filters refused the prompt, an input image or what it drew: the client's 400 (with darkroom's
+    neutral words, never the model's), not the endpoint's health."""
+    return Outcome(InvalidRequest(CONTENT_POLICY_MESSAGE, code="content_policy_violation"), unhealthy=False)
+
+
+def repaint_mask(mask: Image.Image) -> Image.Image:
+    """darkroom's mask ("L", 0 = edit here) -> the diffusion convention: greyscale, white (255) = repaint this
+    pixel, black (0) = keep it (darkroom's contract, Stability's inpaint, JumpStart's inpainting)."""
+    return mask.convert("L").point(lambda alpha: 255 if alpha == 0 else 0)
 
 
 def invalid_response() -> UpstreamError:

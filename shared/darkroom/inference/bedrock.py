@@ -48,6 +48,7 @@ from darkroom.inference.aws_runtime import (
     CONFIG_MESSAGE,
     FAILED_MESSAGE,
     AwsBackend,
+    content_policy,
     error_code,
     error_message,
     guarded,
@@ -55,22 +56,14 @@ from darkroom.inference.aws_runtime import (
     json_object,
     png_bytes,
     read_body,
+    refuse,
     throttled,
     transport_outcome,
 )
-from darkroom.inference.bedrock_images import (
-    CONTENT_POLICY_MESSAGE,
-    ImageCalls,
-    amazon_edit,
-    amazon_generate,
-    content_policy,
-    refuse,
-)
+from darkroom.inference.bedrock_images import ImageCalls, amazon_edit, amazon_generate
 from darkroom.inference.bedrock_stability import edit_calls, generate_calls, inpaint_calls
 from darkroom.inference.resilience import TIMEOUT_MESSAGE, Outcome
 from darkroom.observability import logger
-
-__all__ = ["CONTENT_POLICY_MESSAGE", "BedrockBackend"]
 
 J = TypeVar("J", GenerateJob, EditJob)
 # Each image family's planner, by the family its catalog entry declares.

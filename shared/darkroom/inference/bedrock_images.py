@@ -45,14 +45,11 @@ from typing import Any
 
 from PIL import Image
 
-from darkroom.api.errors import InvalidRequest
 from darkroom.catalog import ModelEntry
 from darkroom.catalog_endpoints import BedrockEndpoint
 from darkroom.inference import EditJob, GeneratedImage, GenerateJob
-from darkroom.inference.aws_runtime import b64png, decode_images, png_bytes
-from darkroom.inference.resilience import Outcome
+from darkroom.inference.aws_runtime import b64png, content_policy, decode_images, png_bytes, refuse
 
-CONTENT_POLICY_MESSAGE = "The request was rejected by the model's content filters."
 _PASSTHROUGH = frozenset({"negative_prompt", "seed", "cfg_scale"})
 _QUALITY = {"low": "standard", "medium": "standard", "high": "premium"}
 
@@ -65,12 +62,6 @@ class ImageCalls:
 
     bodies: tuple[dict[str, Any], ...]
     read: Callable[[dict[str, Any]], list[GeneratedImage]]
-
-
-def content_policy() -> Outcome:
-    """The model's filters refused the prompt, an input image or what it drew: the client's 400, not the
-    endpoint's health."""
-    return Outcome(InvalidRequest(CONTENT_POLICY_MESSAGE, code="content_policy_violation"), unhealthy=False)
 
 
 @dataclass(frozen=True)
@@ -163,10 +154,6 @@ def rules_for(model: ModelEntry) -> ImageRules:
 def mask_png(mask: Image.Image) -> bytes:
     """darkroom's mask ("L", 0 = edit here) -> Bedrock's: RGB, black (0,0,0) = change, white = keep."""
     return png_bytes(mask.convert("L").point(lambda alpha: 0 if alpha == 0 else 255).convert("RGB"))
-
-
-def refuse(message: str, param: str, code: str = "invalid_value") -> InvalidRequest:
-    return InvalidRequest(message, param=param, code=code)
 
 
 def check_output_size(rules: ImageRules, width: int, height: int) -> None:

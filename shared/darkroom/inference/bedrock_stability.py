@@ -72,8 +72,17 @@ from PIL import Image
 
 from darkroom.api.errors import UpstreamError
 from darkroom.inference import EditJob, GeneratedImage, GenerateJob
-from darkroom.inference.aws_runtime import FAILED_MESSAGE, b64png, decode_images, invalid_response, png_bytes
-from darkroom.inference.bedrock_images import ImageCalls, check_request, content_policy, refuse
+from darkroom.inference.aws_runtime import (
+    FAILED_MESSAGE,
+    b64png,
+    content_policy,
+    decode_images,
+    invalid_response,
+    png_bytes,
+    refuse,
+    repaint_mask,
+)
+from darkroom.inference.bedrock_images import ImageCalls, check_request
 from darkroom.inference.resilience import Outcome
 from darkroom.observability import logger
 
@@ -164,7 +173,7 @@ def inpaint_calls(job: EditJob) -> ImageCalls:
     base: dict[str, Any] = {
         "prompt": job.prompt,
         "image": b64png(image.convert("RGB")),
-        "mask": base64.b64encode(mask_png(job.mask)).decode("ascii"),
+        "mask": base64.b64encode(png_bytes(repaint_mask(job.mask))).decode("ascii"),
         "output_format": "png",
     }
     base.update({name: job.options[name] for name in ("grow_mask", "style_preset") if name in job.options})
@@ -182,11 +191,6 @@ def aspect_ratio(width: int, height: int) -> str:
         f"choose a size with one of these ratios: {', '.join(ASPECT_RATIOS)}.",
         "size",
     )
-
-
-def mask_png(mask: Image.Image) -> bytes:
-    """darkroom's mask ("L", 0 = edit here) -> Stability's: greyscale, white (255) = inpaint, black (0) = keep."""
-    return png_bytes(mask.convert("L").point(lambda alpha: 255 if alpha == 0 else 0))
 
 
 def read_answer(document: dict[str, Any], *, width: int, height: int) -> list[GeneratedImage]:

@@ -69,7 +69,7 @@ def mask_png(endpoint: OpenAIEndpoint, job: EditJob) -> bytes:
     inpainting route (whose mask is required) repaints everything, as LocalAI's backends do without one."""
     size = job.images[0].size
     mask = job.mask if job.mask is not None else Image.new("L", size, 0)
-    if endpoint.mask_format == "white":
+    if endpoint.route_mask_convention == "white":
         return white_mask_png(mask, size)
     encoded = alpha_mask_png(mask, size)
     if endpoint.edit_route == "edits" and len(encoded) >= OPENAI_MASK_MAX_BYTES:

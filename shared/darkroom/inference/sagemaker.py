@@ -97,9 +97,11 @@ from darkroom.inference.aws_runtime import (
     FAILED_MESSAGE,
     REFUSED_MESSAGE,
     AwsBackend,
+    content_policy,
     error_code,
     guarded,
     read_body,
+    refuse,
     throttled,
     transport_outcome,
 )
@@ -110,14 +112,12 @@ from darkroom.inference.sagemaker_contracts import (
     expectation,
     parse_answer,
     prepare,
-    refuse,
 )
 from darkroom.observability import logger
 
-# The contract's safety refusal (a 4xx whose body is {"error": {"code": "content_policy_violation"}}) and the
-# neutral words the client gets instead of the container's: bedrock.py's, so both backends refuse alike.
+# The contract's safety refusal (a 4xx whose body is {"error": {"code": "content_policy_violation"}}); the client
+# gets aws_runtime.content_policy(), darkroom's neutral words, as from Bedrock, never the container's.
 CONTENT_POLICY_CODE = "content_policy_violation"
-CONTENT_POLICY_MESSAGE = "The request was rejected by the model's content filters."
 # How much of a container's error body is looked at to find that code: an error object is a few hundred bytes
 # (and botocore's sagemaker-runtime model caps ModelError.OriginalMessage at 2048 characters, shape "Message");
 # anything longer is not a refusal, so a huge or hostile body is never parsed.
@@ -161,7 +161,7 @@ def container_refusal(model: ModelEntry, body: object) -> Outcome | None:
     if not isinstance(error, dict):
         return None
     if error.get("code") == CONTENT_POLICY_CODE:
-        return Outcome(InvalidRequest(CONTENT_POLICY_MESSAGE, code=CONTENT_POLICY_CODE), unhealthy=False)
+        return content_policy()
     param = error.get("param")
     if isinstance(param, str) and param in model.passthrough:
         return Outcome(

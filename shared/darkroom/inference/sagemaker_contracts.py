@@ -49,7 +49,6 @@ from typing import Any, Literal
 
 from PIL import Image
 
-from darkroom.api.errors import InvalidRequest
 from darkroom.catalog import ModelEntry
 from darkroom.catalog_endpoints import SageMakerEndpoint
 from darkroom.inference import EditJob, GeneratedImage, GenerateJob, TextJob
@@ -59,6 +58,8 @@ from darkroom.inference.aws_runtime import (
     invalid_response,
     json_object,
     png_bytes,
+    refuse,
+    repaint_mask,
 )
 from darkroom.inference.resilience import Outcome
 from darkroom.inference.sagemaker_async import Answer, Task
@@ -82,16 +83,7 @@ class ContractCall:
     repeat: int = 1
 
 
-def refuse(message: str, param: str, code: str = "invalid_value") -> InvalidRequest:
-    return InvalidRequest(message, param=param, code=code)
-
-
 # -- darkroom's own contract ----------------------------------------------------------------------
-
-
-def edit_mask_png(mask: Image.Image) -> bytes:
-    """darkroom's mask ("L", 0 = edit here) -> the contract's grayscale PNG: 255 = edit, 0 = keep."""
-    return png_bytes(mask.convert("L").point(lambda alpha: 255 if alpha == 0 else 0))
 
 
 def generate_request(job: GenerateJob) -> dict[str, Any]:
@@ -104,7 +96,7 @@ def edit_request(job: EditJob) -> dict[str, Any]:
     if len(job.images) > 1:
         body["reference_images"] = [b64png(image) for image in job.images[1:]]
     if job.mask is not None:
-        body["mask"] = base64.b64encode(edit_mask_png(job.mask)).decode("ascii")
+        body["mask"] = base64.b64encode(png_bytes(repaint_mask(job.mask))).decode("ascii")
     return body
 
 
@@ -181,7 +173,7 @@ def prepare(model: ModelEntry, task: Task, job: Job) -> ContractCall:
         raise refuse(f"{model.id} edits with a mask (an inpainting model); send one.", "mask")
     if len(job.images) > 1:
         raise refuse(f"{model.id} edits one image with a mask; send a single image.", "image")
-    mask = job.mask.convert("L").point(lambda alpha: 255 if alpha == 0 else 0)  # white = replace, black = keep
+    mask = repaint_mask(job.mask)  # JumpStart: white = replace, black = keep
     body |= {"image": _b64jpeg(job.images[0]), "mask_image": _b64jpeg(mask)}
     return ContractCall(body, JUMPSTART_JPEG, JUMPSTART_JPEG, expect)
 
