@@ -157,16 +157,17 @@ def deliver(
     ports: ImagePorts,
     delivery: Delivery,
 ) -> ImagesResult:
-    """Encode, store, presign and meter the produced images."""
+    """Encode (once, or not at all: :func:`darkroom.encoding.encode`), store, presign and meter the produced
+    images."""
     if len(images) != job.n:  # a backend that returns the wrong count is an upstream fault, not a 200
         raise UpstreamError(f"The model returned {len(images)} images instead of {job.n}.")
     tenant_id = context.tenant.tenant_id
     keys = tuple(image_key(tenant_id, context.request_id, i, job.output_format) for i in range(job.n))
 
     def store(index: int) -> tuple[bytes, str]:
-        data = encode(
-            images[index].image, job.output_format, request.output_compression, job.background == "transparent"
-        )
+        produced = images[index]  # encoded once, or the model's own bytes when they are what was asked for
+        transparent = job.background == "transparent"
+        data = encode(produced.image, job.output_format, request.output_compression, transparent, produced.upstream)
         ports.store.put(keys[index], data, job.output_format)
         return data, ports.store.presign(keys[index], job.output_format)
 

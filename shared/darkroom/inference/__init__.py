@@ -64,6 +64,9 @@ class TextJob:
 class GeneratedImage:
     image: Image.Image  # exactly width x height; RGBA when the job asked for transparency
     revised_prompt: str | None = None
+    # The model's own file for ``image``, validated and decoded by darkroom.intake, when ``image`` is exactly its
+    # pixels (not resized): darkroom.encoding stores it as it is, metadata stripped, when it is what was asked for.
+    upstream: bytes | None = None
 
 
 class Backend(Protocol):

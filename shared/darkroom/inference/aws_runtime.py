@@ -139,31 +139,29 @@ def decode_images(
         raise Outcome(invalid_response(), unhealthy=True)
     images: list[GeneratedImage] = []
     try:
-        headers = [
-            read_header(
-                decode_base64(item, param=f"{param}[{i}]", max_bytes=UPSTREAM_LIMITS.max_image_bytes),
-                param=f"{param}[{i}]",
-                limits=UPSTREAM_LIMITS,
-            )
+        raws = [
+            decode_base64(item, param=f"{param}[{i}]", max_bytes=UPSTREAM_LIMITS.max_image_bytes)
             for i, item in enumerate(encoded)
         ]
+        headers = [read_header(raw, param=f"{param}[{i}]", limits=UPSTREAM_LIMITS) for i, raw in enumerate(raws)]
     except ApiError:
         raise Outcome(invalid_response(), unhealthy=True) from None
-    for header in headers:
+    for header, raw in zip(headers, raws, strict=True):
         try:
             image = header.decode().image
         except ApiError:
             raise Outcome(invalid_response(), unhealthy=True) from None
+        upstream: bytes | None = raw  # validated and decoded above: may be stored as it is
         got_width, got_height = image.size
         if aspect_tolerance is not None and abs(got_width * height - got_height * width) > (
             aspect_tolerance * width * got_height
         ):
             raise Outcome(invalid_response(), unhealthy=True)
         if image.size != (width, height):  # the port's contract is exactly width x height: cover, then crop
-            image = ImageOps.fit(image, (width, height), method=Image.Resampling.LANCZOS)
+            image, upstream = ImageOps.fit(image, (width, height), method=Image.Resampling.LANCZOS), None
         if transparent and image.mode != "RGBA":
             image = image.convert("RGBA")
-        images.append(GeneratedImage(image=image))
+        images.append(GeneratedImage(image=image, upstream=upstream))
     return images
 
 

@@ -286,7 +286,7 @@ class OpenAIBackend:
         if not isinstance(data, list) or len(data) != n or not all(isinstance(item, dict) for item in data):
             raise _invalid()
         endpoint = model.endpoint_as(OpenAIEndpoint)
-        headers = []  # every header read (and charged to the request's decode budget) before any decoding
+        headers, raws = [], []  # every header read (and charged to the decode budget) before any decoding
         for index, item in enumerate(data):
             param, raw = answer_image(
                 item, index, endpoint=endpoint, base_url=self.upstream.base_url, deadline=deadline
@@ -295,18 +295,20 @@ class OpenAIBackend:
                 headers.append(read_header(raw, param=param, limits=UPSTREAM_LIMITS))
             except ApiError:
                 raise _invalid() from None
+            raws.append(raw)
         images = []
-        for item, header in zip(data, headers, strict=True):
+        for item, header, raw in zip(data, headers, raws, strict=True):
             try:
                 image = header.decode().image
             except ApiError:
                 raise _invalid() from None
+            upstream: bytes | None = raw  # validated and decoded above: may be stored as it is
             if image.size != (width, height):  # the contract is exactly width x height: cover, then crop
-                image = ImageOps.fit(image, (width, height), method=Image.Resampling.LANCZOS)
+                image, upstream = ImageOps.fit(image, (width, height), method=Image.Resampling.LANCZOS), None
             if transparent and image.mode != "RGBA":
                 image = image.convert("RGBA")
             revised = item.get("revised_prompt")
-            images.append(GeneratedImage(image=image, revised_prompt=revised if isinstance(revised, str) else None))
+            images.append(GeneratedImage(image, revised if isinstance(revised, str) else None, upstream=upstream))
         return images
 
     def _text(self, reply: Reply) -> str:
