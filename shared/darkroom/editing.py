@@ -123,8 +123,9 @@ def _from_multipart(form: Form, limits: intake.IntakeLimits) -> EditRequest:
     parts = [part for _, _, part in sorted(indexed, key=lambda item: (item[0], item[1]))]
 
     def decoder(part: FilePart, param: str) -> Callable[[], intake.ImageHeader]:
-        # The part's declared Content-Type is not trusted (the SDK sends octet-stream for raw bytes).
-        return lambda: intake.read_header(part.data, param=param, limits=limits)
+        # The part's declared Content-Type is not trusted (the SDK sends octet-stream for raw bytes). The header
+        # holds the bytes until the image is decoded; then nothing does.
+        return lambda: intake.read_header(part.take(), param=param, limits=limits)
 
     return EditRequest(
         options=options,
@@ -175,11 +176,15 @@ def edit_images(
     # An image the client sent that does not decode keeps counting (a 4xx); failing to read a stored
     # file, or anything after, is ours and gives the admission back.
     def work(taken: Admission, bill: bool) -> ImagesResult:
-        headers = [read() for read in request.images]  # each charged to the request's decode budget
-        mask = request.mask() if request.mask else None
-        edit = _prepare(context, options, headers, mask, ports)
+        # Every header (each charged to the request's decode budget) before any pixel; no name holds them after
+        # _prepare, so the mask's decoded raster goes once its alpha is taken, before the edit runs.
+        edit = _prepare(
+            context, options, [read() for read in request.images], request.mask() if request.mask else None, ports
+        )
         delivery = Delivery("edit", taken, bill, end_user, tuple(i.size for i in edit.images))
-        return _run(context, edit, ports, delivery)
+        job, edited = _infer(context, edit, ports)
+        del edit  # the inputs' pixels go before the answers are encoded and stored
+        return deliver(context, job, edited, options, ports, delivery)
 
     return admitted(ports, context.tenant, job.n, admission, work)
 
@@ -199,7 +204,7 @@ def edit_decoded(
     def work(taken: Admission, bill: bool) -> ImagesResult:
         edit = _prepare(context, options, images, mask, ports, at_input_size=job)
         delivery = Delivery("edit", taken, bill, end_user, tuple(i.size for i in edit.images))
-        return _run(context, edit, ports, delivery)
+        return deliver(context, *_infer(context, edit, ports), options, ports, delivery)
 
     return admitted(ports, context.tenant, job.n, admission, work)
 
@@ -239,7 +244,8 @@ def _prepare(
     return _Edit(job, options, images, alpha)
 
 
-def _run(context: RequestContext, edit: _Edit, ports: ImagePorts, delivery: Delivery) -> ImagesResult:
+def _infer(context: RequestContext, edit: _Edit, ports: ImagePorts) -> tuple[ImageJob, list[GeneratedImage]]:
+    """The job and the model's answers (kept inside the mask here if the model ignores masks)."""
     job, options = edit.job, edit.options
     base, mask = edit.images[0].image, edit.mask
     if base.size != (job.width, job.height):  # an explicit size: edit at that size
@@ -267,7 +273,7 @@ def _run(context: RequestContext, edit: _Edit, ports: ImagePorts, delivery: Deli
     inference_latency(job.model.backend, (time.monotonic() - started) * 1000)
     if composite and mask is not None:
         edited = [keep_outside_mask(base, mask, image) for image in edited]
-    return deliver(context, job, edited, options, ports, delivery)
+    return job, edited
 
 
 def keep_outside_mask(base: Image.Image, mask: Image.Image, edited: GeneratedImage) -> GeneratedImage:

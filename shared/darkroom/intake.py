@@ -165,6 +165,7 @@ class ImageHeader:
     format: str
     byte_size: int
     param: str
+    source: io.BytesIO | None = None  # what ``opened`` reads: closed once decoded, so the image keeps no bytes
 
     @property
     def size(self) -> tuple[int, int]:
@@ -175,8 +176,12 @@ class ImageHeader:
         """Decode the pixels, apply EXIF orientation, normalise to RGB or RGBA."""
         image = self.opened
         with _pillow_errors(self.param):
-            image.load()
-            ImageOps.exif_transpose(image, in_place=True)  # no copy when nothing needs turning
+            try:
+                image.load()
+                ImageOps.exif_transpose(image, in_place=True)  # no copy when nothing needs turning
+            finally:  # Pillow keeps a PNG's file after loading it: without this, its bytes live as long as it
+                if self.source is not None:
+                    self.source.close()
         has_alpha = image.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in image.info
         mode = "RGBA" if has_alpha else "RGB"
         # convert() always copies; most inputs are already RGB/RGBA, so keep the one decoded raster.
@@ -261,15 +266,16 @@ def read_header(data: bytes, *, param: str, limits: IntakeLimits, declared_type:
     canvas = decode_work.webp_canvas(data) if found == "webp" else None  # libwebp allocates it at open
     if canvas:
         _check_size(*canvas, param=param, limits=limits)
+    source = io.BytesIO(data)  # shares ``data``: no copy
     with _pillow_errors(param):
-        image = Image.open(io.BytesIO(data), formats=[PILLOW_FORMATS[found]])
+        image = Image.open(source, formats=[PILLOW_FORMATS[found]])
         _check_size(*image.size, param=param, limits=limits)
         if getattr(image, "is_animated", False):
             raise ImageRejected(
                 f"The image in '{param}' is animated; send a still image.", param=param, code="invalid_image"
             )
     request_budget().charge(image.size[0] * image.size[1], param=param)
-    return ImageHeader(image, found, len(data), param)
+    return ImageHeader(image, found, len(data), param, source)
 
 
 def open_image(data: bytes, *, param: str, limits: IntakeLimits, declared_type: str | None = None) -> IntakeImage:

@@ -5,6 +5,7 @@ it would store its images under new S3 keys and be admitted and billed again.
 """
 
 import base64
+import binascii
 import io
 import json
 import threading
@@ -234,11 +235,11 @@ def test_a_retried_multipart_edit_is_replayed_despite_a_new_boundary(tenant, svc
 def test_a_keyed_edit_decodes_and_parses_its_body_once(tenant, svc, monkeypatch):
     """The edit and the idempotency fingerprint read the one request the entry point built: one base64
     decode of the event's body and one multipart parse, not one each."""
-    from darkroom.api import multipart
+    from darkroom.api import form_parser
 
     event = _edit("edit-once", _png())
     decodes, parses = [], []
-    real_decode, real_parser = base64.b64decode, multipart.FormParser
+    real_decode, real_parser = binascii.a2b_base64, form_parser.MultipartParser
 
     def decode(data, *args, **kwargs):
         if data == event["body"]:
@@ -249,8 +250,8 @@ def test_a_keyed_edit_decodes_and_parses_its_body_once(tenant, svc, monkeypatch)
         parses.append(args)
         return real_parser(*args, **kwargs)
 
-    monkeypatch.setattr(base64, "b64decode", decode)
-    monkeypatch.setattr(multipart, "FormParser", parser)
+    monkeypatch.setattr(binascii, "a2b_base64", decode)
+    monkeypatch.setattr(form_parser, "MultipartParser", parser)
     status, _, answer = invoke("edit", event)
     assert status == 200, answer
     assert (len(decodes), len(parses)) == (1, 1)

@@ -1,11 +1,12 @@
 """darkroom.api.http.HttpRequest: one request read from an API Gateway event, its body decoded and parsed once."""
 
 import base64
+import binascii
 
 import httpx
 import pytest
 
-from darkroom.api import multipart
+from darkroom.api import form_parser
 from darkroom.api.errors import InvalidRequest
 from darkroom.api.http import HttpRequest
 from darkroom.api.jsonbody import MalformedJson
@@ -29,8 +30,8 @@ def test_headers_are_lower_cased_and_the_body_is_decoded_once(monkeypatch):
         {"id": "x"},
     )
     calls = []
-    real = base64.b64decode
-    monkeypatch.setattr(base64, "b64decode", lambda *a, **k: calls.append(a) or real(*a, **k))
+    real = binascii.a2b_base64
+    monkeypatch.setattr(binascii, "a2b_base64", lambda *a, **k: calls.append(a) or real(*a, **k))
     assert (request.body, request.size, request.json, request.json) == (b'{"a": 1}', 8, {"a": 1}, {"a": 1})
     assert len(calls) == 1
 
@@ -39,8 +40,8 @@ def test_a_form_is_parsed_once(monkeypatch):
     sent = httpx.Request("POST", "http://x/", files=[("image", ("a.png", b"bytes", "image/png"))], data={"prompt": "p"})
     request = HttpRequest.from_event(_event(sent.read(), sent.headers["content-type"]))
     parses = []
-    real = multipart.FormParser
-    monkeypatch.setattr(multipart, "FormParser", lambda *a, **k: parses.append(a) or real(*a, **k))
+    real = form_parser.MultipartParser
+    monkeypatch.setattr(form_parser, "MultipartParser", lambda *a, **k: parses.append(a) or real(*a, **k))
     assert request.form is request.form and len(parses) == 1
     assert request.form.fields == {"prompt": ["p"]} and request.form.files["image"][0].data == b"bytes"
 

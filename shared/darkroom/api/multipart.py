@@ -1,5 +1,7 @@
-"""``multipart/form-data`` request bodies, parsed with python-multipart (the maintained streaming parser
-behind Starlette and FastAPI). The body's bytes come from :class:`darkroom.api.http.HttpRequest`.
+"""``multipart/form-data`` request bodies as darkroom reads them: the parsed :class:`Form` (parsed by
+:mod:`darkroom.api.form_parser`, with python-multipart, imported only by the functions that read forms), and
+its text fields typed as a request model takes them. The body's bytes come from
+:class:`darkroom.api.http.HttpRequest`.
 
 Field names follow what the ``openai`` SDK sends: ``image`` for one file, ``image[]`` for a list,
 scalars as strings, objects as ``svg[model]``-style names. Part sizes and counts are bounded while
@@ -14,8 +16,6 @@ import typing
 from dataclasses import dataclass, field
 
 from pydantic import BaseModel
-from python_multipart.exceptions import FormParserError
-from python_multipart.multipart import Field, File, FormParser, MultipartParser, MultipartState, parse_options_header
 
 from darkroom.api.errors import InvalidRequest
 
@@ -25,12 +25,18 @@ _OBJECT_FIELD = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)((?:\[[A-Za-z_][A-Za-z0-9_
 _INTEGER = re.compile(r"^[+-]?[0-9]{1,32}$")  # ASCII digits only: int() also takes "1_0" and other scripts' digits
 
 
-@dataclass(frozen=True)
+@dataclass
 class FilePart:
     name: str
     filename: str | None
     content_type: str | None  # as declared by the client: informational only, never trusted
     data: bytes
+
+    def take(self) -> bytes:
+        """The part's bytes, handed over: the part (and so the form) keeps none, and they live only as long as
+        the caller holds them (an edit's image: until it is decoded)."""
+        data, self.data = self.data, b""
+        return data
 
 
 @dataclass
@@ -41,55 +47,6 @@ class Form:
 
 def media_type(content_type: str | None) -> str:
     return (content_type or "").split(";", 1)[0].strip().lower()
-
-
-def parse_form(content_type: str, body: bytes) -> Form:
-    """Parse a ``multipart/form-data`` body; a malformed body is a 400 ``invalid_multipart``."""
-    kind, params = parse_options_header(content_type)
-    boundary = params.get(b"boundary")
-    if kind != b"multipart/form-data" or not boundary:
-        raise InvalidRequest("Expected a multipart/form-data body with a boundary.", code="invalid_multipart")
-    form = Form()
-    count = 0
-
-    def on_field(part: Field) -> None:
-        nonlocal count
-        count += 1
-        value = part.value or b""
-        if count > MAX_PARTS or len(value) > MAX_FIELD_BYTES:
-            raise InvalidRequest("Too many or too large form fields.", code="invalid_multipart")
-        name = (part.field_name or b"").decode("utf-8", "replace")
-        form.fields.setdefault(name, []).append(value.decode("utf-8", "replace"))
-
-    def on_file(part: File) -> None:
-        nonlocal count
-        count += 1
-        if count > MAX_PARTS:
-            raise InvalidRequest("Too many form parts.", code="invalid_multipart")
-        part.file_object.seek(0)
-        name = (part.field_name or b"").decode("utf-8", "replace")
-        filename = part.file_name.decode("utf-8", "replace") if part.file_name else None
-        form.files.setdefault(name, []).append(
-            FilePart(name=name, filename=filename, content_type=part.content_type, data=part.file_object.read())
-        )
-
-    # Keep parts in memory: a Lambda body is at most 6 MB, and /tmp must not collect client files.
-    parser = FormParser(
-        "multipart/form-data",
-        on_field,
-        on_file,
-        boundary=boundary,
-        config={"MAX_MEMORY_FILE_SIZE": float("inf"), "MAX_BODY_SIZE": len(body) + 1},
-    )
-    try:
-        parser.write(body)
-        parser.finalize()
-    except (FormParserError, ValueError) as exc:
-        raise InvalidRequest("The multipart/form-data body is malformed.", code="invalid_multipart") from exc
-    inner = parser.parser
-    if not isinstance(inner, MultipartParser) or inner.state != MultipartState.END:  # truncated: no closing boundary
-        raise InvalidRequest("The multipart/form-data body is incomplete.", code="invalid_multipart")
-    return form
 
 
 def _scalar_types(annotation: object) -> tuple[object, ...]:

@@ -96,9 +96,8 @@ def render_edit(job: EditJob, index: int) -> Image.Image:
         return blended
     # Mask alpha 0 = edit: the composition replaces those pixels; every other pixel stays as it was.
     region = job.mask.point(lambda alpha: 255 if alpha == 0 else 0)
-    edited = base.copy()
-    edited.paste(layer, mask=region)
-    return edited
+    base.paste(layer, mask=region)  # base is convert()'s own copy: painted in place, not copied again
+    return base
 
 
 def _rng(job: GenerateJob, index: int) -> random.Random:
@@ -117,9 +116,9 @@ def render(job: GenerateJob, index: int) -> Image.Image:
     if job.transparent:
         canvas = Image.new("RGBA", size, (0, 0, 0, 0))
     else:
-        start, end = Image.new("RGBA", size, _colour(rng)), Image.new("RGBA", size, _colour(rng))
-        mask = Image.linear_gradient("L").rotate(rng.choice((0, 90, 180, 270))).resize(size)
-        canvas = Image.composite(end, start, mask)
+        # Image.composite(end, start, mask) without two full-size colour images: paste end's colour through mask.
+        canvas, end = Image.new("RGBA", size, _colour(rng)), _colour(rng)
+        canvas.paste(end, mask=Image.linear_gradient("L").rotate(rng.choice((0, 90, 180, 270))).resize(size))
     draw = ImageDraw.Draw(canvas)
     short = min(size)
     for _ in range(_SHAPES_BY_QUALITY.get(job.quality, 9)):
