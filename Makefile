@@ -84,7 +84,9 @@ events: $(BIN)/darkroom
 # Where a generate request's time goes (benchmark, not a test): docs/architecture.md has figures.
 bench: $(BIN)/darkroom
 	$(BIN)/python benchmarks/bench_generate.py
-	$(BIN)/python benchmarks/bench_cold_start.py
+	@lambda_python=$$(sh scripts/lambda_python.sh) && rm -rf .bench-layer-venv && \
+	"$$lambda_python/python3.12" -m venv .bench-layer-venv && .bench-layer-venv/bin/pip install -q -r layers/runtime/requirements.txt && \
+	.bench-layer-venv/bin/python benchmarks/bench_cold_start.py --python .bench-layer-venv/bin/python
 	$(BIN)/python benchmarks/bench_overhead.py --json benchmarks/results/overhead.json
 	$(BIN)/python benchmarks/cost_model.py --input benchmarks/results/overhead.json
 	$(BIN)/python benchmarks/bench_intake.py
@@ -92,6 +94,9 @@ bench: $(BIN)/darkroom
 	$(BIN)/python benchmarks/bench_decode_limits.py --unguarded
 	$(BIN)/python benchmarks/bench_edit_memory.py --json benchmarks/results/edit-memory.json
 	$(BIN)/python benchmarks/plot_memory.py --input benchmarks/results/edit-memory.json --output docs/benchmarks-memory.png
+	$(BIN)/python benchmarks/bench_function_memory.py --memory 512
+	$(BIN)/python benchmarks/bench_encode.py settings
+	$(BIN)/python benchmarks/bench_encode.py target
 
 # What `make build` wrote: artifact sizes, the dependencies layer with and without the AWS SDK, and import times on
 # python3.12 in the deployed layout (docs/benchmarks.md, section 10).
@@ -111,4 +116,4 @@ build: $(SAM_INSTALLED)
 	PATH="$$lambda_python:$$PATH" $(SAM) build $(SAM_BUILD_ARGS)
 
 clean:
-	rm -rf $(VENV) $(SAM_VENV) $(ENDPOINT_VENV) endpoint/.models .aws-sam .pytest_cache .ruff_cache .coverage
+	rm -rf $(VENV) $(SAM_VENV) $(ENDPOINT_VENV) endpoint/.models .aws-sam .pytest_cache .ruff_cache .coverage .bench-layer-venv

@@ -80,6 +80,12 @@ DATA_OUT_GB = 0.09
 # https://www.wring.co/blog/aws-sagemaker-inference-guide (checked 2026-12-02).
 # ml.g6.xlarge: NOT VERIFIED, no figure found (checked 2026-12-02), so no constant.
 SAGEMAKER_G5_XLARGE_HOUR = 1.408
+# CloudWatch alarms, standard resolution, $0.10 per alarm-month: secondary,
+# https://c3x.dev/resources/aws/aws_cloudwatch_metric_alarm (checked 2026-12-02).
+CLOUDWATCH_ALARM_MONTH = 0.10
+# CloudWatch dashboards, $3.00 per dashboard-month beyond the free three: NOT VERIFIED (no checked page gave the
+# figure on 2026-12-02); counted for the template's one dashboard as if the free ones were used elsewhere.
+CLOUDWATCH_DASHBOARD_MONTH = 3.00
 
 # Amazon Bedrock on-demand, USD per generated image (model -> {description: usd}); None = NOT VERIFIED.
 # Stability figures: secondary and weak: an unattributed public script (scripts/fetch-bedrock.py, search-index file
@@ -114,8 +120,15 @@ BEDROCK_PER_IMAGE: dict[str, dict[str, float | None]] = {
 # Assumptions (stated, not measured).
 STORED_IMAGE_BYTES = 1_000_000  # one 1024x1024 output as a real model would return it (PNG/JPEG of a photo)
 RETENTION_DAYS = 7  # template.yaml ImageRetentionDays default
-CLIENT_FETCHES_URL = 0.5  # share of images fetched once through the presigned URL (the rest use b64_json)
+CLIENT_FETCHES_URL = 0.5  # share of images fetched once through the presigned URL
+B64_SHARE = 1.0  # share of responses carrying the image as b64_json (gpt-image clients always ask for it)
+COLD_SHARE = 0.01  # share of requests that start a new execution environment (a SnapStart restore)
+LOG_BYTES_PER_REQUEST = 2048  # Lambda START/END/REPORT, darkroom's JSON lines and EMF, the API's access-log line
+CUSTOM_METRICS = 20  # metric streams a one-backend deployment emits (darkroom.observability names x dimensions)
+ENDPOINTS = 1  # GPU endpoints the fixed monthly costs are shared over
 UTILISATIONS = (1.0, 0.5, 0.25)  # GPU endpoint busy share
+HOURS_PER_MONTH = 730
+TARGET = 0.02  # issue 17: AWS around the model <= 2% of the GPU cost at 50% GPU use
 
 ROUTES = {  # route in bench_overhead.py -> template resource
     "generate 1024x1024 jpeg": "GenerateFunction",
@@ -124,20 +137,33 @@ ROUTES = {  # route in bench_overhead.py -> template resource
 }
 
 
-def memory_mb(template: str) -> dict[str, int]:
-    """MemorySize per function resource (the Globals default where a function sets none)."""
-    sizes, current, default = {}, None, 128
+def functions(template: str) -> dict[str, int]:
+    """MemorySize of every function resource (the Globals default where a function sets none)."""
+    sizes: dict[str, int | None] = {}
+    current, default = None, 128
     for line in template.splitlines():
         resource = re.match(r"^  (\w+):\s*$", line)
         if resource:
             current = resource.group(1)
+        if current and re.match(r"^    Type: AWS::Serverless::Function\s*$", line):
+            sizes.setdefault(current, None)
         size = re.match(r"^\s+MemorySize:\s*(\d+)", line)
         if size and current:
             if current == "Function":  # Globals: Function:
                 default = int(size.group(1))
             else:
                 sizes[current] = int(size.group(1))
-    return {name: sizes.get(name, default) for name in ROUTES.values()}
+    return {name: size or default for name, size in sizes.items()}
+
+
+def arm64(template: str) -> bool:
+    """Whether the Globals put every function on arm64."""
+    return bool(re.search(r"^    Architectures: \[arm64\]", template, re.MULTILINE))
+
+
+def snapstart(template: str) -> bool:
+    """Whether the Globals turn SnapStart on for published versions."""
+    return "ApplyOn: PublishedVersions" in template or "Default: PublishedVersions" in template
 
 
 def wru(route: dict) -> int:
@@ -150,9 +176,48 @@ def wru(route: dict) -> int:
     return calls.get("dynamodb.UpdateItem", 0) + calls.get("dynamodb.PutItem", 0) * put_kb + 2 * route["transact_items"]
 
 
+def fixed_monthly(memory: dict[str, int], template: str) -> dict[str, float]:
+    """The costs that do not grow with requests, per month."""
+    alarms = template.count("Type: AWS::CloudWatch::Alarm")
+    dashboards = template.count("Type: AWS::CloudWatch::Dashboard")
+    cached_gb = sum(memory.values()) / 1024 if snapstart(template) else 0.0
+    return {
+        f"SnapStart snapshot cache ({len(memory)} functions, {sum(memory.values())} MB)": cached_gb
+        * HOURS_PER_MONTH
+        * 3600
+        * LAMBDA_SNAPSTART_CACHE_GB_SECOND,
+        f"CloudWatch custom metrics ({CUSTOM_METRICS})": CUSTOM_METRICS * CLOUDWATCH_CUSTOM_METRIC_MONTH,
+        f"CloudWatch alarms ({alarms})": alarms * CLOUDWATCH_ALARM_MONTH,
+        f"CloudWatch dashboard ({dashboards})": dashboards * CLOUDWATCH_DASHBOARD_MONTH,
+    }
+
+
+def per_request(route: dict, gb: float, infer: float, template: str) -> dict[str, float]:
+    """USD per 1,000 images of one route (n=1), by item."""
+    price = LAMBDA_ARM_GB_SECOND if arm64(template) else LAMBDA_GB_SECOND
+    calls, per_k = route["calls"], 1000
+    reads = calls.get("dynamodb.GetItem", 0) + calls.get("dynamodb.Query", 0)
+    sqs = sum(count for name, count in calls.items() if name.startswith("sqs."))
+    restores = COLD_SHARE * gb * LAMBDA_SNAPSTART_RESTORE_GB if snapstart(template) else 0.0
+    return {
+        "Lambda, darkroom's own time": route["median_ms"] / 1000 * gb * price * per_k,
+        "Lambda, waiting for inference": infer * gb * price * per_k,
+        "Lambda requests": LAMBDA_REQUEST * per_k,
+        f"SnapStart restores ({COLD_SHARE:.0%} of requests)": restores * per_k,
+        "API Gateway REST requests": APIGW_REST_REQUEST * per_k,
+        "DynamoDB on-demand writes (+ reads)": (wru(route) * DYNAMODB_WRU + reads * DYNAMODB_RRU) * per_k,
+        "S3 PUT (+ GET for URL fetches)": (calls.get("s3.PutObject", 0) * S3_PUT + CLIENT_FETCHES_URL * S3_GET) * per_k,
+        f"S3 storage, {RETENTION_DAYS} days": STORED_IMAGE_BYTES / 1e9 * S3_GB_MONTH * RETENTION_DAYS / 30 * per_k,
+        "SQS requests": sqs * SQS_REQUEST * per_k,
+        "CloudWatch Logs ingestion": LOG_BYTES_PER_REQUEST / 1e9 * CLOUDWATCH_LOGS_INGEST_GB * per_k,
+        "base64's third (darkroom's share of egress)": B64_SHARE * STORED_IMAGE_BYTES / 3 / 1e9 * DATA_OUT_GB * per_k,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--input", type=Path, default=ROOT / "benchmarks" / "results" / "overhead.json")
+    parser.add_argument("--template", type=Path, default=ROOT / "template.yaml")
     parser.add_argument(
         "--inference-seconds",
         type=float,
@@ -161,57 +226,58 @@ def main() -> None:
     )
     args = parser.parse_args()
     measured = json.loads(args.input.read_text())["routes"]
-    memory = memory_mb((ROOT / "template.yaml").read_text())
+    template = args.template.read_text()
+    memory = functions(template)
     infer = args.inference_seconds
-    per_k = 1000
     print(
-        f"Per 1,000 images (n=1), us-east-1, USD. Lambda waits synchronously for inference: assumed {infer:g} s "
-        f"per image; darkroom's own time = bench_overhead handler median.\n"
+        f"Per 1,000 images (n=1), us-east-1, USD; {'arm64' if arm64(template) else 'x86_64'}, SnapStart "
+        f"{'on' if snapstart(template) else 'off'}. Lambda waits for inference: assumed {infer:g} s per image; "
+        "darkroom's own time = bench_overhead handler median.\n"
     )
     print("| item | " + " | ".join(ROUTES) + " |")
     print("|---|" + "---:|" * len(ROUTES))
     rows: dict[str, list[float]] = {}
-    notes: dict[str, list[str]] = {}
+    print("| configured memory (template.yaml) | " + " | ".join(f"{memory[f]} MB" for f in ROUTES.values()) + " |")
+    print(
+        "| darkroom's own time (measured, median) | "
+        + " | ".join(f"{measured[r]['median_ms']:.1f} ms" for r in ROUTES)
+        + " |"
+    )
     for route, function in ROUTES.items():
-        r = measured[route]
-        gb = memory[function] / 1024
-        own = r["median_ms"] / 1000
-        response_gb = STORED_IMAGE_BYTES * 4 / 3 / 1e9  # the image as base64 in the JSON response
-        items = {
-            "Lambda, darkroom's own time": own * gb * LAMBDA_GB_SECOND * per_k,
-            "Lambda, waiting for inference": infer * gb * LAMBDA_GB_SECOND * per_k,
-            "Lambda requests": LAMBDA_REQUEST * per_k,
-            "API Gateway REST requests": APIGW_REST_REQUEST * per_k,
-            "DynamoDB on-demand writes": wru(r) * DYNAMODB_WRU * per_k,
-            "S3 PUT (+ GET for URL fetches)": (r["calls"].get("s3.PutObject", 0) * S3_PUT + CLIENT_FETCHES_URL * S3_GET)
-            * per_k,
-            f"S3 storage, {RETENTION_DAYS} days": STORED_IMAGE_BYTES / 1e9 * S3_GB_MONTH * RETENTION_DAYS / 30 * per_k,
-            "data transfer out (b64 response)": response_gb * DATA_OUT_GB * per_k,
-        }
-        for name, value in items.items():
+        for name, value in per_request(measured[route], memory[function] / 1024, infer, template).items():
             rows.setdefault(name, []).append(value)
-        notes.setdefault("memory", []).append(f"{memory[function]} MB")
-        notes.setdefault("own", []).append(f"{r['median_ms']:.1f} ms")
-        notes.setdefault("wru", []).append(str(wru(r)))
-    print("| configured memory (template.yaml) | " + " | ".join(notes["memory"]) + " |")
-    print("| darkroom's own time (measured, median) | " + " | ".join(notes["own"]) + " |")
-    print("| WRUs per request (from counted calls) | " + " | ".join(notes["wru"]) + " |")
     for name, values in rows.items():
         print(f"| {name} | " + " | ".join(f"{v:.4f}" for v in values) + " |")
     totals = [sum(values) for values in zip(*rows.values(), strict=True)]
-    print("| **AWS around the model, total** | " + " | ".join(f"**{t:.4f}**" for t in totals) + " |")
+    print("| **per request, total** | " + " | ".join(f"**{t:.4f}**" for t in totals) + " |")
+    egress = STORED_IMAGE_BYTES / 1e9 * DATA_OUT_GB * 1000
+    print("| *image bytes out (unavoidable, not counted)* | " + " | ".join(f"*{egress:.4f}*" for _ in ROUTES) + " |")
+
+    fixed = fixed_monthly(memory, template)
+    print("\nFixed monthly costs (USD a month, whatever the traffic):\n")
+    print("| item | per month |\n|---|---:|")
+    for name, value in fixed.items():
+        print(f"| {name} | {value:.2f} |")
+    monthly = sum(fixed.values())
+    print(f"| **total** | **{monthly:.2f}** |")
+
     print(
-        f"\nInference on a SageMaker real-time endpoint, ml.g5.xlarge at ${SAGEMAKER_G5_XLARGE_HOUR}/hour, "
-        f"{infer:g} s per image (one at a time = {3600 / infer:.0f} images/hour at full use):\n"
+        f"\nAgainst inference on {ENDPOINTS} SageMaker real-time endpoint(s), ml.g5.xlarge at "
+        f"${SAGEMAKER_G5_XLARGE_HOUR}/hour, {infer:g} s per image; fixed costs spread over that month's images:\n"
     )
     print(
-        "| GPU utilisation | images/hour | inference per 1,000 images | AWS around the model / inference (generate) |"
+        "| GPU use | images/month | inference per 1,000 | fixed per 1,000 | "
+        + " | ".join(f"{r} / inference" for r in ROUTES)
+        + " |"
     )
-    print("|---:|---:|---:|---:|")
+    print("|---:|---:|---:|---:|" + "---:|" * len(ROUTES))
     for share in UTILISATIONS:
-        per_hour = 3600 / infer * share
-        cost = SAGEMAKER_G5_XLARGE_HOUR / per_hour * per_k
-        print(f"| {share:.0%} | {per_hour:.0f} | {cost:.2f} | {totals[0] / cost:.3f} |")
+        images = 3600 / infer * share * HOURS_PER_MONTH * ENDPOINTS
+        gpu = SAGEMAKER_G5_XLARGE_HOUR * HOURS_PER_MONTH * ENDPOINTS / images * 1000
+        spread = monthly / images * 1000
+        ratios = " | ".join(f"{(t + spread) / gpu:.2%} ({t / gpu:.2%} + {spread / gpu:.2%})" for t in totals)
+        print(f"| {share:.0%} | {images:,.0f} | {gpu:.2f} | {spread:.4f} | {ratios} |")
+    print(f"\nTarget: {TARGET:.0%} at 50% GPU use. Each ratio: total (per request + fixed).")
 
 
 if __name__ == "__main__":

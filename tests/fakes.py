@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from darkroom.api.errors import NotFound, RateLimited
 from darkroom.catalog import BUNDLED_CATALOG, Catalog, parse_catalog
 from darkroom.config import Settings
+from darkroom.inference import backend_for
 from darkroom.limits import Admission
 from darkroom.metering import UsageEvent
 from darkroom.ports import ImagePorts, ImageSources, ResponsePorts
@@ -96,6 +97,7 @@ def image_ports(settings: Settings | None = None, **overrides: object) -> ImageP
         "admission": MemoryAdmitter(),
         "meter": MemoryMeter(),
         "store": MemoryStore(),
+        "backends": backend_for,
     }
     return ImagePorts(**{**fields, **overrides})  # tests pass the fakes they build
 

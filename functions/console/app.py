@@ -25,7 +25,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from darkroom.api.errors import NotFound
 from darkroom.api.resolver import REQUEST_ID_PATH, build_resolver, event_request_id
-from darkroom.observability import logger, tracer
+from darkroom.observability import capture_handler, logger
 
 HERE = Path(__file__).resolve().parent
 STATIC = HERE / "static"
@@ -122,7 +122,7 @@ def asset(asset: str):
 
 
 @logger.inject_lambda_context(correlation_id_path=REQUEST_ID_PATH, clear_state=True)
-@tracer.capture_lambda_handler(capture_response=False)
+@capture_handler
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     result = app.resolve(event, context)
     headers = result.setdefault("multiValueHeaders", {})

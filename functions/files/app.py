@@ -12,7 +12,9 @@ from darkroom.api.http import current_request
 from darkroom.api.resolver import authenticated_tenant, build_resolver, entrypoint, json_response
 from darkroom.files import expiry_refused, parse_file_form
 from darkroom.idempotency import replay_stored, respond_once, stored_outcome, upload_outcome, upload_replay
+from darkroom.intake import request_decode_budget
 from darkroom.services import services
+from darkroom.snapstart import prime
 from darkroom.tenancy import Tenant
 
 app = build_resolver()
@@ -147,4 +149,6 @@ def complete_upload(
     )
 
 
-lambda_handler = entrypoint(app)
+lambda_handler = entrypoint(app, per_request=request_decode_budget)
+# Before a SnapStart snapshot (darkroom.snapstart): what the first request would build.
+prime(lambda: (services().authenticator, services().files))

@@ -11,7 +11,9 @@ from darkroom.api.images import ImageGenerateRequest, ImagesResponse
 from darkroom.api.resolver import authenticated_tenant, build_resolver, entrypoint, request_context
 from darkroom.generation import generate_images
 from darkroom.idempotency import images_outcome, images_replay, respond_once
+from darkroom.intake import request_decode_budget
 from darkroom.services import services
+from darkroom.snapstart import prime
 from darkroom.tenancy import Tenant
 
 app = build_resolver()
@@ -40,4 +42,6 @@ def create_image(
     )
 
 
-lambda_handler = entrypoint(app)
+lambda_handler = entrypoint(app, per_request=request_decode_budget)
+# Before a SnapStart snapshot (darkroom.snapstart): what the first request would build.
+prime(lambda: (services().authenticator, services().images))

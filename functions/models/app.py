@@ -8,6 +8,7 @@ from darkroom.api.errors import ModelNotFound, error_responses
 from darkroom.api.models import ModelList, ModelObject, model_list, model_object
 from darkroom.api.resolver import authenticated_tenant, build_resolver, entrypoint
 from darkroom.services import services
+from darkroom.snapstart import prime
 from darkroom.tenancy import Tenant
 
 app = build_resolver()
@@ -43,3 +44,5 @@ def retrieve_model(model: str, tenant: Annotated[Tenant, Depends(authenticated_t
 
 
 lambda_handler = entrypoint(app)
+# Before a SnapStart snapshot (darkroom.snapstart): what the first request would build.
+prime(lambda: (services().authenticator, services().catalog))

@@ -11,9 +11,11 @@ from darkroom.api.http import current_request
 from darkroom.api.resolver import authenticated_tenant, build_resolver, entrypoint, json_response, request_context
 from darkroom.api.responses import ResponseCreateRequest, ResponseDeleted, ResponseObject
 from darkroom.idempotency import Outcome, respond_once
+from darkroom.intake import request_decode_budget
 from darkroom.ports import ResponsePorts
 from darkroom.responses import cancel_response, create_response, delete_response, retrieve_response
 from darkroom.services import services
+from darkroom.snapstart import prime
 from darkroom.streaming import response_events, sse
 from darkroom.tenancy import Tenant
 
@@ -145,4 +147,6 @@ def delete(response_id: str, tenant: Annotated[Tenant, Depends(authenticated_ten
     return delete_response(tenant, response_id, _ports())
 
 
-lambda_handler = entrypoint(app)
+lambda_handler = entrypoint(app, per_request=request_decode_budget)
+# Before a SnapStart snapshot (darkroom.snapstart): what the first request would build.
+prime(lambda: (services().authenticator, services().response_ports))

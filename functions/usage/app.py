@@ -10,6 +10,7 @@ from darkroom.api.resolver import authenticated_tenant, build_resolver, entrypoi
 from darkroom.api.usage import UsageList, usage_list
 from darkroom.metering import usage_window
 from darkroom.services import services
+from darkroom.snapstart import prime
 from darkroom.tenancy import Tenant
 
 app = build_resolver()
@@ -40,3 +41,5 @@ def get_usage(
 
 
 lambda_handler = entrypoint(app)
+# Before a SnapStart snapshot (darkroom.snapstart): what the first request would build.
+prime(lambda: (services().authenticator, services().meter))

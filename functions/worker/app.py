@@ -10,12 +10,14 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from darkroom.job_queue import parse_message
 from darkroom.jobs import RetryLater, end_dead_job, run_job
-from darkroom.observability import logger, metrics, tracer
+from darkroom.observability import capture_handler, logger, metrics
 from darkroom.services import services
+from darkroom.snapstart import prime
 
 # A retried job is an expected outcome, not a function error: report it as a batch item failure (the
 # message comes back) without failing the invocation, so Lambda's error metrics mean real failures.
 processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
+prime(lambda: services().worker)  # before a SnapStart snapshot: what the first job would build
 
 
 def run(record: SQSRecord, lambda_context: LambdaContext) -> None:
@@ -33,13 +35,13 @@ def end(record: SQSRecord) -> None:
 
 @logger.inject_lambda_context(clear_state=True)
 @metrics.log_metrics
-@tracer.capture_lambda_handler(capture_response=False)
+@capture_handler
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
     return process_partial_response(event=event, record_handler=run, processor=processor, context=context)
 
 
 @logger.inject_lambda_context(clear_state=True)
 @metrics.log_metrics
-@tracer.capture_lambda_handler(capture_response=False)
+@capture_handler
 def dead_letter_handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
     return process_partial_response(event=event, record_handler=end, processor=processor, context=context)

@@ -74,7 +74,6 @@ from pydantic import BaseModel
 
 from darkroom import config
 from darkroom.api.errors import InvalidRequest, RequestInProgress, ServiceUnavailable
-from darkroom.api.files import Upload
 from darkroom.api.http import HttpRequest, current_request, json_response
 from darkroom.api.images import ImagesResponse
 from darkroom.api.rendering import B64_OMITTED_HEADER, images_headers, images_response
@@ -85,6 +84,7 @@ from darkroom.tenancy import Tenant
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.typing import LambdaContext
 
+    from darkroom.api.files import Upload
     from darkroom.files import FileStore
     from darkroom.generation import ImagesResult
 
@@ -294,6 +294,8 @@ def upload_outcome(upload: Upload) -> Outcome:
 def upload_replay(files: FileStore, tenant_id: str, mime_type: str) -> Callable[[dict[str, Any]], Response[Any]]:
     """Render a pending upload's reference with a new signature for the same key and values (``mime_type``
     comes from the retried request, which equals the first one)."""
+
+    from darkroom.api.files import Upload  # the files function's model: the image functions never load it
 
     def render(reference: dict[str, Any]) -> Response[Any]:
         upload = files.sign_upload(tenant_id, Upload.model_validate(reference), mime_type)

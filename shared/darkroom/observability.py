@@ -12,12 +12,44 @@ id, a prompt, or anything a client chose. template.yaml's dashboard and alarms u
 
 from __future__ import annotations
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
+import os
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
+
+from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
+from aws_lambda_powertools.shared.functions import resolve_truthy_env_var_choice
 
 logger = Logger()
-tracer = Tracer()
 metrics = Metrics()
+
+Handler = TypeVar("Handler", bound=Callable[..., Any])
+
+
+def tracing_enabled() -> bool:
+    """Powertools' own rule (``Tracer._is_tracer_disabled``): in Lambda, outside SAM local and Chalice, and not
+    switched off by ``POWERTOOLS_TRACE_DISABLED``."""
+    if resolve_truthy_env_var_choice(env=os.getenv("POWERTOOLS_TRACE_DISABLED", "false")):
+        return False
+    in_emulator = os.getenv("AWS_SAM_LOCAL") or os.getenv("AWS_CHALICE_CLI_MODE")
+    return bool(os.getenv("LAMBDA_TASK_ROOT")) and not in_emulator
+
+
+def capture_handler(handler: Handler) -> Handler:
+    """``handler`` traced by the Powertools Tracer (one X-Ray subsegment, boto3 and httpx calls patched) when
+    tracing is on; ``handler`` itself when it is off.
+
+    Powertools builds the X-Ray SDK's recorder whenever a ``Tracer`` is made, disabled or not, and that
+    recorder builds two X-Ray clients at import: about 0.45 s of CPU, a third of a bare handler's cold start
+    (docs/benchmarks.md, section 1). So no ``Tracer`` exists unless tracing is on. When it is on (the
+    template's ``Tracing: Active``), it is made here, at import, where SnapStart's snapshot keeps it.
+    """
+    if not tracing_enabled():
+        return handler
+    from aws_lambda_powertools import Tracer
+
+    return cast("Handler", Tracer().capture_lambda_handler(handler, capture_response=False))
+
 
 NAMESPACE = "darkroom"  # the template's POWERTOOLS_METRICS_NAMESPACE
 

@@ -10,18 +10,20 @@ from __future__ import annotations
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from darkroom.catalog import Catalog, ModelEntry
-from darkroom.config import Settings
 from darkroom.deadline import NO_DEADLINE, RequestDeadline
-from darkroom.inference import Backend, backend_for
-from darkroom.intake import FileReader
-from darkroom.job_queue import JobQueue
-from darkroom.limits import Admission
-from darkroom.metering import UsageEvent
-from darkroom.response_store import QueuedJob, ResponseRecord, ResponseStore, StoredResponse
-from darkroom.tenancy import Tenant, TenantDirectory
+
+if TYPE_CHECKING:  # types only: every function imports this module, and most need none of these at import
+    from darkroom.catalog import Catalog, ModelEntry
+    from darkroom.config import Settings
+    from darkroom.inference import Backend
+    from darkroom.intake import FileReader
+    from darkroom.job_queue import JobQueue
+    from darkroom.limits import Admission
+    from darkroom.metering import UsageEvent
+    from darkroom.response_store import QueuedJob, ResponseRecord, ResponseStore, StoredResponse
+    from darkroom.tenancy import Tenant, TenantDirectory
 
 
 class Admitter(Protocol):
@@ -70,7 +72,7 @@ class ImageSources:
     fetcher: Callable[[str, str], bytes]
 
 
-BackendLookup = Callable[[ModelEntry], Backend]  # the catalog entry's backend (routing by entry, never by name)
+BackendLookup = Callable[["ModelEntry"], "Backend"]  # the catalog entry's backend (routing by entry, never by name)
 
 
 @dataclass(frozen=True)
@@ -82,7 +84,7 @@ class ImagePorts:
     admission: Admitter
     meter: Meter
     store: ImageStorage
-    backends: BackendLookup = backend_for
+    backends: BackendLookup  # darkroom.inference.backend_for, built on first use (services.Services.backends)
 
 
 class ResponseRecords(Protocol):

@@ -1,42 +1,119 @@
-"""The objects a container needs, built once on first use (never at import time, never per request)."""
+"""The objects a container needs, each built on its first use (never at import time, never per request).
+
+A function pays for what its routes use: ``GET /v1/models`` builds the catalog, the key lookup and one
+DynamoDB client, and never imports Pillow, httpx or an inference adapter (``tests/unit/test_import_sets.py``).
+The modules behind the parts below are imported inside the property that builds them, for that reason.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
-from functools import cache
-
-from botocore.config import Config
+from functools import cache, cached_property
+from typing import TYPE_CHECKING, Any
 
 from darkroom import config
 from darkroom.api.authorizer import key_authenticator
 from darkroom.catalog import Catalog, get_catalog
-from darkroom.fetch import fetcher_from_settings
-from darkroom.files import FileStore
-from darkroom.inference import backend_for
-from darkroom.job_queue import JobQueue
-from darkroom.limits import RateLimiter
-from darkroom.metering import UsageMeter
-from darkroom.ports import BackendLookup, ImagePorts, ImageSources, ResponsePorts, WorkerPorts
-from darkroom.response_store import ResponseStore
-from darkroom.storage import ImageStore
+from darkroom.ports import ImagePorts, ImageSources, ResponsePorts, WorkerPorts
+from darkroom.snapstart import on_restore
 from darkroom.tenancy import Authenticator, Limits, TenantDirectory
 
+if TYPE_CHECKING:
+    from darkroom.files import FileStore
+    from darkroom.job_queue import JobQueue
+    from darkroom.limits import RateLimiter
+    from darkroom.metering import UsageMeter
+    from darkroom.ports import BackendLookup
+    from darkroom.response_store import ResponseStore
+    from darkroom.storage import ImageStore
 
-@dataclass
+
 class Services:
-    settings: config.Settings
-    catalog: Catalog
-    directory: TenantDirectory
-    authenticator: Authenticator
-    limiter: RateLimiter
-    meter: UsageMeter
-    store: ImageStore
-    files: FileStore
-    responses: ResponseStore
-    jobs: JobQueue  # where background responses wait for the worker
-    fetcher: Callable[[str, str], bytes]  # SSRF-safe image URL fetcher for the intake
-    backends: BackendLookup = backend_for  # the catalog entry's adapter (tests swap in stubs here)
+    """The container: settings now, every other part on first use. Tests replace a part by assigning it."""
+
+    def __init__(self, settings: config.Settings) -> None:
+        self.settings = settings
+
+    @cached_property
+    def _dynamodb(self) -> Any:
+        return config.client("dynamodb")
+
+    @cached_property
+    def _s3(self) -> Any:
+        from botocore.config import Config
+
+        return config.client("s3", Config(signature_version="s3v4"))  # SigV4: presigned GET and POST
+
+    @cached_property
+    def catalog(self) -> Catalog:
+        return get_catalog()
+
+    @cached_property
+    def directory(self) -> TenantDirectory:
+        settings = self.settings
+        defaults = Limits(
+            images_per_minute=settings.default_images_per_minute,
+            images_per_day=settings.default_images_per_day,
+            requests_per_minute=settings.default_requests_per_minute,
+        )
+        return TenantDirectory(self._dynamodb, settings.tenants_table, defaults)
+
+    @cached_property
+    def authenticator(self) -> Authenticator:
+        return Authenticator(self.directory, self.settings.key_cache_seconds)
+
+    @cached_property
+    def limiter(self) -> RateLimiter:
+        from darkroom.limits import RateLimiter
+
+        return RateLimiter(self._dynamodb, self.settings.rate_limits_table)
+
+    @cached_property
+    def meter(self) -> UsageMeter:
+        from darkroom.metering import UsageMeter
+
+        return UsageMeter(self._dynamodb, self.settings.usage_table)
+
+    @cached_property
+    def store(self) -> ImageStore:
+        from darkroom.storage import ImageStore
+
+        return ImageStore(self._s3, self.settings.images_bucket, self.settings.presign_seconds)
+
+    @cached_property
+    def files(self) -> FileStore:
+        from darkroom.files import FileStore
+
+        s = self.settings
+        return FileStore(self._s3, s.images_bucket, s.presign_seconds, s.max_upload_bytes, s.max_input_pixels)
+
+    @cached_property
+    def responses(self) -> ResponseStore:
+        from darkroom.response_store import ResponseStore
+
+        return ResponseStore(self._dynamodb, self.settings.responses_table)
+
+    @cached_property
+    def jobs(self) -> JobQueue:
+        """Where background responses wait for the worker."""
+        from darkroom.job_queue import JobQueue
+
+        queue_url = self.settings.jobs_queue_url
+        return JobQueue(config.client("sqs") if queue_url else None, queue_url)
+
+    @cached_property
+    def fetcher(self) -> Callable[[str, str], bytes]:
+        """The SSRF-safe image URL fetcher for the intake."""
+        from darkroom.fetch import fetcher_from_settings
+
+        return fetcher_from_settings(self.settings, self.settings.max_image_bytes)
+
+    @cached_property
+    def backends(self) -> BackendLookup:
+        """The catalog entry's adapter (tests swap in stubs here)."""
+        from darkroom.inference import backend_for
+
+        return backend_for
 
     # What each use case receives: the narrow ports (darkroom.ports), never this container. Built on each
     # use (a few references), so they always hold the container's current settings and catalog.
@@ -60,33 +137,16 @@ class Services:
 
 @cache
 def services() -> Services:
-    settings = config.get_settings()
-    dynamodb = config.client("dynamodb")
-    s3 = config.client("s3", Config(signature_version="s3v4"))  # SigV4: presigned GET and POST
-    directory = TenantDirectory(
-        dynamodb,
-        settings.tenants_table,
-        Limits(
-            images_per_minute=settings.default_images_per_minute,
-            images_per_day=settings.default_images_per_day,
-            requests_per_minute=settings.default_requests_per_minute,
-        ),
-    )
-    return Services(
-        settings=settings,
-        catalog=get_catalog(),
-        directory=directory,
-        authenticator=Authenticator(directory, settings.key_cache_seconds),
-        limiter=RateLimiter(dynamodb, settings.rate_limits_table),
-        meter=UsageMeter(dynamodb, settings.usage_table),
-        store=ImageStore(s3, settings.images_bucket, settings.presign_seconds),
-        files=FileStore(
-            s3, settings.images_bucket, settings.presign_seconds, settings.max_upload_bytes, settings.max_input_pixels
-        ),
-        responses=ResponseStore(dynamodb, settings.responses_table),
-        jobs=JobQueue(config.client("sqs") if settings.jobs_queue_url else None, settings.jobs_queue_url),
-        fetcher=fetcher_from_settings(settings, settings.max_image_bytes),
-    )
+    return Services(config.get_settings())
+
+
+def _forget_cached_keys() -> None:
+    """After a SnapStart restore: no key lookup cached before the snapshot outlives a revocation."""
+    if services.cache_info().currsize and "authenticator" in vars(services()):
+        services().authenticator.forget()
+
+
+on_restore(_forget_cached_keys)
 
 
 def reset() -> None:

@@ -367,3 +367,8 @@ class Authenticator:
                 self._cache.clear()
             self._cache[key_hash] = (now + self._ttl, found)
         return found
+
+    def forget(self) -> None:
+        """Drop every cached lookup (after a SnapStart restore: :mod:`darkroom.snapstart`)."""
+        with self._lock:
+            self._cache.clear()

@@ -53,6 +53,7 @@ DEPENDENCY_MODULES = {
     "python_multipart",
     "s3transfer",
     "six.py",
+    "snapshot_restore_py.py",
     "typing_extensions.py",
     "typing_inspection",
     "urllib3",
@@ -79,6 +80,7 @@ DEPENDENCY_DISTRIBUTIONS = {
     "python_multipart",
     "s3transfer",
     "six",
+    "snapshot_restore_py",
     "typing_extensions",
     "typing_inspection",
     "urllib3",
@@ -226,3 +228,14 @@ def test_dependencies_layer_holds_the_pinned_requirements_and_what_they_pull_in(
     )
     # The layer's own SDK, as pinned: docs/architecture.md, "The dependencies layer pins boto3 and botocore".
     assert distributions["boto3"] == pins["boto3"] and distributions["botocore"] == pins["botocore"]
+
+
+def test_the_dependencies_layer_is_built_for_graviton(artifacts):
+    """Every function runs on arm64 (template Globals), so every compiled extension in the layer must be an
+    aarch64 build: an x86_64 wheel would import-fail on the first cold start, not at deploy."""
+    extensions = [p for p in artifacts["DependenciesLayer"].rglob("*.so") if ".cpython-" in p.name]
+    assert extensions  # pydantic-core, Pillow and wrapt ship compiled code
+    wrong = [p.name for p in extensions if "aarch64" not in p.name]
+    assert not wrong
+    for path in extensions[:3]:
+        assert path.read_bytes()[18:20] == (183).to_bytes(2, "little")  # ELF e_machine: EM_AARCH64

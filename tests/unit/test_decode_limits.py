@@ -157,8 +157,8 @@ def test_a_webp_canvas_is_checked_before_libwebp_allocates_it():
 
 
 def test_the_budget_is_sized_from_the_functions_memory(monkeypatch):
-    assert intake.budget_pixels(3008) == 3008 * MIB // 2 // 12 == 131_421_525  # EditFunction, ResponsesFunction
-    assert intake.budget_pixels(1024) == 44_739_242 > IntakeLimits.max_pixels  # one largest image fits alone
+    assert intake.budget_pixels(3008) == 3008 * MIB // 2 // 12 == 131_421_525
+    assert intake.budget_pixels(1024) == 44_739_242 > IntakeLimits.max_pixels  # Edit, Responses: one largest image
     for value, expected in (("3008", 3008), ("", config.DEFAULT_FUNCTION_MEMORY_MB), ("x", 1024)):
         monkeypatch.setenv("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", value)
         config.function_memory_mb.cache_clear()

@@ -63,6 +63,8 @@ class Rendered:
             if self.template["Parameters"][name]["Type"] == "CommaDelimitedList":
                 return self.parameters[name].split(",")
             return self.parameters[name]
+        if name.endswith(".Alias"):  # SAM's AutoPublishAlias: the function's alias ARN
+            return f"{STACK}-{name}"
         kind = self.template["Resources"][name]["Type"]
         return {
             "AWS::S3::Bucket": BUCKET,

@@ -21,6 +21,7 @@ from functools import cache
 from typing import Any
 
 from darkroom import config
+from darkroom.snapstart import on_restore
 from darkroom.tenancy import Authenticator, TenantDirectory
 
 # API Gateway's own mark for a variable without a value, so a request the authorizer never saw (no
@@ -40,6 +41,15 @@ def key_authenticator() -> Authenticator:
     one, never :mod:`darkroom.services` (no catalog, bucket, queue or use case to import on a cold start)."""
     settings = config.get_settings()
     return Authenticator(TenantDirectory(config.client("dynamodb"), settings.tenants_table), settings.key_cache_seconds)
+
+
+def _forget_cached_keys() -> None:
+    """After a SnapStart restore: no key lookup cached before the snapshot outlives a revocation."""
+    if key_authenticator.cache_info().currsize:
+        key_authenticator().forget()
+
+
+on_restore(_forget_cached_keys)
 
 
 def label(

@@ -1,18 +1,17 @@
 """The wire shapes of a domain :class:`~darkroom.generation.ImagesResult`, rendered at the edge only.
 
 The use cases return stored images with their facts; the Images API answer (``ImagesResponse`` plus its
-headers) and the Responses API ``image_generation_call`` are both built here, so a replay
-(:mod:`darkroom.idempotency`) and a first answer render through the same code.
+headers) is built here, so a replay (:mod:`darkroom.idempotency`) and a first answer render through the same
+code. The Responses API's ``image_generation_call`` is built in :mod:`darkroom.responses.rendering`, so the
+image functions never load the Responses models.
 """
 
 from __future__ import annotations
 
 import base64
-import secrets
 from typing import TYPE_CHECKING
 
 from darkroom.api.images import ImageData, ImagesResponse, ImagesUsage, InputTokensDetails
-from darkroom.api.responses import ImageGenerationCall
 
 if TYPE_CHECKING:
     from darkroom.generation import ImagesResult
@@ -26,7 +25,7 @@ def images_response(result: ImagesResult) -> ImagesResponse:
     return ImagesResponse(
         created=result.created,
         data=[
-            ImageData(url=image.url, revised_prompt=image.revised_prompt, b64_json=_b64(image.data))
+            ImageData(url=image.url, revised_prompt=image.revised_prompt, b64_json=b64_or_none(image.data))
             for image in result.images
         ],
         size=result.size,
@@ -52,21 +51,5 @@ def images_headers(result: ImagesResult) -> dict[str, str]:
     return headers
 
 
-def image_generation_call(result: ImagesResult, action: str) -> ImageGenerationCall:
-    """The Responses API output item for the (single) image a Responses image tool call produced."""
-    image = result.images[0]
-    return ImageGenerationCall(
-        id="ig_" + secrets.token_hex(16),
-        result=_b64(image.data),
-        url=image.url,
-        revised_prompt=image.revised_prompt,
-        action="edit" if action == "edit" else "generate",
-        size=result.size,
-        quality=result.quality,
-        output_format=result.output_format,
-        background=result.background,
-    )
-
-
-def _b64(data: bytes | None) -> str | None:
+def b64_or_none(data: bytes | None) -> str | None:
     return base64.b64encode(data).decode("ascii") if data is not None else None

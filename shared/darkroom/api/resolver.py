@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from http import HTTPStatus
 from typing import Any
 
@@ -19,12 +20,11 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import (
 )
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from darkroom import intake
 from darkroom.api import jsonbody
 from darkroom.api.errors import ApiError, error_envelope, invalid_from_validation
 from darkroom.api.http import CONTEXT_KEY, HttpRequest, json_response
 from darkroom.deadline import RequestDeadline
-from darkroom.observability import logger, metrics, tracer
+from darkroom.observability import capture_handler, logger, metrics
 from darkroom.ports import RequestContext
 from darkroom.services import services
 from darkroom.tenancy import Tenant
@@ -141,8 +141,14 @@ def routed_event(event: dict[str, Any], request: HttpRequest) -> dict[str, Any]:
     return {**event, "body": request.text, "isBase64Encoded": False}
 
 
-def entrypoint(app: APIGatewayRestResolver) -> Callable[[dict[str, Any], LambdaContext], dict[str, Any]]:
+def entrypoint(
+    app: APIGatewayRestResolver, *, per_request: Callable[[], AbstractContextManager[object]] = nullcontext
+) -> Callable[[dict[str, Any], LambdaContext], dict[str, Any]]:
     """The Lambda handler for ``app``: logger context, metrics, tracing, and ``x-request-id`` on every answer.
+
+    ``per_request`` opens what each routed request gets of its own: a function that decodes images passes
+    :func:`darkroom.intake.request_decode_budget` (one decode budget per request, as one deadline); the
+    others pass nothing, so they never import the intake (and Pillow).
 
     Every darkroom route needs a tenant, so the key is checked before routing and body validation:
     an unauthenticated caller learns nothing about the API beyond 401. The event becomes one
@@ -151,7 +157,7 @@ def entrypoint(app: APIGatewayRestResolver) -> Callable[[dict[str, Any], LambdaC
 
     @logger.inject_lambda_context(correlation_id_path=REQUEST_ID_PATH, clear_state=True)
     @metrics.log_metrics
-    @tracer.capture_lambda_handler(capture_response=False)
+    @capture_handler
     def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         gateway = event.get("requestContext") or {}
         deadline = RequestDeadline.for_request(context.get_remaining_time_in_millis(), gateway.get("requestTimeEpoch"))
@@ -166,7 +172,7 @@ def entrypoint(app: APIGatewayRestResolver) -> Callable[[dict[str, Any], LambdaC
             result = _proxy_result(500, _INTERNAL_ERROR, {})
         else:
             app.append_context(tenant=tenant, deadline=deadline, **{CONTEXT_KEY: request})
-            with intake.request_decode_budget():  # one decode budget per request, as one deadline
+            with per_request():
                 result = app.resolve(event, context)
         event_id = event_request_id(event)
         if event_id:

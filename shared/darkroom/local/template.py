@@ -216,7 +216,8 @@ class Stack:
         return routes
 
     def authorizers(self) -> dict[str, Authorizer]:
-        """The API's Lambda REQUEST authorizers by name (``FunctionArn: !GetAtt X.Arn`` names the function)."""
+        """The API's Lambda REQUEST authorizers by name (``FunctionArn``: ``!Ref X.Alias``, the alias SAM publishes,
+        or ``!GetAtt X.Arn``, names the function X)."""
         found = {}
         for name, spec in self._api().get("Auth", {}).get("Authorizers", {}).items():
             if spec.get("FunctionPayloadType") != "REQUEST":
@@ -225,7 +226,7 @@ class Stack:
             ttl = self.resolve(identity.get("ReauthorizeEvery", 300))
             found[str(name)] = Authorizer(
                 name=str(name),
-                function=str(spec["FunctionArn"]["Fn::GetAtt"][0]),
+                function=_function_of(spec["FunctionArn"]),
                 identity_headers=tuple(str(h) for h in identity.get("Headers", [])),
                 ttl_seconds=300 if ttl is None else int(ttl),  # AWS::NoValue: API Gateway's default
             )
@@ -269,3 +270,12 @@ def _items(value: ConditionValue) -> list[ConditionValue]:
     if isinstance(value, list):
         return value
     raise ValueError(f"the local stack expected a list, not {value!r}")
+
+
+def _function_of(arn: Node) -> str:
+    """The function an ARN reference names: ``{"Ref": "X.Alias"}`` or ``{"Fn::GetAtt": ["X", "Arn"]}``."""
+    if isinstance(arn, dict) and "Ref" in arn:
+        return str(arn["Ref"]).split(".", 1)[0]
+    if isinstance(arn, dict) and "Fn::GetAtt" in arn:
+        return str(arn["Fn::GetAtt"][0])
+    raise ValueError(f"an authorizer's FunctionArn must reference a function of the template, not {arn!r}")

@@ -5,7 +5,6 @@ use cases (same limits, storage and usage), and its :class:`~darkroom.generation
 from __future__ import annotations
 
 from darkroom.api.images import ImageEditRequest
-from darkroom.api.rendering import image_generation_call
 from darkroom.api.responses import ImageGenerationCall, ResponseUsage
 from darkroom.editing import edit_decoded
 from darkroom.generation import generate_images
@@ -13,6 +12,7 @@ from darkroom.limits import Admission
 from darkroom.metering import UsageEvent
 from darkroom.ports import ImagePorts, RequestContext
 from darkroom.responses.planning import Plan
+from darkroom.responses.rendering import image_generation_call
 
 
 def image_answer(

@@ -3,12 +3,18 @@ object minus image bytes and URLs, plus the thread and where each produced image
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
+from darkroom.api.rendering import b64_or_none
 from darkroom.api.responses import ImageGenerationCall, OutputMessage, ResponseObject, ResponseUsage
 from darkroom.response_store import QUEUED, ResponseRecord
 from darkroom.responses.planning import Plan
 from darkroom.responses.thread import next_thread
+
+if TYPE_CHECKING:
+    from darkroom.generation import ImagesResult
 
 OutputItem = OutputMessage | ImageGenerationCall
 
@@ -46,3 +52,19 @@ def record(plan: Plan, response: ResponseObject, produced: Sequence[tuple[str, s
         item.pop("result", None)
         item.pop("url", None)
     return ResponseRecord(response=body, thread=thread, outputs=dict(produced))
+
+
+def image_generation_call(result: ImagesResult, action: str) -> ImageGenerationCall:
+    """The Responses API output item for the (single) image a Responses image tool call produced."""
+    image = result.images[0]
+    return ImageGenerationCall(
+        id="ig_" + secrets.token_hex(16),
+        result=b64_or_none(image.data),
+        url=image.url,
+        revised_prompt=image.revised_prompt,
+        action="edit" if action == "edit" else "generate",
+        size=result.size,
+        quality=result.quality,
+        output_format=result.output_format,
+        background=result.background,
+    )
