@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 
@@ -131,3 +134,36 @@ def test_every_dimension_name_is_allowed_and_every_name_is_listed(capsys):
     points = emitted(capsys.readouterr().out)
     assert {p.name for p in points} <= observability.METRIC_NAMES
     assert set().union(*(p.dimensions for p in points)) <= ALLOWED_DIMENSIONS
+
+
+@pytest.mark.parametrize(
+    ("environment", "traced"),
+    [
+        ({"LAMBDA_TASK_ROOT": "/var/task"}, True),  # in Lambda (the template's Tracing: Active)
+        ({"LAMBDA_TASK_ROOT": "/var/task", "POWERTOOLS_TRACE_DISABLED": "true"}, False),
+        ({"LAMBDA_TASK_ROOT": "/var/task", "AWS_SAM_LOCAL": "true"}, False),  # sam local invoke
+        ({}, False),  # tests, the local stack, scripts
+    ],
+)
+def test_tracing_is_on_where_powertools_would_trace(monkeypatch, environment, traced):
+    for name in ("LAMBDA_TASK_ROOT", "POWERTOOLS_TRACE_DISABLED", "AWS_SAM_LOCAL", "AWS_CHALICE_CLI_MODE"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    assert observability.tracing_enabled() is traced
+
+
+def test_with_tracing_off_a_handler_is_not_wrapped_and_no_tracer_is_built(monkeypatch):
+    monkeypatch.setenv("POWERTOOLS_TRACE_DISABLED", "true")
+
+    def handler(event, context):
+        return {"ok": event}
+
+    assert observability.capture_handler(handler) is handler
+    probe = (
+        "import sys; from darkroom import observability; observability.capture_handler(lambda e, c: e); "
+        "print('aws_xray_sdk' in sys.modules)"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "LAMBDA_TASK_ROOT"} | {"POWERTOOLS_TRACE_DISABLED": "true"}
+    out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"  # the X-Ray SDK's recorder (two clients) is never imported
