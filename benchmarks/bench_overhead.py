@@ -168,6 +168,7 @@ def main() -> None:
     with in_process_aws("bench"):
         svc = services.services()
         svc.backends = lambda model: stub  # every use case's backend lookup
+        _ = (svc.images, svc.response_ports)  # built on first use: build the clients now
         tenant = svc.directory.create_tenant("bench", Limits(10**6, 10**6, 10**6))
         svc.directory.issue_key(tenant.tenant_id, secret=lambda_harness.EVENT_KEY)
         counter = CallCounter()
