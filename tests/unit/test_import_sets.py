@@ -43,7 +43,9 @@ IMAGING = {"PIL", "httpx", "httpcore"}
 
 
 def imports_of(function: str) -> dict[str, list[str]]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "DARKROOM_", "POWERTOOLS_"))}
+    # Nor pytest-cov's subprocess measurement (COV_CORE_*), which would add coverage to every set.
+    skipped = ("AWS_", "DARKROOM_", "POWERTOOLS_", "COV_CORE_", "COVERAGE_")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(skipped)}
     env |= {"AWS_DEFAULT_REGION": "us-east-1", "PYTHONPATH": str(ROOT / "shared")}
     path = ROOT / "functions" / function / "app.py"
     out = subprocess.run([sys.executable, "-c", PROBE, str(path)], env=env, capture_output=True, text=True, check=True)
