@@ -1,4 +1,5 @@
-"""The Powertools logger, tracer and metrics shared by every function (one of each per container).
+"""The Powertools logger and metrics shared by every function (one of each per container), and its tracer
+where tracing is on (:func:`capture_handler`).
 
 Never log request bodies, prompts, image bytes, base64, API keys or presigned URLs: log ids and sizes.
 

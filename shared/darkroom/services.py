@@ -11,6 +11,8 @@ from collections.abc import Callable
 from functools import cache, cached_property
 from typing import TYPE_CHECKING, Any
 
+from botocore.config import Config
+
 from darkroom import config
 from darkroom.api.authorizer import key_authenticator
 from darkroom.catalog import Catalog, get_catalog
@@ -40,8 +42,6 @@ class Services:
 
     @cached_property
     def _s3(self) -> Any:
-        from botocore.config import Config
-
         return config.client("s3", Config(signature_version="s3v4"))  # SigV4: presigned GET and POST
 
     @cached_property
