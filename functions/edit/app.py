@@ -24,7 +24,10 @@ app = build_resolver()
     summary="Edit images (multipart/form-data as the openai SDK sends it, or JSON with image references)",
     tags=["images"],
     responses={
-        200: {"description": "The edited images", "content": {"application/json": {"model": ImagesResponse}}},
+        200: {
+            "description": "The edited images, or with stream true their event stream (text/event-stream)",
+            "content": {"application/json": {"model": ImagesResponse}},
+        },
         **error_responses(400, 401, 403, 404, 409, 429, 500, 502, 503, 504),
     },
 )
@@ -32,7 +35,18 @@ def edit_image(tenant: Annotated[Tenant, Depends(authenticated_tenant)]):  # the
     container = services()
     ports = container.images
     # 400s before any idempotency record
-    request = read_edit_request(current_request(app), tenant.tenant_id, ports.settings, container.sources)
+    http = current_request(app)
+    request = read_edit_request(http, tenant.tenant_id, ports.settings, container.sources)
+    if request.options.stream:
+        from darkroom.api.image_events import image_stream_response
+
+        context = request_context(app, streamed=True)
+        return image_stream_response(
+            "image_edit",
+            request.options,
+            http.idempotency_key,
+            lambda run: edit_images(context, request, ports, stream=run),
+        )
     return respond_once(
         app,
         tenant,

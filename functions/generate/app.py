@@ -7,6 +7,7 @@ from aws_lambda_powertools.event_handler import Depends
 from aws_lambda_powertools.event_handler.openapi.params import Body
 
 from darkroom.api.errors import error_responses
+from darkroom.api.http import current_request
 from darkroom.api.images import ImageGenerateRequest, ImagesResponse
 from darkroom.api.resolver import authenticated_tenant, build_resolver, entrypoint, request_context
 from darkroom.generation import generate_images
@@ -24,7 +25,10 @@ app = build_resolver()
     summary="Create images from a prompt",
     tags=["images"],
     responses={
-        200: {"description": "The images", "content": {"application/json": {"model": ImagesResponse}}},
+        200: {
+            "description": "The images, or with stream true their event stream (text/event-stream)",
+            "content": {"application/json": {"model": ImagesResponse}},
+        },
         **error_responses(400, 401, 403, 404, 409, 429, 500, 502, 503, 504),
     },
 )
@@ -33,6 +37,16 @@ def create_image(
     tenant: Annotated[Tenant, Depends(authenticated_tenant)],
 ):  # the 200 schema is declared in responses=; the body is already JSON
     ports = services().images
+    if body.stream:
+        from darkroom.api.image_events import image_stream_response
+
+        context = request_context(app, streamed=True)
+        return image_stream_response(
+            "image_generation",
+            body,
+            current_request(app).idempotency_key,
+            lambda run: generate_images(context, body, ports, stream=run),
+        )
     return respond_once(
         app,
         tenant,

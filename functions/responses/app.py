@@ -7,6 +7,7 @@ from aws_lambda_powertools.event_handler import Depends, Response
 from aws_lambda_powertools.event_handler.openapi.params import Body, Query
 
 from darkroom.api.errors import InvalidRequest, error_responses
+from darkroom.api.event_stream import open_stream
 from darkroom.api.http import current_request
 from darkroom.api.resolver import authenticated_tenant, build_resolver, entrypoint, json_response, request_context
 from darkroom.api.responses import ResponseCreateRequest, ResponseDeleted, ResponseObject
@@ -41,12 +42,16 @@ def _ports() -> ResponsePorts:
 )
 def create(body: Annotated[ResponseCreateRequest, Body()], tenant: Annotated[Tenant, Depends(authenticated_tenant)]):
     def answer(response: ResponseObject) -> Response:
-        if body.stream:
-            # Lambda behind API Gateway cannot stream: the whole, valid event sequence goes in one body.
-            return Response(
-                status_code=200, content_type="text/event-stream; charset=utf-8", body=sse(response_events(response))
-            )
+        if body.stream:  # a keyed request: its whole event sequence, once the work is done
+            return open_stream(iter([sse(response_events(response)).encode()]))
         return json_response(200, response.model_dump_json(exclude_none=True))
+
+    if body.stream and not body.background and current_request(app).idempotency_key is None:
+        # Events as they happen (darkroom.responses.live). With an Idempotency-Key the answer is produced once and
+        # then sent whole, so that a retry replays the same events.
+        from darkroom.responses.live import stream_response
+
+        return open_stream(stream_response(request_context(app, streamed=True), body, _ports()))
 
     def produce() -> Outcome:
         if body.store is False and current_request(app).idempotency_key is not None:

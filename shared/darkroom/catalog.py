@@ -174,6 +174,18 @@ class ModelEntry(BaseModel):
         """Whether the model is a SageMaker *asynchronous* endpoint (answers through S3; background mode only)."""
         return isinstance(self.endpoint, SageMakerEndpoint) and self.endpoint.async_inference
 
+    @property
+    def streams_partials(self) -> bool:
+        """Whether a streamed request gets the model's own partial images: the local stand-in, and darkroom's
+        model server on a real-time SageMaker endpoint (``InvokeEndpointWithResponseStream``). Other backends
+        answer once, so their streams carry the final image only."""
+        if not (self.can(Capability.GENERATE) or self.can(Capability.EDIT)):
+            return False
+        if self.backend == "local":
+            return True
+        endpoint = self.endpoint
+        return isinstance(endpoint, SageMakerEndpoint) and endpoint.contract == "darkroom" and not self.async_inference
+
     def endpoint_as(self, kind: type[E]) -> E:
         """The endpoint as the adapter of ``kind`` reads it. The registry routes by ``backend`` and the catalog
         gives each backend its own kind of endpoint, so another kind here is a bug, not a request's fault."""

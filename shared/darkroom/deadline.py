@@ -27,6 +27,12 @@ class RequestDeadline:
 
     answer_by: float | None = None
     background: bool = False
+    streamed: bool = False  # a streamed answer: no API Gateway 29 s, the function's own timeout bounds it
+
+    @property
+    def long_running(self) -> bool:
+        """Whether this work has the long ceiling (a background job, or a streamed request) instead of 29 s."""
+        return self.background or self.streamed
 
     @classmethod
     def for_request(cls, remaining_lambda_ms: int | None, gateway_received_epoch_ms: int | None) -> RequestDeadline:
@@ -45,6 +51,13 @@ class RequestDeadline:
         """A background job's deadline: only the worker Lambda's remaining time bounds it."""
         return cls(cls.for_request(remaining_lambda_ms, None).answer_by, background=True)
 
+    @classmethod
+    def for_stream(cls, remaining_lambda_ms: int | None) -> RequestDeadline:
+        """A streamed request's deadline: a streamed integration may run up to 15 minutes
+        (https://docs.aws.amazon.com/apigateway/latest/developerguide/response-transfer-mode.html), so only the
+        function's remaining time bounds it, and its inference gets the long ceiling a background job gets."""
+        return cls(cls.for_request(remaining_lambda_ms, None).answer_by, streamed=True)
+
     def inference_seconds(self, ceiling: float) -> float:
         """Seconds the upstream call may take now: at most ``ceiling``, never past the deadline."""
         if self.answer_by is None:
@@ -54,7 +67,7 @@ class RequestDeadline:
     def inference_budget(self, settings: Settings) -> float:
         """:meth:`inference_seconds` under the ceiling of this kind of work (a synchronous request or a job)."""
         return self.inference_seconds(
-            settings.job_inference_timeout_seconds if self.background else settings.inference_timeout_seconds
+            settings.job_inference_timeout_seconds if self.long_running else settings.inference_timeout_seconds
         )
 
 

@@ -14,7 +14,7 @@ import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 from pydantic import ValidationError
@@ -27,12 +27,15 @@ from darkroom.api.multipart import FilePart, Form, typed_fields
 from darkroom.catalog import Capability
 from darkroom.config import Settings
 from darkroom.end_users import identify
-from darkroom.generation import Delivery, ImagesResult, admitted, deliver
+from darkroom.generation import Delivery, ImagesResult, admitted, deliver, inference_starts
 from darkroom.image_job import ImageJob, check_time_budget, resolve_request
 from darkroom.inference import EditJob, GeneratedImage
 from darkroom.limits import Admission
 from darkroom.observability import inference_latency
 from darkroom.ports import ImagePorts, ImageSources, RequestContext
+
+if TYPE_CHECKING:
+    from darkroom.image_stream import StreamRun
 
 _IMAGE_FIELD = re.compile(r"^image(\[(\d*)\])?$")
 
@@ -162,16 +165,17 @@ def edit_images(
     ports: ImagePorts,
     admission: Admission | None = None,
     end_user: str | None = None,
+    stream: StreamRun[Any] | None = None,
 ) -> ImagesResult:
     """Edit the first image (inside the mask, if any) ``n`` times; store, meter and answer as generate does.
 
     ``admission``: a background job's, owned (refunded, billed) by the job, as in ``generate_images``;
-    ``end_user`` as there.
+    ``end_user`` and ``stream`` as there.
     """
     options = request.options
     end_user = end_user or identify(context.tenant.tenant_id, options.safety_identifier, options.user)
     job = resolve_request(options, ports.catalog, Capability.EDIT)  # every option checked before admission
-    check_time_budget(job, ports.settings, context.deadline.background)
+    check_time_budget(job, ports.settings, context.deadline.background, streamed=context.deadline.streamed)
 
     # An image the client sent that does not decode keeps counting (a 4xx); failing to read a stored
     # file, or anything after, is ours and gives the admission back.
@@ -181,8 +185,8 @@ def edit_images(
         edit = _prepare(
             context, options, [read() for read in request.images], request.mask() if request.mask else None, ports
         )
-        delivery = Delivery("edit", taken, bill, end_user, tuple(i.size for i in edit.images))
-        job, edited = _infer(context, edit, ports)
+        delivery = Delivery("edit", taken, bill, end_user, tuple(i.size for i in edit.images), stream is not None)
+        job, edited = _infer(context, edit, ports, stream)
         del edit  # the inputs' pixels go before the answers are encoded and stored
         return deliver(context, job, edited, options, ports, delivery)
 
@@ -197,14 +201,15 @@ def edit_decoded(
     ports: ImagePorts,
     admission: Admission | None = None,
     end_user: str | None = None,
+    stream: StreamRun[Any] | None = None,
 ) -> ImagesResult:
     """:func:`edit_images` for inputs decoded already (the Responses image tool decodes them while it plans)."""
     job = resolve_request(options, ports.catalog, Capability.EDIT, input_size=images[0].size)
 
     def work(taken: Admission, bill: bool) -> ImagesResult:
         edit = _prepare(context, options, images, mask, ports, at_input_size=job)
-        delivery = Delivery("edit", taken, bill, end_user, tuple(i.size for i in edit.images))
-        return deliver(context, *_infer(context, edit, ports), options, ports, delivery)
+        delivery = Delivery("edit", taken, bill, end_user, tuple(i.size for i in edit.images), stream is not None)
+        return deliver(context, *_infer(context, edit, ports, stream), options, ports, delivery)
 
     return admitted(ports, context.tenant, job.n, admission, work)
 
@@ -235,7 +240,7 @@ def _prepare(
     # count that both checks depend on.
     job = at_input_size or resolve_request(options, ports.catalog, Capability.EDIT, input_size=inputs[0].size)
     intake.request_budget().ensure_room(job.n * job.width * job.height, param="n")  # memory first: no mode helps
-    check_time_budget(job, ports.settings, context.deadline.background)
+    check_time_budget(job, ports.settings, context.deadline.background, streamed=context.deadline.streamed)
     images = [header.decode() for header in inputs]
     first = images[0]
     alpha = intake.edit_mask(mask.decode(), first) if mask else None
@@ -244,7 +249,9 @@ def _prepare(
     return _Edit(job, options, images, alpha)
 
 
-def _infer(context: RequestContext, edit: _Edit, ports: ImagePorts) -> tuple[ImageJob, list[GeneratedImage]]:
+def _infer(
+    context: RequestContext, edit: _Edit, ports: ImagePorts, stream: StreamRun[Any] | None
+) -> tuple[ImageJob, list[GeneratedImage]]:
     """The job and the model's answers (kept inside the mask here if the model ignores masks)."""
     job, options = edit.job, edit.options
     base, mask = edit.images[0].image, edit.mask
@@ -253,6 +260,7 @@ def _infer(context: RequestContext, edit: _Edit, ports: ImagePorts) -> tuple[Ima
         mask = mask.resize((job.width, job.height), Image.Resampling.NEAREST) if mask else None
     # An upstream that ignores masks is sent none; its answer is kept inside the mask only.
     composite = mask is not None and not job.model.honours_mask
+    partials = inference_starts(stream)
     started = time.monotonic()
     edited = ports.backends(job.model).edit(
         job.model,
@@ -268,6 +276,7 @@ def _infer(context: RequestContext, edit: _Edit, ports: ImagePorts) -> tuple[Ima
             input_fidelity=options.input_fidelity or "low",
             deadline_seconds=context.deadline.inference_budget(ports.settings),
             options=job.options,
+            partials=partials,
         ),
     )
     inference_latency(job.model.backend, (time.monotonic() - started) * 1000)

@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -19,13 +19,16 @@ from darkroom.config import Settings
 from darkroom.encoding import encode
 from darkroom.end_users import identify
 from darkroom.image_job import ImageJob, check_time_budget, resolve_request
-from darkroom.inference import GeneratedImage, GenerateJob
+from darkroom.inference import GeneratedImage, GenerateJob, PartialSink
 from darkroom.limits import Admission
 from darkroom.metering import UsageEvent
 from darkroom.observability import B64_OMITTED, IMAGES_EDITED, IMAGES_GENERATED, count, inference_latency, logger
 from darkroom.ports import ImagePorts, Meter, RequestContext
 from darkroom.storage import image_key
 from darkroom.tenancy import Tenant
+
+if TYPE_CHECKING:
+    from darkroom.image_stream import StreamRun
 
 # Bytes of JSON around the images in a response body, beyond the base64 itself (generous).
 _ENVELOPE_BYTES = 4096
@@ -103,6 +106,7 @@ def generate_images(
     ports: ImagePorts,
     admission: Admission | None = None,
     end_user: str | None = None,
+    stream: StreamRun[Any] | None = None,
 ) -> ImagesResult:
     """Generate, store and meter ``n`` images for ``context.tenant``.
 
@@ -110,13 +114,16 @@ def generate_images(
     the billing (``ImagesResult.usage``, recorded once the job completes).
     ``end_user``: the opaque end-user id (:mod:`darkroom.end_users`) when the caller already has one (the
     Responses API); otherwise it comes from the request's ``safety_identifier``/``user``.
+    ``stream``: a streamed request's run (:mod:`darkroom.image_stream`): told when the model starts, and given
+    the model's partial images.
     """
     tenant = context.tenant
     end_user = end_user or identify(tenant.tenant_id, request.safety_identifier, request.user)
     job = resolve_request(request, ports.catalog)
-    check_time_budget(job, ports.settings, context.deadline.background)
+    check_time_budget(job, ports.settings, context.deadline.background, streamed=context.deadline.streamed)
 
     def work(taken: Admission, bill: bool) -> ImagesResult:
+        partials = inference_starts(stream)
         started = time.monotonic()
         images = ports.backends(job.model).generate(
             job.model,
@@ -129,13 +136,22 @@ def generate_images(
                 transparent=job.background == "transparent",
                 deadline_seconds=context.deadline.inference_budget(ports.settings),
                 options=job.options,
+                partials=partials,
             ),
         )
         inference_latency(job.model.backend, (time.monotonic() - started) * 1000)
-        delivery = Delivery(operation="generate", admission=taken, bill=bill, end_user=end_user)
+        delivery = Delivery("generate", taken, bill, end_user, streamed=stream is not None)
         return deliver(context, job, images, request, ports, delivery)
 
     return admitted(ports, tenant, job.n, admission, work)
+
+
+def inference_starts(stream: StreamRun[Any] | None) -> PartialSink | None:
+    """Tell a streamed request's run that the model is about to run; the partial sink its backend gets, if any."""
+    if stream is None:
+        return None
+    stream.inference_started()
+    return stream.sink if stream.sink.count else None
 
 
 @dataclass(frozen=True)
@@ -147,6 +163,7 @@ class Delivery:
     bill: bool = True  # False (background jobs): the usage is returned, not recorded; the job records it
     end_user: str | None = None  # the opaque end-user id the usage carries (never a raw safety_identifier)
     input_sizes: tuple[tuple[int, int], ...] = ()
+    streamed: bool = False  # the answer is a stream: b64_json always inline, with no 6 MB response limit
 
 
 def deliver(
@@ -200,7 +217,7 @@ def deliver(
     if delivery.bill:
         record_usage(usage, ports.meter)
 
-    inline = job.response_format == "b64_json" and _fits_inline(stored, job.n, ports.settings)
+    inline = delivery.streamed or job.response_format == "b64_json" and _fits_inline(stored, job.n, ports.settings)
     if job.response_format == "b64_json" and not inline:
         count(B64_OMITTED)  # Lambda cannot return more than 6 MB: every image still has its URL
     count(IMAGES_EDITED if delivery.operation == "edit" else IMAGES_GENERATED, job.n)

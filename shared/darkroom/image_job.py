@@ -47,11 +47,10 @@ def resolve_request(
             param="prompt",
             code="string_above_max_length",
         )
-    if request.stream:
+    if request.stream and (request.n or 1) > 1:
+        # OpenAI's stream events carry one image each and no index (image_gen_completed_event.py): n>1 is unspecified.
         raise InvalidRequest(
-            "Streaming image generation is not supported yet; omit 'stream' or send false.",
-            param="stream",
-            code="unsupported_value",
+            "A streamed request makes one image: send 'n' 1, or omit 'stream'.", param="n", code="unsupported_value"
         )
     output_format = _output_format(request, model)
     n = request.n or 1
@@ -146,9 +145,10 @@ def _output_format(request: ImageOptions, model: ModelEntry) -> OutputFormat:
     return requested or "png"
 
 
-def check_time_budget(job: ImageJob, settings: Settings, background: bool) -> None:
+def check_time_budget(job: ImageJob, settings: Settings, background: bool, streamed: bool = False) -> None:
     """Refuse up front what would time out: the catalog's estimate against the time this work may take
-    (``background``: judged as a background job; otherwise as a synchronous request)."""
+    (``background``: judged as a background job; ``streamed``: a streamed request, which has a background job's
+    ceiling; otherwise as a synchronous request, bound by API Gateway's 29 s)."""
     if not background and job.model.async_inference:
         raise InvalidRequest(
             f'{job.model.id} runs only in background mode (POST /v1/responses with "background": true and the '
@@ -156,14 +156,15 @@ def check_time_budget(job: ImageJob, settings: Settings, background: bool) -> No
             param="model",
             code="use_background_mode",
         )
-    budget = settings.job_inference_timeout_seconds if background else settings.inference_timeout_seconds
+    budget = settings.job_inference_timeout_seconds if background or streamed else settings.inference_timeout_seconds
     expected = job.model.expected_seconds(job.quality, job.width, job.height, job.n)
     if expected <= budget:
         return
     param = "n" if job.n > 1 else "quality"
-    if background:
+    if background or streamed:
         raise InvalidRequest(
-            f"This request is expected to take about {expected:.0f} s, longer than a background job may run "
+            f"This request is expected to take about {expected:.0f} s, longer than a "
+            f"{'background job' if background else 'streamed request'} may run "
             f"({budget:.0f} s). Ask for fewer, smaller or lower-quality images.",
             param=param,
             code="request_too_long",
@@ -171,8 +172,8 @@ def check_time_budget(job: ImageJob, settings: Settings, background: bool) -> No
     raise InvalidRequest(
         f"This request is expected to take about {expected:.0f} s, longer than a synchronous request may take "
         f'({budget:.0f} s). Send it in background mode (POST /v1/responses with "background": true and the '
-        "image_generation tool, then poll GET /v1/responses/{id}), or ask for fewer, smaller or lower-quality "
-        "images.",
+        'image_generation tool, then poll GET /v1/responses/{id}), or stream it ("stream": true), or ask for fewer, '
+        "smaller or lower-quality images.",
         param=param,
         code="use_background_mode",
     )

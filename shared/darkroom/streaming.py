@@ -1,8 +1,9 @@
-"""Server-sent events for ``POST /v1/responses`` with ``stream: true``.
+"""Server-sent events for ``POST /v1/responses`` with ``stream: true``, and for a stored response's replay.
 
-Python on Lambda behind API Gateway cannot stream, so darkroom does the work first and then returns the COMPLETE,
-valid event sequence in one ``text/event-stream`` body. The client sees the same events, in the same order, as from
-the real API; they just all arrive at once.
+:func:`response_events` is the complete event sequence of a finished response: what a replay (``GET
+/v1/responses/{id}?stream=true``) sends, and what a streamed text answer sends once its text exists (no backend
+streams text tokens yet). An image call's events are sent as they happen (:mod:`darkroom.responses.live`), with
+this module's :class:`Sequencer` and shapes.
 
 Shapes follow the SDK's event types (``openai/types/responses/response_*_event.py``) and its stream helper
 (``openai/lib/streaming/responses/_responses.py``), which requires ``response.created`` first, an
@@ -26,14 +27,16 @@ STREAM_BUDGET_BYTES = 5_500_000
 _WORD_BOUNDARY = re.compile(r"(?<=\s)(?=\S)")
 
 
-class _Sequencer:
+class Sequencer:
     """Hands out ``sequence_number`` 0, 1, 2, ... and collects the events."""
 
     def __init__(self) -> None:
         self.events: list[dict[str, Any]] = []
 
-    def emit(self, event_type: str, **payload: Any) -> None:
-        self.events.append({"type": event_type, "sequence_number": len(self.events), **payload})
+    def emit(self, event_type: str, **payload: Any) -> dict[str, Any]:
+        event = {"type": event_type, "sequence_number": len(self.events), **payload}
+        self.events.append(event)
+        return event
 
 
 def _split_text(text: str, parts: int = MAX_TEXT_DELTAS) -> list[str]:
@@ -51,14 +54,14 @@ def _split_text(text: str, parts: int = MAX_TEXT_DELTAS) -> list[str]:
     return chunks
 
 
-def _in_progress_response(response: ResponseObject) -> dict[str, Any]:
+def in_progress_response(response: ResponseObject) -> dict[str, Any]:
     body = response.model_dump(mode="json")
     body.update(status="in_progress", output=[], error=None, incomplete_details=None)
     body.pop("usage", None)  # no usage yet: the spec's Response.usage is optional but never null
     return body
 
 
-def _message_events(seq: _Sequencer, index: int, item: OutputMessage) -> None:
+def _message_events(seq: Sequencer, index: int, item: OutputMessage) -> None:
     added = item.model_dump(mode="json")
     added.update(status="in_progress", content=[])
     seq.emit("response.output_item.added", output_index=index, item=added)
@@ -73,15 +76,23 @@ def _message_events(seq: _Sequencer, index: int, item: OutputMessage) -> None:
         seq.emit("response.content_part.done", **where, part=part.model_dump(mode="json"))
 
 
-def _image_call_events(seq: _Sequencer, index: int, item: ImageGenerationCall, partials: int) -> None:
-    seq.emit(
-        "response.output_item.added",
-        output_index=index,
-        item={"type": item.type, "id": item.id, "status": "in_progress", "result": None},
-    )
+def image_call_opened(seq: Sequencer, index: int, item_id: str) -> list[dict[str, Any]]:
+    """An image call's first events: its item added (in progress), ``in_progress``, ``generating``."""
+    where = {"item_id": item_id, "output_index": index}
+    return [
+        seq.emit(
+            "response.output_item.added",
+            output_index=index,
+            item={"type": "image_generation_call", "id": item_id, "status": "in_progress", "result": None},
+        ),
+        seq.emit("response.image_generation_call.in_progress", **where),
+        seq.emit("response.image_generation_call.generating", **where),
+    ]
+
+
+def _image_call_events(seq: Sequencer, index: int, item: ImageGenerationCall, partials: int) -> None:
+    image_call_opened(seq, index, item.id)
     where = {"item_id": item.id, "output_index": index}
-    seq.emit("response.image_generation_call.in_progress", **where)
-    seq.emit("response.image_generation_call.generating", **where)
     if item.result is not None:
         # Exactly the partial_images asked (none when unset), partial_image_index 0..n-1. They are made from the
         # final image, coarse to fine (darkroom.partial_images): the model's own steps are not streamed yet.
@@ -106,7 +117,7 @@ def _image_call_events(seq: _Sequencer, index: int, item: ImageGenerationCall, p
     seq.emit("response.image_generation_call.completed", **where)
 
 
-def _partials_asked(response: ResponseObject) -> int:
+def partials_asked(response: ResponseObject) -> int:
     """The image_generation tool's ``partial_images`` (validated 0-3 when the request was accepted), else 0."""
     tool = next((t for t in response.tools if t.get("type") == "image_generation"), {})
     return int(tool.get("partial_images") or 0)
@@ -123,14 +134,14 @@ def response_events(response: ResponseObject) -> list[dict[str, Any]]:
     then ``response.output_item.done`` (final item); finally ``response.completed`` (full response).
     ``sequence_number`` starts at 0 and increases by one per event.
     """
-    seq = _Sequencer()
-    seq.emit("response.created", response=_in_progress_response(response))
-    seq.emit("response.in_progress", response=_in_progress_response(response))
+    seq = Sequencer()
+    seq.emit("response.created", response=in_progress_response(response))
+    seq.emit("response.in_progress", response=in_progress_response(response))
     for index, item in enumerate(response.output):
         if isinstance(item, OutputMessage):
             _message_events(seq, index, item)
         else:
-            _image_call_events(seq, index, item, _partials_asked(response))
+            _image_call_events(seq, index, item, partials_asked(response))
         seq.emit("response.output_item.done", output_index=index, item=item.model_dump(mode="json"))
     seq.emit("response.completed", response=response.model_dump(mode="json"))
     return seq.events
@@ -153,8 +164,8 @@ def failed_events(response_id: str, model: str, created_at: int, error: dict[str
     """
     failure = response_error(error)
     base = ResponseObject(id=response_id, model=model, created_at=created_at, output=[])
-    seq = _Sequencer()
-    seq.emit("response.created", response=_in_progress_response(base))
+    seq = Sequencer()
+    seq.emit("response.created", response=in_progress_response(base))
     failed = base.model_dump(mode="json")
     failed.update(status="failed", error=failure)
     failed.pop("usage", None)

@@ -117,8 +117,8 @@ GENERATE = {
     "output_compression": (SUPPORTED, 80),
     "background": (SUPPORTED, "opaque"),
     "response_format": (SUPPORTED, "b64_json"),
-    "stream": (SUPPORTED, False),  # true: unsupported_value until streaming lands (test below)
-    "partial_images": (ACCEPTED, 0),  # streaming only
+    "stream": (SUPPORTED, False),  # true: tests/handler/test_streaming_sdk.py
+    "partial_images": (SUPPORTED, 0),  # with stream (test_streaming_sdk.py)
     "moderation": (ACCEPTED, "low"),
     "style": (ACCEPTED, "natural"),
     "complexity": (ACCEPTED, "high"),  # passed to models whose catalog passthrough lists it
@@ -272,12 +272,6 @@ def test_new_qualities_are_checked_against_the_catalog_not_unknown(client):
         client.images.generate(prompt="x", model="local-image", quality="xhigh")
     body = raised.value.body
     assert (body["param"], body["code"]) == ("quality", "invalid_value") and "local-image" in body["message"]
-
-
-def test_stream_true_is_unsupported_value(client):
-    with pytest.raises(openai.BadRequestError) as raised:
-        client.images.generate(prompt="x", model="local-image", stream=True)
-    _unsupported(raised.value, "stream", model=None)
 
 
 # ---- images.edit (multipart, as the SDK sends it) ---------------------------------------------------------------

@@ -52,7 +52,7 @@ def test_nulls_mean_defaults():
         ({"size": "1000x1000"}, "size", "invalid_value"),
         ({"quality": "hd"}, "quality", "invalid_value"),
         ({"background": "transparent", "output_format": "jpeg"}, "background", "invalid_value"),
-        ({"stream": True}, "stream", "unsupported_value"),
+        ({"stream": True, "n": 2}, "n", "unsupported_value"),
         ({"model": "local-text"}, "model", "model_not_supported"),
         ({"prompt": "x" * 40000}, "prompt", "string_above_max_length"),
     ],

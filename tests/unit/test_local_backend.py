@@ -55,3 +55,27 @@ def test_backend_returns_n_images():
     job = GenerateJob(prompt="x", width=64, height=64, n=3, quality="low", transparent=False, deadline_seconds=5)
     images = LocalBackend().generate(None, job)
     assert len(images) == 3 and all(i.image.size == (64, 64) for i in images)
+
+
+def test_partials_are_the_drawing_as_it_goes_and_stop_when_the_client_goes():
+    import dataclasses
+    import time
+
+    from darkroom.api.errors import InvalidRequest
+    from darkroom.inference import ClientGone, PartialSink
+
+    got: list[tuple[int, bytes]] = []
+    sink = PartialSink(count=2, deliver=lambda index, image: got.append((index, image.tobytes())))
+    job = dataclasses.replace(_job(step_seconds=0.02), partials=sink)
+    started = time.monotonic()
+    (final,) = LocalBackend().generate(None, job)
+    assert time.monotonic() - started >= 9 * 0.02  # medium quality: nine shapes, one step each
+    assert [index for index, _ in got] == [0, 1]
+    assert got[0][1] != got[1][1] != final.image.tobytes()  # earlier stages, coarse to complete
+
+    sink.stopped.set()
+    with pytest.raises(ClientGone):
+        LocalBackend().generate(None, job)
+    for bad in (-1, 2, "soon", True):
+        with pytest.raises(InvalidRequest):
+            LocalBackend().generate(None, _job(step_seconds=bad))

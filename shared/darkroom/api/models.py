@@ -22,6 +22,9 @@ class ModelObject(BaseModel):
     description: str = ""
     # The date the provider retires the model (ISO 8601); from that day on requests naming it are refused.
     end_of_life: date | None = None
+    # darkroom's extension: whether stream true sends the model's own partial images as it works (otherwise a
+    # stream carries the final image only).
+    partial_images: bool = False
 
 
 class ModelList(BaseModel):
@@ -35,6 +38,7 @@ def model_object(entry: ModelEntry) -> ModelObject:
         capabilities=sorted(entry.capabilities),
         description=entry.description,
         end_of_life=entry.end_of_life,
+        partial_images=entry.streams_partials,
     )
 
 

@@ -108,9 +108,13 @@ def request_id(app: APIGatewayRestResolver) -> str:
     return event_request_id(app.current_event.raw_event) or ""
 
 
-def request_context(app: APIGatewayRestResolver) -> RequestContext:
-    """The use cases' view of the request being routed: its tenant, its id, its deadline."""
-    return RequestContext(app.context["tenant"], request_id(app), app.context["deadline"])
+def request_context(app: APIGatewayRestResolver, streamed: bool = False) -> RequestContext:
+    """The use cases' view of the request being routed: its tenant, its id, its deadline (``streamed``: a
+    streamed answer's, bound by the function's remaining time only, not API Gateway's 29 s)."""
+    deadline = app.context["deadline"]
+    if streamed:
+        deadline = RequestDeadline.for_stream(app.lambda_context.get_remaining_time_in_millis())
+    return RequestContext(app.context["tenant"], request_id(app), deadline)
 
 
 def _proxy_result(status: int, body: dict[str, Any], headers: dict[str, str]) -> dict[str, Any]:

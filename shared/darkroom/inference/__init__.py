@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -10,6 +11,28 @@ from PIL import Image
 
 from darkroom.catalog import ModelEntry
 from darkroom.catalog_endpoints import OpenAIEndpoint
+
+
+@dataclass(frozen=True)
+class PartialSink:
+    """Where a backend that can stream its work sends partial images while a streamed request runs.
+
+    ``deliver(index, image)`` takes partial ``index`` (0 to ``count - 1``, in order) of the first image, at the
+    job's final size; a backend that cannot stream partials ignores the sink and sends none. ``stopped`` is set when
+    the client has gone away: a backend stops its upstream work there if it can, and returns or raises soon after.
+    """
+
+    count: int  # 0-3: the request's partial_images (0: none wanted; the sink still carries ``stopped``)
+    deliver: Callable[[int, Image.Image], None]
+    stopped: threading.Event = field(default_factory=threading.Event)
+
+    def steps_for(self, total: int) -> dict[int, int]:
+        """{step: partial index}: ``count`` steps of ``total`` (1-based), evenly spaced, never the last."""
+        return {max(1, (total * (k + 1)) // (self.count + 1)): k for k in range(self.count)} if total > 1 else {}
+
+
+class ClientGone(Exception):
+    """A backend stopped its work because the streamed request's client went away (``PartialSink.stopped``)."""
 
 
 @dataclass(frozen=True)
@@ -24,6 +47,7 @@ class GenerateJob:
     transparent: bool
     deadline_seconds: float
     options: dict[str, Any] = field(default_factory=dict)  # catalog-approved pass-through parameters
+    partials: PartialSink | None = None  # set on a streamed request that asked for partial images
 
 
 @dataclass(frozen=True)
@@ -41,6 +65,7 @@ class EditJob:
     input_fidelity: str
     deadline_seconds: float
     options: dict[str, Any] = field(default_factory=dict)
+    partials: PartialSink | None = None
 
 
 @dataclass(frozen=True)

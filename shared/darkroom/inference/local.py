@@ -12,23 +12,38 @@ images only seed the composition; a real model would use them as references.
 from __future__ import annotations
 
 import hashlib
+import os
 import random
+import time
+from collections.abc import Callable
+from typing import Any
 
 from PIL import Image, ImageDraw, ImageFont
 
+from darkroom.api.errors import InvalidRequest
 from darkroom.catalog import ModelEntry
-from darkroom.inference import EditJob, GeneratedImage, GenerateJob, InputImage, TextJob
+from darkroom.inference import ClientGone, EditJob, GeneratedImage, GenerateJob, InputImage, PartialSink, TextJob
 
 CAPTION = "darkroom local stand-in - not a model"
 _SHAPES_BY_QUALITY = {"low": 4, "medium": 9, "high": 18}
+# Seconds the stand-in spends on each shape it draws, as a model spends on each step, so that streaming can be
+# watched (and tested) with partial images arriving over time: the request's ``step_seconds`` pass-through (the
+# local models' catalog entries allow it), else this variable, else 0 (at once). At most MAX_STEP_SECONDS.
+STEP_SECONDS_VARIABLE = "DARKROOM_LOCAL_STEP_SECONDS"
+MAX_STEP_SECONDS = 1.0
+Progress = Callable[[int, int, Image.Image], None]  # (shape drawn, of shapes, canvas so far)
 
 
 class LocalBackend:
+    """Streams partial images: the first image's composition as it is drawn, shape by shape."""
+
     def generate(self, model: ModelEntry, job: GenerateJob) -> list[GeneratedImage]:
-        return [GeneratedImage(render(job, index)) for index in range(job.n)]
+        first, rest = _progress(job.partials, _step_seconds(job.options))
+        return [GeneratedImage(render(job, index, rest if index else first)) for index in range(job.n)]
 
     def edit(self, model: ModelEntry, job: EditJob) -> list[GeneratedImage]:
-        return [GeneratedImage(render_edit(job, index)) for index in range(job.n)]
+        first, rest = _progress(job.partials, _step_seconds(job.options))
+        return [GeneratedImage(render_edit(job, index, rest if index else first)) for index in range(job.n)]
 
     def respond(self, model: ModelEntry, job: TextJob) -> str:
         """Measured facts, not understanding: each image's format, size and dominant colours."""
@@ -70,7 +85,46 @@ def _has_transparency(image: Image.Image) -> bool:
     return isinstance(lowest, int | float) and lowest < 255
 
 
-def render_edit(job: EditJob, index: int) -> Image.Image:
+def _step_seconds(options: dict[str, Any]) -> float:
+    value = options.get("step_seconds", os.environ.get(STEP_SECONDS_VARIABLE) or 0)
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        seconds = -1.0
+    if not 0 <= seconds <= MAX_STEP_SECONDS or isinstance(value, bool):
+        raise InvalidRequest(
+            f"'step_seconds' must be a number from 0 to {MAX_STEP_SECONDS}.", param="step_seconds", code="invalid_value"
+        )
+    return seconds
+
+
+def _no_progress(step: int, total: int, canvas: Image.Image) -> None:
+    pass
+
+
+def _progress(sink: PartialSink | None, delay: float) -> tuple[Progress, Progress]:
+    """(for the first image, for the others): wait the step time; for the first, stop if the client went away
+    and deliver a partial where one is due."""
+
+    def paced(step: int, total: int, canvas: Image.Image) -> None:
+        time.sleep(delay)
+
+    rest = paced if delay > 0 else _no_progress
+    if sink is None:
+        return rest, rest
+
+    def first(step: int, total: int, canvas: Image.Image) -> None:
+        rest(step, total, canvas)
+        if sink.stopped.is_set():
+            raise ClientGone()
+        due = sink.steps_for(total).get(step)
+        if due is not None:
+            sink.deliver(due, canvas.copy())
+
+    return first, rest
+
+
+def render_edit(job: EditJob, index: int, progress: Progress = _no_progress) -> Image.Image:
     """The first image with a composition painted where the mask is transparent (blended over it all
     without a mask); RGBA, so a transparent input stays transparent outside the edit."""
     base = job.images[0].convert("RGBA")
@@ -88,6 +142,7 @@ def render_edit(job: EditJob, index: int) -> Image.Image:
             options={**job.options, "references": seed},
         ),
         index,
+        progress,
     )
     if job.mask is None:
         blended = Image.blend(base, layer, 0.5)
@@ -109,8 +164,9 @@ def _colour(rng: random.Random, alpha: int = 255) -> tuple[int, int, int, int]:
     return (rng.randrange(256), rng.randrange(256), rng.randrange(256), alpha)
 
 
-def render(job: GenerateJob, index: int) -> Image.Image:
-    """One ``job.width`` x ``job.height`` RGBA image for ``job`` (transparent background if asked)."""
+def render(job: GenerateJob, index: int, progress: Progress = _no_progress) -> Image.Image:
+    """One ``job.width`` x ``job.height`` RGBA image for ``job`` (transparent background if asked);
+    ``progress`` is called after each shape."""
     rng = _rng(job, index)
     size = (job.width, job.height)
     if job.transparent:
@@ -121,7 +177,8 @@ def render(job: GenerateJob, index: int) -> Image.Image:
         canvas.paste(end, mask=Image.linear_gradient("L").rotate(rng.choice((0, 90, 180, 270))).resize(size))
     draw = ImageDraw.Draw(canvas)
     short = min(size)
-    for _ in range(_SHAPES_BY_QUALITY.get(job.quality, 9)):
+    shapes = _SHAPES_BY_QUALITY.get(job.quality, 9)
+    for step in range(1, shapes + 1):
         x, y = rng.randrange(job.width), rng.randrange(job.height)
         radius = rng.randrange(short // 12 + 1, short // 3 + 2)
         box = (x - radius, y - radius, x + radius, y + radius)
@@ -133,6 +190,7 @@ def render(job: GenerateJob, index: int) -> Image.Image:
             draw.rectangle(box, fill=fill)
         else:
             draw.polygon([(x, y - radius), (x - radius, y + radius), (x + radius, y + radius)], fill=fill)
+        progress(step, shapes, canvas)
     _caption(draw, job, short)
     return canvas
 

@@ -3,12 +3,17 @@ or, with ``background``, accept it as a job and answer at once with its id and s
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from darkroom.api.responses import ResponseCreateRequest, ResponseObject
 from darkroom.ports import RequestContext, ResponsePorts
 from darkroom.responses.answering import answer
 from darkroom.responses.background import enqueue, store_inputs
-from darkroom.responses.planning import plan_request
+from darkroom.responses.planning import Plan, plan_request
 from darkroom.responses.rendering import record
+
+if TYPE_CHECKING:
+    from darkroom.image_stream import StreamRun
 
 
 def create_response(context: RequestContext, request: ResponseCreateRequest, ports: ResponsePorts) -> ResponseObject:
@@ -16,7 +21,15 @@ def create_response(context: RequestContext, request: ResponseCreateRequest, por
     plan = plan_request(context, request, ports)
     if request.background:
         return enqueue(context, plan, ports)
-    response, produced, _ = answer(context, plan, ports)
+    return answer_now(context, plan, ports)
+
+
+def answer_now(
+    context: RequestContext, plan: Plan, ports: ResponsePorts, stream: StreamRun[Any] | None = None
+) -> ResponseObject:
+    """Answer a planned request now, and store it unless ``store`` is false (``stream``: a streamed request's
+    run, :mod:`darkroom.responses.live`)."""
+    response, produced, _ = answer(context, plan, ports, stream=stream)
     if response.store:
         store_inputs(context, plan, ports)
         ports.records.put(context.tenant.tenant_id, response.id, record(plan, response, produced))

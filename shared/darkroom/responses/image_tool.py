@@ -4,6 +4,8 @@ use cases (same limits, storage and usage), and its :class:`~darkroom.generation
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from darkroom.api.images import ImageEditRequest
 from darkroom.api.responses import ImageGenerationCall, ResponseUsage
 from darkroom.editing import edit_decoded
@@ -14,21 +16,26 @@ from darkroom.ports import ImagePorts, RequestContext
 from darkroom.responses.planning import Plan
 from darkroom.responses.rendering import image_generation_call
 
+if TYPE_CHECKING:
+    from darkroom.image_stream import StreamRun
+
 
 def image_answer(
-    context: RequestContext, plan: Plan, ports: ImagePorts, admission: Admission | None
+    context: RequestContext,
+    plan: Plan,
+    ports: ImagePorts,
+    admission: Admission | None,
+    stream: StreamRun[Any] | None = None,
 ) -> tuple[ImageGenerationCall, ResponseUsage, str, UsageEvent]:
     """(the output item, the response's usage, the image's S3 key, the usage billed or to bill)."""
     call = plan.image_call
     assert call is not None, "answered as an image only when planned with an image call"
     if isinstance(call.options, ImageEditRequest):
         assert call.base is not None, "an edit is planned with the image it edits"
-        result = edit_decoded(
-            context, call.options, [call.base], call.mask, ports, admission=admission, end_user=plan.end_user
-        )
+        result = edit_decoded(context, call.options, [call.base], call.mask, ports, admission, plan.end_user, stream)
     else:
-        result = generate_images(context, call.options, ports, admission=admission, end_user=plan.end_user)
-    output = image_generation_call(result, "edit" if call.edit else "generate")
+        result = generate_images(context, call.options, ports, admission, plan.end_user, stream)
+    output = image_generation_call(result, "edit" if call.edit else "generate", call.call_id)
     input_tokens = result.input_text_tokens + result.input_image_tokens
     usage = ResponseUsage(
         input_tokens=input_tokens,

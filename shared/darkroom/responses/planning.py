@@ -40,6 +40,7 @@ class ImageCall:
     options: ImageGenerateRequest | ImageEditRequest
     base: intake.IntakeImage | None = None  # edits: the image edited (an input, or the thread's latest)
     mask: intake.IntakeImage | None = None
+    call_id: str = field(default_factory=lambda: "ig_" + secrets.token_hex(16))  # the output item's id
 
 
 @dataclass
@@ -166,7 +167,9 @@ def plan_image_call(
         else:
             options = ImageGenerateRequest(prompt=prompt, model=image_model, response_format="b64_json", **tool_options)
             job = resolve_request(options, catalog)
-        check_time_budget(job, ports.images.settings, background=bool(request.background))
+        check_time_budget(
+            job, ports.images.settings, background=bool(request.background), streamed=bool(request.stream)
+        )
     except ValidationError as exc:
         raise tool_error(_invalid(exc.errors(include_url=False))) from None  # names the type only
     except InvalidRequest as exc:

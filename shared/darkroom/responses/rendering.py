@@ -54,11 +54,12 @@ def record(plan: Plan, response: ResponseObject, produced: Sequence[tuple[str, s
     return ResponseRecord(response=body, thread=thread, outputs=dict(produced))
 
 
-def image_generation_call(result: ImagesResult, action: str) -> ImageGenerationCall:
-    """The Responses API output item for the (single) image a Responses image tool call produced."""
+def image_generation_call(result: ImagesResult, action: str, call_id: str | None = None) -> ImageGenerationCall:
+    """The Responses API output item for the (single) image a Responses image tool call produced (``call_id``:
+    the id a stream announced before the image existed)."""
     image = result.images[0]
     return ImageGenerationCall(
-        id="ig_" + secrets.token_hex(16),
+        id=call_id or "ig_" + secrets.token_hex(16),
         result=b64_or_none(image.data),
         url=image.url,
         revised_prompt=image.revised_prompt,
