@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 
-from darkroom.api.errors import NotFound, RateLimited
+from darkroom.api.errors import NotFound, RateLimited, refunds_admission
 from darkroom.catalog import BUNDLED_CATALOG, Catalog, parse_catalog
 from darkroom.config import Settings
 from darkroom.inference import backend_for
@@ -80,7 +80,7 @@ class MemoryAdmitter:
         try:
             yield
         except Exception as exc:
-            if getattr(exc, "status", 500) >= 500:  # as darkroom.limits: a client's 4xx keeps counting
+            if refunds_admission(exc):  # darkroom.limits' rule
                 self.refund(admission)
             raise
 

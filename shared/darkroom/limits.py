@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 from botocore.exceptions import ClientError
 
-from darkroom.api.errors import ApiError, InvalidRequest, RateLimited
+from darkroom.api.errors import InvalidRequest, RateLimited, refunds_admission
 from darkroom.observability import rate_limited
 from darkroom.tenancy import Tenant
 
@@ -167,12 +167,9 @@ class RateLimiter:
         a client's own error (4xx) keeps counting, as at OpenAI."""
         try:
             yield
-        except ApiError as exc:
-            if exc.status >= 500:
+        except Exception as exc:
+            if refunds_admission(exc):
                 self.refund(admission)
-            raise
-        except Exception:
-            self.refund(admission)
             raise
 
     def _give_back(self, taken: list[tuple[str, int]]) -> None:

@@ -32,6 +32,8 @@ FORBIDDEN_PATHS = {"darkroom/local", "darkroom/cli.py"}
 THIRD_PARTY_EXCEPTIONS = {"python/certifi/tests"}  # certifi's own 467-byte self-check, in its wheel
 # DependenciesLayer: layers/runtime/requirements.txt and what it pulls in; a new dependency is a decision.
 DEPENDENCY_MODULES = {
+    "click",  # uvicorn's
+    "uvicorn",  # darkroom.api.lwa: the HTTP server the Lambda Web Adapter talks to
     "PIL",
     "pillow.libs",
     "annotated_types",
@@ -61,6 +63,8 @@ DEPENDENCY_MODULES = {
     "wrapt-stubs",
 }
 DEPENDENCY_DISTRIBUTIONS = {
+    "click",
+    "uvicorn",
     "annotated_types",
     "anyio",
     "aws_lambda_powertools",
@@ -176,7 +180,8 @@ def test_functions_carry_their_handler_modules_only(artifacts):
     for name, (kind, code_uri) in source.items():
         if kind != "AWS::Serverless::Function" or name == "ConsoleFunction":
             continue
-        expected = {p.name for p in (ROOT / code_uri).glob("*.py")}
+        # run.sh: the functions that stream start under the Lambda Web Adapter (darkroom.api.lwa)
+        expected = {p.name for p in (ROOT / code_uri).glob("*.py")} | {p.name for p in (ROOT / code_uri).glob("run.sh")}
         assert expected and _entries(artifacts[name]) == expected, name
 
 

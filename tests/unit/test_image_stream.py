@@ -8,13 +8,13 @@ import threading
 import pytest
 from PIL import Image
 
-from darkroom.api.errors import RateLimited, UpstreamError
+from darkroom.api.errors import ClientGone, RateLimited, UpstreamError
 from darkroom.api.image_events import error_event
 from darkroom.api.images import ImageGenerateRequest
 from darkroom.deadline import RequestDeadline
 from darkroom.generation import ImagesResult, generate_images
 from darkroom.image_stream import HEARTBEAT, StreamRun
-from darkroom.inference import ClientGone, GeneratedImage
+from darkroom.inference import GeneratedImage
 from darkroom.ports import RequestContext
 from darkroom.tenancy import Limits, Tenant
 from fakes import MemoryAdmitter, MemoryMeter, MemoryStore, image_ports

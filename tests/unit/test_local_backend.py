@@ -61,8 +61,8 @@ def test_partials_are_the_drawing_as_it_goes_and_stop_when_the_client_goes():
     import dataclasses
     import time
 
-    from darkroom.api.errors import InvalidRequest
-    from darkroom.inference import ClientGone, PartialSink
+    from darkroom.api.errors import ClientGone, InvalidRequest
+    from darkroom.inference import PartialSink
 
     got: list[tuple[int, bytes]] = []
     sink = PartialSink(count=2, deliver=lambda index, image: got.append((index, image.tobytes())))

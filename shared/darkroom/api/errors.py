@@ -226,6 +226,27 @@ class RateLimited(ApiError):
     default_code = "rate_limit_exceeded"
 
 
+class ClientGone(ApiError):
+    """The client of a streamed request went away (the job's ``PartialSink.stopped``) and the work was stopped.
+
+    Nobody receives it. 499 is nginx's "client closed request"; the admission is given back, as for a failure on
+    our side (darkroom.limits), because nothing was delivered, and it is not the endpoint's ill health."""
+
+    status = 499
+    type = "server_error"
+    default_code = "client_disconnected"
+
+    def __init__(self, message: str = "The client went away before the images were ready.") -> None:
+        super().__init__(message)
+
+
+def refunds_admission(error: BaseException) -> bool:
+    """Whether work that failed with ``error`` gives its admission back: a failure on our side (5xx, or any
+    unexpected error) or a client gone before delivery does; a client's own error (4xx) keeps counting, as at
+    OpenAI."""
+    return not isinstance(error, ApiError) or error.status >= 500 or isinstance(error, ClientGone)
+
+
 class UpstreamError(ApiError):
     status = 502
     type = "server_error"

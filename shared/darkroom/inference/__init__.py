@@ -19,7 +19,8 @@ class PartialSink:
 
     ``deliver(index, image)`` takes partial ``index`` (0 to ``count - 1``, in order) of the first image, at the
     job's final size; a backend that cannot stream partials ignores the sink and sends none. ``stopped`` is set when
-    the client has gone away: a backend stops its upstream work there if it can, and returns or raises soon after.
+    the client has gone away: a backend stops its upstream work there if it can, raising
+    :class:`darkroom.api.errors.ClientGone`.
     """
 
     count: int  # 0-3: the request's partial_images (0: none wanted; the sink still carries ``stopped``)

@@ -20,9 +20,9 @@ from typing import Any
 
 from PIL import Image, ImageDraw, ImageFont
 
-from darkroom.api.errors import InvalidRequest
+from darkroom.api.errors import ClientGone, InvalidRequest
 from darkroom.catalog import ModelEntry
-from darkroom.inference import ClientGone, EditJob, GeneratedImage, GenerateJob, InputImage, PartialSink, TextJob
+from darkroom.inference import EditJob, GeneratedImage, GenerateJob, InputImage, PartialSink, TextJob
 
 CAPTION = "darkroom local stand-in - not a model"
 _SHAPES_BY_QUALITY = {"low": 4, "medium": 9, "high": 18}

@@ -73,6 +73,11 @@ timeouts, invalid answers and 5xx count against the endpoint; deliberate 4xx ans
 An endpoint with ``async_inference`` is a SageMaker *asynchronous* endpoint: the same body (inline up to 128,000
 bytes, else through S3) and answer (through S3) (:mod:`darkroom.inference.sagemaker_async`); ``submit_async`` and
 ``collect_async`` split one call in two for a background job that outlives a Lambda invocation.
+
+A generate or edit job that carries a ``PartialSink`` (a streamed request with ``partial_images``), on a real-time
+endpoint of darkroom's contract, is sent with ``InvokeEndpointWithResponseStream`` instead, and the model's partial
+images are delivered as they arrive (:mod:`darkroom.inference.sagemaker_stream`: the streamed answer, its errors,
+the deadline and a client that goes away). Every other job, and the other contracts, ignore the sink.
 """
 
 from __future__ import annotations
@@ -113,6 +118,7 @@ from darkroom.inference.sagemaker_contracts import (
     parse_answer,
     prepare,
 )
+from darkroom.inference.sagemaker_stream import StreamCall, streams
 from darkroom.observability import logger
 
 # The contract's safety refusal (a 4xx whose body is {"error": {"code": "content_policy_violation"}}); the client
@@ -193,10 +199,10 @@ class SageMakerBackend(AwsBackend):
     # -- the port -------------------------------------------------------------------------------
 
     def generate(self, model: ModelEntry, job: GenerateJob) -> list[GeneratedImage]:
-        return self._call(model, "generate", prepare(model, "generate", job), job.deadline_seconds)
+        return self._images(model, "generate", job)
 
     def edit(self, model: ModelEntry, job: EditJob) -> list[GeneratedImage]:
-        return self._call(model, "edit", prepare(model, "edit", job), job.deadline_seconds)
+        return self._images(model, "edit", job)
 
     def respond(self, model: ModelEntry, job: TextJob) -> str:
         return self._call(model, "analyze", prepare(model, "analyze", job), job.deadline_seconds)
@@ -234,6 +240,20 @@ class SageMakerBackend(AwsBackend):
         return self._async
 
     # -- one call -------------------------------------------------------------------------------
+
+    def _images(
+        self, model: ModelEntry, task: Literal["generate", "edit"], job: GenerateJob | EditJob
+    ) -> list[GeneratedImage]:
+        request = prepare(model, task, job)
+        if job.partials is None or not streams(model, job.partials):  # no sink, or a contract that cannot stream
+            return self._call(model, task, request, job.deadline_seconds)
+        # The job's deadline alone (streamed requests get the long ceiling): the endpoint's timeout_seconds is
+        # InvokeEndpoint's, whose container must answer within 60 s; a stream may run longer (sagemaker_stream).
+        deadline = self.resilience.deadline(job.deadline_seconds)
+        call = StreamCall(self.client, model, task, request, job.partials, deadline, self._client_error)
+        return guarded(
+            self.breaker, model.id, task, call, backend=model.backend, deadline=deadline, resilience=self.resilience
+        )
 
     @overload
     def _call(

@@ -17,19 +17,57 @@ import re
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import SplitResult, parse_qs, urlsplit
 
 from darkroom.local.access_log import GatewayRequest, render
 from darkroom.local.authorizer import LocalAuthorizer
-from darkroom.local.containers import Pool
+from darkroom.local.containers import Container, Pool
 from darkroom.local.events import Event, ProxyEvent, Result
 from darkroom.local.template import QueueSource, Route, Stack
 
 API_GATEWAY_MAX_BODY = 10 * 1024 * 1024
 LAMBDA_MAX_PAYLOAD = 6 * 1024 * 1024
+# A streamed answer's idle timeout at a regional endpoint: https://docs.aws.amazon.com/apigateway/latest/
+# developerguide/response-transfer-mode.html
+STREAM_IDLE_SECONDS = 300.0
 logger = logging.getLogger("darkroom.local")
+
+
+class StreamedBody:
+    """The chunks of a STREAM route's answer, read from its container as the function makes them (``read``
+    blocks: call it from a thread of its own). Its end gives the container back and sets the access-log line."""
+
+    def __init__(self, container: Container, release: Callable[[], None], deadline: float) -> None:
+        self._container = container
+        self._release = release
+        self._deadline = deadline  # the integration's timeout, on the monotonic clock
+        self.length = 0
+        self.on_end: Callable[[int], None] | None = None
+        self._ended = False
+
+    def read(self) -> bytes | None:
+        """The next chunk; None at the end (the function's, the integration timeout's, or after :meth:`close`)."""
+        if self._ended:
+            return None
+        try:
+            chunk = self._container.next_chunk(min(STREAM_IDLE_SECONDS, self._deadline - time.monotonic()))
+        except TimeoutError:  # the environment is discarded, as Lambda discards a timed-out one
+            chunk = None
+        if chunk is None:
+            self._ended = True
+            self._release()
+            if self.on_end is not None:
+                self.on_end(self.length)
+        else:
+            self.length += len(chunk)
+        return chunk
+
+    def close(self) -> None:
+        """The client went away: the function's producer is closed before its next chunk (read on to the end)."""
+        self._container.close_stream()
 
 
 @dataclass
@@ -38,6 +76,7 @@ class HttpResponse:
     headers: list[tuple[str, str]]
     body: bytes
     access_log: str = ""  # the request's line in the template's access log Format (set by LocalApi.handle)
+    stream: StreamedBody | None = None  # a STREAM route's chunks, sent after the head (``body`` is empty then)
 
 
 def _route_pattern(path: str) -> re.Pattern[str]:
@@ -149,10 +188,16 @@ class LocalApi:
         """The request answered as API Gateway would, with its access-log line in the template's Format."""
         request = GatewayRequest(http_method=method)
         response = self._handle(method, target, headers, body, source_ip, request)
-        if self._access_log_format:
-            response.access_log = render(
-                self._access_log_format, request.variables(response.status, len(response.body))
-            )
+        log_format = self._access_log_format
+        if log_format:
+
+            def log(length: int) -> None:
+                response.access_log = render(log_format, request.variables(response.status, length))
+
+            if response.stream is None:
+                log(len(response.body))
+            else:  # once the stream has ended: its length is known then
+                response.stream.on_end = log
         return response
 
     def _handle(
@@ -186,9 +231,11 @@ class LocalApi:
             event["requestContext"]["authorizer"] = request.authorizer
         if len(json.dumps(event)) > LAMBDA_MAX_PAYLOAD:
             return self.gateway_response("REQUEST_TOO_LARGE")
+        if route.streaming:
+            return self._stream(route, event, request)
         started = time.monotonic()
         try:
-            result = self._invoke(route.function, event)
+            result = self._invoke(route.function, event, route.timeout_seconds)
         except TimeoutError:
             return self.gateway_response("INTEGRATION_TIMEOUT")
         finally:
@@ -246,13 +293,38 @@ class LocalApi:
             "isBase64Encoded": binary,
         }
 
-    def _invoke(self, logical_id: str, event: Event) -> Result | None:
+    def _invoke(self, logical_id: str, event: Event, integration_timeout: float | None = None) -> Result | None:
+        """The function's result; TimeoutError past its timeout, or the integration's when that is shorter."""
         pool = self._pools[logical_id]
+        timeout = min(pool.function.timeout_seconds, integration_timeout or pool.function.timeout_seconds)
         container = pool.acquire()
         try:
-            return container.invoke(event, timeout=pool.function.timeout_seconds)
+            return container.invoke(event, timeout=timeout)
         finally:
             pool.release(container)
+
+    def _stream(self, route: Route, event: ProxyEvent, request: GatewayRequest) -> HttpResponse:
+        """A STREAM route (API Gateway's responseTransferMode STREAM): the head as soon as the function returns
+        it, its chunks (:class:`StreamedBody`) as they are made; the container stays the request's until then."""
+        pool = self._pools[route.function]
+        timeout = min(pool.function.timeout_seconds, route.timeout_seconds)
+        started = time.monotonic()
+        container = pool.acquire()
+        failure = "INTEGRATION_FAILURE"
+        try:
+            result, streamed = container.open_stream(event, timeout)
+        except TimeoutError:
+            result, streamed, failure = None, False, "INTEGRATION_TIMEOUT"
+        finally:
+            request.integration_latency_ms = round((time.monotonic() - started) * 1000)
+        if not streamed:
+            pool.release(container)
+        if result is None:
+            return self.gateway_response(failure)
+        response = self._response(result)
+        if streamed:
+            response.stream = StreamedBody(container, lambda: pool.release(container), started + timeout)
+        return response
 
     def warm(self) -> None:
         """Start one container per function now and wait for their inits (as provisioned concurrency does), so

@@ -28,6 +28,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+from darkroom.api.event_stream import StreamingTransport
 from darkroom.local.events import Event, Result
 from darkroom.local.template import PROJECT_ROOT, Function
 
@@ -37,6 +38,12 @@ _SPAWN = multiprocessing.get_context("spawn")
 _READY = "ready"
 _FAILED = "failed"
 INIT_SECONDS = 10  # an on-demand environment's init phase
+# A streamed invocation (a STREAM route): the parent sends (_STREAM, event); the worker answers the head (the result,
+# and whether a stream follows), then each chunk as the function makes it, then _END. _CLOSE (the client went away)
+# has the worker close the stream before its next chunk.
+_STREAM = "stream"
+_CLOSE = "close"
+_END = "end"
 PREPARED_INIT_SECONDS = 130  # a prepared one's (provisioned concurrency), or the function's timeout if higher
 
 
@@ -59,7 +66,7 @@ class Container:
         parent, child = _SPAWN.Pipe()
         self.function = function
         # Events go in; the init's message, then one result per event, come back (unpickled, so untyped).
-        self._conn: Connection[Event, Any] = parent
+        self._conn: Connection[object, Any] = parent
         self.process = _SPAWN.Process(
             target=_container_main,
             args=(function, environment, child),
@@ -88,6 +95,38 @@ class Container:
         """The handler's result; None when the init failed or the handler crashed (the reason is logged);
         raises TimeoutError past ``timeout``, which counts from the invocation, or from the end of the init's own
         ``INIT_SECONDS`` when the init is still running then."""
+        result: Result | None = self._call(event, timeout)
+        return result
+
+    def open_stream(self, event: Event, timeout: float) -> tuple[Result | None, bool]:
+        """Invoke a STREAM route's handler: its result (for a stream, only the head) and whether a stream
+        follows (read it with :meth:`next_chunk` to its end, before the next invocation); as :meth:`invoke`
+        otherwise."""
+        head = self._call((_STREAM, event), timeout)
+        return (None, False) if head is None else (head[0], bool(head[1]))
+
+    def next_chunk(self, timeout: float) -> bytes | None:
+        """The stream's next chunk, or None at its end (or when the process died); raises TimeoutError, the
+        environment discarded, when none comes within ``timeout``."""
+        try:
+            if not self._conn.poll(max(timeout, 0.0)):
+                logger.error("darkroom: %s's stream timed out", self.function.logical_id)
+                self.stop()
+                raise TimeoutError
+            message = self._conn.recv()
+        except (EOFError, OSError):
+            self.stop()
+            return None
+        return None if message == _END else bytes(message)
+
+    def close_stream(self) -> None:
+        """Have the worker close the stream before its next chunk (its end still follows)."""
+        try:
+            self._conn.send(_CLOSE)
+        except OSError:  # the process is gone: so is its stream
+            pass
+
+    def _call(self, message: object, timeout: float) -> Any:
         name = self.function.logical_id
         try:
             if not self._await_init(self._init_deadline - time.monotonic()):
@@ -113,14 +152,13 @@ class Container:
             logger.error("darkroom: %s did not start: %s", name, failed.reason)
             self.stop()
             return None
-        self._conn.send(event)
+        self._conn.send(message)
         if not self._conn.poll(max(timeout, 0.0)):
             logger.error("darkroom: %s timed out after its %ss timeout", name, self.function.timeout_seconds)
             self.stop()  # a timed-out environment is discarded, as Lambda does
             raise TimeoutError
         try:
-            result: Result | None = self._conn.recv()
-            return result
+            return self._conn.recv()
         except (EOFError, OSError):  # the process died mid-invocation (e.g. out of memory)
             self.stop()
             logger.error(
@@ -170,7 +208,7 @@ def _failure(exc: Exception) -> str:
     return reason
 
 
-def _container_main(function: Function, environment: dict[str, str], conn: Connection[object, dict[str, Any]]) -> None:
+def _container_main(function: Function, environment: dict[str, str], conn: Connection[object, Any]) -> None:
     # Ctrl-C reaches the terminal's whole process group: the server stops its containers, which must not each
     # print a KeyboardInterrupt traceback (a container whose server is gone ends at its pipe's EOF).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -191,9 +229,11 @@ def _container_main(function: Function, environment: dict[str, str], conn: Conne
     conn.send(_READY)
     while True:
         try:
-            event = conn.recv()
+            message = conn.recv()
         except EOFError:
             return
+        if message == _CLOSE:  # crossed the end of its stream: nothing left to close
+            continue
         context = SimpleNamespace(
             function_name=function.logical_id,
             memory_limit_in_mb=function.memory_mb,
@@ -204,12 +244,46 @@ def _container_main(function: Function, environment: dict[str, str], conn: Conne
             log_stream_name="local",
             get_remaining_time_in_millis=lambda: function.timeout_seconds * 1000,
         )
+        if isinstance(message, tuple) and message[0] == _STREAM:
+            _run_streamed(handler, message[1], context, conn, function.logical_id)
+            continue
         try:
-            result = handler(event, context)
+            result = handler(message, context)
         except Exception:
             logger.exception("function invocation failed", extra={"function": function.logical_id})
             result = None
         conn.send(result)
+
+
+def _run_streamed(handler: Any, event: Event, context: object, conn: Connection[object, Any], name: str) -> None:
+    """One STREAM route's invocation: the head, then each chunk as the producer makes it, then _END; a _CLOSE
+    that arrives meanwhile closes the producer (GeneratorExit in it) before its next chunk."""
+    try:
+        with StreamingTransport() as transport:
+            result = handler(event, context)
+    except Exception:
+        logger.exception("function invocation failed", extra={"function": name})
+        conn.send(None)
+        return
+    stream = transport.stream
+    conn.send((result, stream is not None))
+    if stream is None:
+        return
+    try:
+        while not conn.poll():
+            chunk = next(stream, None)
+            if chunk is None:
+                break
+            conn.send(bytes(chunk))
+        else:
+            conn.recv()  # the client went away
+    except Exception:
+        logger.exception("the function's stream failed", extra={"function": name})
+    finally:
+        close = getattr(stream, "close", None)
+        if close is not None:
+            close()
+        conn.send(_END)
 
 
 class Pool:

@@ -22,7 +22,7 @@ import h11
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from darkroom.local.bridge import API_GATEWAY_MAX_BODY, HttpResponse, LocalApi
+from darkroom.local.bridge import API_GATEWAY_MAX_BODY, HttpResponse, LocalApi, StreamedBody
 
 # How long a client may take to send a request's headers (counted from the connection opening or the
 # previous response), may stay silent in the middle of a body, and may keep an idle connection open.
@@ -184,6 +184,12 @@ async def _read_body(receive: Receive, limit: int) -> bytes | None:
             return bytes(body)
 
 
+async def _disconnected(receive: Receive) -> None:
+    """Returns when the client has gone away (the request's body is already read)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
 class GatewayApp:
     """The ASGI application: one HTTP request in, the API Gateway REST proxy answer out."""
 
@@ -218,14 +224,17 @@ class GatewayApp:
             except asyncio.CancelledError:
                 # The server is stopping and the grace period ran out: the gateway's answer for a lost function.
                 response, close = self.api.gateway_response("INTEGRATION_FAILURE"), True
-        await self._send(send, response, close)
+        if response.stream is None:
+            await self._send(send, response, close)
+        else:
+            await self._send_streamed(send, receive, response, response.stream)
         if self.access_log:
             # The template's access-log line (darkroom.local.access_log), or method, path and status for what the
             # gateway refused before routing: never query strings, headers or bodies.
             sys.stderr.write((response.access_log or f"{method} {urlsplit(target).path} {response.status}") + "\n")
 
     @staticmethod
-    async def _send(send: Send, response: HttpResponse, close: bool) -> None:
+    def _head(response: HttpResponse) -> list[tuple[bytes, bytes]]:
         headers = [
             (name.lower().encode("latin-1"), value.encode("latin-1"))
             for name, value in response.headers
@@ -233,11 +242,41 @@ class GatewayApp:
         ]
         if not any(name == b"content-type" for name, _ in headers):
             headers.append((b"content-type", b"application/json"))
+        return headers
+
+    @classmethod
+    async def _send(cls, send: Send, response: HttpResponse, close: bool) -> None:
+        headers = cls._head(response)
         headers.append((b"content-length", str(len(response.body)).encode()))
         if close:
             headers.append((b"connection", b"close"))
         await send({"type": "http.response.start", "status": response.status, "headers": headers})
         await send({"type": "http.response.body", "body": response.body})
+
+    @classmethod
+    async def _send_streamed(cls, send: Send, receive: Receive, response: HttpResponse, stream: StreamedBody) -> None:
+        """The head, then each chunk as the function makes it (no Content-Length: uvicorn frames it chunked); when
+        the client goes away, the function is told to close its producer, and the stream is read to its end."""
+        await send({"type": "http.response.start", "status": response.status, "headers": cls._head(response)})
+        gone = asyncio.ensure_future(_disconnected(receive))
+        try:
+            while True:
+                read = asyncio.ensure_future(_in_thread(stream.read))
+                await asyncio.wait({read, gone}, return_when=asyncio.FIRST_COMPLETED)
+                if gone.done():
+                    stream.close()
+                    while await read is not None:
+                        read = asyncio.ensure_future(_in_thread(stream.read))
+                    return
+                chunk = read.result()
+                await send({"type": "http.response.body", "body": chunk or b"", "more_body": chunk is not None})
+                if chunk is None:
+                    return
+        except asyncio.CancelledError:  # the server is stopping: the function's producer is closed too
+            stream.close()
+            raise
+        finally:
+            gone.cancel()
 
 
 class LocalServer:

@@ -7,6 +7,7 @@ deployed stack. Intrinsic-function tags are parsed by cfn-lint's CloudFormation 
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,12 @@ _GATEWAY_STATUS = {
     "INTEGRATION_FAILURE": 504,
     "INTEGRATION_TIMEOUT": 504,
 }
+# API Gateway's default integration timeout (TimeoutInMillis), and its longest for a STREAM integration:
+# https://docs.aws.amazon.com/apigateway/latest/developerguide/response-transfer-mode.html
+INTEGRATION_TIMEOUT_SECONDS = 29.0
+# A function whose Handler is a script (run.sh) runs under the Lambda Web Adapter; the script names the Python
+# handler it serves (``python3 -m darkroom.api.lwa app.lambda_handler``), which the local stack runs directly.
+_LWA_HANDLER = re.compile(r"-m\s+darkroom\.api\.lwa(?:\s+([\w.]+))?")
 
 
 @dataclass(frozen=True)
@@ -39,6 +46,10 @@ class Route:
     path: str  # API Gateway resource path, e.g. /v1/models/{model}
     function: str  # logical id
     authorizer: str | None = None  # the name of the API's authorizer that runs first; None: Authorizer NONE
+    # ResponseTransferMode: RESPONSE_STREAM (an integration with responseTransferMode STREAM): the answer is sent
+    # as the function writes it (darkroom.api.event_stream)
+    streaming: bool = False
+    timeout_seconds: float = INTEGRATION_TIMEOUT_SECONDS  # the integration's TimeoutInMillis
 
 
 @dataclass(frozen=True)
@@ -184,11 +195,12 @@ class Stack:
     def functions(self) -> list[Function]:
         functions = []
         for logical_id, props in self.of_type("AWS::Serverless::Function").items():
-            module, _, attribute = props["Handler"].rpartition(".")
+            code_dir = (self.path.parent / str(props["CodeUri"])).resolve()
+            module, _, attribute = _python_handler(code_dir, str(props["Handler"])).rpartition(".")
             functions.append(
                 Function(
                     logical_id=str(logical_id),
-                    code_dir=(self.path.parent / str(props["CodeUri"])).resolve(),
+                    code_dir=code_dir,
                     module=str(module),
                     attribute=str(attribute),
                     memory_mb=int(self._function_property(props, "MemorySize", 128)),
@@ -205,12 +217,15 @@ class Stack:
                 if event["Type"] == "Api":
                     properties = event["Properties"]
                     authorizer = properties.get("Auth", {}).get("Authorizer", default)
+                    timeout = properties.get("TimeoutInMillis")
                     routes.append(
                         Route(
                             str(properties["Method"]).upper(),
                             str(properties["Path"]),
                             str(logical_id),
                             None if authorizer in (None, "NONE") else str(authorizer),
+                            streaming=properties.get("ResponseTransferMode") == "RESPONSE_STREAM",
+                            timeout_seconds=INTEGRATION_TIMEOUT_SECONDS if timeout is None else int(timeout) / 1000,
                         )
                     )
         return routes
@@ -261,6 +276,17 @@ class Stack:
     def binary_media_types(self) -> list[str]:
         api = next(iter(self.of_type("AWS::Serverless::Api").values()))
         return [str(t) for t in api.get("BinaryMediaTypes", [])]
+
+
+def _python_handler(code_dir: Path, handler: str) -> str:
+    """The ``module.attribute`` a function runs: its Handler, or, for a Lambda Web Adapter script, the one the
+    script serves."""
+    if not handler.endswith(".sh"):
+        return handler
+    found = _LWA_HANDLER.search((code_dir / handler).read_text())
+    if found is None:
+        raise ValueError(f"{code_dir / handler} does not start darkroom.api.lwa")
+    return found[1] or "app.lambda_handler"
 
 
 def _items(value: ConditionValue) -> list[ConditionValue]:
