@@ -17,6 +17,7 @@ from darkroom_endpoint.contract import AnalyzeTask, ImageTask, Unsupported
 from darkroom_endpoint.pipelines import DiffusionModel
 from darkroom_endpoint.safety import PromptBlocklist
 from darkroom_endpoint.settings import Settings
+from darkroom_endpoint.streaming import StreamSink
 from darkroom_endpoint.vision import VisionModel
 
 log = logging.getLogger(__name__)
@@ -64,12 +65,17 @@ class ModelSet:
         self.diffusion.check(task)
         self.blocklist.check(task.prompt, task.negative_prompt)
 
-    def run(self, task: ImageTask | AnalyzeTask) -> list[Image.Image] | str:
-        """Images (exactly ``num_images``, ``width`` x ``height``, RGB) or text; raises what :meth:`check` raises."""
+    def planned_steps(self, task: ImageTask | AnalyzeTask) -> int:
+        """About how many denoising steps an image task runs (0 for analyze): for streamed progress."""
+        return self.diffusion.planned_steps(task) if isinstance(task, ImageTask) and self.diffusion else 0
+
+    def run(self, task: ImageTask | AnalyzeTask, sink: StreamSink | None = None) -> list[Image.Image] | str:
+        """Images (exactly ``num_images``, ``width`` x ``height``, RGB) or text; raises what :meth:`check` raises.
+        ``sink``: a streamed image task's progress and partial images."""
         self.check(task)
         if isinstance(task, AnalyzeTask):
             return self.vision.run(task)
-        return self.diffusion.run(task)
+        return self.diffusion.run(task, sink)
 
     def warm_up(self) -> None:
         """One small real run of each loaded pipeline and model."""

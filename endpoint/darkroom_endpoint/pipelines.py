@@ -36,6 +36,7 @@ import inspect
 import json
 import logging
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,8 @@ import torch
 from PIL import Image
 
 from darkroom_endpoint.contract import QUALITIES, ContentPolicyViolation, ContractError, ImageTask, Unsupported
+from darkroom_endpoint.previews import StepCallback
+from darkroom_endpoint.streaming import StreamCancelled, StreamSink
 
 log = logging.getLogger(__name__)
 
@@ -231,8 +234,18 @@ class DiffusionModel:
         if task.task == "edit" and task.image is None:
             raise ContractError("An edit needs an image.", param="image")
 
-    def run(self, task: ImageTask) -> list[Image.Image]:
-        """Exactly ``task.num_images`` RGB images of ``task.width`` x ``task.height``."""
+    def planned_steps(self, task: ImageTask) -> int:
+        """About how many denoising steps ``task`` runs over all its pipeline calls (an edit's steps x strength;
+        each pipeline rounds its own way): a streamed request's first progress lines, before the pipeline says."""
+        preset = self.quality.presets[task.quality]
+        steps = task.steps if task.steps is not None else preset.steps
+        if task.task == "edit":
+            steps = max(1, int(steps * (preset.inpaint_strength if task.mask is not None else preset.strength)))
+        return steps * -(-task.num_images // max(1, MAX_PIXELS_PER_CALL // (task.width * task.height)))
+
+    def run(self, task: ImageTask, sink: StreamSink | None = None) -> list[Image.Image]:
+        """Exactly ``task.num_images`` RGB images of ``task.width`` x ``task.height``; with ``sink`` (a streamed
+        request), progress and partial images as the pipeline runs (:mod:`darkroom_endpoint.previews`)."""
         self.check(task)
         kind = self._kind(task)
         pipeline, accepted = self._pipelines()[kind], self._parameters[kind]
@@ -261,26 +274,39 @@ class DiffusionModel:
             arguments["mask_image"] = task.mask
         seed = task.seed if task.seed is not None else secrets.randbits(63)
         generator = torch.Generator(device=self.device).manual_seed(seed)
-        images = self._call(pipeline, arguments, task.num_images, task.width * task.height, generator)
+        finish = _composite(task) if kind == "inpaint" else _same
+        stream = (sink, finish) if sink is not None and "callback_on_step_end" in accepted else None
+        images = self._call(pipeline, arguments, task, generator, stream)
         if len(images) != task.num_images or any(image.size != (task.width, task.height) for image in images):
             raise RuntimeError(f"the {self.family} pipeline returned {len(images)} images of the wrong count or size")
-        if kind == "inpaint":
-            # The contract's mask is 255 = repaint: the generated pixel there, the client's pixel elsewhere.
-            images = [Image.composite(image, task.image, task.mask) for image in images]
-        return images
+        return [finish(image) for image in images]
 
     def _call(
-        self, pipeline: Any, arguments: dict[str, Any], count: int, pixels: int, generator: torch.Generator
+        self,
+        pipeline: Any,
+        arguments: dict[str, Any],
+        task: ImageTask,
+        generator: torch.Generator,
+        stream: tuple[StreamSink, Callable[[Image.Image], Image.Image]] | None,
     ) -> list[Image.Image]:
+        count, pixels = task.num_images, task.width * task.height
         if pixels > TILING_ABOVE_PIXELS:
             self.vae.enable_tiling()
         else:
             self.vae.disable_tiling()
         per_call = max(1, MAX_PIXELS_PER_CALL // pixels)
         images: list[Image.Image] = []
+        calls = -(-count // per_call)
         while len(images) < count:
             batch = min(per_call, count - len(images))
-            output = pipeline(**arguments, num_images_per_prompt=batch, generator=generator)
+            extra: dict[str, Any] = {}
+            if stream is not None:
+                if stream[0].cancelled:
+                    raise StreamCancelled()
+                call = len(images) // per_call
+                size = (task.width, task.height)
+                extra["callback_on_step_end"] = StepCallback(self.family, stream[0], size, call, calls, stream[1])
+            output = pipeline(**arguments, num_images_per_prompt=batch, generator=generator, **extra)
             flagged = getattr(output, "nsfw_content_detected", None)
             if flagged is not None and any(bool(flag) for flag in flagged):
                 # The safety checker blacks the flagged images out; none of the batch is returned.
@@ -299,3 +325,13 @@ class DiffusionModel:
         mask.paste(255, (0, 0, side // 2, side // 2))
         self.run(replace(base, task="edit", image=image))
         self.run(replace(base, task="edit", image=image, mask=mask))
+
+
+def _same(image: Image.Image) -> Image.Image:
+    return image
+
+
+def _composite(task: ImageTask) -> Callable[[Image.Image], Image.Image]:
+    """Inpainting's last touch: the contract's mask is 255 = repaint, so the generated pixel there, the client's
+    pixel elsewhere (for the final images and the partial ones alike)."""
+    return lambda image: Image.composite(image, task.image, task.mask)

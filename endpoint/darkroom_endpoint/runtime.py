@@ -17,6 +17,9 @@ What is emulated follows botocore's service model (``botocore/data/sagemaker-run
   ``OriginalMessage`` (the container's body text) and ``LogStreamArn``; ``Message`` values are cut at the shape's
   2048 characters. The ``Message`` wording follows what SageMaker is seen to send ("Received client error (400)
   from primary with message ...", e.g. github.com/aws/amazon-sagemaker-examples/issues/4324 and #785).
+* ``InvokeEndpointWithResponseStream``: ``POST /endpoints/{EndpointName}/invocations-response-stream``; the same
+  request as InvokeEndpoint, the answer an event stream of ``PayloadPart`` events
+  (:mod:`darkroom_endpoint.runtime_stream`).
 * ``InvokeEndpointAsync``: ``POST /endpoints/{EndpointName}/async-invocations``; the request is read from the
   headers ``X-Amzn-SageMaker-InputLocation`` (an ``s3://`` URI), ``-Inference-Id`` (1-64 printable characters;
   a UUID when absent), ``-RequestTTLSeconds`` (60-21600, default 21600), ``-InvocationTimeoutSeconds`` (1-3600,
@@ -56,6 +59,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from darkroom_endpoint.contract import ContractError
+from darkroom_endpoint.runtime_stream import stream_response
 from darkroom_endpoint.server import ModelServer, Reply, error_reply, read_body
 
 logger = logging.getLogger("darkroom_endpoint.runtime")
@@ -124,6 +128,11 @@ class RuntimeEmulator:
         return [
             Route("/endpoints/{name}/invocations", self.invoke_endpoint, methods=["POST"]),
             Route("/endpoints/{name}/async-invocations", self.invoke_endpoint_async, methods=["POST"]),
+            Route(
+                "/endpoints/{name}/invocations-response-stream",
+                self.invoke_endpoint_with_response_stream,
+                methods=["POST"],
+            ),
         ]
 
     async def stop(self) -> None:
@@ -150,6 +159,20 @@ class RuntimeEmulator:
                 headers={"x-Amzn-Invoked-Production-Variant": VARIANT, "x-amzn-RequestId": str(uuid.uuid4())},
             )
         return self._model_error(name, reply)
+
+    async def invoke_endpoint_with_response_stream(self, request: Request) -> Response:
+        """The container's answer as ``PayloadPart`` events, or the same ``ModelError`` as InvokeEndpoint before it
+        starts (:mod:`darkroom_endpoint.runtime_stream`)."""
+        try:
+            name = _endpoint_name(request)
+            body = await _read(request, MAX_REALTIME_BODY, "InvokeEndpointWithResponseStream")
+        except _ServiceError as exc:
+            return exc.response()
+        outcome = await self.server.answer_or_stream(body, request.headers.get("content-type"))
+        if isinstance(outcome, Reply) and outcome.status >= 400:
+            return self._model_error(name, outcome)
+        headers = {"x-Amzn-Invoked-Production-Variant": VARIANT, "x-amzn-RequestId": str(uuid.uuid4())}
+        return stream_response(outcome, headers)
 
     def _model_error(self, name: str, reply: Reply) -> Response:
         text = reply.body.decode("utf-8", "replace")

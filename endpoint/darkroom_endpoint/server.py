@@ -6,6 +6,8 @@ served by uvicorn (``python -m darkroom_endpoint serve``).
 * ``/invocations`` takes darkroom's JSON contract (:mod:`darkroom_endpoint.contract`). One job runs on the GPU at
   a time, at most ``settings.queue_size`` wait, and one more is a 429 with ``Retry-After`` at once: a burst goes
   back to darkroom (a 503 with ``retry-after`` for its client) instead of piling up to SageMaker's 60 s timeout.
+* ``"stream": true`` (generate and edit) answers NDJSON while the job runs: progress, partial images, then the
+  result or the error (:mod:`darkroom_endpoint.streaming`); a refusal before the job is queued is plain JSON.
 * Every refusal is ``{"error": {"code", "message", "param"}}``. Nothing the client sent is echoed or logged: a
   request's log line holds its task, sizes, status and duration, and an exception is logged by type only.
 """
@@ -13,64 +15,45 @@ served by uvicorn (``python -m darkroom_endpoint serve``).
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
-import io
-import json
 import logging
 import math
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 from PIL import Image
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from darkroom_endpoint.contract import AnalyzeTask, ContractError, ImageTask, error_body, parse_task
+from darkroom_endpoint.contract import AnalyzeTask, ContractError, ImageTask, parse_task
 from darkroom_endpoint.gpu_worker import GpuWorker
+from darkroom_endpoint.replies import (
+    INTERNAL_CODE,
+    INTERNAL_MESSAGE,
+    JSON,
+    Reply,
+    b64png,
+    decode_json,
+    error_reply,
+    json_reply,
+    read_body,
+)
 from darkroom_endpoint.settings import Settings
+from darkroom_endpoint.streaming import NDJSON, Stream, StreamOptions, StreamResponse, StreamSink, split_stream_options
 
 logger = logging.getLogger("darkroom_endpoint")
 
-JSON = "application/json"
-INTERNAL_CODE = "internal_error"
-INTERNAL_MESSAGE = "The model server failed to process the request."
 # Retry-After (seconds): about one job's duration, a moving average, clamped; a guess before the first job.
 FIRST_RETRY_AFTER, MAX_RETRY_AFTER = 5.0, 60
 
 Loader = Callable[[Settings], Any]  # -> loading.ModelSet
-
-
-@dataclass(frozen=True)
-class Reply:
-    """What the container answers: the runtime emulator forwards it, ``/invocations`` sends it as is."""
-
-    status: int
-    body: bytes
-    headers: Mapping[str, str] = field(default_factory=dict)
-    content_type: str = JSON
-
-    def response(self) -> Response:
-        """As a Starlette response."""
-        return Response(self.body, status_code=self.status, headers=dict(self.headers), media_type=self.content_type)
-
-
-def json_reply(status: int, document: object, headers: Mapping[str, str] | None = None) -> Reply:
-    """A JSON answer, compact (an answer of several base64 images should not carry indentation)."""
-    return Reply(status, json.dumps(document, separators=(",", ":")).encode("utf-8"), headers or {})
-
-
-def error_reply(status: int, code: str, message: str, headers: Mapping[str, str] | None = None) -> Reply:
-    """The contract's error object for the server's own refusals (413, 415, 429, 503, 500)."""
-    return json_reply(status, error_body(status, code, message), headers)
 
 
 class InvalidModelOutput(Exception):
@@ -173,10 +156,8 @@ class ModelServer:
             return error_reply(415, "unsupported_media_type", "The request body must be application/json.")
         return None
 
-    async def answer(self, body: bytes, content_type: str | None) -> Reply:
-        """The container's answer to one request body: ``/invocations`` and the runtime emulator both use it."""
-        started = time.monotonic()
-        task: ImageTask | AnalyzeTask | None = None
+    def _refuse_body(self, body: bytes, content_type: str | None) -> Reply | None:
+        """Not ready, not JSON, too large, or no room in the queue; else None, and the request is admitted."""
         reply = self.refuse_early(content_type)
         if reply is None and len(body) > self.settings.max_body_bytes:
             reply = error_reply(
@@ -186,13 +167,34 @@ class ModelServer:
             reply = error_reply(
                 429, "too_many_requests", "The model server is busy; retry later.", {"Retry-After": self.retry_after()}
             )
+        return reply
+
+    async def answer(self, body: bytes, content_type: str | None) -> Reply:
+        """The container's whole answer to one request body (InvokeEndpoint and async invocations in the runtime
+        emulator): a streamed request's NDJSON lines are collected, as SageMaker's InvokeEndpoint would."""
+        outcome = await self.answer_or_stream(body, content_type)
+        if isinstance(outcome, Reply):
+            return outcome
+        return Reply(200, b"".join([line async for line in outcome.lines()]), content_type=NDJSON)
+
+    async def answer_or_stream(self, body: bytes, content_type: str | None) -> Reply | Stream:
+        """The container's answer to one request body, or, for ``"stream": true``, the :class:`Stream` of the job
+        just queued (``/invocations`` and the runtime emulator both use it). Every refusal before the job is queued
+        is a plain :class:`Reply`."""
+        started = time.monotonic()
+        task: ImageTask | AnalyzeTask | None = None
+        reply = self._refuse_body(body, content_type)
         if reply is None:
             on_gpu = False
             try:
                 # Decoding (JSON, base64, images) is CPU work off the event loop, and is done only for an admitted
                 # request: at most queue_size + 1 bodies are ever decoded into images at once.
-                task = await run_in_threadpool(_parse, body)
+                task, options = await run_in_threadpool(_parse, body)
                 await run_in_threadpool(self.models.check, task)
+                if options is not None:
+                    stream = self._stream(task, options, len(body), started)
+                    on_gpu = True
+                    return stream
                 future = self._gpu.submit(self._run, task)
                 on_gpu = True
                 future.add_done_callback(self._release)  # also when this coroutine is cancelled meanwhile
@@ -209,26 +211,30 @@ class ModelServer:
         _log_invocation(task, len(body), reply.status, time.monotonic() - started)
         return reply
 
-    def _run(self, task: ImageTask | AnalyzeTask) -> Any:
+    def _stream(self, task: ImageTask | AnalyzeTask, options: StreamOptions, size: int, started: float) -> Stream:
+        sink = StreamSink(options, asyncio.get_running_loop())
+        planned = getattr(self.models, "planned_steps", None)  # optional in a ModelSet (tests' fakes lack it)
+        sink.steps = planned(task) if callable(planned) else 0
+        assert self._gpu is not None  # started with the app, before any request
+        future = self._gpu.submit(self._run, task, sink)
+        future.add_done_callback(self._release)  # also when the job is cancelled before it runs
+
+        def finish(status: int) -> None:
+            _log_invocation(task, size, status, time.monotonic() - started, streamed=True)
+
+        return Stream(future, sink, lambda result: _encode(task, result).body, finish)
+
+    def _run(self, task: ImageTask | AnalyzeTask, sink: StreamSink | None = None) -> Any:
         started = time.monotonic()
         try:
-            return self.models.run(task)
+            return self.models.run(task) if sink is None else self.models.run(task, sink)
         finally:  # a moving average of job durations, for Retry-After
             self._seconds_per_job = 0.8 * self._seconds_per_job + 0.2 * (time.monotonic() - started)
 
 
-def decode_json(body: bytes) -> object:
-    """The body as JSON, or a 400: invalid UTF-8 or JSON, and nesting too deep for the parser, are the client's."""
-    try:
-        return json.loads(body)
-    except RecursionError:
-        raise ContractError("The request body is nested too deeply.", code="invalid_json") from None
-    except ValueError:  # UnicodeDecodeError included; also integers of more than 4300 digits
-        raise ContractError("The request body is not valid JSON.", code="invalid_json") from None
-
-
-def _parse(body: bytes) -> ImageTask | AnalyzeTask:
-    return parse_task(decode_json(body))
+def _parse(body: bytes) -> tuple[ImageTask | AnalyzeTask, StreamOptions | None]:
+    document, options = split_stream_options(decode_json(body))
+    return parse_task(document), options
 
 
 def _encode(task: ImageTask | AnalyzeTask, result: object) -> Reply:
@@ -242,22 +248,20 @@ def _encode(task: ImageTask | AnalyzeTask, result: object) -> Reply:
         or not all(isinstance(image, Image.Image) and image.size == (task.width, task.height) for image in result)
     ):
         raise InvalidModelOutput("images of the wrong count, type or size")
-    return json_reply(200, {"images": [_b64png(image) for image in result]})
+    return json_reply(200, {"images": [b64png(image) for image in result]})
 
 
-def _b64png(image: Image.Image) -> str:
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return base64.b64encode(buffer.getvalue()).decode("ascii")
-
-
-def _log_invocation(task: ImageTask | AnalyzeTask | None, size: int, status: int, seconds: float) -> None:
+def _log_invocation(
+    task: ImageTask | AnalyzeTask | None, size: int, status: int, seconds: float, *, streamed: bool = False
+) -> None:
     what = "task=-"  # the body was refused before it was a task
     if isinstance(task, ImageTask):
         what = f"task={task.task} images={task.num_images} size={task.width}x{task.height}"
     elif isinstance(task, AnalyzeTask):
         what = f"task=analyze images={len(task.images)} messages={len(task.messages)}"
     level = logging.ERROR if status >= 500 else logging.INFO
+    if streamed:
+        what += " streamed"
     logger.log(level, "invocation %s body_bytes=%d status=%d seconds=%.3f", what, size, status, seconds)
 
 
@@ -266,29 +270,6 @@ def _default_loader() -> Loader:
     from darkroom_endpoint.loading import load_models
 
     return load_models
-
-
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refused with a 413 once it exceeds ``limit``: by its Content-Length before any byte is
-    read, and while reading, so a chunked body or a lying Content-Length cannot get past it either."""
-    declared = request.headers.get("content-length")
-    if declared is not None:
-        if not declared.isdigit():
-            raise ContractError("The Content-Length header is not a number.")
-        if int(declared) > limit:
-            raise ContractError(f"The request body is larger than {limit} bytes.", code="request_too_large", status=413)
-    chunks, size = [], 0
-    try:
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise ContractError(
-                    f"The request body is larger than {limit} bytes.", code="request_too_large", status=413
-                )
-            chunks.append(chunk)
-    except ClientDisconnect:
-        raise ContractError("The request body was not received completely.") from None
-    return b"".join(chunks)
 
 
 class _Guard:
@@ -356,7 +337,10 @@ def create_app(
         except ContractError as exc:
             _log_invocation(None, 0, exc.status, 0.0)
             return json_reply(exc.status, exc.body()).response()
-        return (await server.answer(body, content_type)).response()
+        outcome = await server.answer_or_stream(body, content_type)
+        if isinstance(outcome, Stream):
+            return StreamResponse(outcome.lines(), outcome, NDJSON)
+        return outcome.response()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette):

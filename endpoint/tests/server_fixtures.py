@@ -49,10 +49,14 @@ class FakeModels:
         if self.check_error is not None:
             raise self.check_error
 
-    def run(self, task):
+    def run(self, task, sink=None):
         self.threads.add(threading.current_thread().name)
         self.ran.append(task)
         self.started.set()
+        if sink is not None:  # a streamed request: the partials a pipeline would send, one grey level each
+            for index in range(sink.partial_images):
+                sink.partial(index, Image.new("RGB", (task.width, task.height), (40 * index,) * 3))
+                sink.progress(index + 1, sink.partial_images + 1)
         if self.gate is not None and not self.gate.wait(10):
             raise TimeoutError("the test never opened the gate")
         if self.run_error is not None:

@@ -346,7 +346,7 @@ def test_an_error_escaping_a_route_is_a_generic_500(serve, monkeypatch, caplog):
     async def broken(body, content_type):
         raise KeyError(BAD)
 
-    monkeypatch.setattr(client.app.state.server, "answer", broken)
+    monkeypatch.setattr(client.app.state.server, "answer_or_stream", broken)
     error = assert_error(client.post("/invocations", json=GENERATE), 500, "internal_error")
     assert error["message"] == INTERNAL_MESSAGE
     assert "unhandled error in /invocations: KeyError" in caplog.text and BAD not in caplog.text

@@ -310,3 +310,30 @@ def test_the_docs_examples_for_the_model_server_run_as_written(stack, block, tmp
     key = docs_blocks.issue_key(env, "docs-model-server")
     ran = docs_blocks.run(block, docs_blocks.environment(clean_environment(), stack, key, tmp_path), tmp_path)
     assert ran.returncode == 0, docs_blocks.failure(block, ran)
+
+
+def test_tiny_diffusion_streams_its_own_partials_long_before_the_end(client):
+    """The model server's latents, decoded as the pipeline runs, through the sagemaker adapter's
+    InvokeEndpointWithResponseStream (the emulator frames them as SageMaker does) and darkroom's stream."""
+    models = {model.id: model.model_extra.get("partial_images") for model in client.models.list().data}
+    assert models["tiny-diffusion"] is True and models["tiny-diffusion-async"] is False
+    started = time.monotonic()
+    arrivals = []
+    for event in client.images.generate(
+        model="tiny-diffusion",
+        prompt="a lighthouse",
+        size=f"{SIZE[0]}x{SIZE[1]}",
+        stream=True,
+        partial_images=2,
+        extra_body={"steps": 60, "seed": 7},  # about 3 s of denoising on a CPU
+    ):
+        arrivals.append((time.monotonic() - started, event))
+    total = arrivals[-1][0]
+    assert [event.type for _, event in arrivals] == ["image_generation.partial_image"] * 2 + [
+        "image_generation.completed"
+    ]
+    assert total >= 2 and arrivals[0][0] < total / 2, [round(t, 2) for t, _ in arrivals]
+    frames = [Image.open(io.BytesIO(base64.b64decode(event.b64_json))).convert("RGB") for _, event in arrivals]
+    assert all(frame.size == SIZE for frame in frames)
+    # Intermediate states of the denoising, not the final image again.
+    assert all(ImageChops.difference(frame, frames[-1]).getbbox() for frame in frames[:-1])
