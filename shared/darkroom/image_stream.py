@@ -94,8 +94,10 @@ class StreamRun(Generic[_T]):
         done: Callable[[_T], bytes],
         failed: Callable[[BaseException], bytes],
     ) -> Iterator[bytes]:
-        """Each event's bytes as it happens: ``partial(index, image)``, ``done(result)`` or ``failed(error)``."""
+        """Each event's bytes as it happens: ``partial(index, image)``, ``done(result)`` or ``failed(error)``; first,
+        a comment, so that the client has its first byte as soon as the model starts."""
         try:
+            yield HEARTBEAT
             while True:
                 try:
                     item = self._queue.get(timeout=HEARTBEAT_SECONDS)

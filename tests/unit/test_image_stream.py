@@ -59,6 +59,7 @@ def _run(backend, partials, admitter=None, meter=None):
         lambda result: f"done {len(result.images[0].data)}".encode(),
         error_event,
     )
+    assert next(events) == HEARTBEAT  # the first byte goes out as soon as the model starts
     return events
 
 
