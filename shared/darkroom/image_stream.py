@@ -23,7 +23,7 @@ from typing import Generic, TypeVar
 
 from PIL import Image
 
-from darkroom.inference import PartialSink
+from darkroom.inference import PartialSink, TextSink
 from darkroom.observability import logger
 
 # A comment line every this many seconds while nothing else is sent: API Gateway closes a streamed answer after
@@ -41,6 +41,11 @@ class _Partial:
 
 
 @dataclass(frozen=True)
+class _Delta:
+    text: str
+
+
+@dataclass(frozen=True)
 class _Ended(Generic[_T]):
     result: _T | None
     error: BaseException | None
@@ -50,8 +55,10 @@ class StreamRun(Generic[_T]):
     """The work of one streamed request, run in a thread; see the module docstring."""
 
     def __init__(self, partial_images: int) -> None:
-        self._queue: queue.Queue[_Partial | _Ended[_T]] = queue.Queue()
+        self._queue: queue.Queue[_Partial | _Delta | _Ended[_T]] = queue.Queue()
         self.sink = PartialSink(count=partial_images, deliver=self._deliver)
+        # A text answer's pieces as the model writes them; the same stop as the partial images'.
+        self.text = TextSink(deliver=lambda delta: self._queue.put(_Delta(delta)), stopped=self.sink.stopped)
         self._inference = threading.Event()  # set when the model is about to run, or the work ended first
         self._began = False
         self._thread: threading.Thread | None = None
@@ -93,9 +100,10 @@ class StreamRun(Generic[_T]):
         partial: Callable[[int, Image.Image], bytes],
         done: Callable[[_T], bytes],
         failed: Callable[[BaseException], bytes],
+        delta: Callable[[str], bytes] | None = None,
     ) -> Iterator[bytes]:
-        """Each event's bytes as it happens: ``partial(index, image)``, ``done(result)`` or ``failed(error)``; first,
-        a comment, so that the client has its first byte as soon as the model starts."""
+        """Each event's bytes as it happens: ``partial(index, image)``, ``delta(text)``, then ``done(result)`` or
+        ``failed(error)``; first, a comment, so that the client has its first byte as soon as the model starts."""
         try:
             yield HEARTBEAT
             while True:
@@ -106,6 +114,9 @@ class StreamRun(Generic[_T]):
                     continue
                 if isinstance(item, _Partial):
                     yield partial(item.index, item.image)
+                elif isinstance(item, _Delta):
+                    if delta is not None and item.text:
+                        yield delta(item.text)
                 elif item.error is not None:
                     yield failed(item.error)
                     return

@@ -39,7 +39,7 @@ class Sequencer:
         return event
 
 
-def _split_text(text: str, parts: int = MAX_TEXT_DELTAS) -> list[str]:
+def split_text(text: str, parts: int = MAX_TEXT_DELTAS) -> list[str]:
     """Split ``text`` at word boundaries into at most ``parts`` chunks whose concatenation is ``text``."""
     if not text:
         return []
@@ -70,7 +70,7 @@ def _message_events(seq: Sequencer, index: int, item: OutputMessage) -> None:
         empty = part.model_dump(mode="json")
         empty.update(text="", annotations=[], logprobs=[])
         seq.emit("response.content_part.added", **where, part=empty)
-        for delta in _split_text(part.text):
+        for delta in split_text(part.text):
             seq.emit("response.output_text.delta", **where, delta=delta, logprobs=[])
         seq.emit("response.output_text.done", **where, text=part.text, logprobs=[])
         seq.emit("response.content_part.done", **where, part=part.model_dump(mode="json"))

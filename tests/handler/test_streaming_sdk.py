@@ -110,3 +110,20 @@ def test_a_failure_mid_stream_raises_in_the_sdk_and_fails_the_response(client, m
         with pytest.raises(RuntimeError):
             responses.get_final_response()  # no response.completed
     assert events[-1].type == "response.failed" and events[-1].response.error.code == "server_error"
+
+
+def test_a_text_answer_streams_deltas_the_sdk_accumulates(client):
+    with client.responses.stream(model="local-text", input="hello there\nsecond line") as stream:
+        events = list(stream)
+        final = stream.get_final_response()
+    types = [event.type for event in events]
+    assert types[:4] == [
+        "response.created",
+        "response.in_progress",
+        "response.output_item.added",
+        "response.content_part.added",
+    ]
+    deltas = [event.delta for event in events if event.type == "response.output_text.delta"]
+    assert len(deltas) > 1 and "".join(deltas) == final.output_text  # the stand-in writes line by line
+    assert types[-1] == "response.completed" and [e.sequence_number for e in events] == list(range(len(events)))
+    assert {e.item_id for e in events if e.type == "response.output_text.delta"} == {final.output[0].id}

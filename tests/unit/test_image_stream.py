@@ -125,3 +125,23 @@ def test_heartbeats_while_nothing_else_happens(monkeypatch):
     assert next(events) == HEARTBEAT
     backend.go.set()
     assert list(events)[-1].startswith(b"done ")
+
+
+def test_text_pieces_leave_as_the_model_writes_them():
+    go = threading.Event()
+    run: StreamRun[str] = StreamRun(0)
+
+    def work() -> str:
+        run.inference_started()
+        run.text.deliver("Hello, ")
+        run.text.deliver("")  # nothing to send
+        go.wait(5)
+        run.text.deliver("world")
+        return "Hello, world"
+
+    run.start(work)
+    events = run.events(lambda i, image: b"", lambda text: f"done {text}".encode(), error_event, lambda d: d.encode())
+    assert next(events) == HEARTBEAT
+    assert next(events) == b"Hello, "  # before the model has finished
+    go.set()
+    assert list(events) == [b"world", b"done Hello, world"]

@@ -77,6 +77,19 @@ class InputImage:
 
 
 @dataclass(frozen=True)
+class TextSink:
+    """Where a backend that can stream text sends the answer's pieces while a streamed request runs.
+
+    ``deliver(delta)`` takes each piece in order, as the model produces it; the pieces joined are exactly the text
+    the backend then returns. A backend that cannot stream text ignores the sink (the whole text is sent once it is
+    returned). ``stopped``: as :class:`PartialSink`'s.
+    """
+
+    deliver: Callable[[str], None]
+    stopped: threading.Event = field(default_factory=threading.Event)
+
+
+@dataclass(frozen=True)
 class TextJob:
     """A conversation turn for a text or vision model: earlier turns first, images in order."""
 
@@ -84,6 +97,7 @@ class TextJob:
     messages: list[tuple[str, str]]  # (role, text)
     images: list[InputImage]
     deadline_seconds: float
+    deltas: TextSink | None = None  # set on a streamed request
 
 
 @dataclass(frozen=True)

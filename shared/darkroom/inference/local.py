@@ -55,7 +55,13 @@ class LocalBackend:
             lines.append(f"The last {role} message was: {text[:2000]}")
         for number, picture in enumerate(job.images, start=1):
             lines.append(f"Image {number}: {describe(picture)}")
-        return "\n".join(lines)
+        text = "\n".join(lines)
+        if job.deltas is not None:  # a streamed request: the answer line by line, as a model writes it
+            for line in text.splitlines(keepends=True):
+                if job.deltas.stopped.is_set():
+                    raise ClientGone()
+                job.deltas.deliver(line)
+        return text
 
 
 def describe(picture: InputImage) -> str:

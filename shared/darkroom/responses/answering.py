@@ -32,5 +32,5 @@ def answer(
     if plan.image_call is not None:
         call, usage, key, billed = image_answer(context, plan, ports.images, admission, stream)
         return response_object(plan, call, usage), [(call.id, key)], billed
-    message, usage, billed = text_answer(context, plan, ports.images, admission)
+    message, usage, billed = text_answer(context, plan, ports.images, admission, stream)
     return response_object(plan, message, usage), [], billed

@@ -57,6 +57,7 @@ class Plan:
     created_at: int = field(default_factory=lambda: int(time.time()))
     input_keys: list[str] = field(default_factory=list)  # where the input images are stored, once they are
     end_user: str | None = None  # darkroom.end_users' opaque id for safety_identifier/user (never the raw value)
+    message_id: str = field(default_factory=lambda: "msg_" + secrets.token_hex(16))  # a text answer's output item
 
 
 def plan_request(context: RequestContext, request: ResponseCreateRequest, ports: ResponsePorts) -> Plan:

@@ -4,8 +4,8 @@
 from __future__ import annotations
 
 import math
-import secrets
 from contextlib import AbstractContextManager, nullcontext
+from typing import TYPE_CHECKING, Any
 
 from darkroom.api.responses import OutputMessage, OutputText, ResponseUsage
 from darkroom.catalog import Capability, ModelEntry
@@ -18,15 +18,24 @@ from darkroom.ports import ImagePorts, RequestContext
 from darkroom.responses.planning import Plan
 from darkroom.responses.thread import MAX_CARRIED_IMAGES, stored_images
 
+if TYPE_CHECKING:
+    from darkroom.image_stream import StreamRun
+
 
 def _text_tokens(*texts: str) -> int:
     return max(1, math.ceil(sum(len(t) for t in texts) / 4))
 
 
 def text_answer(
-    context: RequestContext, plan: Plan, ports: ImagePorts, admission: Admission | None
+    context: RequestContext,
+    plan: Plan,
+    ports: ImagePorts,
+    admission: Admission | None,
+    stream: StreamRun[Any] | None = None,
 ) -> tuple[OutputMessage, ResponseUsage, UsageEvent]:
-    """(the output message, the response's usage, the usage billed or, under a job's admission, to bill)."""
+    """(the output message, the response's usage, the usage billed or, under a job's admission, to bill).
+
+    ``stream``: a streamed request's run, told when the model starts and given the text as the model writes it."""
     request, model = plan.request, plan.model
     carried = [(image, "auto") for image in stored_images(plan.history.images[-MAX_CARRIED_IMAGES:], ports.store)]
     pictures = [InputImage(i.image, i.format, detail) for i, detail in (*carried, *plan.images)]
@@ -41,8 +50,17 @@ def text_answer(
     with refund:
         if described:
             messages.append(("user", _describe(model, pictures, seconds, ports)))
+        if stream is not None:
+            stream.inference_started()
         text = ports.backends(model).respond(
-            model, TextJob(request.instructions, messages, [] if described else pictures, seconds)
+            model,
+            TextJob(
+                request.instructions,
+                messages,
+                [] if described else pictures,
+                seconds,
+                deltas=stream.text if stream is not None else None,
+            ),
         )
         text_tokens = _text_tokens(request.instructions or "", *(t for _, t in messages))
         output_tokens = _text_tokens(text)
@@ -68,7 +86,7 @@ def text_answer(
         )
         if admission is None:
             record_usage(usage, ports.meter)
-    message = OutputMessage(id="msg_" + secrets.token_hex(16), content=[OutputText(text=text)])
+    message = OutputMessage(id=plan.message_id, content=[OutputText(text=text)])
     response_usage = ResponseUsage(
         input_tokens=text_tokens + image_tokens,
         output_tokens=output_tokens,
