@@ -349,6 +349,8 @@ def install() -> list[tuple[type, Any]]:
     saved = []
     for module in modules:
         cls, original, recording = module.Client, module.Client.send, _recording(module.SyncByteStream)
+        if getattr(original, "_conformance", False):  # installed already (the e2e session's): one wrapper only
+            continue
 
         def send(self, request, *args, _original=original, _recording=recording, **kwargs):
             response = _original(self, request, *args, **kwargs)
@@ -363,6 +365,7 @@ def install() -> list[tuple[type, Any]]:
                 seen(response.read())
             return response
 
+        send._conformance = True  # type: ignore[attr-defined]
         saved.append((cls, original))
         cls.send = send
     return saved
