@@ -9,7 +9,9 @@
 * the mask in the entry's ``mask_convention`` (default: the route's): ``alpha``, an RGBA PNG whose alpha 0
   marks what to change (OpenAI; refused with a 400 before any request when it reaches OpenAI's 4 MB limit),
   or ``white``, a greyscale PNG, 255 where to repaint (LocalAI, diffusers). :mod:`.openai_images` builds both;
-* respond -> ``POST {base_url}/chat/completions`` (images as PNG data URLs in ``image_url`` parts).
+* respond -> ``POST {base_url}/chat/completions`` (images as PNG data URLs in ``image_url`` parts); a job with a
+  ``TextSink`` (a streamed request) adds ``"stream": true`` and reads the answer's pieces as they arrive
+  (:mod:`.openai_stream`).
 
 The upstream is untrusted like any client: bodies are read with a byte cap inside the call's deadline,
 images are decoded strictly and validated by :mod:`darkroom.intake`. An image offered only as a URL is a 502,
@@ -19,7 +21,8 @@ like a b64 answer) and decoded the same way; a URL anywhere else is a 502 and ne
 from Secrets Manager or an SSM SecureString (Powertools parameters, cached), never from the catalog, never
 logged. Errors the client sees are neutral: never the upstream's body, URL, headers or base_url.
 Faults (deadline, retries, circuit breaker, metrics) are :mod:`darkroom.inference.resilience`'s: every call goes
-through :meth:`Resilience.run` (HTTP replies into :meth:`Resilience.call`, the wrapper every adapter shares).
+through :meth:`Resilience.run` (HTTP replies into :meth:`Resilience.call`, the wrapper every adapter shares); a
+streamed chat completion goes through :meth:`Resilience.call` with the same ``http_reply`` mapping.
 """
 
 from __future__ import annotations
@@ -38,10 +41,11 @@ from PIL import Image, ImageOps
 from darkroom.api.errors import ApiError, InvalidRequest, UpstreamError
 from darkroom.catalog import ModelEntry
 from darkroom.catalog_endpoints import OpenAIEndpoint
-from darkroom.inference import EditJob, GeneratedImage, GenerateJob, TextJob
+from darkroom.inference import EditJob, GeneratedImage, GenerateJob, TextJob, TextSink
 from darkroom.inference.openai_images import MAX_RESPONSE_BYTES, answer_image, edit_form, png
 from darkroom.inference.openai_images import invalid as _invalid
-from darkroom.inference.resilience import CircuitBreaker, Deadline, Reply, Resilience
+from darkroom.inference.openai_stream import DeadlineReached, TextStream
+from darkroom.inference.resilience import CircuitBreaker, Deadline, Reply, Resilience, http_reply
 from darkroom.intake import UPSTREAM_LIMITS, read_header
 from darkroom.observability import logger
 
@@ -52,10 +56,6 @@ CLIENT_TIMEOUT = httpx.Timeout(30.0, connect=5.0)
 CLIENT_LIMITS = httpx.Limits(max_connections=20, max_keepalive_connections=10, keepalive_expiry=30.0)
 
 T = TypeVar("T")
-
-
-class _DeadlineReached(httpx.ReadTimeout):
-    """The body was still arriving when the call's deadline passed (a slow drip)."""
 
 
 def api_key(endpoint: OpenAIEndpoint, model_id: str) -> str | None:
@@ -194,6 +194,8 @@ class OpenAIBackend:
                 parts = [{"type": "text", "text": last["content"]}, *parts]
             messages.append({"role": "user", "content": parts})
         body = {"model": self._upstream_model(model), "messages": messages}
+        if job.deltas is not None:
+            return self._stream_text(model, job.deadline_seconds, {**body, "stream": True}, job.deltas)
         return self._call(model, job.deadline_seconds, "/chat/completions", {"json": body}, lambda r, _: self._text(r))
 
     # -- one call -------------------------------------------------------------------------------
@@ -201,6 +203,20 @@ class OpenAIBackend:
     @staticmethod
     def _upstream_model(model: ModelEntry) -> str:
         return model.endpoint_as(OpenAIEndpoint).upstream_model or model.id
+
+    def _prepare(
+        self, model: ModelEntry, deadline_seconds: float, path: str, content: dict[str, Any]
+    ) -> tuple[Deadline, httpx.Request]:
+        endpoint = model.endpoint_as(OpenAIEndpoint)
+        deadline = self.resilience.deadline(min(deadline_seconds, endpoint.timeout_seconds))
+        # The same headers for a streamed chat completion: openai-python sends ``Accept: application/json`` with
+        # ``stream: true`` too (src/openai/_base_client.py, default_headers), and identity keeps pieces unbuffered.
+        headers = {"accept": "application/json", "accept-encoding": "identity", "user-agent": "darkroom"}
+        key = self._key(endpoint, model.id)
+        if key:
+            headers["authorization"] = f"Bearer {key}"
+        request = self.upstream.client.build_request("POST", self.upstream.base_url + path, headers=headers, **content)
+        return deadline, request
 
     def _call(
         self,
@@ -210,13 +226,7 @@ class OpenAIBackend:
         content: dict[str, Any],
         parse: Callable[[Reply, Deadline], T],
     ) -> T:
-        endpoint = model.endpoint_as(OpenAIEndpoint)
-        deadline = self.resilience.deadline(min(deadline_seconds, endpoint.timeout_seconds))
-        headers = {"accept": "application/json", "accept-encoding": "identity", "user-agent": "darkroom"}
-        key = self._key(endpoint, model.id)
-        if key:
-            headers["authorization"] = f"Bearer {key}"
-        request = self.upstream.client.build_request("POST", self.upstream.base_url + path, headers=headers, **content)
+        deadline, request = self._prepare(model, deadline_seconds, path, content)
 
         def send(remaining: float) -> Reply:
             return self._send(request, remaining, deadline)
@@ -231,24 +241,36 @@ class OpenAIBackend:
             operation=path,
         )
 
-    def _send(self, request: httpx.Request, remaining: float, deadline: Deadline) -> Reply:
+    def _stream_text(self, model: ModelEntry, deadline_seconds: float, body: dict[str, Any], sink: TextSink) -> str:
+        """A chat completion read as it is written (:mod:`.openai_stream`), through the same wrapper as any call."""
+        path = "/chat/completions"
+        deadline, request = self._prepare(model, deadline_seconds, path, {"json": body})
+        stream = TextStream(
+            sink, deadline, model.id, lambda remaining: self._open(request, remaining), lambda r: _read(r, deadline)
+        )
+
+        def attempt(remaining: float) -> str:  # a reply that is not a stream is mapped and parsed as today's
+            reply = http_reply(stream.send, remaining)
+            return self._answer(model, reply, lambda ok: stream.text if stream.text is not None else self._text(ok))
+
+        return self.resilience.call(
+            stream.guarded(attempt),
+            breaker=self.upstream.breaker,
+            deadline=deadline,
+            backend=model.backend,
+            model=model.id,
+            operation=path,
+        )
+
+    def _open(self, request: httpx.Request, remaining: float) -> httpx.Response:
         timeout = httpx.Timeout(remaining, connect=min(remaining, 5.0), pool=min(remaining, 1.0))
         request.extensions["timeout"] = timeout.as_dict()
-        response = self.upstream.client.send(request, stream=True)
+        return self.upstream.client.send(request, stream=True)
+
+    def _send(self, request: httpx.Request, remaining: float, deadline: Deadline) -> Reply:
+        response = self._open(request, remaining)
         try:
-            declared = response.headers.get("content-length", "")
-            if declared.isdigit() and int(declared) > MAX_RESPONSE_BYTES:
-                raise _invalid()
-            chunks, size = [], 0
-            for chunk in response.iter_bytes():  # decoded (we ask for identity); counted as it arrives
-                size += len(chunk)
-                if size > MAX_RESPONSE_BYTES:
-                    raise _invalid()
-                if deadline.remaining() <= 0:
-                    raise _DeadlineReached("deadline")
-                chunks.append(chunk)
-            body = b"".join(chunks)
-            return Reply(status=response.status_code, headers=response.headers, body=body)
+            return _read(response, deadline)
         finally:
             response.close()
 
@@ -323,3 +345,19 @@ class OpenAIBackend:
         if not isinstance(content, str):
             raise _invalid()
         return content
+
+
+def _read(response: httpx.Response, deadline: Deadline) -> Reply:
+    """The whole answer, read with a byte cap inside the call's deadline (the caller closes the response)."""
+    declared = response.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_RESPONSE_BYTES:
+        raise _invalid()
+    chunks, size = [], 0
+    for chunk in response.iter_bytes():  # decoded (we ask for identity); counted as it arrives
+        size += len(chunk)
+        if size > MAX_RESPONSE_BYTES:
+            raise _invalid()
+        if deadline.remaining() <= 0:
+            raise DeadlineReached("deadline")
+        chunks.append(chunk)
+    return Reply(status=response.status_code, headers=response.headers, body=b"".join(chunks))

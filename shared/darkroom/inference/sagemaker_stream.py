@@ -75,6 +75,7 @@ from darkroom.inference.aws_runtime import (
 )
 from darkroom.inference.resilience import TIMEOUT_MESSAGE, Deadline, Outcome
 from darkroom.inference.sagemaker_contracts import ContractCall, parse_answer
+from darkroom.inference.stream_lines import Lines
 from darkroom.observability import logger
 
 OPERATION = "InvokeEndpointWithResponseStream"
@@ -91,36 +92,6 @@ def streams(model: ModelEntry, sink: PartialSink | None) -> bool:
     """Whether a job with ``sink`` is streamed: only darkroom's contract on a real-time endpoint can."""
     endpoint = model.endpoint_as(SageMakerEndpoint)
     return sink is not None and endpoint.contract == "darkroom" and not endpoint.async_inference
-
-
-class Lines:
-    """NDJSON reassembled from arbitrary chunks, within ``MAX_LINE_BYTES`` a line and ``MAX_STREAM_BYTES`` in all."""
-
-    def __init__(self) -> None:
-        self._pending = bytearray()
-        self._total = 0
-        self._max_line = MAX_LINE_BYTES
-        self._max_total = MAX_STREAM_BYTES
-
-    def feed(self, data: bytes) -> list[bytes]:
-        """The lines ``data`` completes (without their newline); only ``data`` is searched, never the pending part."""
-        self._total += len(data)
-        if self._total > self._max_total:
-            raise Outcome(invalid_response(), unhealthy=True)
-        lines: list[bytes] = []
-        start = 0
-        while (end := data.find(b"\n", start)) >= 0:
-            self._extend(data[start:end])
-            lines.append(bytes(self._pending))
-            self._pending.clear()
-            start = end + 1
-        self._extend(data[start:])
-        return lines
-
-    def _extend(self, data: bytes) -> None:
-        if len(self._pending) + len(data) > self._max_line:
-            raise Outcome(invalid_response(), unhealthy=True)
-        self._pending += data
 
 
 class StreamCall:
@@ -175,7 +146,7 @@ class StreamCall:
             _close(events)
 
     def _read(self, events: Any) -> list[GeneratedImage]:
-        lines = Lines()
+        lines = Lines(MAX_LINE_BYTES, MAX_STREAM_BYTES, lambda: Outcome(invalid_response(), unhealthy=True))
         iterator = iter(events)
         while (event := self._next(iterator)) is not None:
             self._check()
