@@ -138,8 +138,9 @@ class Beats:
 
 
 @contextmanager
-def stream_endpoint() -> Iterator[type[StreamEndpoint]]:
-    """A fresh ``StreamEndpoint`` class on its own loopback server; ``.client()`` is a runtime boto3 client for it."""
+def stream_endpoint(service: str = "sagemaker-runtime") -> Iterator[type[StreamEndpoint]]:
+    """A fresh ``StreamEndpoint`` class on its own loopback server; ``.client()`` is a runtime boto3 client of
+    ``service`` for it (``bedrock-runtime`` for ConverseStream: the framing is the same)."""
     handler = type("Endpoint", (StreamEndpoint,), {"script": [], "requests": [], "disconnected": threading.Event()})
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     server.daemon_threads = True
@@ -149,7 +150,7 @@ def stream_endpoint() -> Iterator[type[StreamEndpoint]]:
 
     def client():
         built = boto3.client(
-            "sagemaker-runtime",
+            service,
             endpoint_url=url,
             region_name="us-east-1",
             aws_access_key_id="x",

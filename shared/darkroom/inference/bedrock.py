@@ -12,7 +12,9 @@
     Services' Inpaint): edit -> an image and its mask. One image per call, so ``n`` images are ``n`` calls
     made one after another within the one deadline (:mod:`darkroom.inference.bedrock_stability`);
 
-* respond -> the ``Converse`` API (text, and PNG images for models that see); family ``converse``.
+* respond -> the ``Converse`` API (text, and PNG images for models that see); family ``converse``. A streamed
+  request's job (one with a ``TextSink``) -> ``ConverseStream``, the same request, each text delta sent on as
+  Bedrock writes it (:mod:`darkroom.inference.bedrock_stream`).
 
 Each family's planner checks what its models accept before AWS is called (400 naming the parameter) and
 returns :class:`~darkroom.inference.bedrock_images.ImageCalls`: the bodies to send and how to read an answer.
@@ -62,6 +64,7 @@ from darkroom.inference.aws_runtime import (
 )
 from darkroom.inference.bedrock_images import ImageCalls, amazon_edit, amazon_generate
 from darkroom.inference.bedrock_stability import edit_calls, generate_calls, inpaint_calls
+from darkroom.inference.bedrock_stream import FILTERED_STOPS, ConverseStream
 from darkroom.inference.resilience import TIMEOUT_MESSAGE, Outcome
 from darkroom.observability import logger
 
@@ -133,22 +136,18 @@ class BedrockBackend(AwsBackend):
         if system:
             request["system"] = system
 
-        def call() -> str:
-            try:
-                response = self.client.converse(**request)
-            except ClientError as exc:
-                raise self._client_error(model, exc) from None
-            except BotoCoreError as exc:
-                raise transport_outcome(exc) from None
-            return self._text(response)
-
+        deadline = self.deadline(model, job.deadline_seconds)
+        call: Callable[[], str] = partial(self._converse, model, request)
+        if job.deltas is not None:  # a streamed request: the text as Bedrock writes it
+            call = ConverseStream(self.client, model, request, job.deltas, deadline, self._client_error)
+        operation = "converse" if job.deltas is None else "converse_stream"
         return guarded(
             self.breaker,
             model.id,
-            "converse",
+            operation,
             call,
             backend=model.backend,
-            deadline=self.deadline(model, job.deadline_seconds),
+            deadline=deadline,
             resilience=self.resilience,
         )
 
@@ -190,6 +189,16 @@ class BedrockBackend(AwsBackend):
             slowest = max(slowest, before - deadline.remaining())
         return images
 
+    def _converse(self, model: ModelEntry, request: Mapping[str, Any]) -> str:
+        """One ``Converse`` attempt -> the answer's text (or an ``Outcome``)."""
+        try:
+            response = self.client.converse(**request)
+        except ClientError as exc:
+            raise self._client_error(model, exc) from None
+        except BotoCoreError as exc:
+            raise transport_outcome(exc) from None
+        return self._text(response)
+
     def _invoke(
         self, model: ModelEntry, payload: bytes, read: Callable[[dict[str, Any]], list[GeneratedImage]]
     ) -> list[GeneratedImage]:
@@ -209,7 +218,7 @@ class BedrockBackend(AwsBackend):
 
     @staticmethod
     def _text(response: Mapping[str, Any]) -> str:
-        if response.get("stopReason") in ("content_filtered", "guardrail_intervened"):
+        if response.get("stopReason") in FILTERED_STOPS:
             raise content_policy()
         output = response.get("output")
         message = output.get("message") if isinstance(output, Mapping) else None

@@ -51,13 +51,12 @@ from darkroom.inference import TextSink
 from darkroom.inference.openai_images import MAX_RESPONSE_BYTES
 from darkroom.inference.openai_images import invalid as _invalid
 from darkroom.inference.resilience import Deadline, Outcome, Reply
-from darkroom.inference.stream_lines import Lines
+from darkroom.inference.stream_lines import MAX_TEXT_BYTES, Lines
 from darkroom.observability import logger
 
 MAX_STREAM_BYTES = MAX_RESPONSE_BYTES
 # One chunk is a token or a few; a server that does not really stream may send the whole answer in one.
 MAX_LINE_BYTES = 8 * 1024 * 1024
-MAX_TEXT_BYTES = 16 * 1024 * 1024
 WATCH_POLL_SECONDS = 0.25  # how soon the watcher notices the read ended (a stop or the deadline wake it at once)
 FAILED_MESSAGE = "The model's backend failed while answering."
 

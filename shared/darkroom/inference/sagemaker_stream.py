@@ -143,7 +143,7 @@ class StreamCall:
         try:
             return self._read(events)
         finally:
-            _close(events)
+            close_stream(events)
 
     def _read(self, events: Any) -> list[GeneratedImage]:
         lines = Lines(MAX_LINE_BYTES, MAX_STREAM_BYTES, lambda: Outcome(invalid_response(), unhealthy=True))
@@ -153,7 +153,7 @@ class StreamCall:
             answer = self._event(event, lines)
             if answer is not None:
                 return answer
-            _limit_read(events, self.deadline.remaining())
+            limit_read(events, self.deadline.remaining())
         self._check()
         logger.error("sagemaker stream ended without an answer", extra={"model": self.model.id})
         raise Outcome(invalid_response(), unhealthy=True)
@@ -249,7 +249,7 @@ class StreamCall:
         return Outcome(UpstreamError(FAILED_MESSAGE, code="upstream_error"), unhealthy=True)  # ModelStreamError
 
 
-def _limit_read(events: Any, seconds: float) -> None:
+def limit_read(events: Any, seconds: float) -> None:
     """Best effort: the next socket read waits at most ``seconds`` (what is left of the deadline), not the whole
     read timeout the attempt started with. The socket is urllib3's (``HTTPResponse.connection.sock``) under botocore's
     ``EventStream`` (its private ``_raw_stream``); when either is missing the attempt's read timeout still bounds it."""
@@ -262,11 +262,11 @@ def _limit_read(events: Any, seconds: float) -> None:
             pass
 
 
-def _close(events: Any) -> None:
+def close_stream(events: Any) -> None:
     """Close the event stream, always: its HTTP connection is dropped, never pooled with a tightened timeout."""
     close = getattr(events, "close", None)
     if callable(close):
         try:
             close()
         except Exception:  # noqa: BLE001 - closing a broken stream must not hide why it ended
-            logger.warning("sagemaker stream did not close cleanly")
+            logger.warning("a response stream did not close cleanly")

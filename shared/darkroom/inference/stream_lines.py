@@ -11,6 +11,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+# A streamed text answer's cap, whatever the upstream (openai_stream, bedrock_stream): past it, a 502.
+MAX_TEXT_BYTES = 16 * 1024 * 1024
+
 
 class Lines:
     """Lines from chunks; past ``max_line`` bytes in one line or ``max_total`` in all, ``too_large()`` is raised."""

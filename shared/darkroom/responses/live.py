@@ -8,8 +8,8 @@ from then on the client gets ``response.created``, ``response.in_progress``, the
 top-level ``error`` key: see :func:`darkroom.streaming.failed_events`); the work has refunded its admission by then.
 
 A text answer streams the same way: the message's ``output_item.added`` and ``content_part.added`` at once, an
-``output_text.delta`` for each piece the backend writes (the local stand-in and OpenAI-compatible servers stream
-their text; other backends answer whole, and their text is then sent in a few deltas once it exists), then
+``output_text.delta`` for each piece the backend writes (the local stand-in, OpenAI-compatible servers and Bedrock
+stream their text; SageMaker answers whole, and its text is then sent in a few deltas once it exists), then
 ``output_text.done``, ``content_part.done``, ``output_item.done`` and ``response.completed``.
 """
 
