@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import tempfile
 
 import pytest
 
+from darkroom.local import dev_credentials
 from lambda_harness import EVENT_KEY
 
 os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
@@ -16,6 +18,10 @@ for _name in ("AWS_ENDPOINT_URL",):
 os.environ.update(
     {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
 )
+# Content Credentials sign with one development key per test run (made here, never in the user's home), as the
+# local stack's own; use cases run on in-memory ports read the same settings.
+os.environ.setdefault("DARKROOM_DEV_CREDENTIALS_DIR", tempfile.mkdtemp(prefix="darkroom-credentials-"))
+os.environ.update(dev_credentials.environment())
 
 
 @pytest.fixture

@@ -144,7 +144,8 @@ def clean_environment() -> dict[str, str]:
     A shell that sourced an earlier `darkroom serve`'s exports (or has DARKROOM_STACK set) would
     otherwise send the new stack and the CLI to that endpoint and those tables.
     """
-    return {k: v for k, v in os.environ.items() if not k.startswith(("AWS_ENDPOINT_URL", "DARKROOM_"))}
+    kept = {"DARKROOM_DEV_CREDENTIALS_DIR"}  # the run's Content Credentials key (tests/conftest.py), not ~/.darkroom
+    return {k: v for k, v in os.environ.items() if k in kept or not k.startswith(("AWS_ENDPOINT_URL", "DARKROOM_"))}
 
 
 @contextmanager

@@ -9,6 +9,7 @@ from darkroom.api.errors import error_responses
 from darkroom.api.http import current_request
 from darkroom.api.images import ImagesResponse
 from darkroom.api.resolver import authenticated_tenant, build_resolver, entrypoint, request_context
+from darkroom.content_credentials import preload
 from darkroom.editing import edit_images, read_edit_request
 from darkroom.idempotency import images_outcome, images_replay, respond_once
 from darkroom.intake import request_decode_budget
@@ -58,4 +59,4 @@ def edit_image(tenant: Annotated[Tenant, Depends(authenticated_tenant)]):  # the
 
 lambda_handler = entrypoint(app, per_request=request_decode_budget)
 # Before a SnapStart snapshot (darkroom.snapstart): what the first request would build.
-prime(lambda: (services().authenticator, services().images, services().sources))
+prime(lambda: (services().authenticator, services().images, services().sources, preload()))

@@ -10,6 +10,7 @@ from darkroom.api.errors import error_responses
 from darkroom.api.http import current_request
 from darkroom.api.images import ImageGenerateRequest, ImagesResponse
 from darkroom.api.resolver import authenticated_tenant, build_resolver, entrypoint, request_context
+from darkroom.content_credentials import preload
 from darkroom.generation import generate_images
 from darkroom.idempotency import images_outcome, images_replay, respond_once
 from darkroom.intake import request_decode_budget
@@ -58,4 +59,4 @@ def create_image(
 
 lambda_handler = entrypoint(app, per_request=request_decode_budget)
 # Before a SnapStart snapshot (darkroom.snapstart): what the first request would build.
-prime(lambda: (services().authenticator, services().images))
+prime(lambda: (services().authenticator, services().images, preload()))

@@ -11,6 +11,7 @@ from darkroom.api.event_stream import open_stream
 from darkroom.api.http import current_request
 from darkroom.api.resolver import authenticated_tenant, build_resolver, entrypoint, json_response, request_context
 from darkroom.api.responses import ResponseCreateRequest, ResponseDeleted, ResponseObject
+from darkroom.content_credentials import preload
 from darkroom.idempotency import Outcome, respond_once
 from darkroom.intake import request_decode_budget
 from darkroom.ports import ResponsePorts
@@ -154,4 +155,4 @@ def delete(response_id: str, tenant: Annotated[Tenant, Depends(authenticated_ten
 
 lambda_handler = entrypoint(app, per_request=request_decode_budget)
 # Before a SnapStart snapshot (darkroom.snapstart): what the first request would build.
-prime(lambda: (services().authenticator, services().response_ports))
+prime(lambda: (services().authenticator, services().response_ports, preload()))

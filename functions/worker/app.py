@@ -8,6 +8,7 @@ from aws_lambda_powertools.utilities.batch.types import PartialItemFailureRespon
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from darkroom.content_credentials import preload
 from darkroom.job_queue import parse_message
 from darkroom.jobs import RetryLater, end_dead_job, run_job
 from darkroom.observability import capture_handler, logger, metrics
@@ -17,7 +18,7 @@ from darkroom.snapstart import prime
 # A retried job is an expected outcome, not a function error: report it as a batch item failure (the
 # message comes back) without failing the invocation, so Lambda's error metrics mean real failures.
 processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
-prime(lambda: services().worker)  # before a SnapStart snapshot: what the first job would build
+prime(lambda: (services().worker, preload()))  # before a SnapStart snapshot: what the first job would build
 
 
 def run(record: SQSRecord, lambda_context: LambdaContext) -> None:

@@ -28,12 +28,14 @@ _STACK_OUTPUTS = {
     "RateLimitsTableName": "DARKROOM_RATE_LIMITS_TABLE",
     "UsageTableName": "DARKROOM_USAGE_TABLE",
     "ImagesBucketName": "DARKROOM_IMAGES_BUCKET",
+    "ContentCredentialsKeyArn": "DARKROOM_CONTENT_CREDENTIALS_KMS_KEY_ID",
 }
 # Template parameters a deployed stack was given: the limits of tenants created without --images-per-minute & co.
 _STACK_PARAMETERS = {
     "DefaultImagesPerMinute": "DARKROOM_DEFAULT_IMAGES_PER_MINUTE",
     "DefaultImagesPerDay": "DARKROOM_DEFAULT_IMAGES_PER_DAY",
     "DefaultRequestsPerMinute": "DARKROOM_DEFAULT_REQUESTS_PER_MINUTE",
+    "ContentCredentialsCertChainParameter": "DARKROOM_CONTENT_CREDENTIALS_CERT_CHAIN_PARAMETER",
 }
 
 
@@ -94,6 +96,17 @@ def _parser() -> argparse.ArgumentParser:
     command(keys, "issue").add_argument("tenant_id")
     command(keys, "list").add_argument("tenant_id")
     command(keys, "revoke").add_argument("key_id")
+
+    verify = add("verify", help="print what a C2PA validator sees in an image's Content Credentials")
+    verify.add_argument("file")
+    verify.add_argument("--trust", help="a PEM file of trusted roots (the local stack's: its root.pem)")
+    verify.add_argument("--json", action="store_true", help="print JSON instead of text")
+    credentials = add("credentials", help="Content Credentials signing").add_subparsers(dest="action", required=True)
+    command(
+        credentials,
+        "dev-certificate",
+        summary="issue a development certificate for the stack's KMS key, into its certificate-chain parameter",
+    )
 
     usage = command(commands, "usage", summary="a tenant's usage by day (UTC) and model, as GET /v1/usage shows it")
     usage.add_argument("tenant_id")
@@ -171,6 +184,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "serve":
         _serve(args)
         return 0
+    if args.command == "verify":
+        return _verify(args)
     if getattr(args, "stack", None):
         _use_stack(args.stack)
     from darkroom.api.errors import ApiError
@@ -294,6 +309,47 @@ def _usage(args: argparse.Namespace, svc: Services) -> int:
     return 0
 
 
+def _verify(args: argparse.Namespace) -> int:
+    """0 when the manifest is there and valid (or trusted), 1 otherwise."""
+    from pathlib import Path
+
+    from darkroom.content_credentials import verify
+    from darkroom.intake import sniff
+
+    data = Path(args.file).read_bytes()
+    image_format = sniff(data)
+    if image_format not in ("png", "jpeg", "webp"):
+        print("darkroom: not a PNG, JPEG or WebP image", file=sys.stderr)
+        return 1
+    seen = verify(data, image_format, Path(args.trust).read_text() if args.trust else None)
+    manifest = seen["manifest"] or {}
+    lines = [f"state: {seen['state'] or 'no manifest'}"]
+    for action in manifest.get("actions", []):
+        agent = (action.get("softwareAgent") or {}).get("name", "")
+        lines.append(f"action: {action['action']}  {action.get('digitalSourceType', '')}  {agent}".rstrip())
+    if manifest:
+        signer = manifest["signer"]
+        lines.append(f"signed by: {signer.get('common_name')} ({signer.get('issuer')}), {signer.get('alg')}")
+        lines += [f"ingredient: {i.get('relationship')} {i.get('format')}" for i in manifest["ingredients"]]
+    lines += [f"failure: {code}" for code in seen["failures"]]
+    _print(args, seen, "\n".join(lines))
+    return 0 if seen["state"] in ("Valid", "Trusted") else 1
+
+
+def _dev_certificate(args: argparse.Namespace, svc: Services) -> int:
+    from darkroom.local.dev_credentials import certificate_for_kms_key, ensure
+
+    settings = config.get_settings()
+    key, parameter = settings.content_credentials_kms_key_id, settings.content_credentials_cert_chain_parameter
+    if not key or not parameter:
+        print("darkroom: name the stack (--stack): its KMS key and certificate-chain parameter", file=sys.stderr)
+        return 1
+    chain = certificate_for_kms_key(key, config.client("kms"))
+    config.client("ssm").put_parameter(Name=parameter, Value=chain.decode(), Type="String", Overwrite=True)
+    print(f"{parameter}: a development chain for {key}; its root: {ensure().root_file}")
+    return 0
+
+
 # (command, action) -> what runs it against the stack's services; its exit code.
 _ADMIN_COMMANDS: dict[tuple[str, str | None], Callable[[argparse.Namespace, Services], int]] = {
     ("tenants", "create"): _tenants_create,
@@ -305,6 +361,7 @@ _ADMIN_COMMANDS: dict[tuple[str, str | None], Callable[[argparse.Namespace, Serv
     ("keys", "list"): _keys_list,
     ("keys", "revoke"): _keys_revoke,
     ("usage", None): _usage,
+    ("credentials", "dev-certificate"): _dev_certificate,
 }
 
 

@@ -58,6 +58,17 @@ class Settings(BaseModel):
     default_images_per_minute: int = Field(default=20, ge=1)
     default_images_per_day: int = Field(default=500, ge=1)
     default_requests_per_minute: int = Field(default=60, ge=1)
+    # Content Credentials (darkroom.content_credentials): a signed C2PA manifest and an XMP DigitalSourceType in every
+    # image. On unless the deployment marks its images another way. The key: an asymmetric KMS key (ECC_NIST_P256,
+    # SIGN_VERIFY) or, for the local stack, a PEM file; the certificate chain (leaf first, PEM): an SSM parameter's
+    # value, or a file.
+    content_credentials: bool = True
+    content_credentials_kms_key_id: str = ""
+    content_credentials_key_file: str = ""
+    content_credentials_cert_chain_parameter: str = ""
+    content_credentials_cert_chain_file: str = ""
+    # Opt-in: the manifest names the tenant and the prompt (off: nothing in it identifies who asked, or for what).
+    content_credentials_identify: bool = False
     # FOR TESTS ONLY, MUST STAY EMPTY IN EVERY DEPLOYMENT: comma-separated "host:port" origins that the
     # image URL fetcher (darkroom.fetch) exempts from its port and SSRF address checks, so tests can
     # serve images from loopback. Anything listed here is reachable by every tenant.

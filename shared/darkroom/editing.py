@@ -26,6 +26,7 @@ from darkroom.api.images import ImageEditRequest
 from darkroom.api.multipart import FilePart, Form, typed_fields
 from darkroom.catalog import Capability
 from darkroom.config import Settings
+from darkroom.content_credentials import Ingredient, Provenance
 from darkroom.end_users import identify
 from darkroom.generation import Delivery, ImagesResult, admitted, deliver, inference_starts
 from darkroom.image_job import ImageJob, check_time_budget, resolve_request
@@ -185,7 +186,7 @@ def edit_images(
         edit = _prepare(
             context, options, [read() for read in request.images], request.mask() if request.mask else None, ports
         )
-        delivery = Delivery("edit", taken, bill, end_user, tuple(i.size for i in edit.images), stream is not None)
+        delivery = _delivery(edit, taken, bill, end_user, stream)
         job, edited = _infer(context, edit, ports, stream)
         del edit  # the inputs' pixels go before the answers are encoded and stored
         return deliver(context, job, edited, options, ports, delivery)
@@ -208,7 +209,7 @@ def edit_decoded(
 
     def work(taken: Admission, bill: bool) -> ImagesResult:
         edit = _prepare(context, options, images, mask, ports, at_input_size=job)
-        delivery = Delivery("edit", taken, bill, end_user, tuple(i.size for i in edit.images), stream is not None)
+        delivery = _delivery(edit, taken, bill, end_user, stream)
         return deliver(context, *_infer(context, edit, ports, stream), options, ports, delivery)
 
     return admitted(ports, context.tenant, job.n, admission, work)
@@ -222,6 +223,14 @@ class _Edit:
     options: ImageEditRequest
     images: list[intake.IntakeImage]
     mask: Image.Image | None
+
+
+def _delivery(
+    edit: _Edit, taken: Admission, bill: bool, end_user: str | None, stream: StreamRun[Any] | None
+) -> Delivery:
+    ingredients = tuple(Ingredient(i.encoded, i.format) for i in edit.images if i.encoded is not None)
+    sizes = tuple(i.size for i in edit.images)
+    return Delivery("edit", taken, bill, end_user, sizes, stream is not None, ingredients)
 
 
 def _prepare(
@@ -260,7 +269,8 @@ def _infer(
         mask = mask.resize((job.width, job.height), Image.Resampling.NEAREST) if mask else None
     # An upstream that ignores masks is sent none; its answer is kept inside the mask only.
     composite = mask is not None and not job.model.honours_mask
-    partials = inference_starts(stream)
+    provenance = Provenance(job.model.id, True, (), context.tenant.tenant_id, options.prompt)
+    partials = inference_starts(stream, provenance)  # a partial says what the final image says, less its inputs
     started = time.monotonic()
     edited = ports.backends(job.model).edit(
         job.model,

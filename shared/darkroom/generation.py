@@ -16,6 +16,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from darkroom.api.errors import ServiceUnavailable, UpstreamError
 from darkroom.api.images import ImageGenerateRequest, ImageOptions, OutputFormat
 from darkroom.config import Settings
+from darkroom.content_credentials import Ingredient, Provenance, ensure_ready, mark
 from darkroom.encoding import encode
 from darkroom.end_users import identify
 from darkroom.image_job import ImageJob, check_time_budget, resolve_request
@@ -93,6 +94,7 @@ def admitted(
 ) -> ImagesResult:
     """``work(admission, bill)`` under an admission: the one given (a background job's, which its job refunds
     on failure and bills on completion: ``bill`` False), or one taken now and given back if ``work`` fails."""
+    ensure_ready()  # no signer for Content Credentials: a 503 before anything is admitted or spent
     if admission is not None:
         return work(admission, False)
     taken = ports.admission.admit(tenant, images)
@@ -123,7 +125,7 @@ def generate_images(
     check_time_budget(job, ports.settings, context.deadline.background, streamed=context.deadline.streamed)
 
     def work(taken: Admission, bill: bool) -> ImagesResult:
-        partials = inference_starts(stream)
+        partials = inference_starts(stream, Provenance(job.model.id, False, (), tenant.tenant_id, request.prompt))
         started = time.monotonic()
         images = ports.backends(job.model).generate(
             job.model,
@@ -146,11 +148,11 @@ def generate_images(
     return admitted(ports, tenant, job.n, admission, work)
 
 
-def inference_starts(stream: StreamRun[Any] | None) -> PartialSink | None:
+def inference_starts(stream: StreamRun[Any] | None, provenance: Provenance) -> PartialSink | None:
     """Tell a streamed request's run that the model is about to run; the partial sink its backend gets, if any."""
     if stream is None:
         return None
-    stream.inference_started()
+    stream.inference_started(provenance)
     return stream.sink if stream.sink.count else None
 
 
@@ -164,6 +166,7 @@ class Delivery:
     end_user: str | None = None  # the opaque end-user id the usage carries (never a raw safety_identifier)
     input_sizes: tuple[tuple[int, int], ...] = ()
     streamed: bool = False  # the answer is a stream: b64_json always inline, with no 6 MB response limit
+    ingredients: tuple[Ingredient, ...] = ()  # an edit's inputs, for its Content Credentials
 
 
 def deliver(
@@ -180,11 +183,14 @@ def deliver(
         raise UpstreamError(f"The model returned {len(images)} images instead of {job.n}.")
     tenant_id = context.tenant.tenant_id
     keys = tuple(image_key(tenant_id, context.request_id, i, job.output_format) for i in range(job.n))
+    edited = delivery.operation == "edit"
+    provenance = Provenance(job.model.id, edited, delivery.ingredients, tenant_id, request.prompt)
 
     def store(index: int) -> tuple[bytes, str]:
         produced = images[index]  # encoded once, or the model's own bytes when they are what was asked for
         transparent = job.background == "transparent"
         data = encode(produced.image, job.output_format, request.output_compression, transparent, produced.upstream)
+        data = mark(data, job.output_format, provenance)  # signed once, as stored and as returned
         ports.store.put(keys[index], data, job.output_format)
         return data, ports.store.presign(keys[index], job.output_format)
 

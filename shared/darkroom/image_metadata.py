@@ -218,8 +218,8 @@ def _entropy_end(data: bytes, offset: int) -> int:
 
 # -- WebP ------------------------------------------------------------------------------------------------------
 
-_VP8X_ICC, _VP8X_ALPHA, _VP8X_EXIF, _VP8X_XMP = 0x20, 0x10, 0x08, 0x04
-_VP8X_OTHER = 0xFF & ~(_VP8X_ICC | _VP8X_ALPHA | _VP8X_EXIF | _VP8X_XMP)  # animation and reserved bits: refused
+_VP8X_ICC, VP8X_ALPHA, _VP8X_EXIF, VP8X_XMP = 0x20, 0x10, 0x08, 0x04
+_VP8X_OTHER = 0xFF & ~(_VP8X_ICC | VP8X_ALPHA | _VP8X_EXIF | VP8X_XMP)  # animation and reserved bits: refused
 # The chunks a still VP8X file may hold besides EXIF and XMP, in order; anything else (ANIM, unknown) is refused.
 _WEBP_LAYOUTS = frozenset(
     (*icc, *alpha, bitstream)
@@ -243,7 +243,7 @@ def _webp(data: bytes) -> Stripped:
     _need(bool(chunks))
     if chunks[0][0] != b"VP8X":  # a simple file: one bitstream, no room for metadata
         _need(len(chunks) == 1)
-        width, height, has_alpha = _bitstream(chunks[0][0], chunks[0][3])
+        width, height, has_alpha = bitstream_facts(chunks[0][0], chunks[0][3])
         return Stripped(data, "webp", width, height, has_alpha)
     header = chunks[0][3]
     _need(len(header) == 10 and not header[0] & _VP8X_OTHER)
@@ -254,7 +254,7 @@ def _webp(data: bytes) -> Stripped:
     _need(kinds in _WEBP_LAYOUTS and bool(flags & _VP8X_ICC) == (b"ICCP" in kinds))
     view = memoryview(data)
     kept: list[bytes | memoryview] = [b"", bytes(view[12:16]) + struct.pack("<I", 10)]
-    kept.append(bytes([flags & ~(_VP8X_EXIF | _VP8X_XMP)]) + header[1:10])
+    kept.append(bytes([flags & ~(_VP8X_EXIF | VP8X_XMP)]) + header[1:10])
     for kind, start, end, head in chunks[1:]:
         if kind == b"EXIF":
             _check_exif(data[start + 8 : end])
@@ -264,14 +264,14 @@ def _webp(data: bytes) -> Stripped:
             kept.append(view[start:end])
             if kind in (b"VP8 ", b"VP8L"):
                 # One answer to "has it alpha?": the flag, the ALPH chunk and VP8L's own bit agree.
-                got_width, got_height, alpha = _bitstream(kind, head)
+                got_width, got_height, alpha = bitstream_facts(kind, head)
                 alpha = alpha or b"ALPH" in kinds
-                _need((got_width, got_height) == (width, height) and alpha == bool(flags & _VP8X_ALPHA))
+                _need((got_width, got_height) == (width, height) and alpha == bool(flags & VP8X_ALPHA))
     kept[0] = b"RIFF" + struct.pack("<I", sum(len(part) for part in kept) + 4) + b"WEBP"
-    return Stripped(b"".join(kept), "webp", width, height, bool(flags & _VP8X_ALPHA))
+    return Stripped(b"".join(kept), "webp", width, height, bool(flags & VP8X_ALPHA))
 
 
-def _bitstream(kind: bytes, head: bytes) -> tuple[int, int, bool]:
+def bitstream_facts(kind: bytes, head: bytes) -> tuple[int, int, bool]:
     """(width, height, alpha) from a VP8 or VP8L bitstream's first bytes."""
     if kind == b"VP8 ":
         _need(head[3:6] == b"\x9d\x01\x2a")

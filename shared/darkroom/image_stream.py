@@ -23,6 +23,7 @@ from typing import Generic, TypeVar
 
 from PIL import Image
 
+from darkroom.content_credentials import Provenance
 from darkroom.inference import PartialSink, TextSink
 from darkroom.observability import logger
 
@@ -61,14 +62,17 @@ class StreamRun(Generic[_T]):
         self.text = TextSink(deliver=lambda delta: self._queue.put(_Delta(delta)), stopped=self.sink.stopped)
         self._inference = threading.Event()  # set when the model is about to run, or the work ended first
         self._began = False
+        self.provenance = Provenance("unknown")  # what the partials' Content Credentials say: set as the model starts
         self._thread: threading.Thread | None = None
 
     def _deliver(self, index: int, image: Image.Image) -> None:
         if 0 <= index < self.sink.count:  # a backend's extra partials are dropped, never sent
             self._queue.put(_Partial(index, image))
 
-    def inference_started(self) -> None:
-        """Called by the use case just before it calls the backend: from here on, failures are streamed."""
+    def inference_started(self, provenance: Provenance | None = None) -> None:
+        """Called by the use case just before it calls the backend: from here on, failures are streamed.
+        ``provenance``: what an image's partials say in their Content Credentials."""
+        self.provenance = provenance or self.provenance
         self._began = True
         self._inference.set()
 

@@ -147,6 +147,9 @@ class IntakeImage:
     format: str  # decided by the bytes: png, jpeg, webp or gif
     byte_size: int
     has_alpha: bool
+    # The bytes as sent, for an edit's Content Credentials only: c2pa-rs reads the input's own manifest from them
+    # into the ingredient (darkroom.content_credentials). Never decoded again, stored or logged.
+    encoded: bytes | None = None
 
     @property
     def size(self) -> tuple[int, int]:
@@ -175,6 +178,7 @@ class ImageHeader:
     def decode(self) -> IntakeImage:
         """Decode the pixels, apply EXIF orientation, normalise to RGB or RGBA."""
         image = self.opened
+        encoded = self.source.getvalue() if self.source is not None else None  # BytesIO's own bytes: no copy
         with _pillow_errors(self.param):
             try:
                 image.load()
@@ -190,6 +194,7 @@ class ImageHeader:
             format=self.format,
             byte_size=self.byte_size,
             has_alpha=has_alpha,
+            encoded=encoded,
         )
 
 

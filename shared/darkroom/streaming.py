@@ -18,6 +18,7 @@ import re
 from typing import Any
 
 from darkroom.api.responses import ImageGenerationCall, OutputMessage, ResponseObject, response_error
+from darkroom.content_credentials import Provenance
 from darkroom.partial_images import partial_images
 
 MAX_TEXT_DELTAS = 4
@@ -90,7 +91,7 @@ def image_call_opened(seq: Sequencer, index: int, item_id: str) -> list[dict[str
     ]
 
 
-def _image_call_events(seq: Sequencer, index: int, item: ImageGenerationCall, partials: int) -> None:
+def _image_call_events(seq: Sequencer, index: int, item: ImageGenerationCall, partials: int, model: str) -> None:
     image_call_opened(seq, index, item.id)
     where = {"item_id": item.id, "output_index": index}
     if item.result is not None:
@@ -101,7 +102,7 @@ def _image_call_events(seq: Sequencer, index: int, item: ImageGenerationCall, pa
         extras = {k: getattr(item, k) for k in ("background", "output_format", "quality", "size")}
         room = STREAM_BUDGET_BYTES - 2 * len(item.result)
         fitting = []
-        for partial in partial_images(item.result, partials, item.output_format):
+        for partial in partial_images(item.result, partials, item.output_format, Provenance(model)):
             room -= len(partial)
             if room < 0:
                 break
@@ -123,6 +124,12 @@ def partials_asked(response: ResponseObject) -> int:
     return int(tool.get("partial_images") or 0)
 
 
+def image_model(response: ResponseObject) -> str:
+    """The image_generation tool's model as asked, else the response's (what its partials' credentials name)."""
+    tool = next((t for t in response.tools if t.get("type") == "image_generation"), {})
+    return str(tool.get("model") or response.model)
+
+
 def response_events(response: ResponseObject) -> list[dict[str, Any]]:
     """The full event sequence for a finished ``response``.
 
@@ -141,7 +148,7 @@ def response_events(response: ResponseObject) -> list[dict[str, Any]]:
         if isinstance(item, OutputMessage):
             _message_events(seq, index, item)
         else:
-            _image_call_events(seq, index, item, partials_asked(response))
+            _image_call_events(seq, index, item, partials_asked(response), image_model(response))
         seq.emit("response.output_item.done", output_index=index, item=item.model_dump(mode="json"))
     seq.emit("response.completed", response=response.model_dump(mode="json"))
     return seq.events

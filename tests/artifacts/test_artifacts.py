@@ -32,6 +32,15 @@ FORBIDDEN_PATHS = {"darkroom/local", "darkroom/cli.py"}
 THIRD_PARTY_EXCEPTIONS = {"python/certifi/tests"}  # certifi's own 467-byte self-check, in its wheel
 # DependenciesLayer: layers/runtime/requirements.txt and what it pulls in; a new dependency is a decision.
 DEPENDENCY_MODULES = {
+    # darkroom.content_credentials: c2pa-python (its aarch64 native library, c2pa/libs) and what it requires
+    "c2pa",
+    "cryptography",  # also the signer's key handling
+    "cffi",  # cryptography's
+    "_cffi_backend.cpython-312-aarch64-linux-gnu.so",
+    "pycparser",  # cffi's
+    "requests",  # c2pa-python's (remote manifests, unused by darkroom)
+    "charset_normalizer",  # requests'
+    "toml",  # c2pa-python's settings files
     "click",  # uvicorn's
     "uvicorn",  # darkroom.api.lwa: the HTTP server the Lambda Web Adapter talks to
     "PIL",
@@ -63,6 +72,13 @@ DEPENDENCY_MODULES = {
     "wrapt-stubs",
 }
 DEPENDENCY_DISTRIBUTIONS = {
+    "c2pa_python",
+    "cryptography",
+    "cffi",
+    "pycparser",
+    "requests",
+    "charset_normalizer",
+    "toml",
     "click",
     "uvicorn",
     "annotated_types",
@@ -244,3 +260,6 @@ def test_the_dependencies_layer_is_built_for_graviton(artifacts):
     assert not wrong
     for path in extensions[:3]:
         assert path.read_bytes()[18:20] == (183).to_bytes(2, "little")  # ELF e_machine: EM_AARCH64
+    # c2pa-python's native library (loaded through ctypes, no CPython tag in its name): aarch64 as well.
+    (native,) = artifacts["DependenciesLayer"].rglob("libc2pa_c.so")
+    assert native.read_bytes()[18:20] == (183).to_bytes(2, "little")

@@ -6,7 +6,10 @@ import io
 import pytest
 from PIL import Image, ImageChops, ImageDraw, ImageStat
 
+from darkroom.content_credentials import Provenance
 from darkroom.partial_images import partial_images
+
+MODEL = Provenance("tiny-model")  # what each partial's Content Credentials name
 
 
 def final_image(output_format: str, mode: str = "RGB") -> str:
@@ -30,12 +33,12 @@ def decoded(b64: str) -> Image.Image:
 
 @pytest.mark.parametrize("count", [0, 1, 2, 3])
 def test_exactly_the_count_asked(count):
-    assert len(partial_images(final_image("png"), count, "png")) == count
+    assert len(partial_images(final_image("png"), count, "png", MODEL)) == count
 
 
 @pytest.mark.parametrize("output_format", ["png", "jpeg", "webp"])
 def test_each_partial_is_the_final_size_and_format(output_format):
-    for partial in partial_images(final_image(output_format), 3, output_format):
+    for partial in partial_images(final_image(output_format), 3, output_format, MODEL):
         image = decoded(partial)
         assert image.size == (96, 64) and image.format == {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP"}[output_format]
 
@@ -45,12 +48,12 @@ def test_partials_sharpen_towards_the_final_image():
     final = decoded(final_b64).convert("RGB")
     distances = [
         sum(ImageStat.Stat(ImageChops.difference(decoded(p).convert("RGB"), final)).mean)
-        for p in partial_images(final_b64, 3, "png")
+        for p in partial_images(final_b64, 3, "png", MODEL)
     ]
     assert distances[0] > distances[1] > distances[2] > 0  # coarse to fine, and none is the final image itself
 
 
 def test_transparency_is_kept_in_png_partials():
-    (partial,) = partial_images(final_image("png", "RGBA"), 1, "png")
+    (partial,) = partial_images(final_image("png", "RGBA"), 1, "png", MODEL)
     image = decoded(partial)
     assert image.mode == "RGBA" and image.getpixel((2, 2))[3] == 0

@@ -156,14 +156,18 @@ def test_partial_image_events_are_exactly_the_number_asked_in_order_at_the_final
 
 def test_partials_that_would_push_the_stream_past_lambdas_6_mb_are_left_out_finest_first(monkeypatch):
     from darkroom import streaming
+    from darkroom.content_credentials import Provenance
     from darkroom.partial_images import partial_images
 
-    coarse, finer, _ = partial_images(PNG, 3, "png")
-    # Room for the final image twice and the two coarsest partials, not the third.
-    monkeypatch.setattr(streaming, "STREAM_BUDGET_BYTES", 2 * len(PNG) + len(coarse) + len(finer))
+    coarse, finer, finest = partial_images(PNG, 3, "png", Provenance("m"))
+    # Room for the final image twice and the two coarsest partials, not the third. (Each partial's Content
+    # Credentials are signed afresh, with their own ids: a few bytes of slack, far less than a partial.)
+    slack = 256
+    assert len(finest) > slack
+    monkeypatch.setattr(streaming, "STREAM_BUDGET_BYTES", 2 * len(PNG) + len(coarse) + len(finer) + slack)
     events = response_events(response(image_call(), partial_images=3))
     sent = [e["partial_image_b64"] for e in events if e["type"] == "response.image_generation_call.partial_image"]
-    assert sent == [coarse, finer]
+    assert [_pixels(p) for p in sent] == [_pixels(coarse), _pixels(finer)]
     assert events[-1]["response"]["output"][0]["result"] == PNG  # the final image is never what gives way
 
 
@@ -306,3 +310,12 @@ def test_a_top_level_error_key_is_what_would_make_the_sdk_raise():
     client = client_for(sse(failed_events("resp_f", "m", 1, FAILURE)) + bad)
     with pytest.raises(openai.APIError, match="boom"):
         list(client.responses.create(model="gpt-image-1", input="a fox", stream=True))
+
+
+def _pixels(b64: str) -> bytes:
+    import base64
+    import io
+
+    from PIL import Image
+
+    return Image.open(io.BytesIO(base64.b64decode(b64))).convert("RGBA").tobytes()

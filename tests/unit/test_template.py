@@ -216,3 +216,27 @@ def test_default_limits_reach_every_function_as_settings():
         assert variables[f"DARKROOM_DEFAULT_{field.upper()}"] == {"Ref": parameter}
         assert stack.template["Parameters"][parameter]["Default"] == getattr(defaults, field)
         assert Settings.model_fields[f"default_{field}"].default == getattr(defaults, field)
+
+
+def test_content_credentials_sign_through_kms_and_only_image_functions_may(stack):
+    """The key is an ES256 signing key; exactly the functions that make images may sign with it and read the chain,
+    and nothing else; with the parameter off, no key, no policy and signing off in every function."""
+    key = stack.resources["ContentCredentialsKey"]["Properties"]
+    assert (key["KeySpec"], key["KeyUsage"]) == ("ECC_NIST_P256", "SIGN_VERIFY")
+    statements = stack.resources["ContentCredentialsPolicy"]["Properties"]["PolicyDocument"]["Statement"]
+    assert sorted(s["Action"] for s in statements) == ["kms:Sign", "ssm:GetParameter"]
+    signers = {
+        name
+        for name, function in stack.of_type("AWS::Serverless::Function").items()
+        if any(
+            p == {"Fn::If": ["ContentCredentialsOn", {"Ref": "ContentCredentialsPolicy"}, {"Ref": "AWS::NoValue"}]}
+            for p in function.get("Policies", [])
+        )
+    }
+    assert signers == {"GenerateFunction", "EditFunction", "ResponsesFunction", "WorkerFunction"}
+    on = stack.environment("GenerateFunction")
+    assert on["DARKROOM_CONTENT_CREDENTIALS"] == "true" and on["DARKROOM_CONTENT_CREDENTIALS_KMS_KEY_ID"]
+    off = Stack(parameters={"ContentCredentials": "false"})
+    assert not off.condition("ContentCredentialsOn") and not off.condition("CreatesContentCredentialsKey")
+    assert off.environment("GenerateFunction")["DARKROOM_CONTENT_CREDENTIALS"] == "false"
+    assert "DARKROOM_CONTENT_CREDENTIALS_KMS_KEY_ID" not in off.environment("GenerateFunction")

@@ -28,6 +28,7 @@ from darkroom.api.errors import ApiError, InvalidRequest, error_envelope
 from darkroom.api.event_stream import open_stream
 from darkroom.api.images import ImageOptions
 from darkroom.api.rendering import images_response
+from darkroom.content_credentials import mark
 from darkroom.encoding import encode
 from darkroom.generation import ImagesResult
 from darkroom.image_stream import StreamRun
@@ -83,7 +84,9 @@ def image_stream_response(
     }
 
     def partial(index: int, image: Image.Image) -> bytes:
-        data = encode(image, output_format, request.output_compression, transparent)
+        data = mark(
+            encode(image, output_format, request.output_compression, transparent), output_format, run.provenance
+        )
         b64 = base64.b64encode(data).decode("ascii")
         return sse_event(
             {

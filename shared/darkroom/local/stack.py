@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from darkroom import config, services
+from darkroom.local import dev_credentials
 from darkroom.local.aws import EmbeddedAws, create_resources, make_moto_linearizable, start_moto, use_endpoint
 from darkroom.local.bridge import LocalApi
 from darkroom.local.http_server import LocalServer, listen, make_server
@@ -58,6 +59,8 @@ def function_environment(stack: Stack) -> dict[str, str]:
     merged: dict[str, str] = {}
     for function in stack.functions():
         merged.update(stack.environment(function.logical_id))
+    if merged.get("DARKROOM_CONTENT_CREDENTIALS", "true") == "true":  # no KMS here: the development key instead
+        merged |= dev_credentials.environment()
     return merged
 
 

@@ -24,6 +24,7 @@ from PIL import Image
 
 from darkroom.api.errors import ApiError
 from darkroom.api.responses import OutputMessage, ResponseCreateRequest, ResponseObject, response_error
+from darkroom.content_credentials import mark
 from darkroom.encoding import encode
 from darkroom.image_stream import StreamRun
 from darkroom.observability import logger
@@ -122,6 +123,7 @@ def _image_call_events(plan: Plan, shell: ResponseObject, run: StreamRun[Respons
 
     def partial(index: int, image: Image.Image) -> bytes:
         data = encode(image, output_format, options.output_compression, options.background == "transparent")
+        data = mark(data, output_format, run.provenance)
         b64 = base64.b64encode(data).decode("ascii")
         return _sse(
             seq.emit(
