@@ -37,13 +37,14 @@ import io
 import json
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 from darkroom import __version__, config
 from darkroom.api.errors import ServiceUnavailable
+from darkroom.image_metadata import strip_metadata
 from darkroom.image_xmp import EDITED, GENERATED, packet, with_xmp
 from darkroom.observability import logger
 
@@ -98,18 +99,39 @@ def mark(data: bytes, image_format: str, provenance: Provenance) -> bytes:
 
     source_type = EDITED if provenance.edited else GENERATED
     marked = with_xmp(data, image_format, packet(source_type))
-    out = io.BytesIO()
+    signer = _signer()
     try:
-        with _lock, c2pa.Builder(manifest(provenance, source_type), context=_context()) as builder:
-            for index, ingredient in enumerate(provenance.ingredients if provenance.edited else ()):
-                # The client's bytes: c2pa-rs reads the container and any manifest (no pixel is decoded).
-                relationship = "parentOf" if index == 0 else "componentOf"
-                label = {"title": f"input-{index}", "relationship": relationship, "label": f"input-{index}"}
-                builder.add_ingredient(label, MIME_TYPES[ingredient.format], io.BytesIO(ingredient.data))
-            builder.sign(_signer(), MIME_TYPES[image_format], io.BytesIO(marked), out)
+        return _sign(marked, image_format, provenance, source_type, signer)
+    except c2pa.C2paError as exc:
+        if not provenance.ingredients:
+            logger.error("content credentials not signed", extra={"error": type(exc).__name__})
+            raise ServiceUnavailable(UNAVAILABLE, code="content_credentials_unavailable") from None
+    # An input whose own manifest c2pa-rs cannot read (a client can send a broken one): the inputs go in without
+    # theirs (stripped like any upstream file), rather than the edit failing after its inference.
+    logger.warning("an input's content credentials could not be read: the edit names its inputs without them")
+    plain = tuple(
+        Ingredient(stripped.data, i.format)
+        for i in provenance.ingredients
+        if (stripped := strip_metadata(i.data, i.format)) is not None
+    )
+    try:
+        return _sign(marked, image_format, replace(provenance, ingredients=plain), source_type, signer)
     except c2pa.C2paError as exc:
         logger.error("content credentials not signed", extra={"error": type(exc).__name__})
         raise ServiceUnavailable(UNAVAILABLE, code="content_credentials_unavailable") from None
+
+
+def _sign(marked: bytes, image_format: str, provenance: Provenance, source_type: str, signer: Any) -> bytes:
+    import c2pa
+
+    out = io.BytesIO()
+    with _lock, c2pa.Builder(manifest(provenance, source_type), context=_context()) as builder:
+        for index, ingredient in enumerate(provenance.ingredients if provenance.edited else ()):
+            # The client's bytes: c2pa-rs reads the container and any manifest (no pixel is decoded).
+            relationship = "parentOf" if index == 0 else "componentOf"
+            label = {"title": f"input-{index}", "relationship": relationship, "label": f"input-{index}"}
+            builder.add_ingredient(label, MIME_TYPES[ingredient.format], io.BytesIO(ingredient.data))
+        builder.sign(signer, MIME_TYPES[image_format], io.BytesIO(marked), out)
     return out.getvalue()
 
 

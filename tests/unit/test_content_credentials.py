@@ -5,6 +5,7 @@ XMP digital source type, nothing about the tenant or prompt unless opted in, and
 import base64
 import io
 import json
+import zlib
 from pathlib import Path
 
 import httpx
@@ -122,6 +123,21 @@ def test_an_inputs_own_manifest_is_kept_as_its_ingredients():
     assert ingredient.get("active_manifest")  # the input's manifest, carried into the edit's store
     assert first["manifest"]["actions"][0]["action"] == "c2pa.created"
     assert verify(stored, "png")["state"] == "Valid"
+
+
+def test_an_input_with_a_broken_manifest_is_named_without_it_rather_than_failing_the_edit():
+    signed = bytearray(_generate("png"))
+    at = signed.find(b"caBX")  # the PNG chunk c2pa-rs keeps its manifest store in
+    length = int.from_bytes(signed[at - 4 : at], "big")
+    signed[at + 4 + 200] ^= 0xFF  # inside the store; the chunk's CRC made right again, so the PNG itself is sound
+    body = bytes(signed[at + 4 : at + 4 + length])
+    signed[at + 4 + length : at + 8 + length] = zlib.crc32(body, zlib.crc32(b"caBX")).to_bytes(4, "big")
+    stored = _edit(bytes(signed), "broken.png", image_ports())
+    seen = verify(stored, "png")
+    assert seen["state"] == "Valid"
+    assert [a["action"] for a in seen["manifest"]["actions"]] == ["c2pa.opened", "c2pa.edited"]
+    (ingredient,) = seen["manifest"]["ingredients"]
+    assert ingredient["relationship"] == "parentOf" and not ingredient.get("active_manifest")
 
 
 def test_the_tenant_and_prompt_are_written_only_when_the_deployment_opts_in(monkeypatch):
