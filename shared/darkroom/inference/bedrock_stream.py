@@ -43,13 +43,9 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from botocore.eventstream import ParserError as FramingError
 from botocore.exceptions import BotoCoreError, ClientError, EventStreamError
-from botocore.parsers import ResponseParserError
-from urllib3.exceptions import HTTPError as StreamBroken
-from urllib3.exceptions import ReadTimeoutError as StreamReadTimeout
 
-from darkroom.api.errors import ClientGone, UpstreamError, UpstreamTimeout
+from darkroom.api.errors import UpstreamError
 from darkroom.catalog import ModelEntry
 from darkroom.inference import TextSink
 from darkroom.inference.aws_runtime import (
@@ -60,8 +56,8 @@ from darkroom.inference.aws_runtime import (
     invalid_response,
     transport_outcome,
 )
-from darkroom.inference.resilience import TIMEOUT_MESSAGE, Deadline, Outcome
-from darkroom.inference.sagemaker_stream import close_stream, limit_read
+from darkroom.inference.resilience import Deadline, Outcome
+from darkroom.inference.sagemaker_stream import check_running, close_stream, limit_read, next_event
 from darkroom.inference.stream_lines import MAX_TEXT_BYTES
 from darkroom.observability import logger
 
@@ -146,27 +142,10 @@ class ConverseStream:
         return "".join(pieces)
 
     def _next(self, iterator: Iterator[object]) -> object | None:
-        """The next event, None at the end; what goes wrong reading it is the stream's (never the sink's) fault."""
-        try:
-            return next(iterator, None)
-        except EventStreamError as exc:
-            raise self._stream_error(exc) from None
-        except StreamReadTimeout:  # a read outlived the deadline: as botocore's ReadTimeoutError
-            raise Outcome(UpstreamTimeout(TIMEOUT_MESSAGE), unhealthy=True, retryable=True) from None
-        except (StreamBroken, OSError):  # the connection broke mid-answer
-            raise Outcome(UpstreamError(FAILED_MESSAGE, code="upstream_unreachable"), unhealthy=True) from None
-        except (FramingError, ResponseParserError):  # not AWS's event-stream framing, or an event of the wrong shape
-            raise Outcome(invalid_response(), unhealthy=True) from None
-        except BotoCoreError as exc:
-            raise transport_outcome(exc) from None
+        return next_event(iterator, self._stream_error)
 
     def _check(self) -> None:
-        """Between events: the client still there, time still left."""
-        if self.sink.stopped.is_set():
-            logger.info("bedrock stream abandoned: the client went away", extra={"model": self.model.id})
-            raise Outcome(ClientGone(), unhealthy=False)
-        if self.deadline.remaining() <= 0:
-            raise Outcome(UpstreamTimeout(TIMEOUT_MESSAGE), unhealthy=True)
+        check_running(self.sink.stopped, self.deadline, "bedrock", self.model.id)
 
     def _stream_error(self, exc: EventStreamError) -> Outcome:
         code = error_code(exc)

@@ -51,11 +51,13 @@ is closed (``EventStream.close`` closes the HTTP response: SageMaker sees the co
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from botocore.eventstream import ParserError as FramingError
 from botocore.exceptions import BotoCoreError, ClientError, EventStreamError
+from botocore.parsers import ResponseParserError
 from urllib3.exceptions import HTTPError as StreamBroken
 from urllib3.exceptions import ReadTimeoutError as StreamReadTimeout
 
@@ -159,27 +161,10 @@ class StreamCall:
         raise Outcome(invalid_response(), unhealthy=True)
 
     def _next(self, iterator: Iterator[object]) -> object | None:
-        """The next event, None at the end; what goes wrong reading it is the stream's (never the sink's) fault."""
-        try:
-            return next(iterator, None)
-        except EventStreamError as exc:
-            raise self._stream_error(exc) from None
-        except StreamReadTimeout:  # a read outlived the deadline: as botocore's ReadTimeoutError is today
-            raise Outcome(UpstreamTimeout(TIMEOUT_MESSAGE), unhealthy=True, retryable=True) from None
-        except (StreamBroken, OSError):  # the connection broke mid-answer
-            raise Outcome(UpstreamError(FAILED_MESSAGE, code="upstream_unreachable"), unhealthy=True) from None
-        except FramingError:  # not AWS's event-stream framing (prelude, CRC, lengths)
-            raise Outcome(invalid_response(), unhealthy=True) from None
-        except BotoCoreError as exc:
-            raise transport_outcome(exc) from None
+        return next_event(iterator, self._stream_error)
 
     def _check(self) -> None:
-        """Between events: the client still there, time still left."""
-        if self.sink.stopped.is_set():
-            logger.info("sagemaker stream abandoned: the client went away", extra={"model": self.model.id})
-            raise Outcome(ClientGone(), unhealthy=False)
-        if self.deadline.remaining() <= 0:
-            raise Outcome(UpstreamTimeout(TIMEOUT_MESSAGE), unhealthy=True)
+        check_running(self.sink.stopped, self.deadline, "sagemaker", self.model.id)
 
     def _event(self, event: object, lines: Lines) -> list[GeneratedImage] | None:
         part = event.get("PayloadPart") if isinstance(event, Mapping) else None
@@ -247,6 +232,32 @@ class StreamCall:
         if code == "InternalStreamFailure":  # as InternalFailure: SageMaker's own, briefly
             return throttled()
         return Outcome(UpstreamError(FAILED_MESSAGE, code="upstream_error"), unhealthy=True)  # ModelStreamError
+
+
+def next_event(iterator: Iterator[object], stream_error: Callable[[EventStreamError], Outcome]) -> object | None:
+    """The next event of an AWS response stream, None at the end; what goes wrong reading it is the stream's (never
+    the sink's) fault. Shared by the SageMaker and Bedrock readers."""
+    try:
+        return next(iterator, None)
+    except EventStreamError as exc:  # an exception event: each service maps its own
+        raise stream_error(exc) from None
+    except StreamReadTimeout:  # a read outlived the deadline: as botocore's ReadTimeoutError is today
+        raise Outcome(UpstreamTimeout(TIMEOUT_MESSAGE), unhealthy=True, retryable=True) from None
+    except (StreamBroken, OSError):  # the connection broke mid-answer
+        raise Outcome(UpstreamError(FAILED_MESSAGE, code="upstream_unreachable"), unhealthy=True) from None
+    except (FramingError, ResponseParserError):  # not AWS's event-stream framing, or an event of the wrong shape
+        raise Outcome(invalid_response(), unhealthy=True) from None
+    except BotoCoreError as exc:
+        raise transport_outcome(exc) from None
+
+
+def check_running(stopped: threading.Event, deadline: Deadline, service: str, model_id: str) -> None:
+    """Between events: the client still there (else :class:`ClientGone`), time still left (else a 504)."""
+    if stopped.is_set():
+        logger.info("response stream abandoned: the client went away", extra={"model": model_id, "backend": service})
+        raise Outcome(ClientGone(), unhealthy=False)
+    if deadline.remaining() <= 0:
+        raise Outcome(UpstreamTimeout(TIMEOUT_MESSAGE), unhealthy=True)
 
 
 def limit_read(events: Any, seconds: float) -> None:
