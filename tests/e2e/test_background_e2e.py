@@ -10,6 +10,8 @@ import openai
 import pytest
 from PIL import Image
 
+from darkroom.content_credentials import verify
+
 pytestmark = pytest.mark.e2e
 
 POLL_SECONDS = 60
@@ -41,6 +43,8 @@ def test_background_generation_polls_to_completion_with_the_image(make_tenant):
     (call,) = done.output
     image = Image.open(io.BytesIO(base64.b64decode(call.result)))
     assert image.size == (512, 512) and done.usage.output_tokens > 0
+    # The worker's image carries its Content Credentials like any other (darkroom.content_credentials).
+    assert verify(base64.b64decode(call.result), "png")["state"] == "Valid"
     # Threading from a background response works like any other.
     follow = client.responses.create(
         model="local-image",
@@ -49,6 +53,10 @@ def test_background_generation_polls_to_completion_with_the_image(make_tenant):
         tools=[{"type": "image_generation"}],
     )
     assert follow.output[0].action == "edit"
+    # The edit names the background response's image, manifest and all, as its parent.
+    edited = verify(base64.b64decode(follow.output[0].result), "png")
+    assert [a["action"] for a in edited["manifest"]["actions"]] == ["c2pa.opened", "c2pa.edited"]
+    assert edited["manifest"]["ingredients"][0].get("active_manifest")
 
 
 def test_cancel_through_the_sdk(make_tenant):
