@@ -28,7 +28,8 @@ SERVERLESS = {"AWS::Serverless::Function": "CodeUri", "AWS::Serverless::LayerVer
 FORBIDDEN_NAMES = {"__pycache__", "tests", "test", "darkroom.egg-info"}
 FORBIDDEN_SUFFIXES = {".map", ".pyc"}
 FORBIDDEN_PATHS = {"darkroom/local", "darkroom/cli.py"}
-# Files third-party wheels ship that the dependencies layer keeps (SAM's python builder installs wheels whole).
+# Files third-party wheels ship that the dependencies layer keeps (layers/runtime/Makefile installs wheels whole, but
+# for c2pa-python's static library).
 THIRD_PARTY_EXCEPTIONS = {"python/certifi/tests"}  # certifi's own 467-byte self-check, in its wheel
 # DependenciesLayer: layers/runtime/requirements.txt and what it pulls in; a new dependency is a decision.
 DEPENDENCY_MODULES = {
