@@ -146,3 +146,39 @@ def test_usage_dates_are_checked_like_the_apis(tenant, capsys):
     assert "'start_date' must not be after 'end_date'" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["usage", tenant.tenant_id, "--csv", "--json"])
+
+
+def test_dev_certificate_issues_a_chain_for_the_stacks_kms_key_into_its_parameter(aws, monkeypatch, capsys):
+    """`darkroom credentials dev-certificate --stack NAME`: the stack's KMS key (an output) gets a certificate from
+    the development root, written to the stack's certificate-chain parameter (a parameter): what a fresh deployment
+    needs before it can sign (README, "Content credentials: certificates")."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    from darkroom import config
+    from darkroom.local.dev_credentials import ensure
+
+    key_id = config.client("kms").create_key(KeySpec="ECC_NIST_P256", KeyUsage="SIGN_VERIFY")["KeyMetadata"]["KeyId"]
+    template = {
+        "Parameters": {"ContentCredentialsCertChainParameter": {"Type": "String"}},
+        "Resources": {
+            "Marker": {"Type": "AWS::SSM::Parameter", "Properties": {"Name": "m", "Type": "String", "Value": "x"}}
+        },
+        "Outputs": {"ContentCredentialsKeyArn": {"Value": key_id}},
+    }
+    config.client("cloudformation").create_stack(
+        StackName="darkroom-cc",
+        TemplateBody=json.dumps(template),
+        Parameters=[{"ParameterKey": "ContentCredentialsCertChainParameter", "ParameterValue": "darkroom/chain"}],
+    )
+    assert main(["credentials", "dev-certificate", "--stack", "darkroom-cc"]) == 0
+    assert "darkroom/chain" in capsys.readouterr().out
+    chain = config.client("ssm").get_parameter(Name="darkroom/chain")["Parameter"]["Value"].encode()
+    leaf, root = x509.load_pem_x509_certificates(chain)
+    kms_public = config.client("kms").get_public_key(KeyId=key_id)["PublicKey"]
+    assert (
+        leaf.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+        == kms_public
+    )
+    assert leaf.issuer == root.subject
+    assert root.public_bytes(serialization.Encoding.PEM) == ensure().root_file.read_bytes()
