@@ -33,15 +33,9 @@ FORBIDDEN_PATHS = {"darkroom/local", "darkroom/cli.py"}
 THIRD_PARTY_EXCEPTIONS = {"python/certifi/tests"}  # certifi's own 467-byte self-check, in its wheel
 # DependenciesLayer: layers/runtime/requirements.txt and what it pulls in; a new dependency is a decision.
 DEPENDENCY_MODULES = {
-    # darkroom.content_credentials: c2pa-python (its aarch64 native library, c2pa/libs) and what it requires
+    # darkroom.content_credentials: c2pa-python, its aarch64 native library in c2pa/libs (installed without the
+    # requirements only its build.py uses: layers/runtime/Makefile)
     "c2pa",
-    "cryptography",  # also the signer's key handling
-    "cffi",  # cryptography's
-    "_cffi_backend.cpython-312-aarch64-linux-gnu.so",
-    "pycparser",  # cffi's
-    "requests",  # c2pa-python's (remote manifests, unused by darkroom)
-    "charset_normalizer",  # requests'
-    "toml",  # c2pa-python's settings files
     "click",  # uvicorn's
     "uvicorn",  # darkroom.api.lwa: the HTTP server the Lambda Web Adapter talks to
     "PIL",
@@ -74,12 +68,6 @@ DEPENDENCY_MODULES = {
 }
 DEPENDENCY_DISTRIBUTIONS = {
     "c2pa_python",
-    "cryptography",
-    "cffi",
-    "pycparser",
-    "requests",
-    "charset_normalizer",
-    "toml",
     "click",
     "uvicorn",
     "annotated_types",
