@@ -63,13 +63,19 @@ class MemoryAdmitter:
 
     used: int = 0
     refunds: int = 0
+    reserved_usd: list[float] = field(default_factory=list)  # each admission's estimated cost
+    settled_usd: list[float] = field(default_factory=list)  # each settlement's billed cost
 
-    def admit(self, tenant: Tenant, images: int) -> Admission:
+    def admit(self, tenant: Tenant, images: int, cost_usd: float = 0.0) -> Admission:
         limit = tenant.limits.images_per_minute
         if self.used + images > limit:
             raise RateLimited("Rate limit reached for images per minute.", headers={"retry-after": "60"})
         self.used += images
+        self.reserved_usd.append(cost_usd)
         return Admission(states=(), now=0.0, taken=(("images", images),))
+
+    def settle(self, admission: Admission, cost_usd: float) -> None:
+        self.settled_usd.append(cost_usd)
 
     def refund(self, admission: Admission) -> None:
         self.refunds += 1

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from darkroom import config, services
+from darkroom import budgets, config, services
 
 if TYPE_CHECKING:
     from darkroom.services import Services
@@ -91,6 +91,7 @@ def _parser() -> argparse.ArgumentParser:
     set_limits.add_argument("--images-per-minute", type=_limit)
     set_limits.add_argument("--images-per-day", type=_limit)
     set_limits.add_argument("--requests-per-minute", type=_limit)
+    budgets.add_set_budget_arguments(command(tenants, "set-budget", summary="set or remove a monthly USD budget"))
 
     keys = add("keys", help="issue, list and revoke API keys").add_subparsers(dest="action", required=True)
     command(keys, "issue").add_argument("tenant_id")
@@ -355,6 +356,7 @@ _ADMIN_COMMANDS: dict[tuple[str, str | None], Callable[[argparse.Namespace, Serv
     ("tenants", "create"): _tenants_create,
     ("tenants", "list"): _tenants_list,
     ("tenants", "set-limits"): _tenants_set_limits,
+    ("tenants", "set-budget"): lambda a, s: budgets.set_budget_command(a, s.directory, s.settings.key_cache_seconds),
     ("tenants", "suspend"): _tenants_set_status,
     ("tenants", "activate"): _tenants_set_status,
     ("keys", "issue"): _keys_issue,

@@ -28,7 +28,7 @@ from darkroom.catalog import Capability
 from darkroom.config import Settings
 from darkroom.content_credentials import Ingredient, Provenance
 from darkroom.end_users import identify
-from darkroom.generation import Delivery, ImagesResult, admitted, deliver, inference_starts
+from darkroom.generation import Delivery, ImagesResult, admitted, deliver, image_cost_usd, inference_starts
 from darkroom.image_job import ImageJob, check_time_budget, resolve_request
 from darkroom.inference import EditJob, GeneratedImage
 from darkroom.limits import Admission
@@ -191,7 +191,7 @@ def edit_images(
         del edit  # the inputs' pixels go before the answers are encoded and stored
         return deliver(context, job, edited, options, ports, delivery)
 
-    return admitted(ports, context.tenant, job.n, admission, work)
+    return admitted(ports, context.tenant, job.n, admission, work, image_cost_usd(options.prompt, job))
 
 
 def edit_decoded(
@@ -212,7 +212,14 @@ def edit_decoded(
         delivery = _delivery(edit, taken, bill, end_user, stream)
         return deliver(context, *_infer(context, edit, ports, stream), options, ports, delivery)
 
-    return admitted(ports, context.tenant, job.n, admission, work)
+    return admitted(
+        ports,
+        context.tenant,
+        job.n,
+        admission,
+        work,
+        image_cost_usd(options.prompt, job, [image.size for image in images]),
+    )
 
 
 @dataclass(frozen=True)

@@ -85,19 +85,33 @@ def input_image_tokens(sizes: Sequence[tuple[int, int]]) -> int:
     return sum(85 + 170 * math.ceil(w / 512) * math.ceil(h / 512) for w, h in sizes)
 
 
+def image_cost_usd(prompt: str, job: ImageJob, input_sizes: Sequence[tuple[int, int]] = ()) -> float:
+    """What ``job`` costs in USD: its tokens at the model's prices plus its per-image price. The one formula for
+    the estimate reserved at admission (input images not yet read: ``input_sizes`` empty) and the bill."""
+    text_tokens, output_tokens = _usage(prompt, job)
+    price = job.model.price
+    return (
+        text_tokens * price.input_text_per_million
+        + input_image_tokens(input_sizes) * price.input_image_per_million
+        + output_tokens * price.output_image_per_million
+    ) / 1e6 + job.model.image_cost(job.quality, job.size, job.n)
+
+
 def admitted(
     ports: ImagePorts,
     tenant: Tenant,
     images: int,
     admission: Admission | None,
     work: Callable[[Admission, bool], ImagesResult],
+    estimate_usd: float = 0.0,
 ) -> ImagesResult:
     """``work(admission, bill)`` under an admission: the one given (a background job's, which its job refunds
-    on failure and bills on completion: ``bill`` False), or one taken now and given back if ``work`` fails."""
+    on failure and bills on completion: ``bill`` False), or one taken now (reserving ``estimate_usd`` in the
+    tenant's monthly budget, if any) and given back if ``work`` fails."""
     ensure_ready()  # no signer for Content Credentials: a 503 before anything is admitted or spent
     if admission is not None:
         return work(admission, False)
-    taken = ports.admission.admit(tenant, images)
+    taken = ports.admission.admit(tenant, images, estimate_usd)
     with ports.admission.refunded_on_failure(taken):
         return work(taken, True)
 
@@ -145,7 +159,7 @@ def generate_images(
         delivery = Delivery("generate", taken, bill, end_user, streamed=stream is not None)
         return deliver(context, job, images, request, ports, delivery)
 
-    return admitted(ports, tenant, job.n, admission, work)
+    return admitted(ports, tenant, job.n, admission, work, image_cost_usd(request.prompt, job))
 
 
 def inference_starts(stream: StreamRun[Any] | None, provenance: Provenance) -> PartialSink | None:
@@ -199,7 +213,6 @@ def deliver(
 
     text_tokens, output_tokens = _usage(request.prompt, job)
     image_tokens = input_image_tokens(delivery.input_sizes)
-    price = job.model.price
     usage = UsageEvent(
         request_id=context.request_id,
         tenant_id=tenant_id,
@@ -211,17 +224,13 @@ def deliver(
         input_text_tokens=text_tokens,
         input_image_tokens=image_tokens,
         output_tokens=output_tokens,
-        cost_usd=(
-            text_tokens * price.input_text_per_million
-            + image_tokens * price.input_image_per_million
-            + output_tokens * price.output_image_per_million
-        )
-        / 1e6
-        + job.model.image_cost(job.quality, job.size, job.n),
+        cost_usd=image_cost_usd(request.prompt, job, delivery.input_sizes),
         end_user=delivery.end_user,
     )
     if delivery.bill:
-        record_usage(usage, ports.meter)
+        # The budget's reservation becomes the bill; a usage already billed (a retried invocation) gives it back.
+        billed = record_usage(usage, ports.meter)
+        ports.admission.settle(delivery.admission, usage.cost_usd if billed else 0.0)
 
     inline = delivery.streamed or job.response_format == "b64_json" and _fits_inline(stored, job.n, ports.settings)
     if job.response_format == "b64_json" and not inline:
@@ -264,10 +273,11 @@ def _fits_inline(stored: list[tuple[bytes, str]], n: int, settings: Settings) ->
     return sum(4 * math.ceil(len(raw) / 3) for raw, _ in stored) <= budget
 
 
-def record_usage(usage: UsageEvent, meter: Meter) -> None:
-    """Bill ``usage`` once (the meter is idempotent per request id), or fail the request with a 503."""
+def record_usage(usage: UsageEvent, meter: Meter) -> bool:
+    """Bill ``usage`` once (the meter is idempotent per request id: True the first time), or fail the request
+    with a 503."""
     try:
-        meter.record(usage)
+        return meter.record(usage)
     except (ClientError, BotoCoreError) as exc:
         # No usage record, no delivery: the client retries and nothing goes unbilled.
         logger.error("usage record failed", extra={"error": type(exc).__name__})

@@ -34,7 +34,7 @@ from darkroom.inference import checkpoint
 from darkroom.metering import UsageEvent
 from darkroom.observability import JOB_SECONDS, JOBS_COMPLETED, JOBS_FAILED, count, logger, metrics
 from darkroom.ports import RequestContext, WorkerPorts
-from darkroom.response_store import COMPLETED, IN_PROGRESS, StoredResponse
+from darkroom.response_store import COMPLETED, IN_PROGRESS, QueuedJob, StoredResponse
 from darkroom.responses import answer_job, job_admission, plan_from_job, refund_job
 
 MAX_ATTEMPTS = 3  # the jobs queue's maxReceiveCount (template.yaml)
@@ -61,7 +61,7 @@ def run_job(tenant_id: str, response_id: str, remaining_ms: int, ports: WorkerPo
         return
     _correlate(stored, response_id)
     if stored.status == COMPLETED:
-        _bill(tenant_id, response_id, stored.usage, ports)
+        _bill(tenant_id, response_id, stored.usage, ports, stored.job)
         return
     claim = ports.states.claim(tenant_id, response_id, remaining_ms / 1000 + LEASE_MARGIN_SECONDS)
     if (
@@ -117,7 +117,7 @@ def run_job(tenant_id: str, response_id: str, remaining_ms: int, ports: WorkerPo
         return
     count(JOBS_COMPLETED)
     logger.info("job completed")
-    _bill(tenant_id, response_id, usage_item, ports)
+    _bill(tenant_id, response_id, usage_item, ports, job)
 
 
 def _correlate(stored: StoredResponse, response_id: str) -> None:
@@ -154,12 +154,17 @@ def _end(tenant_id: str, response_id: str, claim: StoredResponse, error: dict[st
         logger.warning("job failed", extra={"code": error["code"]})
 
 
-def _bill(tenant_id: str, response_id: str, usage_item: dict[str, Any] | None, ports: WorkerPorts) -> None:
+def _bill(
+    tenant_id: str, response_id: str, usage_item: dict[str, Any] | None, ports: WorkerPorts, job: QueuedJob | None
+) -> None:
     """Record a completed job's usage (once: the meter is idempotent per request id), then forget it."""
     if usage_item is None:
         return
     usage = UsageEvent(**{**usage_item, "at": datetime.fromisoformat(usage_item["at"])})
-    ports.responses.images.meter.record(usage)  # raises when DynamoDB fails: the message comes back, billing retried
+    # Raises when DynamoDB fails: the message comes back, billing retried. The first record settles the job's
+    # budget reservation to the bill (a retry that finds it recorded leaves the month as settled).
+    if ports.responses.images.meter.record(usage) and job is not None:
+        ports.responses.images.admission.settle(job_admission(job), usage.cost_usd)
     ports.states.billed(tenant_id, response_id)
 
 
@@ -170,7 +175,7 @@ def end_dead_job(tenant_id: str, response_id: str, ports: WorkerPorts) -> None:
         return
     _correlate(stored, response_id)
     if stored.status == COMPLETED:
-        _bill(tenant_id, response_id, stored.usage, ports)
+        _bill(tenant_id, response_id, stored.usage, ports, stored.job)
         return
     failed = ports.states.fail(tenant_id, response_id, dict(_GAVE_UP))
     if failed is not None and failed.job is not None:

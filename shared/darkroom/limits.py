@@ -5,7 +5,8 @@ Each window is one DynamoDB item updated with one conditional ``UpdateItem`` (``
 passes its limit. Windows are taken in order; when a later one refuses, the earlier increments are
 given back, so a request for ``n`` images is admitted whole or refused whole. There is no
 read-before-write anywhere. Expired window items are removed by the table's TTL; the logic never
-relies on that, because the window start is part of the key.
+relies on that, because the window start is part of the key. A tenant's monthly budget in USD is the last
+step of the same order (:mod:`darkroom.budgets`).
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from typing import Any, Literal
 
 from botocore.exceptions import ClientError
 
-from darkroom.api.errors import InvalidRequest, RateLimited, refunds_admission
+from darkroom import budgets
+from darkroom.api.errors import InsufficientQuota, InvalidRequest, RateLimited, refunds_admission
 from darkroom.observability import rate_limited
 from darkroom.tenancy import Tenant
 
@@ -61,9 +63,10 @@ class Admission:
     states: tuple[WindowState, ...]
     now: float
     taken: tuple[tuple[str, int], ...] = ()  # (window item, amount counted), for a refund
+    budget: budgets.BudgetState | None = None  # the tenant's month, when it has a budget (x-budget-* headers)
 
     def headers(self) -> dict[str, str]:
-        headers: dict[str, str] = {}
+        headers: dict[str, str] = self.budget.headers(self.now) if self.budget is not None else {}
         for name in ("requests", "images"):
             states = [s for s in self.states if s.window.name == name]
             if not states:
@@ -93,8 +96,10 @@ class RateLimiter:
         self._table = table
         self._clock = clock
 
-    def admit(self, tenant: Tenant, images: int) -> Admission:
-        """Count the request in every window, or raise :class:`RateLimited` having counted nothing."""
+    def admit(self, tenant: Tenant, images: int, cost_usd: float = 0.0) -> Admission:
+        """Count the request in every window, and reserve its estimated ``cost_usd`` in the tenant's monthly
+        budget (image work only), or raise :class:`RateLimited` (:class:`InsufficientQuota`) having counted
+        nothing."""
         now = self._clock()
         windows = _limits_for(tenant)
         for window, limit in windows:
@@ -145,7 +150,7 @@ class RateLimiter:
             states.append(WindowState(window, limit, int(attrs["count"]["N"]), reset_at))
         admission = Admission(tuple(states), now, tuple(taken))
         if refused is None:
-            return admission
+            return self._reserve(tenant, images, cost_usd, admission)
         self._give_back(taken)
         rate_limited(refused.window.name)
         retry_after = max(1, math.ceil(refused.reset_at - now))
@@ -156,6 +161,32 @@ class RateLimiter:
             headers=headers,
             type_=refused.window.name,
         )
+
+    def _reserve(self, tenant: Tenant, images: int, cost_usd: float, admission: Admission) -> Admission:
+        """The budget step, after every window: reserve the estimate, or give the windows back and refuse."""
+        limit = tenant.limits.monthly_budget_micro_usd
+        if limit is None or images == 0:  # no budget, or text-only work: not counted against budgets
+            return admission
+        cost = budgets.micro_usd(cost_usd)
+        percent = tenant.limits.budget_soft_percent
+        key, state, admitted = budgets.reserve(
+            self._db, self._table, tenant.tenant_id, limit, percent, cost, admission.now
+        )
+        if admitted:
+            return Admission(admission.states, admission.now, (*admission.taken, (key, cost)), state)
+        self._give_back(list(admission.taken))
+        refused = Admission(admission.states, admission.now, (), state)
+        raise InsufficientQuota(
+            f"You exceeded your monthly budget of {budgets.usd_text(limit)} USD: this request's estimated cost is "
+            f"{budgets.usd_text(cost)} USD and {budgets.usd_text(state.remaining)} USD remain until the month's end.",
+            headers=refused.headers(),
+        )
+
+    def settle(self, admission: Admission, cost_usd: float) -> None:
+        """Reconcile the admission's budget reservation (its estimate) to the billed ``cost_usd``."""
+        for key, reserved in admission.taken:
+            if budgets.BUDGET_KEY in key:
+                budgets.settle(self._db, self._table, key, reserved, budgets.micro_usd(cost_usd))
 
     def refund(self, admission: Admission) -> None:
         """Give back what an admitted request counted (the request failed on darkroom's side)."""

@@ -65,6 +65,7 @@ IDEMPOTENT_REPLAYS = "IdempotentReplays"
 # With dimensions of their own (record())
 INFERENCE_LATENCY = "InferenceLatency"  # ms of one backend call producing images; Backend
 RATE_LIMITED = "RateLimited"  # requests refused with 429; Window (requests | images)
+BUDGET_SOFT_LIMIT = "BudgetSoftLimit"  # a tenant's month crossed its budget's soft threshold; service only
 UPSTREAM_CALLS = "UpstreamCalls"  # calls to a remote backend; Backend, and service only (for the alarm)
 UPSTREAM_ERRORS = "UpstreamErrors"  # of those, the ones failed (5xx to the client); Backend and Code, and service only
 
@@ -79,6 +80,7 @@ METRIC_NAMES = frozenset(
         IDEMPOTENT_REPLAYS,
         INFERENCE_LATENCY,
         RATE_LIMITED,
+        BUDGET_SOFT_LIMIT,
         UPSTREAM_CALLS,
         UPSTREAM_ERRORS,
     }
@@ -131,6 +133,11 @@ def inference_latency(backend: str, milliseconds: float) -> None:
 
 def rate_limited(window: str) -> None:
     record(RATE_LIMITED, MetricUnit.Count, 1, Window=window)
+
+
+def budget_soft_limit() -> None:
+    """A tenant's reserved spend this month crossed its soft threshold (once per month; the tenant is logged)."""
+    record(BUDGET_SOFT_LIMIT, MetricUnit.Count, 1)  # the service dimension only, as the alarm reads it
 
 
 def upstream_call(backend: str, error_code: str | None = None) -> None:

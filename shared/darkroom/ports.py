@@ -27,9 +27,12 @@ if TYPE_CHECKING:  # types only: every function imports this module, and most ne
 
 
 class Admitter(Protocol):
-    """Per-tenant rate limits: a request is admitted (or refused with 429) before any work."""
+    """Per-tenant rate limits and monthly budget: a request is admitted (or refused with 429) before any work;
+    its estimated ``cost_usd`` is reserved at admission and settled to the billed cost."""
 
-    def admit(self, tenant: Tenant, images: int) -> Admission: ...
+    def admit(self, tenant: Tenant, images: int, cost_usd: float = 0.0) -> Admission: ...
+
+    def settle(self, admission: Admission, cost_usd: float) -> None: ...
 
     def refund(self, admission: Admission) -> None: ...
 

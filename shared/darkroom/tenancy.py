@@ -41,6 +41,8 @@ class Limits:
     images_per_minute: int = 20
     images_per_day: int = 500
     requests_per_minute: int = 60
+    monthly_budget_micro_usd: int | None = None  # None: no budget (unlimited); darkroom.budgets
+    budget_soft_percent: int = 80  # the share of the budget past which the BudgetSoftLimit metric is emitted
 
 
 @dataclass(frozen=True)
@@ -143,6 +145,10 @@ def _tenant_from(values: Mapping[str, Any]) -> Tenant:
             images_per_minute=int(values["images_per_minute"]),
             images_per_day=int(values["images_per_day"]),
             requests_per_minute=int(values["requests_per_minute"]),
+            monthly_budget_micro_usd=(
+                None if values.get("monthly_budget_micro_usd") is None else int(values["monthly_budget_micro_usd"])
+            ),
+            budget_soft_percent=int(values.get("budget_soft_percent", 80)),
         ),
         created_at=values.get("created_at", ""),
     )
@@ -232,16 +238,33 @@ class TenantDirectory:
             raise ValueError("limits are whole numbers of at least 1")
         return self._update_tenant(tenant_id, {name: {"N": str(value)} for name, value in changes.items()})
 
-    def _update_tenant(self, tenant_id: str, values: Item) -> Tenant:
-        """Set attributes of an existing tenant; 404 when there is none."""
+    def set_budget(self, tenant_id: str, monthly_micro_usd: int | None, soft_percent: int = 80) -> Tenant:
+        """Give a tenant a monthly budget (micro-USD; darkroom.budgets), or none (``None``: unlimited)."""
+        if monthly_micro_usd is None:
+            return self._update_tenant(tenant_id, {}, remove=("monthly_budget_micro_usd", "budget_soft_percent"))
+        if monthly_micro_usd < 1 or not 1 <= soft_percent <= 100:
+            raise ValueError("a budget is above zero, its soft threshold a percent from 1 to 100")
+        budget: Item = {"monthly_budget_micro_usd": {"N": str(monthly_micro_usd)}}
+        return self._update_tenant(tenant_id, budget | {"budget_soft_percent": {"N": str(soft_percent)}})
+
+    def _update_tenant(self, tenant_id: str, values: Item, remove: tuple[str, ...] = ()) -> Tenant:
+        """Set (or ``remove``) attributes of an existing tenant; 404 when there is none."""
+        update = " ".join(
+            part
+            for part in (
+                "SET " + ", ".join(f"#{name} = :{name}" for name in values) if values else "",
+                "REMOVE " + ", ".join(f"#{name}" for name in remove) if remove else "",
+            )
+            if part
+        )
         try:
             item = self._db.update_item(
                 TableName=self._table,
                 Key=to_item({"pk": f"TENANT#{tenant_id}", "sk": "TENANT"}),
-                UpdateExpression="SET " + ", ".join(f"#{name} = :{name}" for name in values),
+                UpdateExpression=update,
                 ConditionExpression="attribute_exists(pk)",
-                ExpressionAttributeNames={f"#{name}": name for name in values},
-                ExpressionAttributeValues={f":{name}": value for name, value in values.items()},
+                ExpressionAttributeNames={f"#{name}": name for name in (*values, *remove)},
+                **({"ExpressionAttributeValues": {f":{n}": v for n, v in values.items()}} if values else {}),
                 ReturnValues="ALL_NEW",
             )["Attributes"]
         except ClientError as exc:

@@ -210,3 +210,16 @@ def test_no_socket_is_opened_here():
 
     with pytest.raises(SocketBlockedError):
         socket.socket()
+
+
+def test_the_budget_reserves_the_estimate_and_settles_the_bill_with_one_formula():
+    priced = next(m for m in CATALOG.models.values() if m.price.input_text_per_million > 0).price
+    entry = CATALOG.models["local-image"].model_copy(update={"price": priced})
+    catalog = CATALOG.model_copy(update={"models": {**CATALOG.models, "local-image": entry}})
+    admitter, meter = MemoryAdmitter(), MemoryMeter()
+    ports = image_ports(admission=admitter, meter=meter, catalog=catalog)
+    result = generate_images(_context("priced"), _request(size="256x256", n=2), ports)
+    assert result.usage.cost_usd > 0
+    assert admitter.reserved_usd == admitter.settled_usd == [result.usage.cost_usd]
+    generate_images(_context("priced"), _request(size="256x256", n=2), ports)  # a retried invocation: billed once
+    assert admitter.settled_usd == [result.usage.cost_usd, 0.0]  # its reservation given back

@@ -226,6 +226,14 @@ class RateLimited(ApiError):
     default_code = "rate_limit_exceeded"
 
 
+class InsufficientQuota(ApiError):
+    """429: the tenant's monthly budget (darkroom.budgets) has no room for this request, as OpenAI answers."""
+
+    status = 429
+    type = "insufficient_quota"
+    default_code = "insufficient_quota"
+
+
 class ClientGone(ApiError):
     """The client of a streamed request went away (the job's ``PartialSink.stopped``) and the work was stopped.
 

@@ -7,7 +7,11 @@ from __future__ import annotations
 from botocore.exceptions import BotoCoreError, ClientError
 
 from darkroom.api.errors import ModelNotFound, ServiceUnavailable
+from darkroom.api.images import ImageEditRequest
 from darkroom.api.responses import ResponseCreateRequest, ResponseObject
+from darkroom.catalog import Capability
+from darkroom.generation import image_cost_usd
+from darkroom.image_job import resolve_request
 from darkroom.limits import Admission
 from darkroom.metering import UsageEvent
 from darkroom.observability import logger
@@ -30,10 +34,23 @@ def store_inputs(context: RequestContext, plan: Plan, ports: ResponsePorts) -> N
         plan.input_keys.append(key)
 
 
+def _estimate(plan: Plan, ports: ResponsePorts) -> float:
+    """The image call's estimated cost (the formula of its bill), reserved in the tenant's monthly budget at
+    acceptance and settled to the bill when the job's usage is recorded (darkroom.budgets)."""
+    call, catalog = plan.image_call, ports.images.catalog
+    if call is None:
+        return 0.0
+    if isinstance(call.options, ImageEditRequest) and call.base is not None:
+        size = call.base.size
+        job = resolve_request(call.options, catalog, Capability.EDIT, input_size=size)
+        return image_cost_usd(call.options.prompt, job, [size])
+    return image_cost_usd(call.options.prompt, resolve_request(call.options, catalog))
+
+
 def enqueue(context: RequestContext, plan: Plan, ports: ResponsePorts) -> ResponseObject:
     """Admit the job now, store its inputs, queue it, answer ``queued``."""
     tenant, admitter = context.tenant, ports.images.admission
-    admission = admitter.admit(tenant, 1 if plan.image_call is not None else 0)
+    admission = admitter.admit(tenant, 1 if plan.image_call is not None else 0, _estimate(plan, ports))
     with admitter.refunded_on_failure(admission):
         store_inputs(context, plan, ports)
         mask_key = None
