@@ -16,16 +16,11 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from botocore.exceptions import ClientError
 
 from darkroom.observability import budget_soft_limit, logger
-
-if TYPE_CHECKING:
-    import argparse
-
-    from darkroom.tenancy import TenantDirectory
 
 MICRO = 1_000_000
 BUDGET_KEY = "#budget#"  # in a window item's key: the item is a month's budget, its count micro-USD
@@ -131,35 +126,3 @@ def _crossed(key: str, attrs: Mapping[str, Any], added: int) -> None:
     if now - added < soft <= now:
         budget_soft_limit()
         logger.warning("budget soft threshold crossed", extra={"budget": key, "spent_micro_usd": now})
-
-
-def add_set_budget_arguments(parser: argparse.ArgumentParser) -> None:
-    """``darkroom tenants set-budget TENANT_ID (--monthly-usd USD [--soft-percent P] | --none)``."""
-    parser.add_argument("tenant_id")
-    amount = parser.add_mutually_exclusive_group(required=True)
-    amount.add_argument("--monthly-usd", type=float, help="the hard cap on a calendar month's (UTC) spend")
-    amount.add_argument("--none", action="store_true", help="remove the budget (unlimited spend)")
-    parser.add_argument("--soft-percent", type=int, default=80, help="alarm past this share of it (default 80)")
-
-
-def set_budget_command(args: argparse.Namespace, directory: TenantDirectory, cache_seconds: float) -> int:
-    """Set or remove a tenant's monthly budget, and print what it is now (functions see it within
-    ``cache_seconds``)."""
-    import json
-    import sys
-
-    budget = None if args.none else micro_usd(args.monthly_usd)
-    if budget is not None and (budget < 1 or not 1 <= args.soft_percent <= 100):
-        print("darkroom: --monthly-usd is above 0 and --soft-percent from 1 to 100", file=sys.stderr)
-        return 2
-    tenant = directory.set_budget(args.tenant_id, budget, args.soft_percent)
-    limits = tenant.limits
-    row = {
-        "tenant_id": tenant.tenant_id,
-        "monthly_budget_usd": None if limits.monthly_budget_micro_usd is None else usd_text(budget or 0),
-        "budget_soft_percent": None if limits.monthly_budget_micro_usd is None else limits.budget_soft_percent,
-    }
-    text = "none (unlimited)" if budget is None else f"{usd_text(budget)} USD a month, alarm at {args.soft_percent}%"
-    wait = f"takes effect within {cache_seconds:g}s"
-    print(json.dumps(row, indent=2) if args.json else f"{tenant.tenant_id}\tbudget {text} ({wait})")
-    return 0

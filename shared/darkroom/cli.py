@@ -91,7 +91,12 @@ def _parser() -> argparse.ArgumentParser:
     set_limits.add_argument("--images-per-minute", type=_limit)
     set_limits.add_argument("--images-per-day", type=_limit)
     set_limits.add_argument("--requests-per-minute", type=_limit)
-    budgets.add_set_budget_arguments(command(tenants, "set-budget", summary="set or remove a monthly USD budget"))
+    set_budget = command(tenants, "set-budget", summary="set or remove a monthly USD budget (darkroom.budgets)")
+    set_budget.add_argument("tenant_id")
+    amount = set_budget.add_mutually_exclusive_group(required=True)
+    amount.add_argument("--monthly-usd", type=float, help="the hard cap on a calendar month's (UTC) spend")
+    amount.add_argument("--none", action="store_true", help="remove the budget (unlimited spend)")
+    set_budget.add_argument("--soft-percent", type=int, default=80, help="alarm past this share (default 80)")
 
     keys = add("keys", help="issue, list and revoke API keys").add_subparsers(dest="action", required=True)
     command(keys, "issue").add_argument("tenant_id")
@@ -316,6 +321,7 @@ def _verify(args: argparse.Namespace) -> int:
 
     from darkroom.content_credentials import verify
     from darkroom.intake import sniff
+    from darkroom.local.dev_credentials import describe
 
     data = Path(args.file).read_bytes()
     image_format = sniff(data)
@@ -323,32 +329,27 @@ def _verify(args: argparse.Namespace) -> int:
         print("darkroom: not a PNG, JPEG or WebP image", file=sys.stderr)
         return 1
     seen = verify(data, image_format, Path(args.trust).read_text() if args.trust else None)
-    manifest = seen["manifest"] or {}
-    lines = [f"state: {seen['state'] or 'no manifest'}"]
-    for action in manifest.get("actions", []):
-        agent = (action.get("softwareAgent") or {}).get("name", "")
-        lines.append(f"action: {action['action']}  {action.get('digitalSourceType', '')}  {agent}".rstrip())
-    if manifest:
-        signer = manifest["signer"]
-        lines.append(f"signed by: {signer.get('common_name')} ({signer.get('issuer')}), {signer.get('alg')}")
-        lines += [f"ingredient: {i.get('relationship')} {i.get('format')}" for i in manifest["ingredients"]]
-    lines += [f"failure: {code}" for code in seen["failures"]]
-    _print(args, seen, "\n".join(lines))
+    _print(args, seen, describe(seen))
     return 0 if seen["state"] in ("Valid", "Trusted") else 1
 
 
-def _dev_certificate(args: argparse.Namespace, svc: Services) -> int:
-    from darkroom.local.dev_credentials import certificate_for_kms_key, ensure
-
-    settings = config.get_settings()
-    key, parameter = settings.content_credentials_kms_key_id, settings.content_credentials_cert_chain_parameter
-    if not key or not parameter:
-        print("darkroom: name the stack (--stack): its KMS key and certificate-chain parameter", file=sys.stderr)
-        return 1
-    chain = certificate_for_kms_key(key, config.client("kms"))
-    config.client("ssm").put_parameter(Name=parameter, Value=chain.decode(), Type="String", Overwrite=True)
-    print(f"{parameter}: a development chain for {key}; its root: {ensure().root_file}")
+def _tenants_set_budget(args: argparse.Namespace, svc: Services) -> int:
+    budget = None if args.none else budgets.micro_usd(args.monthly_usd)
+    if budget is not None and (budget < 1 or not 1 <= args.soft_percent <= 100):
+        print("darkroom: --monthly-usd is above 0 and --soft-percent from 1 to 100", file=sys.stderr)
+        return 2
+    tenant = svc.directory.set_budget(args.tenant_id, budget, args.soft_percent)
+    text = "none" if budget is None else f"{budgets.usd_text(budget)} USD a month, alarm at {args.soft_percent}%"
+    _print(args, _tenant_row(tenant), f"{tenant.tenant_id}\tbudget {text} (within {svc.settings.key_cache_seconds:g}s)")
     return 0
+
+
+def _dev_certificate(args: argparse.Namespace, svc: Services) -> int:
+    from darkroom.local.dev_credentials import store_for_stack
+
+    stored = store_for_stack(config.get_settings())
+    print(stored or "darkroom: name the stack (--stack) to certify", file=sys.stdout if stored else sys.stderr)
+    return 0 if stored else 1
 
 
 # (command, action) -> what runs it against the stack's services; its exit code.
@@ -356,7 +357,7 @@ _ADMIN_COMMANDS: dict[tuple[str, str | None], Callable[[argparse.Namespace, Serv
     ("tenants", "create"): _tenants_create,
     ("tenants", "list"): _tenants_list,
     ("tenants", "set-limits"): _tenants_set_limits,
-    ("tenants", "set-budget"): lambda a, s: budgets.set_budget_command(a, s.directory, s.settings.key_cache_seconds),
+    ("tenants", "set-budget"): _tenants_set_budget,
     ("tenants", "suspend"): _tenants_set_status,
     ("tenants", "activate"): _tenants_set_status,
     ("keys", "issue"): _keys_issue,

@@ -22,6 +22,8 @@ if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePrivateKey, EllipticCurvePublicKey
     from cryptography.x509 import Certificate, CertificateBuilder, KeyUsage, Name
 
+    from darkroom.config import Settings
+
 DEFAULT_DIRECTORY = Path.home() / ".darkroom" / "content-credentials"
 
 
@@ -49,6 +51,33 @@ def ensure(directory: Path | None = None) -> DevCredentials:
         path.touch(mode=0o600)
         path.write_bytes(data)
     return DevCredentials(paths.key_file, paths.chain_file, paths.root_file, True)
+
+
+def store_for_stack(settings: Settings) -> str | None:
+    """Issue a development chain for the stack's KMS key into its certificate-chain parameter; what was done, or
+    None when the settings name no key or parameter (``darkroom credentials dev-certificate --stack``)."""
+    from darkroom import config
+
+    key, parameter = settings.content_credentials_kms_key_id, settings.content_credentials_cert_chain_parameter
+    if not key or not parameter:
+        return None
+    chain = certificate_for_kms_key(key, config.client("kms"))
+    config.client("ssm").put_parameter(Name=parameter, Value=chain.decode(), Type="String", Overwrite=True)
+    return f"{parameter}: a development chain for {key}; its root: {ensure().root_file}"
+
+
+def describe(seen: dict[str, Any]) -> str:
+    """``darkroom verify``'s text for what :func:`darkroom.content_credentials.verify` read."""
+    manifest = seen["manifest"] or {}
+    lines = [f"state: {seen['state'] or 'no manifest'}"]
+    for action in manifest.get("actions", []):
+        agent = (action.get("softwareAgent") or {}).get("name", "")
+        lines.append(f"action: {action['action']}  {action.get('digitalSourceType', '')}  {agent}".rstrip())
+    if manifest:
+        signer = manifest["signer"]
+        lines.append(f"signed by: {signer.get('common_name')} ({signer.get('issuer')}), {signer.get('alg')}")
+        lines += [f"ingredient: {i.get('relationship')} {i.get('format')}" for i in manifest["ingredients"]]
+    return "\n".join(lines + [f"failure: {code}" for code in seen["failures"]])
 
 
 def certificate_for_kms_key(key_id: str, kms: Any) -> bytes:
