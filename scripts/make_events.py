@@ -135,6 +135,37 @@ def main() -> None:
                 json.dumps(authorizer_event(stack.region, event), indent=2) + "\n"
             )
     (ROOT / "events" / "worker-job.json").write_text(json.dumps(_job_event(), indent=2) + "\n")
+    (ROOT / "events" / "admin-create-tenant.json").write_text(json.dumps(_admin_event(stack, api), indent=2) + "\n")
+
+
+def _admin_event(stack: Stack, api: LocalApi) -> dict:
+    """POST /admin/v1/tenants as API Gateway hands it over after AWS_IAM authorization: a SigV4 Authorization
+    header (an example: the function never sees a key) and the authenticated IAM caller in requestContext.identity
+    (`sam local invoke AdminFunction -e events/admin-create-tenant.json`)."""
+    route = next(r for r in stack.routes() if (r.method, r.path) == ("POST", "/admin/v1/tenants"))
+    body = json.dumps({"name": "acme", "images_per_minute": 10, "monthly_budget_usd": 25}).encode()
+    headers = [
+        (
+            "authorization",
+            "AWS4-HMAC-SHA256 Credential=AKIAEXAMPLEOPERATOR1/20261119/us-east-1/execute-api/aws4_request, "
+            "SignedHeaders=content-type;host;x-amz-date, Signature=" + "0" * 64,
+        ),
+        ("content-type", "application/json"),
+        ("host", "example.execute-api.us-east-1.amazonaws.com"),
+        ("user-agent", "Boto3/1.40.0"),
+        ("x-amz-date", "20261119T094640Z"),
+    ]
+    event = api._event("POST", urlsplit(route.path), route, {}, headers, body, "198.51.100.7")
+    context = event["requestContext"]
+    context.update(requestId="00000000-0000-4000-8000-0000000ad001", requestTimeEpoch=1795000000000)
+    context.update(requestTime="19/Nov/2026:09:46:40 +0000", extendedRequestId="AdminCreate1=")
+    context["identity"].update(
+        accountId="123456789012",
+        caller="AROAEXAMPLEOPERATOR:billing-sync",
+        accessKey="AKIAEXAMPLEOPERATOR1",
+        userArn="arn:aws:sts::123456789012:assumed-role/darkroom-operator/billing-sync",
+    )
+    return event
 
 
 def _job_event() -> dict:

@@ -14,14 +14,14 @@ import shlex
 import signal
 import sys
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from darkroom import budgets, config, services
+from darkroom import admin, budgets, config, services
 
 if TYPE_CHECKING:
     from darkroom.services import Services
-    from darkroom.tenancy import Tenant
 
 _STACK_OUTPUTS = {
     "TenantsTableName": "DARKROOM_TENANTS_TABLE",
@@ -44,6 +44,13 @@ def _limit(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError("a limit is at least 1")
     return value
+
+
+def _moment(text: str) -> datetime:
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("a date and time as ISO 8601, e.g. 2027-01-31T00:00:00Z") from None
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -99,7 +106,9 @@ def _parser() -> argparse.ArgumentParser:
     set_budget.add_argument("--soft-percent", type=int, default=80, help="alarm past this share (default 80)")
 
     keys = add("keys", help="issue, list and revoke API keys").add_subparsers(dest="action", required=True)
-    command(keys, "issue").add_argument("tenant_id")
+    issue = command(keys, "issue")
+    issue.add_argument("tenant_id")
+    issue.add_argument("--expires", type=_moment, help="when the key stops working (ISO 8601, UTC if no zone)")
     command(keys, "list").add_argument("tenant_id")
     command(keys, "revoke").add_argument("key_id")
 
@@ -115,7 +124,7 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     usage = command(commands, "usage", summary="a tenant's usage by day (UTC) and model, as GET /v1/usage shows it")
-    usage.add_argument("tenant_id")
+    usage.add_argument("tenant_id", nargs="?", help="the tenant (none: every tenant's usage, the billing export)")
     usage.add_argument(
         "--start-date",
         "--since",
@@ -194,35 +203,26 @@ def main(argv: list[str] | None = None) -> int:
         return _verify(args)
     if getattr(args, "stack", None):
         _use_stack(args.stack)
-    from darkroom.api.errors import ApiError
+    from darkroom.api.errors import ApiError, InvalidRequest
 
     run = _ADMIN_COMMANDS[(args.command, getattr(args, "action", None))]
     svc = services.services()
     try:
         return run(args, svc)
-    except ApiError as exc:
+    except ApiError as exc:  # the admin API's errors (darkroom.admin); a bad value exits 2, as argparse's do
         print(f"darkroom: {exc.message}", file=sys.stderr)
-        return 1
+        return 2 if isinstance(exc, InvalidRequest) else 1
 
 
 def _tenants_create(args: argparse.Namespace, svc: Services) -> int:
-    from darkroom.tenancy import Limits
-
-    defaults = svc.directory.default_limits  # the stack's Default* parameters (DARKROOM_DEFAULT_*)
-    tenant = svc.directory.create_tenant(
-        args.name,
-        Limits(
-            images_per_minute=args.images_per_minute or defaults.images_per_minute,
-            images_per_day=args.images_per_day or defaults.images_per_day,
-            requests_per_minute=args.requests_per_minute or defaults.requests_per_minute,
-        ),
-    )
-    _print(args, _tenant_row(tenant), f"{tenant.tenant_id}\t{tenant.name}")
+    limits = admin.LimitChanges(args.images_per_minute, args.images_per_day, args.requests_per_minute)
+    tenant = admin.create_tenant(svc, args.name, limits)  # limits not given: the stack's Default* parameters
+    _print(args, admin.tenant_json(tenant), f"{tenant.tenant_id}\t{tenant.name}")
     return 0
 
 
 def _tenants_list(args: argparse.Namespace, svc: Services) -> int:
-    rows = [_tenant_row(t) for t in svc.directory.list_tenants()]
+    rows = [admin.tenant_json(t) for t in admin.all_tenants(svc)]
     _print(
         args,
         rows,
@@ -236,24 +236,14 @@ def _tenants_list(args: argparse.Namespace, svc: Services) -> int:
 
 
 def _tenants_set_limits(args: argparse.Namespace, svc: Services) -> int:
-    if args.images_per_minute is None and args.images_per_day is None and args.requests_per_minute is None:
-        print(
-            "darkroom: give at least one of --images-per-minute, --images-per-day, --requests-per-minute",
-            file=sys.stderr,
-        )
-        return 2
-    tenant = svc.directory.set_limits(
-        args.tenant_id,
-        images_per_minute=args.images_per_minute,
-        images_per_day=args.images_per_day,
-        requests_per_minute=args.requests_per_minute,
-    )
-    limits = tenant.limits
+    limits = admin.LimitChanges(args.images_per_minute, args.images_per_day, args.requests_per_minute)
+    tenant = admin.set_limits(svc, args.tenant_id, limits)
+    limits_now = tenant.limits
     _print(
         args,
-        _tenant_row(tenant),
-        f"{tenant.tenant_id}\tipm={limits.images_per_minute} "
-        f"ipd={limits.images_per_day} rpm={limits.requests_per_minute} (takes effect within "
+        admin.tenant_json(tenant),
+        f"{tenant.tenant_id}\tipm={limits_now.images_per_minute} "
+        f"ipd={limits_now.images_per_day} rpm={limits_now.requests_per_minute} (takes effect within "
         f"{svc.settings.key_cache_seconds:g}s)",
     )
     return 0
@@ -261,31 +251,36 @@ def _tenants_set_limits(args: argparse.Namespace, svc: Services) -> int:
 
 def _tenants_set_status(args: argparse.Namespace, svc: Services) -> int:
     """``suspend`` and ``activate``."""
-    tenant = svc.directory.set_status(args.tenant_id, "suspended" if args.action == "suspend" else "active")
-    _print(args, _tenant_row(tenant), f"{tenant.tenant_id}\t{tenant.status}")
+    tenant = admin.set_status(svc, args.tenant_id, "suspended" if args.action == "suspend" else "active")
+    _print(args, admin.tenant_json(tenant), f"{tenant.tenant_id}\t{tenant.status}")
     return 0
 
 
 def _keys_issue(args: argparse.Namespace, svc: Services) -> int:
-    key, secret = svc.directory.issue_key(args.tenant_id)
-    row: dict[str, object] = {"key_id": key.key_id, "tenant_id": key.tenant_id, "key": secret}
-    _print(args, row, f"{key.key_id}\t{secret}\n(shown once: store it now; darkroom keeps only its hash)")
+    key, secret = admin.issue_key(svc, args.tenant_id, args.expires)
+    until = f" until {key.expires_at}" if key.expires_at else ""
+    text = f"{key.key_id}\t{secret}\n(shown once: store it now; darkroom keeps only its hash){until}"
+    _print(args, admin.key_json(key, secret), text)
     return 0
 
 
 def _keys_list(args: argparse.Namespace, svc: Services) -> int:
-    rows = [vars(k) for k in svc.directory.list_keys(args.tenant_id)]
+    rows = [admin.key_json(k) for k in admin.list_keys(svc, args.tenant_id)]
     _print(
         args,
         rows,
-        "\n".join(f"{r['key_id']}\t{r['prefix']}...\t{r['status']}\t{r['created_at']}" for r in rows),
+        "\n".join(
+            f"{r['key_id']}\t{r['prefix']}...\t{r['status']}\t{r['created_at']}\texpires {r['expires_at'] or 'never'}"
+            for r in rows
+        ),
     )
     return 0
 
 
 def _keys_revoke(args: argparse.Namespace, svc: Services) -> int:
-    key = svc.directory.revoke_key(args.key_id)
-    _print(args, vars(key), f"{key.key_id}\t{key.status} (takes effect within {svc.settings.key_cache_seconds:g}s)")
+    key = admin.revoke_key(svc, args.key_id)
+    text = f"{key.key_id}\t{key.status} (takes effect within {svc.settings.key_cache_seconds:g}s)"
+    _print(args, admin.key_json(key), text)
     return 0
 
 
@@ -298,6 +293,10 @@ def _usage(args: argparse.Namespace, svc: Services) -> int:
     from darkroom.api.usage import usage_list
     from darkroom.metering import usage_window
 
+    if args.tenant_id is None:  # the admin API's billing export (GET /admin/v1/usage): CSV unless --json
+        rows = admin.usage_export(svc, None, args.start_date, args.end_date)
+        print(json.dumps(rows, indent=2) if args.json else admin.export_csv(rows), end="\n" if args.json else "")
+        return 0
     start, end = usage_window(args.start_date, args.end_date)
     usage = usage_list(svc.meter, args.tenant_id, start, end)
     rows = [row.model_dump() for row in usage.data]
@@ -334,13 +333,11 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def _tenants_set_budget(args: argparse.Namespace, svc: Services) -> int:
-    budget = None if args.none else budgets.micro_usd(args.monthly_usd)
-    if budget is not None and (budget < 1 or not 1 <= args.soft_percent <= 100):
-        print("darkroom: --monthly-usd is above 0 and --soft-percent from 1 to 100", file=sys.stderr)
-        return 2
-    tenant = svc.directory.set_budget(args.tenant_id, budget, args.soft_percent)
+    tenant = admin.set_budget(svc, args.tenant_id, None if args.none else args.monthly_usd, args.soft_percent)
+    budget = tenant.limits.monthly_budget_micro_usd
     text = "none" if budget is None else f"{budgets.usd_text(budget)} USD a month, alarm at {args.soft_percent}%"
-    _print(args, _tenant_row(tenant), f"{tenant.tenant_id}\tbudget {text} (within {svc.settings.key_cache_seconds:g}s)")
+    row = admin.tenant_json(tenant)
+    _print(args, row, f"{tenant.tenant_id}\tbudget {text} (within {svc.settings.key_cache_seconds:g}s)")
     return 0
 
 
@@ -382,16 +379,6 @@ def _table(lines: list[Sequence[object]]) -> str:
         ).rstrip()
         for line in lines
     )
-
-
-def _tenant_row(tenant: Tenant) -> dict[str, Any]:
-    return {
-        "tenant_id": tenant.tenant_id,
-        "name": tenant.name,
-        "status": tenant.status,
-        "created_at": tenant.created_at,
-        **vars(tenant.limits),
-    }
 
 
 if __name__ == "__main__":

@@ -15,10 +15,11 @@ from botocore.config import Config
 
 from darkroom import config
 from darkroom.api.authorizer import key_authenticator
+from darkroom.authentication import Authenticator
 from darkroom.catalog import Catalog, get_catalog
 from darkroom.ports import ImagePorts, ImageSources, ResponsePorts, WorkerPorts
 from darkroom.snapstart import on_restore
-from darkroom.tenancy import Authenticator, Limits, TenantDirectory
+from darkroom.tenancy import Limits, TenantDirectory
 
 if TYPE_CHECKING:
     from darkroom.files import FileStore

@@ -10,17 +10,15 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
-import threading
-import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Final, Literal, TypedDict
+from typing import Any, Final, Literal, NotRequired, TypedDict
 
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
 
-from darkroom.api.errors import InvalidApiKey, NotFound, TenantSuspended
+from darkroom.api.errors import NotFound
 
 KEY_PREFIX = "dk-"
 # dk- + token_urlsafe(32): 43 characters of the URL-safe alphabet.
@@ -52,6 +50,7 @@ class Tenant:
     status: TenantStatus = ACTIVE
     limits: Limits = field(default_factory=Limits)
     created_at: str = ""
+    key_id: str | None = None  # the key a request authenticated with (Authenticator.authenticate); None otherwise
 
 
 @dataclass(frozen=True)
@@ -63,6 +62,13 @@ class ApiKey:
     prefix: str
     status: KeyStatus
     created_at: str
+    expires_at: str | None = None  # UTC, YYYY-MM-DDTHH:MM:SSZ; past it the key is refused like a revoked one
+
+    def usable(self, now: datetime | None = None) -> bool:
+        """Active and not expired (at ``now``, default the current time)."""
+        if self.status != ACTIVE:
+            return False
+        return self.expires_at is None or (now or datetime.now(UTC)).strftime(_ISO) < self.expires_at
 
 
 def hash_key(key: str) -> str:
@@ -74,8 +80,11 @@ def new_key() -> str:
     return KEY_PREFIX + secrets.token_urlsafe(32)
 
 
+_ISO = "%Y-%m-%dT%H:%M:%SZ"  # every timestamp in the tenants table: UTC, to the second, sortable as text
+
+
 def _now_iso() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.now(UTC).strftime(_ISO)
 
 
 class AttributeValue(TypedDict, total=False):
@@ -120,6 +129,7 @@ class KeyItem(TypedDict):
     prefix: str
     status: KeyStatus
     created_at: str
+    expires_at: NotRequired[str]
 
 
 _serializer = TypeSerializer()
@@ -161,6 +171,7 @@ def _key_from(values: Mapping[str, Any]) -> ApiKey:
         prefix=values["prefix"],
         status=values["status"],
         created_at=values.get("created_at", ""),
+        expires_at=values.get("expires_at"),
     )
 
 
@@ -204,12 +215,41 @@ class TenantDirectory:
         return _tenant_from(from_item(item)) if item else None
 
     def list_tenants(self) -> list[Tenant]:
+        """Every tenant, oldest first (the CLI's listing; the admin API reads :meth:`tenants_page`)."""
         tenants: list[Tenant] = []
-        for page in self._db.get_paginator("scan").paginate(
-            TableName=self._table, FilterExpression="sk = :t", ExpressionAttributeValues={":t": {"S": "TENANT"}}
-        ):
-            tenants.extend(_tenant_from(from_item(item)) for item in page["Items"])
-        return sorted(tenants, key=lambda t: (t.created_at, t.tenant_id))
+        after: str | None = None
+        while True:
+            page, after = self.tenants_page(1000, after)
+            tenants.extend(page)
+            if after is None:
+                return sorted(tenants, key=lambda t: (t.created_at, t.tenant_id))
+
+    def tenants_page(self, limit: int, after: str | None = None) -> tuple[list[Tenant], str | None]:
+        """Up to ``limit`` tenants after the tenant id ``after`` (None: from the start), in the table's scan
+        order, and the id to pass as ``after`` for the next page (None: no more).
+
+        A Scan resumes after any item's key (ExclusiveStartKey), so the last tenant returned is the cursor
+        (https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/Scan.html#Scan.Pagination). The
+        scan reads key items too and filters them out, so a page costs more reads than it returns tenants.
+        """
+        tenants: list[Tenant] = []
+        start: Item | None = to_item({"pk": f"TENANT#{after}", "sk": "TENANT"}) if after else None
+        while True:
+            page = self._db.scan(
+                TableName=self._table,
+                FilterExpression="sk = :t",
+                ExpressionAttributeValues={":t": {"S": "TENANT"}},
+                **({"ExclusiveStartKey": start} if start else {}),
+            )
+            for item in page["Items"]:
+                if len(tenants) == limit:
+                    return tenants, tenants[-1].tenant_id
+                tenants.append(_tenant_from(from_item(item)))
+            start = page.get("LastEvaluatedKey")
+            if start is None:
+                return tenants, None
+            if len(tenants) == limit:
+                return tenants, tenants[-1].tenant_id
 
     def set_status(self, tenant_id: str, status: TenantStatus) -> Tenant:
         return self._update_tenant(tenant_id, {"status": {"S": status}})
@@ -275,8 +315,11 @@ class TenantDirectory:
 
     # keys
 
-    def issue_key(self, tenant_id: str, *, secret: str | None = None) -> tuple[ApiKey, str]:
-        """Create a key for the tenant; returns the record and the secret (shown once, never stored)."""
+    def issue_key(
+        self, tenant_id: str, *, secret: str | None = None, expires_at: datetime | None = None
+    ) -> tuple[ApiKey, str]:
+        """Create a key for the tenant, usable until ``expires_at`` (None: until revoked); returns the record and
+        the secret (shown once, never stored)."""
         if self.get_tenant(tenant_id) is None:
             raise NotFound(f"No tenant {tenant_id}.", param="tenant_id")
         secret = secret or new_key()
@@ -288,22 +331,20 @@ class TenantDirectory:
             prefix=secret[:DISPLAY_PREFIX_CHARS],
             status=ACTIVE,
             created_at=_now_iso(),
+            expires_at=expires_at.astimezone(UTC).strftime(_ISO) if expires_at else None,
         )
-        self._db.put_item(
-            TableName=self._table,
-            Item=to_item(
-                KeyItem(
-                    pk=f"KEY#{hash_key(secret)}",
-                    sk="KEY",
-                    key_id=key.key_id,
-                    tenant_id=tenant_id,
-                    prefix=key.prefix,
-                    status=ACTIVE,
-                    created_at=key.created_at,
-                )
-            ),
-            ConditionExpression="attribute_not_exists(pk)",
+        item = KeyItem(
+            pk=f"KEY#{hash_key(secret)}",
+            sk="KEY",
+            key_id=key.key_id,
+            tenant_id=tenant_id,
+            prefix=key.prefix,
+            status=ACTIVE,
+            created_at=key.created_at,
         )
+        if key.expires_at:
+            item["expires_at"] = key.expires_at
+        self._db.put_item(TableName=self._table, Item=to_item(item), ConditionExpression="attribute_not_exists(pk)")
         return key, secret
 
     def list_keys(self, tenant_id: str) -> list[ApiKey]:
@@ -342,56 +383,3 @@ class TenantDirectory:
             return None
         key = _key_from(from_item(item))
         return key, self.get_tenant(key.tenant_id)
-
-
-class Authenticator:
-    """``Authorization: Bearer <key>`` -> the active tenant, with a short per-container cache."""
-
-    def __init__(
-        self, directory: TenantDirectory, ttl_seconds: float, clock: Callable[[], float] = time.monotonic
-    ) -> None:
-        self._directory = directory
-        self._ttl = ttl_seconds
-        self._clock = clock
-        self._cache: dict[str, tuple[float, tuple[ApiKey, Tenant | None] | None]] = {}
-        self._lock = threading.Lock()
-
-    def authenticate(self, authorization: str | None) -> Tenant:
-        tenant = self.tenant_of(authorization)
-        if tenant is None:
-            raise InvalidApiKey()
-        if tenant.status != ACTIVE:
-            raise TenantSuspended()
-        return tenant
-
-    def tenant_of(self, authorization: str | None) -> Tenant | None:
-        """The tenant an active key belongs to (suspended or not); None for a missing, malformed, unknown or
-        revoked key. The same lookup and cache as :meth:`authenticate`, which decides; this only names."""
-        scheme, _, secret = (authorization or "").partition(" ")
-        secret = secret.strip()
-        # Malformed keys are refused without a table read.
-        if scheme.lower() != "bearer" or not KEY_PATTERN.match(secret):
-            return None
-        found = self._lookup(hash_key(secret))
-        if found is None:
-            return None
-        key, tenant = found
-        return tenant if key.status == ACTIVE else None
-
-    def _lookup(self, key_hash: str) -> tuple[ApiKey, Tenant | None] | None:
-        now = self._clock()
-        with self._lock:
-            cached = self._cache.get(key_hash)
-        if cached and cached[0] > now:
-            return cached[1]
-        found = self._directory.lookup(key_hash)
-        with self._lock:
-            if len(self._cache) > 10_000:  # unknown keys are cached too; bound the memory
-                self._cache.clear()
-            self._cache[key_hash] = (now + self._ttl, found)
-        return found
-
-    def forget(self) -> None:
-        """Drop every cached lookup (after a SnapStart restore: :mod:`darkroom.snapstart`)."""
-        with self._lock:
-            self._cache.clear()

@@ -175,7 +175,7 @@ def test_the_cli_sets_and_removes_a_budget(svc, capsys):
     assert main(["tenants", "set-budget", created.tenant_id, "--monthly-usd", "50", "--json"]) == 0
     row = json.loads(capsys.readouterr().out)  # the tenant, as every tenants command prints it
     assert row["tenant_id"] == created.tenant_id
-    assert (row["monthly_budget_micro_usd"], row["budget_soft_percent"]) == (50_000_000, 80)
+    assert (row["monthly_budget_usd"], row["budget_soft_percent"]) == (50.0, 80)
     assert main(["tenants", "set-budget", created.tenant_id, "--monthly-usd", "5", "--soft-percent", "90"]) == 0
     assert "5.000000 USD a month, alarm at 90%" in capsys.readouterr().out
     assert svc.directory.get_tenant(created.tenant_id).limits.monthly_budget_micro_usd == 5_000_000

@@ -1,7 +1,10 @@
+import time
+
 import pytest
 
 from darkroom.api.errors import InvalidApiKey, NotFound, TenantSuspended
-from darkroom.tenancy import KEY_PATTERN, Authenticator, Limits, hash_key
+from darkroom.authentication import Authenticator
+from darkroom.tenancy import KEY_PATTERN, Limits, hash_key
 
 
 def test_keys_are_random_256_bit_and_stored_only_as_hash(svc, aws):
@@ -77,3 +80,35 @@ def test_unknown_ids_are_not_found(svc):
         svc.directory.revoke_key("key_missing")
     with pytest.raises(NotFound):
         svc.directory.set_status("tnt_missing", "suspended")
+
+
+def test_a_key_stops_at_its_expiry_even_while_cached(svc):
+    """An expired key is refused like a revoked one (401), at its expiry to the second, cache or no cache."""
+    from datetime import UTC, datetime, timedelta
+
+    auth = Authenticator(svc.directory, ttl_seconds=60)
+    tenant = svc.directory.create_tenant("acme")
+    soon = datetime.now(UTC) + timedelta(seconds=2)
+    key, secret = svc.directory.issue_key(tenant.tenant_id, expires_at=soon)
+    assert key.expires_at == soon.strftime("%Y-%m-%dT%H:%M:%SZ")
+    found = auth.authenticate(f"Bearer {secret}")  # cached for 60 s from here
+    assert (found.tenant_id, found.key_id) == (tenant.tenant_id, key.key_id)
+    stored = svc.directory.list_keys(tenant.tenant_id)[0]
+    assert stored.usable(soon - timedelta(seconds=1)) and not stored.usable(soon + timedelta(seconds=1))
+    time.sleep(max(0.0, (soon - datetime.now(UTC)).total_seconds()) + 1.0)
+    with pytest.raises(InvalidApiKey):  # the cached lookup is still fresh; the expiry is checked anyway
+        auth.authenticate(f"Bearer {secret}")
+
+    _, expired = svc.directory.issue_key(tenant.tenant_id, expires_at=datetime.now(UTC) - timedelta(seconds=1))
+    with pytest.raises(InvalidApiKey):
+        auth.authenticate(f"Bearer {expired}")
+    assert auth.tenant_of(f"Bearer {expired}") is None  # the access log's label: no tenant for an expired key
+
+
+def test_tenants_page_resumes_after_the_last_tenant(svc):
+    created = {svc.directory.create_tenant(f"t{i}").tenant_id for i in range(5)}
+    first, after = svc.directory.tenants_page(2)
+    second, after2 = svc.directory.tenants_page(2, after)
+    third, end = svc.directory.tenants_page(2, after2)
+    assert (len(first), len(second), len(third), end) == (2, 2, 1, None)
+    assert {t.tenant_id for t in first + second + third} == created

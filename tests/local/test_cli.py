@@ -138,11 +138,12 @@ def test_usage_table_is_aligned_with_a_total(tenant, svc, capsys):
 
 
 def test_usage_dates_are_checked_like_the_apis(tenant, capsys):
-    assert main(["usage", tenant.tenant_id, "--start-date", "2026-11-31"]) == 1
+    # A bad value exits 2, as argparse's own refusals do (an unknown tenant exits 1).
+    assert main(["usage", tenant.tenant_id, "--start-date", "2026-11-31"]) == 2
     assert capsys.readouterr().err.strip() == (
         "darkroom: Invalid value for 'start_date': expected a date as YYYY-MM-DD."
     )
-    assert main(["usage", tenant.tenant_id, "--start-date", "2026-11-02", "--end-date", "2026-11-01"]) == 1
+    assert main(["usage", tenant.tenant_id, "--start-date", "2026-11-02", "--end-date", "2026-11-01"]) == 2
     assert "'start_date' must not be after 'end_date'" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["usage", tenant.tenant_id, "--csv", "--json"])

@@ -111,11 +111,12 @@ def test_alarms_cover_5xx_rate_upstream_error_rate_throttles_and_dead_letters(st
     assert {w[1] for w in _watched(upstream)} == {"UpstreamErrors", "UpstreamCalls"} and "/" in _expression(upstream)
     assert upstream["Threshold"] == {"Ref": "UpstreamErrorAlarmPercent"}
 
-    throttles = _alarm_watching(stack, "AWS/Lambda", "Throttles")
-    watched = {w[2]["FunctionName"]["Ref"] for w in _watched(throttles)}
+    # Every function's throttles, in alarms of at most 10 metrics (a metric math alarm's limit).
+    throttles = [a for a in _alarms(stack).values() if any(w[:2] == ("AWS/Lambda", "Throttles") for w in _watched(a))]
+    watched = [w[2]["FunctionName"]["Ref"] for alarm in throttles for w in _watched(alarm)]
     functions = set(stack.of_type("AWS::Serverless::Function"))
-    assert watched == functions, f"add {functions - watched} to LambdaThrottlesAlarm and the dashboard"
-    assert len(watched) <= 10  # metric math alarms read at most 10 metrics: split the alarm past that
+    assert set(watched) == functions, f"add {functions - set(watched)} to a throttles alarm and the dashboard"
+    assert len(watched) == len(functions) and all(len(_watched(alarm)) <= 10 for alarm in throttles)
 
     dead = _alarm_watching(stack, "AWS/SQS", "ApproximateNumberOfMessagesVisible")
     assert _watched(dead)[0][2] == {"QueueName": {"Fn::GetAtt": ["JobsDeadLetterQueue", "QueueName"]}}
@@ -240,3 +241,35 @@ def test_content_credentials_sign_through_kms_and_only_image_functions_may(stack
     assert not off.condition("ContentCredentialsOn") and not off.condition("CreatesContentCredentialsKey")
     assert off.environment("GenerateFunction")["DARKROOM_CONTENT_CREDENTIALS"] == "false"
     assert "DARKROOM_CONTENT_CREDENTIALS_KMS_KEY_ID" not in off.environment("GenerateFunction")
+
+
+def test_admin_routes_are_iam_only_and_served_by_the_admin_function_alone(stack):
+    """Every /admin route is AWS_IAM (no darkroom key can reach it), invoked with API Gateway's own permission
+    (InvokeRole NONE, not the caller's credentials), and only AdminFunction serves one; it alone may write
+    tenants and keys."""
+    admin_routes = [route for route in stack.routes() if route.path.startswith("/admin/")]
+    assert {route.function for route in admin_routes} == {"AdminFunction"}
+    assert {route.authorizer for route in admin_routes} == {"AWS_IAM"}
+    served = {(route.method, route.path) for route in stack.routes() if route.function == "AdminFunction"}
+    assert served == {(route.method, route.path) for route in admin_routes}
+    assert {
+        ("POST", "/admin/v1/tenants"),
+        ("GET", "/admin/v1/usage"),
+        ("POST", "/admin/v1/keys/{key_id}/revoke"),
+    } <= served
+    events = stack.resources["AdminFunction"]["Properties"]["Events"].values()
+    assert all(event["Properties"]["Auth"]["InvokeRole"] == "NONE" for event in events)
+    writers = {
+        name
+        for name, function in stack.of_type("AWS::Serverless::Function").items()
+        for policy in function.get("Policies", [])
+        if isinstance(policy, dict)
+        for statement in policy.get("Statement", [])
+        if {"dynamodb:PutItem", "dynamodb:UpdateItem"} & set(_as_list(statement.get("Action")))
+        and "TenantsTable" in json.dumps(statement.get("Resource"))
+    }
+    assert writers == {"AdminFunction"}
+
+
+def _as_list(value) -> list:
+    return value if isinstance(value, list) else [value]

@@ -2,7 +2,7 @@
 
 API Gateway's access log can name only what a Lambda authorizer returns (``$context.authorizer.principalId``),
 never a header the handler sets. So this authorizer reads the key the way the handlers do
-(:meth:`darkroom.tenancy.Authenticator.tenant_of`) and returns:
+(:meth:`darkroom.authentication.Authenticator.tenant_of`) and returns:
 
 - ``principalId`` (and ``context.tenant``): the tenant's id, or :data:`UNLABELLED` for a missing, malformed,
   unknown or revoked key, or when the tenants table could not be read;
@@ -21,8 +21,9 @@ from functools import cache
 from typing import Any
 
 from darkroom import config
+from darkroom.authentication import Authenticator
 from darkroom.snapstart import on_restore
-from darkroom.tenancy import Authenticator, TenantDirectory
+from darkroom.tenancy import TenantDirectory
 
 # API Gateway's own mark for a variable without a value, so a request the authorizer never saw (no
 # Authorization header: API Gateway answers 401 itself) and one it could not label read the same in the log.

@@ -117,7 +117,7 @@ def request_context(app: APIGatewayRestResolver, streamed: bool = False) -> Requ
     return RequestContext(app.context["tenant"], request_id(app), deadline)
 
 
-def _proxy_result(status: int, body: dict[str, Any], headers: dict[str, str]) -> dict[str, Any]:
+def proxy_result(status: int, body: dict[str, Any], headers: dict[str, str]) -> dict[str, Any]:
     return {
         "statusCode": status,
         "multiValueHeaders": {"Content-Type": [content_types.APPLICATION_JSON]}
@@ -170,10 +170,10 @@ def entrypoint(
             tenant = _authenticate(request)
             event = routed_event(event, request)
         except ApiError as exc:
-            result = _proxy_result(exc.status, exc.envelope(), exc.headers)
+            result = proxy_result(exc.status, exc.envelope(), exc.headers)
         except Exception:  # noqa: BLE001 - logged; the client gets the 500 envelope, not a stack trace
             logger.exception("authentication failed")
-            result = _proxy_result(500, _INTERNAL_ERROR, {})
+            result = proxy_result(500, _INTERNAL_ERROR, {})
         else:
             app.append_context(tenant=tenant, deadline=deadline, **{CONTEXT_KEY: request})
             with per_request():

@@ -22,11 +22,12 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import SplitResult, parse_qs, urlsplit
 
+from darkroom.local import sigv4
 from darkroom.local.access_log import GatewayRequest, render
 from darkroom.local.authorizer import LocalAuthorizer
 from darkroom.local.containers import Container, Pool
 from darkroom.local.events import Event, ProxyEvent, Result
-from darkroom.local.template import QueueSource, Route, Stack
+from darkroom.local.template import IAM, QueueSource, Route, Stack
 
 API_GATEWAY_MAX_BODY = 10 * 1024 * 1024
 LAMBDA_MAX_PAYLOAD = 6 * 1024 * 1024
@@ -108,6 +109,9 @@ class LocalApi:
             name: LocalAuthorizer(spec, self._invoke, stack.region) for name, spec in stack.authorizers().items()
         }
         self._access_log_format = stack.access_log_format()
+        # AWS_IAM routes: the access keys whose signatures are accepted, and the region they sign for.
+        credentials = {environment.get("AWS_ACCESS_KEY_ID", ""): environment.get("AWS_SECRET_ACCESS_KEY", "")}
+        self._iam = ({k: v for k, v in credentials.items() if k and v}, stack.region)
         self._containers_per_function = containers_per_function
         self._stopping = threading.Event()
         self._pollers: list[threading.Thread] = []
@@ -177,9 +181,10 @@ class LocalApi:
             if message["MessageId"] not in failed:
                 sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
 
-    def gateway_response(self, kind: str) -> HttpResponse:
-        """The template's gateway response of ``kind`` (e.g. ``REQUEST_TOO_LARGE``), as API Gateway sends it."""
-        status, body = self.stack.gateway_response(kind)
+    def gateway_response(self, kind: str, message: str = "Gateway error.") -> HttpResponse:
+        """The template's gateway response of ``kind`` (e.g. ``REQUEST_TOO_LARGE``), as API Gateway sends it, with
+        ``message`` as its ``$context.error.messageString``."""
+        status, body = self.stack.gateway_response(kind, message)
         return HttpResponse(status, [("content-type", "application/json")], body.encode())
 
     def handle(
@@ -224,11 +229,9 @@ class LocalApi:
         request.resource_path = route.path
         event = self._event(method, url, route, path_parameters, headers, body, source_ip)
         request.request_id = event["requestContext"]["extendedRequestId"]
-        if route.authorizer:  # before the integration, as API Gateway runs a method's authorizer
-            refused, request.authorizer = self._authorizers[route.authorizer].authorize(event)
-            if refused:
-                return self.gateway_response(refused)
-            event["requestContext"]["authorizer"] = request.authorizer
+        refused = self._authorize(route, event, target, headers, body, request)
+        if refused is not None:
+            return refused
         if len(json.dumps(event)) > LAMBDA_MAX_PAYLOAD:
             return self.gateway_response("REQUEST_TOO_LARGE")
         if route.streaming:
@@ -243,6 +246,32 @@ class LocalApi:
         if result is None or len(json.dumps(result)) > LAMBDA_MAX_PAYLOAD:
             return self.gateway_response("INTEGRATION_FAILURE")
         return self._response(result)
+
+    def _authorize(
+        self,
+        route: Route,
+        event: ProxyEvent,
+        target: str,
+        headers: list[tuple[str, str]],
+        body: bytes,
+        request: GatewayRequest,
+    ) -> HttpResponse | None:
+        """The method's authorization, before its integration as API Gateway runs it: the gateway response that
+        refuses the request, or None (the caller's identity or the authorizer's result then in ``event``)."""
+        if route.authorizer == IAM:  # SigV4, checked against the local stack's credentials (darkroom.local.sigv4)
+            try:
+                identity = sigv4.verify(event["httpMethod"], target, headers, body, *self._iam)
+            except sigv4.Refused as refused:
+                return self.gateway_response(refused.kind, refused.message)
+            caller = event["requestContext"]["identity"]
+            caller["userArn"], caller["caller"] = identity["userArn"], identity["caller"]
+            caller["accessKey"], caller["accountId"] = identity["accessKey"], identity["accountId"]
+        elif route.authorizer:
+            kind, request.authorizer = self._authorizers[route.authorizer].authorize(event)
+            if kind:
+                return self.gateway_response(kind)
+            event["requestContext"]["authorizer"] = request.authorizer
+        return None
 
     def _event(
         self,

@@ -18,6 +18,11 @@ Result = dict[str, Any]
 class Identity(TypedDict):
     sourceIp: str
     userAgent: str | None
+    # An AWS_IAM route's caller (darkroom.local.sigv4.verify), as API Gateway passes an authenticated IAM caller.
+    userArn: NotRequired[str]
+    caller: NotRequired[str]
+    accessKey: NotRequired[str]
+    accountId: NotRequired[str]
 
 
 class RequestContext(TypedDict):

@@ -6,6 +6,7 @@ deployed stack. Intrinsic-function tags are parsed by cfn-lint's CloudFormation 
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ LOCAL_ACCOUNT_ID = "123456789012"  # moto's default account
 _GATEWAY_STATUS = {
     "UNAUTHORIZED": 401,
     "ACCESS_DENIED": 403,
+    "INVALID_SIGNATURE": 403,
     "MISSING_AUTHENTICATION_TOKEN": 403,
     "REQUEST_TOO_LARGE": 413,
     "THROTTLED": 429,
@@ -35,6 +37,7 @@ _GATEWAY_STATUS = {
 # API Gateway's default integration timeout (TimeoutInMillis), and its longest for a STREAM integration:
 # https://docs.aws.amazon.com/apigateway/latest/developerguide/response-transfer-mode.html
 INTEGRATION_TIMEOUT_SECONDS = 29.0
+IAM = "AWS_IAM"  # a route's Auth.Authorizer for IAM authorization (SigV4): darkroom.local.sigv4
 # A function whose Handler is a script (run.sh) runs under the Lambda Web Adapter; the script names the Python
 # handler it serves (``python3 -m darkroom.api.lwa app.lambda_handler``), which the local stack runs directly.
 _LWA_HANDLER = re.compile(r"-m\s+darkroom\.api\.lwa(?:\s+([\w.]+))?")
@@ -262,8 +265,9 @@ class Stack:
         resolved = {str(name): self.resolve(value) for name, value in {**globals_, **own}.items()}
         return {name: value for name, value in resolved.items() if value is not None}  # AWS::NoValue: unset
 
-    def gateway_response(self, kind: str) -> tuple[int, str]:
-        """(status, JSON body) of the API's gateway response ``kind``, falling back to DEFAULT_4XX/5XX."""
+    def gateway_response(self, kind: str, message: str = "Gateway error.") -> tuple[int, str]:
+        """(status, JSON body) of the API's gateway response ``kind``, falling back to DEFAULT_4XX/5XX, with
+        ``message`` as ``$context.error.messageString``."""
         responses = self._api().get("GatewayResponses", {})
         server_side = kind == "DEFAULT_5XX" or kind.startswith(("INTEGRATION", "AUTHORIZER"))
         configured = responses.get(kind) or responses["DEFAULT_5XX" if server_side else "DEFAULT_4XX"]
@@ -271,7 +275,7 @@ class Stack:
         default = _GATEWAY_STATUS.get(kind, 500 if server_side else 400)
         status = int(configured.get("StatusCode", default) if kind in responses else default)
         body = configured["ResponseTemplates"]["application/json"]
-        return status, body.replace("$context.error.messageString", '"Gateway error."')
+        return status, body.replace("$context.error.messageString", json.dumps(message))
 
     def binary_media_types(self) -> list[str]:
         api = next(iter(self.of_type("AWS::Serverless::Api").values()))
