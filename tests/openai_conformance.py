@@ -66,6 +66,8 @@ ROUTES: list[tuple[str, str, str]] = [
     ("DELETE", r"/files/[^/]+", "files.json#/$defs/DeleteFileResponse"),
     ("POST", r"/uploads", "files.json#/$defs/Upload"),
     ("POST", r"/uploads/[^/]+/complete", "files.json#/$defs/Upload"),
+    ("GET", r"/organization/usage/images", "usage.json#/$defs/UsageImagesResponse"),
+    ("GET", r"/organization/costs", "usage.json#/$defs/UsageCostsResponse"),
 ]
 STREAM_EVENT = "responses.json#/$defs/ResponseStreamEvent"
 # (method, path under /v1, the schema of each event of its 2xx text/event-stream body, the event types one that

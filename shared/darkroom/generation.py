@@ -226,6 +226,7 @@ def deliver(
         output_tokens=output_tokens,
         cost_usd=image_cost_usd(request.prompt, job, delivery.input_sizes),
         end_user=delivery.end_user,
+        key_id=context.tenant.key_id,
     )
     if delivery.bill:
         # The budget's reservation becomes the bill; a usage already billed (a retried invocation) gives it back.

@@ -23,7 +23,7 @@ to the dead-letter queue after ``MAX_ATTEMPTS`` receives. Around that:
 from __future__ import annotations
 
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import datetime
 from typing import Any
 
@@ -81,7 +81,8 @@ def run_job(tenant_id: str, response_id: str, remaining_ms: int, ports: WorkerPo
         )
         return
     job, token = claim.job, claim.token
-    context = RequestContext(tenant, job.request_id, RequestDeadline.for_job(remaining_ms))
+    # The key that accepted the job, as the accepting request's tenant carried it: the usage's api_key_id.
+    context = RequestContext(replace(tenant, key_id=job.key_id), job.request_id, RequestDeadline.for_job(remaining_ms))
     started = time.monotonic()
     try:
         # one decode budget per job, as one per request

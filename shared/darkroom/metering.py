@@ -8,9 +8,10 @@ transaction's ``ClientRequestToken`` makes SDK-level retries of the same call id
 Items of a tenant (partition ``TENANT#<id>``): ``REQ#<request id>`` (one per request; ``end_user`` when the
 request named one, as :mod:`darkroom.end_users`' opaque id, never the raw ``safety_identifier``),
 ``DAY#<YYYY-MM-DD>`` (the day's totals and counts by model, size, quality, operation) and
-``DAYMODEL#<YYYY-MM-DD>#<model>`` (the day's totals for one model). Request ids are not ordered by
-time, so usage by day and model is read from the ``DAYMODEL#`` items: one Query bounded by the dates,
-one item per day and model used, however many requests there were.
+``DAYMODEL#<YYYY-MM-DD>#<model>`` (the day's totals for one model) and ``HOUR#...`` (the hour's totals by
+source, model, size and API key: :mod:`darkroom.usage_buckets`). Request ids are not ordered by time, so
+usage by day and model is read from the ``DAYMODEL#`` items, and usage by hour from the ``HOUR#`` items:
+one Query bounded by the dates or hours, however many requests there were.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from botocore.exceptions import ClientError
 
 from darkroom.api.errors import InvalidRequest
 from darkroom.tenancy import from_item, to_item
+from darkroom.usage_buckets import HourUsage, between, hour_update, hours
 
 _TOKEN_NAMESPACE = uuid.UUID("6f1d7c1e-3f0b-4c55-9d7e-6f7a0c2d9e11")
 DEFAULT_USAGE_DAYS = 30  # the window GET /v1/usage and `darkroom usage` show when no start date is given
@@ -49,6 +51,7 @@ class UsageEvent:
     cost_usd: float
     at: datetime = field(default_factory=lambda: datetime.now(UTC))
     end_user: str | None = None  # darkroom.end_users' opaque id for safety_identifier/user, never the raw value
+    key_id: str | None = None  # the API key the request authenticated with (Tenant.key_id); None: not known
 
     @property
     def input_tokens(self) -> int:
@@ -72,6 +75,7 @@ class UsageRecord(TypedDict):
     cost_micro_usd: int
     at: str  # UTC, YYYY-MM-DDTHH:MM:SSZ
     end_user: NotRequired[str]
+    key_id: NotRequired[str]
 
 
 @dataclass(frozen=True)
@@ -171,6 +175,8 @@ class UsageMeter:
         )
         if event.end_user:
             record["end_user"] = event.end_user
+        if event.key_id:
+            record["key_id"] = event.key_id
         add = ", ".join(
             ["requests :one", "images :images", "input_tokens :in", "output_tokens :out", "cost_micro_usd :cost"]
             + [f"{n} :b{i}" for i, n in enumerate(names)]
@@ -220,6 +226,7 @@ class UsageMeter:
                             },
                         }
                     },
+                    hour_update(self._table, event, cost_micro),  # the hour's bucket: what /v1/organization reads
                 ],
             )
         except ClientError as exc:
@@ -233,28 +240,18 @@ class UsageMeter:
         """The tenant's daily aggregates from ``since`` (inclusive) on, oldest first."""
         start = f"DAY#{since.isoformat()}" if since else "DAY#"
         days: list[DailyUsage] = []
-        for page in self._db.get_paginator("query").paginate(
-            TableName=self._table,
-            KeyConditionExpression="pk = :pk AND sk BETWEEN :from AND :to",
-            ExpressionAttributeValues={
-                ":pk": {"S": f"TENANT#{tenant_id}"},
-                ":from": {"S": start},
-                ":to": {"S": "DAY#~"},
-            },
-        ):
-            for item in page["Items"]:
-                values = from_item(item)
-                days.append(
-                    DailyUsage(
-                        day=values["sk"].removeprefix("DAY#"),
-                        requests=int(values.get("requests", 0)),
-                        images=int(values.get("images", 0)),
-                        input_tokens=int(values.get("input_tokens", 0)),
-                        output_tokens=int(values.get("output_tokens", 0)),
-                        cost_usd=int(values.get("cost_micro_usd", 0)) / 1_000_000,
-                        breakdown={k: int(v) for k, v in values.items() if "#" in k and k not in ("pk", "sk")},
-                    )
+        for values in between(self._db, self._table, tenant_id, start, "DAY#~"):
+            days.append(
+                DailyUsage(
+                    day=values["sk"].removeprefix("DAY#"),
+                    requests=int(values.get("requests", 0)),
+                    images=int(values.get("images", 0)),
+                    input_tokens=int(values.get("input_tokens", 0)),
+                    output_tokens=int(values.get("output_tokens", 0)),
+                    cost_usd=int(values.get("cost_micro_usd", 0)) / 1_000_000,
+                    breakdown={k: int(v) for k, v in values.items() if "#" in k and k not in ("pk", "sk")},
                 )
+            )
         return days
 
     def by_day_and_model(self, tenant_id: str, start: date, end: date) -> list[ModelDayUsage]:
@@ -263,31 +260,26 @@ class UsageMeter:
         The one source of GET /v1/usage and ``darkroom usage``. One Query on the tenant's partition,
         bounded by the dates: it reads one item per day and model used, never the per-request records.
         """
-        rows: list[ModelDayUsage] = []
-        for page in self._db.get_paginator("query").paginate(
-            TableName=self._table,
-            KeyConditionExpression="pk = :pk AND sk BETWEEN :from AND :to",
-            # "$" follows "#": the upper bound takes every model of the last day and nothing after it.
-            ExpressionAttributeValues={
-                ":pk": {"S": f"TENANT#{tenant_id}"},
-                ":from": {"S": f"DAYMODEL#{start.isoformat()}#"},
-                ":to": {"S": f"DAYMODEL#{end.isoformat()}$"},
-            },
-        ):
-            for item in page["Items"]:
-                values = from_item(item)
-                rows.append(
-                    ModelDayUsage(
-                        day=values["day"],
-                        model=values["model"],
-                        requests=int(values.get("requests", 0)),
-                        images=int(values.get("images", 0)),
-                        input_tokens=int(values.get("input_tokens", 0)),
-                        output_tokens=int(values.get("output_tokens", 0)),
-                        cost_micro_usd=int(values.get("cost_micro_usd", 0)),
-                    )
-                )
+        # "$" follows "#": the upper bound takes every model of the last day and nothing after it.
+        low, high = f"DAYMODEL#{start.isoformat()}#", f"DAYMODEL#{end.isoformat()}$"
+        rows = [
+            ModelDayUsage(
+                day=values["day"],
+                model=values["model"],
+                requests=int(values.get("requests", 0)),
+                images=int(values.get("images", 0)),
+                input_tokens=int(values.get("input_tokens", 0)),
+                output_tokens=int(values.get("output_tokens", 0)),
+                cost_micro_usd=int(values.get("cost_micro_usd", 0)),
+            )
+            for values in between(self._db, self._table, tenant_id, low, high)
+        ]
         return sorted(rows, key=lambda row: (row.day, row.model))
+
+    def hourly(self, tenant_id: str, start: int, end: int) -> list[HourUsage]:
+        """The tenant's hourly buckets from ``start`` (inclusive) to ``end`` (exclusive), unix seconds on whole
+        hours, by hour: one Query bounded by the hours (:func:`darkroom.usage_buckets.hours`)."""
+        return hours(self._db, self._table, tenant_id, start, end)
 
     def records(self, tenant_id: str) -> list[dict[str, Any]]:
         """Every per-request record of the tenant (for audits and tests)."""

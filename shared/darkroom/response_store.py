@@ -70,6 +70,7 @@ class QueuedJob(BaseModel):
     end_user: str | None = None  # darkroom.end_users' opaque id
     created_at: int
     admission: list[tuple[str, int]]  # (window item, amount) the acceptance counted, for a refund
+    key_id: str | None = None  # the API key that accepted the job: its usage is billed to that key's buckets
 
 
 @dataclass(frozen=True)

@@ -44,3 +44,42 @@ def test_usage_shows_the_generated_images_in_the_api_and_the_cli(make_tenant, cl
         params={"start_date": body["start_date"], "end_date": body["end_date"], "tenant_id": tenant.tenant_id},
     )
     assert response.status_code == 200 and response.json()["data"] == []
+
+
+def test_organization_usage_and_costs_through_the_openai_sdk(make_tenant, base_url):
+    """The openai SDK's admin usage calls, pointed at darkroom with a tenant key: arrays go as group_by[]=..."""
+    import time
+
+    tenant, other = make_tenant(), make_tenant()
+    start = int(time.time()) - 3600
+    tenant.client().images.generate(model="local-image", prompt="a red kite", size="256x256", n=2)
+    tenant.client().images.generate(model="local-image", prompt="a blue kite", size="512x512")
+    admin = tenant.client(admin_api_key=tenant.key).admin.organization
+
+    page = admin.usage.images(start_time=start, bucket_width="1h", group_by=["model", "size", "api_key_id"])
+    assert page.has_more is False and len(page.data) in (1, 2)  # the hour before now, and now's
+    results = sorted((r for b in page.data for r in b.results), key=lambda r: r.size)
+    assert [(r.model, r.size, r.images, r.num_model_requests) for r in results] == [
+        ("local-image", "256x256", 2, 1),
+        ("local-image", "512x512", 1, 1),
+    ]
+    assert {r.api_key_id for r in results} == {tenant.key_id} and {r.source for r in results} == {None}
+
+    spent = admin.usage.costs(start_time=start, group_by=["line_item"])
+    spent_results = [r for b in spent.data for r in b.results]  # one day's, or two across midnight (UTC)
+    assert {(r.line_item, r.amount.currency, r.quantity_unit) for r in spent_results} == {
+        ("local-image, image.generation", "usd", "images")
+    }
+    assert sum(r.quantity or 0 for r in spent_results) == 3 and all(r.amount.value > 0 for r in spent_results)
+
+    # Another tenant's key sees none of it; a minute's buckets are refused: darkroom records hours.
+    theirs = other.client(admin_api_key=other.key).admin.organization.usage.images(start_time=start)
+    assert all(b.results == [] for b in theirs.data)
+    refused = httpx.get(
+        f"{base_url}/organization/usage/images",
+        headers=tenant.headers(),
+        params={"start_time": start, "bucket_width": "1m"},
+        timeout=60,
+    )
+    assert refused.status_code == 400
+    assert (refused.json()["error"]["param"], refused.json()["error"]["code"]) == ("bucket_width", "unsupported_value")

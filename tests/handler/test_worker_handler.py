@@ -8,7 +8,7 @@ import sys
 from darkroom import jobs
 from darkroom.api.errors import ServiceUnavailable
 from darkroom.inference.local import LocalBackend
-from lambda_harness import Context, WorkerContext, invoke, load_event, load_handler, sqs_job_event
+from lambda_harness import EVENT_KEY, Context, WorkerContext, invoke, load_event, load_handler, sqs_job_event
 
 
 def _queued(tenant) -> str:
@@ -42,6 +42,10 @@ def test_the_worker_runs_the_queued_job_from_its_sqs_event(svc, tenant):
     assert result == {"batchItemFailures": []}
     body = _status(response_id)
     assert body["status"] == "completed" and body["output"][0]["result"]
+    # Billed to the key that accepted the job, as a synchronous request would be (the per-key usage buckets).
+    (record,) = svc.meter.records(tenant.tenant_id)
+    key_id = svc.authenticator.authenticate(f"Bearer {EVENT_KEY}").key_id
+    assert key_id is not None and record["key_id"] == key_id
 
 
 def test_a_transient_failure_is_a_batch_item_failure_that_comes_back_soon(svc, tenant, monkeypatch):

@@ -75,6 +75,7 @@ def enqueue(context: RequestContext, plan: Plan, ports: ResponsePorts) -> Respon
             end_user=plan.end_user,
             created_at=plan.created_at,
             admission=list(admission.taken),
+            key_id=tenant.key_id,
         )
         queued = response_object(plan, None, None)
         ports.records.put(

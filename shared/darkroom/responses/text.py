@@ -83,6 +83,7 @@ def text_answer(
             )
             / 1e6,
             end_user=plan.end_user,
+            key_id=context.tenant.key_id,
         )
         if admission is None:
             record_usage(usage, ports.meter)
