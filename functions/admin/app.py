@@ -1,7 +1,7 @@
 """/admin/v1: the operator's API (tenants, limits, budgets, keys, the billing export), IAM-authenticated.
 
 Thin handlers over :mod:`darkroom.admin`, the use cases the ``darkroom`` CLI runs too; the entry point
-(:func:`darkroom.api.admin.admin_entrypoint`) checks the IAM caller and writes the audit line.
+(:func:`darkroom.api.resolver.admin_entrypoint`) checks the IAM caller and writes the audit line.
 """
 
 from typing import Annotated, Any, Literal
@@ -11,17 +11,9 @@ from aws_lambda_powertools.event_handler.openapi.params import Body, Query
 
 from darkroom import admin
 from darkroom.admin import LimitChanges
-from darkroom.api.admin import (
-    BudgetUpdate,
-    KeyCreate,
-    LimitsUpdate,
-    TenantCreate,
-    admin_entrypoint,
-    audit,
-    parse_body,
-)
+from darkroom.api.admin import BudgetUpdate, KeyCreate, LimitsUpdate, TenantCreate, parse_body
 from darkroom.api.http import current_request
-from darkroom.api.resolver import build_resolver
+from darkroom.api.resolver import admin_entrypoint, audit, build_resolver
 from darkroom.services import services
 from darkroom.snapstart import prime
 
@@ -31,11 +23,12 @@ TENANT = "/admin/v1/tenants/<tenant_id>"
 
 @app.post("/admin/v1/tenants")
 def create_tenant(body: Annotated[TenantCreate, Body()]) -> dict[str, Any]:
+    directory = services().directory
     limits = LimitChanges(body.images_per_minute, body.images_per_day, body.requests_per_minute)
-    tenant = admin.create_tenant(services(), body.name, limits)
+    tenant = admin.create_tenant(directory, body.name, limits)
     audit(app, tenant.tenant_id)
     if body.monthly_budget_usd is not None:
-        tenant = admin.set_budget(services(), tenant.tenant_id, body.monthly_budget_usd, body.budget_soft_percent)
+        tenant = admin.set_budget(directory, tenant.tenant_id, body.monthly_budget_usd, body.budget_soft_percent)
     return admin.tenant_json(tenant)
 
 
@@ -44,7 +37,7 @@ def list_tenants(
     limit: Annotated[int, Query(ge=1, le=admin.MAX_PAGE)] = 20,
     after: Annotated[str | None, Query(max_length=64, description="The last tenant_id of the previous page")] = None,
 ) -> dict[str, Any]:
-    tenants, following = admin.list_tenants(services(), limit, after)
+    tenants, following = admin.list_tenants(services().directory, limit, after)
     data = [admin.tenant_json(t) for t in tenants]
     return {
         "object": "list",
@@ -57,28 +50,28 @@ def list_tenants(
 
 @app.get(TENANT)
 def get_tenant(tenant_id: str) -> dict[str, Any]:
-    return admin.tenant_json(admin.get_tenant(services(), tenant_id))
+    return admin.tenant_json(admin.get_tenant(services().directory, tenant_id))
 
 
 @app.post(f"{TENANT}/suspend")
 def suspend_tenant(tenant_id: str) -> dict[str, Any]:
-    return admin.tenant_json(admin.set_status(services(), tenant_id, "suspended"))
+    return admin.tenant_json(admin.set_status(services().directory, tenant_id, "suspended"))
 
 
 @app.post(f"{TENANT}/activate")
 def activate_tenant(tenant_id: str) -> dict[str, Any]:
-    return admin.tenant_json(admin.set_status(services(), tenant_id, "active"))
+    return admin.tenant_json(admin.set_status(services().directory, tenant_id, "active"))
 
 
 @app.post(f"{TENANT}/limits")
 def set_limits(tenant_id: str, body: Annotated[LimitsUpdate, Body()]) -> dict[str, Any]:
     limits = LimitChanges(body.images_per_minute, body.images_per_day, body.requests_per_minute)
-    return admin.tenant_json(admin.set_limits(services(), tenant_id, limits))
+    return admin.tenant_json(admin.set_limits(services().directory, tenant_id, limits))
 
 
 @app.post(f"{TENANT}/budget")
 def set_budget(tenant_id: str, body: Annotated[BudgetUpdate, Body()]) -> dict[str, Any]:
-    return admin.tenant_json(admin.set_budget(services(), tenant_id, body.monthly_usd, body.soft_percent))
+    return admin.tenant_json(admin.set_budget(services().directory, tenant_id, body.monthly_usd, body.soft_percent))
 
 
 @app.post(f"{TENANT}/keys")
@@ -86,18 +79,18 @@ def issue_key(tenant_id: str) -> dict[str, Any]:
     # The body is optional (no body: a key without expiry), which Powertools' Body() cannot say.
     request = current_request(app)
     body = KeyCreate() if not request.body else parse_body(KeyCreate, request.json)
-    key, secret = admin.issue_key(services(), tenant_id, body.expires_at)
+    key, secret = admin.issue_key(services().directory, tenant_id, body.expires_at)
     return admin.key_json(key, secret)  # the only time the secret is shown
 
 
 @app.get(f"{TENANT}/keys")
 def list_keys(tenant_id: str) -> dict[str, Any]:
-    return {"object": "list", "data": [admin.key_json(k) for k in admin.list_keys(services(), tenant_id)]}
+    return {"object": "list", "data": [admin.key_json(k) for k in admin.list_keys(services().directory, tenant_id)]}
 
 
 @app.post("/admin/v1/keys/<key_id>/revoke")
 def revoke_key(key_id: str) -> dict[str, Any]:
-    key = admin.revoke_key(services(), key_id)
+    key = admin.revoke_key(services().directory, key_id)
     audit(app, key.tenant_id)
     return admin.key_json(key)
 
@@ -109,7 +102,7 @@ def usage_export(
     end_date: Annotated[str | None, Query(description="Last day, YYYY-MM-DD (default: today, UTC)")] = None,
     format: Annotated[Literal["json", "csv"], Query()] = "json",
 ):  # no return annotation: Powertools would build a response model from it
-    rows = admin.usage_export(services(), tenant_id, start_date, end_date)
+    rows = admin.usage_export(services().directory, services().meter, tenant_id, start_date, end_date)
     if tenant_id:
         audit(app, tenant_id)
     if format == "csv":

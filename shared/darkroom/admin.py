@@ -12,15 +12,12 @@ import io
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from darkroom import budgets
 from darkroom.api.errors import InvalidRequest, NotFound
-from darkroom.metering import usage_window
-from darkroom.tenancy import ApiKey, Limits, Tenant, TenantStatus
-
-if TYPE_CHECKING:
-    from darkroom.services import Services
+from darkroom.metering import UsageMeter, usage_window
+from darkroom.tenancy import ApiKey, Limits, Tenant, TenantDirectory, TenantStatus
 
 MAX_PAGE = 100  # tenants per page of the admin API's listing
 EXPORT_COLUMNS = (
@@ -79,41 +76,41 @@ def key_json(key: ApiKey, secret: str | None = None) -> dict[str, Any]:
     return shown | ({"key": secret} if secret else {})
 
 
-def create_tenant(svc: Services, name: str, limits: LimitChanges) -> Tenant:
+def create_tenant(directory: TenantDirectory, name: str, limits: LimitChanges) -> Tenant:
     """A new active tenant; limits not given are the stack's defaults (the Default* parameters)."""
     if not name.strip():
         raise InvalidRequest("A tenant needs a name.", param="name", code="invalid_value")
     _check_limits(limits.given())
-    defaults = vars(svc.directory.default_limits) | limits.given()
-    return svc.directory.create_tenant(name.strip(), Limits(**defaults))
+    defaults = vars(directory.default_limits) | limits.given()
+    return directory.create_tenant(name.strip(), Limits(**defaults))
 
 
-def get_tenant(svc: Services, tenant_id: str) -> Tenant:
-    tenant = svc.directory.get_tenant(tenant_id)
+def get_tenant(directory: TenantDirectory, tenant_id: str) -> Tenant:
+    tenant = directory.get_tenant(tenant_id)
     if tenant is None:
         raise NotFound(f"No tenant {tenant_id}.", param="tenant_id")
     return tenant
 
 
-def list_tenants(svc: Services, limit: int, after: str | None) -> tuple[list[Tenant], str | None]:
+def list_tenants(directory: TenantDirectory, limit: int, after: str | None) -> tuple[list[Tenant], str | None]:
     """A page of up to ``limit`` tenants after ``after``, and the ``after`` of the next page (None: the last)."""
     if not 1 <= limit <= MAX_PAGE:
         raise InvalidRequest(f"'limit' is from 1 to {MAX_PAGE}.", param="limit", code="invalid_value")
-    if after is not None and svc.directory.get_tenant(after) is None:
+    if after is not None and directory.get_tenant(after) is None:
         raise InvalidRequest("'after' is the last tenant_id of a previous page.", param="after", code="invalid_value")
-    return svc.directory.tenants_page(limit, after)
+    return directory.tenants_page(limit, after)
 
 
-def all_tenants(svc: Services) -> list[Tenant]:
+def all_tenants(directory: TenantDirectory) -> list[Tenant]:
     """Every tenant, oldest first (the CLI's listing and the all-tenants export)."""
-    return svc.directory.list_tenants()
+    return directory.list_tenants()
 
 
-def set_status(svc: Services, tenant_id: str, status: TenantStatus) -> Tenant:
-    return svc.directory.set_status(tenant_id, status)
+def set_status(directory: TenantDirectory, tenant_id: str, status: TenantStatus) -> Tenant:
+    return directory.set_status(tenant_id, status)
 
 
-def set_limits(svc: Services, tenant_id: str, limits: LimitChanges) -> Tenant:
+def set_limits(directory: TenantDirectory, tenant_id: str, limits: LimitChanges) -> Tenant:
     changes = limits.given()
     if not changes:
         raise InvalidRequest(
@@ -122,22 +119,22 @@ def set_limits(svc: Services, tenant_id: str, limits: LimitChanges) -> Tenant:
             code="missing_required_parameter",
         )
     _check_limits(changes)
-    return svc.directory.set_limits(tenant_id, **changes)
+    return directory.set_limits(tenant_id, **changes)
 
 
-def set_budget(svc: Services, tenant_id: str, monthly_usd: float | None, soft_percent: int = 80) -> Tenant:
+def set_budget(directory: TenantDirectory, tenant_id: str, monthly_usd: float | None, soft_percent: int = 80) -> Tenant:
     """A monthly budget in USD (None: no budget); past ``soft_percent`` of it the BudgetSoftLimit alarm fires."""
     if monthly_usd is None:
-        return svc.directory.set_budget(tenant_id, None)
+        return directory.set_budget(tenant_id, None)
     budget = budgets.micro_usd(monthly_usd)
     if budget < 1:
         raise InvalidRequest("'monthly_usd' is above 0.", param="monthly_usd", code="invalid_value")
     if not 1 <= soft_percent <= 100:
         raise InvalidRequest("'soft_percent' is from 1 to 100.", param="soft_percent", code="invalid_value")
-    return svc.directory.set_budget(tenant_id, budget, soft_percent)
+    return directory.set_budget(tenant_id, budget, soft_percent)
 
 
-def issue_key(svc: Services, tenant_id: str, expires_at: datetime | None = None) -> tuple[ApiKey, str]:
+def issue_key(directory: TenantDirectory, tenant_id: str, expires_at: datetime | None = None) -> tuple[ApiKey, str]:
     """A new key for the tenant, refused from ``expires_at`` on (None: until revoked); the secret is returned
     here once and never stored."""
     if expires_at is not None:
@@ -145,28 +142,28 @@ def issue_key(svc: Services, tenant_id: str, expires_at: datetime | None = None)
             expires_at = expires_at.replace(tzinfo=UTC)
         if expires_at <= datetime.now(UTC):
             raise InvalidRequest("'expires_at' must be in the future.", param="expires_at", code="invalid_value")
-    return svc.directory.issue_key(tenant_id, expires_at=expires_at)
+    return directory.issue_key(tenant_id, expires_at=expires_at)
 
 
-def list_keys(svc: Services, tenant_id: str) -> list[ApiKey]:
-    get_tenant(svc, tenant_id)  # an unknown tenant is a 404, not an empty list
-    return sorted(svc.directory.list_keys(tenant_id), key=lambda k: (k.created_at, k.key_id))
+def list_keys(directory: TenantDirectory, tenant_id: str) -> list[ApiKey]:
+    get_tenant(directory, tenant_id)  # an unknown tenant is a 404, not an empty list
+    return sorted(directory.list_keys(tenant_id), key=lambda k: (k.created_at, k.key_id))
 
 
-def revoke_key(svc: Services, key_id: str) -> ApiKey:
-    return svc.directory.revoke_key(key_id)
+def revoke_key(directory: TenantDirectory, key_id: str) -> ApiKey:
+    return directory.revoke_key(key_id)
 
 
 def usage_export(
-    svc: Services, tenant_id: str | None, start_date: str | None, end_date: str | None
+    directory: TenantDirectory, meter: UsageMeter, tenant_id: str | None, start_date: str | None, end_date: str | None
 ) -> list[dict[str, Any]]:
     """Usage by tenant, day (UTC) and model over a date range: one tenant's, or every tenant's (None).
 
     The rows are ``GET /v1/usage``'s (``UsageMeter.by_day_and_model``) with the tenant's id: the billing export.
     """
     start, end = usage_window(start_date, end_date)
-    tenant_ids = [get_tenant(svc, tenant_id).tenant_id] if tenant_id else [t.tenant_id for t in all_tenants(svc)]
-    return [row for each in tenant_ids for row in _usage_rows(svc, each, start, end)]
+    tenants = [get_tenant(directory, tenant_id)] if tenant_id else all_tenants(directory)
+    return [row for tenant in tenants for row in _usage_rows(meter, tenant.tenant_id, start, end)]
 
 
 def export_csv(rows: list[dict[str, Any]]) -> str:
@@ -179,8 +176,8 @@ def export_csv(rows: list[dict[str, Any]]) -> str:
     return out.getvalue()
 
 
-def _usage_rows(svc: Services, tenant_id: str, start: date, end: date) -> Iterator[dict[str, Any]]:
-    for usage in svc.meter.by_day_and_model(tenant_id, start, end):
+def _usage_rows(meter: UsageMeter, tenant_id: str, start: date, end: date) -> Iterator[dict[str, Any]]:
+    for usage in meter.by_day_and_model(tenant_id, start, end):
         yield {
             "tenant_id": tenant_id,
             "date": usage.day,

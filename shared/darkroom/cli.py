@@ -216,13 +216,13 @@ def main(argv: list[str] | None = None) -> int:
 
 def _tenants_create(args: argparse.Namespace, svc: Services) -> int:
     limits = admin.LimitChanges(args.images_per_minute, args.images_per_day, args.requests_per_minute)
-    tenant = admin.create_tenant(svc, args.name, limits)  # limits not given: the stack's Default* parameters
+    tenant = admin.create_tenant(svc.directory, args.name, limits)  # limits not given: the stack's Default* parameters
     _print(args, admin.tenant_json(tenant), f"{tenant.tenant_id}\t{tenant.name}")
     return 0
 
 
 def _tenants_list(args: argparse.Namespace, svc: Services) -> int:
-    rows = [admin.tenant_json(t) for t in admin.all_tenants(svc)]
+    rows = [admin.tenant_json(t) for t in admin.all_tenants(svc.directory)]
     _print(
         args,
         rows,
@@ -237,7 +237,7 @@ def _tenants_list(args: argparse.Namespace, svc: Services) -> int:
 
 def _tenants_set_limits(args: argparse.Namespace, svc: Services) -> int:
     limits = admin.LimitChanges(args.images_per_minute, args.images_per_day, args.requests_per_minute)
-    tenant = admin.set_limits(svc, args.tenant_id, limits)
+    tenant = admin.set_limits(svc.directory, args.tenant_id, limits)
     limits_now = tenant.limits
     _print(
         args,
@@ -251,13 +251,13 @@ def _tenants_set_limits(args: argparse.Namespace, svc: Services) -> int:
 
 def _tenants_set_status(args: argparse.Namespace, svc: Services) -> int:
     """``suspend`` and ``activate``."""
-    tenant = admin.set_status(svc, args.tenant_id, "suspended" if args.action == "suspend" else "active")
+    tenant = admin.set_status(svc.directory, args.tenant_id, "suspended" if args.action == "suspend" else "active")
     _print(args, admin.tenant_json(tenant), f"{tenant.tenant_id}\t{tenant.status}")
     return 0
 
 
 def _keys_issue(args: argparse.Namespace, svc: Services) -> int:
-    key, secret = admin.issue_key(svc, args.tenant_id, args.expires)
+    key, secret = admin.issue_key(svc.directory, args.tenant_id, args.expires)
     until = f" until {key.expires_at}" if key.expires_at else ""
     text = f"{key.key_id}\t{secret}\n(shown once: store it now; darkroom keeps only its hash){until}"
     _print(args, admin.key_json(key, secret), text)
@@ -265,7 +265,7 @@ def _keys_issue(args: argparse.Namespace, svc: Services) -> int:
 
 
 def _keys_list(args: argparse.Namespace, svc: Services) -> int:
-    rows = [admin.key_json(k) for k in admin.list_keys(svc, args.tenant_id)]
+    rows = [admin.key_json(k) for k in admin.list_keys(svc.directory, args.tenant_id)]
     _print(
         args,
         rows,
@@ -278,7 +278,7 @@ def _keys_list(args: argparse.Namespace, svc: Services) -> int:
 
 
 def _keys_revoke(args: argparse.Namespace, svc: Services) -> int:
-    key = admin.revoke_key(svc, args.key_id)
+    key = admin.revoke_key(svc.directory, args.key_id)
     text = f"{key.key_id}\t{key.status} (takes effect within {svc.settings.key_cache_seconds:g}s)"
     _print(args, admin.key_json(key), text)
     return 0
@@ -294,7 +294,7 @@ def _usage(args: argparse.Namespace, svc: Services) -> int:
     from darkroom.metering import usage_window
 
     if args.tenant_id is None:  # the admin API's billing export (GET /admin/v1/usage): CSV unless --json
-        rows = admin.usage_export(svc, None, args.start_date, args.end_date)
+        rows = admin.usage_export(svc.directory, svc.meter, None, args.start_date, args.end_date)
         print(json.dumps(rows, indent=2) if args.json else admin.export_csv(rows), end="\n" if args.json else "")
         return 0
     start, end = usage_window(args.start_date, args.end_date)
@@ -333,7 +333,7 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def _tenants_set_budget(args: argparse.Namespace, svc: Services) -> int:
-    tenant = admin.set_budget(svc, args.tenant_id, None if args.none else args.monthly_usd, args.soft_percent)
+    tenant = admin.set_budget(svc.directory, args.tenant_id, None if args.none else args.monthly_usd, args.soft_percent)
     budget = tenant.limits.monthly_budget_micro_usd
     text = "none" if budget is None else f"{budgets.usd_text(budget)} USD a month, alarm at {args.soft_percent}%"
     row = admin.tenant_json(tenant)

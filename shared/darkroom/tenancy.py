@@ -1,8 +1,8 @@
 """Tenants and their API keys.
 
-A key is 256 random bits shown once at issue; darkroom stores only its sha256 (the lookup key) and a
-short display prefix. Lookups are cached per container for ``key_cache_seconds``, which bounds how
-long a revoked key or a suspended tenant keeps working.
+A key is 256 random bits shown once at issue; darkroom stores only its sha256 (the lookup key), a
+short display prefix and an optional expiry. :mod:`darkroom.authentication` caches lookups per container
+for ``key_cache_seconds``, which bounds how long a revoked key or a suspended tenant keeps working.
 """
 
 from __future__ import annotations

@@ -184,3 +184,70 @@ def entrypoint(
         return result
 
     return lambda_handler
+
+
+# The admin API (/admin/v1, functions/admin). API Gateway authenticates every route with IAM (AWS_IAM: a SigV4
+# signature, then the caller's execute-api:Invoke permission on the route) before the function runs, so no
+# darkroom key reaches it. The function still refuses an event without an IAM caller, in case a route is ever
+# deployed without AWS_IAM. API Gateway passes the caller as requestContext.identity.userArn, "the ARN of the
+# effective user identified after authentication"
+# (https://docs.aws.amazon.com/apigateway/latest/developerguide/api-gateway-mapping-template-reference.html).
+# Every call leaves one audit line: principal, action (method and resource path), tenant, status; never a key,
+# a body or a query string.
+AUDIT = "audit"  # app.context key: the request's audit record, which a route completes (:func:`audit`)
+_NOT_IAM = error_envelope(
+    "The admin API takes AWS SigV4-signed requests from IAM principals only, never an API key.",
+    type_="invalid_request_error",
+    code="iam_authentication_required",
+)
+
+
+def caller_principal(event: dict[str, Any]) -> str | None:
+    """The IAM principal API Gateway authenticated (``requestContext.identity.userArn``), or None."""
+    identity = (event.get("requestContext") or {}).get("identity") or {}
+    principal = identity.get("userArn")
+    return principal if isinstance(principal, str) and principal.startswith("arn:") else None
+
+
+def audit(app: APIGatewayRestResolver, tenant_id: str) -> None:
+    """Name the tenant a route touched, for its audit line (routes whose path names it need not)."""
+    app.context[AUDIT]["tenant_id"] = tenant_id
+
+
+def admin_entrypoint(app: APIGatewayRestResolver) -> Callable[[dict[str, Any], LambdaContext], dict[str, Any]]:
+    """The Lambda handler of the admin API: the IAM caller checked, the route resolved, one audit line."""
+
+    @logger.inject_lambda_context(correlation_id_path=REQUEST_ID_PATH, clear_state=True)
+    @metrics.log_metrics
+    @capture_handler
+    def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+        principal = caller_principal(event)
+        # The tenant the call touched: the path's, or the one a route names (the resolver clears its context).
+        record = {"tenant_id": (event.get("pathParameters") or {}).get("tenant_id")}
+        if principal is None:
+            result = proxy_result(403, _NOT_IAM, {})
+        else:
+            try:
+                request = HttpRequest.from_event(event)
+            except ApiError as exc:
+                result = proxy_result(exc.status, exc.envelope(), exc.headers)
+            else:
+                app.append_context(principal=principal, **{CONTEXT_KEY: request, AUDIT: record})
+                result = app.resolve(routed_event(event, request), context)
+        logger.info(
+            "admin call",
+            extra={
+                "audit": {
+                    "principal": principal or "-",
+                    "action": f"{event.get('httpMethod', '-')} {event.get('resource', '-')}",
+                    "tenant_id": record["tenant_id"],
+                    "status": result.get("statusCode"),
+                }
+            },
+        )
+        event_id = event_request_id(event)
+        if event_id:
+            result.setdefault("multiValueHeaders", {})["x-request-id"] = [event_id]
+        return result
+
+    return lambda_handler

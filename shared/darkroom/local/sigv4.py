@@ -8,7 +8,7 @@ recomputed with botocore's own signer (the one boto3 and the AWS CLI sign with) 
 says it signed, and compared in constant time. The only principal is the local stack's credentials
 (:data:`darkroom.local.aws.LOCAL_CREDENTIALS`, which ``make run`` exports), and no policy is evaluated: a call
 they sign is allowed. It reaches the function as API Gateway passes an IAM caller,
-``requestContext.identity.userArn`` (:func:`darkroom.api.admin.caller_principal`).
+``requestContext.identity.userArn`` (:func:`darkroom.api.resolver.caller_principal`).
 """
 
 from __future__ import annotations

@@ -153,7 +153,12 @@ def start(
         if os.environ.get(name)
     }
     base_url = f"http://{host}:{bound_port}/v1"
-    exported |= {"OPENAI_BASE_URL": base_url, "OPENAI_API_KEY": demo_key}
+    # The admin API's root, which takes SigV4 from the AWS_* credentials above (darkroom.local.sigv4).
+    exported |= {
+        "OPENAI_BASE_URL": base_url,
+        "OPENAI_API_KEY": demo_key,
+        "DARKROOM_ADMIN_URL": f"{base_url[:-3]}/admin/v1",
+    }
     return LocalStack(stack, exported, base_url, demo_key, tenant_id, server, api, aws, running)
 
 
