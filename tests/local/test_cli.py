@@ -183,3 +183,32 @@ def test_dev_certificate_issues_a_chain_for_the_stacks_kms_key_into_its_paramete
     )
     assert leaf.issuer == root.subject
     assert root.public_bytes(serialization.Encoding.PEM) == ensure().root_file.read_bytes()
+
+
+def test_usage_without_a_tenant_is_every_tenants_billing_export(tenant, svc, capsys):
+    """The admin API's export (GET /admin/v1/usage), from the same use case: CSV with the tenant's id."""
+    import csv
+    import io
+
+    other = svc.directory.create_tenant("other")
+    _seed_usage(svc, tenant.tenant_id)
+    _seed_usage(svc, other.tenant_id)
+    assert main(["usage", "--start-date", "2026-11-01", "--end-date", "2026-11-30"]) == 0
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert {row["tenant_id"] for row in rows} == {tenant.tenant_id, other.tenant_id}
+    mine = [(r["date"], r["model"], r["cost_usd"]) for r in rows if r["tenant_id"] == tenant.tenant_id]
+    api = _api_usage()["data"]  # the tenant's own view of the same month
+    assert mine == [(d["date"], d["model"], f"{d['cost_usd']:.6f}") for d in api]
+    assert main(["usage", "--json", "--start-date", "2026-11-01", "--end-date", "2026-11-30"]) == 0
+    assert len(json.loads(capsys.readouterr().out)) == len(rows)
+
+
+def test_keys_can_expire(aws, capsys):
+    main(["tenants", "create", "acme", "--json"])
+    tenant_id = json.loads(capsys.readouterr().out)["tenant_id"]
+    assert main(["keys", "issue", tenant_id, "--expires", "2031-01-31T00:00:00Z", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["expires_at"] == "2031-01-31T00:00:00Z"
+    assert main(["keys", "issue", tenant_id, "--expires", "2020-01-01"]) == 2  # the past: a bad value
+    assert "'expires_at' must be in the future." in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["keys", "issue", tenant_id, "--expires", "next tuesday"])
