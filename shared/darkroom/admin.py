@@ -17,7 +17,7 @@ from typing import Any
 from darkroom import budgets
 from darkroom.api.errors import InvalidRequest, NotFound
 from darkroom.metering import UsageMeter, usage_window
-from darkroom.tenancy import ApiKey, Limits, Tenant, TenantDirectory, TenantStatus
+from darkroom.tenancy import ACTIVE, ApiKey, Limits, Tenant, TenantDirectory, TenantStatus
 
 MAX_PAGE = 100  # tenants per page of the admin API's listing
 EXPORT_COLUMNS = (
@@ -63,13 +63,14 @@ def tenant_json(tenant: Tenant) -> dict[str, Any]:
 
 
 def key_json(key: ApiKey, secret: str | None = None) -> dict[str, Any]:
-    """A key's record (never its secret, except ``secret`` when it has just been issued)."""
+    """A key's record (never its secret, except ``secret`` when it has just been issued); an active key past its
+    expiry shows as ``expired``."""
     shown = {
         "object": "api_key",
         "key_id": key.key_id,
         "tenant_id": key.tenant_id,
         "prefix": key.prefix,
-        "status": key.status,
+        "status": "expired" if key.status == ACTIVE and not key.usable() else key.status,
         "created_at": key.created_at,
         "expires_at": key.expires_at,
     }

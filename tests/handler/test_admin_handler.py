@@ -90,6 +90,10 @@ def test_keys_issue_with_expiry_list_and_revoke_and_the_secret_is_never_logged(s
     assert all("key" not in k for k in listing["data"])
     status, _, revoked = _call("POST", "/admin/v1/keys/{key_id}/revoke", key_id=issued["key_id"])
     assert status == 200 and revoked["status"] == "revoked"
+    stale, _ = svc.directory.issue_key(tenant.tenant_id, expires_at=datetime.now(UTC) - timedelta(seconds=1))
+    status, _, listing = _call("GET", "/admin/v1/tenants/{tenant_id}/keys", tenant_id=tenant.tenant_id)
+    shown = {k["key_id"]: k["status"] for k in listing["data"]}
+    assert shown == {issued["key_id"]: "revoked", unlimited["key_id"]: "active", stale.key_id: "expired"}
 
     out = logged()
     assert issued["key"] not in out and unlimited["key"] not in out
@@ -99,6 +103,7 @@ def test_keys_issue_with_expiry_list_and_revoke_and_the_secret_is_never_logged(s
         "POST /admin/v1/tenants/{tenant_id}/keys",
         "GET /admin/v1/tenants/{tenant_id}/keys",
         "POST /admin/v1/keys/{key_id}/revoke",
+        "GET /admin/v1/tenants/{tenant_id}/keys",
     ]
     assert {a["tenant_id"] for a in audits} == {tenant.tenant_id}  # revoke names the key's tenant
 

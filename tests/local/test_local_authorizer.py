@@ -62,6 +62,10 @@ Resources:
         Public:
           Type: Api
           Properties: {RestApiId: !Ref Api, Path: /public, Method: GET, Auth: {Authorizer: NONE}}
+        Admin:
+          Type: Api
+          Properties:
+            {RestApiId: !Ref Api, Path: /admin/v1/things, Method: POST, Auth: {Authorizer: AWS_IAM, InvokeRole: NONE}}
 """
 
 # The authorizer: its answer depends on the key; every call is counted in a file (the containers are processes).
@@ -87,7 +91,9 @@ ECHO = """
 import json
 
 def handler(event, context):
-    return {"statusCode": 201, "body": json.dumps({"authorizer": event["requestContext"].get("authorizer")})}
+    context = event["requestContext"]
+    return {"statusCode": 201, "body": json.dumps({"authorizer": context.get("authorizer"),
+                                                   "caller": context["identity"].get("userArn")})}
 """
 
 
@@ -104,7 +110,8 @@ def stack_root(tmp_path_factory):
 
 @pytest.fixture
 def api(stack_root, tmp_path):
-    local = LocalApi(Stack(stack_root / "template.yaml"), {"CALLS_DIR": str(tmp_path)}, containers_per_function=2)
+    environment = {"CALLS_DIR": str(tmp_path), "AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local"}
+    local = LocalApi(Stack(stack_root / "template.yaml"), environment, containers_per_function=2)
     local.calls = lambda: (tmp_path / "calls").read_text().splitlines() if (tmp_path / "calls").exists() else []
     yield local
     local.stop()
@@ -123,6 +130,7 @@ def test_the_label_reaches_the_function_and_the_access_log(api):
     assert set(line) == {
         "requestId",
         "tenant",
+        "caller",
         "route",
         "status",
         "responseLatency",
@@ -130,6 +138,7 @@ def test_the_label_reaches_the_function_and_the_access_log(api):
         "responseLength",
     }
     assert line["tenant"] == "tnt_acme" and line["route"] == "POST /v1/things/{thing}" and line["status"] == "201"
+    assert line["caller"] == "-" and body["caller"] is None  # an IAM principal only on AWS_IAM routes
     assert line["responseLength"] == str(len(response.body)) and int(line["integrationLatency"]) >= 0
     assert int(line["responseLatency"]) >= int(line["integrationLatency"])
     assert "secret-id" not in response.access_log and "hidden" not in response.access_log
@@ -177,3 +186,32 @@ def test_unknown_routes_are_logged_without_a_route(api):
     # MISSING_AUTHENTICATION_TOKEN keeps API Gateway's 403 where the template sets no status of its own (the real
     # template answers 404 not_found).
     assert response.status == 403 and line["route"] == "GET -" and "123" not in response.access_log
+
+
+def _signed(secret: str) -> list[tuple[str, str]]:
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    request = AWSRequest(
+        method="POST",
+        url="http://127.0.0.1:3000/admin/v1/things",
+        data=b"{}",
+        headers={"content-type": "application/json"},
+    )
+    SigV4Auth(Credentials("local", secret), "execute-api", "us-east-1").add_auth(request)
+    return [("Host", "127.0.0.1:3000"), *request.headers.items()]
+
+
+def test_an_iam_route_takes_a_signature_not_the_authorizer_and_logs_its_caller(api):
+    from darkroom.local.sigv4 import LOCAL_PRINCIPAL
+
+    response = api.handle("POST", "/admin/v1/things", _signed("local"), b"{}")
+    line = json.loads(response.access_log)
+    assert response.status == 201 and json.loads(response.body)["caller"] == LOCAL_PRINCIPAL
+    assert line["caller"] == LOCAL_PRINCIPAL and line["tenant"] == "-"
+    assert api.calls() == []  # the REQUEST authorizer never runs on an AWS_IAM route
+    for headers in (_signed("wrong"), [("content-type", "application/json"), ("Authorization", "Bearer acme")]):
+        refused = api.handle("POST", "/admin/v1/things", headers, b"{}")
+        assert refused.status == 403 and json.loads(refused.access_log)["caller"] == "-"
+    assert api.calls() == []

@@ -15,6 +15,7 @@ from darkroom.local.template import Stack
 FIELDS = {
     "requestId": "$context.extendedRequestId",
     "tenant": "$context.authorizer.principalId",
+    "caller": "$context.identity.userArn",
     "route": "$context.httpMethod $context.resourcePath",
     "status": "$context.status",
     "responseLatency": "$context.responseLatency",
@@ -43,6 +44,7 @@ def test_the_format_names_no_key_body_query_or_raw_path(stack):
     assert variables == {
         "extendedRequestId",
         "authorizer.principalId",
+        "identity.userArn",
         "httpMethod",
         "resourcePath",
         "status",
@@ -50,7 +52,8 @@ def test_the_format_names_no_key_body_query_or_raw_path(stack):
         "integrationLatency",
         "responseLength",
     }
-    lowered = stack.access_log_format().lower()
+    # Of the caller's identity, only an IAM principal's ARN (admin routes): never its address, agent or access key.
+    lowered = stack.access_log_format().lower().replace("$context.identity.userarn", "")
     for forbidden in (
         "$context.path",
         "querystring",

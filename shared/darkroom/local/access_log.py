@@ -39,6 +39,7 @@ class GatewayRequest:
     request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     resource_path: str | None = None  # the matched route's resource path; None: no route matched
     authorizer: dict[str, object] = field(default_factory=dict)  # principalId and the authorizer's context
+    caller: str | None = None  # an AWS_IAM route's authenticated IAM principal (``identity.userArn``)
     integration_latency_ms: int | None = None  # None: the function was never invoked
     started: float = field(default_factory=time.monotonic)
 
@@ -52,6 +53,7 @@ class GatewayRequest:
             "responseLength": response_length,
             "responseLatency": round((time.monotonic() - self.started) * 1000),
             "integrationLatency": self.integration_latency_ms,
+            "identity.userArn": self.caller,
         }
         variables.update({f"authorizer.{name}": value for name, value in self.authorizer.items()})
         return variables

@@ -264,7 +264,8 @@ class LocalApi:
             except sigv4.Refused as refused:
                 return self.gateway_response(refused.kind, refused.message)
             caller = event["requestContext"]["identity"]
-            caller["userArn"], caller["caller"] = identity["userArn"], identity["caller"]
+            request.caller = caller["userArn"] = identity["userArn"]
+            caller["caller"] = identity["caller"]
             caller["accessKey"], caller["accountId"] = identity["accessKey"], identity["accountId"]
         elif route.authorizer:
             kind, request.authorizer = self._authorizers[route.authorizer].authorize(event)
