@@ -232,3 +232,31 @@ def test_the_billing_export_covers_every_tenant_or_one_as_json_or_csv(svc):
     assert status == 400 and error["error"]["param"] == "start_date"
     status, _, error = _call("GET", "/admin/v1/usage", query={"tenant_id": "tnt_missing"})
     assert status == 404
+
+
+def test_every_answer_is_the_shape_docs_admin_openapi_documents(svc):
+    """darkroom.admin builds the answers as dicts; the admin OpenAPI document declares their models, which forbid
+    any field they do not name: an answer that drifted from its documented shape fails here."""
+    from darkroom.api.admin import KeyList, KeyObject, TenantList, TenantObject, UsageExport
+
+    status, _, tenant = invoke("admin", load_event("admin-create-tenant"))
+    assert status == 200
+    TenantObject.model_validate(tenant)
+    tenant_id = tenant["tenant_id"]
+    TenantList.model_validate(_call("GET", "/admin/v1/tenants", query={"limit": "5"})[2])
+    for method, path, body in [
+        ("GET", "/admin/v1/tenants/{tenant_id}", None),
+        ("POST", "/admin/v1/tenants/{tenant_id}/suspend", None),
+        ("POST", "/admin/v1/tenants/{tenant_id}/activate", None),
+        ("POST", "/admin/v1/tenants/{tenant_id}/limits", {"images_per_day": 9}),
+        ("POST", "/admin/v1/tenants/{tenant_id}/budget", {"monthly_usd": 3}),
+    ]:
+        TenantObject.model_validate(_call(method, path, body, tenant_id=tenant_id)[2])
+    issued = KeyObject.model_validate(_call("POST", "/admin/v1/tenants/{tenant_id}/keys", tenant_id=tenant_id)[2])
+    assert issued.key is not None
+    listed = KeyList.model_validate(_call("GET", "/admin/v1/tenants/{tenant_id}/keys", tenant_id=tenant_id)[2])
+    assert [k.key for k in listed.data] == [None]
+    KeyObject.model_validate(_call("POST", "/admin/v1/keys/{key_id}/revoke", key_id=issued.key_id)[2])
+    _record(svc, tenant_id, "r1", datetime.now(UTC).date().isoformat(), 0.5)
+    export = UsageExport.model_validate(_call("GET", "/admin/v1/usage", query={"tenant_id": tenant_id})[2])
+    assert [row.tenant_id for row in export.data] == [tenant_id]

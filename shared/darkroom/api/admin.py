@@ -1,22 +1,22 @@
-"""The admin API's request bodies (/admin/v1: tenants, limits, budgets, keys); its entry point, which checks the IAM
-caller and audits each call, is :func:`darkroom.api.resolver.admin_entrypoint`.
+"""The admin API's wire models (/admin/v1: tenants, limits, budgets, keys, the export): request bodies, and the
+answers' shapes for docs/admin-openapi.json (``darkroom.admin`` builds the answers; tests/handler checks they
+match). Its entry point, which checks the IAM caller and audits each call, is
+:func:`darkroom.api.resolver.admin_entrypoint`.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import TypeVar
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
+from pydantic import BaseModel, ConfigDict, Field
 
-from darkroom.api.errors import invalid_from_validation
+from darkroom.api.errors import ErrorResponse
 
 
 class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
-
-
-BodyModel = TypeVar("BodyModel", bound=BaseModel)
 
 
 class TenantCreate(_Body):
@@ -45,9 +45,75 @@ class KeyCreate(_Body):
     )
 
 
-def parse_body(model: type[BodyModel], value: object) -> BodyModel:
-    """``value`` (a parsed JSON body) as ``model``; a 400 naming the parameter, never echoing it, if it is not."""
-    try:
-        return model.model_validate(value)
-    except ValidationError as exc:
-        raise invalid_from_validation(exc.errors()) from None
+class _Answer(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # the documented shape is the whole answer (tests/handler)
+
+
+class TenantObject(_Answer):
+    object: Literal["tenant"] = "tenant"
+    tenant_id: str
+    name: str
+    status: Literal["active", "suspended"]
+    created_at: str = Field(description="UTC, YYYY-MM-DDTHH:MM:SSZ")
+    images_per_minute: int
+    images_per_day: int
+    requests_per_minute: int
+    monthly_budget_usd: float | None = Field(description="null: no budget")
+    budget_soft_percent: int | None
+
+
+class TenantList(_Answer):
+    object: Literal["list"] = "list"
+    data: list[TenantObject]
+    first_id: str | None
+    last_id: str | None = Field(description="Pass as 'after' for the next page")
+    has_more: bool
+
+
+class KeyObject(_Answer):
+    object: Literal["api_key"] = "api_key"
+    key_id: str
+    tenant_id: str
+    prefix: str = Field(description="The key's first 8 characters, to recognise it")
+    status: Literal["active", "revoked", "expired"]
+    created_at: str
+    expires_at: str | None
+    key: str | None = Field(default=None, description="The secret: in the answer that issues the key only")
+
+
+class KeyList(_Answer):
+    object: Literal["list"] = "list"
+    data: list[KeyObject]
+
+
+class UsageRow(_Answer):
+    tenant_id: str
+    date: str = Field(description="UTC, YYYY-MM-DD")
+    model: str
+    requests: int
+    images: int
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float
+
+
+class UsageExport(_Answer):
+    object: Literal["list"] = "list"
+    data: list[UsageRow]
+
+
+_ERRORS = {
+    400: "Invalid request: the error names the parameter",
+    403: "Not an IAM caller, or one whose policy does not allow this route (API Gateway's answer)",
+    404: "No such tenant or key (an unsigned request is a 404 too: API Gateway's 'missing authentication token')",
+}
+
+
+def responses(model: type[BaseModel], *errors: int) -> dict[int, OpenAPIResponse]:
+    """A route's documented answers: ``model`` on 200, and the ``errors`` in the OpenAI envelope."""
+    answers: dict[int, OpenAPIResponse] = {
+        200: {"description": "OK", "content": {"application/json": {"model": model}}}
+    }
+    for status in (*errors, 403):
+        answers[status] = {"description": _ERRORS[status], "content": {"application/json": {"model": ErrorResponse}}}
+    return answers
