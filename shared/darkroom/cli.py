@@ -169,6 +169,8 @@ def _serve(args: argparse.Namespace) -> None:
         f"demo tenant {local.demo_tenant_id}, key: {local.demo_key}",
         f"playground: {local.base_url.removesuffix('/v1')}/playground   "
         f"API docs: {local.base_url.removesuffix('/v1')}/docs",
+        f"admin API: {local.environment['DARKROOM_ADMIN_URL']} (SigV4 with the AWS_* credentials below: "
+        "docs/operators.md)",
     ]
     if local.model_server:
         models = local.model_server
