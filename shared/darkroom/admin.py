@@ -16,6 +16,7 @@ from typing import Any
 
 from darkroom import budgets
 from darkroom.api.errors import InvalidRequest, NotFound
+from darkroom.api.usage import usage_day
 from darkroom.metering import UsageMeter, usage_window
 from darkroom.tenancy import ACTIVE, ApiKey, Limits, Tenant, TenantDirectory, TenantStatus
 
@@ -179,16 +180,7 @@ def export_csv(rows: list[dict[str, Any]]) -> str:
 
 def _usage_rows(meter: UsageMeter, tenant_id: str, start: date, end: date) -> Iterator[dict[str, Any]]:
     for usage in meter.by_day_and_model(tenant_id, start, end):
-        yield {
-            "tenant_id": tenant_id,
-            "date": usage.day,
-            "model": usage.model,
-            "requests": usage.requests,
-            "images": usage.images,
-            "input_tokens": usage.input_tokens,
-            "output_tokens": usage.output_tokens,
-            "cost_usd": usage.cost_usd,
-        }
+        yield {"tenant_id": tenant_id, **usage_day(usage).model_dump()}
 
 
 def _check_limits(changes: dict[str, int]) -> None:

@@ -13,6 +13,7 @@ from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from darkroom.api.errors import ErrorResponse
+from darkroom.api.usage import UsageDay
 
 
 class _Body(BaseModel):
@@ -86,15 +87,11 @@ class KeyList(_Answer):
     data: list[KeyObject]
 
 
-class UsageRow(_Answer):
+class UsageRow(UsageDay):
+    """A row of ``GET /v1/usage``, with the tenant it is of."""
+
+    model_config = ConfigDict(extra="forbid")
     tenant_id: str
-    date: str = Field(description="UTC, YYYY-MM-DD")
-    model: str
-    requests: int
-    images: int
-    input_tokens: int
-    output_tokens: int
-    cost_usd: float
 
 
 class UsageExport(_Answer):

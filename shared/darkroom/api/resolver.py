@@ -117,7 +117,7 @@ def request_context(app: APIGatewayRestResolver, streamed: bool = False) -> Requ
     return RequestContext(app.context["tenant"], request_id(app), deadline)
 
 
-def proxy_result(status: int, body: dict[str, Any], headers: dict[str, str]) -> dict[str, Any]:
+def _proxy_result(status: int, body: dict[str, Any], headers: dict[str, str]) -> dict[str, Any]:
     return {
         "statusCode": status,
         "multiValueHeaders": {"Content-Type": [content_types.APPLICATION_JSON]}
@@ -170,20 +170,25 @@ def entrypoint(
             tenant = _authenticate(request)
             event = routed_event(event, request)
         except ApiError as exc:
-            result = proxy_result(exc.status, exc.envelope(), exc.headers)
+            result = _proxy_result(exc.status, exc.envelope(), exc.headers)
         except Exception:  # noqa: BLE001 - logged; the client gets the 500 envelope, not a stack trace
             logger.exception("authentication failed")
-            result = proxy_result(500, _INTERNAL_ERROR, {})
+            result = _proxy_result(500, _INTERNAL_ERROR, {})
         else:
             app.append_context(tenant=tenant, deadline=deadline, **{CONTEXT_KEY: request})
             with per_request():
                 result = app.resolve(event, context)
-        event_id = event_request_id(event)
-        if event_id:
-            result.setdefault("multiValueHeaders", {})["x-request-id"] = [event_id]
-        return result
+        return _with_request_id(event, result)
 
     return lambda_handler
+
+
+def _with_request_id(event: dict[str, Any], result: dict[str, Any]) -> dict[str, Any]:
+    """``result`` with the request's id as ``x-request-id``, as every answer carries it."""
+    event_id = event_request_id(event)
+    if event_id:
+        result.setdefault("multiValueHeaders", {})["x-request-id"] = [event_id]
+    return result
 
 
 # The admin API (/admin/v1, functions/admin). API Gateway authenticates every route with IAM (AWS_IAM: a SigV4
@@ -225,12 +230,12 @@ def admin_entrypoint(app: APIGatewayRestResolver) -> Callable[[dict[str, Any], L
         # The tenant the call touched: the path's, or the one a route names (the resolver clears its context).
         record = {"tenant_id": (event.get("pathParameters") or {}).get("tenant_id")}
         if principal is None:
-            result = proxy_result(403, _NOT_IAM, {})
+            result = _proxy_result(403, _NOT_IAM, {})
         else:
             try:
                 request = HttpRequest.from_event(event)
             except ApiError as exc:
-                result = proxy_result(exc.status, exc.envelope(), exc.headers)
+                result = _proxy_result(exc.status, exc.envelope(), exc.headers)
             else:
                 app.append_context(principal=principal, **{CONTEXT_KEY: request, AUDIT: record})
                 result = app.resolve(routed_event(event, request), context)
@@ -245,9 +250,6 @@ def admin_entrypoint(app: APIGatewayRestResolver) -> Callable[[dict[str, Any], L
                 }
             },
         )
-        event_id = event_request_id(event)
-        if event_id:
-            result.setdefault("multiValueHeaders", {})["x-request-id"] = [event_id]
-        return result
+        return _with_request_id(event, result)
 
     return lambda_handler

@@ -39,7 +39,8 @@ class UsageList(BaseModel):
     end_date: str
 
 
-def _row(usage: ModelDayUsage) -> UsageDay:
+def usage_day(usage: ModelDayUsage) -> UsageDay:
+    """One row of ``GET /v1/usage`` (and, with its tenant's id, of the admin API's billing export)."""
     return UsageDay(
         date=usage.day,
         model=usage.model,
@@ -62,5 +63,5 @@ def usage_list(meter: UsageMeter, tenant_id: str, start: date, end: date) -> Usa
         cost_usd=sum(r.cost_micro_usd for r in rows) / 1_000_000,  # summed in micro-USD: no float drift
     )
     return UsageList(
-        data=[_row(r) for r in rows], totals=totals, start_date=start.isoformat(), end_date=end.isoformat()
+        data=[usage_day(r) for r in rows], totals=totals, start_date=start.isoformat(), end_date=end.isoformat()
     )
